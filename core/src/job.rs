@@ -1,0 +1,209 @@
+//! The job: one configuration of one ebuild, as the work generator issues it and the guest
+//! agent runs it. Serialised as `job.json` (see `docs/FORMATS.md`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the `job.json` format; bumped on any incompatible change.
+pub const JOB_FORMAT: u32 = 1;
+
+/// A C/C++ toolchain the guest can build with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compiler {
+    /// GCC (`gcc`/`g++`).
+    Gcc,
+    /// LLVM Clang (`clang`/`clang++`).
+    Clang,
+}
+
+impl Compiler {
+    /// Every compiler the guest image carries, in a stable order.
+    pub const ALL: [Compiler; 2] = [Compiler::Gcc, Compiler::Clang];
+
+    /// The stable lower-case name used in files, databases and workunit names.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compiler::Gcc => "gcc",
+            Compiler::Clang => "clang",
+        }
+    }
+
+    /// The `CC` and `CXX` values Portage builds with.
+    pub fn cc_cxx(self) -> (&'static str, &'static str) {
+        match self {
+            Compiler::Gcc => ("gcc", "g++"),
+            Compiler::Clang => ("clang", "clang++"),
+        }
+    }
+}
+
+impl fmt::Display for Compiler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Compiler {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "gcc" => Ok(Compiler::Gcc),
+            "clang" => Ok(Compiler::Clang),
+            other => Err(format!("unknown compiler `{other}` (expected gcc or clang)")),
+        }
+    }
+}
+
+/// The USE assignment of a job: every IUSE flag of the ebuild, on or off.
+///
+/// Explicit for every flag so that a configuration means the same thing whatever the
+/// profile's defaults are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UseAssignment(pub BTreeMap<String, bool>);
+
+impl UseAssignment {
+    /// The enabled flags, sorted.
+    pub fn enabled(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().filter(|(_, on)| **on).map(|(f, _)| f.as_str())
+    }
+
+    /// Portage's `package.use` notation: `a -b c`, every flag named.
+    pub fn to_package_use(&self) -> String {
+        let words: Vec<String> = self
+            .0
+            .iter()
+            .map(|(flag, on)| if *on { flag.clone() } else { format!("-{flag}") })
+            .collect();
+        words.join(" ")
+    }
+
+    /// A compact, human-readable form: the enabled flags, or `-` when none is.
+    pub fn summary(&self) -> String {
+        let on: Vec<&str> = self.enabled().collect();
+        if on.is_empty() {
+            "-".to_owned()
+        } else {
+            on.join(" ")
+        }
+    }
+}
+
+/// One configuration to build and test.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Job {
+    /// Always [`JOB_FORMAT`].
+    pub format: u32,
+    /// Stable identifier, also the BOINC workunit name's stem.
+    pub job_id: String,
+    /// The repository's `repo_name`.
+    pub repo: String,
+    /// `category/package-version`.
+    pub cpv: String,
+    /// Every IUSE flag of the ebuild, on or off.
+    #[serde(rename = "use")]
+    pub use_flags: UseAssignment,
+    /// The toolchain to build with.
+    pub compiler: Compiler,
+    /// Wall-clock limit for the whole job inside the guest, in seconds.
+    pub timeout_secs: u64,
+}
+
+impl Job {
+    /// Builds a job and derives its identifier from its content, so the same configuration
+    /// always gets the same identifier.
+    pub fn new(repo: &str, cpv: &str, use_flags: UseAssignment, compiler: Compiler, timeout_secs: u64) -> Job {
+        let job_id = job_id(repo, cpv, &use_flags, compiler);
+        Job { format: JOB_FORMAT, job_id, repo: repo.to_owned(), cpv: cpv.to_owned(), use_flags, compiler, timeout_secs }
+    }
+
+    /// Parses `job.json`, refusing other format versions.
+    pub fn from_json(bytes: &[u8]) -> Result<Job, crate::Error> {
+        let job: Job = serde_json::from_slice(bytes).map_err(|e| crate::Error::Json { what: "job.json", source: e })?;
+        if job.format != JOB_FORMAT {
+            return Err(crate::Error::Format { what: "job.json", found: job.format, expected: JOB_FORMAT });
+        }
+        Ok(job)
+    }
+
+    /// Serialises to pretty JSON.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).expect("a Job always serialises")
+    }
+
+    /// `category/package`.
+    pub fn cp(&self) -> &str {
+        split_cpv(&self.cpv).map(|(cp, _)| cp).unwrap_or(&self.cpv)
+    }
+}
+
+/// A deterministic identifier: readable prefix plus a short content hash.
+pub fn job_id(repo: &str, cpv: &str, use_flags: &UseAssignment, compiler: Compiler) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(repo.as_bytes());
+    h.update([0]);
+    h.update(cpv.as_bytes());
+    h.update([0]);
+    h.update(use_flags.to_package_use().as_bytes());
+    h.update([0]);
+    h.update(compiler.as_str().as_bytes());
+    let digest = hex::encode(h.finalize());
+    let readable: String = cpv.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' }).collect();
+    format!("{readable}-{compiler}-{}", &digest[..12])
+}
+
+/// Splits `category/package-version` into (`category/package`, `version`), following PMS:
+/// the version starts at the last `-` followed by a digit that leaves a valid version,
+/// with an optional `-rN` revision.
+pub fn split_cpv(cpv: &str) -> Option<(&str, &str)> {
+    let (_, pkg_and_ver) = cpv.split_once('/')?;
+    let base = cpv.len() - pkg_and_ver.len();
+    // Walk the `-` positions from the right, skipping a trailing `-rN`.
+    let bytes = pkg_and_ver.as_bytes();
+    let mut candidates: Vec<usize> = bytes.iter().enumerate().filter(|(_, b)| **b == b'-').map(|(i, _)| i).collect();
+    candidates.reverse();
+    for i in candidates {
+        let ver = &pkg_and_ver[i + 1..];
+        if ver.starts_with(|c: char| c.is_ascii_digit()) {
+            return Some((&cpv[..base + i], ver));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpv_splits_at_version() {
+        assert_eq!(split_cpv("app-arch/bzip2-1.0.8"), Some(("app-arch/bzip2", "1.0.8")));
+        assert_eq!(split_cpv("dev-libs/libffi-3.4.4-r1"), Some(("dev-libs/libffi", "3.4.4-r1")));
+        assert_eq!(split_cpv("dev-python/x-y-2-1.0"), Some(("dev-python/x-y-2", "1.0")));
+        assert_eq!(split_cpv("nocategory"), None);
+    }
+
+    #[test]
+    fn job_round_trips_and_ids_are_stable() {
+        let mut flags = UseAssignment::default();
+        flags.0.insert("static".into(), false);
+        flags.0.insert("debug".into(), true);
+        let job = Job::new("gah", "app-arch/bzip2-1.0.8", flags.clone(), Compiler::Clang, 3600);
+        let again = Job::new("gah", "app-arch/bzip2-1.0.8", flags, Compiler::Clang, 3600);
+        assert_eq!(job.job_id, again.job_id);
+        assert!(job.job_id.starts_with("app-arch_bzip2-1.0.8-clang-"));
+        assert_eq!(Job::from_json(&job.to_json()).unwrap(), job);
+        assert_eq!(job.use_flags.to_package_use(), "debug -static");
+    }
+
+    #[test]
+    fn job_refuses_unknown_fields() {
+        let text = br#"{"format":1,"job_id":"x","repo":"r","cpv":"a/b-1","use":{},"compiler":"gcc","timeout_secs":1,"extra":1}"#;
+        assert!(Job::from_json(text).is_err());
+    }
+}

@@ -1,0 +1,46 @@
+//! `gah-core`: the formats every gentoo@home program shares, each defined once.
+//!
+//! - [`job::Job`]: one configuration to build (`job.json`), issued by the work generator and
+//!   run by the guest agent.
+//! - [`outcome::Outcome`] and [`outcome::Status`]: what a job produced (`outcome.json`).
+//! - [`archive`]: the outcome archive a volunteer uploads, written by the app and checked by
+//!   the validator before anything in it is trusted.
+//! - [`db::Database`]: the results database schema, its migrations and its writes.
+//!
+//! **Invariant:** this crate knows nothing about qemu, namespaces, BOINC's API or Portage; it
+//! does no process management and no network IO.
+//!
+//! ```
+//! use gah_core::job::{Compiler, Job, UseAssignment};
+//! let job = Job::new("gah", "app-arch/bzip2-1.0.8", UseAssignment::default(), Compiler::Gcc, 3600);
+//! assert_eq!(Job::from_json(&job.to_json()).unwrap(), job);
+//! ```
+#![deny(missing_docs)]
+
+pub mod archive;
+pub mod db;
+pub mod job;
+pub mod outcome;
+
+/// Errors from parsing the shared formats.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A JSON document did not parse or did not match its schema.
+    #[error("{what}: {source}")]
+    Json {
+        /// Which document.
+        what: &'static str,
+        /// The parser's complaint.
+        source: serde_json::Error,
+    },
+    /// A document of another format version.
+    #[error("{what}: format version {found}, this program reads version {expected}")]
+    Format {
+        /// Which document.
+        what: &'static str,
+        /// The version found.
+        found: u32,
+        /// The version understood.
+        expected: u32,
+    },
+}

@@ -1,0 +1,261 @@
+//! The outcome of one job: what the guest agent reports and what the database stores.
+//! Serialised as `outcome.json` inside the outcome archive (see `docs/FORMATS.md`).
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::job::{Compiler, Job, UseAssignment};
+
+/// Version of the `outcome.json` format.
+pub const OUTCOME_FORMAT: u32 = 1;
+
+/// How a job ended. The string codes are stable: they are stored in the results database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Built, and the tests (if any ran) passed.
+    Success,
+    /// A dependency of the package failed to build or install.
+    DepsFailed,
+    /// The package itself failed before its test phase (unpack, prepare, configure, compile, install).
+    BuildFailed,
+    /// The package built but its test phase failed.
+    TestFailed,
+    /// The job ran out of its wall-clock limit.
+    Timeout,
+    /// The platform failed (VM did not boot, disk full, agent crashed): says nothing about the package.
+    InfraError,
+}
+
+impl Status {
+    /// Every status, for exhaustive tests and listings.
+    pub const ALL: [Status; 6] =
+        [Status::Success, Status::DepsFailed, Status::BuildFailed, Status::TestFailed, Status::Timeout, Status::InfraError];
+
+    /// The stable string code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Success => "success",
+            Status::DepsFailed => "deps_failed",
+            Status::BuildFailed => "build_failed",
+            Status::TestFailed => "test_failed",
+            Status::Timeout => "timeout",
+            Status::InfraError => "infra_error",
+        }
+    }
+
+    /// True when the result says nothing about the package (as crater's `is_spurious`):
+    /// such a result is retried rather than counted against the package.
+    pub fn is_spurious(self) -> bool {
+        matches!(self, Status::Timeout | Status::InfraError)
+    }
+
+    /// True for the failures that count against the package in the failcount rotation.
+    pub fn is_failure(self) -> bool {
+        !matches!(self, Status::Success) && !self.is_spurious()
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Status {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Status::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| format!("unknown status `{s}`"))
+    }
+}
+
+/// The duration of one phase of the job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhaseTime {
+    /// The phase: `deps`, or an ebuild phase (`unpack`, `prepare`, `configure`, `compile`,
+    /// `test`, `install`), or `merge`/`package`.
+    pub phase: String,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+}
+
+/// A package the job installed or built, with where it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackageVersion {
+    /// `category/package-version`.
+    pub cpv: String,
+    /// True when installed from a cached binary package rather than built.
+    pub binary: bool,
+}
+
+/// What a job produced. Written by the guest agent, checked by the validator, stored by the
+/// assimilator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outcome {
+    /// Always [`OUTCOME_FORMAT`].
+    pub format: u32,
+    /// The job's identifier.
+    pub job_id: String,
+    /// The repository's `repo_name`.
+    pub repo: String,
+    /// `category/package-version`.
+    pub cpv: String,
+    /// The USE assignment the package was built with.
+    #[serde(rename = "use")]
+    pub use_flags: UseAssignment,
+    /// The toolchain.
+    pub compiler: Compiler,
+    /// How it ended.
+    pub status: Status,
+    /// The phase that failed, when one did (`deps` for a dependency).
+    pub failed_phase: Option<String>,
+    /// True when the package's test phase ran (whatever its result).
+    pub test_ran: bool,
+    /// Names of failing tests, when the test suite says (sorted, for comparison).
+    pub failing_tests: Vec<String>,
+    /// Durations of the phases that ran, in order.
+    pub phases: Vec<PhaseTime>,
+    /// Every package installed for the job, the target last.
+    pub packages: Vec<PackageVersion>,
+    /// Files the package installed with their sha256, for replica comparison.
+    pub installed_files: Vec<InstalledFile>,
+    /// Which backend ran the job (`vm` or `sandbox`) and with which accelerator
+    /// (`kvm`, `tcg`, `none`).
+    pub backend: String,
+    /// The accelerator, when the backend is a VM.
+    pub accelerator: String,
+    /// Whole job wall-clock seconds inside the guest.
+    pub duration_secs: f64,
+    /// One line for people: why it failed, or `ok`.
+    pub summary: String,
+}
+
+/// One file the package installed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstalledFile {
+    /// Absolute path inside the guest root.
+    pub path: String,
+    /// sha256 of the content (empty for directories and links).
+    pub sha256: String,
+}
+
+impl Outcome {
+    /// A blank outcome for `job` with the given status; the agent fills in the rest.
+    pub fn for_job(job: &Job, status: Status) -> Outcome {
+        Outcome {
+            format: OUTCOME_FORMAT,
+            job_id: job.job_id.clone(),
+            repo: job.repo.clone(),
+            cpv: job.cpv.clone(),
+            use_flags: job.use_flags.clone(),
+            compiler: job.compiler,
+            status,
+            failed_phase: None,
+            test_ran: false,
+            failing_tests: Vec::new(),
+            phases: Vec::new(),
+            packages: Vec::new(),
+            installed_files: Vec::new(),
+            backend: String::new(),
+            accelerator: String::new(),
+            duration_secs: 0.0,
+            summary: String::new(),
+        }
+    }
+
+    /// Parses `outcome.json`, refusing other format versions.
+    pub fn from_json(bytes: &[u8]) -> Result<Outcome, crate::Error> {
+        let outcome: Outcome =
+            serde_json::from_slice(bytes).map_err(|e| crate::Error::Json { what: "outcome.json", source: e })?;
+        if outcome.format != OUTCOME_FORMAT {
+            return Err(crate::Error::Format { what: "outcome.json", found: outcome.format, expected: OUTCOME_FORMAT });
+        }
+        Ok(outcome)
+    }
+
+    /// Serialises to pretty JSON.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).expect("an Outcome always serialises")
+    }
+
+    /// Says how this outcome disagrees with the job it claims to answer, if it does.
+    pub fn mismatch_with(&self, job: &Job) -> Option<String> {
+        if self.job_id != job.job_id {
+            return Some(format!("outcome is for job `{}`, not `{}`", self.job_id, job.job_id));
+        }
+        if self.cpv != job.cpv || self.repo != job.repo {
+            return Some(format!("outcome is for {}::{}, the job is {}::{}", self.cpv, self.repo, job.cpv, job.repo));
+        }
+        if self.use_flags != job.use_flags {
+            return Some(format!(
+                "outcome USE `{}` differs from the job's `{}`",
+                self.use_flags.to_package_use(),
+                job.use_flags.to_package_use()
+            ));
+        }
+        if self.compiler != job.compiler {
+            return Some(format!("outcome compiler {} differs from the job's {}", self.compiler, job.compiler));
+        }
+        None
+    }
+
+    /// Checks the internal consistency a well-behaved agent guarantees.
+    pub fn check_consistency(&self) -> Result<(), String> {
+        match (self.status, self.failed_phase.as_deref()) {
+            (Status::Success, Some(p)) => return Err(format!("status success but failed phase `{p}`")),
+            (Status::BuildFailed | Status::TestFailed | Status::DepsFailed, None) => {
+                return Err(format!("status {} without a failed phase", self.status))
+            }
+            (Status::TestFailed, Some(p)) if p != "test" => {
+                return Err(format!("status test_failed but failed phase `{p}`"))
+            }
+            (Status::DepsFailed, Some(p)) if p != "deps" => {
+                return Err(format!("status deps_failed but failed phase `{p}`"))
+            }
+            _ => {}
+        }
+        if self.status == Status::TestFailed && !self.test_ran {
+            return Err("status test_failed but the test phase did not run".into());
+        }
+        if self.phases.iter().any(|p| !p.seconds.is_finite() || p.seconds < 0.0) {
+            return Err("a phase has a negative or non-finite duration".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_status_round_trips_through_its_code() {
+        for st in Status::ALL {
+            assert_eq!(st.as_str().parse::<Status>().unwrap(), st);
+            let json = serde_json::to_string(&st).unwrap();
+            assert_eq!(json, format!("\"{}\"", st.as_str()));
+        }
+        assert!(Status::InfraError.is_spurious());
+        assert!(Status::TestFailed.is_failure());
+        assert!(!Status::Success.is_failure());
+    }
+
+    #[test]
+    fn consistency_catches_contradictions() {
+        let job = Job::new("gah", "a/b-1", UseAssignment::default(), Compiler::Gcc, 10);
+        let mut o = Outcome::for_job(&job, Status::TestFailed);
+        assert!(o.check_consistency().is_err());
+        o.failed_phase = Some("test".into());
+        o.test_ran = true;
+        assert!(o.check_consistency().is_ok());
+        assert!(o.mismatch_with(&job).is_none());
+        let other = Job::new("gah", "a/b-1", UseAssignment::default(), Compiler::Clang, 10);
+        assert!(o.mismatch_with(&other).is_some());
+    }
+}
