@@ -1,0 +1,287 @@
+//! `gah-app`: what a volunteer's BOINC client runs for one workunit.
+//!
+//! Resolves the inputs by logical name, picks a backend that works here (saying which and
+//! why), stages `/gah/in`, supervises the guest while answering the client (progress,
+//! suspend/resume, quit, abort), packs the outcome archive and calls `boinc_finish`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, ValueEnum};
+use gah_core::job::Job;
+use gah_core::outcome::{Outcome, Status};
+
+use crate::backend::accel::{kvm_usable, qemu_binary};
+use crate::backend::sandbox::SandboxBackend;
+use crate::backend::vm::{Image, VmBackend};
+use crate::backend::{Backend, GuestInput};
+use crate::supervisor::{Command, Ending, Supervisor};
+
+/// Which isolation to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendChoice {
+    /// A VM with working KVM, else the sandbox, else a VM under TCG.
+    Auto,
+    /// qemu (KVM when it works here, TCG otherwise).
+    Vm,
+    /// Linux namespaces over the guest root.
+    Sandbox,
+}
+
+/// Builds and tests one Gentoo package configuration in an isolated guest.
+///
+/// Under the BOINC client every path is a logical name resolved through BOINC; run by hand
+/// (standalone), names are plain paths.
+///
+/// Example (standalone):
+///   gah-app --job job.json --repo vm-images/overlay --distfiles .cache/distfiles \
+///           --binpkgs .cache/binpkgs --image .cache/images/test --output outcome.tar.gz
+#[derive(Debug, Parser)]
+#[command(name = "gah-app", version, verbatim_doc_comment)]
+pub struct Args {
+    /// The job file (logical name under BOINC).
+    #[arg(long, default_value = "job.json")]
+    pub job: String,
+    /// Where to write the outcome archive (logical name under BOINC).
+    #[arg(long, default_value = "outcome.tar.gz")]
+    pub output: String,
+    /// The ebuild repository.
+    #[arg(long, default_value = "repo")]
+    pub repo: String,
+    /// The distfiles folder.
+    #[arg(long, default_value = "distfiles")]
+    pub distfiles: String,
+    /// Cached binary packages (read-only to the guest).
+    #[arg(long, default_value = "binpkgs")]
+    pub binpkgs: String,
+    /// Add the binary packages the job built to --binpkgs afterwards.
+    #[arg(long)]
+    pub update_binpkgs: bool,
+    /// The guest image folder (rootfs/, rootfs.ext4, vmlinux, initramfs.cpio.gz).
+    #[arg(long, default_value = "image")]
+    pub image: String,
+    /// The guest agent program (default: `gah-agent` beside this program).
+    #[arg(long)]
+    pub agent: Option<PathBuf>,
+    /// Which isolation backend.
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    pub backend: BackendChoice,
+    /// The job's private working folder (default: `./slot` in the current folder).
+    #[arg(long)]
+    pub slot: Option<PathBuf>,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 2048)]
+    pub memory_mib: u64,
+    /// Guest CPUs (default: the CPUs this host has).
+    #[arg(long)]
+    pub cpus: Option<u32>,
+}
+
+/// Runs the app; returns only in standalone error cases (BOINC's finish exits the process).
+pub fn main(args: Args) -> anyhow::Result<()> {
+    let runtime = boinc_api::init(&boinc_api::Options::wrapper()).context("initialise the BOINC runtime")?;
+    let resolve = |name: &str| -> anyhow::Result<PathBuf> { Ok(runtime.resolve_filename(name)?) };
+    let job_path = resolve(&args.job)?;
+    let job = Job::from_json(&fs::read(&job_path).with_context(|| format!("read job {}", job_path.display()))?)
+        .with_context(|| format!("job {}", job_path.display()))?;
+    let image_dir = resolve(&args.image)?;
+    let output = resolve(&args.output)?;
+    let binpkgs = resolve(&args.binpkgs)?;
+    fs::create_dir_all(&binpkgs).with_context(|| format!("create {}", binpkgs.display()))?;
+    let slot = args.slot.clone().unwrap_or_else(|| PathBuf::from("slot"));
+    let slot = std::path::absolute(&slot)?;
+    let _ = fs::remove_dir_all(&slot);
+    fs::create_dir_all(&slot).with_context(|| format!("create slot {}", slot.display()))?;
+
+    let backend = match choose_backend(args.backend, &image_dir) {
+        Ok(b) => b,
+        Err(e) if !runtime.is_standalone() => {
+            // Nothing here can run a guest: tell the volunteer, and let the client retry later.
+            let reason = format!("gentoo@home cannot run here: {e:#}");
+            runtime.temporary_exit(Duration::from_secs(86_400), &reason, true)?;
+            unreachable!("temporary_exit exits");
+        }
+        Err(e) => return Err(e),
+    };
+    let agent = match &args.agent {
+        Some(a) => a.clone(),
+        None => std::env::current_exe()?.with_file_name("gah-agent"),
+    };
+    let staged = stage_input(&slot, &job_path, &agent)?;
+    let cpus = args.cpus.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1));
+    let input = GuestInput {
+        staged,
+        repo: std::path::absolute(resolve(&args.repo)?)?,
+        distfiles: std::path::absolute(resolve(&args.distfiles)?)?,
+        binpkgs: std::path::absolute(&binpkgs)?,
+        slot: slot.clone(),
+        memory_mib: args.memory_mib,
+        cpus,
+    };
+    eprintln!("gah-app: {} on backend {} ({})", job.job_id, backend.name(), backend.accelerator());
+    let guest = backend.start(&input)?;
+    // Boot and platform overhead on top of the job's own limit.
+    let limit = Duration::from_secs(job.timeout_secs + 300);
+    let mut supervisor = Supervisor::new(guest, limit);
+    let ending = loop {
+        let status = runtime.status();
+        let command = if status.abort_request {
+            Some(Command::Abort)
+        } else if status.quit_request || status.no_heartbeat {
+            Some(Command::Quit)
+        } else if status.suspended {
+            Some(Command::Suspend)
+        } else {
+            Some(Command::Resume)
+        };
+        if let Some(command) = command {
+            if let Some(ending) = supervisor.command(command)? {
+                break ending;
+            }
+        }
+        if let Some(ending) = supervisor.poll(Duration::from_millis(500))? {
+            break ending;
+        }
+        runtime.fraction_done(supervisor.fraction);
+    };
+    let console = supervisor.console_log();
+    drop(supervisor);
+    match ending {
+        Ending::Aborted => {
+            let _ = fs::remove_dir_all(&slot);
+            runtime.abort_exit();
+        }
+        Ending::Quit => runtime.quit_exit(),
+        Ending::TimedOut | Ending::GuestExited { .. } => {}
+    }
+
+    let out_dir = input.output_dir();
+    let outcome = read_outcome(&out_dir, &job, &ending, &console, backend.as_ref());
+    let log = fs::read(out_dir.join("build.log")).unwrap_or_else(|_| fs::read(&console).unwrap_or_default());
+    let info = fs::read(out_dir.join("emerge-info.txt")).ok();
+    let tmp = output.with_extension("tmp");
+    let file = fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
+    gah_core::archive::write(file, &job, &outcome, &log, info.as_deref())?;
+    fs::rename(&tmp, &output).with_context(|| format!("write {}", output.display()))?;
+    if args.update_binpkgs {
+        merge_binpkgs(&out_dir.join("binpkgs"), &binpkgs)?;
+    }
+    eprintln!("gah-app: {} {} ({}) -> {}", job.job_id, outcome.status, outcome.summary, output.display());
+    let _ = fs::remove_dir_all(&slot);
+    runtime.fraction_done(1.0);
+    runtime.finish(0)
+}
+
+/// Picks the backend, saying why on stderr.
+pub fn choose_backend(choice: BackendChoice, image_dir: &Path) -> anyhow::Result<Box<dyn Backend>> {
+    let image = Image::in_dir(image_dir);
+    let helper = std::env::current_exe()?;
+    let sandbox = SandboxBackend { rootfs: image_dir.join("rootfs"), helper };
+    let qemu = qemu_binary();
+    let kvm = match &qemu {
+        Some(q) if image.kernel.is_file() => kvm_usable(q, &image.kernel, &image_dir.join("kvm-probe.json")),
+        Some(_) => crate::backend::accel::KvmProbe { usable: false, detail: "no guest kernel".into(), key: String::new() },
+        None => crate::backend::accel::KvmProbe { usable: false, detail: "qemu-system-x86_64 is not installed".into(), key: String::new() },
+    };
+    let vm = |kvm_ok: bool| -> anyhow::Result<Box<dyn Backend>> {
+        let Some(q) = qemu.clone() else { bail!("the vm backend needs qemu-system-x86_64 (Debian: qemu-system-x86)") };
+        image.check()?;
+        Ok(Box::new(VmBackend { qemu: q, image: image.clone(), kvm: kvm_ok }))
+    };
+    match choice {
+        BackendChoice::Vm => {
+            eprintln!("gah-app: backend vm, accelerator {} ({})", if kvm.usable { "kvm" } else { "tcg" }, kvm.detail);
+            vm(kvm.usable)
+        }
+        BackendChoice::Sandbox => {
+            sandbox.probe().map_err(|e| anyhow::anyhow!("the sandbox does not work here: {e}"))?;
+            eprintln!("gah-app: backend sandbox (chosen)");
+            Ok(Box::new(sandbox))
+        }
+        BackendChoice::Auto => {
+            if kvm.usable {
+                eprintln!("gah-app: backend vm with kvm ({})", kvm.detail);
+                return vm(true);
+            }
+            match sandbox.probe() {
+                Ok(()) => {
+                    eprintln!("gah-app: backend sandbox (KVM unusable: {})", kvm.detail);
+                    Ok(Box::new(sandbox))
+                }
+                Err(why) => {
+                    eprintln!("gah-app: backend vm with tcg, slow (KVM unusable: {}; sandbox unusable: {why})", kvm.detail);
+                    vm(false)
+                }
+            }
+        }
+    }
+}
+
+/// Lays out `/gah/in`: the job, the agent, and mount points for the big trees.
+fn stage_input(slot: &Path, job: &Path, agent: &Path) -> anyhow::Result<PathBuf> {
+    let staged = slot.join("in");
+    fs::create_dir_all(&staged)?;
+    fs::copy(job, staged.join("job.json")).with_context(|| format!("copy {}", job.display()))?;
+    fs::copy(agent, staged.join("gah-agent")).with_context(|| format!("copy the guest agent {}", agent.display()))?;
+    for dir in ["repo", "distfiles", "binpkgs"] {
+        fs::create_dir_all(staged.join(dir))?;
+    }
+    Ok(staged)
+}
+
+/// The agent's outcome, or an infrastructure failure that says what went wrong.
+fn read_outcome(out_dir: &Path, job: &Job, ending: &Ending, console: &Path, backend: &dyn Backend) -> Outcome {
+    let mut outcome = match fs::read(out_dir.join("outcome.json")).ok().map(|b| Outcome::from_json(&b)) {
+        Some(Ok(o)) if o.mismatch_with(job).is_none() => o,
+        Some(Ok(o)) => infra(job, &format!("agent answered another job: {}", o.mismatch_with(job).unwrap_or_default())),
+        Some(Err(e)) => infra(job, &format!("agent wrote a bad outcome: {e}")),
+        None => match ending {
+            Ending::TimedOut => {
+                let mut o = Outcome::for_job(job, Status::Timeout);
+                o.failed_phase = Some("build".into());
+                o.summary = "the guest ran out of time".into();
+                o
+            }
+            Ending::GuestExited { detail, .. } => infra(
+                job,
+                &format!("guest ended without an outcome: {detail}; log: {}", crate::process::tail(&fs::read(console).unwrap_or_default(), 3)),
+            ),
+            _ => infra(job, "no outcome"),
+        },
+    };
+    outcome.backend = backend.name().to_owned();
+    outcome.accelerator = backend.accelerator().to_owned();
+    outcome
+}
+
+fn infra(job: &Job, summary: &str) -> Outcome {
+    let mut o = Outcome::for_job(job, Status::InfraError);
+    o.summary = summary.to_owned();
+    o
+}
+
+/// Adds the packages the guest built to the host's cache, never replacing a file in place.
+fn merge_binpkgs(from: &Path, to: &Path) -> anyhow::Result<()> {
+    if !from.is_dir() {
+        return Ok(());
+    }
+    for entry in fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            fs::create_dir_all(&target)?;
+            merge_binpkgs(&entry.path(), &target)?;
+        } else {
+            // The index changes with every build; packages are immutable once written.
+            let is_index = entry.file_name() == "Packages";
+            if is_index || !target.exists() {
+                let tmp = target.with_extension("gah-tmp");
+                fs::copy(entry.path(), &tmp)?;
+                fs::rename(&tmp, &target)?;
+            }
+        }
+    }
+    Ok(())
+}

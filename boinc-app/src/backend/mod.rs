@@ -1,0 +1,100 @@
+//! Isolation backends behind one interface: [`vm`] (qemu) and [`sandbox`] (namespaces).
+//!
+//! Both run the same guest agent on the same guest root (see `docs/GUEST.md`). The supervisor
+//! knows only [`Backend`] and [`Guest`].
+
+pub mod accel;
+pub mod sandbox;
+pub mod vm;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What a backend needs to start a guest for one job.
+#[derive(Debug, Clone)]
+pub struct GuestInput {
+    /// The staged `/gah/in` tree: `job.json`, `gah-agent`, and mount points for the rest.
+    pub staged: PathBuf,
+    /// The ebuild repository (`/gah/in/repo`).
+    pub repo: PathBuf,
+    /// The distfiles (`/gah/in/distfiles`).
+    pub distfiles: PathBuf,
+    /// Cached binary packages (`/gah/in/binpkgs`).
+    pub binpkgs: PathBuf,
+    /// The job's private working folder (the "slot"): scratch, logs, the output.
+    pub slot: PathBuf,
+    /// Memory for the guest, in MiB.
+    pub memory_mib: u64,
+    /// CPUs for the guest.
+    pub cpus: u32,
+}
+
+impl GuestInput {
+    /// Where the guest's `/gah/out` ends up on the host once the guest is done.
+    pub fn output_dir(&self) -> PathBuf {
+        self.slot.join("out")
+    }
+}
+
+/// Something the guest reported.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GuestEvent {
+    /// A `GAH-PROGRESS` line: fraction done (0..1) and the phase.
+    Progress { fraction: f64, phase: String },
+    /// The guest has finished (whatever the job's own outcome); its output is in
+    /// [`GuestInput::output_dir`]. `ok` is false when the guest itself failed.
+    Exited { ok: bool, detail: String },
+}
+
+/// A running guest. Owned by exactly one supervisor.
+pub trait Guest {
+    /// Waits up to `timeout` for the next event; `None` if nothing happened.
+    fn next_event(&mut self, timeout: Duration) -> anyhow::Result<Option<GuestEvent>>;
+    /// Stops the guest's CPUs / processes, keeping its state.
+    fn pause(&mut self) -> anyhow::Result<()>;
+    /// Undoes [`Guest::pause`].
+    fn resume(&mut self) -> anyhow::Result<()>;
+    /// Kills the guest for good; nothing of it keeps running afterwards.
+    fn kill(&mut self) -> anyhow::Result<()>;
+    /// Host-side log of the guest (console or sandbox stderr), for diagnostics.
+    fn console_log(&self) -> PathBuf;
+}
+
+/// An isolation backend.
+pub trait Backend {
+    /// `vm` or `sandbox`.
+    fn name(&self) -> &'static str;
+    /// `kvm`, `tcg` or `none`.
+    fn accelerator(&self) -> &'static str;
+    /// Starts a guest for the job staged in `input`.
+    fn start(&self, input: &GuestInput) -> anyhow::Result<Box<dyn Guest>>;
+}
+
+/// Parses a `GAH-PROGRESS <fraction> <phase>` line.
+pub fn parse_progress(line: &str) -> Option<GuestEvent> {
+    let rest = line.trim().strip_prefix("GAH-PROGRESS ")?;
+    let (fraction, phase) = rest.split_once(' ').unwrap_or((rest, ""));
+    let fraction: f64 = fraction.parse().ok()?;
+    if !(0.0..=1.0).contains(&fraction) {
+        return None;
+    }
+    Some(GuestEvent::Progress { fraction, phase: phase.trim().to_owned() })
+}
+
+/// Formats a progress line the way [`parse_progress`] reads it (used by the agent).
+pub fn format_progress(fraction: f64, phase: &str) -> String {
+    format!("GAH-PROGRESS {:.4} {}", fraction.clamp(0.0, 1.0), phase)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_lines_round_trip() {
+        let line = format_progress(0.25, "compile");
+        assert_eq!(parse_progress(&line), Some(GuestEvent::Progress { fraction: 0.25, phase: "compile".into() }));
+        assert_eq!(parse_progress("GAH-PROGRESS 7 compile"), None);
+        assert_eq!(parse_progress("noise"), None);
+    }
+}

@@ -1,0 +1,560 @@
+//! The `sandbox` backend: the guest root in Linux namespaces, for hosts where no VM is fast
+//! enough.
+//!
+//! Jailer-style: [`enter`] runs in a fresh, single-threaded helper process (`gah-app
+//! __sandbox-init SPEC`, spawned by [`SandboxBackend`]) and performs these steps in order,
+//! each failure naming its step:
+//!
+//! 1. join the job's cgroup (freezer, memory), before anything forks;
+//! 2. fork; the child unshares a user namespace and the helper maps its ids (identity map for
+//!    root, the caller's id to 0 otherwise);
+//! 3. the child unshares mount, pid, ipc, uts and network namespaces (the new network
+//!    namespace has only a down `lo`: no network);
+//! 4. it forks the namespace's PID 1, which makes `/` private, mounts the overlay (guest root
+//!    read-only below, the slot's upper above), bind-mounts `/gah/in` parts read-only and
+//!    `/gah/out` writable, mounts a fresh `/proc`, a minimal `/dev`, sets the hostname;
+//! 5. `pivot_root`s into the overlay and detaches the old root;
+//! 6. sets resource limits;
+//! 7. forks the agent with a clean environment and reaps everything until it exits.
+//!
+//! Every process in the chain has a parent-death signal, so killing `gah-app` kills the
+//! sandbox.
+
+use std::ffi::CString;
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::Context;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+use serde::{Deserialize, Serialize};
+
+use super::{parse_progress, Backend, Guest, GuestEvent, GuestInput};
+
+/// Exit code of the sandbox helper when setting up the sandbox failed (the step is on stderr).
+pub const SETUP_FAILED: i32 = 125;
+
+/// One bind mount into the sandbox.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bind {
+    /// Host path.
+    pub source: PathBuf,
+    /// Absolute path inside the sandbox.
+    pub target: PathBuf,
+    /// False for a read-only bind.
+    pub writable: bool,
+}
+
+/// Everything the helper needs; written by the backend as JSON into the slot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxSpec {
+    /// The guest root, never written (overlay lower layer).
+    pub lower: PathBuf,
+    /// A folder on the same file system as nothing special: `upper/`, `work/`, `root/` go here.
+    pub scratch: PathBuf,
+    /// Bind mounts, applied in order.
+    pub binds: Vec<Bind>,
+    /// The program and its arguments, as seen inside the sandbox.
+    pub argv: Vec<String>,
+    /// The whole environment of the program.
+    pub env: Vec<(String, String)>,
+    /// The cgroup folders (one per v1 controller, or one v2 folder) to join first.
+    pub cgroups: Vec<PathBuf>,
+    /// Largest file the guest may write, in bytes.
+    pub max_file_bytes: u64,
+}
+
+/// A sandbox setup step that failed, with the path involved and the OS error.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("step 1, join cgroup {path}: {source}")]
+    Cgroup { path: PathBuf, source: std::io::Error },
+    #[error("step 2, {what}: {source}")]
+    UserNamespace { what: String, source: nix::Error },
+    #[error("step 2, write {path}: {source}")]
+    IdMap { path: PathBuf, source: std::io::Error },
+    #[error("step 3, unshare namespaces: {0}")]
+    Unshare(nix::Error),
+    #[error("step 4, {what} {path}: {source}")]
+    Mount { what: &'static str, path: PathBuf, source: nix::Error },
+    #[error("step 4, prepare {path}: {source}")]
+    Prepare { path: PathBuf, source: std::io::Error },
+    #[error("step 5, pivot_root into {path}: {source}")]
+    Pivot { path: PathBuf, source: nix::Error },
+    #[error("step 6, set resource limits: {0}")]
+    Limits(nix::Error),
+    #[error("step 7, {what}: {source}")]
+    Spawn { what: &'static str, source: nix::Error },
+}
+
+/// Runs the whole sandbox in the current (fresh, single-threaded) process and returns the
+/// agent's exit code.
+pub fn enter(spec: &SandboxSpec) -> Result<i32, SandboxError> {
+    // Step 1: cgroups first, so every process below is accounted and can be frozen.
+    for cg in &spec.cgroups {
+        let procs = cg.join("cgroup.procs");
+        fs::write(&procs, format!("{}\n", std::process::id())).map_err(|source| SandboxError::Cgroup { path: procs.clone(), source })?;
+    }
+    // Step 2: the child makes the user namespace; we (still outside it) write its id maps.
+    let (ready_r, ready_w) = nix::unistd::pipe().map_err(|e| SandboxError::UserNamespace { what: "pipe".into(), source: e })?;
+    let (go_r, go_w) = nix::unistd::pipe().map_err(|e| SandboxError::UserNamespace { what: "pipe".into(), source: e })?;
+    // SAFETY: this process is single-threaded (a fresh exec that started no threads), so the
+    // child may allocate and run ordinary code after fork.
+    match unsafe { fork() }.map_err(|e| SandboxError::UserNamespace { what: "fork".into(), source: e })? {
+        ForkResult::Parent { child } => {
+            drop(ready_w);
+            drop(go_r);
+            let mut byte = [0u8; 1];
+            let mut ready = fs::File::from(ready_r);
+            if ready.read_exact(&mut byte).is_err() {
+                return Ok(wait_exit_code(child));
+            }
+            write_id_maps(child)?;
+            fs::File::from(go_w).write_all(b"g").ok();
+            Ok(wait_exit_code(child))
+        }
+        ForkResult::Child => {
+            drop(ready_r);
+            drop(go_w);
+            set_parent_death_signal();
+            let code = match namespace_child(spec, ready_w, go_r) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("gah sandbox: {e}");
+                    SETUP_FAILED
+                }
+            };
+            std::process::exit(code);
+        }
+    }
+}
+
+fn namespace_child(spec: &SandboxSpec, ready_w: std::os::fd::OwnedFd, go_r: std::os::fd::OwnedFd) -> Result<i32, SandboxError> {
+    unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| SandboxError::UserNamespace { what: "unshare user namespace".into(), source: e })?;
+    fs::File::from(ready_w).write_all(b"r").ok();
+    let mut byte = [0u8; 1];
+    fs::File::from(go_r).read_exact(&mut byte).map_err(|e| SandboxError::IdMap { path: "/proc/self/uid_map".into(), source: e })?;
+    // Step 3.
+    unshare(
+        CloneFlags::CLONE_NEWNS
+            | CloneFlags::CLONE_NEWPID
+            | CloneFlags::CLONE_NEWIPC
+            | CloneFlags::CLONE_NEWUTS
+            | CloneFlags::CLONE_NEWNET,
+    )
+    .map_err(SandboxError::Unshare)?;
+    // Step 4 onwards happens in the new pid namespace's PID 1.
+    // SAFETY: still single-threaded.
+    match unsafe { fork() }.map_err(|e| SandboxError::Spawn { what: "fork PID 1", source: e })? {
+        ForkResult::Parent { child } => Ok(wait_exit_code(child)),
+        ForkResult::Child => {
+            set_parent_death_signal();
+            let code = match pid_one(spec) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("gah sandbox: {e}");
+                    SETUP_FAILED
+                }
+            };
+            std::process::exit(code);
+        }
+    }
+}
+
+fn pid_one(spec: &SandboxSpec) -> Result<i32, SandboxError> {
+    let root = spec.scratch.join("root");
+    mount_filesystems(spec, &root)?;
+    // Step 5.
+    nix::unistd::chdir(&root).map_err(|e| SandboxError::Pivot { path: root.clone(), source: e })?;
+    nix::unistd::pivot_root(".", ".").map_err(|e| SandboxError::Pivot { path: root.clone(), source: e })?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| SandboxError::Pivot { path: root.clone(), source: e })?;
+    nix::unistd::chdir("/").map_err(|e| SandboxError::Pivot { path: root.clone(), source: e })?;
+    // Step 6.
+    use nix::sys::resource::{setrlimit, Resource};
+    setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(SandboxError::Limits)?;
+    setrlimit(Resource::RLIMIT_FSIZE, spec.max_file_bytes, spec.max_file_bytes).map_err(SandboxError::Limits)?;
+    setrlimit(Resource::RLIMIT_NOFILE, 8192, 8192).map_err(SandboxError::Limits)?;
+    // Step 7.
+    let argv: Vec<CString> = spec.argv.iter().map(|a| CString::new(a.as_str()).unwrap_or_default()).collect();
+    let env: Vec<CString> = spec.env.iter().map(|(k, v)| CString::new(format!("{k}={v}")).unwrap_or_default()).collect();
+    // SAFETY: single-threaded; the child only execs.
+    match unsafe { fork() }.map_err(|e| SandboxError::Spawn { what: "fork the agent", source: e })? {
+        ForkResult::Child => {
+            let err = nix::unistd::execve(&argv[0], &argv, &env).unwrap_err();
+            eprintln!("gah sandbox: step 7, exec {}: {err}", spec.argv[0]);
+            std::process::exit(SETUP_FAILED);
+        }
+        ForkResult::Parent { child } => {
+            // As PID 1 we reap orphans too; the agent's status is what counts.
+            let mut agent_code = None;
+            loop {
+                match waitpid(None, None) {
+                    Ok(WaitStatus::Exited(pid, code)) if pid == child => agent_code = Some(code),
+                    Ok(WaitStatus::Signaled(pid, sig, _)) if pid == child => agent_code = Some(128 + sig as i32),
+                    Ok(_) => {}
+                    Err(nix::Error::EINTR) => {}
+                    Err(_) => break, // ECHILD: everyone is reaped.
+                }
+            }
+            Ok(agent_code.unwrap_or(SETUP_FAILED))
+        }
+    }
+}
+
+fn mount_filesystems(spec: &SandboxSpec, root: &Path) -> Result<(), SandboxError> {
+    let mnt = |what: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| SandboxError::Mount { what, path, source }
+    };
+    let prep = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| SandboxError::Prepare { path, source }
+    };
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>).map_err(mnt("make private", Path::new("/")))?;
+    let upper = spec.scratch.join("upper");
+    let work = spec.scratch.join("work");
+    for dir in [&upper, &work, &root.to_path_buf()] {
+        fs::create_dir_all(dir).map_err(prep(dir))?;
+    }
+    let options = format!("lowerdir={},upperdir={},workdir={}", spec.lower.display(), upper.display(), work.display());
+    mount(Some("overlay"), root, Some("overlay"), MsFlags::empty(), Some(options.as_str())).map_err(mnt("mount overlay on", root))?;
+
+    for bind in &spec.binds {
+        let target = root.join(bind.target.strip_prefix("/").unwrap_or(&bind.target));
+        if bind.source.is_dir() {
+            fs::create_dir_all(&target).map_err(prep(&target))?;
+        } else {
+            if let Some(parent) = target.parent() {
+                fs::create_dir_all(parent).map_err(prep(parent))?;
+            }
+            if !target.exists() {
+                fs::write(&target, b"").map_err(prep(&target))?;
+            }
+        }
+        mount(Some(&bind.source), &target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>).map_err(mnt("bind-mount onto", &target))?;
+        if !bind.writable {
+            // A read-only remount must keep the flags the kernel locked on the source mount.
+            let locked = locked_flags(&bind.source);
+            mount(None::<&str>, &target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | locked, None::<&str>)
+                .map_err(mnt("remount read-only", &target))?;
+        }
+    }
+
+    let proc_dir = root.join("proc");
+    fs::create_dir_all(&proc_dir).map_err(prep(&proc_dir))?;
+    mount(Some("proc"), &proc_dir, Some("proc"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None::<&str>).map_err(mnt("mount proc on", &proc_dir))?;
+
+    let dev = root.join("dev");
+    fs::create_dir_all(&dev).map_err(prep(&dev))?;
+    mount(Some("tmpfs"), &dev, Some("tmpfs"), MsFlags::MS_NOSUID, Some("mode=755,size=16m")).map_err(mnt("mount tmpfs on", &dev))?;
+    for node in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let target = dev.join(node);
+        fs::write(&target, b"").map_err(prep(&target))?;
+        let source = Path::new("/dev").join(node);
+        mount(Some(&source), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(mnt("bind device onto", &target))?;
+    }
+    for (link, to) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx")] {
+        std::os::unix::fs::symlink(to, dev.join(link)).map_err(prep(&dev.join(link)))?;
+    }
+    let pts = dev.join("pts");
+    fs::create_dir_all(&pts).map_err(prep(&pts))?;
+    mount(Some("devpts"), &pts, Some("devpts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("newinstance,ptmxmode=0666,mode=620"))
+        .map_err(mnt("mount devpts on", &pts))?;
+    let shm = dev.join("shm");
+    fs::create_dir_all(&shm).map_err(prep(&shm))?;
+    mount(Some("tmpfs"), &shm, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777,size=256m")).map_err(mnt("mount tmpfs on", &shm))?;
+
+    nix::unistd::sethostname("gah-sandbox").map_err(mnt("set hostname", Path::new("/etc/hostname")))?;
+    Ok(())
+}
+
+fn locked_flags(path: &Path) -> MsFlags {
+    use nix::sys::statvfs::{statvfs, FsFlags};
+    let Ok(st) = statvfs(path) else { return MsFlags::empty() };
+    let f = st.flags();
+    let mut out = MsFlags::empty();
+    for (fs_flag, ms_flag) in [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if f.contains(fs_flag) {
+            out |= ms_flag;
+        }
+    }
+    out
+}
+
+fn write_id_maps(child: Pid) -> Result<(), SandboxError> {
+    let uid = nix::unistd::geteuid().as_raw();
+    let gid = nix::unistd::getegid().as_raw();
+    let proc_dir = PathBuf::from(format!("/proc/{child}"));
+    let write = |name: &str, text: String| {
+        let path = proc_dir.join(name);
+        fs::write(&path, text).map_err(|source| SandboxError::IdMap { path, source })
+    };
+    if uid == 0 {
+        // Root keeps every id: Portage may chown to any user the ebuild names.
+        write("uid_map", "0 0 4294967295\n".into())?;
+        write("gid_map", "0 0 4294967295\n".into())?;
+    } else {
+        write("setgroups", "deny\n".into())?;
+        write("uid_map", format!("0 {uid} 1\n"))?;
+        write("gid_map", format!("0 {gid} 1\n"))?;
+    }
+    Ok(())
+}
+
+fn wait_exit_code(child: Pid) -> i32 {
+    loop {
+        match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, code)) => return code,
+            Ok(WaitStatus::Signaled(_, sig, _)) => return 128 + sig as i32,
+            Ok(_) => continue,
+            Err(nix::Error::EINTR) => continue,
+            Err(_) => return SETUP_FAILED,
+        }
+    }
+}
+
+fn set_parent_death_signal() {
+    // If our parent dies, so do we: no sandbox outlives gah-app.
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+}
+
+/// Where the v1/v2 cgroup controllers we use live, if we may create groups there.
+fn cgroup_dirs(job: &str) -> Vec<PathBuf> {
+    let base = Path::new("/sys/fs/cgroup");
+    if base.join("cgroup.controllers").exists() {
+        return vec![base.join(format!("gah-{job}"))];
+    }
+    ["freezer", "memory"].iter().map(|c| base.join(c).join(format!("gah-{job}"))).collect()
+}
+
+/// The namespace sandbox backend.
+pub struct SandboxBackend {
+    /// The guest root tree (the image's `rootfs/`).
+    pub rootfs: PathBuf,
+    /// The program that carries the hidden `__sandbox-init` command (normally `gah-app`).
+    pub helper: PathBuf,
+}
+
+impl SandboxBackend {
+    /// Checks that namespaces and overlayfs work here by running `true` in a sandbox over
+    /// the guest root. Returns why not, if they don't.
+    pub fn probe(&self) -> Result<(), String> {
+        if !self.rootfs.join("bin/sh").exists() {
+            return Err(format!("guest root {} has no /bin/sh", self.rootfs.display()));
+        }
+        let scratch = tempfile::Builder::new().prefix("gah-probe-").tempdir().map_err(|e| e.to_string())?;
+        let spec = SandboxSpec {
+            lower: self.rootfs.clone(),
+            scratch: scratch.path().to_path_buf(),
+            binds: vec![],
+            argv: vec!["/bin/sh".into(), "-c".into(), "exit 0".into()],
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            cgroups: vec![],
+            max_file_bytes: 1 << 20,
+        };
+        let spec_path = scratch.path().join("spec.json");
+        fs::write(&spec_path, serde_json::to_vec(&spec).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+        let out = crate::process::command(&self.helper).arg("__sandbox-init").arg(&spec_path).output().map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+        }
+    }
+}
+
+impl Backend for SandboxBackend {
+    fn name(&self) -> &'static str {
+        "sandbox"
+    }
+
+    fn accelerator(&self) -> &'static str {
+        "none"
+    }
+
+    fn start(&self, input: &GuestInput) -> anyhow::Result<Box<dyn Guest>> {
+        let out = input.output_dir();
+        fs::create_dir_all(&out).with_context(|| format!("create {}", out.display()))?;
+        let scratch = input.slot.join("sandbox");
+        fs::create_dir_all(&scratch).with_context(|| format!("create {}", scratch.display()))?;
+        let job_tag = input.slot.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "job".into());
+        let cgroups: Vec<PathBuf> = cgroup_dirs(&job_tag).into_iter().filter(|d| fs::create_dir_all(d).is_ok()).collect();
+        for cg in &cgroups {
+            // Memory cap on v1 or v2; a missing knob just means no cap.
+            let bytes = input.memory_mib * 1024 * 1024;
+            let _ = fs::write(cg.join("memory.limit_in_bytes"), bytes.to_string());
+            let _ = fs::write(cg.join("memory.max"), bytes.to_string());
+        }
+        let spec = SandboxSpec {
+            lower: self.rootfs.clone(),
+            scratch: scratch.clone(),
+            binds: vec![
+                Bind { source: input.staged.clone(), target: "/gah/in".into(), writable: false },
+                Bind { source: input.repo.clone(), target: "/gah/in/repo".into(), writable: false },
+                Bind { source: input.distfiles.clone(), target: "/gah/in/distfiles".into(), writable: false },
+                Bind { source: input.binpkgs.clone(), target: "/gah/in/binpkgs".into(), writable: false },
+                Bind { source: out.clone(), target: "/gah/out".into(), writable: true },
+            ],
+            argv: vec![
+                "/gah/in/gah-agent".into(),
+                "--job".into(),
+                "/gah/in/job.json".into(),
+                "--out".into(),
+                "/gah/out".into(),
+                "--progress".into(),
+                "-".into(),
+                "--jobs".into(),
+                input.cpus.to_string(),
+            ],
+            env: vec![
+                ("PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()),
+                ("HOME".into(), "/root".into()),
+                ("LANG".into(), "C.UTF-8".into()),
+                ("TERM".into(), "dumb".into()),
+            ],
+            cgroups: cgroups.clone(),
+            max_file_bytes: 16 << 30,
+        };
+        let spec_path = scratch.join("spec.json");
+        fs::write(&spec_path, serde_json::to_vec_pretty(&spec)?).with_context(|| format!("write {}", spec_path.display()))?;
+        let console = input.slot.join("sandbox-stderr.log");
+        let stderr = fs::File::create(&console).with_context(|| format!("create {}", console.display()))?;
+        let mut cmd = crate::process::command(&self.helper);
+        cmd.arg("__sandbox-init").arg(&spec_path).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr).process_group(0);
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+            });
+        }
+        let mut child = cmd.spawn().with_context(|| format!("spawn {} __sandbox-init", self.helper.display()))?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, rx) = mpsc::channel();
+        // The agent's stdout carries progress lines; read it on its own thread so the agent
+        // never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(event) = parse_progress(&line) {
+                    if tx.send(event).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        tracing::info!(pid = child.id(), cgroups = ?cgroups, "sandbox started");
+        Ok(Box::new(SandboxGuest { child, events: rx, cgroups, console, scratch, finished: false }))
+    }
+}
+
+struct SandboxGuest {
+    child: Child,
+    events: mpsc::Receiver<GuestEvent>,
+    cgroups: Vec<PathBuf>,
+    console: PathBuf,
+    scratch: PathBuf,
+    finished: bool,
+}
+
+impl SandboxGuest {
+    fn freezer(&self) -> Option<PathBuf> {
+        self.cgroups.iter().find(|c| c.join("freezer.state").exists() || c.join("cgroup.freeze").exists()).cloned()
+    }
+
+    fn set_frozen(&self, frozen: bool) -> anyhow::Result<()> {
+        if let Some(cg) = self.freezer() {
+            if cg.join("freezer.state").exists() {
+                fs::write(cg.join("freezer.state"), if frozen { "FROZEN" } else { "THAWED" })?;
+            } else {
+                fs::write(cg.join("cgroup.freeze"), if frozen { "1" } else { "0" })?;
+            }
+            return Ok(());
+        }
+        // No freezer: stop the whole process group instead.
+        let pgid = Pid::from_raw(-(self.child.id() as i32));
+        kill(pgid, if frozen { Signal::SIGSTOP } else { Signal::SIGCONT })?;
+        Ok(())
+    }
+
+    fn cleanup(&mut self) {
+        for cg in &self.cgroups {
+            let _ = fs::remove_dir(cg);
+        }
+        // The overlay's upper layer is the guest's scratch disk: gone with the job.
+        let _ = fs::remove_dir_all(&self.scratch);
+    }
+}
+
+impl Guest for SandboxGuest {
+    fn next_event(&mut self, timeout: Duration) -> anyhow::Result<Option<GuestEvent>> {
+        if self.finished {
+            return Ok(None);
+        }
+        match self.events.recv_timeout(timeout) {
+            Ok(event) => Ok(Some(event)),
+            Err(mpsc::RecvTimeoutError::Timeout) => Ok(None),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let status = self.child.wait()?;
+                self.finished = true;
+                self.cleanup();
+                let code = status.code().unwrap_or(-1);
+                let ok = code == 0;
+                let detail = if code == SETUP_FAILED {
+                    let stderr = fs::read_to_string(&self.console).unwrap_or_default();
+                    format!("sandbox setup failed: {}", stderr.lines().rev().find(|l| l.contains("gah sandbox")).unwrap_or("see console log"))
+                } else {
+                    format!("agent exited with {status}")
+                };
+                Ok(Some(GuestEvent::Exited { ok, detail }))
+            }
+        }
+    }
+
+    fn pause(&mut self) -> anyhow::Result<()> {
+        self.set_frozen(true)
+    }
+
+    fn resume(&mut self) -> anyhow::Result<()> {
+        self.set_frozen(false)
+    }
+
+    fn kill(&mut self) -> anyhow::Result<()> {
+        if self.finished {
+            return Ok(());
+        }
+        let _ = self.set_frozen(false);
+        let _ = kill(Pid::from_raw(-(self.child.id() as i32)), Signal::SIGKILL);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.finished = true;
+        self.cleanup();
+        Ok(())
+    }
+
+    fn console_log(&self) -> PathBuf {
+        self.console.clone()
+    }
+}
+
+impl Drop for SandboxGuest {
+    fn drop(&mut self) {
+        // Last defence: no sandbox outlives its owner.
+        let _ = self.kill();
+    }
+}

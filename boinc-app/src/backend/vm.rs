@@ -1,0 +1,411 @@
+//! The `vm` backend: the guest under qemu (`-machine microvm`), KVM where it works, TCG
+//! otherwise.
+//!
+//! One [`VmGuest`] owns one qemu process for its whole life and is its only controller:
+//! QMP over a unix socket in the slot for `stop`/`cont`, SIGKILL for the end. The guest has
+//! no network device and no shared folder: disks are virtio-blk (root overlay, read-only
+//! input, raw output) and progress comes over a virtio-serial port written to a file.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use nix::sys::signal::Signal;
+
+use super::{parse_progress, Backend, Guest, GuestEvent, GuestInput};
+use crate::process::{command, run_checked};
+
+/// Name of the virtio-serial port the agent writes progress to.
+pub const PROGRESS_PORT: &str = "org.gentoo-at-home.progress";
+/// Size of the blank output disk the guest writes its tar stream to.
+const OUTPUT_DISK_BYTES: u64 = 1 << 30;
+
+/// Lifecycle of the qemu process, logged on every transition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmState {
+    /// qemu started, the guest has not reported yet.
+    Booting,
+    /// The guest agent is reporting.
+    Running,
+    /// CPUs stopped through QMP.
+    Paused,
+    /// qemu has exited.
+    Done,
+}
+
+/// Where the test image lives (see `docs/GUEST.md`).
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// `rootfs.ext4`.
+    pub rootfs_ext4: PathBuf,
+    /// `vmlinux`.
+    pub kernel: PathBuf,
+    /// `initramfs.cpio.gz`.
+    pub initramfs: PathBuf,
+}
+
+impl Image {
+    /// The image files in `dir`.
+    pub fn in_dir(dir: &Path) -> Image {
+        Image { rootfs_ext4: dir.join("rootfs.ext4"), kernel: dir.join("vmlinux"), initramfs: dir.join("initramfs.cpio.gz") }
+    }
+
+    /// Names the first missing file, if any.
+    pub fn check(&self) -> anyhow::Result<()> {
+        for f in [&self.rootfs_ext4, &self.kernel, &self.initramfs] {
+            if !f.is_file() {
+                bail!("guest image file {} is missing (build it with vm-images/test-image/build.sh)", f.display());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The qemu backend.
+pub struct VmBackend {
+    /// The qemu binary.
+    pub qemu: PathBuf,
+    /// The guest image.
+    pub image: Image,
+    /// True to use KVM, false for TCG.
+    pub kvm: bool,
+}
+
+impl Backend for VmBackend {
+    fn name(&self) -> &'static str {
+        "vm"
+    }
+
+    fn accelerator(&self) -> &'static str {
+        if self.kvm {
+            "kvm"
+        } else {
+            "tcg"
+        }
+    }
+
+    fn start(&self, input: &GuestInput) -> anyhow::Result<Box<dyn Guest>> {
+        self.image.check()?;
+        let dir = input.slot.join("vm");
+        fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        fs::create_dir_all(input.output_dir())?;
+
+        // Root: a private copy-on-write layer; the image itself is never written.
+        let root = dir.join("root.qcow2");
+        if !root.exists() {
+            run_checked(command("qemu-img").args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"]).arg(&self.image.rootfs_ext4).arg(&root))?;
+        }
+        let input_disk = dir.join("input.ext4");
+        make_input_disk(input, &dir.join("input-tree"), &input_disk)?;
+        let output_disk = dir.join("output.raw");
+        fs::File::create(&output_disk)?.set_len(OUTPUT_DISK_BYTES)?;
+
+        let progress = dir.join("progress.log");
+        let console = dir.join("console.log");
+        let qmp_path = dir.join("qmp.sock");
+        let _ = fs::remove_file(&qmp_path);
+        for f in [&progress, &console] {
+            fs::File::create(f)?;
+        }
+        let drive = |id: &str, file: &Path, format: &str, ro: bool| {
+            format!("id={id},file={},format={format},if=none,cache=unsafe,discard=unmap{}", file.display(), if ro { ",readonly=on" } else { "" })
+        };
+        let mut cmd = command(&self.qemu);
+        cmd.args(["-machine", "microvm,acpi=on,rtc=on", "-nodefaults", "-no-user-config", "-no-reboot"])
+            .args(["-accel", if self.kvm { "kvm" } else { "tcg" }, "-cpu", if self.kvm { "host" } else { "max" }])
+            .args(["-m", &input.memory_mib.to_string(), "-smp", &input.cpus.to_string()])
+            .args(["-nic", "none", "-display", "none", "-monitor", "none"])
+            .arg("-serial")
+            .arg(format!("file:{}", console.display()))
+            .arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", qmp_path.display()))
+            .arg("-kernel")
+            .arg(&self.image.kernel)
+            .arg("-initrd")
+            .arg(&self.image.initramfs)
+            .args(["-append", "console=ttyS0 reboot=t panic=-1 root=/dev/vda rw quiet"])
+            .args(["-drive", &drive("root", &root, "qcow2", false), "-device", "virtio-blk-device,drive=root"])
+            .args(["-drive", &drive("input", &input_disk, "raw", true), "-device", "virtio-blk-device,drive=input"])
+            .args(["-drive", &drive("output", &output_disk, "raw", false), "-device", "virtio-blk-device,drive=output"])
+            .args(["-device", "virtio-serial-device", "-chardev"])
+            .arg(format!("file,id=progress,path={}", progress.display()))
+            .args(["-device", &format!("virtserialport,chardev=progress,name={PROGRESS_PORT}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(dir.join("qemu-stderr.log"))?)
+            .process_group(0);
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from));
+        }
+        let started = Instant::now();
+        let child = cmd.spawn().with_context(|| format!("start {}", self.qemu.display()))?;
+        tracing::info!(pid = child.id(), accel = self.accelerator(), state = ?VmState::Booting, "qemu started");
+        Ok(Box::new(VmGuest {
+            child: Some(child),
+            state: VmState::Booting,
+            qmp_path,
+            qmp: None,
+            progress: BufReader::new(fs::File::open(&progress)?),
+            partial: String::new(),
+            console,
+            output_disk,
+            output_dir: input.output_dir(),
+            started,
+        }))
+    }
+}
+
+/// Builds the read-only input disk: an ext4 image of the staged `/gah/in` tree.
+fn make_input_disk(input: &GuestInput, tree: &Path, disk: &Path) -> anyhow::Result<()> {
+    let _ = fs::remove_dir_all(tree);
+    fs::create_dir_all(tree)?;
+    copy_tree(&input.staged, tree)?;
+    for (src, name) in [(&input.repo, "repo"), (&input.distfiles, "distfiles"), (&input.binpkgs, "binpkgs")] {
+        let _ = fs::remove_dir(tree.join(name));
+        copy_tree(src, &tree.join(name))?;
+    }
+    let bytes = tree_size(tree)?;
+    // ext4 metadata plus slack; small inputs still get a usable file system.
+    let size = bytes + bytes / 3 + (64 << 20);
+    let _ = fs::remove_file(disk);
+    fs::File::create(disk)?.set_len(size)?;
+    run_checked(command("mkfs.ext4").args(["-q", "-F", "-L", "gah-in", "-E", "root_owner=0:0", "-d"]).arg(tree).arg(disk))?;
+    let _ = fs::remove_dir_all(tree);
+    Ok(())
+}
+
+/// Copies a tree, hard-linking regular files where the file system allows.
+fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
+    fs::create_dir_all(to)?;
+    for entry in fs::read_dir(from).with_context(|| format!("read {}", from.display()))? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let target = to.join(entry.file_name());
+        if kind.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(entry.path())?, &target)?;
+        } else if fs::hard_link(entry.path(), &target).is_err() {
+            fs::copy(entry.path(), &target).with_context(|| format!("copy {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn tree_size(dir: &Path) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        total += if meta.is_dir() { tree_size(&entry.path())? + 4096 } else { meta.len() + 4096 };
+    }
+    Ok(total)
+}
+
+/// A running qemu guest.
+pub struct VmGuest {
+    child: Option<Child>,
+    state: VmState,
+    qmp_path: PathBuf,
+    qmp: Option<Qmp>,
+    progress: BufReader<fs::File>,
+    partial: String,
+    console: PathBuf,
+    output_disk: PathBuf,
+    output_dir: PathBuf,
+    started: Instant,
+}
+
+impl VmGuest {
+    fn transition(&mut self, to: VmState, why: &str) {
+        if self.state != to {
+            tracing::info!(from = ?self.state, to = ?to, elapsed_s = self.started.elapsed().as_secs_f64(), why, "vm state");
+            self.state = to;
+        }
+    }
+
+    fn qmp(&mut self) -> anyhow::Result<&mut Qmp> {
+        if self.qmp.is_none() {
+            self.qmp = Some(Qmp::connect(&self.qmp_path)?);
+        }
+        Ok(self.qmp.as_mut().expect("just connected"))
+    }
+
+    fn read_progress(&mut self) -> Option<GuestEvent> {
+        loop {
+            let mut line = String::new();
+            match self.progress.read_line(&mut line) {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {
+                    if !line.ends_with('\n') {
+                        // A line still being written: keep it for the next read.
+                        self.partial.push_str(&line);
+                        return None;
+                    }
+                    let full = std::mem::take(&mut self.partial) + &line;
+                    if let Some(event) = parse_progress(&full) {
+                        return Some(event);
+                    }
+                }
+            }
+        }
+    }
+
+    fn collect_output(&self) -> anyhow::Result<()> {
+        // The guest wrote a tar stream at the start of the raw disk; unpack_in refuses
+        // paths that escape the output folder.
+        let file = fs::File::open(&self.output_disk)?;
+        let mut archive = tar::Archive::new(file);
+        for entry in archive.entries()? {
+            let mut entry = entry?;
+            let kind = entry.header().entry_type();
+            if !(kind.is_file() || kind.is_dir()) {
+                continue;
+            }
+            entry.unpack_in(&self.output_dir)?;
+        }
+        Ok(())
+    }
+}
+
+impl Guest for VmGuest {
+    fn next_event(&mut self, timeout: Duration) -> anyhow::Result<Option<GuestEvent>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(event) = self.read_progress() {
+                if self.state == VmState::Booting {
+                    self.transition(VmState::Running, "first progress line");
+                }
+                return Ok(Some(event));
+            }
+            let Some(child) = self.child.as_mut() else { return Ok(None) };
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                self.transition(VmState::Done, "qemu exited");
+                let collected = self.collect_output();
+                let has_outcome = self.output_dir.join("outcome.json").is_file();
+                let ok = status.success() && collected.is_ok() && has_outcome;
+                let detail = match collected {
+                    Err(e) => format!("qemu exited with {status}; output disk unreadable: {e:#}"),
+                    Ok(()) if !has_outcome => format!("qemu exited with {status} without an outcome; console: {}", crate::process::tail(&fs::read(&self.console).unwrap_or_default(), 4)),
+                    Ok(()) => format!("qemu exited with {status}"),
+                };
+                return Ok(Some(GuestEvent::Exited { ok, detail }));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn pause(&mut self) -> anyhow::Result<()> {
+        if self.state == VmState::Done {
+            return Ok(());
+        }
+        self.qmp()?.execute("stop")?;
+        self.transition(VmState::Paused, "pause requested");
+        Ok(())
+    }
+
+    fn resume(&mut self) -> anyhow::Result<()> {
+        if self.state != VmState::Paused {
+            return Ok(());
+        }
+        self.qmp()?.execute("cont")?;
+        self.transition(VmState::Running, "resume requested");
+        Ok(())
+    }
+
+    fn kill(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.transition(VmState::Done, "killed");
+        Ok(())
+    }
+
+    fn console_log(&self) -> PathBuf {
+        self.console.clone()
+    }
+}
+
+impl Drop for VmGuest {
+    fn drop(&mut self) {
+        // Last defence: qemu never outlives its owner.
+        let _ = self.kill();
+    }
+}
+
+/// A minimal QMP client: greeting, capabilities, then one command at a time.
+pub struct Qmp {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Qmp {
+    /// Connects (retrying while qemu creates the socket) and negotiates capabilities.
+    pub fn connect(path: &Path) -> anyhow::Result<Qmp> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let stream = loop {
+            match UnixStream::connect(path) {
+                Ok(s) => break s,
+                Err(e) if Instant::now() < deadline => {
+                    tracing::debug!("QMP not ready: {e}");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => return Err(e).with_context(|| format!("connect to QMP at {}", path.display())),
+            }
+        };
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let mut qmp = Qmp { reader: BufReader::new(stream.try_clone()?), writer: stream };
+        qmp.read_reply()?; // greeting
+        qmp.execute("qmp_capabilities")?;
+        Ok(qmp)
+    }
+
+    /// Runs a command without arguments and returns its `return` value.
+    pub fn execute(&mut self, command: &str) -> anyhow::Result<serde_json::Value> {
+        self.execute_with(command, serde_json::Value::Null)
+    }
+
+    /// Runs a command with arguments.
+    pub fn execute_with(&mut self, command: &str, arguments: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+        let mut msg = serde_json::json!({ "execute": command });
+        if !arguments.is_null() {
+            msg["arguments"] = arguments;
+        }
+        let mut line = serde_json::to_vec(&msg)?;
+        line.push(b'\n');
+        self.writer.write_all(&line)?;
+        let reply = self.read_reply()?;
+        if let Some(err) = reply.get("error") {
+            bail!("QMP {command}: {err}");
+        }
+        Ok(reply.get("return").cloned().unwrap_or_default())
+    }
+
+    fn read_reply(&mut self) -> anyhow::Result<serde_json::Value> {
+        loop {
+            let mut line = String::new();
+            if self.reader.read_line(&mut line)? == 0 {
+                bail!("QMP connection closed");
+            }
+            let value: serde_json::Value = serde_json::from_str(&line).with_context(|| format!("QMP sent `{}`", line.trim()))?;
+            // Asynchronous events interleave with replies; they are logged, not answers.
+            if value.get("event").is_some() {
+                tracing::debug!(event = %value, "QMP event");
+                continue;
+            }
+            return Ok(value);
+        }
+    }
+}
+

@@ -1,0 +1,167 @@
+//! The supervisor: drives one guest through its lifecycle and answers the BOINC client.
+//!
+//! An explicit state machine: each handler returns the next state, and commands that make
+//! no sense in a state are refused, not guessed at.
+//!
+//! ```text
+//! Preparing --start--> Booting --first progress--> Running --suspend--> Suspended
+//!     Running/Booting <--resume-- Suspended
+//!     any --guest exited--> Finished;  any --abort/quit/timeout--> Finished (guest killed)
+//! ```
+
+use std::time::{Duration, Instant};
+
+use crate::backend::{Guest, GuestEvent};
+
+/// Where the supervisor is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Staging inputs, before the guest exists.
+    Preparing,
+    /// The guest is starting; no progress yet.
+    Booting,
+    /// The guest reports progress.
+    Running,
+    /// The guest is paused at the client's request.
+    Suspended,
+    /// The guest is gone.
+    Finished,
+}
+
+/// What the BOINC client (or a person) asks of the running job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Pause the guest.
+    Suspend,
+    /// Continue a paused guest.
+    Resume,
+    /// Stop for now; the client will restart the task later.
+    Quit,
+    /// Stop for good.
+    Abort,
+}
+
+/// How the supervised run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ending {
+    /// The guest finished; `ok` is false when the guest itself failed.
+    GuestExited { ok: bool, detail: String },
+    /// The wall-clock limit passed; the guest was killed.
+    TimedOut,
+    /// The client asked to quit; the guest was killed.
+    Quit,
+    /// The client aborted the task; the guest was killed.
+    Aborted,
+}
+
+/// A command refused in the current state.
+#[derive(Debug, thiserror::Error)]
+#[error("{command:?} is not allowed while {state:?}")]
+pub struct NotAllowed {
+    /// The command.
+    pub command: Command,
+    /// The state it arrived in.
+    pub state: State,
+}
+
+/// Owns the guest for its whole life.
+pub struct Supervisor {
+    guest: Box<dyn Guest>,
+    state: State,
+    /// Last fraction reported by the guest.
+    pub fraction: f64,
+    /// Last phase reported by the guest.
+    pub phase: String,
+    deadline: Instant,
+    suspended_at: Option<Instant>,
+}
+
+impl Supervisor {
+    /// Takes ownership of a started guest. Suspended time does not count against `limit`.
+    pub fn new(guest: Box<dyn Guest>, limit: Duration) -> Supervisor {
+        tracing::info!(from = ?State::Preparing, to = ?State::Booting, "supervisor");
+        Supervisor { guest, state: State::Booting, fraction: 0.0, phase: "boot".into(), deadline: Instant::now() + limit, suspended_at: None }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    fn transition(&mut self, to: State, why: &str) {
+        if self.state != to {
+            tracing::info!(from = ?self.state, to = ?to, why, "supervisor");
+            self.state = to;
+        }
+    }
+
+    /// Applies a command; returns the ending when it ends the run.
+    pub fn command(&mut self, command: Command) -> Result<Option<Ending>, anyhow::Error> {
+        match (self.state, command) {
+            // Booting --Suspend--> Suspended; Running --Suspend--> Suspended
+            (State::Booting | State::Running, Command::Suspend) => {
+                self.guest.pause()?;
+                self.suspended_at = Some(Instant::now());
+                self.transition(State::Suspended, "suspend");
+                Ok(None)
+            }
+            // Suspended --Resume--> Running
+            (State::Suspended, Command::Resume) => {
+                self.guest.resume()?;
+                if let Some(since) = self.suspended_at.take() {
+                    self.deadline += since.elapsed();
+                }
+                self.transition(State::Running, "resume");
+                Ok(None)
+            }
+            // any live state --Quit/Abort--> Finished
+            (State::Booting | State::Running | State::Suspended, Command::Quit | Command::Abort) => {
+                self.guest.kill()?;
+                self.transition(State::Finished, if command == Command::Quit { "quit" } else { "abort" });
+                Ok(Some(if command == Command::Quit { Ending::Quit } else { Ending::Aborted }))
+            }
+            // Repeated suspend or resume is harmless.
+            (State::Suspended, Command::Suspend) | (State::Booting | State::Running, Command::Resume) => Ok(None),
+            (state, command) => Err(NotAllowed { command, state }.into()),
+        }
+    }
+
+    /// Waits up to `timeout` for the guest; returns the ending once there is one.
+    pub fn poll(&mut self, timeout: Duration) -> anyhow::Result<Option<Ending>> {
+        if self.state == State::Finished {
+            anyhow::bail!("poll after the run ended");
+        }
+        if self.state != State::Suspended && Instant::now() >= self.deadline {
+            self.guest.kill()?;
+            self.transition(State::Finished, "wall-clock limit");
+            return Ok(Some(Ending::TimedOut));
+        }
+        if self.state == State::Suspended {
+            std::thread::sleep(timeout);
+            return Ok(None);
+        }
+        match self.guest.next_event(timeout)? {
+            Some(GuestEvent::Progress { fraction, phase }) => {
+                self.fraction = fraction;
+                if phase != self.phase {
+                    tracing::info!(fraction, %phase, "guest progress");
+                }
+                self.phase = phase;
+                if self.state == State::Booting {
+                    self.transition(State::Running, "first progress");
+                }
+                Ok(None)
+            }
+            Some(GuestEvent::Exited { ok, detail }) => {
+                self.transition(State::Finished, "guest exited");
+                Ok(Some(Ending::GuestExited { ok, detail }))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The guest's host-side log.
+    pub fn console_log(&self) -> std::path::PathBuf {
+        self.guest.console_log()
+    }
+}
