@@ -191,6 +191,9 @@ pub fn read(bytes: &[u8], limits: Limits) -> Result<OutcomeArchive, ArchiveError
         }
         members.insert(name, data);
     }
+    // Read to the end of the gzip stream so its CRC and length trailer are checked: a
+    // truncated upload is refused even when the tar end marker survived.
+    std::io::copy(&mut tar.into_inner(), &mut std::io::sink()).map_err(|e| corrupt_or_bomb(e, limits))?;
     if total > limits.ratio_floor && compressed > 0 {
         let ratio = total / compressed;
         if ratio > limits.max_ratio {
@@ -303,6 +306,16 @@ mod tests {
         let capped = cap_log(&log);
         assert!(capped.len() < log.len());
         assert!(String::from_utf8_lossy(&capped).contains("10000 bytes of log cut here"));
+    }
+
+    #[test]
+    fn a_lost_gzip_trailer_is_corrupt() {
+        let (job, outcome) = sample();
+        let mut buf = Vec::new();
+        write(&mut buf, &job, &outcome, b"log", None).unwrap();
+        buf.truncate(buf.len() - 8);
+        let err = read(&buf, Limits::default()).unwrap_err();
+        assert!(matches!(err, ArchiveError::Corrupt(_)), "{err}");
     }
 
     #[test]

@@ -43,6 +43,15 @@ const MIGRATIONS: &[(&str, &str)] = &[(
         batch_id    INTEGER NOT NULL,
         recorded_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
     );",
+), (
+    "0002_quarantine",
+    "CREATE TABLE quarantine (
+        wu_name     TEXT PRIMARY KEY,
+        file        TEXT NOT NULL,
+        file_sha256 TEXT,
+        reason      TEXT NOT NULL,
+        recorded_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
+    );",
 )];
 
 /// Errors from the results database.
@@ -253,6 +262,21 @@ impl Database {
                 "INSERT INTO infra_failures (wu_name, error_mask, wu_id, batch_id) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (wu_name) DO NOTHING",
                 params![wu_name, error_mask, wu_id, batch_id],
+            )
+            .map_err(|e| self.sql_err(e))?;
+        Ok(if changed == 1 { Recorded::Inserted } else { Recorded::AlreadyPresent })
+    }
+
+    /// Records that the canonical result of workunit `wu_name` could not be stored because
+    /// its file is permanently unusable (the assimilator's quarantine: the reason, the upload's
+    /// path and, when it was kept, the sha256 of its copy). Idempotent on the workunit name.
+    pub fn record_quarantine(&mut self, wu_name: &str, file: &str, file_sha256: Option<&str>, reason: &str) -> Result<Recorded, DbError> {
+        let changed = self
+            .conn
+            .execute(
+                "INSERT INTO quarantine (wu_name, file, file_sha256, reason) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (wu_name) DO NOTHING",
+                params![wu_name, file, file_sha256, reason],
             )
             .map_err(|e| self.sql_err(e))?;
         Ok(if changed == 1 { Recorded::Inserted } else { Recorded::AlreadyPresent })

@@ -1,0 +1,305 @@
+//! `gah-validator`: decides whether an uploaded outcome archive can be trusted (`init`) and
+//! whether two replicas of one workunit agree (`compare`), for BOINC's `script_validator`
+//! and in-process for `gah run`.
+//!
+//! - [`init`] checks one result: [`load`] reads the file (size-capped) and hands the bytes to
+//!   [`gah_core::archive::read`], which does every structural check (size and ratio caps,
+//!   absolute paths, `..`, links, devices, duplicates, the sha256 manifest, the
+//!   `outcome.json` schema and its consistency with the `job.json` inside). With the
+//!   workunit's [`Job`], [`check_job`] also requires the archive to answer that job.
+//! - [`compare`] checks two results, then [`compare::compare_outcomes`] applies the
+//!   equivalence policy documented in [`compare`](mod@compare).
+//! - [`hosts::HostStats`] keeps per-host agreement counts, so hosts that keep disagreeing can
+//!   lose trust (BOINC's adaptive replication).
+//! - Every check ends in a [`Verdict`], whose [`Verdict::exit_code`] is `script_validator`'s
+//!   contract: 0 valid/match, 1 invalid/mismatch, 3 retry later.
+//!
+//! **Invariant:** the validator never writes outside its scratch folder. Archives are read
+//! into memory and checked there; nothing from a member is ever written to disk, and no
+//! member is trusted (parsed, compared, logged beyond its name) before
+//! [`gah_core::archive::read`] has accepted the whole archive. The only file the validator
+//! writes is the host statistics database, and only when asked to.
+//!
+//! **Invariant:** a problem on the server's side (the upload unreadable right now, the job
+//! file missing) is [`VerdictKind::RetryLater`], never `Invalid`: a volunteer's result is
+//! rejected only for what is in it.
+//!
+//! ```no_run
+//! use std::path::Path;
+//! let verdict = gah_validator::init(Path::new("result_0.tar.gz"), None);
+//! if !verdict.is_valid() {
+//!     eprintln!("{}", verdict.reason());
+//! }
+//! std::process::exit(verdict.exit_code().into());
+//! ```
+#![deny(missing_docs)]
+
+pub mod compare;
+pub mod hosts;
+
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use gah_core::archive::{self, ArchiveError, Limits, OutcomeArchive};
+use gah_core::job::Job;
+
+/// The longest reason a verdict carries; longer ones are cut (hostile archives can make
+/// reasons long, and BOINC's logs are line-oriented).
+pub const MAX_REASON: usize = 1000;
+
+/// What a check decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerdictKind {
+    /// `init`: the result is valid; `compare`: the replicas agree. Exit 0.
+    Valid,
+    /// `init`: the result is invalid; `compare`: the replicas disagree. Exit 1.
+    Invalid,
+    /// The question cannot be answered now (IO error on the server's side). Exit 3.
+    RetryLater,
+}
+
+/// The decision of [`init`] or [`compare`], with its reason on one line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    kind: VerdictKind,
+    reason: String,
+    notes: Vec<String>,
+}
+
+impl Verdict {
+    /// A positive verdict with remarks that did not count against it (e.g. differing hashes
+    /// of documentation files).
+    pub fn valid(notes: Vec<String>) -> Verdict {
+        Verdict { kind: VerdictKind::Valid, reason: String::new(), notes: notes.iter().map(|n| one_line(n)).collect() }
+    }
+
+    /// An invalid result or a mismatching pair. `reason` must name the file(s).
+    pub fn invalid(reason: &str) -> Verdict {
+        Verdict { kind: VerdictKind::Invalid, reason: one_line(reason), notes: Vec::new() }
+    }
+
+    /// Undecidable now. `reason` must name the file.
+    pub fn retry_later(reason: &str) -> Verdict {
+        Verdict { kind: VerdictKind::RetryLater, reason: one_line(reason), notes: Vec::new() }
+    }
+
+    /// What was decided.
+    pub fn kind(&self) -> VerdictKind {
+        self.kind
+    }
+
+    /// True for [`VerdictKind::Valid`].
+    pub fn is_valid(&self) -> bool {
+        self.kind == VerdictKind::Valid
+    }
+
+    /// Why the result was refused, on one line with no control characters (empty when valid).
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// Remarks that did not change the decision, one line each.
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
+    /// BOINC `script_validator`'s exit code: 0 valid/match, 1 invalid/mismatch, 3 retry later.
+    pub fn exit_code(&self) -> u8 {
+        match self.kind {
+            VerdictKind::Valid => 0,
+            VerdictKind::Invalid => 1,
+            VerdictKind::RetryLater => 3,
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            VerdictKind::Valid => f.write_str("valid"),
+            VerdictKind::Invalid => write!(f, "invalid: {}", self.reason),
+            VerdictKind::RetryLater => write!(f, "retry later: {}", self.reason),
+        }
+    }
+}
+
+/// Why [`load`] could not produce a checked archive.
+#[derive(Debug)]
+pub enum LoadError {
+    /// The file could not be read now (missing, permissions, EIO): a server-side problem.
+    Io {
+        /// The upload.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The path is a directory, FIFO or device: a server-side problem, never read.
+    NotRegular {
+        /// The upload.
+        path: PathBuf,
+    },
+    /// The archive itself is refused: the result is invalid.
+    Rejected {
+        /// The upload.
+        path: PathBuf,
+        /// Why.
+        source: ArchiveError,
+    },
+}
+
+impl LoadError {
+    /// True when the same file might be accepted later (the problem is not in its bytes).
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, LoadError::Rejected { .. })
+    }
+
+    /// The file concerned.
+    pub fn path(&self) -> &Path {
+        match self {
+            LoadError::Io { path, .. } | LoadError::NotRegular { path } | LoadError::Rejected { path, .. } => path,
+        }
+    }
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Io { path, source } => write!(f, "{}: cannot read: {source}", path.display()),
+            LoadError::NotRegular { path } => write!(f, "{}: not a regular file", path.display()),
+            LoadError::Rejected { path, source } => write!(f, "{}: {source}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LoadError::Io { source, .. } => Some(source),
+            LoadError::Rejected { source, .. } => Some(source),
+            LoadError::NotRegular { .. } => None,
+        }
+    }
+}
+
+impl From<LoadError> for Verdict {
+    fn from(e: LoadError) -> Verdict {
+        if e.is_transient() {
+            Verdict::retry_later(&e.to_string())
+        } else {
+            Verdict::invalid(&e.to_string())
+        }
+    }
+}
+
+/// Reads the upload at `path` (never more than the compressed-size cap) and checks it with
+/// [`gah_core::archive::read`] under the default [`Limits`].
+pub fn load(path: &Path) -> Result<OutcomeArchive, LoadError> {
+    load_with(path, Limits::default())
+}
+
+/// [`load`] with explicit caps.
+pub fn load_with(path: &Path, limits: Limits) -> Result<OutcomeArchive, LoadError> {
+    let io = |source| LoadError::Io { path: path.to_path_buf(), source };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(LoadError::NotRegular { path: path.to_path_buf() });
+    }
+    if meta.len() > limits.max_compressed {
+        let source = ArchiveError::TooLarge { size: meta.len(), max: limits.max_compressed };
+        return Err(LoadError::Rejected { path: path.to_path_buf(), source });
+    }
+    // The file may grow between the stat and the read: read one byte past the cap at most,
+    // and `archive::read` refuses anything over it.
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(limits.max_compressed + 1).read_to_end(&mut bytes).map_err(io)?;
+    archive::read(&bytes, limits).map_err(|source| LoadError::Rejected { path: path.to_path_buf(), source })
+}
+
+/// Checks that a (structurally valid) archive answers the workunit's `job`: the same job,
+/// package, USE assignment and compiler, and a `job.json` identical to the one issued.
+pub fn check_job(archive: &OutcomeArchive, job: &Job) -> Result<(), String> {
+    if let Some(why) = archive.outcome.mismatch_with(job) {
+        return Err(why);
+    }
+    if archive.job != *job {
+        return Err(format!("job.json differs from the workunit's job `{}`", job.job_id));
+    }
+    Ok(())
+}
+
+/// `init`: is the result at `path` valid (and, given the workunit's `job`, an answer to it)?
+pub fn init(path: &Path, job: Option<&Job>) -> Verdict {
+    let archive = match load(path) {
+        Ok(archive) => archive,
+        Err(e) => return e.into(),
+    };
+    if let Some(job) = job {
+        if let Err(why) = check_job(&archive, job) {
+            return Verdict::invalid(&format!("{}: {why}", path.display()));
+        }
+    }
+    Verdict::valid(Vec::new())
+}
+
+/// Reads the workunit's job file, as the server wrote it. A failure is the server's
+/// problem, so it is a [`VerdictKind::RetryLater`] verdict, never an invalid result.
+pub fn read_job(path: &Path) -> Result<Job, Verdict> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| Verdict::retry_later(&format!("job file {}: cannot read: {e}", path.display())))?;
+    Job::from_json(&bytes).map_err(|e| Verdict::retry_later(&format!("job file {}: {e}", path.display())))
+}
+
+/// `compare`: do the results at `a` and `b` agree? Each is checked as [`init`] does first.
+pub fn compare(a: &Path, b: &Path) -> Verdict {
+    let (left, right) = match (load(a), load(b)) {
+        (Ok(left), Ok(right)) => (left, right),
+        // A transient error on either side wins: the pair may still be decidable later.
+        (Err(e), _) | (_, Err(e)) if e.is_transient() => return e.into(),
+        (Err(e), _) | (_, Err(e)) => return e.into(),
+    };
+    let result = compare::compare_outcomes(&left.outcome, &right.outcome);
+    if result.mismatches.is_empty() {
+        Verdict::valid(result.notes)
+    } else {
+        Verdict::invalid(&format!("{} and {} disagree: {}", a.display(), b.display(), result.mismatches.join("; ")))
+    }
+}
+
+/// Makes `text` one printable line: control characters escaped, cut at [`MAX_REASON`].
+pub fn one_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(MAX_REASON));
+    for c in text.chars() {
+        if out.len() >= MAX_REASON {
+            out.push_str(" [...]");
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_one_line_and_capped() {
+        let v = Verdict::invalid("a\nb\r\u{1b}[31m");
+        assert_eq!(v.reason(), "a\\nb\\r\\u{1b}[31m");
+        let long = "x".repeat(5000);
+        assert!(Verdict::invalid(&long).reason().len() < MAX_REASON + 10);
+    }
+
+    #[test]
+    fn exit_codes_follow_script_validator() {
+        assert_eq!(Verdict::valid(Vec::new()).exit_code(), 0);
+        assert_eq!(Verdict::invalid("x").exit_code(), 1);
+        assert_eq!(Verdict::retry_later("x").exit_code(), 3);
+    }
+}

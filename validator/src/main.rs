@@ -1,0 +1,116 @@
+//! `gah-validator`: BOINC `script_validator`'s init and compare scripts.
+//!
+//! ```text
+//! gah-validator init FILE [--job JOBFILE] [--host ID] [--host-stats PATH]
+//! gah-validator compare FILE1 FILE2 [--hosts ID1 ID2] [--host-stats PATH]
+//! ```
+//!
+//! Exit codes (script_validator's): 0 valid/match, 1 invalid/mismatch, 3 retry later. A
+//! refusal is one line on stderr naming the file. A command line that does not parse exits
+//! 3, not 1: an administrator's typo must not invalidate volunteers' results.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use gah_validator::hosts::{self, HostStats};
+use gah_validator::{Verdict, VerdictKind};
+
+/// Checks gentoo@home outcome archives for BOINC's script_validator.
+#[derive(Parser)]
+#[command(name = "gah-validator", version)]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// Checks one result (exit 0 valid, 1 invalid, 3 retry later).
+    Init {
+        /// The uploaded outcome archive.
+        file: PathBuf,
+        /// The workunit's job.json: the result must answer exactly this job.
+        #[arg(long, value_name = "JOBFILE")]
+        job: Option<PathBuf>,
+        /// Count an invalid result against this host (or result id) in the host statistics.
+        #[arg(long, value_name = "ID")]
+        host: Option<String>,
+        /// Host statistics file [default: $GAH_HOST_STATS or results/host-stats.sqlite].
+        #[arg(long, value_name = "PATH")]
+        host_stats: Option<PathBuf>,
+    },
+    /// Compares two replicas (exit 0 match, 1 mismatch, 3 retry later).
+    Compare {
+        /// The first replica's archive.
+        file1: PathBuf,
+        /// The second replica's archive.
+        file2: PathBuf,
+        /// Record the outcome of the comparison for these two hosts (or result ids).
+        #[arg(long, num_args = 2, value_names = ["ID1", "ID2"])]
+        hosts: Option<Vec<String>>,
+        /// Host statistics file [default: $GAH_HOST_STATS or results/host-stats.sqlite].
+        #[arg(long, value_name = "PATH")]
+        host_stats: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help, --version
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let first = e.to_string();
+            let first = first.lines().next().unwrap_or("bad command line");
+            eprintln!("gah-validator: {first} (try --help)");
+            return ExitCode::from(Verdict::retry_later("bad command line").exit_code());
+        }
+    };
+    let verdict = run(cli.mode);
+    match verdict.kind() {
+        VerdictKind::Valid => {
+            for note in verdict.notes() {
+                eprintln!("gah-validator: note: {note}");
+            }
+        }
+        VerdictKind::Invalid | VerdictKind::RetryLater => eprintln!("gah-validator: {verdict}"),
+    }
+    ExitCode::from(verdict.exit_code())
+}
+
+fn run(mode: Mode) -> Verdict {
+    match mode {
+        Mode::Init { file, job, host, host_stats } => {
+            let job = match job.as_deref().map(gah_validator::read_job).transpose() {
+                Ok(job) => job,
+                Err(verdict) => return verdict,
+            };
+            let verdict = gah_validator::init(&file, job.as_ref());
+            if let (Some(host), VerdictKind::Invalid) = (host, verdict.kind()) {
+                record(host_stats, |stats| stats.record_invalid(&host));
+            }
+            verdict
+        }
+        Mode::Compare { file1, file2, hosts, host_stats } => {
+            let verdict = gah_validator::compare(&file1, &file2);
+            if let Some([a, b]) = hosts.as_deref() {
+                if verdict.kind() != VerdictKind::RetryLater {
+                    record(host_stats, |stats| stats.record_comparison(a, b, verdict.is_valid()));
+                }
+            }
+            verdict
+        }
+    }
+}
+
+/// Host statistics are advisory: failing to update them never changes a verdict.
+fn record(path: Option<PathBuf>, update: impl FnOnce(&mut HostStats) -> rusqlite::Result<()>) {
+    let path = path.unwrap_or_else(hosts::default_path);
+    if let Err(e) = HostStats::open(&path).and_then(|mut stats| update(&mut stats)) {
+        eprintln!("gah-validator: warning: host statistics {} not updated: {e}", path.display());
+    }
+}

@@ -1,0 +1,181 @@
+//! BOINC submission for a stock BOINC server: the input/output templates and a
+//! `create_work.sh` that stages each job file into the download hierarchy
+//! (`bin/dir_hier_path`) and calls `bin/create_work` once per job, with every `rsc_*` and
+//! replication value set explicitly (create_work's defaults, quorum 1 and 7-day deadlines,
+//! are wrong for us).
+//!
+//! The script is written into the queue folder and run by the project's administrator from
+//! the project folder. It is idempotent: a job submitted once leaves `submitted/<job_id>`
+//! and is skipped on the next run.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context;
+use gah_core::job::Job;
+
+use crate::queue::{write_atomically, Queue};
+
+/// The input template (`templates/gah_in`): one file, opened as `job.json`.
+pub const INPUT_TEMPLATE: &str = include_str!("../../templates/gah_in");
+/// The output template (`templates/gah_out`): one file, `outcome.tar.gz`, at most 16 MB.
+pub const OUTPUT_TEMPLATE: &str = include_str!("../../templates/gah_out");
+
+/// The per-workunit values passed to `create_work`. No `Default`: [`Submission::standard`]
+/// documents the choices.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Submission {
+    /// The BOINC application's name.
+    pub appname: String,
+    /// Floating-point speed (FLOPS) assumed for a volunteer core when turning the job's
+    /// wall-clock limit into `rsc_fpops_*`.
+    pub reference_flops: f64,
+    /// `rsc_memory_bound`, bytes.
+    pub memory_bound: f64,
+    /// `rsc_disk_bound`, bytes.
+    pub disk_bound: f64,
+    /// `delay_bound`, seconds.
+    pub delay_bound: u64,
+    /// `min_quorum`.
+    pub min_quorum: u32,
+    /// `target_nresults`.
+    pub target_nresults: u32,
+    /// `max_error_results`.
+    pub max_error_results: u32,
+    /// `max_total_results`.
+    pub max_total_results: u32,
+    /// `max_success_results`.
+    pub max_success_results: u32,
+}
+
+impl Submission {
+    /// Two replicas that must agree (validator), 4 GB of memory for the guest, 10 GB of disk
+    /// (image overlay, distfiles, build tree), three days to report.
+    pub fn standard() -> Submission {
+        Submission {
+            appname: "gah".into(),
+            reference_flops: 5e9,
+            memory_bound: 4e9,
+            disk_bound: 1e10,
+            delay_bound: 3 * 24 * 3600,
+            min_quorum: 2,
+            target_nresults: 2,
+            max_error_results: 4,
+            max_total_results: 8,
+            max_success_results: 4,
+        }
+    }
+
+    /// `rsc_fpops_est`: a job is expected to take a quarter of its limit.
+    pub fn fpops_est(&self, job: &Job) -> f64 {
+        job_secs(job) / 4.0 * self.reference_flops
+    }
+
+    /// `rsc_fpops_bound`: four times the limit at the reference speed, so that on any host up
+    /// to 4× slower the guest's own timeout (which reports a `timeout` outcome) fires before
+    /// the client's abort (which reports nothing).
+    pub fn fpops_bound(&self, job: &Job) -> f64 {
+        job_secs(job) * 4.0 * self.reference_flops
+    }
+}
+
+fn job_secs(job: &Job) -> f64 {
+    // Exact for any realistic timeout (< 2^53 s).
+    #[allow(clippy::cast_precision_loss)]
+    let s = job.timeout_secs as f64;
+    s
+}
+
+/// Single-quotes for `sh`.
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// The `create_work` command for one job (the job file is staged as `<job_id>.json`).
+pub fn create_work_command(job: &Job, sub: &Submission) -> String {
+    let file = format!("{}.json", job.job_id);
+    format!(
+        "bin/create_work --appname {app} --wu_name {name} --wu_template templates/gah_in --result_template templates/gah_out \
+--rsc_fpops_est {est:e} --rsc_fpops_bound {bound:e} --rsc_memory_bound {mem:e} --rsc_disk_bound {disk:e} \
+--delay_bound {delay} --min_quorum {q} --target_nresults {t} --max_error_results {me} --max_total_results {mt} \
+--max_success_results {ms} {file}",
+        app = sh_quote(&sub.appname),
+        name = sh_quote(&job.job_id),
+        est = sub.fpops_est(job),
+        bound = sub.fpops_bound(job),
+        mem = sub.memory_bound,
+        disk = sub.disk_bound,
+        delay = sub.delay_bound,
+        q = sub.min_quorum,
+        t = sub.target_nresults,
+        me = sub.max_error_results,
+        mt = sub.max_total_results,
+        ms = sub.max_success_results,
+        file = sh_quote(&file),
+    )
+}
+
+/// Writes `templates/gah_in`, `templates/gah_out` and `create_work.sh` into the queue folder,
+/// covering `jobs` (in the order given: the rotation's). `project` is the BOINC project
+/// folder the script changes to by default (`BOINC_PROJECT` overrides it; without either, the
+/// current folder). Returns the script's path.
+pub fn write_submission(queue: &Queue, jobs: &[Job], sub: &Submission, project: Option<&Path>) -> anyhow::Result<std::path::PathBuf> {
+    let dir = queue.dir();
+    std::fs::create_dir_all(dir.join("templates"))?;
+    write_atomically(&dir.join("templates/gah_in"), INPUT_TEMPLATE.as_bytes())?;
+    write_atomically(&dir.join("templates/gah_out"), OUTPUT_TEMPLATE.as_bytes())?;
+    let abs = std::fs::canonicalize(dir).with_context(|| format!("resolving {}", dir.display()))?;
+    let project = match project {
+        Some(p) => std::fs::canonicalize(p).with_context(|| format!("resolving {}", p.display()))?.display().to_string(),
+        None => ".".into(),
+    };
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"#!/bin/sh
+# Written by `gah-workgen generate`: submits this queue's jobs to a BOINC project.
+# Run it from the project folder, or set BOINC_PROJECT=/path/to/project.
+# Idempotent: a job already submitted has a marker in submitted/ and is skipped.
+set -eu
+QUEUE={queue}
+cd "${{BOINC_PROJECT:-{project}}}"
+if [ ! -x bin/create_work ] || [ ! -x bin/dir_hier_path ]; then
+    echo "create_work.sh: $(pwd) is not a BOINC project folder (no bin/create_work, bin/dir_hier_path)" >&2
+    exit 1
+fi
+mkdir -p templates "$QUEUE/submitted"
+cp "$QUEUE/templates/gah_in" templates/gah_in
+cp "$QUEUE/templates/gah_out" templates/gah_out
+submitted=0
+skipped=0
+# stage JOB_ID: copy the job file into the download hierarchy under its physical name.
+stage() {{
+    dest=$(bin/dir_hier_path "$1.json")
+    cp "$QUEUE/pending/$1.json" "$dest"
+}}
+done_() {{
+    touch "$QUEUE/submitted/$1"
+    submitted=$((submitted + 1))
+}}
+"#,
+        queue = sh_quote(&abs.display().to_string()),
+        project = project.replace('"', "\\\""),
+    );
+    for job in jobs {
+        let id = sh_quote(&job.job_id);
+        let _ = writeln!(
+            s,
+            "if [ -e \"$QUEUE/submitted/\"{id} ]; then skipped=$((skipped + 1)); else\n    stage {id}\n    {}\n    done_ {id}\nfi",
+            create_work_command(job, sub)
+        );
+    }
+    s.push_str("echo \"create_work.sh: $submitted submitted, $skipped already submitted\"\n");
+    let path = dir.join("create_work.sh");
+    write_atomically(&path, s.as_bytes())?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    }
+    Ok(path)
+}

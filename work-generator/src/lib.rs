@@ -1,0 +1,38 @@
+//! `gah-workgen`: turns ebuild repositories into jobs and keeps the queue of them.
+//!
+//! - [`plan`]: repositories in ([`load_repos`]), [`Plan`] out ([`plan()`]): for every
+//!   ebuild, its valid USE configurations (from `gah-ebuild`) crossed with the compilers,
+//!   as `gah-core` [`Job`](gah_core::job::Job)s. Pure: writes nothing.
+//! - [`queue`]: the local queue folder (`pending/<job_id>.json`, written atomically, never
+//!   duplicated) and the failcount rotation in `state.sqlite` ([`Queue`], [`record_result`]
+//!   for the assimilator).
+//! - [`boinc`]: the BOINC side: input/output templates and a `create_work.sh` that stages
+//!   each job with `dir_hier_path` and submits it with every `rsc_*` value explicit.
+//!
+//! **Invariants:** never emits a configuration that violates `REQUIRED_USE` (the solver and
+//! a final exact check in `gah-ebuild` see to it); never defines its own job format (jobs are
+//! `gah_core::job::Job`, made by `Job::new`); never talks to a BOINC server itself (it writes
+//! what an administrator runs).
+//!
+//! ```no_run
+//! use gah_core::job::Compiler;
+//! use gah_ebuild::Strategy;
+//! use gah_workgen::{load_repos, plan, Config};
+//! let (repos, diags) = load_repos(&["vm-images/overlay".into()]);
+//! let config = Config {
+//!     compilers: Compiler::ALL.to_vec(),
+//!     strategy: Strategy::Exhaustive { limit: 64 },
+//!     timeout_secs: 3600,
+//!     threads: 2,
+//! };
+//! let plan = plan(&repos, &config);
+//! println!("{} jobs, {} diagnostics", plan.jobs.len(), diags.len() + plan.diagnostics.len());
+//! ```
+#![deny(missing_docs)]
+
+pub mod boinc;
+pub mod plan;
+pub mod queue;
+
+pub use plan::{load_repos, plan, Config, Plan, PlanLine};
+pub use queue::{record_result, Queue, Recorded, MAX_FAILS};

@@ -1,0 +1,120 @@
+//! Planning: repositories in, jobs out. No queue, no files written.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use gah_core::job::{Compiler, Job};
+use gah_ebuild::{configurations, read_repository, Diagnostic, Repository, Severity, Strategy};
+use serde::Serialize;
+
+/// What a plan is made of. Deliberately no `Default`: every caller says what it wants.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The compiler axis: every configuration is crossed with each of these.
+    pub compilers: Vec<Compiler>,
+    /// How configurations are picked per ebuild.
+    pub strategy: Strategy,
+    /// The wall-clock limit written into each job.
+    pub timeout_secs: u64,
+    /// Worker threads for the per-ebuild work (1 = in the calling thread).
+    pub threads: usize,
+}
+
+/// The jobs for a set of repositories, with what went wrong on the way.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// One job per (ebuild, configuration, compiler), in repository, cpv, configuration,
+    /// compiler order.
+    pub jobs: Vec<Job>,
+    /// Reader diagnostics and per-ebuild notes (empty valid space, fallbacks).
+    pub diagnostics: Vec<Diagnostic>,
+    /// `_md5_` of every planned ebuild, keyed by (repo, cpv): the rotation uses it to move
+    /// changed ebuilds to the front.
+    pub ebuild_md5: BTreeMap<(String, String), String>,
+    /// Ebuilds read, and how many of them got at least one job.
+    pub ebuilds: usize,
+    /// Ebuilds with at least one job.
+    pub ebuilds_planned: usize,
+}
+
+/// Reads every repository's md5-cache. Never fails: problems are diagnostics.
+pub fn load_repos(paths: &[PathBuf]) -> (Vec<Repository>, Vec<Diagnostic>) {
+    let mut repos = Vec::new();
+    let mut diags = Vec::new();
+    for p in paths {
+        let (r, d) = read_repository(p);
+        repos.push(r);
+        diags.extend(d);
+    }
+    (repos, diags)
+}
+
+/// The jobs for `repos` under `config`: for every ebuild, its valid USE configurations
+/// (never an invalid one) crossed with `config.compilers`.
+pub fn plan(repos: &[Repository], config: &Config) -> Plan {
+    let mut out = Plan::default();
+    for repo in repos {
+        let per_ebuild = map_parallel(&repo.ebuilds, config.threads.max(1), |e| configurations(e, config.strategy));
+        for (ebuild, (uses, notes)) in repo.ebuilds.iter().zip(per_ebuild) {
+            out.ebuilds += 1;
+            let path = repo.path.join("metadata/md5-cache").join(&ebuild.cpv);
+            for message in notes {
+                out.diagnostics.push(Diagnostic { severity: Severity::Warning, path: path.clone(), line: None, message });
+            }
+            if uses.is_empty() {
+                continue;
+            }
+            out.ebuilds_planned += 1;
+            out.ebuild_md5.insert((repo.name.clone(), ebuild.cpv.clone()), ebuild.md5.clone());
+            for u in uses {
+                for &c in &config.compilers {
+                    out.jobs.push(Job::new(&repo.name, &ebuild.cpv, u.clone(), c, config.timeout_secs));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `f` over `items` on `threads` scoped threads, results in input order.
+fn map_parallel<T: Sync, R: Send>(items: &[T], threads: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    if threads <= 1 || items.len() < 2 {
+        return items.iter().map(f).collect();
+    }
+    // Interleaved chunks balance the few large ebuilds across threads.
+    let f = &f;
+    let mut slots: Vec<Option<R>> = std::iter::repeat_with(|| None).take(items.len()).collect();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|k| s.spawn(move || items.iter().enumerate().skip(k).step_by(threads).map(|(i, x)| (i, f(x))).collect::<Vec<_>>()))
+            .collect();
+        for h in handles {
+            for (i, r) in h.join().expect("a planning thread panicked") {
+                slots[i] = Some(r);
+            }
+        }
+    });
+    slots.into_iter().map(|r| r.expect("every slot filled")).collect()
+}
+
+/// One line of `gah-workgen plan --format jsonl` (issue 3, item 7): the job as people and
+/// tools want it, enabled flags only.
+#[derive(Debug, Serialize)]
+pub struct PlanLine<'a> {
+    /// The repository's name.
+    pub repo: &'a str,
+    /// `category/package-version`.
+    pub cpv: &'a str,
+    /// The enabled IUSE flags, sorted.
+    #[serde(rename = "use")]
+    pub use_flags: Vec<&'a str>,
+    /// The compiler.
+    pub compiler: Compiler,
+}
+
+impl<'a> PlanLine<'a> {
+    /// The line for `job`.
+    pub fn new(job: &'a Job) -> PlanLine<'a> {
+        PlanLine { repo: &job.repo, cpv: &job.cpv, use_flags: job.use_flags.enabled().collect(), compiler: job.compiler }
+    }
+}
