@@ -7,8 +7,8 @@
 //!
 //! The database is `--db`, else `$GAH_RESULTS_DB`, else `./results/results.sqlite`.
 //! Exit 0 once the row is durable (or the upload is quarantined, see the library docs);
-//! 1 on a transient failure and 2 on a bad command line, both of which stop BOINC's
-//! assimilator daemon so that an administrator looks.
+//! 1 on a transient failure or wrong arguments, 2 on a command line that does not parse.
+//! Any nonzero exit stops BOINC's assimilator daemon, so that an administrator looks.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -49,7 +49,8 @@ const PHASE_MARKERS: &[(&str, &str, f64)] = &[
     (">>> Compiling source", "compile", 0.50),
     (">>> Test phase", "test", 0.75),
     (">>> Install ", "install", 0.88),
-    (">>> Merging ", "merge", 0.95),
+    (">>> Creating binpkg", "package", 0.93),
+    (">>> Installing (", "merge", 0.96),
 ];
 
 struct Progress {

@@ -180,7 +180,8 @@ pub fn choose_backend(choice: BackendChoice, image_dir: &Path) -> anyhow::Result
     let helper = std::env::current_exe()?;
     let sandbox = SandboxBackend { rootfs: image_dir.join("rootfs"), helper };
     let qemu = qemu_binary();
-    let kvm = match &qemu {
+    // Probing boots a kernel: only when a VM is a candidate.
+    let kvm = || match &qemu {
         Some(q) if image.kernel.is_file() => kvm_usable(q, &image.kernel, &image_dir.join("kvm-probe.json")),
         Some(_) => crate::backend::accel::KvmProbe { usable: false, detail: "no guest kernel".into(), key: String::new() },
         None => crate::backend::accel::KvmProbe { usable: false, detail: "qemu-system-x86_64 is not installed".into(), key: String::new() },
@@ -192,6 +193,7 @@ pub fn choose_backend(choice: BackendChoice, image_dir: &Path) -> anyhow::Result
     };
     match choice {
         BackendChoice::Vm => {
+            let kvm = kvm();
             eprintln!("gah-app: backend vm, accelerator {} ({})", if kvm.usable { "kvm" } else { "tcg" }, kvm.detail);
             vm(kvm.usable)
         }
@@ -201,6 +203,7 @@ pub fn choose_backend(choice: BackendChoice, image_dir: &Path) -> anyhow::Result
             Ok(Box::new(sandbox))
         }
         BackendChoice::Auto => {
+            let kvm = kvm();
             if kvm.usable {
                 eprintln!("gah-app: backend vm with kvm ({})", kvm.detail);
                 return vm(true);

@@ -48,9 +48,10 @@ impl Rng {
 /// The set of t-way combinations: every `t`-subset of variables (in lexicographic order)
 /// times every value pattern (bit k = value of the k-th variable of the subset).
 struct Tuples {
-    n: usize,
     t: usize,
     subsets: Vec<Vec<usize>>,
+    /// For each variable, the subsets holding it (so `gain` looks at n^(t-1) subsets, not n^t).
+    by_var: Vec<Vec<usize>>,
     uncovered: Vec<bool>,
     left: usize,
 }
@@ -72,7 +73,13 @@ impl Tuples {
         }
         rec(0, n, t, &mut cur, &mut subsets);
         let total = subsets.len() << t;
-        Tuples { n, t, subsets, uncovered: vec![true; total], left: total }
+        let mut by_var = vec![Vec::new(); n];
+        for (i, sub) in subsets.iter().enumerate() {
+            for &v in sub {
+                by_var[v].push(i);
+            }
+        }
+        Tuples { t, subsets, by_var, uncovered: vec![true; total], left: total }
     }
 
     fn pattern(&self, subset: &[usize], row: &[bool]) -> usize {
@@ -100,8 +107,9 @@ impl Tuples {
     /// counting only those that contain `var`.
     fn gain(&self, fixed: &[Option<bool>], var: usize, value: bool) -> usize {
         let mut n = 0;
-        for (s, subset) in self.subsets.iter().enumerate() {
-            if !subset.contains(&var) || !subset.iter().all(|&v| v == var || fixed[v].is_some()) {
+        for &s in &self.by_var[var] {
+            let subset = &self.subsets[s];
+            if !subset.iter().all(|&v| v == var || fixed[v].is_some()) {
                 continue;
             }
             let p = subset
@@ -144,6 +152,20 @@ pub fn covering_array(space: &Space, t: usize, seed: u64) -> Cover {
     for r in &rows {
         tuples.cover(r);
     }
+    // Literals no valid configuration has: every combination holding one is dropped without
+    // a solver call (flags tied to another architecture, say).
+    let lit_ok: Vec<[bool; 2]> = (0..n)
+        .map(|v| {
+            if !space.is_constrained(v) {
+                return [true, true];
+            }
+            [false, true].map(|val| rows.iter().any(|r| r[v] == val) || {
+                let mut fixed = vec![None; n];
+                fixed[v] = Some(val);
+                space.solve(&fixed, &rows[0]).is_some()
+            })
+        })
+        .collect();
     let mut rng = Rng(seed);
     let mut infeasible = 0;
     let mut next_idx = 0;
@@ -159,7 +181,8 @@ pub fn covering_array(space: &Space, t: usize, seed: u64) -> Cover {
             fixed[v] = Some(pattern >> k & 1 == 1);
         }
         let prefer: Vec<bool> = rows[0].clone();
-        let Some(mut witness) = space.solve(&fixed, &prefer) else {
+        let lits_ok = subset.iter().all(|&v| lit_ok[v][usize::from(fixed[v] == Some(true))]);
+        let Some(mut witness) = lits_ok.then(|| space.solve(&fixed, &prefer)).flatten() else {
             tuples.drop_tuple(idx);
             infeasible += 1;
             continue;
@@ -169,7 +192,7 @@ pub fn covering_array(space: &Space, t: usize, seed: u64) -> Cover {
         for var in order {
             let gains = [tuples.gain(&fixed, var, false), tuples.gain(&fixed, var, true)];
             // Prefer the witness's value on ties: it needs no solver call.
-            let best = if gains[0] == gains[1] { witness[var] } else { gains[1] > gains[0] };
+            let best = if !lit_ok[var][0] || !lit_ok[var][1] || gains[0] == gains[1] { witness[var] } else { gains[1] > gains[0] };
             if best == witness[var] || !space.is_constrained(var) {
                 fixed[var] = Some(best);
                 witness[var] = best;
@@ -185,7 +208,6 @@ pub fn covering_array(space: &Space, t: usize, seed: u64) -> Cover {
         tuples.cover(&witness);
         push(&mut rows, witness);
     }
-    debug_assert_eq!(tuples.n, n);
     Cover { rows, infeasible }
 }
 
@@ -199,7 +221,8 @@ mod tests {
     /// number of rows (the figure of merit) with `expected_rows`.
     fn check(iuse: &str, required_use: &str, t: usize, expected_rows: usize) {
         let e = ebuild(iuse, required_use, "");
-        let s = Space::new(&e);
+        let p = crate::Profile::none();
+        let s = Space::new(&e, &p);
         let cover = covering_array(&s, t, 1);
         for r in &cover.rows {
             assert!(s.is_valid(r));

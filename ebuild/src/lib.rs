@@ -6,6 +6,8 @@
 //!   skipped, never a failed run.
 //! - [`required_use`]: the `REQUIRED_USE` parser for the whole PMS grammar and an evaluator
 //!   that matches Portage's `check_required_use`, empty groups included.
+//! - [`profile`]: what the target [`Profile`] pins (implicit ARCH/ELIBC/KERNEL flags, masked
+//!   and forced flags).
 //! - [`solve`]: an ebuild's configuration [`Space`] and a backtracking solver over the flags
 //!   `REQUIRED_USE` names (never `2^|IUSE|`), with the `test` policy (derived from
 //!   `RESTRICT`, never varied).
@@ -18,10 +20,10 @@
 //! or job files (it uses `gah-core`'s `UseAssignment` for the result and nothing else).
 //!
 //! ```
-//! use gah_ebuild::{configurations, md5cache::parse_entry, Strategy};
+//! use gah_ebuild::{configurations, md5cache::parse_entry, Profile, Strategy};
 //! let text = "EAPI=8\nIUSE=+a b\nREQUIRED_USE=?? ( a b )\nSLOT=0\n_md5_=0\n";
 //! let ebuild = parse_entry("cat/pkg-1", text, &mut Vec::new()).unwrap();
-//! let (configs, notes) = configurations(&ebuild, Strategy::Exhaustive { limit: 64 });
+//! let (configs, notes) = configurations(&ebuild, &Profile::amd64_linux(), Strategy::Exhaustive { limit: 64 });
 //! let shown: Vec<String> = configs.iter().map(|c| c.summary()).collect();
 //! assert_eq!(shown, ["-", "b", "a"]);
 //! assert!(notes.is_empty());
@@ -30,6 +32,7 @@
 
 pub mod cover;
 pub mod md5cache;
+pub mod profile;
 pub mod repo;
 pub mod required_use;
 pub mod solve;
@@ -37,6 +40,7 @@ pub mod solve;
 use gah_core::job::UseAssignment;
 
 pub use md5cache::{Diagnostic, Ebuild, IuseFlag, Severity};
+pub use profile::Profile;
 pub use repo::{read_repository, Repository};
 pub use required_use::RequiredUse;
 pub use solve::Space;
@@ -59,11 +63,12 @@ pub enum Strategy {
     },
 }
 
-/// The valid USE assignments of `ebuild` under `strategy` (each names every IUSE flag), and
+/// The valid USE assignments of `ebuild` under `profile` and `strategy` (each names every
+/// IUSE flag), and
 /// notes for the operator: an empty valid space, an exhaustive run that fell back to a
 /// covering array, a solver budget that ran out.
-pub fn configurations(ebuild: &Ebuild, strategy: Strategy) -> (Vec<UseAssignment>, Vec<String>) {
-    let space = Space::new(ebuild);
+pub fn configurations(ebuild: &Ebuild, profile: &Profile, strategy: Strategy) -> (Vec<UseAssignment>, Vec<String>) {
+    let space = Space::new(ebuild, profile);
     let mut notes = Vec::new();
     let rows = match strategy {
         Strategy::Exhaustive { limit } => match space.enumerate(limit) {

@@ -69,7 +69,7 @@ pub struct Ebuild {
     pub cpv: String,
     /// `EAPI` (`0` when the cache omits it, as it omits every empty key).
     pub eapi: String,
-    /// `IUSE`, in the cache's order, duplicates removed (the first wins).
+    /// `IUSE`, in the cache's order, duplicates merged (a `+` default wins).
     pub iuse: Vec<IuseFlag>,
     /// `REQUIRED_USE`, parsed.
     pub required_use: RequiredUse,
@@ -110,7 +110,7 @@ pub struct Ebuild {
 impl Ebuild {
     /// Whether `RESTRICT` contains `token` for a USE assignment (conditionals evaluated).
     pub fn restricts(&self, token: &str, is_on: &dyn Fn(&str) -> bool) -> bool {
-        use_reduce(&self.restrict, is_on).iter().any(|t| *t == token)
+        use_reduce(&self.restrict, is_on).contains(&token)
     }
 
     /// True when REQUIRED_USE's empty groups are true in this ebuild's EAPI.
@@ -206,8 +206,12 @@ pub fn parse_entry(cpv: &str, text: &str, warnings: &mut Vec<(Option<usize>, Str
             if !required_use::is_valid_flag_name(name) {
                 return Err((Some(line), format!("IUSE: `{tok}` is not a valid USE flag")));
             }
-            if iuse.iter().any(|f: &IuseFlag| f.name == name) {
-                warnings.push((Some(line), format!("IUSE: flag `{name}` listed twice")));
+            // Eclasses and ebuilds often both list a flag: legal, and a `+` anywhere wins,
+            // as in Portage's IUSE defaults.
+            if let Some(f) = iuse.iter_mut().find(|f: &&mut IuseFlag| f.name == name) {
+                if default == Some(true) || f.default.is_none() {
+                    f.default = default.or(f.default);
+                }
                 continue;
             }
             iuse.push(IuseFlag { name: name.to_owned(), default });
@@ -222,7 +226,7 @@ pub fn parse_entry(cpv: &str, text: &str, warnings: &mut Vec<(Option<usize>, Str
                 if !missing.is_empty() {
                     warnings.push((
                         Some(line),
-                        format!("REQUIRED_USE names flags not in IUSE (held off): {}", missing.join(" ")),
+                        format!("REQUIRED_USE names flags not in IUSE (the profile decides, else off): {}", missing.join(" ")),
                     ));
                 }
                 r
@@ -235,7 +239,7 @@ pub fn parse_entry(cpv: &str, text: &str, warnings: &mut Vec<(Option<usize>, Str
     let mut eclasses = Vec::new();
     if let Some((line, value)) = take("_eclasses_") {
         let parts: Vec<&str> = value.split('\t').collect();
-        if parts.len() % 2 != 0 {
+        if parts.len() & 1 == 1 {
             return Err((Some(line), "_eclasses_: odd number of tab-separated fields (expected name/md5 pairs)".into()));
         }
         for pair in parts.chunks(2) {
@@ -368,10 +372,9 @@ mod tests {
     fn defaults_and_warnings() {
         check("SLOT=0\n_md5_=1\n", "eapi=0 iuse=[] required_use=[] restrict=[] eclasses=0 phases= md5=1 other=[]");
         check(
-            "EAPI=8\nIUSE=a a\nREQUIRED_USE=^^ ( a kernel_linux )\nSLOT=0\nDEFINED_PHASES=-\n_md5_=1\n",
-            "eapi=8 iuse=[a] required_use=[^^ ( a kernel_linux )] restrict=[] eclasses=0 phases= md5=1 other=[]\n\
-             warning Some(2): IUSE: flag `a` listed twice\n\
-             warning Some(3): REQUIRED_USE names flags not in IUSE (held off): kernel_linux",
+            "EAPI=8\nIUSE=a b +a -b\nREQUIRED_USE=^^ ( a kernel_linux )\nSLOT=0\nDEFINED_PHASES=-\n_md5_=1\n",
+            "eapi=8 iuse=[+a -b] required_use=[^^ ( a kernel_linux )] restrict=[] eclasses=0 phases= md5=1 other=[]\n\
+             warning Some(3): REQUIRED_USE names flags not in IUSE (the profile decides, else off): kernel_linux",
         );
     }
 

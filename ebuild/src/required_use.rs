@@ -19,6 +19,31 @@ pub struct RequiredUse {
     nodes: Vec<Node>,
     /// Every flag named, in order of first appearance, without duplicates.
     flags: Vec<String>,
+    /// `nodes` with flags replaced by their index in `flags`: what the evaluators walk.
+    compiled: Vec<C>,
+}
+
+/// A node with its flag as an index into [`RequiredUse::flags`] (no string lookups in the
+/// solver's inner loop).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum C {
+    Lit(usize, bool),
+    Cond(usize, bool, Vec<C>),
+    Group(Op, Vec<C>),
+    All(Vec<C>),
+}
+
+fn compile(nodes: &[Node], flags: &[String]) -> Vec<C> {
+    let id = |name: &str| flags.iter().position(|f| f == name).expect("collect_flags saw every flag");
+    nodes
+        .iter()
+        .map(|n| match n {
+            Node::Flag { name, negated } => C::Lit(id(name), *negated),
+            Node::Conditional { flag, negated, children } => C::Cond(id(flag), *negated, compile(children, flags)),
+            Node::Group { op, children } => C::Group(*op, compile(children, flags)),
+            Node::All(children) => C::All(compile(children, flags)),
+        })
+        .collect()
 }
 
 /// One element of a `REQUIRED_USE` expression.
@@ -214,7 +239,8 @@ impl RequiredUse {
         let nodes = p.members(None)?;
         let mut flags = Vec::new();
         collect_flags(&nodes, &mut flags);
-        Ok(RequiredUse { nodes, flags })
+        let compiled = compile(&nodes, &flags);
+        Ok(RequiredUse { nodes, flags, compiled })
     }
 
     /// The top-level members.
@@ -235,16 +261,28 @@ impl RequiredUse {
     /// Portage's verdict on a complete assignment (`is_on(flag)` for every named flag).
     /// `empty_groups_true` is [`empty_groups_always_true`] of the ebuild's EAPI.
     pub fn eval(&self, empty_groups_true: bool, is_on: &dyn Fn(&str) -> bool) -> bool {
-        let ctx = Exact { empty_groups_true, is_on };
-        self.nodes.iter().filter_map(|n| ctx.node(n)).all(|v| v)
+        let values: Vec<bool> = self.flags.iter().map(|f| is_on(f)).collect();
+        self.eval_values(empty_groups_true, &values)
+    }
+
+    /// [`RequiredUse::eval`] with the values given in [`RequiredUse::flags`] order.
+    pub fn eval_values(&self, empty_groups_true: bool, values: &[bool]) -> bool {
+        let ctx = Exact { empty_groups_true, values };
+        self.compiled.iter().filter_map(|n| ctx.node(n)).all(|v| v)
     }
 
     /// Three-valued verdict over a partial assignment: `value(flag)` is `None` for a flag not
     /// yet decided. Returns `None` when some completions may hold and others may not,
     /// `Some(false)` when no completion can hold. Exact when every flag is decided.
     pub fn eval_partial(&self, empty_groups_true: bool, value: &dyn Fn(&str) -> Option<bool>) -> Option<bool> {
-        let ctx = Partial { empty_groups_true, value };
-        let m = ctx.all_of(&self.nodes);
+        let values: Vec<Option<bool>> = self.flags.iter().map(|f| value(f)).collect();
+        self.eval_partial_values(empty_groups_true, &values)
+    }
+
+    /// [`RequiredUse::eval_partial`] with the values given in [`RequiredUse::flags`] order.
+    pub fn eval_partial_values(&self, empty_groups_true: bool, values: &[Option<bool>]) -> Option<bool> {
+        let ctx = Partial { empty_groups_true, values };
+        let m = ctx.all_of(&self.compiled);
         // The top level is an all-of whose empty list is true.
         let can_true = m & (T | A) != 0;
         let can_false = m & F != 0;
@@ -316,36 +354,36 @@ pub fn empty_groups_always_true(eapi: &str) -> bool {
 
 struct Exact<'a> {
     empty_groups_true: bool,
-    is_on: &'a dyn Fn(&str) -> bool,
+    values: &'a [bool],
 }
 
 impl Exact<'_> {
     /// `None` when the node contributes nothing to its parent's member list (Portage's
     /// untaken conditional, or a plain group that is itself empty).
-    fn node(&self, n: &Node) -> Option<bool> {
+    fn node(&self, n: &C) -> Option<bool> {
         match n {
-            Node::Flag { name, negated } => Some((self.is_on)(name) != *negated),
-            Node::Conditional { flag, negated, children } => {
-                if (self.is_on)(flag) == *negated {
+            C::Lit(id, negated) => Some(self.values[*id] != *negated),
+            C::Cond(id, negated, children) => {
+                if self.values[*id] == *negated {
                     return None;
                 }
-                let vals: Vec<bool> = children.iter().filter_map(|c| self.node(c)).collect();
-                Some(vals.iter().all(|v| *v))
+                Some(children.iter().filter_map(|c| self.node(c)).all(|v| v))
             }
-            Node::Group { op, children } => {
-                let vals: Vec<bool> = children.iter().filter_map(|c| self.node(c)).collect();
-                if vals.is_empty() && self.empty_groups_true {
+            C::Group(op, children) => {
+                let (mut members, mut trues) = (0, 0);
+                for v in children.iter().filter_map(|c| self.node(c)) {
+                    members += 1;
+                    trues += usize::from(v);
+                }
+                if members == 0 && self.empty_groups_true {
                     return Some(true);
                 }
-                Some(op.holds(vals.iter().filter(|v| **v).count()))
+                Some(op.holds(trues))
             }
-            Node::All(children) => {
-                let vals: Vec<bool> = children.iter().filter_map(|c| self.node(c)).collect();
-                if vals.is_empty() {
-                    None
-                } else {
-                    Some(vals.iter().all(|v| *v))
-                }
+            C::All(children) => {
+                let mut members = children.iter().filter_map(|c| self.node(c)).peekable();
+                members.peek()?;
+                Some(members.all(|v| v))
             }
         }
     }
@@ -358,23 +396,47 @@ const F: u8 = 4;
 
 struct Partial<'a> {
     empty_groups_true: bool,
-    value: &'a dyn Fn(&str) -> Option<bool>,
+    values: &'a [Option<bool>],
+}
+
+/// What a member list may give, folded without allocating.
+struct Members {
+    can_empty: bool,
+    can_nonempty: bool,
+    min_true: usize,
+    max_true: usize,
+    any_certain_false: bool,
+    any_may_false: bool,
 }
 
 impl Partial<'_> {
-    fn lit(&self, name: &str, negated: bool) -> u8 {
-        match (self.value)(name) {
+    fn lit(&self, id: usize, negated: bool) -> u8 {
+        match self.values[id] {
             Some(v) if v != negated => T,
             Some(_) => F,
             None => T | F,
         }
     }
 
-    fn node(&self, n: &Node) -> u8 {
+    fn members(&self, children: &[C]) -> Members {
+        let mut m = Members { can_empty: true, can_nonempty: false, min_true: 0, max_true: 0, any_certain_false: false, any_may_false: false };
+        for c in children {
+            let x = self.node(c);
+            m.can_empty &= x & A != 0;
+            m.can_nonempty |= x & (T | F) != 0;
+            m.min_true += usize::from(x == T);
+            m.max_true += usize::from(x & T != 0);
+            m.any_certain_false |= x == F;
+            m.any_may_false |= x & F != 0;
+        }
+        m
+    }
+
+    fn node(&self, n: &C) -> u8 {
         match n {
-            Node::Flag { name, negated } => self.lit(name, *negated),
-            Node::Conditional { flag, negated, children } => {
-                let cond = self.lit(flag, *negated);
+            C::Lit(id, negated) => self.lit(*id, *negated),
+            C::Cond(id, negated, children) => {
+                let cond = self.lit(*id, *negated);
                 let mut m = 0;
                 if cond & F != 0 {
                     m |= A;
@@ -391,19 +453,15 @@ impl Partial<'_> {
                 }
                 m
             }
-            Node::Group { op, children } => {
-                let masks: Vec<u8> = children.iter().map(|c| self.node(c)).collect();
-                let can_empty = masks.iter().all(|m| m & A != 0);
-                let can_nonempty = masks.iter().any(|m| m & (T | F) != 0);
-                let min_true = masks.iter().filter(|m| **m == T).count();
-                let max_true = masks.iter().filter(|m| **m & T != 0).count();
+            C::Group(op, children) => {
+                let m = self.members(children);
                 let mut out = 0;
-                if can_empty {
+                if m.can_empty {
                     out |= if self.empty_groups_true || op.holds(0) { T } else { F };
                 }
-                if can_nonempty {
+                if m.can_nonempty {
                     // Over-approximates: any count in the range is taken as reachable.
-                    for k in min_true..=max_true {
+                    for k in m.min_true..=m.max_true {
                         out |= if op.holds(k) { T } else { F };
                         if out & (T | F) == T | F {
                             break;
@@ -412,24 +470,22 @@ impl Partial<'_> {
                 }
                 out
             }
-            Node::All(children) => self.all_of(children),
+            C::All(children) => self.all_of(children),
         }
     }
 
     /// An all-of list: `A` when it may contribute nothing, `T`/`F` for its verdict otherwise.
-    fn all_of(&self, children: &[Node]) -> u8 {
-        let masks: Vec<u8> = children.iter().map(|c| self.node(c)).collect();
-        let can_empty = masks.iter().all(|m| m & A != 0);
-        let can_nonempty = masks.iter().any(|m| m & (T | F) != 0);
+    fn all_of(&self, children: &[C]) -> u8 {
+        let m = self.members(children);
         let mut out = 0;
-        if can_empty {
+        if m.can_empty {
             out |= A;
         }
-        if can_nonempty {
-            if masks.iter().all(|m| *m != F) {
+        if m.can_nonempty {
+            if !m.any_certain_false {
                 out |= T;
             }
-            if masks.iter().any(|m| m & F != 0) {
+            if m.any_may_false {
                 out |= F;
             }
         }

@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use gah_core::job::UseAssignment;
 
 use crate::md5cache::Ebuild;
+use crate::profile::Profile;
 use crate::required_use::RequiredUse;
 
 /// How an ebuild's `test` flag is set (see the module docs).
@@ -33,7 +34,10 @@ pub enum TestRule {
 #[derive(Debug)]
 pub struct Space<'e> {
     ebuild: &'e Ebuild,
+    profile: &'e Profile,
     vars: Vec<String>,
+    /// Values the profile imposes (masked: off, forced: on); never varied.
+    pinned: Vec<Option<bool>>,
     index: HashMap<String, usize>,
     /// Whether each variable can affect validity (named in REQUIRED_USE, or in RESTRICT
     /// conditionals when `test` is derived). The others are free.
@@ -43,18 +47,30 @@ pub struct Space<'e> {
     defaults: Vec<bool>,
     test: TestRule,
     empty_groups_true: bool,
+    /// Where each REQUIRED_USE flag's value comes from, in [`RequiredUse::flags`] order.
+    sources: Vec<Source>,
     /// Upper bound on search nodes per query; see [`Space::budget_exhausted`].
     node_budget: u64,
     exhausted: std::cell::Cell<bool>,
+}
+
+/// Where the value of a flag named in REQUIRED_USE comes from.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    Var(usize),
+    Test,
+    Implicit(bool),
 }
 
 /// A configuration: one value per variable of its [`Space`], in [`Space::vars`] order.
 pub type Config = Vec<bool>;
 
 impl<'e> Space<'e> {
-    /// The space of `ebuild`.
-    pub fn new(ebuild: &'e Ebuild) -> Space<'e> {
+    /// The space of `ebuild` under `profile`.
+    pub fn new(ebuild: &'e Ebuild, profile: &'e Profile) -> Space<'e> {
         let vars: Vec<String> = ebuild.iuse.iter().map(|f| f.name.clone()).filter(|f| f != "test").collect();
+        let cp = gah_core::job::split_cpv(&ebuild.cpv).map_or(ebuild.cpv.as_str(), |(cp, _)| cp);
+        let pinned: Vec<Option<bool>> = vars.iter().map(|f| profile.pinned(cp, f)).collect();
         let index: HashMap<String, usize> = vars.iter().enumerate().map(|(i, f)| (f.clone(), i)).collect();
         let defaults = ebuild.iuse.iter().filter(|f| f.name != "test").map(|f| f.default_on()).collect();
 
@@ -79,6 +95,11 @@ impl<'e> Space<'e> {
                 }
             }
         };
+        for (i, p) in pinned.iter().enumerate() {
+            if p.is_some() {
+                mark(&vars[i], &mut order);
+            }
+        }
         for f in ebuild.required_use.flags() {
             mark(f, &mut order);
         }
@@ -87,9 +108,22 @@ impl<'e> Space<'e> {
                 mark(f, &mut order);
             }
         }
+        let sources = ebuild
+            .required_use
+            .flags()
+            .iter()
+            .map(|f| match index.get(f) {
+                Some(&i) => Source::Var(i),
+                None if f == "test" && test != TestRule::Absent => Source::Test,
+                None => Source::Implicit(profile.implicit(f)),
+            })
+            .collect();
         Space {
             ebuild,
+            profile,
+            sources,
             vars,
+            pinned,
             index,
             constrained,
             order,
@@ -146,14 +180,28 @@ impl<'e> Space<'e> {
     }
 
     fn lookup(&self, config: &[bool], flag: &str) -> bool {
-        // Flags outside IUSE (implicit profile flags) are held off: there is no profile here.
-        self.index.get(flag).is_some_and(|&i| config[i])
+        match self.index.get(flag) {
+            Some(&i) => config[i],
+            None => self.profile.implicit(flag),
+        }
     }
 
     /// Portage's verdict on a complete configuration.
     pub fn is_valid(&self, config: &[bool]) -> bool {
+        if self.pinned.iter().zip(config).any(|(p, v)| p.is_some_and(|p| p != *v)) {
+            return false;
+        }
         let test = self.test_value(config);
-        self.required_use().eval(self.empty_groups_true, &|f| if f == "test" { test } else { self.lookup(config, f) })
+        let values: Vec<bool> = self
+            .sources
+            .iter()
+            .map(|s| match *s {
+                Source::Var(i) => config[i],
+                Source::Test => test,
+                Source::Implicit(v) => v,
+            })
+            .collect();
+        self.required_use().eval_values(self.empty_groups_true, &values)
     }
 
     fn partial_ok(&self, partial: &[Option<bool>]) -> bool {
@@ -162,17 +210,16 @@ impl<'e> Space<'e> {
             TestRule::Fixed(v) => Some(v),
             TestRule::Derived => None,
         };
-        let value = |f: &str| {
-            if f == "test" {
-                test
-            } else {
-                match self.index.get(f) {
-                    Some(&i) => partial[i],
-                    None => Some(false),
-                }
-            }
-        };
-        self.required_use().eval_partial(self.empty_groups_true, &value) != Some(false)
+        let values: Vec<Option<bool>> = self
+            .sources
+            .iter()
+            .map(|s| match *s {
+                Source::Var(i) => partial[i],
+                Source::Test => test,
+                Source::Implicit(v) => Some(v),
+            })
+            .collect();
+        self.required_use().eval_partial_values(self.empty_groups_true, &values) != Some(false)
     }
 
     /// The USE assignment of a configuration: every IUSE flag, `test` included.
@@ -191,7 +238,14 @@ impl<'e> Space<'e> {
     /// values of `prefer` elsewhere (exactly `prefer` on free variables); `None` when there is
     /// none (or the node budget ran out).
     pub fn solve(&self, fixed: &[Option<bool>], prefer: &[bool]) -> Option<Config> {
-        let mut partial: Vec<Option<bool>> = vec![None; self.vars.len()];
+        // Fixed values are visible to the pruning from the start, not only when the search
+        // reaches their variable: an infeasible request fails at the root.
+        let fixed = self.with_pinned(fixed)?;
+        let fixed = &fixed[..];
+        let mut partial: Vec<Option<bool>> = fixed.to_vec();
+        if !self.partial_ok(&partial) {
+            return None;
+        }
         let mut nodes = 0u64;
         let mut found = None;
         self.dfs(0, &mut partial, fixed, prefer, &mut nodes, &mut |p| {
@@ -199,6 +253,19 @@ impl<'e> Space<'e> {
             true
         });
         found.map(|p| self.complete(&p, fixed, prefer))
+    }
+
+    /// `fixed` plus the profile's pins; `None` when they contradict.
+    fn with_pinned(&self, fixed: &[Option<bool>]) -> Option<Vec<Option<bool>>> {
+        let mut out = fixed.to_vec();
+        for (i, p) in self.pinned.iter().enumerate() {
+            match (out[i], *p) {
+                (Some(a), Some(b)) if a != b => return None,
+                (_, Some(b)) => out[i] = Some(b),
+                _ => {}
+            }
+        }
+        Some(out)
     }
 
     /// Fills the free variables: `fixed` first, then `prefer`.
@@ -229,12 +296,11 @@ impl<'e> Space<'e> {
             return self.is_valid(&full) && leaf(partial);
         }
         let var = self.order[depth];
-        let choices: &[bool] = match fixed[var] {
-            Some(true) => &[true],
-            Some(false) => &[false],
-            None if prefer[var] => &[true, false],
-            None => &[false, true],
-        };
+        if fixed[var].is_some() {
+            // Already in `partial` (set by the caller) and checked.
+            return self.dfs(depth + 1, partial, fixed, prefer, nodes, leaf);
+        }
+        let choices: &[bool] = if prefer[var] { &[true, false] } else { &[false, true] };
         for &v in choices {
             partial[var] = Some(v);
             if self.partial_ok(partial) && self.dfs(depth + 1, partial, fixed, prefer, nodes, leaf) {
@@ -250,9 +316,9 @@ impl<'e> Space<'e> {
     /// bound; ties go to the first found with `target`'s values tried first. After the node
     /// budget the best found so far is returned.
     pub fn closest(&self, target: &[bool]) -> Option<Config> {
-        let fixed = vec![None; self.vars.len()];
+        let fixed = self.with_pinned(&vec![None; self.vars.len()])?;
         let mut best: Option<(usize, Config)> = None;
-        let mut partial: Vec<Option<bool>> = vec![None; self.vars.len()];
+        let mut partial: Vec<Option<bool>> = fixed.clone();
         let mut nodes = 0u64;
         self.bnb(0, 0, &mut partial, target, &fixed, &mut nodes, &mut best);
         best.map(|(_, c)| c)
@@ -285,6 +351,10 @@ impl<'e> Space<'e> {
             return;
         }
         let var = self.order[depth];
+        if fixed[var].is_some() {
+            // Pinned by the profile: no choice, no cost.
+            return self.bnb(depth + 1, cost, partial, target, fixed, nodes, best);
+        }
         for v in [target[var], !target[var]] {
             partial[var] = Some(v);
             if self.partial_ok(partial) {
@@ -300,9 +370,9 @@ impl<'e> Space<'e> {
         if free.len() >= 32 || (1usize << free.len()) > limit {
             return None;
         }
-        let fixed = vec![None; self.vars.len()];
+        let Some(fixed) = self.with_pinned(&vec![None; self.vars.len()]) else { return Some(Vec::new()) };
         let prefer = vec![false; self.vars.len()];
-        let mut partial: Vec<Option<bool>> = vec![None; self.vars.len()];
+        let mut partial: Vec<Option<bool>> = fixed.clone();
         let mut constrained_solutions: Vec<Vec<Option<bool>>> = Vec::new();
         let mut nodes = 0u64;
         let per_free = 1usize << free.len();
@@ -318,7 +388,7 @@ impl<'e> Space<'e> {
         let mut out = Vec::new();
         for sol in &constrained_solutions {
             for bits in 0..per_free {
-                let mut c: Config = sol.iter().map(|v| v.unwrap_or(false)).collect();
+                let mut c: Config = sol.iter().zip(&fixed).map(|(v, f)| v.or(*f).unwrap_or(false)).collect();
                 for (k, &i) in free.iter().enumerate() {
                     c[i] = bits >> k & 1 == 1;
                 }
@@ -353,7 +423,8 @@ pub(crate) mod tests {
     /// and all-off-closest configurations.
     fn check(iuse: &str, required_use: &str, restrict: &str, expected: &str) {
         let e = ebuild(iuse, required_use, restrict);
-        let s = Space::new(&e);
+        let p = Profile::none();
+        let s = Space::new(&e, &p);
         let n = s.vars().len();
         let all = match s.enumerate(64) {
             Some(v) => {
@@ -402,19 +473,35 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn profile_pins_and_implicit_flags() {
+        let e = ebuild("a b c", "^^ ( a b ) c? ( amd64 )", "");
+        let mut p = Profile::amd64_linux();
+        p.mask(&["b"]);
+        p.package_force("cat/pkg", &["c"]);
+        let s = Space::new(&e, &p);
+        let all: Vec<String> = s.enumerate(64).unwrap().iter().map(|c| show(&s, c)).collect();
+        assert_eq!(all, ["a c"]);
+        let none = Profile::none();
+        let s = Space::new(&e, &none);
+        let all: Vec<String> = s.enumerate(64).unwrap().iter().map(|c| show(&s, c)).collect();
+        assert_eq!(all, ["b", "a"]);
+    }
+
+    #[test]
     fn solver_handles_many_flags_without_enumerating() {
         // 60 flags, exactly one of 40 targets: 40 * 2^20 configurations, far too many to list.
         let targets: Vec<String> = (0..40).map(|i| format!("t{i}")).collect();
         let free: Vec<String> = (0..20).map(|i| format!("f{i}")).collect();
         let iuse = format!("{} {}", targets.join(" "), free.join(" "));
         let e = ebuild(&iuse, &format!("^^ ( {} )", targets.join(" ")), "");
-        let s = Space::new(&e);
+        let p = Profile::none();
+        let s = Space::new(&e, &p);
         assert!(s.enumerate(4096).is_none());
-        let on = s.closest(&vec![true; 60]).unwrap();
+        let on = s.closest(&[true; 60]).unwrap();
         assert_eq!(on.iter().filter(|v| **v).count(), 21);
         let mut fixed = vec![None; 60];
         fixed[39] = Some(true);
-        let c = s.solve(&fixed, &vec![false; 60]).unwrap();
+        let c = s.solve(&fixed, &[false; 60]).unwrap();
         assert!(s.is_valid(&c) && c[39] && c.iter().filter(|v| **v).count() == 1);
         assert!(!s.budget_exhausted());
     }

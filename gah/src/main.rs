@@ -44,6 +44,9 @@ enum Mode {
         /// Wall-clock limit per configuration, in seconds.
         #[arg(long, default_value_t = 3600)]
         timeout_secs: u64,
+        /// Covering strength: 1 builds every flag value at least once, 2 every pair of values.
+        #[arg(long, default_value_t = 1)]
+        t: usize,
     },
     /// List the stored outcomes.
     Results {
@@ -59,8 +62,8 @@ fn main() -> ExitCode {
     ).init();
     let cli = Cli::parse();
     let result = layout::Layout::discover().and_then(|layout| match cli.mode {
-        Mode::Run { backend, replicas, only, limit, timeout_secs } => {
-            run::run(&layout, &run::RunConfig { backend, replicas: replicas.max(1), only, limit, timeout_secs })
+        Mode::Run { backend, replicas, only, limit, timeout_secs, t } => {
+            run::run(&layout, &run::RunConfig { backend, replicas: replicas.max(1), only, limit, timeout_secs, t: t.max(1) })
         }
         Mode::Results { json } => results(&layout, json),
     });

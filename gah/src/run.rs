@@ -27,6 +27,8 @@ pub struct RunConfig {
     pub limit: Option<usize>,
     /// Wall-clock limit per job in the guest.
     pub timeout_secs: u64,
+    /// Strength of the covering array: every t-way combination of flag values is built.
+    pub t: usize,
 }
 
 /// One finished configuration, for the table.
@@ -41,7 +43,7 @@ pub struct Row {
 /// Runs the pipeline and prints the table.
 pub fn run(layout: &Layout, config: &RunConfig) -> anyhow::Result<()> {
     layout.check_ready()?;
-    let mut jobs = plan_jobs(layout, config.timeout_secs)?;
+    let mut jobs = plan_jobs(layout, config.t, config.timeout_secs)?;
     if let Some(only) = &config.only {
         jobs.retain(|j| j.cp().contains(only.as_str()));
     }
@@ -80,10 +82,11 @@ pub fn run(layout: &Layout, config: &RunConfig) -> anyhow::Result<()> {
 }
 
 /// The jobs for the embedded overlay, from the work generator.
-fn plan_jobs(layout: &Layout, timeout_secs: u64) -> anyhow::Result<Vec<Job>> {
+fn plan_jobs(layout: &Layout, t: usize, timeout_secs: u64) -> anyhow::Result<Vec<Job>> {
     let config = gah_workgen::plan::Config {
         compilers: gah_core::job::Compiler::ALL.to_vec(),
-        strategy: gah_ebuild::Strategy::Exhaustive,
+        strategy: gah_ebuild::Strategy::Covering { t, seed: 0 },
+        profile: gah_ebuild::Profile::amd64_linux(),
         timeout_secs,
         threads: 1,
     };

@@ -62,6 +62,7 @@ pub fn overlay_job(cp: &str, compiler: Compiler, timeout_secs: u64) -> Job {
     let config = gah_workgen::plan::Config {
         compilers: vec![compiler],
         strategy: gah_ebuild::Strategy::Exhaustive { limit: 64 },
+        profile: gah_ebuild::Profile::amd64_linux(),
         timeout_secs,
         threads: 1,
     };

@@ -116,11 +116,11 @@ fn hostile_archives_are_rejected_and_write_nothing() {
     std::fs::create_dir_all(&uploads).unwrap();
     std::fs::create_dir_all(&work).unwrap();
     let cases = common::hostile(&abs_target);
-    for (name, bytes, _) in &cases {
-        write(&uploads, &format!("{name}.tar.gz"), bytes);
+    for case in &cases {
+        write(&uploads, &format!("{}.tar.gz", case.name), &case.bytes());
     }
     let before = listing(tmp.path());
-    for (name, _, expected) in &cases {
+    for common::Case { name, words: expected, .. } in &cases {
         let file = uploads.join(format!("{name}.tar.gz"));
         let verdict = gah_validator::init(&file, Some(&common::job()));
         assert_eq!(verdict.kind(), VerdictKind::Invalid, "{name}: {verdict}");
@@ -250,4 +250,37 @@ fn host_error_counts_are_kept() {
     assert_eq!((h1.agreed, h1.disagreed, h1.invalid), (1, 1, 0));
     let h3 = stats.counts("h3").unwrap();
     assert_eq!((h3.agreed, h3.disagreed, h3.invalid), (0, 1, 1));
+}
+
+/// A cheap stand-in for fuzzing: random byte flips, insertions and truncations of a valid
+/// archive never panic, and a mutated archive is accepted only if it still reads the same.
+#[test]
+fn mutated_archives_never_panic() {
+    let job = common::job();
+    let outcome = common::outcome(&job, Status::TestFailed);
+    let good = common::good(&job, &outcome, b">>> Test phase\nFAIL: sample1\n");
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for round in 0..3000 {
+        let mut bytes = good.clone();
+        for _ in 0..1 + next() % 4 {
+            let at = (next() % bytes.len() as u64) as usize;
+            match next() % 3 {
+                0 => bytes[at] ^= 1 << (next() % 8),
+                1 => bytes.insert(at, next() as u8),
+                _ => bytes.truncate(at.max(1)),
+            }
+        }
+        match gah_core::archive::read(&bytes, gah_core::archive::Limits::default()) {
+            Ok(read) => assert_eq!(read.outcome, outcome, "round {round}: a mutation changed the outcome unnoticed"),
+            // Core's messages may quote raw header bytes (newlines included); the verdict
+            // makes them one line.
+            Err(e) => assert!(!gah_validator::Verdict::invalid(&e.to_string()).reason().contains('\n')),
+        }
+    }
 }

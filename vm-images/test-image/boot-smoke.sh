@@ -21,9 +21,14 @@ PORT_NAME=org.gentoo-at-home.progress
 
 fail() { echo "boot-smoke: FAIL: $*" >&2; [ -n "${T:-}" ] && [ -f "$T/console.log" ] && { echo "--- console (last 40 lines)"; tail -40 "$T/console.log"; } >&2; exit 1; }
 for f in rootfs.ext4 vmlinux initramfs.cpio.gz; do [ -f "$IMG/$f" ] || fail "no $IMG/$f (run build.sh)"; done
-for c in qemu-system-x86_64 qemu-img socat mkfs.ext4 timeout; do
-  command -v "$c" >/dev/null || fail "$c missing (apt-get install qemu-system-x86 qemu-utils socat e2fsprogs)"
+need=()
+for pair in qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils socat:socat mkfs.ext4:e2fsprogs; do
+  command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
 done
+if [ ${#need[@]} -gt 0 ]; then
+  [ "$(id -u)" = 0 ] || fail "missing: ${need[*]} (apt-get install them)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
 
 T=$(mktemp -d /tmp/gah-boot-smoke.XXXXXX)
 PIDS=()
@@ -97,7 +102,7 @@ QEMU=(qemu-system-x86_64
   -kernel "$IMG/vmlinux" -initrd "$IMG/initramfs.cpio.gz"
   -append "$APPEND"
   -serial "file:$T/console.log"
-  -qmp "unix:$T/qmp.sock,server,nowait"
+  -qmp "unix:$T/qmp.sock,server=on,wait=off"
   -drive "id=root,if=none,file=$T/root.qcow2,format=qcow2,discard=unmap"
   -device virtio-blk-device,drive=root
   -drive "id=in,if=none,file=$T/in.ext4,format=raw,readonly=on"
@@ -170,10 +175,11 @@ if [ -d "$IMG/rootfs" ]; then
     mount -t proc proc "$2/ov/root/proc"
     mount -t tmpfs tmpfs "$2/ov/root/tmp"
     chroot "$2/ov/root" env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-      HOME=/root LANG=C.UTF-8 EPREFIX= sh -c "emerge --version && emerge --info" ' sh "$IMG" "$T" \
+      HOME=/root LANG=C.UTF-8 EPREFIX= sh -c "command -v gtar scanelf gcc clang make autoreconf runtest patch && emerge --version && emerge --info" ' sh "$IMG" "$T" \
     >"$T/chroot-emerge.txt" 2>&1 || { cat "$T/chroot-emerge.txt"; fail "emerge --version/--info in the chroot"; }
   b=$(now)
-  echo "boot-smoke: chroot: $(head -1 "$T/chroot-emerge.txt"); emerge --info: $(wc -l <"$T/chroot-emerge.txt") lines ($(since "$a" "$b") s)"
+  echo "boot-smoke: chroot (overlayfs over rootfs/): $(grep -m1 '^Portage ' "$T/chroot-emerge.txt"); emerge --version + --info: $(wc -l <"$T/chroot-emerge.txt") lines of output in $(since "$a" "$b") s"
+grep -q '^Portage 3' "$T/chroot-emerge.txt" || fail "emerge --version in the chroot"
   grep -E '^(ACCEPT_LICENSE|FEATURES|EPREFIX|PORTAGE_CONFIGROOT|ROOT)=' "$T/chroot-emerge.txt" | sed 's/^/  /' || true
 fi
 echo "boot-smoke: PASS"

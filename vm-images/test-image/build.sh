@@ -5,7 +5,8 @@
 #
 # OUTDIR gets rootfs/, rootfs.ext4, vmlinux, initramfs.cpio.gz, kernel-version and stamp.
 # Runs as root on Debian bookworm; installs its own apt prerequisites. Exits early when
-# OUTDIR/stamp matches the recipe (files under vm-images/test-image/ except *.md, plus
+# OUTDIR/stamp matches the recipe (files under vm-images/test-image/ except *.md and
+# boot-smoke.sh, which do not shape the image, plus
 # vm-images/portage/etc-portage/). Set GAH_IMAGE_FORCE=1 to rebuild anyway.
 set -euo pipefail
 
@@ -48,7 +49,7 @@ hash_tree() {  # DIR [find filters...]: sha256 of relative paths + contents
   ( cd "$d" && find . \( -type f -o -type l \) "$@" -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum ) | sha256sum | cut -d' ' -f1
 }
 recipe_hash() {
-  printf 'test-image %s\netc-portage %s\n' "$(hash_tree "$HERE" ! -name '*.md')" "$(hash_tree "$ETC_PORTAGE")" \
+  printf 'test-image %s\netc-portage %s\n' "$(hash_tree "$HERE" ! -name '*.md' ! -name 'boot-smoke.sh')" "$(hash_tree "$ETC_PORTAGE")" \
     | sha256sum | cut -d' ' -f1
 }
 STAMP=$(recipe_hash)
@@ -75,7 +76,9 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-BUSYBOX_STATIC=$(dpkg -L busybox-static | grep -E '/bin/busybox$' | head -1)
+BUSYBOX_STATIC=$(dpkg -L busybox-static | grep -E '/bin/busybox$' || true)
+BUSYBOX_STATIC=${BUSYBOX_STATIC%%$'\n'*}
+[ -x "$BUSYBOX_STATIC" ] || die "busybox-static's binary not found"
 
 WORK=$OUT/.work
 ROOTFS_NEW=$OUT/rootfs.new
@@ -162,19 +165,21 @@ log "root tree ready in $((T2 - T1)) s ($(du -sh "$ROOTFS_NEW" | cut -f1))"
 
 # ---- kernel ----------------------------------------------------------------------------
 log "kernel from $KERNEL_META"
-KPKG=$(apt-cache depends "$KERNEL_META" 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}')
-if [ -z "$KPKG" ]; then apt-get update -qq; KPKG=$(apt-cache depends "$KERNEL_META" | awk '/Depends: linux-image-/{print $2; exit}'); fi
+kpkg() { apt-cache depends "$KERNEL_META" 2>/dev/null | awk '/Depends: linux-image-/ && !n {print $2; n=1}' || true; }
+KPKG=$(kpkg)
+if [ -z "$KPKG" ]; then apt-get update -qq; KPKG=$(kpkg); fi
 [ -n "$KPKG" ] || die "cannot resolve $KERNEL_META"
-KVER_PKG=$(apt-cache policy "$KPKG" | awk '/Candidate:/{print $2}')
+KVER_PKG=$(apt-cache policy "$KPKG" | awk '/Candidate:/{print $2}' || true)
 KDEB=$(ls "$DEBCACHE/${KPKG}_${KVER_PKG//:/%3a}_amd64.deb" 2>/dev/null || true)
 if [ -z "$KDEB" ]; then
   ( cd "$DEBCACHE" && apt-get download "$KPKG" 2>&1 | grep -v '^W: Download is performed unsandboxed' >&2 || true )
-  KDEB=$(ls "$DEBCACHE/${KPKG}"_*_amd64.deb | tail -1)
+  KDEB=$(ls "$DEBCACHE/${KPKG}"_*_amd64.deb 2>/dev/null | tail -1 || true)
 fi
 [ -f "$KDEB" ] || die "download of $KPKG failed"
 dpkg-deb -x "$KDEB" "$WORK/kernel"
 KREL=${KPKG#linux-image-}
-MODDIR=$(ls -d "$WORK"/kernel/lib/modules/"$KREL" "$WORK"/kernel/usr/lib/modules/"$KREL" 2>/dev/null | head -1)
+MODDIR=
+for d in "$WORK/kernel/lib/modules/$KREL" "$WORK/kernel/usr/lib/modules/$KREL"; do [ -d "$d" ] && MODDIR=$d && break; done
 [ -d "$MODDIR" ] || die "no modules for $KREL in $KDEB"
 python3 "$HERE/kernel.py" vmlinux "$WORK/kernel/boot/vmlinuz-$KREL" "$WORK/vmlinux"
 

@@ -16,12 +16,13 @@
 //!
 //! ```no_run
 //! use gah_core::job::Compiler;
-//! use gah_ebuild::Strategy;
+//! use gah_ebuild::{Profile, Strategy};
 //! use gah_workgen::{load_repos, plan, Config};
 //! let (repos, diags) = load_repos(&["vm-images/overlay".into()]);
 //! let config = Config {
 //!     compilers: Compiler::ALL.to_vec(),
 //!     strategy: Strategy::Exhaustive { limit: 64 },
+//!     profile: Profile::amd64_linux(),
 //!     timeout_secs: 3600,
 //!     threads: 2,
 //! };
@@ -35,4 +36,4 @@ pub mod plan;
 pub mod queue;
 
 pub use plan::{load_repos, plan, Config, Plan, PlanLine};
-pub use queue::{record_result, Queue, Recorded, MAX_FAILS};
+pub use queue::{record_result, Queue, Recorded, Zap, MAX_FAILS};

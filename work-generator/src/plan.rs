@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use gah_core::job::{Compiler, Job};
-use gah_ebuild::{configurations, read_repository, Diagnostic, Repository, Severity, Strategy};
+use gah_ebuild::{configurations, read_repository, Diagnostic, Profile, Repository, Severity, Strategy};
 use serde::Serialize;
 
 /// What a plan is made of. Deliberately no `Default`: every caller says what it wants.
@@ -14,6 +14,8 @@ pub struct Config {
     pub compilers: Vec<Compiler>,
     /// How configurations are picked per ebuild.
     pub strategy: Strategy,
+    /// The target profile (implicit flags, masks, forces).
+    pub profile: Profile,
     /// The wall-clock limit written into each job.
     pub timeout_secs: u64,
     /// Worker threads for the per-ebuild work (1 = in the calling thread).
@@ -54,7 +56,7 @@ pub fn load_repos(paths: &[PathBuf]) -> (Vec<Repository>, Vec<Diagnostic>) {
 pub fn plan(repos: &[Repository], config: &Config) -> Plan {
     let mut out = Plan::default();
     for repo in repos {
-        let per_ebuild = map_parallel(&repo.ebuilds, config.threads.max(1), |e| configurations(e, config.strategy));
+        let per_ebuild = map_parallel(&repo.ebuilds, config.threads.max(1), |e| configurations(e, &config.profile, config.strategy));
         for (ebuild, (uses, notes)) in repo.ebuilds.iter().zip(per_ebuild) {
             out.ebuilds += 1;
             let path = repo.path.join("metadata/md5-cache").join(&ebuild.cpv);

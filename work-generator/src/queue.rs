@@ -67,6 +67,15 @@ pub struct Cell {
     pub changed: bool,
 }
 
+/// Which cells [`Queue::zap`] resets.
+#[derive(Debug, Clone, Copy)]
+pub enum Zap<'a> {
+    /// Every cell.
+    All,
+    /// Cells matching any of these: a job id, a `cat/pkg-ver`, or a `cat/pkg`.
+    Matching(&'a [String]),
+}
+
 /// What [`record_result`] did to a cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Recorded {
@@ -207,12 +216,12 @@ impl Queue {
         Ok(cells)
     }
 
-    /// Resets the failcount of the cells matching any selector (a job id, a `cat/pkg-ver`, or
-    /// a `cat/pkg`), or of every cell when `selectors` is empty. Returns the cells reset.
-    pub fn zap(&mut self, selectors: &[String]) -> anyhow::Result<usize> {
-        if selectors.is_empty() {
-            return Ok(self.db.execute("UPDATE cells SET failcount = 0 WHERE failcount > 0", [])?);
-        }
+    /// Resets failcounts (back into the rotation). Returns how many cells changed.
+    pub fn zap(&mut self, which: Zap<'_>) -> anyhow::Result<usize> {
+        let selectors = match which {
+            Zap::All => return Ok(self.db.execute("UPDATE cells SET failcount = 0 WHERE failcount > 0", [])?),
+            Zap::Matching(s) => s,
+        };
         let failing: Vec<(String, String)> = {
             let mut stmt = self.db.prepare("SELECT job_id, cpv FROM cells WHERE failcount > 0")?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;

@@ -128,7 +128,8 @@ impl Backend for VmBackend {
             .arg(&self.image.kernel)
             .arg("-initrd")
             .arg(&self.image.initramfs)
-            .args(["-append", "console=ttyS0 reboot=t panic=-1 root=/dev/vda rw quiet"])
+            .arg("-append")
+            .arg(kernel_command_line(self.kvm))
             .args(["-drive", &drive("root", &root, "qcow2", false), "-device", "virtio-blk-device,drive=root"])
             .args(["-drive", &drive("input", &input_disk, "raw", true), "-device", "virtio-blk-device,drive=input"])
             .args(["-drive", &drive("output", &output_disk, "raw", false), "-device", "virtio-blk-device,drive=output"])
@@ -159,6 +160,37 @@ impl Backend for VmBackend {
             started,
         }))
     }
+}
+
+/// The guest kernel's command line. Under TCG microvm has no timer to calibrate the TSC
+/// against and the kernel hangs before init; RDTSC in a TCG guest reads the host's TSC, so
+/// the host's frequency is the right value to give it.
+fn kernel_command_line(kvm: bool) -> String {
+    let base = "console=ttyS0 reboot=t panic=-1 root=/dev/vda rw quiet";
+    match (kvm, host_tsc_khz()) {
+        (false, Some(khz)) => format!("{base} tsc_early_khz={khz} tsc=reliable"),
+        _ => base.to_owned(),
+    }
+}
+
+/// The host's TSC frequency in kHz, measured against CLOCK_MONOTONIC_RAW over 100 ms.
+pub fn host_tsc_khz() -> Option<u64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use nix::time::{clock_gettime, ClockId};
+        let now = || clock_gettime(ClockId::CLOCK_MONOTONIC_RAW).ok().map(|t| t.tv_sec() as f64 + t.tv_nsec() as f64 * 1e-9);
+        let t0 = now()?;
+        // SAFETY: RDTSC has no memory effects; every x86_64 CPU has it.
+        let c0 = unsafe { core::arch::x86_64::_rdtsc() };
+        std::thread::sleep(Duration::from_millis(100));
+        let t1 = now()?;
+        // SAFETY: as above.
+        let c1 = unsafe { core::arch::x86_64::_rdtsc() };
+        let khz = (c1.wrapping_sub(c0)) as f64 / (t1 - t0) / 1000.0;
+        (khz > 100_000.0).then_some(khz.round() as u64)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    None
 }
 
 /// Builds the read-only input disk: an ext4 image of the staged `/gah/in` tree.

@@ -27,7 +27,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(false).with_env_filter(
         tracing_subscriber::EnvFilter::try_from_env("GAH_LOG").unwrap_or_else(|_| "info".into()),
     ).init();
     match gah_app::app::main(gah_app::app::Args::parse()) {

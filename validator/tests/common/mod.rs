@@ -88,8 +88,7 @@ pub fn manifest_for(members: &[Member]) -> Member {
 
 /// Writes `members` as a tar.gz, headers set byte by byte.
 pub fn raw(members: &[Member]) -> Vec<u8> {
-    // Level 1 is several times faster on the bombs' zeros in debug builds.
-    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     let mut tar = tar::Builder::new(gz);
     for m in members {
         let mut header = tar::Header::new_ustar();
@@ -126,79 +125,129 @@ pub fn raw(members: &[Member]) -> Vec<u8> {
     out
 }
 
-/// Every hostile archive with the words its rejection must contain. The absolute-path case
-/// names `abs_target`, which must not exist after the check.
-pub fn hostile(abs_target: &str) -> Vec<(&'static str, Vec<u8>, &'static str)> {
+/// One hostile archive: its name, the words its rejection must contain, and how to build it
+/// (lazily: the bombs take seconds to compress in debug builds).
+pub struct Case {
+    pub name: &'static str,
+    pub words: &'static str,
+    build: Box<dyn Fn() -> Vec<u8>>,
+}
+
+impl Case {
+    pub fn bytes(&self) -> Vec<u8> {
+        (self.build)()
+    }
+}
+
+fn case(name: &'static str, words: &'static str, build: impl Fn() -> Vec<u8> + 'static) -> Case {
+    Case { name, words, build: Box::new(build) }
+}
+
+/// A well-formed archive's members for the hostile cases to start from.
+fn base() -> Vec<Member> {
     let job = job();
-    let ok = outcome(&job, Status::TestFailed);
-    let log = b">>> Emerging app-arch/bzip2-1.0.8\n * ERROR: test failed\n".to_vec();
-    let base = || members(&job, &ok, &log);
-    let with = |extra: Member| {
-        let mut m = base();
-        m.insert(0, extra);
-        raw(&m)
-    };
-    let link = |kind, target: &str| Member { name: b"build.log".to_vec(), kind, data: Vec::new(), link: target.as_bytes().to_vec(), zeros: None };
+    members(&job, &outcome(&job, Status::TestFailed), b">>> Emerging app-arch/bzip2-1.0.8\n * ERROR: test failed\n")
+}
 
-    let good_bytes = good(&job, &ok, &log);
-    let mut forged_members = base();
-    // Rewrite the outcome after the manifest was made.
-    forged_members[0].data = outcome(&job, Status::Success).to_json();
-    let mut bomb = base();
-    bomb[2] = Member { name: b"build.log".to_vec(), kind: tar::EntryType::Regular, data: Vec::new(), link: Vec::new(), zeros: Some(100 << 20) };
-    let mut ratio = base();
-    ratio[2] = Member { name: b"build.log".to_vec(), kind: tar::EntryType::Regular, data: Vec::new(), link: Vec::new(), zeros: Some(20 << 20) };
-    let mut dup = base();
-    dup.insert(1, Member::file("outcome.json", &ok.to_json()));
-    let mut other_job = base();
-    let mut other = job.clone();
-    other.cpv = "app-arch/bzip2-1.0.6".into();
-    other_job[1] = Member::file("job.json", &other.to_json());
-    let fix = |mut m: Vec<Member>| {
-        m.pop();
-        let manifest = manifest_for(&m);
-        m.push(manifest);
-        raw(&m)
-    };
+/// `base()` with `extra` as the first member.
+fn with(extra: Member) -> Vec<u8> {
+    let mut m = base();
+    m.insert(0, extra);
+    raw(&m)
+}
 
+/// Replaces the manifest with an honest one for the members as they now are.
+fn refreshed(mut m: Vec<Member>) -> Vec<u8> {
+    m.pop();
+    let manifest = manifest_for(&m);
+    m.push(manifest);
+    raw(&m)
+}
+
+fn special(name: &[u8], kind: tar::EntryType, link: &str) -> Member {
+    Member { name: name.to_vec(), kind, data: Vec::new(), link: link.as_bytes().to_vec(), zeros: None }
+}
+
+fn zeros(name: &str, n: u64) -> Member {
+    Member { name: name.as_bytes().to_vec(), kind: tar::EntryType::Regular, data: Vec::new(), link: Vec::new(), zeros: Some(n) }
+}
+
+/// Every hostile archive. The `absolute` case names `abs_target`, which must not exist
+/// after the check.
+pub fn hostile(abs_target: &str) -> Vec<Case> {
+    use tar::EntryType as T;
+    let abs = abs_target.to_owned();
     vec![
-        ("traversal", with(Member::file("../gah-escaped", b"pwned")), "not a plain file name"),
-        ("traversal-nested", with(Member::file("a/../../gah-escaped", b"pwned")), "not a plain file name"),
-        ("absolute", with(Member::file(abs_target, b"pwned")), "not a plain file name"),
-        ("symlink", with(link(tar::EntryType::Symlink, "/etc/passwd")), "is a symbolic link"),
-        ("hardlink", with(link(tar::EntryType::Link, "/etc/passwd")), "is a hard link"),
-        ("chardev", with(Member { name: b"build.log".to_vec(), kind: tar::EntryType::Char, data: Vec::new(), link: Vec::new(), zeros: None }), "is a character device"),
-        ("fifo", with(Member { name: b"build.log".to_vec(), kind: tar::EntryType::Fifo, data: Vec::new(), link: Vec::new(), zeros: None }), "is a FIFO"),
-        ("directory", with(Member { name: b"build.log".to_vec(), kind: tar::EntryType::Directory, data: Vec::new(), link: Vec::new(), zeros: None }), "is a directory"),
-        ("non-utf8-name", with(Member { name: vec![b'b', 0xff, 0xfe], kind: tar::EntryType::Regular, data: b"x".to_vec(), link: Vec::new(), zeros: None }), "not a plain file name"),
-        ("duplicate", fix(dup), "appears twice"),
-        ("unknown-member", with(Member::file("payload.sh", b"#!/bin/sh\n")), "not part of the outcome format"),
-        ("bomb-100mb", raw(&bomb), "decompression bomb"),
-        ("ratio-bomb", fix(ratio), "decompression bomb"),
-        ("truncated-gzip", good_bytes[..good_bytes.len() / 2].to_vec(), "not a readable tar.gz"),
-        ("garbage", b"GET / HTTP/1.1\r\nHost: evil\r\n\r\n".repeat(20), "not a readable tar.gz"),
-        ("empty", Vec::new(), "not a readable tar.gz"),
-        ("manifest-mismatch", raw(&forged_members), "does not match MANIFEST.sha256"),
-        ("manifest-missing-entry", {
+        case("traversal", "not a plain file name", || with(Member::file("../gah-escaped", b"pwned"))),
+        case("traversal-nested", "not a plain file name", || with(Member::file("a/../../gah-escaped", b"pwned"))),
+        case("absolute", "not a plain file name", move || with(Member::file(&abs, b"pwned"))),
+        case("symlink", "is a symbolic link", || with(special(b"build.log", T::Symlink, "/etc/passwd"))),
+        case("hardlink", "is a hard link", || with(special(b"build.log", T::Link, "/etc/passwd"))),
+        case("chardev", "is a character device", || with(special(b"build.log", T::Char, ""))),
+        case("fifo", "is a FIFO", || with(special(b"build.log", T::Fifo, ""))),
+        case("directory", "is a directory", || with(special(b"build.log", T::Directory, ""))),
+        case("non-utf8-name", "not a plain file name", || {
+            with(Member { name: vec![b'b', 0xff, 0xfe], kind: T::Regular, data: b"x".to_vec(), link: Vec::new(), zeros: None })
+        }),
+        case("duplicate", "appears twice", || {
             let mut m = base();
-            let last = m.len() - 1;
-            m[last] = Member::file(MANIFEST, format!("{}  outcome.json\n", archive::sha256_hex(&ok.to_json())).as_bytes());
+            let again = Member::file("outcome.json", &m[0].data);
+            m.insert(1, again);
+            refreshed(m)
+        }),
+        case("unknown-member", "not part of the outcome format", || with(Member::file("payload.sh", b"#!/bin/sh\n"))),
+        case("bomb-100mb", "decompression bomb", || {
+            let mut m = base();
+            m[2] = zeros("build.log", 100 << 20);
             raw(&m)
-        }, "not listed"),
-        ("job-mismatch", fix(other_job), "outcome is for"),
-        ("schema-violation", {
+        }),
+        case("ratio-bomb", "decompression bomb", || {
             let mut m = base();
-            let mut v: serde_json::Value = serde_json::from_slice(&ok.to_json()).unwrap();
+            m[2] = zeros("build.log", 20 << 20);
+            refreshed(m)
+        }),
+        case("truncated-gzip", "not a readable tar.gz", || {
+            let job = job();
+            let good = good(&job, &outcome(&job, Status::TestFailed), b"log\n");
+            good[..good.len() / 2].to_vec()
+        }),
+        case("garbage", "not a readable tar.gz", || b"GET / HTTP/1.1\r\nHost: evil\r\n\r\n".repeat(20)),
+        case("empty", "not a readable tar.gz", Vec::new),
+        case("manifest-mismatch", "does not match MANIFEST.sha256", || {
+            // The outcome rewritten after the manifest was made.
+            let mut m = base();
+            let job = job();
+            m[0].data = outcome(&job, Status::Success).to_json();
+            raw(&m)
+        }),
+        case("manifest-missing-entry", "not listed", || {
+            let mut m = base();
+            let listed = format!("{}  outcome.json\n", archive::sha256_hex(&m[0].data));
+            let last = m.len() - 1;
+            m[last] = Member::file(MANIFEST, listed.as_bytes());
+            raw(&m)
+        }),
+        case("job-mismatch", "outcome is for", || {
+            let mut m = base();
+            let mut other = job();
+            other.cpv = "app-arch/bzip2-1.0.6".into();
+            m[1] = Member::file("job.json", &other.to_json());
+            refreshed(m)
+        }),
+        case("schema-violation", "unknown field", || {
+            let mut m = base();
+            let mut v: serde_json::Value = serde_json::from_slice(&m[0].data).unwrap();
             v["injected"] = serde_json::json!("x");
             m[0] = Member::file("outcome.json", &serde_json::to_vec(&v).unwrap());
-            fix(m)
-        }, "unknown field"),
-        ("inconsistent-outcome", {
+            refreshed(m)
+        }),
+        case("inconsistent-outcome", "without a failed phase", || {
             let mut m = base();
-            let mut bad = ok.clone();
+            let job = job();
+            let mut bad = outcome(&job, Status::TestFailed);
             bad.failed_phase = None;
             m[0] = Member::file("outcome.json", &bad.to_json());
-            fix(m)
-        }, "without a failed phase"),
+            refreshed(m)
+        }),
     ]
 }

@@ -1,0 +1,138 @@
+//! The assimilator in process and through its binary: idempotence, quarantine, the
+//! `--error` path and which failures exit nonzero.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use gah_assimilator::Assimilated;
+use gah_core::db::{Database, Recorded};
+use gah_core::job::{Compiler, Job, UseAssignment};
+use gah_core::outcome::{Outcome, Status};
+
+const BIN: &str = env!("CARGO_BIN_EXE_gah-assimilator");
+
+fn archive(dir: &Path, name: &str, status: Status, log: &[u8]) -> (PathBuf, Outcome) {
+    let job = Job::new("gah", "app-arch/bzip2-1.0.8", UseAssignment::default(), Compiler::Clang, 60);
+    let mut outcome = Outcome::for_job(&job, status);
+    outcome.test_ran = true;
+    if status == Status::TestFailed {
+        outcome.failed_phase = Some("test".into());
+    }
+    let path = dir.join(name);
+    gah_core::archive::write(std::fs::File::create(&path).unwrap(), &job, &outcome, log, None).unwrap();
+    (path, outcome)
+}
+
+fn count(db: &Database, table: &str) -> i64 {
+    db.connection().query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)).unwrap()
+}
+
+fn run(args: &[&str], db: &Path) -> (i32, String) {
+    let out = Command::new(BIN).args(args).env("GAH_RESULTS_DB", db).output().unwrap();
+    (out.status.code().expect("exited"), String::from_utf8(out.stderr).unwrap())
+}
+
+#[test]
+fn the_same_workunit_twice_is_one_row() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (path, outcome) = archive(tmp.path(), "r.tar.gz", Status::TestFailed, b">>> Test phase\nFAIL\n");
+    let mut db = Database::temp().unwrap();
+    assert_eq!(gah_assimilator::assimilate(&mut db, "wu1", &path).unwrap(), Assimilated::Stored(Recorded::Inserted));
+    assert_eq!(gah_assimilator::assimilate(&mut db, "wu1", &path).unwrap(), Assimilated::Stored(Recorded::AlreadyPresent));
+    let rows = db.outcomes().unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].status, outcome.status.as_str());
+    assert_eq!(rows[0].failed_phase.as_deref(), Some("test"));
+    assert!(db.path().parent().unwrap().join(&rows[0].log_path).exists());
+}
+
+#[test]
+fn the_binary_stores_once_and_exits_zero() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (path, _) = archive(tmp.path(), "r.tar.gz", Status::Success, b"log\n");
+    let db_path = tmp.path().join("results/results.sqlite");
+    let file = path.to_str().unwrap();
+    let (code, stderr) = run(&["wu_a", file], &db_path);
+    assert_eq!((code, stderr.as_str()), (0, "gah-assimilator: wu_a: stored\n"));
+    let (code, stderr) = run(&["--db", db_path.to_str().unwrap(), "wu_a", file], Path::new("/nonexistent/ignored.sqlite"));
+    assert_eq!((code, stderr.as_str()), (0, "gah-assimilator: wu_a: already stored\n"));
+    let db = Database::open(&db_path).unwrap();
+    assert_eq!(count(&db, "outcomes"), 1);
+}
+
+#[test]
+fn a_permanently_bad_file_is_quarantined_not_fatal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("bad.tar.gz");
+    std::fs::write(&bad, b"this is not an outcome archive").unwrap();
+    let db_path = tmp.path().join("results.sqlite");
+    let (code, stderr) = run(&["wu_bad", bad.to_str().unwrap()], &db_path);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("wu_bad: quarantined: ") && stderr.contains("not a readable tar.gz"), "{stderr}");
+    let (code, stderr) = run(&["wu_bad", bad.to_str().unwrap()], &db_path);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("already quarantined"), "{stderr}");
+
+    let db = Database::open(&db_path).unwrap();
+    assert_eq!(count(&db, "outcomes"), 0);
+    let (file, sha, reason): (String, String, String) = db
+        .connection()
+        .query_row("SELECT file, file_sha256, reason FROM quarantine WHERE wu_name = 'wu_bad'", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap();
+    assert_eq!(file, bad.to_str().unwrap());
+    assert!(reason.contains("bad.tar.gz") && reason.contains("not a readable tar.gz"), "{reason}");
+    let copy = tmp.path().join("quarantine").join(format!("{sha}.tar.gz"));
+    assert_eq!(std::fs::read(copy).unwrap(), b"this is not an outcome archive");
+    // The upload itself is untouched: the assimilator never deletes.
+    assert!(bad.exists());
+}
+
+#[test]
+fn transient_failures_exit_nonzero_and_record_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db_path = tmp.path().join("results.sqlite");
+    let (code, stderr) = run(&["wu_gone", tmp.path().join("gone.tar.gz").to_str().unwrap()], &db_path);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("gone.tar.gz: cannot read"), "{stderr}");
+    let db = Database::open(&db_path).unwrap();
+    assert_eq!(count(&db, "outcomes") + count(&db, "quarantine"), 0);
+
+    // A database that cannot be opened (its folder is a file).
+    let (path, _) = archive(tmp.path(), "r.tar.gz", Status::Success, b"log\n");
+    let blocked = tmp.path().join("r.tar.gz").join("results.sqlite");
+    let (code, stderr) = run(&["wu_a", path.to_str().unwrap()], &blocked);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.starts_with("gah-assimilator: error: "), "{stderr}");
+}
+
+#[test]
+fn the_error_path_records_an_infrastructure_failure_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db_path = tmp.path().join("results.sqlite");
+    let (code, stderr) = run(&["--error", "8", "wu_failed", "1234", "7"], &db_path);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("wu_failed: infrastructure failure (error mask 0x8) recorded"), "{stderr}");
+    let (code, stderr) = run(&["--error", "8", "wu_failed", "1234", "7"], &db_path);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("already recorded"), "{stderr}");
+    let db = Database::open(&db_path).unwrap();
+    let row: (i64, i64, i64) = db
+        .connection()
+        .query_row("SELECT error_mask, wu_id, batch_id FROM infra_failures WHERE wu_name = 'wu_failed'", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap();
+    assert_eq!(row, (8, 1234, 7));
+    assert_eq!(count(&db, "infra_failures"), 1);
+
+    let mut db = Database::temp().unwrap();
+    assert_eq!(gah_assimilator::record_error(&mut db, 4, "wu_x", 1, 0).unwrap(), Recorded::Inserted);
+}
+
+#[test]
+fn bad_command_lines_exit_nonzero() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db_path = tmp.path().join("results.sqlite");
+    assert_ne!(run(&["only_a_name"], &db_path).0, 0);
+    assert_ne!(run(&["--error", "8", "wu", "not-a-number", "0"], &db_path).0, 0);
+    assert_ne!(run(&["--error", "8", "wu"], &db_path).0, 0);
+    assert_ne!(run(&[], &db_path).0, 0);
+}

@@ -1,0 +1,164 @@
+//! Crash test: SIGKILL `gah-assimilator` at random points while it stores outcomes, re-run
+//! it as BOINC would (a workunit counts as assimilated only after exit 0), then prove that
+//! no outcome is lost and none is duplicated.
+//!
+//! Runs 40 outcomes by default; the full test (≥ 1,000 outcomes) is
+//! `bench/assimilator-crash.sh`, i.e.
+//!
+//! ```text
+//! GAH_CRASH_OUTCOMES=1000 cargo test --release -p gah-assimilator --test crash -- --nocapture
+//! ```
+//!
+//! `GAH_CRASH_SEED` replays a run (the seed is printed).
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use gah_core::db::Database;
+use gah_core::job::{Compiler, Job, UseAssignment};
+use gah_core::outcome::{Outcome, Status};
+
+const BIN: &str = env!("CARGO_BIN_EXE_gah-assimilator");
+
+/// xorshift64*: enough randomness for kill times, no dependency.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().map(|v| v.parse().unwrap_or_else(|_| panic!("{name} must be an integer")))
+}
+
+/// Writes outcome `i`: a distinct job; logs shared by every seventh, to exercise the
+/// content-addressed store.
+fn make_outcome(dir: &Path, i: usize) -> (String, PathBuf, Outcome) {
+    let mut flags = UseAssignment::default();
+    flags.0.insert(format!("flag{}", i % 5), i & 1 == 0);
+    let job = Job::new("gah", &format!("app-misc/crash{i}-1.{}", i % 10), flags, Compiler::ALL[i % 2], 60);
+    let status = Status::ALL[i % Status::ALL.len()];
+    let mut outcome = Outcome::for_job(&job, status);
+    outcome.failed_phase = match status {
+        Status::BuildFailed => Some("compile".into()),
+        Status::TestFailed => Some("test".into()),
+        Status::DepsFailed => Some("deps".into()),
+        _ => None,
+    };
+    outcome.test_ran = status == Status::TestFailed;
+    let log = format!(">>> log group {}\n{}", i % 7, "x".repeat(2000 + i % 7));
+    let path = dir.join(format!("{i}.tar.gz"));
+    gah_core::archive::write(std::fs::File::create(&path).unwrap(), &job, &outcome, log.as_bytes(), None).unwrap();
+    (format!("wu_{i}"), path, outcome)
+}
+
+fn assimilate(db: &Path, wu: &str, file: &Path) -> std::process::Child {
+    Command::new(BIN)
+        .args(["--db", db.to_str().unwrap(), wu, file.to_str().unwrap()])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn sigkill_at_random_points_loses_and_duplicates_nothing() {
+    let n = env_u64("GAH_CRASH_OUTCOMES").unwrap_or(40) as usize;
+    let seed = env_u64("GAH_CRASH_SEED").unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
+    });
+    let mut rng = Rng(seed);
+    let tmp = tempfile::tempdir().unwrap();
+    let uploads = tmp.path().join("uploads");
+    std::fs::create_dir(&uploads).unwrap();
+    let db_path = tmp.path().join("results/results.sqlite");
+
+    // How long one assimilation takes here, so kills land across its whole run.
+    let calibration = tmp.path().join("calibration/results.sqlite");
+    let mut took = Vec::new();
+    for i in 0..5 {
+        let (wu, file, _) = make_outcome(&uploads, 1_000_000 + i);
+        let start = Instant::now();
+        assert!(assimilate(&calibration, &wu, &file).wait().unwrap().success());
+        took.push(start.elapsed());
+    }
+    took.sort();
+    let typical = took[took.len() / 2];
+
+    let outcomes: Vec<_> = (0..n).map(|i| make_outcome(&uploads, i)).collect();
+    let (mut kills, mut runs, mut redeliveries) = (0u64, 0u64, 0u64);
+    let started = Instant::now();
+    for (i, (wu, file, _)) in outcomes.iter().enumerate() {
+        // BOINC re-runs the script until it exits 0.
+        loop {
+            runs += 1;
+            let mut child = assimilate(&db_path, wu, file);
+            let kill_after = Duration::from_micros(rng.below(typical.as_micros() as u64 * 3 / 2));
+            std::thread::sleep(kill_after);
+            if child.try_wait().unwrap().is_none() {
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                kills += 1;
+                continue;
+            }
+            let status = child.wait().unwrap();
+            assert!(status.success(), "{wu}: assimilator failed with {status} (seed {seed})");
+            break;
+        }
+        // Now and then BOINC delivers an already-assimilated workunit again.
+        if rng.below(10) == 0 {
+            let (wu, file, _) = &outcomes[rng.below(i as u64 + 1) as usize];
+            let mut child = assimilate(&db_path, wu, file);
+            assert!(child.wait().unwrap().success());
+            redeliveries += 1;
+        }
+    }
+    let elapsed = started.elapsed();
+
+    let db = Database::open(&db_path).unwrap();
+    let integrity: String = db.connection().query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    assert_eq!(integrity, "ok");
+    let mut stored: BTreeMap<String, (i64, String, String, String)> = BTreeMap::new();
+    let mut stmt = db
+        .connection()
+        .prepare("SELECT wu_name, count(*), job_id, status, log_sha256 FROM outcomes GROUP BY wu_name")
+        .unwrap();
+    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))).unwrap() {
+        let (wu, rest) = row.unwrap();
+        stored.insert(wu, rest);
+    }
+    let total: i64 = db.connection().query_row("SELECT count(*) FROM outcomes", [], |r| r.get(0)).unwrap();
+    let distinct_jobs: i64 = db.connection().query_row("SELECT count(DISTINCT job_id) FROM outcomes", [], |r| r.get(0)).unwrap();
+    let mut lost = 0;
+    for (wu, _, outcome) in &outcomes {
+        match stored.get(wu) {
+            None => lost += 1,
+            Some((_, job_id, status, log_sha)) => {
+                assert_eq!((job_id, status.as_str()), (&outcome.job_id, outcome.status.as_str()), "{wu}");
+                let log = db.path().parent().unwrap().join(Database::log_relative_path(log_sha));
+                let mut text = Vec::new();
+                flate2::read::GzDecoder::new(std::fs::File::open(&log).unwrap()).read_to_end(&mut text).unwrap();
+                assert_eq!(&gah_core::archive::sha256_hex(&text), log_sha, "{wu}: log store");
+            }
+        }
+    }
+    let duplicated = (total - n as i64) + (total - distinct_jobs);
+    let quarantined: i64 = db.connection().query_row("SELECT count(*) FROM quarantine", [], |r| r.get(0)).unwrap();
+    println!(
+        "crash test: {n} outcomes, {runs} runs, {kills} SIGKILLs, {redeliveries} redeliveries, \
+         kill window 0..{:?}, {:.1}s (seed {seed}): {lost} lost, {duplicated} duplicated, {quarantined} quarantined",
+        typical * 3 / 2,
+        elapsed.as_secs_f64()
+    );
+    assert_eq!((lost, duplicated, quarantined), (0, 0, 0), "seed {seed}");
+    assert!(kills > 0 || n < 10, "no kill landed: the test proved nothing (seed {seed})");
+}

@@ -1,0 +1,301 @@
+//! `gah-workgen`: the command line over the `gah_workgen` library. Glue only: parse, call,
+//! print; every decision lives in the library.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use gah_core::job::Compiler;
+use gah_ebuild::{Profile, Severity, Strategy};
+use gah_workgen::boinc::{write_submission, Submission};
+use gah_workgen::{load_repos, plan, Config, Plan, PlanLine, Queue, Zap};
+
+const LONG_ABOUT: &str = "\
+Generates gentoo@home build jobs from ebuild repositories and keeps the queue of them.
+
+A job is one ebuild × one USE configuration × one compiler. The configurations come from the
+ebuild's md5-cache metadata (metadata/md5-cache/CATEGORY/PF): every one satisfies
+REQUIRED_USE as Portage evaluates it. `test` is never varied: the guest builds with
+FEATURES=test, so each job's `test` is on unless RESTRICT contains test.
+
+Examples:
+  # What would be built, one JSON object per line, without touching any queue:
+  gah-workgen plan --repo vm-images/overlay --format jsonl
+
+  # Pairwise configurations of GURU and Funtoo core-kit, gcc only, as a table:
+  gah-workgen plan --repo ../shared/data/md5-cache/guru --repo ../shared/data/md5-cache/funtoo-core-kit \\
+      --strategy pairwise --compiler gcc --format text
+
+  # Fill a queue folder and write the BOINC submission script:
+  gah-workgen generate --repo vm-images/overlay --queue /var/lib/gah/queue --boinc-project ~/projects/gah
+  sh /var/lib/gah/queue/create_work.sh      # as the BOINC project's administrator
+
+  # The rotation: what runs next, what keeps failing, put it back:
+  gah-workgen next --queue /var/lib/gah/queue -n 20
+  gah-workgen fails --queue /var/lib/gah/queue
+  gah-workgen zap --queue /var/lib/gah/queue dev-libs/libffi
+
+Broken md5-cache entries are reported on stderr (file:line) and skipped; they never stop a run.";
+
+#[derive(Parser)]
+#[command(name = "gah-workgen", version, about = "Generates gentoo@home build jobs and keeps their queue", long_about = LONG_ABOUT)]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// Print the jobs the repositories give, without touching any queue.
+    #[command(long_about = "Print the jobs the repositories give, one per line, without touching any queue.\n\n\
+jsonl lines look like {\"repo\":\"gah\",\"cpv\":\"app-arch/bzip2-1.0.8\",\"use\":[\"static\"],\"compiler\":\"gcc\"},\n\
+\"use\" listing the enabled IUSE flags (every other IUSE flag is off).\n\n\
+Example:\n  gah-workgen plan --repo vm-images/overlay --format jsonl | jq -r .cpv | sort | uniq -c")]
+    Plan {
+        #[command(flatten)]
+        plan: PlanArgs,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Jsonl)]
+        format: Format,
+    },
+    /// Write the jobs into a queue folder and a BOINC create_work.sh.
+    #[command(long_about = "Write the jobs into a queue folder and a BOINC create_work.sh.\n\n\
+The queue folder gets pending/<job_id>.json for each new job (jobs already there are kept as\n\
+they are), state.sqlite (the rotation), templates/gah_in and templates/gah_out, and\n\
+create_work.sh, which a BOINC administrator runs from the project folder: it installs the\n\
+templates, stages each job file with bin/dir_hier_path and calls bin/create_work with every\n\
+rsc_* bound, the deadline and the replication (quorum 2) set explicitly. Re-running it skips\n\
+jobs already submitted.\n\n\
+Example:\n  gah-workgen generate --repo vm-images/overlay --queue .cache/queue --boinc-project ~/projects/gah")]
+    Generate {
+        #[command(flatten)]
+        plan: PlanArgs,
+        /// The queue folder (created if missing).
+        #[arg(long)]
+        queue: PathBuf,
+        /// The BOINC project folder create_work.sh changes to (default: the folder it is run from;
+        /// BOINC_PROJECT overrides both).
+        #[arg(long)]
+        boinc_project: Option<PathBuf>,
+        /// The BOINC application name.
+        #[arg(long, default_value = "gah")]
+        appname: String,
+    },
+    /// Print the next jobs of the rotation (changed ebuilds, then never tested, then lowest failcount).
+    Next {
+        /// The queue folder.
+        #[arg(long)]
+        queue: PathBuf,
+        /// How many.
+        #[arg(short, default_value_t = 10)]
+        n: usize,
+        /// Print the job ids only.
+        #[arg(long)]
+        ids: bool,
+    },
+    /// List cells with failures, highest failcount first (3 = out of rotation).
+    Fails {
+        /// The queue folder.
+        #[arg(long)]
+        queue: PathBuf,
+    },
+    /// Reset failcounts: of the cells matching a job id, cat/pkg-ver or cat/pkg, or all with --all.
+    Zap {
+        /// The queue folder.
+        #[arg(long)]
+        queue: PathBuf,
+        /// Reset every cell.
+        #[arg(long, conflicts_with = "selectors")]
+        all: bool,
+        /// Job ids, cat/pkg-ver or cat/pkg.
+        #[arg(required_unless_present = "all")]
+        selectors: Vec<String>,
+    },
+    /// Record a result by hand (the assimilator calls gah_workgen::record_result itself).
+    Record {
+        /// The queue folder.
+        #[arg(long)]
+        queue: PathBuf,
+        /// The job id (the workunit name).
+        job_id: String,
+        /// success, deps_failed, build_failed, test_failed, timeout or infra_error.
+        status: gah_core::outcome::Status,
+    },
+}
+
+#[derive(Args)]
+struct PlanArgs {
+    /// A repository (its metadata/md5-cache is read); repeat for several.
+    #[arg(long = "repo", required = true)]
+    repos: Vec<PathBuf>,
+    /// A compiler to cross configurations with; repeat for several (default: gcc and clang).
+    #[arg(long = "compiler")]
+    compilers: Vec<Compiler>,
+    /// exhaustive: every valid configuration (up to --limit per ebuild, else pairwise);
+    /// pairwise: a t-wise covering array (see --t).
+    #[arg(long, value_enum, default_value_t = StrategyArg::Exhaustive)]
+    strategy: StrategyArg,
+    /// Most configurations per ebuild for --strategy exhaustive.
+    #[arg(long, default_value_t = 256)]
+    limit: usize,
+    /// Covering strength for --strategy pairwise (2 = every pair of flag values).
+    #[arg(long, default_value_t = 2)]
+    t: usize,
+    /// Seed of the covering-array construction (same seed, same plan).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// The wall-clock limit of each job inside the guest, seconds.
+    #[arg(long, default_value_t = 3600)]
+    timeout_secs: u64,
+    /// Planning threads (default: the machine's cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Jsonl,
+    Text,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StrategyArg {
+    Exhaustive,
+    Pairwise,
+}
+
+impl PlanArgs {
+    fn config(&self) -> Config {
+        let mut compilers = if self.compilers.is_empty() { Compiler::ALL.to_vec() } else { self.compilers.clone() };
+        compilers.dedup();
+        Config {
+            compilers,
+            strategy: match self.strategy {
+                StrategyArg::Exhaustive => Strategy::Exhaustive { limit: self.limit },
+                StrategyArg::Pairwise => Strategy::Covering { t: self.t, seed: self.seed },
+            },
+            profile: Profile::amd64_linux(),
+            timeout_secs: self.timeout_secs,
+            threads: self.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        }
+    }
+
+    /// Reads and plans, printing diagnostics on stderr.
+    fn run(&self) -> (Plan, bool) {
+        let t0 = std::time::Instant::now();
+        let (repos, mut diags) = load_repos(&self.repos);
+        let p = plan(&repos, &self.config());
+        diags.extend(p.diagnostics.iter().cloned());
+        let mut errors = false;
+        for d in &diags {
+            errors |= d.severity == Severity::Error;
+            eprintln!("{d}");
+        }
+        let (e, w) = diags.iter().fold((0, 0), |(e, w), d| if d.severity == Severity::Error { (e + 1, w) } else { (e, w + 1) });
+        eprintln!(
+            "gah-workgen: {} ebuilds ({} with jobs), {} jobs, {e} errors, {w} warnings, {:.2?}",
+            p.ebuilds,
+            p.ebuilds_planned,
+            p.jobs.len(),
+            t0.elapsed()
+        );
+        (p, errors)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.mode) {
+        Ok(code) => code,
+        Err(e) => {
+            // A closed pipe (`| head`) is not an error.
+            if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("gah-workgen: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(mode: Mode) -> anyhow::Result<ExitCode> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match mode {
+        Mode::Plan { plan, format } => {
+            let (p, _) = plan.run();
+            for job in &p.jobs {
+                match format {
+                    Format::Jsonl => {
+                        serde_json::to_writer(&mut out, &PlanLine::new(job))?;
+                        writeln!(out)?;
+                    }
+                    Format::Text => writeln!(out, "{:<12} {:<50} {:<5} {}", job.repo, job.cpv, job.compiler, job.use_flags.summary())?,
+                }
+            }
+        }
+        Mode::Generate { plan, queue, boinc_project, appname } => {
+            let (p, _) = plan.run();
+            let mut q = Queue::open(&queue)?;
+            let stats = q.add(&p)?;
+            let order = q.next(usize::MAX)?;
+            let sub = Submission { appname, ..Submission::standard() };
+            let script = write_submission(&q, &order, &sub, boinc_project.as_deref())?;
+            writeln!(
+                out,
+                "{} new jobs, {} already queued, {} changed ebuilds; {} jobs in rotation\nqueue: {}\nBOINC submission: {}",
+                stats.added,
+                stats.existing,
+                stats.changed,
+                order.len(),
+                queue.display(),
+                script.display()
+            )?;
+        }
+        Mode::Next { queue, n, ids } => {
+            let q = Queue::open(&queue)?;
+            for cell in q.cells(false)?.into_iter().take(n) {
+                if ids {
+                    writeln!(out, "{}", cell.job_id)?;
+                } else {
+                    let tag = if cell.changed {
+                        "changed".to_owned()
+                    } else if cell.runs == 0 {
+                        "new".to_owned()
+                    } else {
+                        format!("fails={}", cell.failcount)
+                    };
+                    writeln!(out, "{:<8} {:<40} {:<5} {:<30} {}", tag, cell.cpv, cell.compiler, cell.use_summary, cell.job_id)?;
+                }
+            }
+        }
+        Mode::Fails { queue } => {
+            let q = Queue::open(&queue)?;
+            for c in q.fails()? {
+                let mark = if c.failcount >= gah_workgen::MAX_FAILS { " (out of rotation)" } else { "" };
+                writeln!(
+                    out,
+                    "{} {:<40} {:<5} {:<30} last={} {}{mark}",
+                    c.failcount,
+                    c.cpv,
+                    c.compiler,
+                    c.use_summary,
+                    c.last_status.as_deref().unwrap_or("-"),
+                    c.job_id
+                )?;
+            }
+        }
+        Mode::Zap { queue, all, selectors } => {
+            let mut q = Queue::open(&queue)?;
+            let n = q.zap(if all { Zap::All } else { Zap::Matching(&selectors) })?;
+            writeln!(out, "{n} cells back in rotation")?;
+        }
+        Mode::Record { queue, job_id, status } => {
+            let r = gah_workgen::record_result(&queue, &job_id, status)?;
+            writeln!(out, "{job_id}: failcount {} -> {}", r.before, r.after)?;
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
