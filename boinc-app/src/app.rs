@@ -38,6 +38,10 @@ pub enum BackendChoice {
 /// Example (standalone):
 ///   gah-app --job job.json --repo vm-images/overlay --distfiles .cache/distfiles \
 ///           --binpkgs .cache/binpkgs --image .cache/images/test --output outcome.tar.gz
+///
+/// Under BOINC the defaults are the logical names: job.json, repo.tar and distfiles.tar
+/// (workunit inputs), vmlinux, initramfs.cpio.gz, rootfs.ext4 (app version files),
+/// outcome.tar.gz (the result).
 #[derive(Debug, Parser)]
 #[command(name = "gah-app", version, verbatim_doc_comment)]
 pub struct Args {
@@ -47,11 +51,11 @@ pub struct Args {
     /// Where to write the outcome archive (logical name under BOINC).
     #[arg(long, default_value = "outcome.tar.gz")]
     pub output: String,
-    /// The ebuild repository.
-    #[arg(long, default_value = "repo")]
+    /// The ebuild repository: a folder, or a tar file (a workunit input) unpacked into the slot.
+    #[arg(long, default_value = "repo.tar")]
     pub repo: String,
-    /// The distfiles folder.
-    #[arg(long, default_value = "distfiles")]
+    /// The distfiles: a folder, or a tar file unpacked into the slot.
+    #[arg(long, default_value = "distfiles.tar")]
     pub distfiles: String,
     /// Cached binary packages (read-only to the guest).
     #[arg(long, default_value = "binpkgs")]
@@ -59,9 +63,22 @@ pub struct Args {
     /// Add the binary packages the job built to --binpkgs afterwards.
     #[arg(long)]
     pub update_binpkgs: bool,
-    /// The guest image folder (rootfs/, rootfs.ext4, vmlinux, initramfs.cpio.gz).
-    #[arg(long, default_value = "image")]
-    pub image: String,
+    /// A guest image folder holding vmlinux, initramfs.cpio.gz, rootfs.ext4 and rootfs/;
+    /// sets the four options below at once (for runs by hand).
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    /// The guest kernel (logical name under BOINC).
+    #[arg(long, default_value = "vmlinux")]
+    pub kernel: String,
+    /// The guest initramfs.
+    #[arg(long, default_value = "initramfs.cpio.gz")]
+    pub initramfs: String,
+    /// The guest root as an ext4 disk image (vm backend).
+    #[arg(long, default_value = "rootfs.ext4")]
+    pub rootfs_disk: String,
+    /// The guest root as a folder (sandbox backend).
+    #[arg(long, default_value = "rootfs")]
+    pub rootfs_tree: String,
     /// The guest agent program (default: `gah-agent` beside this program).
     #[arg(long)]
     pub agent: Option<PathBuf>,
@@ -86,7 +103,13 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let job_path = resolve(&args.job)?;
     let job = Job::from_json(&fs::read(&job_path).with_context(|| format!("read job {}", job_path.display()))?)
         .with_context(|| format!("job {}", job_path.display()))?;
-    let image_dir = resolve(&args.image)?;
+    let (image, rootfs_tree) = match &args.image {
+        Some(dir) => (Image::in_dir(dir), dir.join("rootfs")),
+        None => (
+            Image { kernel: resolve(&args.kernel)?, initramfs: resolve(&args.initramfs)?, rootfs_ext4: resolve(&args.rootfs_disk)? },
+            resolve(&args.rootfs_tree)?,
+        ),
+    };
     let output = resolve(&args.output)?;
     let binpkgs = resolve(&args.binpkgs)?;
     fs::create_dir_all(&binpkgs).with_context(|| format!("create {}", binpkgs.display()))?;
@@ -95,7 +118,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let _ = fs::remove_dir_all(&slot);
     fs::create_dir_all(&slot).with_context(|| format!("create slot {}", slot.display()))?;
 
-    let backend = match choose_backend(args.backend, &image_dir) {
+    let backend = match choose_backend(args.backend, &image, &rootfs_tree) {
         Ok(b) => b,
         Err(e) if !runtime.is_standalone() => {
             // Nothing here can run a guest: tell the volunteer, and let the client retry later.
@@ -113,8 +136,8 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let cpus = args.cpus.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1));
     let input = GuestInput {
         staged,
-        repo: std::path::absolute(resolve(&args.repo)?)?,
-        distfiles: std::path::absolute(resolve(&args.distfiles)?)?,
+        repo: folder_or_unpacked(&resolve(&args.repo)?, &slot.join("inputs/repo"))?,
+        distfiles: folder_or_unpacked(&resolve(&args.distfiles)?, &slot.join("inputs/distfiles"))?,
         binpkgs: std::path::absolute(&binpkgs)?,
         slot: slot.clone(),
         memory_mib: args.memory_mib,
@@ -175,14 +198,14 @@ pub fn main(args: Args) -> anyhow::Result<()> {
 }
 
 /// Picks the backend, saying why on stderr.
-pub fn choose_backend(choice: BackendChoice, image_dir: &Path) -> anyhow::Result<Box<dyn Backend>> {
-    let image = Image::in_dir(image_dir);
+pub fn choose_backend(choice: BackendChoice, image: &Image, rootfs_tree: &Path) -> anyhow::Result<Box<dyn Backend>> {
     let helper = std::env::current_exe()?;
-    let sandbox = SandboxBackend { rootfs: image_dir.join("rootfs"), helper };
+    let sandbox = SandboxBackend { rootfs: rootfs_tree.to_path_buf(), helper };
+    let probe_cache = image.kernel.with_file_name("gah-kvm-probe.json");
     let qemu = qemu_binary();
     // Probing boots a kernel: only when a VM is a candidate.
     let kvm = || match &qemu {
-        Some(q) if image.kernel.is_file() => kvm_usable(q, &image.kernel, &image_dir.join("kvm-probe.json")),
+        Some(q) if image.kernel.is_file() => kvm_usable(q, &image.kernel, &probe_cache),
         Some(_) => crate::backend::accel::KvmProbe { usable: false, detail: "no guest kernel".into(), key: String::new() },
         None => crate::backend::accel::KvmProbe { usable: false, detail: "qemu-system-x86_64 is not installed".into(), key: String::new() },
     };
@@ -220,6 +243,30 @@ pub fn choose_backend(choice: BackendChoice, image_dir: &Path) -> anyhow::Result
             }
         }
     }
+}
+
+/// A folder as it is, or a tar file unpacked (safely: nothing lands outside `into`).
+fn folder_or_unpacked(path: &Path, into: &Path) -> anyhow::Result<PathBuf> {
+    if path.is_dir() {
+        return Ok(std::path::absolute(path)?);
+    }
+    let file = fs::File::open(path).with_context(|| format!("open input {}", path.display()))?;
+    fs::create_dir_all(into)?;
+    let reader: Box<dyn std::io::Read> = if path.extension().is_some_and(|e| e == "gz") {
+        Box::new(flate2::read::GzDecoder::new(file))
+    } else {
+        Box::new(file)
+    };
+    let mut archive = tar::Archive::new(reader);
+    for entry in archive.entries().with_context(|| format!("read {}", path.display()))? {
+        let mut entry = entry.with_context(|| format!("read {}", path.display()))?;
+        let kind = entry.header().entry_type();
+        // Inputs are plain trees: links and devices have no business there.
+        if kind.is_file() || kind.is_dir() {
+            entry.unpack_in(into).with_context(|| format!("unpack {}", path.display()))?;
+        }
+    }
+    Ok(std::path::absolute(into)?)
 }
 
 /// Lays out `/gah/in`: the job, the agent, and mount points for the big trees.
