@@ -1,21 +1,31 @@
 //! `gah-assimilator`: BOINC `script_assimilator`'s script.
 //!
 //! ```text
-//! gah-assimilator [--db PATH] WU_NAME FILE                           # --script "gah-assimilator wu_name files"
-//! gah-assimilator [--db PATH] --error MASK WU_NAME WU_ID BATCH_ID    # a workunit that failed as a whole
+//! gah-assimilator [OPTIONS] WU_NAME FILE                           # --script "gah-assimilator wu_name files"
+//! gah-assimilator [OPTIONS] --error MASK WU_NAME WU_ID BATCH_ID    # a workunit that failed as a whole
+//! gah-assimilator [OPTIONS] --batch LIST                           # many at once: lines `WU_NAME FILE` (`-`: stdin)
 //! ```
 //!
-//! The database is `--db`, else `$GAH_RESULTS_DB`, else `./results/results.sqlite`.
+//! Options: `--db PATH` (else `$GAH_RESULTS_DB`, else `./results/results.sqlite`);
+//! `--snapshot LABEL` (else `$GAH_SNAPSHOT`) or `--snapshot-of REPO` names the tree snapshot
+//! the outcomes belong to; `--queue DIR` (else `$GAH_QUEUE_DIR`) updates the work generator's
+//! failcount rotation from each newly stored outcome.
+//!
 //! Exit 0 once the row is durable (or the upload is quarantined, see the library docs);
-//! 1 on a transient failure or wrong arguments, 2 on a command line that does not parse.
-//! Any nonzero exit stops BOINC's assimilator daemon, so that an administrator looks.
+//! 1 on a transient failure or wrong arguments (with `--batch`: if any workunit had one; every
+//! other workunit is stored, and running the same list again is harmless), 2 on a command line
+//! that does not parse. Any nonzero exit stops BOINC's assimilator daemon, so that an
+//! administrator looks. A rotation that cannot be updated is logged, never an error.
 
-use std::path::PathBuf;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use gah_core::db::{Database, Recorded};
+use gah_assimilator::Assimilated;
+use gah_core::db::{Database, Recorded, NO_SNAPSHOT};
+use gah_core::outcome::Status;
 
 /// Stores gentoo@home outcomes in the results database, for BOINC's script_assimilator.
 #[derive(Parser)]
@@ -24,12 +34,34 @@ struct Cli {
     /// The results database [default: $GAH_RESULTS_DB or results/results.sqlite].
     #[arg(long, value_name = "PATH")]
     db: Option<PathBuf>,
+    /// The tree snapshot the outcomes belong to (e.g. git:COMMIT) [default: $GAH_SNAPSHOT;
+    /// none: snapshot 0, `unrecorded`].
+    #[arg(long, value_name = "LABEL", conflicts_with = "snapshot_of")]
+    snapshot: Option<String>,
+    /// Label the snapshot with the md5-cache hash of this repository (reads the whole
+    /// cache: prefer setting GAH_SNAPSHOT once per sync on a large tree).
+    #[arg(long, value_name = "REPO")]
+    snapshot_of: Option<PathBuf>,
+    /// The work generator's queue folder, whose failcount rotation each newly stored outcome
+    /// updates [default: $GAH_QUEUE_DIR; none: not updated].
+    #[arg(long, value_name = "DIR")]
+    queue: Option<PathBuf>,
     /// The workunit failed as a whole, with this BOINC error mask: the arguments are then
     /// WU_NAME WU_ID BATCH_ID.
-    #[arg(long, value_name = "MASK", allow_negative_numbers = true)]
+    #[arg(long, value_name = "MASK", allow_negative_numbers = true, conflicts_with = "batch")]
     error: Option<i64>,
+    /// Assimilate every `WU_NAME FILE` line of this file (`-` for stdin) in batches: one
+    /// transaction and two filesystem syncs per batch.
+    #[arg(long, value_name = "LIST")]
+    batch: Option<PathBuf>,
+    /// Threads reading and checking archives in --batch mode.
+    #[arg(long, default_value_t = 2, requires = "batch")]
+    threads: usize,
+    /// Outcomes per transaction in --batch mode.
+    #[arg(long, default_value_t = 500, requires = "batch")]
+    batch_size: usize,
     /// WU_NAME FILE, or with --error: WU_NAME WU_ID BATCH_ID.
-    #[arg(value_name = "ARGS", required = true)]
+    #[arg(value_name = "ARGS", required_unless_present = "batch")]
     args: Vec<String>,
 }
 
@@ -48,11 +80,38 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<String> {
-    let db_path = cli.db.unwrap_or_else(gah_assimilator::default_db_path);
+    let db_path = cli.db.clone().unwrap_or_else(gah_assimilator::default_db_path);
+    let queue = cli.queue.clone().or_else(|| std::env::var_os("GAH_QUEUE_DIR").map(PathBuf::from));
+    let label = match (&cli.snapshot, &cli.snapshot_of) {
+        (Some(label), _) => Some(label.clone()),
+        (None, Some(repo)) => Some(
+            gah_assimilator::md5_cache_snapshot(repo).with_context(|| format!("snapshot of {}", repo.display()))?,
+        ),
+        (None, None) => std::env::var("GAH_SNAPSHOT").ok().filter(|s| !s.is_empty()),
+    };
+    let open = || -> anyhow::Result<(Database, i64)> {
+        let mut db = Database::open(&db_path)?;
+        let snapshot = match &label {
+            Some(label) => db.snapshot(label)?,
+            None => NO_SNAPSHOT,
+        };
+        Ok((db, snapshot))
+    };
+    if let Some(list) = &cli.batch {
+        anyhow::ensure!(cli.args.is_empty(), "--batch takes no other arguments");
+        let items = read_list(list)?;
+        let (mut db, snapshot) = open()?;
+        return batch(&mut db, snapshot, &items, &cli, queue.as_deref());
+    }
     match (cli.error, cli.args.as_slice()) {
         (None, [wu_name, file]) => {
-            let mut db = Database::open(&db_path)?;
-            let done = gah_assimilator::assimilate(&mut db, wu_name, file.as_ref())?;
+            let (mut db, snapshot) = open()?;
+            let done = gah_assimilator::assimilate_at(&mut db, snapshot, wu_name, file.as_ref())?;
+            if let (Some(queue), Assimilated::Stored(Recorded::Inserted)) = (&queue, &done) {
+                // The row is durable; read back its job and status for the rotation.
+                let (job_id, status) = stored_job(&db, wu_name, snapshot)?;
+                eprintln!("gah-assimilator: {}", gah_assimilator::update_rotation(queue, &job_id, status));
+            }
             Ok(format!("{wu_name}: {done}"))
         }
         (Some(mask), [wu_name, wu_id, batch_id]) => {
@@ -64,9 +123,80 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                 Recorded::Inserted => "recorded",
                 Recorded::AlreadyPresent => "already recorded",
             };
+            if let (Some(queue), Recorded::Inserted) = (&queue, recorded) {
+                // The work generator names workunits after their job ids.
+                eprintln!("gah-assimilator: {}", gah_assimilator::update_rotation(queue, wu_name, Status::InfraError));
+            }
             Ok(format!("{wu_name}: infrastructure failure (error mask {mask:#x}) {what}"))
         }
         (None, args) => bail!("expected WU_NAME FILE, got {} argument(s)", args.len()),
         (Some(_), args) => bail!("with --error, expected WU_NAME WU_ID BATCH_ID, got {} argument(s)", args.len()),
     }
+}
+
+fn stored_job(db: &Database, wu_name: &str, snapshot: i64) -> anyhow::Result<(String, Status)> {
+    let (job_id, status): (String, String) = db.connection().query_row(
+        "SELECT job_id, status FROM outcomes WHERE wu_name = ?1 AND snapshot = ?2",
+        rusqlite::params![wu_name, snapshot],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok((job_id, status.parse().map_err(anyhow::Error::msg)?))
+}
+
+/// `WU_NAME FILE` per line (whitespace between; the file is the rest of the line); blank
+/// lines and `#` comments skipped.
+fn read_list(list: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    let reader: Box<dyn BufRead> = if list == Path::new("-") {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::io::BufReader::new(std::fs::File::open(list).with_context(|| format!("reading {}", list.display()))?))
+    };
+    let mut items = Vec::new();
+    for (i, line) in reader.lines().enumerate() {
+        let line = line.with_context(|| format!("reading {}", list.display()))?;
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((wu, file)) = line.split_once(char::is_whitespace) else {
+            bail!("{} line {}: expected `WU_NAME FILE`", list.display(), i + 1);
+        };
+        items.push((wu.to_owned(), PathBuf::from(file.trim_start())));
+    }
+    Ok(items)
+}
+
+fn batch(db: &mut Database, snapshot: i64, items: &[(String, PathBuf)], cli: &Cli, queue: Option<&Path>) -> anyhow::Result<String> {
+    let started = std::time::Instant::now();
+    let done = gah_assimilator::assimilate_batch(db, snapshot, items, cli.threads, cli.batch_size);
+    let (mut stored, mut already, mut quarantined, mut failed) = (0, 0, 0, 0);
+    for item in &done {
+        match &item.result {
+            Ok(Assimilated::Stored(Recorded::Inserted)) => {
+                stored += 1;
+                if let (Some(queue), Some((job_id, status))) = (queue, &item.job) {
+                    eprintln!("gah-assimilator: {}", gah_assimilator::update_rotation(queue, job_id, *status));
+                }
+            }
+            Ok(Assimilated::Stored(Recorded::AlreadyPresent)) => already += 1,
+            Ok(q @ Assimilated::Quarantined { .. }) => {
+                quarantined += 1;
+                eprintln!("gah-assimilator: {}: {q}", item.wu_name);
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("gah-assimilator: {}: error: {e}", item.wu_name);
+            }
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let summary = format!(
+        "{} workunits in {secs:.2}s ({:.0}/s): {stored} stored, {already} already stored, {quarantined} quarantined, {failed} failed",
+        done.len(),
+        done.len() as f64 / secs.max(1e-9)
+    );
+    if failed > 0 {
+        bail!("{summary}; run the same list again once the cause is fixed");
+    }
+    Ok(summary)
 }

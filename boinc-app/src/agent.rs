@@ -213,6 +213,11 @@ fn write_config_entry(path: &Path, name: &str, line: &str) -> anyhow::Result<()>
 fn emerge_command(config: &AgentConfig, job: &Job, pkgdir: &Path) -> std::process::Command {
     let (cc, cxx) = job.compiler.cc_cxx();
     let mut cmd = crate::process::command("emerge");
+    // Naming our repositories replaces Portage's built-in ::gentoo entry, which points at a
+    // folder the guest does not have.
+    if let Ok(repos) = fs::read_to_string(config.config_root.join("etc/portage/repos.conf/gah.conf")) {
+        cmd.env("PORTAGE_REPOSITORIES", repos);
+    }
     cmd.env("EPREFIX", "")
         .env("PORTAGE_CONFIGROOT", &config.config_root)
         .env("ROOT", "/")

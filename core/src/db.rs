@@ -52,7 +52,54 @@ const MIGRATIONS: &[(&str, &str)] = &[(
         reason      TEXT NOT NULL,
         recorded_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
     );",
+), (
+    // History: one row per (workunit, tree snapshot), so a cell (repo, cpv, USE, compiler)
+    // accumulates rows as the tree moves; `seq` orders rows by assimilation. The table is
+    // rebuilt because SQLite cannot change a primary key in place; old rows go to snapshot 0.
+    "0003_snapshots_history",
+    "CREATE TABLE snapshots (
+        id          INTEGER PRIMARY KEY,
+        label       TEXT NOT NULL UNIQUE,
+        recorded_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
+    );
+    INSERT INTO snapshots (id, label) VALUES (0, 'unrecorded');
+    CREATE TABLE outcomes_v3 (
+        seq                INTEGER PRIMARY KEY,
+        wu_name            TEXT NOT NULL,
+        snapshot           INTEGER NOT NULL DEFAULT 0 REFERENCES snapshots (id),
+        job_id             TEXT NOT NULL,
+        repo               TEXT NOT NULL,
+        cpv                TEXT NOT NULL,
+        use_flags          TEXT NOT NULL,
+        compiler           TEXT NOT NULL,
+        status             TEXT NOT NULL,
+        failed_phase       TEXT,
+        test_ran           INTEGER NOT NULL,
+        failing_tests      TEXT NOT NULL,
+        phases             TEXT NOT NULL,
+        duration_secs      REAL NOT NULL,
+        backend            TEXT NOT NULL,
+        accelerator        TEXT NOT NULL,
+        summary            TEXT NOT NULL,
+        log_sha256         TEXT NOT NULL,
+        emerge_info_sha256 TEXT,
+        outcome_json       TEXT NOT NULL,
+        assimilated_at     TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')),
+        UNIQUE (wu_name, snapshot)
+    );
+    INSERT INTO outcomes_v3 (wu_name, job_id, repo, cpv, use_flags, compiler, status, failed_phase, test_ran,
+            failing_tests, phases, duration_secs, backend, accelerator, summary, log_sha256, outcome_json, assimilated_at)
+        SELECT wu_name, job_id, repo, cpv, use_flags, compiler, status, failed_phase, test_ran,
+            failing_tests, phases, duration_secs, backend, accelerator, summary, log_sha256, outcome_json, assimilated_at
+        FROM outcomes ORDER BY assimilated_at, rowid;
+    DROP TABLE outcomes;
+    ALTER TABLE outcomes_v3 RENAME TO outcomes;
+    CREATE INDEX outcomes_cell ON outcomes (repo, cpv, use_flags, compiler, snapshot);
+    CREATE INDEX outcomes_cpv ON outcomes (cpv);",
 )];
+
+/// The snapshot id of rows recorded without one (and of rows from before snapshots existed).
+pub const NO_SNAPSHOT: i64 = 0;
 
 /// Errors from the results database.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +122,34 @@ pub enum DbError {
     },
 }
 
+/// One outcome to record: what [`Database::record`] and [`Database::record_outcomes`] take.
+#[derive(Debug, Clone, Copy)]
+pub struct NewOutcome<'a> {
+    /// The BOINC workunit name. With `snapshot`, the row's identity: recording the same
+    /// pair again changes nothing.
+    pub wu_name: &'a str,
+    /// The tree snapshot the outcome belongs to (from [`Database::snapshot`]), or
+    /// [`NO_SNAPSHOT`].
+    pub snapshot: i64,
+    /// The checked outcome.
+    pub outcome: &'a Outcome,
+    /// The (capped) build log.
+    pub log: &'a [u8],
+    /// `emerge --info`, when the archive had it.
+    pub emerge_info: Option<&'a [u8]>,
+}
+
+/// A tree snapshot: the state of the ebuild repositories outcomes were built from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Its id; a later snapshot has a larger id (ids follow first sight).
+    pub id: i64,
+    /// What identifies the tree, e.g. `git:<commit>` or `md5-cache:<sha256>`.
+    pub label: String,
+    /// When it was first recorded (UTC).
+    pub recorded_at: String,
+}
+
 /// What [`Database::record_outcome`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recorded {
@@ -89,6 +164,10 @@ pub enum Recorded {
 pub struct OutcomeRow {
     /// The BOINC workunit name.
     pub wu_name: String,
+    /// The tree snapshot's id ([`NO_SNAPSHOT`] when none was recorded).
+    pub snapshot: i64,
+    /// The repository's `repo_name`.
+    pub repo: String,
     /// `category/package-version`.
     pub cpv: String,
     /// Every flag in `package.use` notation.
@@ -185,72 +264,139 @@ impl Database {
 
     /// Where a log with this hash lives, relative to the database's folder.
     pub fn log_relative_path(sha256: &str) -> String {
-        format!("logs/{}/{}.log.gz", &sha256[..2], sha256)
+        // `get` rather than indexing: a hand-edited row must not panic a listing.
+        format!("logs/{}/{}.log.gz", sha256.get(..2).unwrap_or("__"), sha256)
     }
 
     /// Stores `log` in the content-addressed log store (durably, before any row names it) and
     /// returns its hash.
     pub fn store_log(&self, log: &[u8]) -> Result<String, DbError> {
-        let sha = crate::archive::sha256_hex(log);
-        let dir = self.log_root.join(&sha[..2]);
-        let file = dir.join(format!("{sha}.log.gz"));
-        if file.exists() {
-            return Ok(sha);
+        let (sha, pending) = self.write_blob(log)?;
+        if let Some(p) = pending {
+            sync_path(&p.tmp)?;
+            p.publish()?;
+            sync_path(&p.dir)?;
         }
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| DbError::Io { path, source }
-        };
-        fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let tmp = dir.join(format!(".{sha}.{}.tmp", std::process::id()));
-        let mut gz = flate2::write::GzEncoder::new(fs::File::create(&tmp).map_err(io(&tmp))?, flate2::Compression::default());
-        gz.write_all(log).map_err(io(&tmp))?;
-        let f = gz.finish().map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-        fs::rename(&tmp, &file).map_err(io(&file))?;
-        fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(io(&dir))?;
         Ok(sha)
     }
 
-    /// Records the canonical outcome of workunit `wu_name` in one transaction. Idempotent on
-    /// the workunit name: a second call changes nothing and says so.
+    /// Compresses a blob into a temporary file in the store (unsynced) and returns its hash,
+    /// plus the pending file when the store does not have it yet. Invariant kept by every
+    /// caller: a file reaches its final name only after its content is durable, so a name in
+    /// the store always holds the whole blob, even after a power loss.
+    fn write_blob(&self, blob: &[u8]) -> Result<(String, Option<PendingBlob>), DbError> {
+        let sha = crate::archive::sha256_hex(blob);
+        let dir = self.log_root.join(&sha[..2]);
+        let file = dir.join(format!("{sha}.log.gz"));
+        if file.exists() {
+            return Ok((sha, None));
+        }
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let tmp = dir.join(format!(".{sha}.{}.tmp", std::process::id()));
+        let mut gz = flate2::write::GzEncoder::new(fs::File::create(&tmp).map_err(io_err(&tmp))?, flate2::Compression::fast());
+        gz.write_all(blob).map_err(io_err(&tmp))?;
+        gz.finish().map_err(io_err(&tmp))?;
+        Ok((sha, Some(PendingBlob { tmp, file, dir })))
+    }
+
+    /// Records the canonical outcome of workunit `wu_name` in one transaction, without a
+    /// snapshot or `emerge --info` (see [`Database::record`]).
     pub fn record_outcome(&mut self, wu_name: &str, outcome: &Outcome, log: &[u8]) -> Result<Recorded, DbError> {
-        let log_sha = self.store_log(log)?;
-        let failing = serde_json::to_string(&outcome.failing_tests).expect("strings serialise");
-        let phases = serde_json::to_string(&outcome.phases).expect("phases serialise");
-        let json = String::from_utf8(outcome.to_json()).expect("JSON is UTF-8");
+        self.record(&NewOutcome { wu_name, snapshot: NO_SNAPSHOT, outcome, log, emerge_info: None })
+    }
+
+    /// Records one outcome durably in one transaction: its blobs (log, `emerge --info`) are
+    /// fsynced before the row that names them commits. Idempotent on (workunit, snapshot): a
+    /// second call changes nothing and says so.
+    pub fn record(&mut self, new: &NewOutcome<'_>) -> Result<Recorded, DbError> {
+        let log_sha = self.store_log(new.log)?;
+        let info_sha = new.emerge_info.map(|info| self.store_log(info)).transpose()?;
         let path = self.path.clone();
         let sql = |source| DbError::Sqlite { path: path.clone(), source };
         let tx = self.conn.transaction().map_err(sql)?;
-        let changed = tx
-            .execute(
-                "INSERT INTO outcomes (wu_name, job_id, repo, cpv, use_flags, compiler, status, failed_phase,
-                    test_ran, failing_tests, phases, duration_secs, backend, accelerator, summary, log_sha256, outcome_json)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
-                 ON CONFLICT (wu_name) DO NOTHING",
-                params![
-                    wu_name,
-                    outcome.job_id,
-                    outcome.repo,
-                    outcome.cpv,
-                    outcome.use_flags.to_package_use(),
-                    outcome.compiler.as_str(),
-                    outcome.status.as_str(),
-                    outcome.failed_phase,
-                    outcome.test_ran,
-                    failing,
-                    phases,
-                    outcome.duration_secs,
-                    outcome.backend,
-                    outcome.accelerator,
-                    outcome.summary,
-                    log_sha,
-                    json,
-                ],
-            )
-            .map_err(sql)?;
+        let recorded = insert_outcome(&tx, new, &log_sha, info_sha.as_deref()).map_err(sql)?;
         tx.commit().map_err(sql)?;
-        Ok(if changed == 1 { Recorded::Inserted } else { Recorded::AlreadyPresent })
+        Ok(recorded)
+    }
+
+    /// Records a batch of outcomes with one transaction and two filesystem syncs in all,
+    /// instead of three fsyncs per outcome: every new blob is written to a temporary file,
+    /// the filesystem is synced, the blobs are renamed to their final names, it is synced
+    /// again, and only then do the rows commit (so a row never names a blob that is not
+    /// durable, and a blob's final name never holds a partial file). All or nothing: on an
+    /// error no row of the batch is stored, and recording the batch again is correct.
+    /// Idempotent per (workunit, snapshot), like [`Database::record`]; the result is in
+    /// the batch's order.
+    pub fn record_outcomes(&mut self, batch: &[NewOutcome<'_>]) -> Result<Vec<Recorded>, DbError> {
+        let mut pending: Vec<PendingBlob> = Vec::new();
+        let mut written: std::collections::HashSet<String> = std::collections::HashSet::new();
+        let mut shas = Vec::with_capacity(batch.len());
+        let mut blob = |bytes: &[u8]| -> Result<String, DbError> {
+            let sha = crate::archive::sha256_hex(bytes);
+            // The same log twice in one batch is compressed once.
+            if written.insert(sha.clone()) {
+                let (_, p) = self.write_blob(bytes)?;
+                pending.extend(p);
+            }
+            Ok(sha)
+        };
+        for new in batch {
+            let log = blob(new.log)?;
+            let info = new.emerge_info.map(&mut blob).transpose()?;
+            shas.push((log, info));
+        }
+        if !pending.is_empty() {
+            sync_filesystem(&self.log_root, pending.iter().map(|p| p.tmp.as_path()))?;
+            for p in &pending {
+                p.publish()?;
+            }
+            let mut dirs: Vec<&Path> = pending.iter().map(|p| p.dir.as_path()).collect();
+            dirs.sort();
+            dirs.dedup();
+            sync_filesystem(&self.log_root, dirs.into_iter())?;
+        }
+        let path = self.path.clone();
+        let sql = |source| DbError::Sqlite { path: path.clone(), source };
+        let tx = self.conn.transaction().map_err(sql)?;
+        let mut out = Vec::with_capacity(batch.len());
+        for (new, (log, info)) in batch.iter().zip(&shas) {
+            out.push(insert_outcome(&tx, new, log, info.as_deref()).map_err(sql)?);
+        }
+        tx.commit().map_err(sql)?;
+        Ok(out)
+    }
+
+    /// The id of the tree snapshot labelled `label`, recorded now if it is new.
+    pub fn snapshot(&mut self, label: &str) -> Result<i64, DbError> {
+        let path = self.path.clone();
+        let sql = |source| DbError::Sqlite { path: path.clone(), source };
+        self.conn.execute("INSERT INTO snapshots (label) VALUES (?1) ON CONFLICT (label) DO NOTHING", [label]).map_err(sql)?;
+        self.conn.query_row("SELECT id FROM snapshots WHERE label = ?1", [label], |r| r.get(0)).map_err(sql)
+    }
+
+    /// Every snapshot, oldest first.
+    pub fn snapshots(&self) -> Result<Vec<Snapshot>, DbError> {
+        let mut stmt = self.conn.prepare("SELECT id, label, recorded_at FROM snapshots ORDER BY id").map_err(|e| self.sql_err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok(Snapshot { id: r.get(0)?, label: r.get(1)?, recorded_at: r.get(2)? }))
+            .map_err(|e| self.sql_err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.sql_err(e))
+    }
+
+    /// Reads a blob back from the store (a log or `emerge --info`), checking its hash.
+    pub fn read_blob(&self, sha256: &str) -> Result<Vec<u8>, DbError> {
+        use std::io::Read;
+        let dir = self.path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let file = dir.join(Database::log_relative_path(sha256));
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(fs::File::open(&file).map_err(io_err(&file))?)
+            .read_to_end(&mut out)
+            .map_err(io_err(&file))?;
+        if crate::archive::sha256_hex(&out) != sha256 {
+            let source = std::io::Error::new(std::io::ErrorKind::InvalidData, "content does not match its sha256");
+            return Err(DbError::Io { path: file, source });
+        }
+        Ok(out)
     }
 
     /// Records BOINC's report that workunit `wu_name` failed as a whole (the assimilator's
@@ -282,13 +428,14 @@ impl Database {
         Ok(if changed == 1 { Recorded::Inserted } else { Recorded::AlreadyPresent })
     }
 
-    /// Every stored outcome, ordered by package, USE and compiler.
+    /// Every stored outcome, ordered by package, USE, compiler, then oldest first.
     pub fn outcomes(&self) -> Result<Vec<OutcomeRow>, DbError> {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT wu_name, cpv, use_flags, compiler, status, failed_phase, test_ran, duration_secs, phases, log_sha256
-                 FROM outcomes ORDER BY cpv, use_flags, compiler",
+                "SELECT wu_name, cpv, use_flags, compiler, status, failed_phase, test_ran, duration_secs, phases, log_sha256,
+                        snapshot, repo
+                 FROM outcomes ORDER BY cpv, use_flags, compiler, snapshot, seq",
             )
             .map_err(|e| self.sql_err(e))?;
         let rows = stmt
@@ -296,6 +443,8 @@ impl Database {
                 let sha: String = r.get(9)?;
                 Ok(OutcomeRow {
                     wu_name: r.get(0)?,
+                    snapshot: r.get(10)?,
+                    repo: r.get(11)?,
                     cpv: r.get(1)?,
                     use_flags: r.get(2)?,
                     compiler: r.get(3)?,
@@ -309,6 +458,84 @@ impl Database {
             })
             .map_err(|e| self.sql_err(e))?;
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.sql_err(e))
+    }
+}
+
+fn insert_outcome(tx: &rusqlite::Transaction<'_>, new: &NewOutcome<'_>, log_sha: &str, info_sha: Option<&str>) -> rusqlite::Result<Recorded> {
+    let o = new.outcome;
+    let failing = serde_json::to_string(&o.failing_tests).expect("strings serialise");
+    let phases = serde_json::to_string(&o.phases).expect("phases serialise");
+    let json = String::from_utf8(o.to_json()).expect("JSON is UTF-8");
+    let changed = tx
+        .prepare_cached(
+            "INSERT INTO outcomes (wu_name, snapshot, job_id, repo, cpv, use_flags, compiler, status, failed_phase,
+                test_ran, failing_tests, phases, duration_secs, backend, accelerator, summary, log_sha256,
+                emerge_info_sha256, outcome_json)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)
+             ON CONFLICT (wu_name, snapshot) DO NOTHING",
+        )?
+        .execute(params![
+            new.wu_name,
+            new.snapshot,
+            o.job_id,
+            o.repo,
+            o.cpv,
+            o.use_flags.to_package_use(),
+            o.compiler.as_str(),
+            o.status.as_str(),
+            o.failed_phase,
+            o.test_ran,
+            failing,
+            phases,
+            o.duration_secs,
+            o.backend,
+            o.accelerator,
+            o.summary,
+            log_sha,
+            info_sha,
+            json,
+        ])?;
+    Ok(if changed == 1 { Recorded::Inserted } else { Recorded::AlreadyPresent })
+}
+
+/// A blob compressed into a temporary file, not yet under its final name.
+struct PendingBlob {
+    tmp: PathBuf,
+    file: PathBuf,
+    dir: PathBuf,
+}
+
+impl PendingBlob {
+    fn publish(&self) -> Result<(), DbError> {
+        fs::rename(&self.tmp, &self.file).map_err(io_err(&self.file))
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DbError {
+    let path = path.to_path_buf();
+    move |source| DbError::Io { path, source }
+}
+
+/// fsync of a file or folder.
+fn sync_path(path: &Path) -> Result<(), DbError> {
+    fs::File::open(path).and_then(|f| f.sync_all()).map_err(io_err(path))
+}
+
+/// Makes `paths` durable. On Linux one `syncfs` of the store's filesystem does it for all
+/// of them at once (per-file fsync costs ~3 ms each on the ext4 we measured; one syncfs of a
+/// batch of 500 files ~150 ms); elsewhere each path is fsynced.
+fn sync_filesystem<'a>(store: &Path, paths: impl Iterator<Item = &'a Path>) -> Result<(), DbError> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let _ = paths;
+        let dir = fs::File::open(store).map_err(io_err(store))?;
+        nix::unistd::syncfs(dir.as_raw_fd()).map_err(|e| DbError::Io { path: store.to_path_buf(), source: e.into() })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = store;
+        paths.map(sync_path).collect()
     }
 }
 
@@ -335,6 +562,79 @@ mod tests {
         let rows = db.outcomes().unwrap();
         assert_eq!(rows.len(), 1);
         assert!(db.path().parent().unwrap().join(&rows[0].log_path).exists());
+    }
+
+    fn outcome(cpv: &str, status: Status) -> Outcome {
+        let job = Job::new("gah", cpv, UseAssignment::default(), Compiler::Gcc, 60);
+        Outcome::for_job(&job, status)
+    }
+
+    #[test]
+    fn a_batch_is_idempotent_and_shares_logs() {
+        let mut db = Database::temp().unwrap();
+        let (a, b) = (outcome("a/b-1", Status::Success), outcome("a/c-1", Status::Success));
+        let batch = [
+            NewOutcome { wu_name: "wu1", snapshot: NO_SNAPSHOT, outcome: &a, log: b"same", emerge_info: Some(b"info") },
+            NewOutcome { wu_name: "wu2", snapshot: NO_SNAPSHOT, outcome: &b, log: b"same", emerge_info: None },
+            NewOutcome { wu_name: "wu1", snapshot: NO_SNAPSHOT, outcome: &a, log: b"same", emerge_info: None },
+        ];
+        let done = db.record_outcomes(&batch).unwrap();
+        assert_eq!(done, [Recorded::Inserted, Recorded::Inserted, Recorded::AlreadyPresent]);
+        assert_eq!(db.record_outcomes(&batch[..2]).unwrap(), [Recorded::AlreadyPresent; 2]);
+        assert_eq!(db.outcomes().unwrap().len(), 2);
+        assert_eq!(db.read_blob(&crate::archive::sha256_hex(b"same")).unwrap(), b"same");
+        assert_eq!(db.read_blob(&crate::archive::sha256_hex(b"info")).unwrap(), b"info");
+        // No temporary file is left in the store.
+        let leftovers = fs::read_dir(db.log_root.join(&crate::archive::sha256_hex(b"same")[..2])).unwrap();
+        assert!(leftovers.map(|e| e.unwrap().file_name()).all(|n| !n.to_string_lossy().ends_with(".tmp")));
+    }
+
+    #[test]
+    fn a_cell_keeps_one_row_per_snapshot() {
+        let mut db = Database::temp().unwrap();
+        let (s1, s2) = (db.snapshot("git:111").unwrap(), db.snapshot("git:222").unwrap());
+        assert!(s1 < s2 && db.snapshot("git:111").unwrap() == s1);
+        let (bad, good) = (outcome("a/b-1", Status::BuildFailed), outcome("a/b-1", Status::Success));
+        for (snapshot, o) in [(s1, &bad), (s2, &good), (s2, &good)] {
+            db.record(&NewOutcome { wu_name: &o.job_id, snapshot, outcome: o, log: b"l", emerge_info: None }).unwrap();
+        }
+        let rows = db.outcomes().unwrap();
+        assert_eq!(rows.iter().map(|r| r.snapshot).collect::<Vec<_>>(), [s1, s2]);
+        let labels: Vec<String> = db.snapshots().unwrap().into_iter().map(|s| s.label).collect();
+        assert_eq!(labels, ["unrecorded", "git:111", "git:222"]);
+    }
+
+    #[test]
+    fn rows_from_before_snapshots_survive_the_migration() {
+        let dir = tempfile_dir();
+        let path = dir.0.join("results.sqlite");
+        {
+            // The schema as the first two migrations left it, with one row.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch("CREATE TABLE migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL DEFAULT '')").unwrap();
+            for (name, sql) in &MIGRATIONS[..2] {
+                conn.execute_batch(sql).unwrap();
+                conn.execute("INSERT INTO migrations (name) VALUES (?1)", [name]).unwrap();
+            }
+            conn.execute(
+                "INSERT INTO outcomes (wu_name, job_id, repo, cpv, use_flags, compiler, status, test_ran, failing_tests,
+                    phases, duration_secs, backend, accelerator, summary, log_sha256, outcome_json)
+                 VALUES ('old', 'j', 'gah', 'a/b-1', '', 'gcc', 'success', 0, '[]', '[]', 1.0, 'vm', 'kvm', 'ok', 'ab', '{}')",
+                [],
+            )
+            .unwrap();
+        }
+        let mut db = Database::open(&path).unwrap();
+        let rows = db.outcomes().unwrap();
+        assert_eq!((rows.len(), rows[0].wu_name.as_str(), rows[0].snapshot), (1, "old", NO_SNAPSHOT));
+        let o = outcome("a/b-1", Status::BuildFailed);
+        assert_eq!(db.record_outcome("old", &o, b"l").unwrap(), Recorded::AlreadyPresent);
+    }
+
+    fn tempfile_dir() -> TempDir {
+        let dir = std::env::temp_dir().join(format!("gah-db-{}-{}", std::process::id(), unique()));
+        fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
     }
 
     #[test]

@@ -6,8 +6,11 @@
 //!   skipped, never a failed run.
 //! - [`required_use`]: the `REQUIRED_USE` parser for the whole PMS grammar and an evaluator
 //!   that matches Portage's `check_required_use`, empty groups included.
-//! - [`profile`]: what the target [`Profile`] pins (implicit ARCH/ELIBC/KERNEL flags, masked
-//!   and forced flags).
+//! - [`profile`]: what the target [`Profile`] decides: implicit ARCH/ELIBC/KERNEL and
+//!   `IUSE_IMPLICIT` flags, masked and forced flags, the profile's USE and USE_EXPAND
+//!   defaults; [`Profile::read`] reads a profile folder with its `parent` stack.
+//! - [`atom`]: PMS versions, package atoms and `*DEPEND` strings reduced under a USE
+//!   assignment (for `package.use.*` and the work generator's distfile closure).
 //! - [`solve`]: an ebuild's configuration [`Space`] and a backtracking solver over the flags
 //!   `REQUIRED_USE` names (never `2^|IUSE|`), with the `test` policy (derived from
 //!   `RESTRICT`, never varied).
@@ -16,7 +19,7 @@
 //!   assignments.
 //!
 //! **Invariants:** every configuration this crate returns satisfies `REQUIRED_USE` by the
-//! exact evaluator. No IO outside `md5cache`/`repo`; nothing here knows about BOINC, queues
+//! exact evaluator. No IO outside `md5cache`/`repo` and [`Profile::read`]; nothing here knows about BOINC, queues
 //! or job files (it uses `gah-core`'s `UseAssignment` for the result and nothing else).
 //!
 //! ```
@@ -30,6 +33,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod atom;
 pub mod cover;
 pub mod md5cache;
 pub mod profile;

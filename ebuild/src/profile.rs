@@ -1,11 +1,33 @@
 //! What the target profile decides about USE that the ebuild does not: implicit flags
-//! (ARCH, ELIBC, KERNEL, which REQUIRED_USE may name without IUSE listing them) and masked or
-//! forced flags (`use.mask`/`use.force`, `package.use.mask`/`package.use.force`).
+//! (ARCH, ELIBC, KERNEL, `IUSE_IMPLICIT`, which REQUIRED_USE may name without IUSE listing
+//! them), masked or forced flags (`use.mask`/`use.force`, `package.use.mask`/
+//! `package.use.force`) and the profile's USE (`make.defaults`: `USE` and the `USE_EXPAND`
+//! variables such as `PYTHON_TARGETS`), which decides the default configuration.
 //!
 //! A masked IUSE flag is held off and a forced one held on in every configuration (mask wins,
 //! as in Portage); they are never varied.
+//!
+//! [`Profile::read`] reads a profile folder the way Portage stacks it: the `parent` file's
+//! profiles first (depth first, in order), then the folder itself; `make.defaults` variables
+//! are incremental for `USE`, `USE_EXPAND*`, `IUSE_IMPLICIT` and every `USE_EXPAND`
+//! variable (`-flag` removes, `-*` clears), and mask/force files are incremental line by
+//! line (`-flag` unmasks). This and [`crate::repo`] are the crate's only IO.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use crate::atom::Atom;
+use crate::md5cache::{Diagnostic, Severity};
+
+/// One line's effect on a flag: `None` scope = every package (`use.mask`), else the
+/// packages matching the atom (`package.use.mask`); `on` = masked (or forced), false =
+/// unmasked by `-flag`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Rule {
+    atom: Option<Atom>,
+    flag: String,
+    on: bool,
+}
 
 /// The profile facts the solver needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,11 +35,17 @@ pub struct Profile {
     /// Flags outside IUSE that are on (e.g. `amd64`, `kernel_linux`, `elibc_glibc`); every
     /// other flag outside IUSE is off.
     implicit_on: BTreeSet<String>,
-    masked: BTreeSet<String>,
-    forced: BTreeSet<String>,
-    /// (`category/package`, flag).
-    package_masked: BTreeSet<(String, String)>,
-    package_forced: BTreeSet<(String, String)>,
+    /// Mask and force rules in stacking order (later rules win).
+    mask_rules: Vec<Rule>,
+    force_rules: Vec<Rule>,
+    /// The profile's USE: flags it turns on, and flags it turns off (`-flag`, or a flag of a
+    /// USE_EXPAND group whose variable the profile sets without that value).
+    use_on: BTreeSet<String>,
+    use_off: BTreeSet<String>,
+    /// USE_EXPAND groups set by the profile, as flag prefixes (`python_targets_`).
+    set_groups: Vec<String>,
+    /// Every USE_EXPAND group, as flag prefixes.
+    groups: Vec<String>,
 }
 
 impl Profile {
@@ -25,15 +53,17 @@ impl Profile {
     pub fn none() -> Profile {
         Profile {
             implicit_on: BTreeSet::new(),
-            masked: BTreeSet::new(),
-            forced: BTreeSet::new(),
-            package_masked: BTreeSet::new(),
-            package_forced: BTreeSet::new(),
+            mask_rules: Vec::new(),
+            force_rules: Vec::new(),
+            use_on: BTreeSet::new(),
+            use_off: BTreeSet::new(),
+            set_groups: Vec::new(),
+            groups: Vec::new(),
         }
     }
 
     /// The guest's profile: amd64, Linux, glibc (as `vm-images/portage` sets ARCH, KERNEL
-    /// and ELIBC).
+    /// and ELIBC). The built-in default when no profile folder is given.
     pub fn amd64_linux() -> Profile {
         let mut p = Profile::none();
         p.implicit_on = ["amd64", "kernel_linux", "elibc_glibc"].iter().map(|s| (*s).to_owned()).collect();
@@ -42,26 +72,27 @@ impl Profile {
 
     /// Adds `use.mask` entries (a leading `-` unmasks, as in Portage).
     pub fn mask(&mut self, flags: &[&str]) {
-        edit(&mut self.masked, flags);
+        push_rules(&mut self.mask_rules, None, flags);
     }
 
     /// Adds `use.force` entries (a leading `-` unforces).
     pub fn force(&mut self, flags: &[&str]) {
-        edit(&mut self.forced, flags);
+        push_rules(&mut self.force_rules, None, flags);
     }
 
-    /// Adds a `package.use.mask` line for `category/package`.
-    pub fn package_mask(&mut self, cp: &str, flags: &[&str]) {
-        for f in flags {
-            self.package_masked.insert((cp.to_owned(), (*f).to_owned()));
-        }
+    /// Adds a `package.use.mask` line: an atom (`cat/pkg`, `>=cat/pkg-1`) and its flags.
+    /// Returns false (and adds nothing) when `atom` is not an atom.
+    pub fn package_mask(&mut self, atom: &str, flags: &[&str]) -> bool {
+        let Some(a) = Atom::parse(atom) else { return false };
+        push_rules(&mut self.mask_rules, Some(a), flags);
+        true
     }
 
-    /// Adds a `package.use.force` line for `category/package`.
-    pub fn package_force(&mut self, cp: &str, flags: &[&str]) {
-        for f in flags {
-            self.package_forced.insert((cp.to_owned(), (*f).to_owned()));
-        }
+    /// Adds a `package.use.force` line. Returns false when `atom` is not an atom.
+    pub fn package_force(&mut self, atom: &str, flags: &[&str]) -> bool {
+        let Some(a) = Atom::parse(atom) else { return false };
+        push_rules(&mut self.force_rules, Some(a), flags);
+        true
     }
 
     /// The value of a flag outside IUSE.
@@ -69,24 +100,393 @@ impl Profile {
         self.implicit_on.contains(flag)
     }
 
-    /// `Some(value)` when the profile pins `flag` of package `cp`, `None` when it is free.
-    pub fn pinned(&self, cp: &str, flag: &str) -> Option<bool> {
-        let key = (cp.to_owned(), flag.to_owned());
-        if self.masked.contains(flag) || self.package_masked.contains(&key) {
+    /// `Some(value)` when the profile pins `flag` of the ebuild `cpv`, `None` when it is free.
+    pub fn pinned(&self, cpv: &str, flag: &str) -> Option<bool> {
+        let applies = |rules: &[Rule]| {
+            rules
+                .iter()
+                .filter(|r| r.flag == flag && r.atom.as_ref().map_or(true, |a| a.matches(cpv)))
+                .last()
+                .is_some_and(|r| r.on)
+        };
+        if applies(&self.mask_rules) {
             Some(false)
-        } else if self.forced.contains(flag) || self.package_forced.contains(&key) {
+        } else if applies(&self.force_rules) {
             Some(true)
         } else {
             None
         }
     }
+
+    /// The default value of an IUSE flag whose ebuild default is `iuse_default`: the
+    /// profile's USE decides when it names the flag (or sets the flag's USE_EXPAND group),
+    /// else the IUSE default (`+flag`), as in Portage's USE stacking.
+    pub fn default_value(&self, flag: &str, iuse_default: bool) -> bool {
+        if self.use_on.contains(flag) {
+            true
+        } else if self.use_off.contains(flag) || self.set_groups.iter().any(|g| flag.starts_with(g.as_str())) {
+            false
+        } else {
+            iuse_default
+        }
+    }
+
+    /// The USE_EXPAND group of a flag (`python_targets` for `python_targets_python3_12`),
+    /// when the profile declares it.
+    pub fn group_of<'a>(&'a self, flag: &str) -> Option<&'a str> {
+        self.groups.iter().find(|g| flag.starts_with(g.as_str())).map(|g| g.trim_end_matches('_'))
+    }
+
+    /// Reads the profile folder `path` with its parents. Problems (unreadable files, bad
+    /// lines, a parent cycle) are diagnostics; what could be read is used.
+    pub fn read(path: &Path) -> (Profile, Vec<Diagnostic>) {
+        let mut diags = Vec::new();
+        let mut stack = Vec::new();
+        collect_stack(path, &mut stack, &mut Vec::new(), &mut diags);
+        let mut p = Profile::none();
+        let mut vars: BTreeMap<String, String> = BTreeMap::new();
+        // Flags turned off with `-flag` in USE or a USE_EXPAND variable, kept apart from
+        // "not mentioned".
+        let mut removed: BTreeSet<String> = BTreeSet::new();
+        for dir in &stack {
+            let md = dir.join("make.defaults");
+            if let Some(text) = read_optional(&md, &mut diags) {
+                read_make_defaults(&md, &text, &mut vars, &mut removed, &mut diags);
+            }
+            // Per level: use.mask then package.use.mask (so the latter may unmask), same for
+            // force; rules stack across levels in this order.
+            for (file, is_mask, per_package) in
+                [("use.mask", true, false), ("use.force", false, false), ("package.use.mask", true, true), ("package.use.force", false, true)]
+            {
+                let rules = if is_mask { &mut p.mask_rules } else { &mut p.force_rules };
+                let f = dir.join(file);
+                let Some(text) = read_optional(&f, &mut diags) else { continue };
+                for (i, line) in text.lines().enumerate() {
+                    let line = line.split('#').next().unwrap_or("").trim();
+                    if line.is_empty() {
+                        continue;
+                    }
+                    let mut words = line.split_whitespace();
+                    let atom = if per_package {
+                        let w = words.next().unwrap_or("");
+                        match Atom::parse(w) {
+                            Some(a) => Some(a),
+                            None => {
+                                diags.push(diag(&f, Some(i + 1), format!("`{w}` is not a package atom")));
+                                continue;
+                            }
+                        }
+                    } else {
+                        None
+                    };
+                    let flags: Vec<&str> = words.collect();
+                    push_rules(rules, atom, &flags);
+                }
+            }
+        }
+        let words = |k: &str| -> Vec<String> { vars.get(k).map(|v| v.split_whitespace().map(str::to_owned).collect()).unwrap_or_default() };
+        let mut use_on: BTreeSet<String> = words("USE").into_iter().collect();
+        let unprefixed: BTreeSet<String> = words("USE_EXPAND_UNPREFIXED").into_iter().collect();
+        // ARCH is always in USE (Portage adds it).
+        if let Some(arch) = vars.get("ARCH").map(|a| a.trim().to_owned()).filter(|a| !a.is_empty()) {
+            use_on.insert(arch);
+        }
+        for group in words("USE_EXPAND") {
+            let prefix = format!("{}_", group.to_ascii_lowercase());
+            p.groups.push(prefix.clone());
+            if let Some(values) = vars.get(&group) {
+                // A USE_EXPAND variable the profile sets overrides USE's flags of its group.
+                use_on.retain(|f| !f.starts_with(&prefix));
+                p.set_groups.push(prefix.clone());
+                for v in values.split_whitespace() {
+                    use_on.insert(format!("{prefix}{v}"));
+                }
+            }
+        }
+        for group in &unprefixed {
+            for v in words(group) {
+                use_on.insert(v);
+            }
+        }
+        // IUSE_EFFECTIVE's implicit part: IUSE_IMPLICIT plus the values of each
+        // USE_EXPAND_IMPLICIT variable (prefixed unless USE_EXPAND_UNPREFIXED).
+        let implicit_vars = words("USE_EXPAND_IMPLICIT");
+        let mut implicit: BTreeSet<String> = words("IUSE_IMPLICIT").into_iter().collect();
+        for v in &implicit_vars {
+            for value in words(&format!("USE_EXPAND_VALUES_{v}")) {
+                implicit.insert(if unprefixed.contains(v) { value } else { format!("{}_{value}", v.to_ascii_lowercase()) });
+            }
+        }
+        p.implicit_on = use_on
+            .iter()
+            // Without USE_EXPAND_IMPLICIT (pre-EAPI-5 profiles) every profile flag counts.
+            .filter(|f| implicit_vars.is_empty() || implicit.contains(*f))
+            .filter(|f| p.pinned("", f) != Some(false))
+            .cloned()
+            .collect();
+        for r in &p.force_rules {
+            if r.atom.is_none() && r.on && implicit.contains(&r.flag) && p.pinned("", &r.flag) == Some(true) {
+                p.implicit_on.insert(r.flag.clone());
+            }
+        }
+        p.use_off = removed.into_iter().filter(|f| !use_on.contains(f)).collect();
+        p.use_on = use_on;
+        (p, diags)
+    }
 }
 
-fn edit(set: &mut BTreeSet<String>, flags: &[&str]) {
+fn push_rules(rules: &mut Vec<Rule>, atom: Option<Atom>, flags: &[&str]) {
     for f in flags {
-        match f.strip_prefix('-') {
-            Some(f) => set.remove(f),
-            None => set.insert((*f).to_owned()),
+        let (flag, on) = match f.strip_prefix('-') {
+            Some(f) => (f, false),
+            None => (*f, true),
         };
+        rules.push(Rule { atom: atom.clone(), flag: flag.to_owned(), on });
+    }
+}
+
+fn diag(path: &Path, line: Option<usize>, message: String) -> Diagnostic {
+    Diagnostic { severity: Severity::Error, path: path.to_owned(), line, message }
+}
+
+/// A file's text, `None` when it does not exist (most profile files are optional).
+fn read_optional(path: &Path, diags: &mut Vec<Diagnostic>) -> Option<String> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Some(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            diags.push(diag(path, None, format!("cannot read: {e}")));
+            None
+        }
+    }
+}
+
+/// Appends `dir`'s parents (recursively) and then `dir` to `stack`.
+fn collect_stack(dir: &Path, stack: &mut Vec<PathBuf>, visiting: &mut Vec<PathBuf>, diags: &mut Vec<Diagnostic>) {
+    let canon = match std::fs::canonicalize(dir) {
+        Ok(c) if c.is_dir() => c,
+        Ok(c) => return diags.push(diag(&c, None, "profile is not a folder".into())),
+        Err(e) => return diags.push(diag(dir, None, format!("cannot read profile: {e}"))),
+    };
+    if visiting.contains(&canon) {
+        return diags.push(diag(&canon, None, "parent cycle".into()));
+    }
+    visiting.push(canon.clone());
+    let parent_file = canon.join("parent");
+    if let Some(text) = read_optional(&parent_file, diags) {
+        for (i, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            if !line.starts_with('.') && !line.starts_with('/') && line.contains(':') {
+                // portage-2 `repo:path` parents need the repository map; not supported.
+                diags.push(diag(&parent_file, Some(i + 1), format!("`{line}`: repo:path parents are not supported")));
+                continue;
+            }
+            collect_stack(&canon.join(line), stack, visiting, diags);
+        }
+    }
+    visiting.pop();
+    if !stack.contains(&canon) {
+        stack.push(canon);
+    }
+}
+
+/// Variables whose values stack across profiles (plus every USE_EXPAND variable).
+const INCREMENTAL: &[&str] = &["USE", "USE_EXPAND", "USE_EXPAND_HIDDEN", "USE_EXPAND_IMPLICIT", "USE_EXPAND_UNPREFIXED", "IUSE_IMPLICIT"];
+
+/// Reads one `make.defaults` (shell-like `KEY="value"` lines, `${VAR}` expansion) into
+/// `vars`, stacking the incremental ones.
+fn read_make_defaults(path: &Path, text: &str, vars: &mut BTreeMap<String, String>, removed: &mut BTreeSet<String>, diags: &mut Vec<Diagnostic>) {
+    let mut lines = text.lines().enumerate();
+    while let Some((i, line)) = lines.next() {
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let trimmed = trimmed.strip_prefix("export ").unwrap_or(trimmed);
+        let Some((key, rest)) = trimmed.split_once('=') else {
+            diags.push(diag(path, Some(i + 1), format!("expected KEY=value, found `{trimmed}`")));
+            continue;
+        };
+        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            diags.push(diag(path, Some(i + 1), format!("invalid variable name `{key}`")));
+            continue;
+        }
+        // A quoted value may span lines.
+        let mut raw = rest.to_owned();
+        if let Some(q) = raw.chars().next().filter(|c| *c == '"' || *c == '\'') {
+            while raw.len() < 2 || !raw.trim_end().ends_with(q) {
+                match lines.next() {
+                    Some((_, more)) => {
+                        raw.push('\n');
+                        raw.push_str(more);
+                    }
+                    None => {
+                        diags.push(diag(path, Some(i + 1), format!("unterminated quote in {key}")));
+                        break;
+                    }
+                }
+            }
+        }
+        let (value, expand) = match raw.trim_end() {
+            v if v.len() >= 2 && v.starts_with('\'') && v.ends_with('\'') => (v[1..v.len() - 1].to_owned(), false),
+            v if v.len() >= 2 && v.starts_with('"') && v.ends_with('"') => (v[1..v.len() - 1].to_owned(), true),
+            v => (v.split('#').next().unwrap_or("").trim().to_owned(), true),
+        };
+        let value = if expand { expand_vars(&value, vars) } else { value };
+        let is_expand_var = vars.get("USE_EXPAND").is_some_and(|g| g.split_whitespace().any(|g| g == key));
+        if INCREMENTAL.contains(&key) || is_expand_var {
+            let prefix = if is_expand_var { format!("{}_", key.to_ascii_lowercase()) } else { String::new() };
+            let mut cur: Vec<String> = vars.get(key).map(|v| v.split_whitespace().map(str::to_owned).collect()).unwrap_or_default();
+            for w in value.split_whitespace() {
+                if w == "-*" {
+                    for old in cur.drain(..) {
+                        removed.insert(format!("{prefix}{old}"));
+                    }
+                } else if let Some(neg) = w.strip_prefix('-') {
+                    cur.retain(|x| x != neg);
+                    if key == "USE" || is_expand_var {
+                        removed.insert(format!("{prefix}{neg}"));
+                    }
+                } else if !cur.iter().any(|x| x == w) {
+                    cur.push(w.to_owned());
+                }
+            }
+            vars.insert(key.to_owned(), cur.join(" "));
+        } else {
+            vars.insert(key.to_owned(), value);
+        }
+    }
+}
+
+/// `${VAR}` and `$VAR` from the variables read so far (unknown ones are empty).
+fn expand_vars(s: &str, vars: &BTreeMap<String, String>) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + 1..];
+        let (name, tail) = if let Some(inner) = after.strip_prefix('{') {
+            match inner.find('}') {
+                Some(end) => (&inner[..end], &inner[end + 1..]),
+                None => (inner, ""),
+            }
+        } else {
+            let end = after.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(after.len());
+            (&after[..end], &after[end..])
+        };
+        out.push_str(vars.get(name).map_or("", String::as_str));
+        rest = tail;
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes a profile tree (`path: content` per file) and renders what [`Profile::read`]
+    /// makes of the leaf `leaf`, probing `flags` of `cpv`.
+    fn check(files: &[(&str, &str)], leaf: &str, cpv: &str, flags: &[&str], expected: &str) {
+        let dir = std::env::temp_dir().join(format!("gah-profile-test-{}-{}", std::process::id(), leaf.replace('/', "_")));
+        let _ = std::fs::remove_dir_all(&dir);
+        for (path, content) in files {
+            let p = dir.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, content).unwrap();
+        }
+        let (p, diags) = Profile::read(&dir.join(leaf));
+        let mut got = format!("implicit: {}\n", p.implicit_on.iter().cloned().collect::<Vec<_>>().join(" "));
+        for f in flags {
+            let pin = match p.pinned(cpv, f) {
+                Some(true) => "forced",
+                Some(false) => "masked",
+                None => "free",
+            };
+            got.push_str(&format!("{f}: {pin}, default {}\n", if p.default_value(f, false) { "on" } else { "off" }));
+        }
+        for d in diags {
+            let rel = d.path.strip_prefix(std::fs::canonicalize(&dir).unwrap()).unwrap_or(&d.path).display().to_string();
+            got.push_str(&format!("{rel}:{:?}: {}\n", d.line, d.message));
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(got.trim_end(), expected.trim());
+    }
+
+    #[test]
+    fn stacking_masks_forces_and_use_expand() {
+        let base_defaults = "ARCH=\"amd64\"\nUSE_EXPAND=\"PYTHON_TARGETS ELIBC KERNEL\"\nUSE_EXPAND_IMPLICIT=\"ARCH ELIBC KERNEL\"\n\
+USE_EXPAND_UNPREFIXED=\"ARCH\"\nUSE_EXPAND_VALUES_ARCH=\"amd64 arm64\"\nUSE_EXPAND_VALUES_ELIBC=\"glibc musl\"\n\
+USE_EXPAND_VALUES_KERNEL=\"linux\"\nIUSE_IMPLICIT=\"prefix test\"\nELIBC=\"glibc\"\nKERNEL=\"linux\"\n\
+PYTHON_TARGETS=\"python3_11 python3_12\"\nUSE=\"ssl nls\"\n";
+        let files = [
+            ("base/make.defaults", base_defaults),
+            ("base/use.mask", "# comment\nprefix\npython_targets_python3_10\n"),
+            ("base/package.use.mask", ">=dev-libs/foo-2 ssl\n"),
+            ("arch/amd64/parent", "../../base\n"),
+            ("arch/amd64/use.force", "sse2\n"),
+            ("arch/amd64/make.defaults", "PYTHON_TARGETS=\"-python3_11 python3_13\"\nUSE=\"${USE} -nls X\"\n"),
+            ("leaf/parent", "../arch/amd64\n# a comment\ngentoo:targets/desktop\n"),
+            ("leaf/use.mask", "-python_targets_python3_10\n"),
+            ("leaf/package.use.force", "dev-libs/foo -sse2 gtk\n"),
+        ];
+        check(
+            &files,
+            "leaf",
+            "dev-libs/foo-2.1",
+            &["ssl", "sse2", "gtk", "nls", "X", "python_targets_python3_10", "python_targets_python3_11", "python_targets_python3_13"],
+            "
+implicit: amd64 elibc_glibc kernel_linux
+ssl: masked, default on
+sse2: free, default off
+gtk: forced, default off
+nls: free, default off
+X: free, default on
+python_targets_python3_10: free, default off
+python_targets_python3_11: free, default off
+python_targets_python3_13: free, default on
+leaf/parent:Some(3): `gentoo:targets/desktop`: repo:path parents are not supported
+",
+        );
+        check(&files, "leaf", "dev-libs/foo-1", &["ssl", "sse2", "gtk"], "
+implicit: amd64 elibc_glibc kernel_linux
+ssl: free, default on
+sse2: forced, default off
+gtk: free, default off
+leaf/parent:Some(3): `gentoo:targets/desktop`: repo:path parents are not supported
+");
+    }
+
+    #[test]
+    fn broken_lines_are_diagnosed() {
+        check(
+            &[("p/make.defaults", "USE=\"a\nb\"\nnonsense\nbad-key=1\n"), ("p/package.use.mask", "notanatom x\n"), ("p/parent", "p\n")],
+            "p",
+            "c/p-1",
+            &["a", "b"],
+            "
+implicit: a b
+a: free, default on
+b: free, default on
+p/parent:None: cannot read profile: No such file or directory (os error 2)
+make.defaults:Some(3): expected KEY=value, found `nonsense`
+make.defaults:Some(4): invalid variable name `bad-key`
+package.use.mask:Some(1): `notanatom` is not a package atom
+",
+        );
+    }
+
+    #[test]
+    fn guest_profile_matches_the_builtin_default() {
+        let guest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../vm-images/portage/etc-portage/make.profile");
+        let (p, diags) = Profile::read(&guest);
+        assert!(diags.is_empty(), "{diags:?}");
+        for f in ["amd64", "kernel_linux", "elibc_glibc"] {
+            assert!(p.implicit(f), "{f}");
+        }
+        assert!(!p.implicit("x86") && !p.implicit("prefix"));
     }
 }

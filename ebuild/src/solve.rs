@@ -69,10 +69,10 @@ impl<'e> Space<'e> {
     /// The space of `ebuild` under `profile`.
     pub fn new(ebuild: &'e Ebuild, profile: &'e Profile) -> Space<'e> {
         let vars: Vec<String> = ebuild.iuse.iter().map(|f| f.name.clone()).filter(|f| f != "test").collect();
-        let cp = gah_core::job::split_cpv(&ebuild.cpv).map_or(ebuild.cpv.as_str(), |(cp, _)| cp);
-        let pinned: Vec<Option<bool>> = vars.iter().map(|f| profile.pinned(cp, f)).collect();
+        let pinned: Vec<Option<bool>> = vars.iter().map(|f| profile.pinned(&ebuild.cpv, f)).collect();
         let index: HashMap<String, usize> = vars.iter().enumerate().map(|(i, f)| (f.clone(), i)).collect();
-        let defaults = ebuild.iuse.iter().filter(|f| f.name != "test").map(|f| f.default_on()).collect();
+        // The profile's USE (make.defaults, USE_EXPAND variables) overrides IUSE defaults.
+        let defaults = ebuild.iuse.iter().filter(|f| f.name != "test").map(|f| profile.default_value(&f.name, f.default_on())).collect();
 
         let test = if !ebuild.has_iuse("test") {
             TestRule::Absent
@@ -150,7 +150,7 @@ impl<'e> Space<'e> {
         self.test
     }
 
-    /// The IUSE defaults (`+flag` on, everything else off).
+    /// The default configuration: IUSE defaults (`+flag` on) overridden by the profile's USE.
     pub fn defaults(&self) -> &[bool] {
         &self.defaults
     }

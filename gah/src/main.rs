@@ -1,6 +1,7 @@
 //! `gah`: gentoo@home on one machine: the local pipeline (`gah run`) and the results.
 
 mod layout;
+mod results;
 mod run;
 
 use std::process::ExitCode;
@@ -47,13 +48,16 @@ enum Mode {
         /// Covering strength: 1 builds every flag value at least once, 2 every pair of values.
         #[arg(long, default_value_t = 1)]
         t: usize,
-    },
-    /// List the stored outcomes.
-    Results {
-        /// JSON lines instead of a table.
+        /// Build every configuration with every compiler (the default builds the default
+        /// configuration with each compiler and the others with one compiler each, in turn).
         #[arg(long)]
-        json: bool,
+        cross_compilers: bool,
+        /// Print the configurations that would run, and stop.
+        #[arg(long)]
+        dry_run: bool,
     },
+    /// What the results database says: list, fails, matrix, history, changes, blame, bug.
+    Results(results::ResultsArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,10 +66,10 @@ fn main() -> ExitCode {
     ).init();
     let cli = Cli::parse();
     let result = layout::Layout::discover().and_then(|layout| match cli.mode {
-        Mode::Run { backend, replicas, only, limit, timeout_secs, t } => {
-            run::run(&layout, &run::RunConfig { backend, replicas: replicas.max(1), only, limit, timeout_secs, t: t.max(1) })
+        Mode::Run { backend, replicas, only, limit, timeout_secs, t, cross_compilers, dry_run } => {
+            run::run(&layout, &run::RunConfig { backend, replicas: replicas.max(1), only, limit, timeout_secs, t: t.max(1), cross_compilers, dry_run })
         }
-        Mode::Results { json } => results(&layout, json),
+        Mode::Results(args) => results::command(args, &layout.db),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -74,24 +78,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn results(layout: &layout::Layout, json: bool) -> anyhow::Result<()> {
-    let db = gah_core::db::Database::open(&layout.db)?;
-    for r in db.outcomes()? {
-        if json {
-            println!(
-                "{}",
-                serde_json::json!({
-                    "wu_name": r.wu_name, "cpv": r.cpv, "use": r.use_flags, "compiler": r.compiler,
-                    "status": r.status, "failed_phase": r.failed_phase, "test_ran": r.test_ran,
-                    "duration_secs": r.duration_secs, "phases": serde_json::from_str::<serde_json::Value>(&r.phases).unwrap_or_default(),
-                    "log": r.log_path,
-                })
-            );
-        } else {
-            println!("{:<28} {:<40} {:<6} {:<13} {:<8} {:>6.0}s {}", r.cpv, r.use_flags, r.compiler, r.status, r.failed_phase.as_deref().unwrap_or("-"), r.duration_secs, r.log_path);
-        }
-    }
-    Ok(())
 }

@@ -30,7 +30,7 @@ INITRD_MODULES="virtio_mmio virtio_blk virtio_console ext4 crc32c_generic"
 PACKAGES=(
   python3 python3-venv
   gcc g++ clang make pkgconf
-  pax-utils autoconf automake libtool m4 dejagnu patch file
+  pax-utils autoconf automake libtool m4 dejagnu patch file libunwind-dev
   bzip2 xz-utils zstd gzip gawk
   busybox
 )

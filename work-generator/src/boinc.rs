@@ -1,8 +1,9 @@
 //! BOINC submission for a stock BOINC server: the input/output templates and a
 //! `create_work.sh` that stages each job file into the download hierarchy
-//! (`bin/dir_hier_path`) and calls `bin/create_work` once per job, with every `rsc_*` and
-//! replication value set explicitly (create_work's defaults, quorum 1 and 7-day deadlines,
-//! are wrong for us).
+//! (`bin/dir_hier_path`) and calls `bin/create_work` once per job, or once per batch with
+//! `--stdin` ([`Submission::stdin_batch`]), with every `rsc_*` and replication value set
+//! explicitly (create_work's defaults, quorum 1 and 7-day deadlines, are wrong for us).
+//! Remote submission (`submit_batch` over HTTP) is in [`crate::remote`].
 //!
 //! The script is written into the queue folder and run by the project's administrator from
 //! the project folder. It is idempotent: a job submitted once leaves `submitted/<job_id>`
@@ -46,6 +47,9 @@ pub struct Submission {
     pub max_total_results: u32,
     /// `max_success_results`.
     pub max_success_results: u32,
+    /// One `create_work --stdin` per group of jobs with the same bounds (a single database
+    /// round trip for the whole batch) instead of one `create_work` per job.
+    pub stdin_batch: bool,
 }
 
 impl Submission {
@@ -63,6 +67,7 @@ impl Submission {
             max_error_results: 4,
             max_total_results: 8,
             max_success_results: 4,
+            stdin_batch: false,
         }
     }
 
@@ -93,14 +98,34 @@ fn sh_quote(s: &str) -> String {
 
 /// The `create_work` command for one job (the job file is staged as `<job_id>.json`).
 pub fn create_work_command(job: &Job, sub: &Submission) -> String {
-    let file = format!("{}.json", job.job_id);
     format!(
-        "bin/create_work --appname {app} --wu_name {name} --wu_template templates/gah_in --result_template templates/gah_out \
---rsc_fpops_est {est:e} --rsc_fpops_bound {bound:e} --rsc_memory_bound {mem:e} --rsc_disk_bound {disk:e} \
---delay_bound {delay} --min_quorum {q} --target_nresults {t} --max_error_results {me} --max_total_results {mt} \
---max_success_results {ms} {file}",
+        "bin/create_work --appname {app} --wu_name {name} {bounds} {file}",
         app = sh_quote(&sub.appname),
         name = sh_quote(&job.job_id),
+        bounds = create_work_bounds(job, sub),
+        file = sh_quote(&format!("{}.json", job.job_id)),
+    )
+}
+
+/// The `create_work --stdin` command for a batch of jobs with `job`'s bounds; each job is
+/// then one stdin line ([`create_work_stdin_line`]).
+pub fn create_work_batch_command(job: &Job, sub: &Submission) -> String {
+    format!("bin/create_work --appname {} {} --stdin", sh_quote(&sub.appname), create_work_bounds(job, sub))
+}
+
+/// One stdin line of `create_work --stdin`: the workunit's name and its input file.
+/// create_work splits these lines on blanks itself (no shell): job ids have none.
+pub fn create_work_stdin_line(job: &Job) -> String {
+    format!("--wu_name {id} {id}.json", id = job.job_id)
+}
+
+/// Templates, every `rsc_*` bound, the deadline and the replication, explicitly.
+fn create_work_bounds(job: &Job, sub: &Submission) -> String {
+    format!(
+        "--wu_template templates/gah_in --result_template templates/gah_out \
+--rsc_fpops_est {est:e} --rsc_fpops_bound {bound:e} --rsc_memory_bound {mem:e} --rsc_disk_bound {disk:e} \
+--delay_bound {delay} --min_quorum {q} --target_nresults {t} --max_error_results {me} --max_total_results {mt} \
+--max_success_results {ms}",
         est = sub.fpops_est(job),
         bound = sub.fpops_bound(job),
         mem = sub.memory_bound,
@@ -111,7 +136,6 @@ pub fn create_work_command(job: &Job, sub: &Submission) -> String {
         me = sub.max_error_results,
         mt = sub.max_total_results,
         ms = sub.max_success_results,
-        file = sh_quote(&file),
     )
 }
 
@@ -161,13 +185,38 @@ done_() {{
         queue = sh_quote(&abs.display().to_string()),
         project = project.replace('"', "\\\""),
     );
-    for job in jobs {
-        let id = sh_quote(&job.job_id);
-        let _ = writeln!(
-            s,
-            "if [ -e \"$QUEUE/submitted/\"{id} ]; then skipped=$((skipped + 1)); else\n    stage {id}\n    {}\n    done_ {id}\nfi",
-            create_work_command(job, sub)
-        );
+    if sub.stdin_batch {
+        // One create_work --stdin per group of equal bounds (jobs differ only in timeout).
+        let mut groups: Vec<(String, Vec<&Job>)> = Vec::new();
+        for job in jobs {
+            let cmd = create_work_batch_command(job, sub);
+            match groups.iter_mut().find(|(c, _)| *c == cmd) {
+                Some((_, g)) => g.push(job),
+                None => groups.push((cmd, vec![job])),
+            }
+        }
+        for (cmd, group) in groups {
+            s.push_str("list=$(mktemp)\nids=\n");
+            for job in group {
+                let id = sh_quote(&job.job_id);
+                let _ = writeln!(
+                    s,
+                    "if [ -e \"$QUEUE/submitted/\"{id} ]; then skipped=$((skipped + 1)); else\n    stage {id}\n    echo {} >> \"$list\"\n    ids=\"$ids {}\"\nfi",
+                    sh_quote(&create_work_stdin_line(job)),
+                    job.job_id
+                );
+            }
+            let _ = writeln!(s, "if [ -s \"$list\" ]; then\n    {cmd} < \"$list\"\n    for id in $ids; do done_ \"$id\"; done\nfi\nrm -f \"$list\"");
+        }
+    } else {
+        for job in jobs {
+            let id = sh_quote(&job.job_id);
+            let _ = writeln!(
+                s,
+                "if [ -e \"$QUEUE/submitted/\"{id} ]; then skipped=$((skipped + 1)); else\n    stage {id}\n    {}\n    done_ {id}\nfi",
+                create_work_command(job, sub)
+            );
+        }
     }
     s.push_str("echo \"create_work.sh: $submitted submitted, $skipped already submitted\"\n");
     let path = dir.join("create_work.sh");

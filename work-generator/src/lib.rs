@@ -3,16 +3,26 @@
 //! - [`plan`]: repositories in ([`load_repos`]), [`Plan`] out ([`plan()`]): for every
 //!   ebuild, its valid USE configurations (from `gah-ebuild`) crossed with the compilers,
 //!   as `gah-core` [`Job`](gah_core::job::Job)s. Pure: writes nothing.
+//! - [`distfiles`]: the hermetic check: a job is issued only when every distfile of it and
+//!   its dependencies is in the mirror with its Manifest's size, SHA512 and BLAKE2B
+//!   ([`plan_with`]); otherwise it is listed as blocked on fetch, the files named.
 //! - [`queue`]: the local queue folder (`pending/<job_id>.json`, written atomically, never
 //!   duplicated) and the failcount rotation in `state.sqlite` ([`Queue`], [`record_result`]
 //!   for the assimilator).
 //! - [`boinc`]: the BOINC side: input/output templates and a `create_work.sh` that stages
-//!   each job with `dir_hier_path` and submits it with every `rsc_*` value explicit.
+//!   each job with `dir_hier_path` and submits it with every `rsc_*` value explicit, one
+//!   `create_work` per job or `--stdin` batches.
+//! - [`remote`]: remote submission, a `submit_batch` request POSTed to the project's
+//!   `submit_rpc_handler.php` (reqwest, blocking, rustls).
+//! - [`daemon`]: keeps N unsent results on the server like BOINC's sample work generator,
+//!   with a pluggable unsent count ([`daemon::UnsentSource`]) and submitter.
 //!
 //! **Invariants:** never emits a configuration that violates `REQUIRED_USE` (the solver and
 //! a final exact check in `gah-ebuild` see to it); never defines its own job format (jobs are
-//! `gah_core::job::Job`, made by `Job::new`); never talks to a BOINC server itself (it writes
-//! what an administrator runs).
+//! `gah_core::job::Job`, made by `Job::new`); talks to a BOINC server only through its
+//! documented interfaces (`bin/create_work`, `bin/dir_hier_path`, the `submit_batch` web
+//! RPC), never its database; never issues a job whose distfiles are not verified when a
+//! mirror is given.
 //!
 //! ```no_run
 //! use gah_core::job::Compiler;
@@ -32,8 +42,11 @@
 #![deny(missing_docs)]
 
 pub mod boinc;
+pub mod daemon;
+pub mod distfiles;
 pub mod plan;
 pub mod queue;
+pub mod remote;
 
-pub use plan::{load_repos, plan, Config, Plan, PlanLine};
+pub use plan::{load_repos, plan, plan_with, Blocked, BlockedLine, Config, Plan, PlanLine};
 pub use queue::{record_result, Queue, Recorded, Zap, MAX_FAILS};

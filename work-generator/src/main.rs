@@ -9,7 +9,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use gah_core::job::Compiler;
 use gah_ebuild::{Profile, Severity, Strategy};
 use gah_workgen::boinc::{write_submission, Submission};
-use gah_workgen::{load_repos, plan, Config, Plan, PlanLine, Queue, Zap};
+use gah_workgen::daemon::{self, CommandCount, DaemonConfig, LocalSubmitter, RemoteSubmitter, Submitter};
+use gah_workgen::distfiles::Mirror;
+use gah_workgen::remote::Remote;
+use gah_workgen::{load_repos, plan_with, BlockedLine, Config, Plan, PlanLine, Queue, Zap};
 
 const LONG_ABOUT: &str = "\
 Generates gentoo@home build jobs from ebuild repositories and keeps the queue of them.
@@ -30,6 +33,15 @@ Examples:
   # Fill a queue folder and write the BOINC submission script:
   gah-workgen generate --repo vm-images/overlay --queue /var/lib/gah/queue --boinc-project ~/projects/gah
   sh /var/lib/gah/queue/create_work.sh      # as the BOINC project's administrator
+
+  # Under a real profile (parents, masks, USE_EXPAND), issuing only jobs whose distfiles
+  # (and their dependencies') are in the mirror with the Manifest's checksums:
+  gah-workgen plan --repo vm-images/overlay --profile vm-images/portage/etc-portage/make.profile \
+      --distfiles .cache/distfiles
+
+  # Keep 100 results unsent on a BOINC server, like its sample work generator:
+  gah-workgen daemon --queue /var/lib/gah/queue --boinc-project ~/projects/gah --keep-unsent 100 \
+      --interval 60 --unsent-cmd 'mysql -N -e \"select count(*) from result where server_state<=2\" gah'
 
   # The rotation: what runs next, what keeps failing, put it back:
   gah-workgen next --queue /var/lib/gah/queue -n 20
@@ -81,6 +93,59 @@ Example:\n  gah-workgen generate --repo vm-images/overlay --queue .cache/queue -
         /// The BOINC application name.
         #[arg(long, default_value = "gah")]
         appname: String,
+        /// Submit with one `create_work --stdin` per batch instead of one create_work per job.
+        #[arg(long)]
+        stdin_batch: bool,
+    },
+    /// List the jobs the last `generate` held back because distfiles are missing or corrupt.
+    Blocked {
+        /// The queue folder.
+        #[arg(long)]
+        queue: PathBuf,
+    },
+    /// Submit the next N unsubmitted jobs of the rotation now (locally or remotely).
+    #[command(long_about = "Submit the next N unsubmitted jobs of the rotation now.\n\n\
+With --boinc-project, each job file is staged with bin/dir_hier_path and the batch goes to one\n\
+`bin/create_work --stdin`. With --remote-url, one submit_batch request is POSTed to\n\
+URL/submit_rpc_handler.php; each job's input is given by URL (--job-url-base + <job_id>.json,\n\
+the queue's pending/ folder published over HTTP) with its size and MD5. The authenticator is\n\
+read from --authenticator-file or GAH_BOINC_AUTHENTICATOR, never from the command line.\n\n\
+Example:\n  gah-workgen submit --queue q -n 50 --remote-url https://gah.example.org/gah/ \\\n      --job-url-base https://gah.example.org/jobs/ --authenticator-file ~/.gah-auth")]
+    Submit {
+        /// The queue folder.
+        #[arg(long)]
+        queue: PathBuf,
+        /// How many jobs.
+        #[arg(short, default_value_t = 10)]
+        n: usize,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Keep N unsent results on the BOINC server (BOINC's sample_work_generator loop).
+    #[command(long_about = "Keep N unsent results on the BOINC server, like BOINC's sample_work_generator:\n\
+each round runs --unsent-cmd (which prints the number of unsent results; on a real project a\n\
+query such as `select count(*) from result where server_state<=2 and appid=...`, as BOINC's\n\
+count_unsent_results does), and when it is below --keep-unsent submits\n\
+ceil((keep - unsent) / target_nresults) new jobs in rotation order, then sleeps --interval.\n\
+Jobs already submitted (submitted/<job_id>) are never submitted again.")]
+    Daemon {
+        /// The queue folder.
+        #[arg(long)]
+        queue: PathBuf,
+        /// Unsent results to keep.
+        #[arg(long)]
+        keep_unsent: u64,
+        /// Seconds between rounds.
+        #[arg(long, default_value_t = 60)]
+        interval: u64,
+        /// A shell command printing the number of unsent results.
+        #[arg(long)]
+        unsent_cmd: String,
+        /// Stop after this many rounds (default: run forever).
+        #[arg(long)]
+        rounds: Option<u64>,
+        #[command(flatten)]
+        target: TargetArgs,
     },
     /// Print the next jobs of the rotation (changed ebuilds, then never tested, then lowest failcount).
     Next {
@@ -124,6 +189,44 @@ Example:\n  gah-workgen generate --repo vm-images/overlay --queue .cache/queue -
     },
 }
 
+/// Where jobs are submitted: a local project folder or a remote project.
+#[derive(Args)]
+struct TargetArgs {
+    /// A local BOINC project folder (bin/create_work, bin/dir_hier_path).
+    #[arg(long, conflicts_with = "remote_url", required_unless_present = "remote_url")]
+    boinc_project: Option<PathBuf>,
+    /// A remote project's URL (with trailing /): submit_batch to its submit_rpc_handler.php.
+    #[arg(long, requires = "job_url_base")]
+    remote_url: Option<String>,
+    /// The URL prefix the queue's pending/<job_id>.json files are served under.
+    #[arg(long)]
+    job_url_base: Option<String>,
+    /// A file holding the job submitter's authenticator (else GAH_BOINC_AUTHENTICATOR).
+    #[arg(long)]
+    authenticator_file: Option<PathBuf>,
+    /// The BOINC application name.
+    #[arg(long, default_value = "gah")]
+    appname: String,
+}
+
+impl TargetArgs {
+    fn submitter(&self, queue: &std::path::Path) -> anyhow::Result<Box<dyn Submitter>> {
+        let sub = Submission { appname: self.appname.clone(), stdin_batch: true, ..Submission::standard() };
+        if let Some(project) = &self.boinc_project {
+            return Ok(Box::new(LocalSubmitter { project: project.clone(), queue: queue.to_owned(), sub }));
+        }
+        let (Some(url), Some(base)) = (&self.remote_url, &self.job_url_base) else {
+            anyhow::bail!("give --boinc-project, or --remote-url with --job-url-base");
+        };
+        let authenticator = match &self.authenticator_file {
+            Some(f) => std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("reading {}: {e}", f.display()))?.trim().to_owned(),
+            None => std::env::var("GAH_BOINC_AUTHENTICATOR").map_err(|_| anyhow::anyhow!("no --authenticator-file and no GAH_BOINC_AUTHENTICATOR"))?,
+        };
+        let remote = Remote { project_url: url.clone(), authenticator, job_url_base: base.clone() };
+        Ok(Box::new(RemoteSubmitter { remote, sub, client: gah_workgen::remote::client()?, batches: Vec::new() }))
+    }
+}
+
 #[derive(Args)]
 struct PlanArgs {
     /// A repository (its metadata/md5-cache is read); repeat for several.
@@ -151,6 +254,18 @@ struct PlanArgs {
     /// Planning threads (default: the machine's cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// A Portage profile folder (its parent stack, make.defaults, use.mask/use.force,
+    /// package.use.mask/package.use.force); default: the built-in amd64/Linux/glibc profile.
+    #[arg(long)]
+    profile: Option<PathBuf>,
+    /// A distfile mirror folder: issue a job only when every distfile of it and its
+    /// dependencies is there with its Manifest's size, SHA512 and BLAKE2B; list the others as
+    /// blocked on fetch.
+    #[arg(long)]
+    distfiles: Option<PathBuf>,
+    /// Keywords that make a dependency visible when resolving it for --distfiles.
+    #[arg(long, default_value = "amd64 ~amd64")]
+    accept_keywords: String,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -166,7 +281,7 @@ enum StrategyArg {
 }
 
 impl PlanArgs {
-    fn config(&self) -> Config {
+    fn config(&self, profile: Profile) -> Config {
         let mut compilers = if self.compilers.is_empty() { Compiler::ALL.to_vec() } else { self.compilers.clone() };
         compilers.dedup();
         Config {
@@ -175,7 +290,7 @@ impl PlanArgs {
                 StrategyArg::Exhaustive => Strategy::Exhaustive { limit: self.limit },
                 StrategyArg::Pairwise => Strategy::Covering { t: self.t, seed: self.seed },
             },
-            profile: Profile::amd64_linux(),
+            profile,
             timeout_secs: self.timeout_secs,
             threads: self.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         }
@@ -185,7 +300,17 @@ impl PlanArgs {
     fn run(&self) -> (Plan, bool) {
         let t0 = std::time::Instant::now();
         let (repos, mut diags) = load_repos(&self.repos);
-        let p = plan(&repos, &self.config());
+        let profile = match &self.profile {
+            Some(path) => {
+                let (p, d) = Profile::read(path);
+                diags.extend(d);
+                p
+            }
+            None => Profile::amd64_linux(),
+        };
+        let keywords: Vec<&str> = self.accept_keywords.split_whitespace().collect();
+        let mirror = self.distfiles.as_ref().map(|d| Mirror::new(d, &keywords));
+        let p = plan_with(&repos, &self.config(profile), mirror.as_ref());
         diags.extend(p.diagnostics.iter().cloned());
         let mut errors = false;
         for d in &diags {
@@ -193,8 +318,13 @@ impl PlanArgs {
             eprintln!("{d}");
         }
         let (e, w) = diags.iter().fold((0, 0), |(e, w), d| if d.severity == Severity::Error { (e + 1, w) } else { (e, w + 1) });
+        for b in &p.blocked {
+            let files: Vec<String> = b.missing.iter().map(|m| format!("{} ({}: {})", m.file, m.needed_by, m.problem)).collect();
+            eprintln!("blocked on fetch: {} {} {}: {}", b.job.cpv, b.job.compiler, b.job.use_flags.summary(), files.join(", "));
+        }
+        let blocked = if self.distfiles.is_some() { format!(", {} blocked on fetch", p.blocked.len()) } else { String::new() };
         eprintln!(
-            "gah-workgen: {} ebuilds ({} with jobs), {} jobs, {e} errors, {w} warnings, {:.2?}",
+            "gah-workgen: {} ebuilds ({} with jobs), {} jobs{blocked}, {e} errors, {w} warnings, {:.2?}",
             p.ebuilds,
             p.ebuilds_planned,
             p.jobs.len(),
@@ -235,23 +365,56 @@ fn run(mode: Mode) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Mode::Generate { plan, queue, boinc_project, appname } => {
+        Mode::Generate { plan, queue, boinc_project, appname, stdin_batch } => {
             let (p, _) = plan.run();
             let mut q = Queue::open(&queue)?;
             let stats = q.add(&p)?;
+            // The blocked listing is rewritten on every run: it is the mirror's state now.
+            let mut listing = Vec::new();
+            for b in &p.blocked {
+                serde_json::to_writer(&mut listing, &BlockedLine::new(b))?;
+                listing.push(b'\n');
+            }
+            gah_workgen::queue::write_atomically(&queue.join("blocked.jsonl"), &listing)?;
             let order = q.next(usize::MAX)?;
-            let sub = Submission { appname, ..Submission::standard() };
+            let sub = Submission { appname, stdin_batch, ..Submission::standard() };
             let script = write_submission(&q, &order, &sub, boinc_project.as_deref())?;
             writeln!(
                 out,
-                "{} new jobs, {} already queued, {} changed ebuilds; {} jobs in rotation\nqueue: {}\nBOINC submission: {}",
+                "{} new jobs, {} already queued, {} changed ebuilds, {} blocked on fetch; {} jobs in rotation\nqueue: {}\nBOINC submission: {}",
                 stats.added,
                 stats.existing,
                 stats.changed,
+                p.blocked.len(),
                 order.len(),
                 queue.display(),
                 script.display()
             )?;
+        }
+        Mode::Blocked { queue } => {
+            let path = queue.join("blocked.jsonl");
+            let text = std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+            out.write_all(text.as_bytes())?;
+        }
+        Mode::Submit { queue, n, target } => {
+            let q = Queue::open(&queue)?;
+            let jobs = q.next_unsubmitted(n)?;
+            if !jobs.is_empty() {
+                target.submitter(&queue)?.submit(&jobs)?;
+                q.mark_submitted(&jobs)?;
+            }
+            writeln!(out, "{} jobs submitted", jobs.len())?;
+        }
+        Mode::Daemon { queue, keep_unsent, interval, unsent_cmd, rounds, target } => {
+            let q = Queue::open(&queue)?;
+            let mut submitter = target.submitter(&queue)?;
+            let cfg = DaemonConfig {
+                keep_unsent,
+                results_per_job: u64::from(Submission::standard().target_nresults),
+                interval: std::time::Duration::from_secs(interval),
+                rounds,
+            };
+            daemon::run(&q, &mut CommandCount(unsent_cmd), submitter.as_mut(), cfg, &mut |line| eprintln!("gah-workgen daemon: {line}"))?;
         }
         Mode::Next { queue, n, ids } => {
             let q = Queue::open(&queue)?;

@@ -7,6 +7,8 @@ use gah_core::job::{Compiler, Job};
 use gah_ebuild::{configurations, read_repository, Diagnostic, Profile, Repository, Severity, Strategy};
 use serde::Serialize;
 
+use crate::distfiles::{Index, Mirror, MissingFile};
+
 /// What a plan is made of. Deliberately no `Default`: every caller says what it wants.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -37,6 +39,36 @@ pub struct Plan {
     pub ebuilds: usize,
     /// Ebuilds with at least one job.
     pub ebuilds_planned: usize,
+    /// Jobs held back by the hermetic check (only with a mirror: [`plan_with`]), with the
+    /// distfiles they lack. They are not in `jobs`.
+    pub blocked: Vec<Blocked>,
+}
+
+/// A job blocked on fetch: some distfile of it or its dependencies is missing from the
+/// mirror or does not match its Manifest.
+#[derive(Debug, Clone)]
+pub struct Blocked {
+    /// The job that would have been issued.
+    pub job: Job,
+    /// What is missing, sorted by (needing ebuild, file).
+    pub missing: Vec<MissingFile>,
+}
+
+/// One line of the `blocked` listing (jsonl): the plan line plus the missing files.
+#[derive(Debug, Serialize)]
+pub struct BlockedLine<'a> {
+    /// The job, as `plan` prints it.
+    #[serde(flatten)]
+    pub job: PlanLine<'a>,
+    /// The distfiles it lacks.
+    pub missing: &'a [MissingFile],
+}
+
+impl<'a> BlockedLine<'a> {
+    /// The line for `b`.
+    pub fn new(b: &'a Blocked) -> BlockedLine<'a> {
+        BlockedLine { job: PlanLine::new(&b.job), missing: &b.missing }
+    }
 }
 
 /// Reads every repository's md5-cache. Never fails: problems are diagnostics.
@@ -54,8 +86,16 @@ pub fn load_repos(paths: &[PathBuf]) -> (Vec<Repository>, Vec<Diagnostic>) {
 /// The jobs for `repos` under `config`: for every ebuild, its valid USE configurations
 /// (never an invalid one) crossed with `config.compilers`.
 pub fn plan(repos: &[Repository], config: &Config) -> Plan {
+    plan_with(repos, config, None)
+}
+
+/// [`plan()`], and with a `mirror`, the hermetic check: a job whose distfiles (its own and
+/// its dependencies', see [`crate::distfiles`]) are not all in the mirror with their
+/// Manifest checksums goes to [`Plan::blocked`] instead of [`Plan::jobs`].
+pub fn plan_with(repos: &[Repository], config: &Config, mirror: Option<&Mirror>) -> Plan {
     let mut out = Plan::default();
-    for repo in repos {
+    let index = mirror.map(|_| Index::new(repos));
+    for (ri, repo) in repos.iter().enumerate() {
         let per_ebuild = map_parallel(&repo.ebuilds, config.threads.max(1), |e| configurations(e, &config.profile, config.strategy));
         for (ebuild, (uses, notes)) in repo.ebuilds.iter().zip(per_ebuild) {
             out.ebuilds += 1;
@@ -69,8 +109,18 @@ pub fn plan(repos: &[Repository], config: &Config) -> Plan {
             out.ebuilds_planned += 1;
             out.ebuild_md5.insert((repo.name.clone(), ebuild.cpv.clone()), ebuild.md5.clone());
             for u in uses {
+                // The compiler does not change what is fetched: one check per configuration.
+                let missing = match (mirror, &index) {
+                    (Some(m), Some(ix)) => ix.blockers(m, &config.profile, ri, ebuild, &u),
+                    _ => Vec::new(),
+                };
                 for &c in &config.compilers {
-                    out.jobs.push(Job::new(&repo.name, &ebuild.cpv, u.clone(), c, config.timeout_secs));
+                    let job = Job::new(&repo.name, &ebuild.cpv, u.clone(), c, config.timeout_secs);
+                    if missing.is_empty() {
+                        out.jobs.push(job);
+                    } else {
+                        out.blocked.push(Blocked { job, missing: missing.clone() });
+                    }
                 }
             }
         }

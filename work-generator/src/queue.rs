@@ -209,6 +209,35 @@ impl Queue {
         Ok(out)
     }
 
+    /// The next `n` jobs of the rotation that have not been submitted to BOINC yet (no
+    /// `submitted/<job_id>` marker, the one `create_work.sh` also writes and skips).
+    pub fn next_unsubmitted(&self, n: usize) -> anyhow::Result<Vec<Job>> {
+        let mut out = Vec::new();
+        for cell in self.cells(false)? {
+            if out.len() == n {
+                break;
+            }
+            if self.dir.join("submitted").join(&cell.job_id).exists() {
+                continue;
+            }
+            let path = self.job_path(&cell.job_id);
+            let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            out.push(Job::from_json(&bytes).with_context(|| format!("parsing {}", path.display()))?);
+        }
+        Ok(out)
+    }
+
+    /// Records that `jobs` were submitted (their `submitted/<job_id>` markers).
+    pub fn mark_submitted(&self, jobs: &[Job]) -> anyhow::Result<()> {
+        let dir = self.dir.join("submitted");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        for j in jobs {
+            let p = dir.join(&j.job_id);
+            std::fs::write(&p, b"").with_context(|| format!("writing {}", p.display()))?;
+        }
+        Ok(())
+    }
+
     /// Cells with a nonzero failcount, highest first.
     pub fn fails(&self) -> anyhow::Result<Vec<Cell>> {
         let mut cells: Vec<Cell> = self.cells(true)?.into_iter().filter(|c| c.failcount > 0).collect();

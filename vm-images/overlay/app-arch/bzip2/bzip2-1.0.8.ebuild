@@ -16,6 +16,8 @@ LICENSE="BZIP2"
 SLOT="0/1"
 KEYWORDS="amd64"
 IUSE="jemalloc static-libs fixture-compile-error fixture-test-failure"
+# The fixtures are exercised one at a time: a compile error would hide the test failure.
+REQUIRED_USE="?? ( fixture-compile-error fixture-test-failure )"
 
 # USE=jemalloc links the bzip2 programs against dev-libs/jemalloc (the
 # library is linked in, so it is a build- and a run-time dependency).  This

@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Lays out a gentoo@home BOINC app version.
+#
+#   scripts/package-app-version.sh [options] OUTDIR
+#
+# OUTDIR gets the anonymous-platform folder, ready to be the contents of a client's
+# projects/<project folder>/: gah-app (main program), gah-agent, libboinc_api.so.7,
+# libboinc.so.7, the guest image files named by content (vmlinux-<sha>, initramfs-<sha>.cpio.gz,
+# rootfs-<sha>.ext4) and app_info.xml (from templates/app_info.xml).
+#
+# Options:
+#   --bin DIR          where gah-app and gah-agent are          [target/release]
+#   --image DIR        the guest image (vmlinux, initramfs.cpio.gz, rootfs.ext4) [.cache/images/test]
+#   --version-num N    app version number                       [100]
+#   --plan-class NAME  plan class (see templates/plan_class_spec.xml) [vm]
+#   --avg-ncpus N      CPUs the client budgets for a task        [1]
+#   --cmdline ARGS     arguments the client passes to gah-app    [--backend vm]
+#   --link             hard-link the big files instead of copying (same file system; tests)
+#   --download DIR     also write the files for a server-sent app version: each file gzipped
+#                      as DIR/<name>.gz (the client gunzips <gzipped_url> downloads) and
+#                      DIR/file_infos.xml with name, nbytes, md5_cksum, gzipped_nbytes
+#                      (@DOWNLOAD_URL@ is the placeholder for the download server's URL)
+set -euo pipefail
+shopt -u patsub_replacement 2>/dev/null || true  # bash 5.2: '&' in ${x//p/r} is literal
+root="$(cd "$(dirname "$0")/.." && pwd)"
+bin="$root/target/release"
+image="$root/.cache/images/test"
+version_num=100
+plan_class=vm
+avg_ncpus=1
+cmdline="--backend vm"
+link=0
+download=""
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --bin) bin="$2"; shift 2 ;;
+    --image) image="$2"; shift 2 ;;
+    --version-num) version_num="$2"; shift 2 ;;
+    --plan-class) plan_class="$2"; shift 2 ;;
+    --avg-ncpus) avg_ncpus="$2"; shift 2 ;;
+    --cmdline) cmdline="$2"; shift 2 ;;
+    --link) link=1; shift ;;
+    --download) download="$2"; shift 2 ;;
+    -h|--help) usage ;;
+    -*) echo "package-app-version: unknown option $1" >&2; usage ;;
+    *) break ;;
+  esac
+done
+[ $# -eq 1 ] || usage
+out="$1"
+die() { echo "package-app-version: $*" >&2; exit 1; }
+for f in "$bin/gah-app" "$bin/gah-agent" "$image/vmlinux" "$image/initramfs.cpio.gz" "$image/rootfs.ext4"; do
+  [ -f "$f" ] || die "$f is missing (cargo build --release; scripts/setup.sh builds the image)"
+done
+mkdir -p "$out"
+
+# put SRC NAME [exec]: copy (or hard-link) SRC to OUTDIR/NAME, replacing what was there.
+put() {
+  local src dst
+  src="$(readlink -f "$1")"; dst="$out/$2"
+  rm -f "$dst"
+  if [ "$link" = 1 ] && ln "$src" "$dst" 2>/dev/null; then
+    # A hard link shares the mode with its source: only check it.
+    if [ "${3:-}" = exec ] && [ ! -x "$dst" ]; then die "$src is not executable"; fi
+  else
+    cp "$src" "$dst.tmp" && mv "$dst.tmp" "$dst"
+    if [ "${3:-}" = exec ]; then chmod 0755 "$dst"; else chmod 0644 "$dst"; fi
+  fi
+}
+# The BOINC libraries gah-app links (it finds them beside itself: rpath $ORIGIN, and the
+# client also puts the project folder first on LD_LIBRARY_PATH).
+lib_of() {
+  local p
+  p="$(ldd "$bin/gah-app" | awk -v l="$1" '$1 == l { print $3 }')"
+  [ -n "$p" ] && [ -f "$p" ] || die "gah-app does not link $1 (ldd: $(ldd "$bin/gah-app" | tr '\n' ' '))"
+  echo "$p"
+}
+# sha256 (first 16 hex digits), cached by path, size and mtime: the root disk is GBs.
+hash_cache="$root/.cache/package-app-version.hashes"
+hash_of() {
+  local key h
+  key="$(readlink -f "$1") $(stat -L -c '%s %Y' "$1")"
+  h="$(awk -v k="$key" 'substr($0, 1, length(k)) == k && length($0) == length(k) + 17 { print substr($0, length(k) + 2) }' "$hash_cache" 2>/dev/null | tail -n1)"
+  if [ -z "$h" ]; then
+    h="$(sha256sum "$1" | cut -c1-16)"
+    mkdir -p "$(dirname "$hash_cache")" && echo "$key $h" >> "$hash_cache" || true
+  fi
+  echo "$h"
+}
+
+put "$bin/gah-app" gah-app exec
+put "$bin/gah-agent" gah-agent exec
+put "$(lib_of libboinc_api.so.7)" libboinc_api.so.7
+put "$(lib_of libboinc.so.7)" libboinc.so.7
+kernel="vmlinux-$(hash_of "$image/vmlinux")"
+initramfs="initramfs-$(hash_of "$image/initramfs.cpio.gz").cpio.gz"
+rootfs="rootfs-$(hash_of "$image/rootfs.ext4").ext4"
+# Drop image files of other contents left by an earlier run.
+find "$out" -maxdepth 1 \( -name 'vmlinux-*' -o -name 'initramfs-*.cpio.gz' -o -name 'rootfs-*.ext4' \) \
+  ! -name "$kernel" ! -name "$initramfs" ! -name "$rootfs" -delete
+[ -f "$out/$kernel" ] || put "$image/vmlinux" "$kernel"
+[ -f "$out/$initramfs" ] || put "$image/initramfs.cpio.gz" "$initramfs"
+[ -f "$out/$rootfs" ] || put "$image/rootfs.ext4" "$rootfs"
+
+xml_escape() { local s="$1"; s="${s//&/&amp;}"; s="${s//</&lt;}"; s="${s//>/&gt;}"; printf '%s' "$s"; }
+t="$(cat "$root/templates/app_info.xml")"
+t="${t//@KERNEL@/$kernel}"
+t="${t//@INITRAMFS@/$initramfs}"
+t="${t//@ROOTFS@/$rootfs}"
+t="${t//@VERSION_NUM@/$version_num}"
+t="${t//@PLAN_CLASS@/$(xml_escape "$plan_class")}"
+t="${t//@AVG_NCPUS@/$avg_ncpus}"
+t="${t//@CMDLINE@/$(xml_escape "$cmdline")}"
+printf '%s\n' "$t" > "$out/app_info.xml.tmp"
+mv "$out/app_info.xml.tmp" "$out/app_info.xml"
+
+if [ -n "$download" ]; then
+  mkdir -p "$download"
+  {
+    echo "<!-- file_infos of app version $version_num ($plan_class); replace @DOWNLOAD_URL@ -->"
+    for name in gah-app gah-agent libboinc_api.so.7 libboinc.so.7 "$kernel" "$initramfs" "$rootfs"; do
+      f="$out/$name"
+      [ -f "$download/$name.gz" ] || { gzip -6 -n -c "$f" > "$download/$name.gz.tmp" && mv "$download/$name.gz.tmp" "$download/$name.gz"; }
+      exec_tag=""; case "$name" in gah-app|gah-agent) exec_tag="    <executable/>"$'\n' ;; esac
+      printf '<file_info>\n    <name>%s</name>\n    <gzipped_url>@DOWNLOAD_URL@/%s.gz</gzipped_url>\n    <nbytes>%s</nbytes>\n    <md5_cksum>%s</md5_cksum>\n    <gzipped_nbytes>%s</gzipped_nbytes>\n%s</file_info>\n' \
+        "$name" "$name" "$(stat -c %s "$f")" "$(md5sum "$f" | cut -d' ' -f1)" "$(stat -c %s "$download/$name.gz")" "$exec_tag"
+    done
+  } > "$download/file_infos.xml"
+fi
+echo "package-app-version: $out (app version $version_num, plan class $plan_class, $kernel, $initramfs, $rootfs)"

@@ -1,0 +1,772 @@
+//! The project side: one HTTP server on 127.0.0.1 playing BOINC's master page, scheduler
+//! (`cgi`), download server and `file_upload_handler`, plus a tiny transitioner, validator
+//! and assimilator that call gentoo@home's own (`gah_validator`, `gah_assimilator`).
+//!
+//! URLs (PORT from [`Harness::port`]):
+//! - `http://127.0.0.1:PORT/gah/` master page, naming the scheduler both ways BOINC reads
+//!   (`<scheduler>` and `<link rel="boinc_scheduler">`);
+//! - `POST /gah_cgi/cgi` scheduler RPC;
+//! - `POST /gah_cgi/file_upload_handler` upload handler (`get_file_size`, `file_upload`);
+//! - `GET /gah/download/NAME` input files (with `Range: bytes=N-`).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use gah_core::db::Database;
+use gah_core::job::Job;
+use md5::{Digest, Md5};
+
+use crate::xml::{self, esc, ReportedResult, SchedulerRequest};
+
+/// Client result states (BOINC `common_defs.h`).
+pub mod client_state {
+    /// The app failed.
+    pub const COMPUTE_ERROR: i64 = 3;
+    /// Output uploaded: a success from the client's side.
+    pub const FILES_UPLOADED: i64 = 5;
+    /// Aborted (by the user, the client or the project).
+    pub const ABORTED: i64 = 6;
+    /// An upload failed for good.
+    pub const UPLOAD_FAILED: i64 = 7;
+}
+
+/// BOINC's `WU_ERROR_TOO_MANY_ERROR_RESULTS`, the error mask of a workunit given up.
+pub const WU_ERROR_TOO_MANY_ERROR_RESULTS: i64 = 2;
+
+/// How the harness presents itself.
+#[derive(Debug, Clone)]
+pub struct HarnessConfig {
+    /// Where served inputs (`download/`), uploads (`upload/`) and the results database
+    /// (`results/results.sqlite`) live.
+    pub state_dir: PathBuf,
+    /// TCP port on 127.0.0.1; 0 picks a free one.
+    pub port: u16,
+    /// `<project_name>`.
+    pub project_name: String,
+    /// The account's authenticator; requests with another one get an error message.
+    pub authenticator: String,
+    /// The BOINC app name.
+    pub app_name: String,
+    /// `<request_delay>` in replies, seconds.
+    pub request_delay_secs: f64,
+}
+
+impl HarnessConfig {
+    /// Defaults for app `gah` with state under `state_dir`.
+    pub fn new(state_dir: &Path) -> HarnessConfig {
+        HarnessConfig {
+            state_dir: state_dir.to_path_buf(),
+            port: 0,
+            project_name: "gentoo@home test harness".into(),
+            authenticator: "gah-harness-authenticator".into(),
+            app_name: "gah".into(),
+            request_delay_secs: 5.0,
+        }
+    }
+}
+
+/// One workunit to hand out, with BOINC's knobs (`create_work`'s, set explicitly).
+#[derive(Debug, Clone)]
+pub struct WorkunitSpec {
+    /// Workunit name.
+    pub name: String,
+    /// Its `job.json` (sent as input `job.json`).
+    pub job: Job,
+    /// Further inputs: (open name, local file), e.g. `("repo.tar", path)`.
+    pub inputs: Vec<(String, PathBuf)>,
+    /// `<command_line>` (appended to the app version's `<cmdline>`); empty for none.
+    pub command_line: String,
+    /// `rsc_fpops_est`.
+    pub fpops_est: f64,
+    /// `rsc_fpops_bound` (the client's time limit is bound / host flops).
+    pub fpops_bound: f64,
+    /// `rsc_memory_bound`, bytes.
+    pub memory_bound: f64,
+    /// `rsc_disk_bound`, bytes.
+    pub disk_bound: f64,
+    /// Seconds from sending to the report deadline.
+    pub delay_bound_secs: u64,
+    /// Valid results needed before assimilation.
+    pub min_quorum: u32,
+    /// Replicas created up front.
+    pub target_nresults: u32,
+    /// Error results after which the workunit fails as a whole.
+    pub max_error_results: u32,
+    /// Results ever created, at most.
+    pub max_total_results: u32,
+    /// `max_nbytes` of the output file.
+    pub max_output_bytes: u64,
+}
+
+impl WorkunitSpec {
+    /// One replica, quorum 1, generous bounds.
+    pub fn new(name: &str, job: Job) -> WorkunitSpec {
+        WorkunitSpec {
+            name: name.into(),
+            job,
+            inputs: Vec::new(),
+            command_line: String::new(),
+            fpops_est: 3.6e12,
+            fpops_bound: 1e17,
+            memory_bound: 1e9,
+            disk_bound: 2e10,
+            delay_bound_secs: 86_400,
+            min_quorum: 1,
+            target_nresults: 1,
+            max_error_results: 1,
+            max_total_results: 2,
+            max_output_bytes: 16_000_000,
+        }
+    }
+}
+
+/// What happened to a workunit on the server's side.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WuOutcome {
+    /// Waiting for results.
+    Pending,
+    /// The canonical result is in the results database (the assimilator's words).
+    Assimilated {
+        /// The canonical result's name.
+        canonical: String,
+        /// `gah_assimilator`'s summary ("stored", "quarantined: ...").
+        detail: String,
+    },
+    /// Too many errors: recorded as an infrastructure failure.
+    Failed {
+        /// Why.
+        detail: String,
+    },
+}
+
+/// One served file.
+#[derive(Debug, Clone)]
+struct Served {
+    physical: String,
+    open_name: String,
+    nbytes: u64,
+    md5: String,
+}
+
+#[derive(Debug, Clone)]
+struct Wu {
+    id: i64,
+    spec: WorkunitSpec,
+    inputs: Vec<Served>,
+    results: Vec<String>,
+    outcome: WuOutcome,
+}
+
+#[derive(Debug, Clone)]
+struct ResultRec {
+    name: String,
+    wu: String,
+    output: String,
+    sent: Option<f64>,
+    report: Option<ReportedResult>,
+    /// "valid", "invalid: ...", "retry: ...", "error: ...".
+    verdict: Option<String>,
+}
+
+/// Everything the harness saw, for tests to wait on and assert.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Scheduler RPCs answered.
+    pub scheduler_rpcs: u32,
+    /// Master page fetches.
+    pub master_fetches: u32,
+    /// Results sent to the client.
+    pub sent: Vec<String>,
+    /// Results reported back, in order.
+    pub reports: Vec<ReportedResult>,
+    /// Completed uploads: (file name, bytes).
+    pub uploads: Vec<(String, u64)>,
+    /// Validator verdicts per result.
+    pub verdicts: BTreeMap<String, String>,
+    /// Per workunit.
+    pub workunits: BTreeMap<String, WuOutcome>,
+    /// A line per request and decision.
+    pub log: Vec<String>,
+}
+
+impl Snapshot {
+    /// The workunit's outcome, `Pending` when unknown.
+    pub fn outcome(&self, wu: &str) -> WuOutcome {
+        self.workunits.get(wu).cloned().unwrap_or(WuOutcome::Pending)
+    }
+
+    /// The report of `result`, if any.
+    pub fn report(&self, result: &str) -> Option<&ReportedResult> {
+        self.reports.iter().find(|r| r.name == result)
+    }
+}
+
+struct State {
+    config: HarnessConfig,
+    base_url: String,
+    wus: BTreeMap<String, Wu>,
+    results: BTreeMap<String, ResultRec>,
+    snap: Snapshot,
+    next_wu_id: i64,
+}
+
+/// The running harness; stops its server thread on drop.
+pub struct Harness {
+    state: Arc<Mutex<State>>,
+    port: u16,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    config: HarnessConfig,
+}
+
+impl Harness {
+    /// Binds 127.0.0.1 and starts serving.
+    pub fn start(config: HarnessConfig) -> anyhow::Result<Harness> {
+        for d in ["download", "upload", "results"] {
+            fs::create_dir_all(config.state_dir.join(d)).with_context(|| format!("create {}", config.state_dir.join(d).display()))?;
+        }
+        let server = tiny_http::Server::http(("127.0.0.1", config.port)).map_err(|e| anyhow::anyhow!("bind 127.0.0.1:{}: {e}", config.port))?;
+        let port = server.server_addr().to_ip().context("server address")?.port();
+        let base_url = format!("http://127.0.0.1:{port}");
+        let state = Arc::new(Mutex::new(State {
+            config: config.clone(),
+            base_url,
+            wus: BTreeMap::new(),
+            results: BTreeMap::new(),
+            snap: Snapshot::default(),
+            next_wu_id: 1,
+        }));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let state = state.clone();
+            let stop = stop.clone();
+            std::thread::Builder::new().name("gah-boinc-harness".into()).spawn(move || serve(server, state, stop))?
+        };
+        Ok(Harness { state, port, stop, thread: Some(thread), config })
+    }
+
+    /// The TCP port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The master URL the client attaches to (with BOINC's trailing slash).
+    pub fn master_url(&self) -> String {
+        format!("http://127.0.0.1:{}/gah/", self.port)
+    }
+
+    /// The scheduler URL the master page names.
+    pub fn scheduler_url(&self) -> String {
+        format!("http://127.0.0.1:{}/gah_cgi/cgi", self.port)
+    }
+
+    /// The project's folder name under the client's `projects/` (BOINC's
+    /// `escape_project_url`: scheme dropped, other characters than `[A-Za-z0-9._-]` → `_`,
+    /// one trailing `_` removed).
+    pub fn project_dir_name(&self) -> String {
+        project_dir_name(&self.master_url())
+    }
+
+    /// The authenticator the account file must carry.
+    pub fn authenticator(&self) -> &str {
+        &self.config.authenticator
+    }
+
+    /// The results database the assimilator writes.
+    pub fn results_db(&self) -> PathBuf {
+        self.config.state_dir.join("results/results.sqlite")
+    }
+
+    /// Where uploads land.
+    pub fn upload_dir(&self) -> PathBuf {
+        self.config.state_dir.join("upload")
+    }
+
+    /// Queues a workunit and its `target_nresults` results; returns the result names.
+    pub fn add_workunit(&self, spec: WorkunitSpec) -> anyhow::Result<Vec<String>> {
+        let download = self.config.state_dir.join("download");
+        let mut inputs = vec![serve_bytes(&download, "job.json", &spec.job.to_json())?];
+        for (open_name, path) in &spec.inputs {
+            let bytes = fs::read(path).with_context(|| format!("read input {}", path.display()))?;
+            inputs.push(serve_bytes(&download, open_name, &bytes)?);
+        }
+        let mut st = self.state.lock().unwrap();
+        if st.wus.contains_key(&spec.name) {
+            bail!("workunit {} exists", spec.name);
+        }
+        let id = st.next_wu_id;
+        st.next_wu_id += 1;
+        let name = spec.name.clone();
+        let n = spec.target_nresults.max(1);
+        st.wus.insert(name.clone(), Wu { id, spec, inputs, results: Vec::new(), outcome: WuOutcome::Pending });
+        st.snap.workunits.insert(name.clone(), WuOutcome::Pending);
+        let mut names = Vec::new();
+        for _ in 0..n {
+            names.push(st.new_result(&name));
+        }
+        st.log(format!("workunit {name} (id {id}) queued with results {names:?}"));
+        Ok(names)
+    }
+
+    /// A copy of what the harness saw so far.
+    pub fn snapshot(&self) -> Snapshot {
+        self.state.lock().unwrap().snap.clone()
+    }
+
+    /// Waits (polling every 0.5 s) until `done` holds, at most `timeout`; `Err` with the
+    /// harness log on time-out.
+    pub fn wait_until(&self, timeout: Duration, mut done: impl FnMut(&Snapshot) -> bool) -> anyhow::Result<Snapshot> {
+        let start = Instant::now();
+        loop {
+            let snap = self.snapshot();
+            if done(&snap) {
+                return Ok(snap);
+            }
+            if start.elapsed() > timeout {
+                bail!("harness: condition not met after {:?}; log:\n{}", timeout, snap.log.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// BOINC's project folder name for a master URL.
+pub fn project_dir_name(master_url: &str) -> String {
+    let rest = master_url.split_once("://").map(|(_, r)| r).unwrap_or(master_url);
+    let mut out: String = rest.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' }).collect();
+    if out.ends_with('_') {
+        out.pop();
+    }
+    out
+}
+
+fn serve_bytes(download: &Path, open_name: &str, bytes: &[u8]) -> anyhow::Result<Served> {
+    use sha2::Sha256;
+    let sha = hex::encode(Sha256::digest(bytes));
+    // Content-addressed, like a real project's download hierarchy would be.
+    let physical = format!("gah_{}_{}", &sha[..16], open_name);
+    let path = download.join(&physical);
+    if !path.exists() {
+        let tmp = path.with_extension("tmp");
+        fs::write(&tmp, bytes)?;
+        fs::rename(&tmp, &path)?;
+    }
+    Ok(Served { physical, open_name: open_name.into(), nbytes: bytes.len() as u64, md5: hex::encode(Md5::digest(bytes)) })
+}
+
+fn now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+impl State {
+    fn log(&mut self, line: String) {
+        eprintln!("[harness] {line}");
+        self.snap.log.push(line);
+    }
+
+    fn new_result(&mut self, wu: &str) -> String {
+        let w = self.wus.get_mut(wu).expect("workunit");
+        let name = format!("{}_{}", wu, w.results.len());
+        w.results.push(name.clone());
+        let output = format!("{name}_r0_0");
+        self.results.insert(name.clone(), ResultRec { name: name.clone(), wu: wu.into(), output, sent: None, report: None, verdict: None });
+        name
+    }
+
+    fn scheduler(&mut self, body: &[u8]) -> String {
+        self.snap.scheduler_rpcs += 1;
+        let mut reply = String::from("<scheduler_reply>\n<scheduler_version>720</scheduler_version>\n");
+        let _ = writeln!(reply, "<project_name>{}</project_name>", esc(&self.config.project_name));
+        let _ = writeln!(reply, "<master_url>{}/gah/</master_url>", self.base_url);
+        let req = match xml::parse_scheduler_request(body) {
+            Ok(r) => r,
+            Err(e) => {
+                self.log(format!("scheduler: bad request: {e:#}"));
+                let _ = writeln!(reply, "<message priority=\"notice\">harness: bad request: {}</message>", esc(&format!("{e:#}")));
+                let _ = writeln!(reply, "<request_delay>{}</request_delay>\n</scheduler_reply>", self.config.request_delay_secs);
+                return reply;
+            }
+        };
+        self.log(format!(
+            "scheduler: client {} hostid {} reports {:?} wants work {} (req {} s, {} inst), app versions {:?}, other results {:?}",
+            req.client_version,
+            req.hostid,
+            req.results.iter().map(|r| format!("{} state {} exit {}", r.name, r.state, r.exit_status)).collect::<Vec<_>>(),
+            req.wants_work(),
+            req.work_req_seconds.max(req.cpu_req_secs),
+            req.cpu_req_instances,
+            req.app_versions,
+            req.other_results
+        ));
+        if req.authenticator != self.config.authenticator {
+            let _ = writeln!(reply, "<message priority=\"notice\">harness: unknown authenticator</message>");
+            let _ = writeln!(reply, "<request_delay>{}</request_delay>\n</scheduler_reply>", self.config.request_delay_secs);
+            return reply;
+        }
+        if req.hostid == 0 {
+            reply.push_str("<hostid>1</hostid>\n");
+        }
+        let _ = writeln!(reply, "<request_delay>{}</request_delay>", self.config.request_delay_secs);
+
+        // Reported results: acknowledge every one (also unknown ones, so the client lets go).
+        for r in &req.results {
+            let _ = writeln!(reply, "<result_ack>\n    <name>{}</name>\n</result_ack>", esc(&r.name));
+            self.handle_report(r);
+        }
+
+        if req.wants_work() {
+            self.send_work(&req, &mut reply);
+        }
+        reply.push_str("</scheduler_reply>\n");
+        reply
+    }
+
+    fn send_work(&mut self, req: &SchedulerRequest, reply: &mut String) {
+        let app = self.config.app_name.clone();
+        let Some(av) = req.app_versions.iter().find(|a| a.app_name == app).cloned() else {
+            self.log("scheduler: no anonymous-platform app version for the app: nothing sent".into());
+            let _ = writeln!(reply, "<message priority=\"notice\">harness: only anonymous platform (app_info.xml with app {}) is supported</message>", esc(&app));
+            return;
+        };
+        let Some(result) = self.results.values().find(|r| r.sent.is_none()).map(|r| r.name.clone()) else {
+            let _ = writeln!(reply, "<message priority=\"low\">harness: no work available</message>");
+            return;
+        };
+        let (wu_name, output) = {
+            let r = &self.results[&result];
+            (r.wu.clone(), r.output.clone())
+        };
+        let w = self.wus[&wu_name].clone();
+        let base = self.base_url.clone();
+        let platform = if av.platform.is_empty() { req.platform_name.clone() } else { av.platform.clone() };
+        let _ = writeln!(reply, "<app>\n    <name>{}</name>\n    <user_friendly_name>gentoo@home</user_friendly_name>\n</app>", esc(&app));
+        for f in &w.inputs {
+            let _ = writeln!(
+                reply,
+                "<file_info>\n    <name>{}</name>\n    <url>{base}/gah/download/{}</url>\n    <md5_cksum>{}</md5_cksum>\n    <nbytes>{}</nbytes>\n</file_info>",
+                esc(&f.physical),
+                esc(&f.physical),
+                f.md5,
+                f.nbytes
+            );
+        }
+        let _ = writeln!(
+            reply,
+            "<file_info>\n    <name>{}</name>\n    <generated_locally/>\n    <upload_when_present/>\n    <max_nbytes>{}</max_nbytes>\n    <url>{base}/gah_cgi/file_upload_handler</url>\n</file_info>",
+            esc(&output),
+            w.spec.max_output_bytes
+        );
+        let _ = write!(
+            reply,
+            "<workunit>\n    <name>{}</name>\n    <app_name>{}</app_name>\n    <version_num>{}</version_num>\n",
+            esc(&wu_name),
+            esc(&app),
+            av.version_num
+        );
+        if !w.spec.command_line.is_empty() {
+            let _ = writeln!(reply, "    <command_line>{}</command_line>", esc(&w.spec.command_line));
+        }
+        let _ = writeln!(
+            reply,
+            "    <rsc_fpops_est>{:e}</rsc_fpops_est>\n    <rsc_fpops_bound>{:e}</rsc_fpops_bound>\n    <rsc_memory_bound>{:e}</rsc_memory_bound>\n    <rsc_disk_bound>{:e}</rsc_disk_bound>",
+            w.spec.fpops_est, w.spec.fpops_bound, w.spec.memory_bound, w.spec.disk_bound
+        );
+        for f in &w.inputs {
+            let _ = writeln!(reply, "    <file_ref>\n        <file_name>{}</file_name>\n        <open_name>{}</open_name>\n    </file_ref>", esc(&f.physical), esc(&f.open_name));
+        }
+        reply.push_str("</workunit>\n");
+        let deadline = now() + w.spec.delay_bound_secs as f64;
+        let _ = write!(
+            reply,
+            "<result>\n    <name>{}</name>\n    <wu_name>{}</wu_name>\n    <report_deadline>{deadline:.0}</report_deadline>\n    <platform>{}</platform>\n    <version_num>{}</version_num>\n",
+            esc(&result),
+            esc(&wu_name),
+            esc(&platform),
+            av.version_num
+        );
+        if !av.plan_class.is_empty() {
+            let _ = writeln!(reply, "    <plan_class>{}</plan_class>", esc(&av.plan_class));
+        }
+        let _ = writeln!(reply, "    <file_ref>\n        <file_name>{}</file_name>\n        <open_name>outcome.tar.gz</open_name>\n    </file_ref>\n</result>", esc(&output));
+        self.results.get_mut(&result).expect("result").sent = Some(now());
+        self.snap.sent.push(result.clone());
+        self.log(format!("scheduler: sent {result} of {wu_name} (app version {} {})", av.version_num, av.plan_class));
+    }
+
+    fn handle_report(&mut self, r: &ReportedResult) {
+        self.snap.reports.push(r.clone());
+        let Some(rec) = self.results.get_mut(&r.name) else {
+            self.log(format!("report: unknown result {}", r.name));
+            return;
+        };
+        if rec.report.is_some() {
+            self.log(format!("report: {} reported again", r.name));
+            return;
+        }
+        rec.report = Some(r.clone());
+        let wu_name = rec.wu.clone();
+        let output = rec.output.clone();
+        let name = r.name.clone();
+        let verdict = if r.state == client_state::FILES_UPLOADED && r.exit_status == 0 {
+            let path = self.config.state_dir.join("upload").join(&output);
+            let job = self.wus[&wu_name].spec.job.clone();
+            if !path.is_file() {
+                "error: output not uploaded".to_owned()
+            } else {
+                let v = gah_validator::init(&path, Some(&job));
+                match v.kind() {
+                    gah_validator::VerdictKind::Valid => "valid".to_owned(),
+                    gah_validator::VerdictKind::Invalid => format!("invalid: {}", v.reason()),
+                    gah_validator::VerdictKind::RetryLater => format!("retry: {}", v.reason()),
+                }
+            }
+        } else {
+            format!("error: client state {} exit status {}", r.state, r.exit_status)
+        };
+        self.log(format!("validator: {name}: {verdict}"));
+        self.results.get_mut(&name).expect("result").verdict = Some(verdict.clone());
+        self.snap.verdicts.insert(name, verdict);
+        self.transition(&wu_name);
+    }
+
+    /// BOINC's transitioner + validator + assimilator for one workunit, in one step.
+    fn transition(&mut self, wu_name: &str) {
+        let w = self.wus[wu_name].clone();
+        if w.outcome != WuOutcome::Pending {
+            return;
+        }
+        let recs: Vec<ResultRec> = w.results.iter().map(|n| self.results[n].clone()).collect();
+        let valid: Vec<&ResultRec> = recs.iter().filter(|r| r.verdict.as_deref() == Some("valid")).collect();
+        let errors = recs.iter().filter(|r| r.verdict.as_deref().is_some_and(|v| !v.starts_with("valid") && !v.starts_with("retry"))).count();
+        let upload_dir = self.config.state_dir.join("upload");
+        let upload = |r: &ResultRec| upload_dir.join(&r.output);
+        if valid.len() >= w.spec.min_quorum.max(1) as usize {
+            let canonical = valid[0];
+            for other in &valid[1..] {
+                let v = gah_validator::compare(&upload(canonical), &upload(other));
+                self.log(format!("validator: compare {} {}: {v}", canonical.name, other.name));
+                if !v.is_valid() {
+                    self.retry_or_fail(wu_name, &format!("replicas disagree: {v}"));
+                    return;
+                }
+            }
+            let db_path = self.config.state_dir.join("results/results.sqlite");
+            let outcome = match Database::open(&db_path) {
+                Ok(mut db) => match gah_assimilator::assimilate(&mut db, wu_name, &upload(canonical)) {
+                    Ok(done) => WuOutcome::Assimilated { canonical: canonical.name.clone(), detail: done.to_string() },
+                    Err(e) => WuOutcome::Failed { detail: format!("assimilator: {e}") },
+                },
+                Err(e) => WuOutcome::Failed { detail: format!("open {}: {e}", db_path.display()) },
+            };
+            self.log(format!("assimilator: {wu_name}: {outcome:?}"));
+            self.set_outcome(wu_name, outcome);
+        } else if errors >= w.spec.max_error_results.max(1) as usize {
+            let db_path = self.config.state_dir.join("results/results.sqlite");
+            let detail = match Database::open(&db_path).map(|mut db| gah_assimilator::record_error(&mut db, WU_ERROR_TOO_MANY_ERROR_RESULTS, wu_name, w.id, 0)) {
+                Ok(Ok(r)) => format!("{errors} error result(s); infrastructure failure recorded ({r:?})"),
+                Ok(Err(e)) => format!("{errors} error result(s); recording failed: {e}"),
+                Err(e) => format!("{errors} error result(s); open {}: {e}", db_path.display()),
+            };
+            self.log(format!("assimilator: {wu_name}: failed: {detail}"));
+            self.set_outcome(wu_name, WuOutcome::Failed { detail });
+        } else if recs.iter().all(|r| r.report.is_some()) {
+            self.retry_or_fail(wu_name, "no quorum yet");
+        }
+    }
+
+    fn retry_or_fail(&mut self, wu_name: &str, why: &str) {
+        let w = &self.wus[wu_name];
+        if (w.results.len() as u32) < w.spec.max_total_results {
+            let r = self.new_result(wu_name);
+            self.log(format!("transitioner: {wu_name}: {why}: new result {r}"));
+        } else {
+            self.log(format!("transitioner: {wu_name}: {why}: too many results"));
+            self.set_outcome(wu_name, WuOutcome::Failed { detail: format!("{why}; too many total results") });
+        }
+    }
+
+    fn set_outcome(&mut self, wu_name: &str, outcome: WuOutcome) {
+        self.wus.get_mut(wu_name).expect("wu").outcome = outcome.clone();
+        self.snap.workunits.insert(wu_name.into(), outcome);
+    }
+
+    fn upload(&mut self, body: &[u8]) -> String {
+        let req = xml::parse_data_server_request(body);
+        let ok = |extra: &str| format!("<data_server_reply>\n    <status>0</status>\n{extra}</data_server_reply>\n");
+        let err = |transient: bool, msg: &str| {
+            format!("<data_server_reply>\n    <status>{}</status>\n    <message>{}</message>\n</data_server_reply>\n", if transient { 1 } else { -1 }, esc(msg))
+        };
+        let known = |name: &str| self.results.values().find(|r| r.output == name).map(|r| r.name.clone());
+        let upload_dir = self.config.state_dir.join("upload");
+        if let Some(name) = &req.get_file_size {
+            if name.contains("..") || name.contains('/') {
+                return err(false, "Bad filename");
+            }
+            let size = fs::metadata(upload_dir.join(name)).map(|m| m.len()).unwrap_or(0);
+            self.log(format!("upload: get_file_size {name} = {size}"));
+            return ok(&format!("    <file_size>{size}</file_size>\n"));
+        }
+        if !req.is_upload {
+            return err(true, "no command");
+        }
+        let Some(start) = req.data_start else { return err(false, "Missing <data> tag") };
+        if req.name.is_empty() || req.name.contains("..") || req.name.contains('/') {
+            return err(false, "Missing or bad name");
+        }
+        if known(&req.name).is_none() {
+            self.log(format!("upload: refused unknown file {}", req.name));
+            return err(false, "unknown file");
+        }
+        let Some(nbytes) = req.nbytes.filter(|n| *n >= 0.0) else { return err(false, "nbytes missing or negative") };
+        if let Some(max) = req.max_nbytes {
+            if nbytes > max {
+                return err(false, &format!("file size ({nbytes}) exceeds limit ({max})"));
+            }
+        }
+        let data = &body[start..];
+        let path = upload_dir.join(&req.name);
+        let write = || -> std::io::Result<u64> {
+            let mut f = fs::OpenOptions::new().create(true).write(true).truncate(false).open(&path)?;
+            let len = f.metadata()?.len();
+            let offset = req.offset as u64;
+            if len < offset {
+                return Err(std::io::Error::other(format!("file has {len} bytes < offset {offset}")));
+            }
+            f.set_len(offset)?;
+            f.seek(SeekFrom::Start(offset))?;
+            let want = (nbytes as u64).saturating_sub(offset).min(data.len() as u64) as usize;
+            f.write_all(&data[..want])?;
+            f.sync_all()?;
+            Ok(offset + want as u64)
+        };
+        match write() {
+            Ok(size) => {
+                self.log(format!("upload: {} offset {} -> {size} of {nbytes} bytes", req.name, req.offset));
+                if size as f64 >= nbytes {
+                    self.snap.uploads.push((req.name.clone(), size));
+                }
+                ok("")
+            }
+            Err(e) => {
+                self.log(format!("upload: {}: {e}", req.name));
+                err(true, &e.to_string())
+            }
+        }
+    }
+}
+
+fn serve(server: tiny_http::Server, state: Arc<Mutex<State>>, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::SeqCst) {
+        let mut request = match server.recv_timeout(Duration::from_millis(200)) {
+            Ok(Some(r)) => r,
+            Ok(None) => continue,
+            Err(e) => {
+                eprintln!("[harness] accept: {e}");
+                continue;
+            }
+        };
+        let url = request.url().to_owned();
+        let path = url.split('?').next().unwrap_or("").to_owned();
+        let method = request.method().clone();
+        let mut body = Vec::new();
+        if method == tiny_http::Method::Post {
+            if let Err(e) = request.as_reader().read_to_end(&mut body) {
+                eprintln!("[harness] read body of {path}: {e}");
+                let _ = request.respond(tiny_http::Response::empty(400));
+                continue;
+            }
+        }
+        let text = |s: String| {
+            tiny_http::Response::from_string(s).with_header(tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"text/plain"[..]).expect("header"))
+        };
+        let result = match (method, path.as_str()) {
+            (tiny_http::Method::Get, "/gah" | "/gah/" | "/gah/index.html") => {
+                let mut st = state.lock().unwrap();
+                st.snap.master_fetches += 1;
+                st.log("master page".into());
+                let sched = format!("{}/gah_cgi/cgi", st.base_url);
+                let page = format!(
+                    "<html>\n<head>\n<title>{}</title>\n<link rel=\"boinc_scheduler\" href=\"{sched}\">\n</head>\n<body>\n<!-- <scheduler>{sched}</scheduler> -->\n</body>\n</html>\n",
+                    esc(&st.config.project_name)
+                );
+                request.respond(tiny_http::Response::from_string(page).with_header(tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"text/html"[..]).expect("header")))
+            }
+            (tiny_http::Method::Post, "/gah_cgi/cgi") => {
+                let reply = state.lock().unwrap().scheduler(&body);
+                request.respond(text(reply))
+            }
+            (tiny_http::Method::Post, "/gah_cgi/file_upload_handler") => {
+                let reply = state.lock().unwrap().upload(&body);
+                request.respond(text(reply))
+            }
+            (tiny_http::Method::Get, p) if p.starts_with("/gah/download/") => {
+                let name = &p["/gah/download/".len()..];
+                let dir = state.lock().unwrap().config.state_dir.join("download");
+                download(request, &dir, name, &state)
+            }
+            (m, p) => {
+                state.lock().unwrap().log(format!("404 {m} {p}"));
+                request.respond(tiny_http::Response::empty(404))
+            }
+        };
+        if let Err(e) = result {
+            eprintln!("[harness] respond to {path}: {e}");
+        }
+    }
+}
+
+fn download(request: tiny_http::Request, dir: &Path, name: &str, state: &Mutex<State>) -> std::io::Result<()> {
+    if name.is_empty() || name.contains('/') || name.contains("..") {
+        return request.respond(tiny_http::Response::empty(400));
+    }
+    let Ok(bytes) = fs::read(dir.join(name)) else {
+        state.lock().unwrap().log(format!("download: 404 {name}"));
+        return request.respond(tiny_http::Response::empty(404));
+    };
+    let range = request.headers().iter().find(|h| h.field.equiv("Range")).map(|h| h.value.as_str().to_owned());
+    let total = bytes.len();
+    let (start, end) = match range.as_deref().and_then(|r| r.strip_prefix("bytes=")).and_then(|r| r.split_once('-')) {
+        Some((a, b)) => {
+            let start: usize = a.trim().parse().unwrap_or(0);
+            let end: usize = b.trim().parse().map(|e: usize| e + 1).unwrap_or(total).min(total);
+            (start.min(total), end)
+        }
+        None => (0, total),
+    };
+    state.lock().unwrap().log(format!("download: {name} bytes {start}..{end} of {total}"));
+    let partial = range.is_some();
+    let mut response = tiny_http::Response::from_data(bytes[start..end.max(start)].to_vec()).with_status_code(if partial { 206 } else { 200 });
+    if partial {
+        let v = format!("bytes {start}-{}/{total}", end.saturating_sub(1));
+        response = response.with_header(tiny_http::Header::from_bytes(&b"Content-Range"[..], v.as_bytes()).expect("header"));
+    }
+    request.respond(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn project_dir_name_is_boincs() {
+        assert_eq!(project_dir_name("http://127.0.0.1:31416/gah/"), "127.0.0.1_31416_gah");
+        assert_eq!(project_dir_name("https://boinc.example.org/"), "boinc.example.org");
+    }
+}

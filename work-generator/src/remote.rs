@@ -1,0 +1,115 @@
+//! Remote job submission, BOINC's documented web RPC (`lib/remote_submit.cpp` is the
+//! reference client): a `<submit_batch>` document POSTed as the form field `request` to
+//! `PROJECT_URL/submit_rpc_handler.php`, authenticated by a job submitter's authenticator.
+//! The reply is `<batch_id>N</batch_id>` or `<error><error_num>N</error_num><error_msg>…
+//! </error_msg></error>`.
+//!
+//! Each job's one input file (`job.json`) is given in `remote` mode: a URL the server
+//! fetches from (the queue's `pending/` folder published over HTTP), with its size and MD5.
+//! Batch-level `job_params` carry the `rsc_*` bounds and the deadline; the replication
+//! (quorum 2) comes from the app's input template (`templates/gah_in`), which the RPC does
+//! not override.
+
+use std::fmt::Write as _;
+
+use anyhow::Context;
+use gah_core::job::Job;
+use md5::{Digest, Md5};
+use quick_xml::escape::escape;
+
+use crate::boinc::Submission;
+
+/// Where and as whom to submit.
+#[derive(Clone)]
+pub struct Remote {
+    /// The project's URL, with its trailing `/` (e.g. `https://gah.example.org/gah/`).
+    pub project_url: String,
+    /// A job submitter's authenticator (never logged).
+    pub authenticator: String,
+    /// The URL prefix under which `<job_id>.json` files are served (the queue's `pending/`).
+    pub job_url_base: String,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The authenticator is a credential: keep it out of logs and panics.
+        f.debug_struct("Remote").field("project_url", &self.project_url).field("job_url_base", &self.job_url_base).finish_non_exhaustive()
+    }
+}
+
+/// An `<error>` reply of the RPC handler.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("BOINC submit_batch error {num}: {msg}")]
+pub struct RpcError {
+    /// `error_num`.
+    pub num: i64,
+    /// `error_msg`.
+    pub msg: String,
+}
+
+/// The `<submit_batch>` request for `jobs` (one new batch named `batch_name`; the bounds of
+/// the first job apply to all: a plan has one timeout).
+pub fn submit_batch_request(jobs: &[Job], sub: &Submission, remote: &Remote, batch_name: &str) -> String {
+    let mut s = String::new();
+    let first = jobs.first();
+    let _ = write!(
+        s,
+        "<submit_batch>\n<authenticator>{auth}</authenticator>\n<batch>\n    <batch_id>0</batch_id>\n    <batch_name>{name}</batch_name>\n    <app_name>{app}</app_name>\n    <job_params>\n        <rsc_disk_bound>{disk}</rsc_disk_bound>\n        <rsc_fpops_est>{est}</rsc_fpops_est>\n        <rsc_fpops_bound>{bound}</rsc_fpops_bound>\n        <rsc_memory_bound>{mem}</rsc_memory_bound>\n        <delay_bound>{delay}</delay_bound>\n    </job_params>\n",
+        auth = escape(remote.authenticator.as_str()),
+        name = escape(batch_name),
+        app = escape(sub.appname.as_str()),
+        disk = sub.disk_bound,
+        est = first.map_or(0.0, |j| sub.fpops_est(j)),
+        bound = first.map_or(0.0, |j| sub.fpops_bound(j)),
+        mem = sub.memory_bound,
+        delay = sub.delay_bound,
+    );
+    for job in jobs {
+        let bytes = job.to_json();
+        let md5 = hex::encode(Md5::digest(&bytes));
+        let _ = write!(
+            s,
+            "    <job>\n        <name>{name}</name>\n        <rsc_fpops_est>{est}</rsc_fpops_est>\n        <input_file>\n            <mode>remote</mode>\n            <url>{url}</url>\n            <nbytes>{n}</nbytes>\n            <md5>{md5}</md5>\n        </input_file>\n    </job>\n",
+            name = escape(job.job_id.as_str()),
+            est = sub.fpops_est(job),
+            url = escape(format!("{}{}.json", remote.job_url_base, job.job_id).as_str()),
+            n = bytes.len(),
+        );
+    }
+    s.push_str("</batch>\n</submit_batch>\n");
+    s
+}
+
+/// Reads the handler's reply: the batch id, or the `<error>` it reports.
+pub fn parse_reply(body: &str) -> anyhow::Result<u64> {
+    let tag = |name: &str| -> Option<String> {
+        let open = format!("<{name}>");
+        let start = body.find(&open)? + open.len();
+        let end = body[start..].find(&format!("</{name}>"))? + start;
+        Some(quick_xml::escape::unescape(body[start..end].trim()).map_or_else(|_| body[start..end].trim().to_owned(), |c| c.into_owned()))
+    };
+    if body.contains("<error>") {
+        let num = tag("error_num").and_then(|n| n.parse().ok()).unwrap_or(-1);
+        let msg = tag("error_msg").unwrap_or_default();
+        return Err(RpcError { num, msg }.into());
+    }
+    let id = tag("batch_id").with_context(|| format!("no <batch_id> in the reply: {}", body.chars().take(200).collect::<String>()))?;
+    id.parse().with_context(|| format!("batch id `{id}` is not a number"))
+}
+
+/// POSTs `request` to the project's `submit_rpc_handler.php` and returns the batch id.
+pub fn send(client: &reqwest::blocking::Client, remote: &Remote, request: &str) -> anyhow::Result<u64> {
+    let url = format!("{}submit_rpc_handler.php", remote.project_url);
+    let resp = client.post(&url).form(&[("request", request)]).send().with_context(|| format!("POST {url}"))?;
+    let status = resp.status();
+    let body = resp.text().with_context(|| format!("reading the reply of {url}"))?;
+    if !status.is_success() {
+        anyhow::bail!("POST {url}: HTTP {status}: {}", body.chars().take(200).collect::<String>());
+    }
+    parse_reply(&body)
+}
+
+/// A blocking client with rustls and a timeout (a stuck server must not stall the daemon).
+pub fn client() -> anyhow::Result<reqwest::blocking::Client> {
+    reqwest::blocking::Client::builder().timeout(std::time::Duration::from_secs(60)).build().context("building the HTTP client")
+}
