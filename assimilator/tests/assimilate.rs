@@ -136,3 +136,95 @@ fn bad_command_lines_exit_nonzero() {
     assert_ne!(run(&["--error", "8", "wu"], &db_path).0, 0);
     assert_ne!(run(&[], &db_path).0, 0);
 }
+
+fn job_archive(dir: &Path, name: &str, cpv: &str, status: Status) -> (PathBuf, gah_core::job::Job) {
+    let job = Job::new("gah", cpv, UseAssignment::default(), Compiler::Gcc, 60);
+    let mut outcome = Outcome::for_job(&job, status);
+    outcome.failed_phase = (status == Status::BuildFailed).then(|| "compile".into());
+    let path = dir.join(name);
+    let log = format!("log of {name}\n");
+    gah_core::archive::write(std::fs::File::create(&path).unwrap(), &job, &outcome, log.as_bytes(), Some(b"emerge --info")).unwrap();
+    (path, job)
+}
+
+#[test]
+fn a_batch_stores_quarantines_and_can_be_rerun() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db_path = tmp.path().join("results.sqlite");
+    let mut list = String::from("# wu file\n\n");
+    for i in 0..7 {
+        let (path, _) = job_archive(tmp.path(), &format!("{i}.tar.gz"), &format!("app-misc/p{i}-1"), Status::Success);
+        list.push_str(&format!("wu_{i} {}\n", path.display()));
+    }
+    std::fs::write(tmp.path().join("bad.tar.gz"), b"junk").unwrap();
+    list.push_str(&format!("wu_bad {}\n", tmp.path().join("bad.tar.gz").display()));
+    let gone = tmp.path().join("late.tar.gz");
+    list.push_str(&format!("wu_late {}\n", gone.display()));
+    std::fs::write(tmp.path().join("list"), &list).unwrap();
+    let list_path = tmp.path().join("list");
+    let args = ["--batch", list_path.to_str().unwrap(), "--batch-size", "3", "--snapshot", "git:1"];
+
+    // One upload is missing (transient): exit 1, everything else stored.
+    let (code, stderr) = run(&args, &db_path);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("wu_late: error: ") && stderr.contains("7 stored, 0 already stored, 1 quarantined, 1 failed"), "{stderr}");
+    // It arrives; the same list again stores only it.
+    job_archive(tmp.path(), "late.tar.gz", "app-misc/late-1", Status::BuildFailed);
+    let (code, stderr) = run(&args, &db_path);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("1 stored, 7 already stored, 1 quarantined, 0 failed"), "{stderr}");
+
+    let db = Database::open(&db_path).unwrap();
+    assert_eq!((count(&db, "outcomes"), count(&db, "quarantine")), (8, 1));
+    let rows = db.outcomes().unwrap();
+    assert!(rows.iter().all(|r| db.path().parent().unwrap().join(&r.log_path).exists()));
+    let info: i64 = db.connection().query_row("SELECT count(*) FROM outcomes WHERE emerge_info_sha256 IS NOT NULL", [], |r| r.get(0)).unwrap();
+    assert_eq!(info, 8, "emerge --info is kept");
+}
+
+#[test]
+fn a_new_snapshot_adds_a_row_the_same_snapshot_does_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db_path = tmp.path().join("results.sqlite");
+    let (path, _) = job_archive(tmp.path(), "r.tar.gz", "app-misc/a-1", Status::Success);
+    let file = path.to_str().unwrap();
+    assert_eq!(run(&["--snapshot", "git:aaa", "wu", file], &db_path).0, 0);
+    let (code, stderr) = run(&["--snapshot", "git:aaa", "wu", file], &db_path);
+    assert_eq!((code, stderr.as_str()), (0, "gah-assimilator: wu: already stored\n"));
+    let out = Command::new(BIN).args(["wu", file]).env("GAH_RESULTS_DB", &db_path).env("GAH_SNAPSHOT", "git:bbb").output().unwrap();
+    assert!(out.status.success());
+    let db = Database::open(&db_path).unwrap();
+    let labels: Vec<String> = db.snapshots().unwrap().into_iter().map(|s| s.label).collect();
+    assert_eq!(labels, ["unrecorded", "git:aaa", "git:bbb"]);
+    assert_eq!(db.outcomes().unwrap().iter().map(|r| r.snapshot).collect::<Vec<_>>(), [1, 2]);
+}
+
+#[test]
+fn each_new_outcome_updates_the_failcount_rotation_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db_path = tmp.path().join("results.sqlite");
+    let queue = tmp.path().join("queue");
+    let (path, job) = job_archive(tmp.path(), "r.tar.gz", "app-misc/a-1", Status::BuildFailed);
+    let plan = gah_workgen::Plan { jobs: vec![job.clone()], ..Default::default() };
+    gah_workgen::Queue::open(&queue).unwrap().add(&plan).unwrap();
+    let failcount = || gah_workgen::Queue::open(&queue).unwrap().fails().unwrap().first().map_or(0, |c| c.failcount);
+
+    let file = path.to_str().unwrap();
+    let (code, stderr) = run(&["--queue", queue.to_str().unwrap(), &job.job_id, file], &db_path);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("failcount 0 -> 1"), "{stderr}");
+    // A redelivery stores nothing and counts nothing.
+    let out = Command::new(BIN).args([&job.job_id, file]).env("GAH_RESULTS_DB", &db_path).env("GAH_QUEUE_DIR", &queue).output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(failcount(), 1);
+
+    // An outcome whose job the queue does not know: logged, exit 0, still stored.
+    let (other, _) = job_archive(tmp.path(), "o.tar.gz", "app-misc/unknown-1", Status::BuildFailed);
+    let (code, stderr) = run(&["--queue", queue.to_str().unwrap(), "wu_other", other.to_str().unwrap()], &db_path);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("rotation not updated for app-misc_unknown-1") && stderr.contains("wu_other: stored"), "{stderr}");
+    // The --error path counts as spurious: runs go up, the failcount does not.
+    let (code, stderr) = run(&["--queue", queue.to_str().unwrap(), "--error", "8", &job.job_id, "1", "0"], &db_path);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(failcount(), 1);
+}

@@ -115,7 +115,14 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     fs::create_dir_all(&binpkgs).with_context(|| format!("create {}", binpkgs.display()))?;
     let slot = args.slot.clone().unwrap_or_else(|| PathBuf::from("slot"));
     let slot = std::path::absolute(&slot)?;
-    let _ = fs::remove_dir_all(&slot);
+    // A restarted task resumes from its checkpoint; otherwise it starts clean, keeping the
+    // binary packages an earlier attempt built (the sandbox resumes by phase).
+    if crate::backend::vm::Checkpoint::load(&slot.join("vm")).is_none() {
+        salvage_binpkgs(&slot.join("out/binpkgs"), &binpkgs);
+        let _ = fs::remove_dir_all(&slot);
+    } else {
+        eprintln!("gah-app: resuming from the checkpoint in {}", slot.join("vm").display());
+    }
     fs::create_dir_all(&slot).with_context(|| format!("create slot {}", slot.display()))?;
 
     let backend = match choose_backend(args.backend, &image, &rootfs_tree) {
@@ -133,14 +140,21 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         None => std::env::current_exe()?.with_file_name("gah-agent"),
     };
     let staged = stage_input(&slot, &job_path, &agent)?;
-    let cpus = args.cpus.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1));
+    let limits = crate::init_data::read(Path::new(boinc_api::INIT_DATA_FILE));
+    let host_cpus = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
+    let cpus = args.cpus.or(limits.ncpus).unwrap_or(host_cpus).clamp(1, host_cpus);
+    // The workunit's memory bound, less the VMM's own share, caps the guest.
+    let memory_mib = match limits.memory_bound_bytes {
+        Some(bytes) => ((bytes / (1 << 20)) * 9 / 10).clamp(512, args.memory_mib.max(512)),
+        None => args.memory_mib,
+    };
     let input = GuestInput {
         staged,
         repo: folder_or_unpacked(&resolve(&args.repo)?, &slot.join("inputs/repo"))?,
         distfiles: folder_or_unpacked(&resolve(&args.distfiles)?, &slot.join("inputs/distfiles"))?,
         binpkgs: std::path::absolute(&binpkgs)?,
         slot: slot.clone(),
-        memory_mib: args.memory_mib,
+        memory_mib,
         cpus,
     };
     eprintln!("gah-app: {} on backend {} ({})", job.job_id, backend.name(), backend.accelerator());
@@ -168,6 +182,15 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             break ending;
         }
         runtime.fraction_done(supervisor.fraction);
+        if runtime.time_to_checkpoint() {
+            match supervisor.checkpoint() {
+                Ok(Some(bytes)) => tracing::info!(bytes, "checkpoint for the client"),
+                Ok(None) => {}
+                // A failed checkpoint leaves the previous good one in place.
+                Err(e) => tracing::warn!("checkpoint failed: {e:#}"),
+            }
+            runtime.checkpoint_completed();
+        }
     };
     let console = supervisor.console_log();
     drop(supervisor);
@@ -176,7 +199,10 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             let _ = fs::remove_dir_all(&slot);
             runtime.abort_exit();
         }
-        Ending::Quit => runtime.quit_exit(),
+        Ending::Quit => {
+            runtime.temporary_exit(Duration::from_secs(5), "gentoo@home: checkpointed, will resume", false)?;
+            unreachable!("temporary_exit exits");
+        }
         Ending::TimedOut | Ending::GuestExited { .. } => {}
     }
 
@@ -310,6 +336,16 @@ fn infra(job: &Job, summary: &str) -> Outcome {
     let mut o = Outcome::for_job(job, Status::InfraError);
     o.summary = summary.to_owned();
     o
+}
+
+/// Keeps the binary packages an interrupted attempt built, so a restart does not rebuild
+/// the dependencies.
+fn salvage_binpkgs(from: &Path, to: &Path) {
+    if from.is_dir() {
+        if let Err(e) = merge_binpkgs(from, to) {
+            tracing::warn!("could not keep the binary packages of the earlier attempt: {e:#}");
+        }
+    }
 }
 
 /// Adds the packages the guest built to the host's cache, never replacing a file in place.

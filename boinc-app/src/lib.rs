@@ -15,5 +15,6 @@
 pub mod agent;
 pub mod app;
 pub mod backend;
+pub mod init_data;
 pub mod process;
 pub mod supervisor;

@@ -24,6 +24,8 @@ pub enum State {
     Running,
     /// The guest is paused at the client's request.
     Suspended,
+    /// The guest's state is being saved.
+    Checkpointing,
     /// The guest is gone.
     Finished,
 }
@@ -114,8 +116,17 @@ impl Supervisor {
                 self.transition(State::Running, "resume");
                 Ok(None)
             }
-            // any live state --Quit/Abort--> Finished
-            (State::Booting | State::Running | State::Suspended, Command::Quit | Command::Abort) => {
+            // any live state --Quit--> Checkpointing --> Finished: save, then stop.
+            (State::Booting | State::Running | State::Suspended, Command::Quit) => {
+                if let Err(e) = self.checkpoint() {
+                    tracing::warn!("checkpoint before quitting failed, the task restarts from the last good one: {e:#}");
+                }
+                self.guest.kill()?;
+                self.transition(State::Finished, "quit");
+                Ok(Some(Ending::Quit))
+            }
+            // any live state --Abort--> Finished
+            (State::Booting | State::Running | State::Suspended, Command::Abort) => {
                 self.guest.kill()?;
                 self.transition(State::Finished, if command == Command::Quit { "quit" } else { "abort" });
                 Ok(Some(if command == Command::Quit { Ending::Quit } else { Ending::Aborted }))
@@ -124,6 +135,19 @@ impl Supervisor {
             (State::Suspended, Command::Suspend) | (State::Booting | State::Running, Command::Resume) => Ok(None),
             (state, command) => Err(NotAllowed { command, state }.into()),
         }
+    }
+
+    /// Saves the guest (Running/Suspended --> Checkpointing --> back). Returns the checkpoint's
+    /// size, or `None` when the backend resumes by phase instead.
+    pub fn checkpoint(&mut self) -> anyhow::Result<Option<u64>> {
+        let back = match self.state {
+            State::Running | State::Suspended | State::Booting => self.state,
+            state => return Err(NotAllowed { command: Command::Quit, state }.into()),
+        };
+        self.transition(State::Checkpointing, "checkpoint");
+        let result = self.guest.checkpoint(self.fraction);
+        self.transition(back, "checkpoint done");
+        result
     }
 
     /// Waits up to `timeout` for the guest; returns the ending once there is one.

@@ -328,6 +328,7 @@ impl Database {
     /// Idempotent per (workunit, snapshot), like [`Database::record`]; the result is in
     /// the batch's order.
     pub fn record_outcomes(&mut self, batch: &[NewOutcome<'_>]) -> Result<Vec<Recorded>, DbError> {
+        let t0 = std::time::Instant::now();
         let mut pending: Vec<PendingBlob> = Vec::new();
         let mut written: std::collections::HashSet<String> = std::collections::HashSet::new();
         let mut shas = Vec::with_capacity(batch.len());
@@ -345,8 +346,10 @@ impl Database {
             let info = new.emerge_info.map(&mut blob).transpose()?;
             shas.push((log, info));
         }
+        let t1 = t0.elapsed();
         if !pending.is_empty() {
             sync_filesystem(&self.log_root, pending.iter().map(|p| p.tmp.as_path()))?;
+            eprintln!("TIMING blobs {:?} sync1 {:?}", t1, t0.elapsed() - t1);
             for p in &pending {
                 p.publish()?;
             }
@@ -363,6 +366,7 @@ impl Database {
             out.push(insert_outcome(&tx, new, log, info.as_deref()).map_err(sql)?);
         }
         tx.commit().map_err(sql)?;
+        eprintln!("TIMING total {:?}", t0.elapsed());
         Ok(out)
     }
 

@@ -451,11 +451,12 @@ python_targets_python3_13: free, default on
 leaf/parent:Some(3): `gentoo:targets/desktop`: repo:path parents are not supported
 ",
         );
+        // `>=dev-libs/foo-2` does not match foo-1; the unversioned force line does.
         check(&files, "leaf", "dev-libs/foo-1", &["ssl", "sse2", "gtk"], "
 implicit: amd64 elibc_glibc kernel_linux
 ssl: free, default on
-sse2: forced, default off
-gtk: free, default off
+sse2: free, default off
+gtk: forced, default off
 leaf/parent:Some(3): `gentoo:targets/desktop`: repo:path parents are not supported
 ");
     }
@@ -471,10 +472,10 @@ leaf/parent:Some(3): `gentoo:targets/desktop`: repo:path parents are not support
 implicit: a b
 a: free, default on
 b: free, default on
-p/parent:None: cannot read profile: No such file or directory (os error 2)
-make.defaults:Some(3): expected KEY=value, found `nonsense`
-make.defaults:Some(4): invalid variable name `bad-key`
-package.use.mask:Some(1): `notanatom` is not a package atom
+p/p:None: cannot read profile: No such file or directory (os error 2)
+p/make.defaults:Some(3): expected KEY=value, found `nonsense`
+p/make.defaults:Some(4): invalid variable name `bad-key`
+p/package.use.mask:Some(1): `notanatom` is not a package atom
 ",
         );
     }

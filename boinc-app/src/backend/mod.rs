@@ -54,6 +54,9 @@ pub trait Guest {
     fn pause(&mut self) -> anyhow::Result<()>;
     /// Undoes [`Guest::pause`].
     fn resume(&mut self) -> anyhow::Result<()>;
+    /// Saves the guest's whole state so a later start in the same slot resumes from here.
+    /// Returns the checkpoint's size, or `None` when the backend resumes by phase instead.
+    fn checkpoint(&mut self, fraction: f64) -> anyhow::Result<Option<u64>>;
     /// Kills the guest for good; nothing of it keeps running afterwards.
     fn kill(&mut self) -> anyhow::Result<()>;
     /// Host-side log of the guest (console or sandbox stderr), for diagnostics.

@@ -502,6 +502,11 @@ impl SandboxGuest {
 }
 
 impl Guest for SandboxGuest {
+    fn checkpoint(&mut self, _fraction: f64) -> anyhow::Result<Option<u64>> {
+        // Processes can't be saved; a restart resumes by phase (binary packages are kept).
+        Ok(None)
+    }
+
     fn next_event(&mut self, timeout: Duration) -> anyhow::Result<Option<GuestEvent>> {
         if self.finished {
             return Ok(None);

@@ -94,31 +94,85 @@ impl Backend for VmBackend {
         let dir = input.slot.join("vm");
         fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
         fs::create_dir_all(input.output_dir())?;
-
-        // Root: a private copy-on-write layer; the image itself is never written.
-        let root = dir.join("root.qcow2");
-        if !root.exists() {
-            run_checked(command("qemu-img").args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"]).arg(&self.image.rootfs_ext4).arg(&root))?;
-        }
-        let input_disk = dir.join("input.ext4");
-        make_input_disk(input, &dir.join("input-tree"), &input_disk)?;
-        let output_disk = dir.join("output.raw");
-        fs::File::create(&output_disk)?.set_len(OUTPUT_DISK_BYTES)?;
-
         let progress = dir.join("progress.log");
         let console = dir.join("console.log");
+
+        let (launch, incoming) = match Checkpoint::load(&dir) {
+            Some(cp) => {
+                // Resume: fresh writable layers over the frozen ones, memory from the file.
+                let root = dir.join(layer_name("root", cp.layer));
+                let output = dir.join(layer_name("output", cp.layer));
+                create_overlay(&root, &dir.join(&cp.root_frozen), "qcow2")?;
+                create_overlay(&output, &dir.join(&cp.output_frozen), if cp.layer == 1 { "raw" } else { "qcow2" })?;
+                tracing::info!(layer = cp.layer, memory = %cp.memory, "resuming from checkpoint");
+                let launch = Launch { root, output, layer: cp.layer, memory_mib: cp.memory_mib, cpus: cp.cpus, cmdline: cp.cmdline.clone() };
+                (launch, Some(dir.join(&cp.memory)))
+            }
+            None => {
+                Checkpoint::discard_partial(&dir);
+                // Root: a private copy-on-write layer; the image itself is never written.
+                let root = dir.join(layer_name("root", 0));
+                let _ = fs::remove_file(&root);
+                create_overlay(&root, &self.image.rootfs_ext4, "raw")?;
+                let input_disk = dir.join("input.ext4");
+                make_input_disk(input, &dir.join("input-tree"), &input_disk)?;
+                let output = dir.join("output.raw");
+                let _ = fs::remove_file(&output);
+                fs::File::create(&output)?.set_len(OUTPUT_DISK_BYTES)?;
+                for f in [&progress, &console] {
+                    fs::File::create(f)?;
+                }
+                let launch = Launch { root, output, layer: 0, memory_mib: input.memory_mib, cpus: input.cpus, cmdline: kernel_command_line(self.kvm) };
+                (launch, None)
+            }
+        };
         let qmp_path = dir.join("qmp.sock");
         let _ = fs::remove_file(&qmp_path);
-        for f in [&progress, &console] {
-            fs::File::create(f)?;
+        let mut cmd = self.command(&dir, &launch, &qmp_path, &progress, &console)?;
+        if let Some(memory) = &incoming {
+            cmd.arg("-incoming").arg(format!("exec:cat {}", shell_quote(memory)));
         }
-        let drive = |id: &str, file: &Path, format: &str, ro: bool| {
-            format!("id={id},file={},format={format},if=none,cache=unsafe,discard=unmap{}", file.display(), if ro { ",readonly=on" } else { "" })
+        let started = Instant::now();
+        let child = cmd.spawn().with_context(|| format!("start {}", self.qemu.display()))?;
+        let state = if incoming.is_some() { VmState::Running } else { VmState::Booting };
+        tracing::info!(pid = child.id(), accel = self.accelerator(), state = ?state, "qemu started");
+        Ok(Box::new(VmGuest {
+            child: Some(child),
+            state,
+            dir: dir.clone(),
+            launch,
+            qmp_path,
+            qmp: None,
+            progress: BufReader::new(fs::File::open(&progress)?),
+            partial: String::new(),
+            console,
+            output_dir: input.output_dir(),
+            started,
+        }))
+    }
+}
+
+/// What a qemu process is started with; a restored process must match its checkpoint.
+#[derive(Debug, Clone)]
+struct Launch {
+    root: PathBuf,
+    output: PathBuf,
+    layer: u32,
+    memory_mib: u64,
+    cpus: u32,
+    cmdline: String,
+}
+
+impl VmBackend {
+    fn command(&self, dir: &Path, launch: &Launch, qmp_path: &Path, progress: &Path, console: &Path) -> anyhow::Result<std::process::Command> {
+        let format_of = |p: &Path| if p.extension().is_some_and(|e| e == "qcow2") { "qcow2" } else { "raw" };
+        let drive = |id: &str, file: &Path, ro: bool| {
+            format!("id={id},file={},format={},if=none,cache=writeback,discard=unmap{}", file.display(), format_of(file), if ro { ",readonly=on" } else { "" })
         };
         let mut cmd = command(&self.qemu);
         cmd.args(["-machine", "microvm,acpi=on,rtc=on", "-nodefaults", "-no-user-config", "-no-reboot"])
             .args(["-accel", if self.kvm { "kvm" } else { "tcg" }, "-cpu", if self.kvm { "host" } else { "max" }])
-            .args(["-m", &input.memory_mib.to_string(), "-smp", &input.cpus.to_string()])
+            .args(["-m", &launch.memory_mib.to_string(), "-smp", &launch.cpus.to_string()])
             .args(["-nic", "none", "-display", "none", "-monitor", "none"])
             .arg("-serial")
             .arg(format!("file:{}", console.display()))
@@ -129,36 +183,106 @@ impl Backend for VmBackend {
             .arg("-initrd")
             .arg(&self.image.initramfs)
             .arg("-append")
-            .arg(kernel_command_line(self.kvm))
-            .args(["-drive", &drive("root", &root, "qcow2", false), "-device", "virtio-blk-device,drive=root"])
-            .args(["-drive", &drive("input", &input_disk, "raw", true), "-device", "virtio-blk-device,drive=input"])
-            .args(["-drive", &drive("output", &output_disk, "raw", false), "-device", "virtio-blk-device,drive=output"])
+            .arg(&launch.cmdline)
+            // Device order is the guest's vda, vdb, vdc.
+            .args(["-drive", &drive("root", &launch.root, false), "-device", "virtio-blk-device,drive=root"])
+            .args(["-drive", &drive("input", &dir.join("input.ext4"), true), "-device", "virtio-blk-device,drive=input"])
+            .args(["-drive", &drive("output", &launch.output, false), "-device", "virtio-blk-device,drive=output"])
             .args(["-device", "virtio-serial-device", "-chardev"])
-            .arg(format!("file,id=progress,path={}", progress.display()))
+            .arg(format!("file,id=progress,path={},append=on", progress.display()))
             .args(["-device", &format!("virtserialport,chardev=progress,name={PROGRESS_PORT}")])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(fs::File::create(dir.join("qemu-stderr.log"))?)
+            .stderr(fs::OpenOptions::new().create(true).append(true).open(dir.join("qemu-stderr.log"))?)
             .process_group(0);
         // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
         unsafe {
             cmd.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from));
         }
-        let started = Instant::now();
-        let child = cmd.spawn().with_context(|| format!("start {}", self.qemu.display()))?;
-        tracing::info!(pid = child.id(), accel = self.accelerator(), state = ?VmState::Booting, "qemu started");
-        Ok(Box::new(VmGuest {
-            child: Some(child),
-            state: VmState::Booting,
-            qmp_path,
-            qmp: None,
-            progress: BufReader::new(fs::File::open(&progress)?),
-            partial: String::new(),
-            console,
-            output_disk,
-            output_dir: input.output_dir(),
-            started,
-        }))
+        Ok(cmd)
+    }
+}
+
+fn layer_name(drive: &str, layer: u32) -> String {
+    format!("{drive}-L{layer}.qcow2")
+}
+
+fn create_overlay(file: &Path, backing: &Path, backing_format: &str) -> anyhow::Result<()> {
+    let _ = fs::remove_file(file);
+    run_checked(command("qemu-img").args(["create", "-q", "-f", "qcow2", "-F", backing_format, "-b"]).arg(backing).arg(file))?;
+    Ok(())
+}
+
+fn shell_quote(path: &Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', "'\\''"))
+}
+
+/// A committed checkpoint: the frozen disk layers and the memory file, named by
+/// `checkpoint.json`, which is written last (tmp + rename + fsync). A checkpoint whose
+/// manifest is missing or names missing files is torn and ignored.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checkpoint {
+    /// The layer number; the running guest writes layer `layer` after this checkpoint.
+    pub layer: u32,
+    /// The root disk as it was, relative to the vm folder.
+    pub root_frozen: String,
+    /// The output disk as it was.
+    pub output_frozen: String,
+    /// The guest's memory and device state (qemu's migration stream).
+    pub memory: String,
+    /// The launch parameters the restored qemu must match.
+    pub memory_mib: u64,
+    /// Guest CPUs.
+    pub cpus: u32,
+    /// Kernel command line.
+    pub cmdline: String,
+    /// Fraction done when it was taken.
+    pub fraction: f64,
+}
+
+impl Checkpoint {
+    const MANIFEST: &'static str = "checkpoint.json";
+
+    /// The newest good checkpoint in `dir`, if any.
+    pub fn load(dir: &Path) -> Option<Checkpoint> {
+        let bytes = fs::read(dir.join(Self::MANIFEST)).ok()?;
+        let cp: Checkpoint = match serde_json::from_slice(&bytes) {
+            Ok(cp) => cp,
+            Err(e) => {
+                tracing::warn!("ignoring a torn checkpoint manifest: {e}");
+                return None;
+            }
+        };
+        for f in [&cp.root_frozen, &cp.output_frozen, &cp.memory] {
+            if !dir.join(f).is_file() || !dir.join("input.ext4").is_file() {
+                tracing::warn!(missing = %f, "ignoring a checkpoint whose files are missing");
+                return None;
+            }
+        }
+        Some(cp)
+    }
+
+    /// Removes what an interrupted checkpoint left behind.
+    fn discard_partial(dir: &Path) {
+        if let Ok(entries) = fs::read_dir(dir) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.ends_with(".tmp") || name.starts_with("memory-") || name == Self::MANIFEST {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+
+    fn commit(&self, dir: &Path) -> anyhow::Result<()> {
+        let tmp = dir.join("checkpoint.json.tmp");
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec_pretty(self)?)?;
+        f.sync_all()?;
+        fs::rename(&tmp, dir.join(Self::MANIFEST))?;
+        fs::File::open(dir)?.sync_all()?;
+        Ok(())
     }
 }
 
@@ -244,12 +368,13 @@ fn tree_size(dir: &Path) -> anyhow::Result<u64> {
 pub struct VmGuest {
     child: Option<Child>,
     state: VmState,
+    dir: PathBuf,
+    launch: Launch,
     qmp_path: PathBuf,
     qmp: Option<Qmp>,
     progress: BufReader<fs::File>,
     partial: String,
     console: PathBuf,
-    output_disk: PathBuf,
     output_dir: PathBuf,
     started: Instant,
 }
@@ -290,9 +415,17 @@ impl VmGuest {
     }
 
     fn collect_output(&self) -> anyhow::Result<()> {
+        // After checkpoints the output disk is a qcow2 chain: flatten it to raw first.
+        let raw = if self.launch.output.extension().is_some_and(|e| e == "qcow2") {
+            let flat = self.dir.join("output-flat.raw");
+            run_checked(command("qemu-img").args(["convert", "-O", "raw"]).arg(&self.launch.output).arg(&flat))?;
+            flat
+        } else {
+            self.launch.output.clone()
+        };
         // The guest wrote a tar stream at the start of the raw disk; unpack_in refuses
         // paths that escape the output folder.
-        let file = fs::File::open(&self.output_disk)?;
+        let file = fs::File::open(&raw)?;
         let mut archive = tar::Archive::new(file);
         for entry in archive.entries()? {
             let mut entry = entry?;
@@ -306,7 +439,80 @@ impl VmGuest {
     }
 }
 
+impl VmGuest {
+    /// Takes a checkpoint: stop, freeze the writable disks under new layers, save memory,
+    /// commit the manifest, continue. Returns the memory file's size.
+    fn take_checkpoint(&mut self, fraction: f64) -> anyhow::Result<u64> {
+        let was_running = self.state != VmState::Paused;
+        let t0 = Instant::now();
+        self.qmp()?.execute("stop")?;
+        let layer = self.launch.layer + 1;
+        let root_frozen = file_name(&self.launch.root);
+        let output_frozen = file_name(&self.launch.output);
+        let (root_next, output_next) = (self.dir.join(layer_name("root", layer)), self.dir.join(layer_name("output", layer)));
+        for (device, next) in [("root", &root_next), ("output", &output_next)] {
+            let _ = fs::remove_file(next);
+            self.qmp()?.execute_with(
+                "blockdev-snapshot-sync",
+                serde_json::json!({ "device": device, "snapshot-file": next.display().to_string(), "format": "qcow2", "mode": "absolute-paths" }),
+            )?;
+        }
+        self.launch.root = root_next;
+        self.launch.output = output_next;
+        self.launch.layer = layer;
+        let memory = format!("memory-{layer}.state");
+        let tmp = self.dir.join(format!("{memory}.tmp"));
+        self.qmp()?.execute_with("migrate", serde_json::json!({ "uri": format!("exec:cat > {}", shell_quote(&tmp)) }))?;
+        loop {
+            let status = self.qmp()?.execute("query-migrate")?;
+            match status.get("status").and_then(|s| s.as_str()) {
+                Some("completed") => break,
+                Some("failed") | Some("cancelled") => bail!("checkpoint migration {}: {status}", status["status"]),
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+        let file = fs::File::open(&tmp)?;
+        file.sync_all()?;
+        let size = file.metadata()?.len();
+        for frozen in [&root_frozen, &output_frozen] {
+            fs::File::open(self.dir.join(frozen))?.sync_all()?;
+        }
+        fs::rename(&tmp, self.dir.join(&memory))?;
+        let cp = Checkpoint {
+            layer,
+            root_frozen,
+            output_frozen,
+            memory: memory.clone(),
+            memory_mib: self.launch.memory_mib,
+            cpus: self.launch.cpus,
+            cmdline: self.launch.cmdline.clone(),
+            fraction,
+        };
+        cp.commit(&self.dir)?;
+        // Only the newest memory file is ever needed; the frozen layers form the chain.
+        for old in 1..layer {
+            let _ = fs::remove_file(self.dir.join(format!("memory-{old}.state")));
+        }
+        if was_running {
+            self.qmp()?.execute("cont")?;
+        }
+        tracing::info!(layer, bytes = size, seconds = t0.elapsed().as_secs_f64(), "checkpoint committed");
+        Ok(size)
+    }
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
 impl Guest for VmGuest {
+    fn checkpoint(&mut self, fraction: f64) -> anyhow::Result<Option<u64>> {
+        if self.state == VmState::Done {
+            return Ok(None);
+        }
+        self.take_checkpoint(fraction).map(Some)
+    }
+
     fn next_event(&mut self, timeout: Duration) -> anyhow::Result<Option<GuestEvent>> {
         let deadline = Instant::now() + timeout;
         loop {
