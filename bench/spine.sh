@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 work=$(mktemp -d /tmp/gah-bench-spine.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+trap 'status=$?; [ $status -eq 0 ] && rm -rf "$work" || echo "bench: failed, kept $work" >&2' EXIT
 
 job="$work/job.json"
 target/release/gah-workgen generate --repo vm-images/overlay --queue "$work/q" --strategy pairwise --t 1 >/dev/null 2>&1
@@ -20,16 +20,17 @@ run_app() { # backend → prints "wall_s guest_s accel ready_s"
   t0=$(date +%s.%N)
   (cd "$dir" && "$root/target/release/gah-app" --job "$job" --output "$dir/out.tar.gz" \
       --repo "$root/vm-images/overlay" --distfiles "$root/.cache/distfiles" \
-      --binpkgs "$dir/binpkgs" --image "$root/.cache/images/test" --backend "$backend" >/dev/null 2>&1)
+      --binpkgs "$dir/binpkgs" --image "$root/.cache/images/test" --backend "$backend" >/dev/null 2>&1) \
+    || { echo "bench: gah-app --backend $backend failed:" >&2; tail -5 "$dir/stderr.txt" >&2; return 1; }
   t1=$(date +%s.%N)
-  local guest accel ready
-  read -r guest accel < <(python3 -c "
-import tarfile,json
-o=json.load(tarfile.open('$dir/out.tar.gz').extractfile('outcome.json'))
-assert o['status']=='success', o['summary']
-print(round(o['duration_secs'],1), o['accelerator'])")
-  ready=$(grep -o 'to=Running elapsed_s=[0-9.]*' "$dir/stderr.txt" | head -1 | cut -d= -f3)
-  echo "$(python3 -c "print(round($t1-$t0,1))") $guest $accel ${ready:--}"
+  python3 - "$dir" "$t0" "$t1" <<'PY'
+import json, re, sys, tarfile
+d, t0, t1 = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+o = json.load(tarfile.open(f"{d}/out.tar.gz").extractfile("outcome.json"))
+assert o["status"] == "success", o["summary"]
+m = re.search(r"to=Running elapsed_s=([0-9.]+)", open(f"{d}/stderr.txt").read())
+print(round(t1 - t0, 1), round(o["duration_secs"], 1), o["accelerator"], round(float(m.group(1)), 1) if m else "-")
+PY
 }
 
 read -r vm_wall vm_guest vm_accel vm_ready < <(run_app vm)

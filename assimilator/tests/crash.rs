@@ -9,7 +9,9 @@
 //! GAH_CRASH_OUTCOMES=1000 cargo test --release -p gah-assimilator --test crash -- --nocapture
 //! ```
 //!
-//! `GAH_CRASH_SEED` replays a run (the seed is printed).
+//! `GAH_CRASH_SEED` replays a run (the seed is printed). The second test does the same to
+//! the batched path (`gah-assimilator --batch`): lists of workunits, each re-run until it
+//! exits 0, with kills landing inside blob writes, syncs and commits.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -123,8 +125,22 @@ fn sigkill_at_random_points_loses_and_duplicates_nothing() {
         }
     }
     let elapsed = started.elapsed();
+    let (lost, duplicated, quarantined) = verify(&db_path, &outcomes);
+    println!(
+        "crash test: {n} outcomes, {runs} runs, {kills} SIGKILLs, {redeliveries} redeliveries, \
+         kill window 0..{:?}, {:.1}s (seed {seed}): {lost} lost, {duplicated} duplicated, {quarantined} quarantined",
+        typical * 3 / 2,
+        elapsed.as_secs_f64()
+    );
+    assert_eq!((lost, duplicated, quarantined), (0, 0, 0), "seed {seed}");
+    assert!(kills > 0 || n < 10, "no kill landed: the test proved nothing (seed {seed})");
+}
 
-    let db = Database::open(&db_path).unwrap();
+/// Counts lost, duplicated and quarantined outcomes, after checking the SQLite file and that
+/// every stored row's log is whole.
+fn verify(db_path: &Path, outcomes: &[(String, PathBuf, Outcome)]) -> (usize, i64, i64) {
+    let n = outcomes.len();
+    let db = Database::open(db_path).unwrap();
     let integrity: String = db.connection().query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
     assert_eq!(integrity, "ok");
     let mut stored: BTreeMap<String, (i64, String, String, String)> = BTreeMap::new();
@@ -139,7 +155,7 @@ fn sigkill_at_random_points_loses_and_duplicates_nothing() {
     let total: i64 = db.connection().query_row("SELECT count(*) FROM outcomes", [], |r| r.get(0)).unwrap();
     let distinct_jobs: i64 = db.connection().query_row("SELECT count(DISTINCT job_id) FROM outcomes", [], |r| r.get(0)).unwrap();
     let mut lost = 0;
-    for (wu, _, outcome) in &outcomes {
+    for (wu, _, outcome) in outcomes {
         match stored.get(wu) {
             None => lost += 1,
             Some((_, job_id, status, log_sha)) => {
@@ -153,11 +169,87 @@ fn sigkill_at_random_points_loses_and_duplicates_nothing() {
     }
     let duplicated = (total - n as i64) + (total - distinct_jobs);
     let quarantined: i64 = db.connection().query_row("SELECT count(*) FROM quarantine", [], |r| r.get(0)).unwrap();
+    (lost, duplicated, quarantined)
+}
+
+#[test]
+fn sigkill_during_batches_loses_and_duplicates_nothing() {
+    let n = env_u64("GAH_CRASH_OUTCOMES").unwrap_or(40) as usize;
+    let seed = env_u64("GAH_CRASH_SEED").unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
+    }) ^ 0x5eed;
+    let mut rng = Rng(seed);
+    let tmp = tempfile::tempdir().unwrap();
+    let uploads = tmp.path().join("uploads");
+    std::fs::create_dir(&uploads).unwrap();
+    let db_path = tmp.path().join("results/results.sqlite");
+    let outcomes: Vec<_> = (0..n).map(|i| make_outcome(&uploads, i)).collect();
+    // Lists of up to 10 workunits, stored 3 per transaction, so a list spans several
+    // batches and a kill can land between two of them.
+    let lists: Vec<PathBuf> = outcomes
+        .chunks(10)
+        .enumerate()
+        .map(|(k, chunk)| {
+            let path = tmp.path().join(format!("list{k}"));
+            std::fs::write(&path, chunk.iter().map(|(wu, f, _)| format!("{wu} {}\n", f.display())).collect::<String>()).unwrap();
+            path
+        })
+        .collect();
+    let batch = |list: &Path| {
+        Command::new(BIN)
+            .args(["--db", db_path.to_str().unwrap(), "--batch", list.to_str().unwrap(), "--batch-size", "3", "--snapshot", "crash"])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    // How long one list takes here: the fastest of three lists stored into a scratch
+    // database (the first run also creates the database, which later runs do not).
+    let calibration = tmp.path().join("calibration/results.sqlite");
+    let typical = lists
+        .iter()
+        .take(3)
+        .map(|list| {
+            let start = Instant::now();
+            let status = Command::new(BIN)
+                .args(["--db", calibration.to_str().unwrap(), "--batch", list.to_str().unwrap(), "--batch-size", "3"])
+                .stderr(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(status.success());
+            start.elapsed()
+        })
+        .min()
+        .unwrap();
+
+    let (mut kills, mut runs) = (0u64, 0u64);
+    let started = Instant::now();
+    for list in &lists {
+        for attempt in 0.. {
+            runs += 1;
+            let mut child = batch(list);
+            std::thread::sleep(Duration::from_micros(rng.below(typical.as_micros() as u64 * 6 / 5)));
+            // After eight kills in a row the run is let finish, so a slow machine still ends.
+            if attempt < 8 && child.try_wait().unwrap().is_none() {
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                kills += 1;
+                continue;
+            }
+            assert!(child.wait().unwrap().success(), "{} (seed {seed})", list.display());
+            break;
+        }
+    }
+    // Every list once more, as a redelivery of everything: nothing may change.
+    for list in &lists {
+        assert!(batch(list).wait().unwrap().success());
+    }
+    let (lost, duplicated, quarantined) = verify(&db_path, &outcomes);
     println!(
-        "crash test: {n} outcomes, {runs} runs, {kills} SIGKILLs, {redeliveries} redeliveries, \
-         kill window 0..{:?}, {:.1}s (seed {seed}): {lost} lost, {duplicated} duplicated, {quarantined} quarantined",
-        typical * 3 / 2,
-        elapsed.as_secs_f64()
+        "batch crash test: {n} outcomes in {} lists, {runs} runs, {kills} SIGKILLs, kill window 0..{:?}, {:.1}s \
+         (seed {seed}): {lost} lost, {duplicated} duplicated, {quarantined} quarantined",
+        lists.len(),
+        typical * 6 / 5,
+        started.elapsed().as_secs_f64()
     );
     assert_eq!((lost, duplicated, quarantined), (0, 0, 0), "seed {seed}");
     assert!(kills > 0 || n < 10, "no kill landed: the test proved nothing (seed {seed})");

@@ -91,9 +91,12 @@ pub struct Args {
     /// Guest memory in MiB.
     #[arg(long, default_value_t = 2048)]
     pub memory_mib: u64,
-    /// Guest CPUs (default: the CPUs this host has).
+    /// Guest CPUs (default: what the client allots, else the CPUs this host has).
     #[arg(long)]
     pub cpus: Option<u32>,
+    /// Also checkpoint every this many seconds (runs by hand have no client to ask).
+    #[arg(long)]
+    pub checkpoint_secs: Option<u64>,
 }
 
 /// Runs the app; returns only in standalone error cases (BOINC's finish exits the process).
@@ -162,6 +165,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     // Boot and platform overhead on top of the job's own limit.
     let limit = Duration::from_secs(job.timeout_secs + 300);
     let mut supervisor = Supervisor::new(guest, limit);
+    let mut last_checkpoint = std::time::Instant::now();
     let ending = loop {
         let status = runtime.status();
         let command = if status.abort_request {
@@ -182,7 +186,9 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             break ending;
         }
         runtime.fraction_done(supervisor.fraction);
-        if runtime.time_to_checkpoint() {
+        let own_period_due = args.checkpoint_secs.is_some_and(|secs| last_checkpoint.elapsed() >= Duration::from_secs(secs));
+        if runtime.time_to_checkpoint() || own_period_due {
+            last_checkpoint = std::time::Instant::now();
             match supervisor.checkpoint() {
                 Ok(Some(bytes)) => tracing::info!(bytes, "checkpoint for the client"),
                 Ok(None) => {}

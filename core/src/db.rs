@@ -271,32 +271,13 @@ impl Database {
     /// Stores `log` in the content-addressed log store (durably, before any row names it) and
     /// returns its hash.
     pub fn store_log(&self, log: &[u8]) -> Result<String, DbError> {
-        let (sha, pending) = self.write_blob(log)?;
-        if let Some(p) = pending {
+        let sha = crate::archive::sha256_hex(log);
+        if let Some(p) = write_blob(&self.log_root, &sha, log, 0)? {
             sync_path(&p.tmp)?;
             p.publish()?;
             sync_path(&p.dir)?;
         }
         Ok(sha)
-    }
-
-    /// Compresses a blob into a temporary file in the store (unsynced) and returns its hash,
-    /// plus the pending file when the store does not have it yet. Invariant kept by every
-    /// caller: a file reaches its final name only after its content is durable, so a name in
-    /// the store always holds the whole blob, even after a power loss.
-    fn write_blob(&self, blob: &[u8]) -> Result<(String, Option<PendingBlob>), DbError> {
-        let sha = crate::archive::sha256_hex(blob);
-        let dir = self.log_root.join(&sha[..2]);
-        let file = dir.join(format!("{sha}.log.gz"));
-        if file.exists() {
-            return Ok((sha, None));
-        }
-        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        let tmp = dir.join(format!(".{sha}.{}.tmp", std::process::id()));
-        let mut gz = flate2::write::GzEncoder::new(fs::File::create(&tmp).map_err(io_err(&tmp))?, flate2::Compression::fast());
-        gz.write_all(blob).map_err(io_err(&tmp))?;
-        gz.finish().map_err(io_err(&tmp))?;
-        Ok((sha, Some(PendingBlob { tmp, file, dir })))
     }
 
     /// Records the canonical outcome of workunit `wu_name` in one transaction, without a
@@ -328,28 +309,47 @@ impl Database {
     /// Idempotent per (workunit, snapshot), like [`Database::record`]; the result is in
     /// the batch's order.
     pub fn record_outcomes(&mut self, batch: &[NewOutcome<'_>]) -> Result<Vec<Recorded>, DbError> {
-        let t0 = std::time::Instant::now();
-        let mut pending: Vec<PendingBlob> = Vec::new();
-        let mut written: std::collections::HashSet<String> = std::collections::HashSet::new();
-        let mut shas = Vec::with_capacity(batch.len());
-        let mut blob = |bytes: &[u8]| -> Result<String, DbError> {
-            let sha = crate::archive::sha256_hex(bytes);
-            // The same log twice in one batch is compressed once.
-            if written.insert(sha.clone()) {
-                let (_, p) = self.write_blob(bytes)?;
-                pending.extend(p);
-            }
-            Ok(sha)
-        };
-        for new in batch {
-            let log = blob(new.log)?;
-            let info = new.emerge_info.map(&mut blob).transpose()?;
-            shas.push((log, info));
+        // Hashing and compressing the blobs is most of a batch's cost: spread it over the
+        // cores. Each thread skips blobs it has already seen; a blob two threads both write
+        // is renamed into place twice with the same content, which is harmless.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+        let per = batch.len().div_ceil(threads).max(1);
+        let root = self.log_root.as_path();
+        type Part = (Vec<(String, Option<String>)>, Vec<PendingBlob>);
+        let parts: Vec<Result<Part, DbError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = batch
+                .chunks(per)
+                .enumerate()
+                .map(|(k, part)| {
+                    s.spawn(move || {
+                        let mut seen = std::collections::HashSet::new();
+                        let (mut shas, mut pending) = (Vec::with_capacity(part.len()), Vec::new());
+                        let mut blob = |bytes: &[u8]| -> Result<String, DbError> {
+                            let sha = crate::archive::sha256_hex(bytes);
+                            if seen.insert(sha.clone()) {
+                                pending.extend(write_blob(root, &sha, bytes, k)?);
+                            }
+                            Ok(sha)
+                        };
+                        for new in part {
+                            let log = blob(new.log)?;
+                            let info = new.emerge_info.map(&mut blob).transpose()?;
+                            shas.push((log, info));
+                        }
+                        Ok((shas, pending))
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("hashing and compressing do not panic")).collect()
+        });
+        let (mut shas, mut pending) = (Vec::with_capacity(batch.len()), Vec::new());
+        for part in parts {
+            let (s, p) = part?;
+            shas.extend(s);
+            pending.extend(p);
         }
-        let t1 = t0.elapsed();
         if !pending.is_empty() {
             sync_filesystem(&self.log_root, pending.iter().map(|p| p.tmp.as_path()))?;
-            eprintln!("TIMING blobs {:?} sync1 {:?}", t1, t0.elapsed() - t1);
             for p in &pending {
                 p.publish()?;
             }
@@ -366,7 +366,6 @@ impl Database {
             out.push(insert_outcome(&tx, new, log, info.as_deref()).map_err(sql)?);
         }
         tx.commit().map_err(sql)?;
-        eprintln!("TIMING total {:?}", t0.elapsed());
         Ok(out)
     }
 
@@ -500,6 +499,27 @@ fn insert_outcome(tx: &rusqlite::Transaction<'_>, new: &NewOutcome<'_>, log_sha:
             json,
         ])?;
     Ok(if changed == 1 { Recorded::Inserted } else { Recorded::AlreadyPresent })
+}
+
+/// Compresses `blob` (whose hash is `sha`) into a temporary file of the store under
+/// `log_root`, unsynced, and returns it pending; `None` when the store already has it. `tag`
+/// keeps concurrent writers' temporary names apart. Invariant kept by every caller: a file
+/// reaches its final name only after its content is durable, so a name in the store always
+/// holds the whole blob, even after a power loss.
+fn write_blob(log_root: &Path, sha: &str, blob: &[u8], tag: usize) -> Result<Option<PendingBlob>, DbError> {
+    let dir = log_root.join(&sha[..2]);
+    let file = dir.join(format!("{sha}.log.gz"));
+    if file.exists() {
+        return Ok(None);
+    }
+    fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    let tmp = dir.join(format!(".{sha}.{}.{tag}.tmp", std::process::id()));
+    // The fastest level: logs still shrink ~10x, and compression is the batch path's
+    // main cost. The hash is of the uncompressed bytes, so the level is free to change.
+    let mut gz = flate2::write::GzEncoder::new(fs::File::create(&tmp).map_err(io_err(&tmp))?, flate2::Compression::fast());
+    gz.write_all(blob).map_err(io_err(&tmp))?;
+    gz.finish().map_err(io_err(&tmp))?;
+    Ok(Some(PendingBlob { tmp, file, dir }))
 }
 
 /// A blob compressed into a temporary file, not yet under its final name.

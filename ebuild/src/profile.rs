@@ -103,11 +103,8 @@ impl Profile {
     /// `Some(value)` when the profile pins `flag` of the ebuild `cpv`, `None` when it is free.
     pub fn pinned(&self, cpv: &str, flag: &str) -> Option<bool> {
         let applies = |rules: &[Rule]| {
-            rules
-                .iter()
-                .filter(|r| r.flag == flag && r.atom.as_ref().map_or(true, |a| a.matches(cpv)))
-                .last()
-                .is_some_and(|r| r.on)
+            // The last matching rule wins (later profiles and lines override earlier ones).
+            rules.iter().rev().find(|r| r.flag == flag && r.atom.as_ref().is_none_or(|a| a.matches(cpv))).is_some_and(|r| r.on)
         };
         if applies(&self.mask_rules) {
             Some(false)

@@ -306,13 +306,14 @@ fn list(q: &Queries<'_>, json: bool) -> anyhow::Result<()> {
             println!("{}", r.to_json(q));
         } else {
             println!(
-                "{:<28} {:<40} {:<6} {:<13} {:<8} {:>6.0}s {}",
+                "{:<28} {:<40} {:<6} {:<13} {:<8} {:>6.0}s {:<12} {}",
                 r.cpv,
                 r.use_flags,
                 r.compiler,
                 r.status,
                 r.failed_phase.as_deref().unwrap_or("-"),
                 r.duration_secs,
+                q.label(r.snapshot),
                 Database::log_relative_path(&r.log_sha256)
             );
         }

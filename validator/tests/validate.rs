@@ -284,3 +284,79 @@ fn mutated_archives_never_panic() {
         }
     }
 }
+
+/// The stable-toolchain twin of the `outcome_from_json` fuzz target (fuzz/): mutated
+/// `outcome.json` and `job.json` never panic `Outcome::from_json` / `Job::from_json`, what
+/// parses round-trips, and the same bytes inside an archive with an honest manifest (so the
+/// parser is reached through `archive::read`, as a forger would reach it) are refused with a
+/// one-line reason or accepted self-consistent.
+#[test]
+fn mutated_outcome_json_never_panics() {
+    use gah_core::job::Job;
+    use gah_core::outcome::Outcome;
+    let job = common::job();
+    let good_outcome = common::outcome(&job, Status::TestFailed).to_json();
+    let good_job = job.to_json();
+    // Tokens a JSON fuzzer splices in: type confusion, huge and odd numbers, escapes.
+    const TOKENS: &[&str] = &[
+        "null", "true", "-1", "1e999", "18446744073709551616", "0.0", "\"\"", "[]", "{}", "\"\\u0000\"", "\"\\ud800\"",
+        "\"success\"", "\"deps_failed\"", "\"gcc\"", ",", ":", "\"", "{", "]", "\"format\": 1,", "\"extra\": 0,",
+    ];
+    let mut state: u64 = 0x0DDB_A11C_AFE5_EED5;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let (mut parsed, mut refused) = (0, 0);
+    for round in 0..3000 {
+        let target_job = round % 4 == 0;
+        let mut bytes = if target_job { good_job.clone() } else { good_outcome.clone() };
+        for _ in 0..1 + next() % 3 {
+            let at = (next() % bytes.len() as u64) as usize;
+            match next() % 4 {
+                0 => bytes[at] ^= 1 << (next() % 8),
+                1 => bytes.truncate(at.max(1)),
+                2 => {
+                    let token = TOKENS[(next() % TOKENS.len() as u64) as usize].as_bytes();
+                    bytes.splice(at..at, token.iter().copied());
+                }
+                _ => {
+                    // Replace a value: from `at` to the next `,` or `}`.
+                    let end = bytes[at..].iter().position(|b| *b == b',' || *b == b'}').map_or(bytes.len(), |p| at + p);
+                    let token = TOKENS[(next() % TOKENS.len() as u64) as usize].as_bytes();
+                    bytes.splice(at..end, token.iter().copied());
+                }
+            }
+        }
+        match Outcome::from_json(&bytes) {
+            Ok(o) => {
+                parsed += 1;
+                assert_eq!(Outcome::from_json(&o.to_json()).unwrap(), o, "round {round}");
+            }
+            Err(e) => {
+                refused += 1;
+                assert!(!gah_validator::Verdict::invalid(&e.to_string()).reason().contains('\n'));
+            }
+        }
+        if let Ok(j) = Job::from_json(&bytes) {
+            assert_eq!(Job::from_json(&j.to_json()).unwrap(), j, "round {round}");
+        }
+        // Through the archive reader, with a manifest that matches the mutated member.
+        let mut members = common::members(&job, &common::outcome(&job, Status::TestFailed), b"log\n");
+        members.pop();
+        let slot = if target_job { 1 } else { 0 };
+        members[slot] = common::Member::file(if target_job { "job.json" } else { "outcome.json" }, &bytes);
+        members.push(common::manifest_for(&members));
+        match gah_core::archive::read(&common::raw(&members), gah_core::archive::Limits::default()) {
+            Ok(read) => {
+                assert!(read.outcome.check_consistency().is_ok(), "round {round}");
+                assert!(read.outcome.mismatch_with(&read.job).is_none(), "round {round}");
+            }
+            Err(e) => assert!(!gah_validator::Verdict::invalid(&e.to_string()).reason().contains('\n')),
+        }
+    }
+    // The mutations must reach both sides of the parser, or the test proves little.
+    assert!(parsed > 30 && refused > 1000, "parsed {parsed}, refused {refused}");
+}

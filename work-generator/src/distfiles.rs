@@ -263,7 +263,9 @@ impl<'r> Index<'r> {
         let mut seen: HashSet<(usize, &str)> = HashSet::new();
         seen.insert((repo, ebuild.cpv.as_str()));
         let job_on = |f: &str| use_flags.0.get(f).copied().unwrap_or_else(|| profile.implicit(f));
-        let mut work: Vec<(usize, &Ebuild, Box<dyn Fn(&str) -> bool + '_>)> = vec![(repo, ebuild, Box::new(job_on))];
+        // (repository, ebuild, its USE): the job's own, then each dependency's defaults.
+        type Item<'a> = (usize, &'a Ebuild, Box<dyn Fn(&str) -> bool + 'a>);
+        let mut work: Vec<Item<'_>> = vec![(repo, ebuild, Box::new(job_on))];
         while let Some((ri, e, is_on)) = work.pop() {
             let manifest = mirror.manifest(&self.repos[ri], &e.cpv);
             for file in src_uri_files(&e.src_uri, &*is_on) {
