@@ -6,7 +6,8 @@
 //!
 //! `cargo test --release real_boinc_client` runs them (with `RUN_SLOW_TESTS=1`), one at a
 //! time. `GAH_BOINC_BACKEND=sandbox` runs gah-app's sandbox backend instead of the VM (TCG
-//! here): ~1 min a test instead of ~6. `GAH_KEEP_TMP=1` keeps the temp folders.
+//! here): ~1 min a test instead of ~6. `GAH_KEEP_TMP=1` keeps the temp folders;
+//! `GAH_BOINC_CMDLINE` replaces the app version's `<cmdline>` (experiments).
 //!
 //! Every test kills the client and anything of its data folder at its end, also on failure
 //! (the `Client` drop guard), and checks that no qemu of its own is left.
@@ -99,7 +100,9 @@ fn tar_dir(dir: &Path, out: &Path) {
 /// folder (hard links: the root disk is GBs).
 fn package_app_version(project_dir: &Path, image: &Path) {
     let bin = program("gah-app").parent().unwrap().to_path_buf();
-    let cmdline = if is_vm() {
+    let cmdline = if let Ok(c) = std::env::var("GAH_BOINC_CMDLINE") {
+        c
+    } else if is_vm() {
         "--backend vm".to_owned()
     } else {
         // The sandbox needs the root as a folder, which is no app-version file.

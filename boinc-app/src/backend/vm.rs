@@ -105,6 +105,8 @@ impl Backend for VmBackend {
                 create_overlay(&root, &dir.join(&cp.root_frozen), "qcow2")?;
                 create_overlay(&output, &dir.join(&cp.output_frozen), if cp.layer == 1 { "raw" } else { "qcow2" })?;
                 tracing::info!(layer = cp.layer, memory = %cp.memory, "resuming from checkpoint");
+                // Progress the guest reported after the checkpoint never happened now.
+                fs::OpenOptions::new().write(true).create(true).truncate(false).open(&progress)?.set_len(cp.progress_offset)?;
                 let launch = Launch { root, output, layer: cp.layer, memory_mib: cp.memory_mib, cpus: cp.cpus, cmdline: cp.cmdline.clone() };
                 (launch, Some(dir.join(&cp.memory)))
             }
@@ -135,6 +137,11 @@ impl Backend for VmBackend {
         let started = Instant::now();
         let child = cmd.spawn().with_context(|| format!("start {}", self.qemu.display()))?;
         let state = if incoming.is_some() { VmState::Running } else { VmState::Booting };
+        let mut progress_reader = BufReader::new(fs::File::open(&progress)?);
+        if incoming.is_some() {
+            use std::io::Seek;
+            progress_reader.seek(std::io::SeekFrom::End(0))?;
+        }
         tracing::info!(pid = child.id(), accel = self.accelerator(), state = ?state, "qemu started");
         Ok(Box::new(VmGuest {
             child: Some(child),
@@ -143,7 +150,8 @@ impl Backend for VmBackend {
             launch,
             qmp_path,
             qmp: None,
-            progress: BufReader::new(fs::File::open(&progress)?),
+            progress: progress_reader,
+            progress_path: progress,
             partial: String::new(),
             console,
             output_dir: input.output_dir(),
@@ -239,6 +247,8 @@ pub struct Checkpoint {
     pub cmdline: String,
     /// Fraction done when it was taken.
     pub fraction: f64,
+    /// Length of the progress log then: what the guest wrote later is undone by a restore.
+    pub progress_offset: u64,
 }
 
 impl Checkpoint {
@@ -373,6 +383,7 @@ pub struct VmGuest {
     qmp_path: PathBuf,
     qmp: Option<Qmp>,
     progress: BufReader<fs::File>,
+    progress_path: PathBuf,
     partial: String,
     console: PathBuf,
     output_dir: PathBuf,
@@ -487,6 +498,7 @@ impl VmGuest {
             cpus: self.launch.cpus,
             cmdline: self.launch.cmdline.clone(),
             fraction,
+            progress_offset: fs::metadata(&self.progress_path).map(|m| m.len()).unwrap_or(0),
         };
         cp.commit(&self.dir)?;
         // Only the newest memory file is ever needed; the frozen layers form the chain.

@@ -538,6 +538,9 @@ impl State {
                 }
             }
         } else {
+            let lines: Vec<&str> = r.stderr_out.lines().collect();
+            let tail = lines[lines.len().saturating_sub(15)..].join("\n    ");
+            self.log(format!("report: {name} failed on the client; its stderr ends:\n    {tail}"));
             format!("error: client state {} exit status {}", r.state, r.exit_status)
         };
         self.log(format!("validator: {name}: {verdict}"));
