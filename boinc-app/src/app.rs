@@ -102,7 +102,9 @@ pub struct Args {
 /// Runs the app; returns only in standalone error cases (BOINC's finish exits the process).
 pub fn main(args: Args) -> anyhow::Result<()> {
     let runtime = boinc_api::init(&boinc_api::Options::wrapper()).context("initialise the BOINC runtime")?;
-    let resolve = |name: &str| -> anyhow::Result<PathBuf> { Ok(runtime.resolve_filename(name)?) };
+    // Absolute: the client hands out paths relative to the slot (`../../projects/…`), and
+    // qemu-img reads a relative backing file relative to the overlay's own folder.
+    let resolve = |name: &str| -> anyhow::Result<PathBuf> { Ok(std::path::absolute(runtime.resolve_filename(name)?)?) };
     let job_path = resolve(&args.job)?;
     let job = Job::from_json(&fs::read(&job_path).with_context(|| format!("read job {}", job_path.display()))?)
         .with_context(|| format!("job {}", job_path.display()))?;
@@ -166,6 +168,8 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let limit = Duration::from_secs(job.timeout_secs + 300);
     let mut supervisor = Supervisor::new(guest, limit);
     let mut last_checkpoint = std::time::Instant::now();
+    let mut last_status_report = std::time::Instant::now();
+    let mut checkpoint_cpu = 0.0;
     let ending = loop {
         let status = runtime.status();
         let command = if status.abort_request {
@@ -186,11 +190,21 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             break ending;
         }
         runtime.fraction_done(supervisor.fraction);
+        // The client counts only our own process: tell it what the guest used, as BOINC's
+        // wrappers do.
+        if last_status_report.elapsed() >= Duration::from_secs(1) {
+            let cpu = supervisor.cpu_seconds();
+            runtime.report_app_status(cpu, checkpoint_cpu, supervisor.fraction);
+            last_status_report = std::time::Instant::now();
+        }
         let own_period_due = args.checkpoint_secs.is_some_and(|secs| last_checkpoint.elapsed() >= Duration::from_secs(secs));
         if runtime.time_to_checkpoint() || own_period_due {
             last_checkpoint = std::time::Instant::now();
             match supervisor.checkpoint() {
-                Ok(Some(bytes)) => tracing::info!(bytes, "checkpoint for the client"),
+                Ok(Some(bytes)) => {
+                    checkpoint_cpu = supervisor.cpu_seconds();
+                    tracing::info!(bytes, "checkpoint for the client");
+                }
                 Ok(None) => {}
                 // A failed checkpoint leaves the previous good one in place.
                 Err(e) => tracing::warn!("checkpoint failed: {e:#}"),

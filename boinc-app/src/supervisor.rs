@@ -184,6 +184,11 @@ impl Supervisor {
         }
     }
 
+    /// CPU seconds the guest has used so far.
+    pub fn cpu_seconds(&self) -> f64 {
+        self.guest.cpu_seconds()
+    }
+
     /// The guest's host-side log.
     pub fn console_log(&self) -> std::path::PathBuf {
         self.guest.console_log()

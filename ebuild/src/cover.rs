@@ -47,6 +47,10 @@ impl Rng {
 
 /// The set of t-way combinations: every `t`-subset of variables (in lexicographic order)
 /// times every value pattern (bit k = value of the k-th variable of the subset).
+///
+/// For t = 2 the uncovered pairs are also kept as bit sets (`masks`), so that a value's gain
+/// and a row's count are a few popcounts per variable instead of a walk over subsets.
+#[derive(Clone)]
 struct Tuples {
     t: usize,
     subsets: Vec<Vec<usize>>,
@@ -54,6 +58,13 @@ struct Tuples {
     by_var: Vec<Vec<usize>>,
     uncovered: Vec<bool>,
     left: usize,
+    /// Uncovered combinations, lazily pruned of covered ones (for random picks).
+    live: Vec<usize>,
+    /// t = 2 only: words per variable set.
+    words: usize,
+    /// t = 2 only: for variable i, value a of i and value b: the variables j (bit j of
+    /// `words` words at `((i * 2 + a) * 2 + b) * words`) whose pair (i = a, j = b) is uncovered.
+    masks: Vec<u64>,
 }
 
 impl Tuples {
@@ -79,33 +90,112 @@ impl Tuples {
                 by_var[v].push(i);
             }
         }
-        Tuples { t, subsets, by_var, uncovered: vec![true; total], left: total }
+        let words = n.div_ceil(64);
+        let mut masks = Vec::new();
+        if t == 2 {
+            masks = vec![!0u64; n * 4 * words];
+            for i in 0..n {
+                for ab in 0..4 {
+                    let m = &mut masks[(i * 4 + ab) * words..][..words];
+                    m[i / 64] &= !(1 << (i % 64));
+                    if n % 64 != 0 {
+                        m[words - 1] &= (1 << (n % 64)) - 1;
+                    }
+                }
+            }
+        }
+        Tuples { t, subsets, by_var, uncovered: vec![true; total], left: total, live: (0..total).collect(), words, masks }
     }
 
     fn pattern(&self, subset: &[usize], row: &[bool]) -> usize {
         subset.iter().enumerate().fold(0, |p, (k, &v)| p | (usize::from(row[v]) << k))
     }
 
+    /// The variables and values of combination `idx`.
+    fn combination(&self, idx: usize) -> impl Iterator<Item = (usize, bool)> + '_ {
+        let pattern = idx & ((1 << self.t) - 1);
+        self.subsets[idx >> self.t].iter().enumerate().map(move |(k, &v)| (v, pattern >> k & 1 == 1))
+    }
+
+    /// Calls `f` with the index of every combination `row` shows.
+    fn for_each(&self, row: &[bool], mut f: impl FnMut(usize)) {
+        for s in 0..self.subsets.len() {
+            f((s << self.t) | self.pattern(&self.subsets[s], row));
+        }
+    }
+
     fn cover(&mut self, row: &[bool]) {
         for s in 0..self.subsets.len() {
             let idx = (s << self.t) | self.pattern(&self.subsets[s], row);
-            if self.uncovered[idx] {
-                self.uncovered[idx] = false;
-                self.left -= 1;
-            }
+            self.drop_tuple(idx);
         }
+    }
+
+    /// How many uncovered combinations `row` shows.
+    fn count(&self, row: &[bool]) -> usize {
+        if self.t == 2 {
+            let w = self.words;
+            let mut ones = vec![0u64; w];
+            for (j, &v) in row.iter().enumerate() {
+                if v {
+                    ones[j / 64] |= 1 << (j % 64);
+                }
+            }
+            let mut k = 0;
+            for (i, &a) in row.iter().enumerate() {
+                let base = (i * 2 + usize::from(a)) * 2 * w;
+                for x in 0..w {
+                    k += (self.masks[base + x] & !ones[x]).count_ones() + (self.masks[base + w + x] & ones[x]).count_ones();
+                }
+            }
+            // Each pair was counted from both ends.
+            return k as usize / 2;
+        }
+        let mut k = 0;
+        self.for_each(row, |i| k += usize::from(self.uncovered[i]));
+        k
     }
 
     fn drop_tuple(&mut self, idx: usize) {
         if self.uncovered[idx] {
             self.uncovered[idx] = false;
             self.left -= 1;
+            if self.t == 2 {
+                let (i, j) = (self.subsets[idx >> 2][0], self.subsets[idx >> 2][1]);
+                let (a, b) = (idx & 1, idx >> 1 & 1);
+                let w = self.words;
+                self.masks[((i * 2 + a) * 2 + b) * w + j / 64] &= !(1 << (j % 64));
+                self.masks[((j * 2 + b) * 2 + a) * w + i / 64] &= !(1 << (i % 64));
+            }
         }
     }
 
+    /// A uniformly drawn uncovered combination (`None` when none is left).
+    fn random_uncovered(&mut self, rng: &mut Rng) -> Option<usize> {
+        while !self.live.is_empty() {
+            #[allow(clippy::cast_possible_truncation)]
+            let k = (rng.next() % self.live.len() as u64) as usize;
+            if self.uncovered[self.live[k]] {
+                return Some(self.live[k]);
+            }
+            self.live.swap_remove(k);
+        }
+        None
+    }
+
     /// Uncovered combinations whose variables are all `fixed` once `var` is set to `value`,
-    /// counting only those that contain `var`.
-    fn gain(&self, fixed: &[Option<bool>], var: usize, value: bool) -> usize {
+    /// counting only those that contain `var`. `set` holds, for t = 2, the variables fixed
+    /// off (`set[0]`) and on (`set[1]`) as bit sets.
+    fn gain(&self, fixed: &[Option<bool>], set: &[Vec<u64>; 2], var: usize, value: bool) -> usize {
+        if self.t == 2 {
+            let w = self.words;
+            let base = (var * 2 + usize::from(value)) * 2 * w;
+            let mut k = 0;
+            for x in 0..w {
+                k += (self.masks[base + x] & set[0][x]).count_ones() + (self.masks[base + w + x] & set[1][x]).count_ones();
+            }
+            return k as usize;
+        }
         let mut n = 0;
         for &s in &self.by_var[var] {
             let subset = &self.subsets[s];
@@ -130,14 +220,11 @@ impl Tuples {
 pub fn covering_array(space: &Space, t: usize, seed: u64) -> Cover {
     let n = space.vars().len();
     let mut rows: Vec<Config> = Vec::new();
-    let push = |rows: &mut Vec<Config>, c: Config| {
-        if !rows.contains(&c) {
-            rows.push(c);
-        }
-    };
     for target in [space.defaults().to_vec(), vec![true; n], vec![false; n]] {
         if let Some(c) = space.closest(&target) {
-            push(&mut rows, c);
+            if !rows.contains(&c) {
+                rows.push(c);
+            }
         }
     }
     if rows.is_empty() {
@@ -148,9 +235,9 @@ pub fn covering_array(space: &Space, t: usize, seed: u64) -> Cover {
     if t == 0 {
         return Cover { rows, infeasible: 0 };
     }
-    let mut tuples = Tuples::new(n, t);
+    let mut base = Tuples::new(n, t);
     for r in &rows {
-        tuples.cover(r);
+        base.cover(r);
     }
     // Literals no valid configuration has: every combination holding one is dropped without
     // a solver call (flags tied to another architecture, say).
@@ -166,49 +253,161 @@ pub fn covering_array(space: &Space, t: usize, seed: u64) -> Cover {
             })
         })
         .collect();
+    let mut b = Builder { space, n, lit_ok, prefer: rows[0].clone(), dead: vec![false; base.uncovered.len()], infeasible: 0 };
+    let (candidates, restarts) = budget(base.subsets.len() * t);
+    let mut best: Option<Vec<Config>> = None;
     let mut rng = Rng(seed);
-    let mut infeasible = 0;
-    let mut next_idx = 0;
-    while tuples.left > 0 {
-        while !tuples.uncovered[next_idx] {
-            next_idx += 1;
+    for _ in 0..restarts {
+        let mut tuples = base.clone();
+        let mut extra = b.greedy(&mut tuples, candidates, &mut rng);
+        prune(&rows, &mut extra, &base);
+        if best.as_ref().is_none_or(|b| extra.len() < b.len()) {
+            best = Some(extra);
         }
-        let idx = next_idx;
-        let subset = tuples.subsets[idx >> t].clone();
-        let pattern = idx & ((1 << t) - 1);
+    }
+    rows.extend(best.unwrap_or_default());
+    Cover { rows, infeasible: b.infeasible }
+}
+
+/// Candidate rows per greedy step and whole-array restarts for `n` variables, strength `t`
+/// and `tuples` combinations left after the seed rows: many where a candidate is cheap,
+/// few on large ebuilds (so a 134-flag qemu stays well under a second).
+fn budget(per_candidate: usize) -> (usize, usize) {
+    let per_candidate = per_candidate.max(1);
+    let cand: usize = std::env::var("GAH_CAND").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
+    let rest: usize = std::env::var("GAH_REST").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000_000);
+    let candidates = (cand / per_candidate).clamp(1, 30);
+    let restarts = (rest / (per_candidate * candidates)).clamp(1, 8);
+    (candidates, restarts)
+}
+
+/// Removes the rows of `extra` whose combinations are all covered by other rows (the seed
+/// rows `seeds` are never removed), latest rows first.
+fn prune(seeds: &[Config], extra: &mut Vec<Config>, shape: &Tuples) {
+    let mut count = vec![0u32; shape.uncovered.len()];
+    for r in seeds.iter().chain(extra.iter()) {
+        shape.for_each(r, |i| count[i] += 1);
+    }
+    let mut k = extra.len();
+    while k > 0 {
+        k -= 1;
+        let mut redundant = true;
+        shape.for_each(&extra[k], |i| redundant &= count[i] > 1);
+        if redundant {
+            shape.for_each(&extra[k], |i| count[i] -= 1);
+            extra.remove(k);
+        }
+    }
+}
+
+/// State shared by the greedy builds of one array.
+struct Builder<'s, 'e> {
+    space: &'s Space<'e>,
+    n: usize,
+    lit_ok: Vec<[bool; 2]>,
+    /// Values the solver prefers where nothing else decides: the default-closest row.
+    prefer: Config,
+    /// Combinations proven infeasible (by any build).
+    dead: Vec<bool>,
+    infeasible: usize,
+}
+
+impl Builder<'_, '_> {
+    /// Adds rows until `tuples` has nothing uncovered; each row is the best of `candidates`
+    /// randomized constrained greedy rows (the first one starts at the first uncovered
+    /// combination and breaks ties towards the solver's witness, the others start at random
+    /// uncovered combinations and break ties at random).
+    fn greedy(&mut self, tuples: &mut Tuples, candidates: usize, rng: &mut Rng) -> Vec<Config> {
+        for (i, d) in self.dead.iter().enumerate() {
+            if *d {
+                tuples.drop_tuple(i);
+            }
+        }
+        let mut out = Vec::new();
+        let mut first = 0;
+        while tuples.left > 0 {
+            let mut best: Option<(usize, Config)> = None;
+            for c in 0..candidates {
+                if tuples.left == 0 {
+                    break;
+                }
+                let idx = if c == 0 {
+                    while !tuples.uncovered[first] {
+                        first += 1;
+                    }
+                    first
+                } else {
+                    tuples.random_uncovered(rng).expect("tuples left")
+                };
+                let Some(row) = self.candidate(tuples, idx, c > 0, rng) else {
+                    self.dead[idx] = true;
+                    self.infeasible += 1;
+                    tuples.drop_tuple(idx);
+                    continue;
+                };
+                let score = tuples.count(&row);
+                if best.as_ref().is_none_or(|(s, _)| score > *s) {
+                    best = Some((score, row));
+                }
+            }
+            if let Some((_, row)) = best {
+                debug_assert!(self.space.is_valid(&row));
+                tuples.cover(&row);
+                out.push(row);
+            }
+        }
+        out
+    }
+
+    /// A valid row holding combination `idx`, the other flags set greedily (in a random
+    /// order) to the value covering most uncovered combinations with the flags already set;
+    /// `None` when the combination is infeasible.
+    fn candidate(&self, tuples: &Tuples, idx: usize, random_ties: bool, rng: &mut Rng) -> Option<Config> {
+        let (n, space) = (self.n, self.space);
         let mut fixed: Vec<Option<bool>> = vec![None; n];
-        for (k, &v) in subset.iter().enumerate() {
-            fixed[v] = Some(pattern >> k & 1 == 1);
+        let words = n.div_ceil(64);
+        let mut set = [vec![0u64; words], vec![0u64; words]];
+        for (v, val) in tuples.combination(idx) {
+            if !self.lit_ok[v][usize::from(val)] {
+                return None;
+            }
+            fixed[v] = Some(val);
         }
-        let prefer: Vec<bool> = rows[0].clone();
-        let lits_ok = subset.iter().all(|&v| lit_ok[v][usize::from(fixed[v] == Some(true))]);
-        let Some(mut witness) = lits_ok.then(|| space.solve(&fixed, &prefer)).flatten() else {
-            tuples.drop_tuple(idx);
-            infeasible += 1;
-            continue;
-        };
+        let mut witness = space.solve(&fixed, &self.prefer)?;
+        for (v, val) in tuples.combination(idx) {
+            set[usize::from(val)][v / 64] |= 1 << (v % 64);
+        }
         let mut order: Vec<usize> = (0..n).filter(|v| fixed[*v].is_none()).collect();
         rng.shuffle(&mut order);
         for var in order {
-            let gains = [tuples.gain(&fixed, var, false), tuples.gain(&fixed, var, true)];
-            // Prefer the witness's value on ties: it needs no solver call.
-            let best = if !lit_ok[var][0] || !lit_ok[var][1] || gains[0] == gains[1] { witness[var] } else { gains[1] > gains[0] };
-            if best == witness[var] || !space.is_constrained(var) {
-                fixed[var] = Some(best);
+            let ok = self.lit_ok[var];
+            let gains = [tuples.gain(&fixed, &set, var, false), tuples.gain(&fixed, &set, var, true)];
+            let best = if !ok[0] || !ok[1] {
+                witness[var]
+            } else if gains[0] != gains[1] {
+                gains[1] > gains[0]
+            } else if random_ties {
+                rng.next() & 1 == 1
+            } else {
+                witness[var]
+            };
+            if best != witness[var] && space.is_constrained(var) {
+                // Cheap first: the witness with this one flag changed; else a short search.
                 witness[var] = best;
-                continue;
+                if !space.is_valid(&witness) {
+                    witness[var] = !best;
+                    fixed[var] = Some(best);
+                    if let Some(w) = space.solve_within(&fixed, &witness, 2_000) {
+                        witness = w;
+                    }
+                }
             }
-            fixed[var] = Some(best);
-            match space.solve(&fixed, &witness) {
-                Some(w) => witness = w,
-                None => fixed[var] = Some(witness[var]),
-            }
+            witness[var] = if space.is_constrained(var) { witness[var] } else { best };
+            fixed[var] = Some(witness[var]);
+            set[usize::from(witness[var])][var / 64] |= 1 << (var % 64);
         }
-        debug_assert!(space.is_valid(&witness));
-        tuples.cover(&witness);
-        push(&mut rows, witness);
+        Some(witness)
     }
-    Cover { rows, infeasible }
 }
 
 #[cfg(test)]

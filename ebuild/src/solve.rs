@@ -238,21 +238,39 @@ impl<'e> Space<'e> {
     /// values of `prefer` elsewhere (exactly `prefer` on free variables); `None` when there is
     /// none (or the node budget ran out).
     pub fn solve(&self, fixed: &[Option<bool>], prefer: &[bool]) -> Option<Config> {
+        let (found, out_of_budget) = self.solve_bounded(fixed, prefer, self.node_budget);
+        if out_of_budget {
+            self.exhausted.set(true);
+        }
+        found
+    }
+
+    /// [`Space::solve`] within `nodes` search nodes, for heuristic queries whose `None` only
+    /// means "not found cheaply": running out of nodes is not recorded in
+    /// [`Space::budget_exhausted`].
+    pub fn solve_within(&self, fixed: &[Option<bool>], prefer: &[bool], nodes: u64) -> Option<Config> {
+        self.solve_bounded(fixed, prefer, nodes.min(self.node_budget)).0
+    }
+
+    /// The search behind [`Space::solve`]: the configuration found, and whether the search
+    /// gave up after `budget` nodes.
+    fn solve_bounded(&self, fixed: &[Option<bool>], prefer: &[bool], budget: u64) -> (Option<Config>, bool) {
         // Fixed values are visible to the pruning from the start, not only when the search
         // reaches their variable: an infeasible request fails at the root.
-        let fixed = self.with_pinned(fixed)?;
+        let Some(fixed) = self.with_pinned(fixed) else { return (None, false) };
         let fixed = &fixed[..];
         let mut partial: Vec<Option<bool>> = fixed.to_vec();
         if !self.partial_ok(&partial) {
-            return None;
+            return (None, false);
         }
         let mut nodes = 0u64;
         let mut found = None;
-        self.dfs(0, &mut partial, fixed, prefer, &mut nodes, &mut |p| {
+        self.dfs(0, &mut partial, fixed, prefer, &mut nodes, budget, &mut |p| {
             found = Some(p.to_vec());
             true
         });
-        found.map(|p| self.complete(&p, fixed, prefer))
+        let out_of_budget = nodes > budget;
+        (found.map(|p| self.complete(&p, fixed, prefer)), out_of_budget)
     }
 
     /// `fixed` plus the profile's pins; `None` when they contradict.
@@ -282,11 +300,12 @@ impl<'e> Space<'e> {
         fixed: &[Option<bool>],
         prefer: &[bool],
         nodes: &mut u64,
+        budget: u64,
         leaf: &mut dyn FnMut(&[Option<bool>]) -> bool,
     ) -> bool {
         *nodes += 1;
-        if *nodes > self.node_budget {
-            self.exhausted.set(true);
+        if *nodes > budget {
+            // The caller sees `nodes > budget` and decides whether that is worth recording.
             return true;
         }
         if depth == self.order.len() {
@@ -298,12 +317,12 @@ impl<'e> Space<'e> {
         let var = self.order[depth];
         if fixed[var].is_some() {
             // Already in `partial` (set by the caller) and checked.
-            return self.dfs(depth + 1, partial, fixed, prefer, nodes, leaf);
+            return self.dfs(depth + 1, partial, fixed, prefer, nodes, budget, leaf);
         }
         let choices: &[bool] = if prefer[var] { &[true, false] } else { &[false, true] };
         for &v in choices {
             partial[var] = Some(v);
-            if self.partial_ok(partial) && self.dfs(depth + 1, partial, fixed, prefer, nodes, leaf) {
+            if self.partial_ok(partial) && self.dfs(depth + 1, partial, fixed, prefer, nodes, budget, leaf) {
                 partial[var] = None;
                 return true;
             }
@@ -377,11 +396,14 @@ impl<'e> Space<'e> {
         let mut nodes = 0u64;
         let per_free = 1usize << free.len();
         let mut too_many = false;
-        self.dfs(0, &mut partial, &fixed, &prefer, &mut nodes, &mut |p| {
+        self.dfs(0, &mut partial, &fixed, &prefer, &mut nodes, self.node_budget, &mut |p| {
             constrained_solutions.push(p.to_vec());
             too_many = constrained_solutions.len() * per_free > limit;
             too_many
         });
+        if nodes > self.node_budget {
+            self.exhausted.set(true);
+        }
         if too_many || self.exhausted.get() {
             return None;
         }

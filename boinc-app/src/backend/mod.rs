@@ -59,6 +59,8 @@ pub trait Guest {
     fn checkpoint(&mut self, fraction: f64) -> anyhow::Result<Option<u64>>;
     /// Kills the guest for good; nothing of it keeps running afterwards.
     fn kill(&mut self) -> anyhow::Result<()>;
+    /// CPU seconds the guest has used so far (qemu's, or every sandboxed process's).
+    fn cpu_seconds(&self) -> f64;
     /// Host-side log of the guest (console or sandbox stderr), for diagnostics.
     fn console_log(&self) -> PathBuf;
 }
@@ -71,6 +73,18 @@ pub trait Backend {
     fn accelerator(&self) -> &'static str;
     /// Starts a guest for the job staged in `input`.
     fn start(&self, input: &GuestInput) -> anyhow::Result<Box<dyn Guest>>;
+}
+
+/// User + system CPU seconds of one process, from `/proc/PID/stat`.
+pub fn process_cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    // The command name may hold spaces: fields are counted after its closing parenthesis.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return 0.0 };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
+    (ticks(11) + ticks(12)) / hz
 }
 
 /// Parses a `GAH-PROGRESS <fraction> <phase>` line.

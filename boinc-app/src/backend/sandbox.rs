@@ -341,7 +341,7 @@ fn cgroup_dirs(job: &str) -> Vec<PathBuf> {
     if base.join("cgroup.controllers").exists() {
         return vec![base.join(format!("gah-{job}"))];
     }
-    ["freezer", "memory"].iter().map(|c| base.join(c).join(format!("gah-{job}"))).collect()
+    ["freezer", "memory", "cpuacct"].iter().map(|c| base.join(c).join(format!("gah-{job}"))).collect()
 }
 
 /// The namespace sandbox backend.
@@ -394,7 +394,8 @@ impl Backend for SandboxBackend {
         fs::create_dir_all(&out).with_context(|| format!("create {}", out.display()))?;
         let scratch = input.slot.join("sandbox");
         fs::create_dir_all(&scratch).with_context(|| format!("create {}", scratch.display()))?;
-        let job_tag = input.slot.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "job".into());
+        // Unique per task: under BOINC every slot folder is called `slot`.
+        let job_tag = format!("{}-{}", std::process::id(), input.slot.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
         let cgroups: Vec<PathBuf> = cgroup_dirs(&job_tag).into_iter().filter(|d| fs::create_dir_all(d).is_ok()).collect();
         for cg in &cgroups {
             // Memory cap on v1 or v2; a missing knob just means no cap.
@@ -550,6 +551,21 @@ impl Guest for SandboxGuest {
         self.finished = true;
         self.cleanup();
         Ok(())
+    }
+
+    fn cpu_seconds(&self) -> f64 {
+        for cg in &self.cgroups {
+            // v1 cpuacct (nanoseconds) or v2 cpu.stat (microseconds).
+            if let Ok(ns) = fs::read_to_string(cg.join("cpuacct.usage")) {
+                return ns.trim().parse::<f64>().unwrap_or(0.0) / 1e9;
+            }
+            if let Ok(stat) = fs::read_to_string(cg.join("cpu.stat")) {
+                if let Some(us) = stat.lines().find_map(|l| l.strip_prefix("usage_usec ")) {
+                    return us.trim().parse::<f64>().unwrap_or(0.0) / 1e6;
+                }
+            }
+        }
+        0.0
     }
 
     fn console_log(&self) -> PathBuf {

@@ -582,6 +582,10 @@ impl Guest for VmGuest {
         Ok(())
     }
 
+    fn cpu_seconds(&self) -> f64 {
+        self.child.as_ref().map(|c| super::process_cpu_seconds(c.id())).unwrap_or(0.0)
+    }
+
     fn console_log(&self) -> PathBuf {
         self.console.clone()
     }
