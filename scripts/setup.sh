@@ -32,6 +32,12 @@ fi
 step "building the workspace (release)"
 cargo build --release --workspace --bins --quiet
 
+if [ ! -x .cache/portage-venv/bin/egencache ]; then
+  step "Portage from PyPI in .cache/portage-venv (the REQUIRED_USE oracle, overlay metadata)"
+  python3 -m venv .cache/portage-venv
+  .cache/portage-venv/bin/pip install --quiet "portage==3.0.83"
+fi
+
 step "distfiles (real upstream sources repacked from crates.io packages)"
 bash vm-images/distfiles/make-distfiles.sh .cache/distfiles
 
