@@ -68,6 +68,9 @@ pub fn run(layout: &Layout, config: &RunConfig) -> anyhow::Result<()> {
         return Ok(());
     }
     let mut db = Database::open(&layout.db)?;
+    // Outcomes are filed under the tree they were built from, so a changed overlay starts a
+    // new history for its cells (see `gah results changes`).
+    let snapshot = db.snapshot(&gah_assimilator::md5_cache_snapshot(&layout.overlay)?)?;
     fs::create_dir_all(&layout.binpkgs)?;
     let app = sibling_program("gah-app")?;
     let mut rows = Vec::new();
@@ -85,7 +88,7 @@ pub fn run(layout: &Layout, config: &RunConfig) -> anyhow::Result<()> {
             let archive = run_replica(&app, layout, config, &dir, &job_file, replica, &label)?;
             archives.push(archive);
         }
-        let row = validate_and_assimilate(&mut db, &job, &archives, started.elapsed());
+        let row = validate_and_assimilate(&mut db, snapshot, &job, &archives, started.elapsed());
         println!("        -> {} {} {}", row.status, row.failed_phase, row.note);
         rows.push(row);
     }
@@ -224,7 +227,7 @@ fn field(line: &str, key: &str) -> Option<String> {
     Some(line[start..].split_whitespace().next()?.trim_matches('"').to_owned())
 }
 
-fn validate_and_assimilate(db: &mut Database, job: &Job, archives: &[PathBuf], elapsed: Duration) -> Row {
+fn validate_and_assimilate(db: &mut Database, snapshot: i64, job: &Job, archives: &[PathBuf], elapsed: Duration) -> Row {
     let minutes = elapsed.as_secs_f64() / 60.0;
     let row = |status: &str, phase: &str, note: String| Row { job: job.clone(), status: status.into(), failed_phase: phase.into(), minutes, note };
     for archive in archives {
@@ -240,7 +243,7 @@ fn validate_and_assimilate(db: &mut Database, job: &Job, archives: &[PathBuf], e
         }
     }
     let stored = gah_validator::load(&archives[0]).map_err(anyhow::Error::from).and_then(|archive| {
-        gah_assimilator::store(db, &job.job_id, &archive)?;
+        gah_assimilator::store_at(db, snapshot, &job.job_id, &archive)?;
         Ok(archive)
     });
     match stored {
