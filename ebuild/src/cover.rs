@@ -1,15 +1,30 @@
 //! Constrained t-wise covering arrays: few valid configurations that together show every
 //! combination of `t` flag values that any valid configuration can show.
 //!
-//! Construction (AETG-style greedy, deterministic for a seed):
+//! Construction (deterministic for a seed):
 //! 1. seed rows: the valid configurations closest to the IUSE defaults, to all-on and to
-//!    all-off (what QA expects from tatt);
-//! 2. while a t-way value combination is uncovered: fix it (dropping it if the solver proves
-//!    it infeasible), then give every other flag, in a seeded order, the value that covers
-//!    most uncovered combinations with the flags already fixed, as long as the solver still
-//!    finds a valid completion.
+//!    all-off (what QA expects from tatt); they are always kept;
+//! 2. greedy builds add rows until every combination is covered or proven infeasible:
+//!    - the first build is the plain one-candidate greedy: fix the first uncovered
+//!      combination (dropping it if the solver proves it infeasible), then give every other
+//!      flag, in a seeded order, the value that covers most uncovered combinations with the
+//!      flags already fixed, as long as a valid completion exists (the witness with that flag
+//!      flipped, else a short solver search);
+//!    - when the valid space is small (at most [`ENUMERATE_LIMIT`] configurations), further
+//!      builds pick, at each step, the valid configuration covering most uncovered
+//!      combinations (ties at random);
+//!    - otherwise further builds keep, at each step, the best of several such greedy rows
+//!      (AETG's candidates), started at random uncovered combinations with random
+//!      tie-breaks; fewer candidates the more flags there are;
+//!    - each build then drops the rows whose combinations are all shown by other rows
+//!      (never the seed rows); builds run within a counted work budget, and the smallest
+//!      array wins (the first on ties), so the result is never larger than the first build's.
 //!
-//! Every row is a solver witness, so every row is valid.
+//! Every row is a solver witness or an enumerated configuration checked by the exact
+//! evaluator, so every row is valid.
+
+use std::collections::HashMap;
+use std::rc::Rc;
 
 use crate::solve::{Config, Space};
 
@@ -45,6 +60,17 @@ impl Rng {
     }
 }
 
+/// The variables a row sets, as a bit set.
+fn bit_set(row: &[bool]) -> Vec<u64> {
+    let mut ones = vec![0u64; row.len().div_ceil(64)];
+    for (j, &v) in row.iter().enumerate() {
+        if v {
+            ones[j / 64] |= 1 << (j % 64);
+        }
+    }
+    ones
+}
+
 /// The set of t-way combinations: every `t`-subset of variables (in lexicographic order)
 /// times every value pattern (bit k = value of the k-th variable of the subset).
 ///
@@ -53,9 +79,10 @@ impl Rng {
 #[derive(Clone)]
 struct Tuples {
     t: usize,
-    subsets: Vec<Vec<usize>>,
+    /// Shared, not copied, between the restarts' clones.
+    subsets: Rc<Vec<Vec<usize>>>,
     /// For each variable, the subsets holding it (so `gain` looks at n^(t-1) subsets, not n^t).
-    by_var: Vec<Vec<usize>>,
+    by_var: Rc<Vec<Vec<usize>>>,
     uncovered: Vec<bool>,
     left: usize,
     /// Uncovered combinations, lazily pruned of covered ones (for random picks).
@@ -98,13 +125,13 @@ impl Tuples {
                 for ab in 0..4 {
                     let m = &mut masks[(i * 4 + ab) * words..][..words];
                     m[i / 64] &= !(1 << (i % 64));
-                    if n % 64 != 0 {
+                    if !n.is_multiple_of(64) {
                         m[words - 1] &= (1 << (n % 64)) - 1;
                     }
                 }
             }
         }
-        Tuples { t, subsets, by_var, uncovered: vec![true; total], left: total, live: (0..total).collect(), words, masks }
+        Tuples { t, subsets: Rc::new(subsets), by_var: Rc::new(by_var), uncovered: vec![true; total], left: total, live: (0..total).collect(), words, masks }
     }
 
     fn pattern(&self, subset: &[usize], row: &[bool]) -> usize {
@@ -134,26 +161,26 @@ impl Tuples {
     /// How many uncovered combinations `row` shows.
     fn count(&self, row: &[bool]) -> usize {
         if self.t == 2 {
-            let w = self.words;
-            let mut ones = vec![0u64; w];
-            for (j, &v) in row.iter().enumerate() {
-                if v {
-                    ones[j / 64] |= 1 << (j % 64);
-                }
-            }
-            let mut k = 0;
-            for (i, &a) in row.iter().enumerate() {
-                let base = (i * 2 + usize::from(a)) * 2 * w;
-                for x in 0..w {
-                    k += (self.masks[base + x] & !ones[x]).count_ones() + (self.masks[base + w + x] & ones[x]).count_ones();
-                }
-            }
-            // Each pair was counted from both ends.
-            return k as usize / 2;
+            return self.count_set(row, &bit_set(row));
         }
         let mut k = 0;
         self.for_each(row, |i| k += usize::from(self.uncovered[i]));
         k
+    }
+
+    /// [`Tuples::count`] for t = 2, with `ones` the row's [`bit_set`].
+    #[inline(always)]
+    fn count_set(&self, row: &[bool], ones: &[u64]) -> usize {
+        let w = self.words;
+        let mut k = 0;
+        for (i, &a) in row.iter().enumerate() {
+            let base = (i * 2 + usize::from(a)) * 2 * w;
+            for (x, &o) in ones.iter().enumerate().take(w) {
+                k += (self.masks[base + x] & !o).count_ones() + (self.masks[base + w + x] & o).count_ones();
+            }
+        }
+        // Each pair was counted from both ends.
+        k as usize / 2
     }
 
     fn drop_tuple(&mut self, idx: usize) {
@@ -191,8 +218,8 @@ impl Tuples {
             let w = self.words;
             let base = (var * 2 + usize::from(value)) * 2 * w;
             let mut k = 0;
-            for x in 0..w {
-                k += (self.masks[base + x] & set[0][x]).count_ones() + (self.masks[base + w + x] & set[1][x]).count_ones();
+            for (x, (&off, &on)) in set[0].iter().zip(&set[1]).enumerate().take(w) {
+                k += (self.masks[base + x] & off).count_ones() + (self.masks[base + w + x] & on).count_ones();
             }
             return k as usize;
         }
@@ -253,13 +280,32 @@ pub fn covering_array(space: &Space, t: usize, seed: u64) -> Cover {
             })
         })
         .collect();
-    let mut b = Builder { space, n, lit_ok, prefer: rows[0].clone(), dead: vec![false; base.uncovered.len()], infeasible: 0 };
-    let (candidates, restarts) = budget(base.subsets.len() * t);
-    let mut best: Option<Vec<Config>> = None;
+    let mut b = Builder {
+        space,
+        n,
+        lit_ok,
+        prefer: rows[0].clone(),
+        dead: vec![false; base.uncovered.len()],
+        witnesses: HashMap::new(),
+        infeasible: 0,
+        work: 0,
+    };
     let mut rng = Rng(seed);
-    for _ in 0..restarts {
+    // Small valid spaces: every greedy step takes the best valid configuration outright.
+    let all = space.enumerate(ENUMERATE_LIMIT).map(|v| v.into_iter().filter(|c| space.is_valid(c)).collect::<Vec<_>>());
+    let candidates = (CANDIDATES_PER_FLAG / n).clamp(1, MAX_CANDIDATES);
+    let mut best: Option<Vec<Config>> = None;
+    for restart in 0..MAX_RESTARTS {
+        if restart > 1 && b.work >= WORK_BUDGET {
+            break;
+        }
         let mut tuples = base.clone();
-        let mut extra = b.greedy(&mut tuples, candidates, &mut rng);
+        // The first build is the plain one-candidate greedy (cheap; the others must beat it).
+        let mut extra = match &all {
+            _ if restart == 0 => b.greedy(&mut tuples, 1, &mut rng),
+            Some(all) => b.greedy_exact(&mut tuples, all, &mut rng),
+            None => b.greedy(&mut tuples, candidates, &mut rng),
+        };
         prune(&rows, &mut extra, &base);
         if best.as_ref().is_none_or(|b| extra.len() < b.len()) {
             best = Some(extra);
@@ -269,17 +315,17 @@ pub fn covering_array(space: &Space, t: usize, seed: u64) -> Cover {
     Cover { rows, infeasible: b.infeasible }
 }
 
-/// Candidate rows per greedy step and whole-array restarts for `n` variables, strength `t`
-/// and `tuples` combinations left after the seed rows: many where a candidate is cheap,
-/// few on large ebuilds (so a 134-flag qemu stays well under a second).
-fn budget(per_candidate: usize) -> (usize, usize) {
-    let per_candidate = per_candidate.max(1);
-    let cand: usize = std::env::var("GAH_CAND").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
-    let rest: usize = std::env::var("GAH_REST").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000_000);
-    let candidates = (cand / per_candidate).clamp(1, 30);
-    let restarts = (rest / (per_candidate * candidates)).clamp(1, 8);
-    (candidates, restarts)
-}
+/// Valid spaces up to this size are enumerated, and each greedy step picks the best of them.
+const ENUMERATE_LIMIT: usize = 256;
+/// Candidate rows per greedy step: this divided by the number of flags, within
+/// `1..=MAX_CANDIDATES` (a candidate costs about n^2 / 64 word operations plus solver calls).
+const CANDIDATES_PER_FLAG: usize = 300;
+const MAX_CANDIDATES: usize = 30;
+/// Whole-array restarts (different random choices; the smallest array wins) run while the
+/// builds so far cost less than `WORK_BUDGET` units (roughly one word operation or loop
+/// step each), at most `MAX_RESTARTS`. Counted, not timed, so the result is deterministic.
+const WORK_BUDGET: u64 = 30_000;
+const MAX_RESTARTS: usize = 30;
 
 /// Removes the rows of `extra` whose combinations are all covered by other rows (the seed
 /// rows `seeds` are never removed), latest rows first.
@@ -309,10 +355,66 @@ struct Builder<'s, 'e> {
     prefer: Config,
     /// Combinations proven infeasible (by any build).
     dead: Vec<bool>,
+    /// The solver's witness for each combination asked so far (candidates and restarts
+    /// start from the same combinations again and again).
+    witnesses: HashMap<usize, Config>,
     infeasible: usize,
+    /// Work done so far, in rough word operations (see [`WORK_BUDGET`]).
+    work: u64,
 }
 
 impl Builder<'_, '_> {
+    /// Adds rows until `tuples` has nothing uncovered, each the configuration of `all` (every
+    /// valid configuration) covering most uncovered combinations, ties drawn at random.
+    /// Combinations no configuration covers are infeasible.
+    fn greedy_exact(&mut self, tuples: &mut Tuples, all: &[Config], rng: &mut Rng) -> Vec<Config> {
+        // The scoring loop is popcounts; the default x86-64 target lacks the instruction.
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("popcnt") {
+            // SAFETY: the CPU has POPCNT, checked just above.
+            return unsafe { self.greedy_exact_popcnt(tuples, all, rng) };
+        }
+        self.greedy_exact_body(tuples, all, rng)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "popcnt")]
+    fn greedy_exact_popcnt(&mut self, tuples: &mut Tuples, all: &[Config], rng: &mut Rng) -> Vec<Config> {
+        self.greedy_exact_body(tuples, all, rng)
+    }
+
+    #[inline(always)]
+    fn greedy_exact_body(&mut self, tuples: &mut Tuples, all: &[Config], rng: &mut Rng) -> Vec<Config> {
+        let sets: Vec<Vec<u64>> = all.iter().map(|c| bit_set(c)).collect();
+        let mut out = Vec::new();
+        let mut ties = Vec::new();
+        while tuples.left > 0 {
+            let mut best = 0;
+            ties.clear();
+            for (k, c) in all.iter().enumerate() {
+                let score = if tuples.t == 2 { tuples.count_set(c, &sets[k]) } else { tuples.count(c) };
+                if score > best {
+                    best = score;
+                    ties.clear();
+                }
+                if score == best && score > 0 {
+                    ties.push(k);
+                }
+            }
+            self.work += (all.len() * self.n * tuples.words) as u64;
+            if best == 0 {
+                // The rest is infeasible: no valid configuration shows it.
+                self.infeasible = tuples.left;
+                break;
+            }
+            #[allow(clippy::cast_possible_truncation)]
+            let row = all[ties[(rng.next() % ties.len() as u64) as usize]].clone();
+            tuples.cover(&row);
+            out.push(row);
+        }
+        out
+    }
+
     /// Adds rows until `tuples` has nothing uncovered; each row is the best of `candidates`
     /// randomized constrained greedy rows (the first one starts at the first uncovered
     /// combination and breaks ties towards the solver's witness, the others start at random
@@ -346,6 +448,7 @@ impl Builder<'_, '_> {
                     continue;
                 };
                 let score = tuples.count(&row);
+                self.work += (self.n * (16 + 6 * tuples.words)) as u64;
                 if best.as_ref().is_none_or(|(s, _)| score > *s) {
                     best = Some((score, row));
                 }
@@ -362,7 +465,7 @@ impl Builder<'_, '_> {
     /// A valid row holding combination `idx`, the other flags set greedily (in a random
     /// order) to the value covering most uncovered combinations with the flags already set;
     /// `None` when the combination is infeasible.
-    fn candidate(&self, tuples: &Tuples, idx: usize, random_ties: bool, rng: &mut Rng) -> Option<Config> {
+    fn candidate(&mut self, tuples: &Tuples, idx: usize, random_ties: bool, rng: &mut Rng) -> Option<Config> {
         let (n, space) = (self.n, self.space);
         let mut fixed: Vec<Option<bool>> = vec![None; n];
         let words = n.div_ceil(64);
@@ -373,7 +476,14 @@ impl Builder<'_, '_> {
             }
             fixed[v] = Some(val);
         }
-        let mut witness = space.solve(&fixed, &self.prefer)?;
+        let mut witness = match self.witnesses.get(&idx) {
+            Some(w) => w.clone(),
+            None => {
+                let w = space.solve(&fixed, &self.prefer)?;
+                self.witnesses.insert(idx, w.clone());
+                w
+            }
+        };
         for (v, val) in tuples.combination(idx) {
             set[usize::from(val)][v / 64] |= 1 << (v % 64);
         }
@@ -397,6 +507,7 @@ impl Builder<'_, '_> {
                 if !space.is_valid(&witness) {
                     witness[var] = !best;
                     fixed[var] = Some(best);
+                    self.work += 50 * n as u64;
                     if let Some(w) = space.solve_within(&fixed, &witness, 2_000) {
                         witness = w;
                     }
@@ -463,13 +574,13 @@ mod tests {
         check("a", "", 2, 2);
         check("+a b c", "", 2, 5);
         check("a b c d e f g h i j", "", 2, 8);
-        check("a b c d e", "", 3, 14);
+        check("a b c d e", "", 3, 10);
     }
 
     #[test]
     fn constrained() {
         check("a b c d", "^^ ( a b c )", 2, 6);
-        check("a b c d e", "a? ( b ) ?? ( c d ) || ( d e )", 2, 7);
+        check("a b c d e", "a? ( b ) ?? ( c d ) || ( d e )", 2, 6);
         check("py1 py2 py3 x y", "^^ ( py1 py2 py3 ) x? ( || ( py2 py3 ) )", 2, 7);
     }
 }

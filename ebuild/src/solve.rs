@@ -293,6 +293,7 @@ impl<'e> Space<'e> {
 
     /// Depth-first search over the constrained variables. `leaf` is called with every valid
     /// complete assignment of them (free variables still `None`) and returns true to stop.
+    #[allow(clippy::too_many_arguments)]
     fn dfs(
         &self,
         depth: usize,
