@@ -93,7 +93,8 @@ pub fn run(config: &AgentConfig) -> anyhow::Result<()> {
     fs::create_dir_all(config.out.join("logs"))?;
     let pkgdir = config.out.join("binpkgs");
     fs::create_dir_all(&pkgdir)?;
-    seed_binpkgs(Path::new("/gah/in/binpkgs"), &pkgdir)?;
+    // The cached packages seed the writable PKGDIR (Portage rewrites its index).
+    crate::binpkgs::merge(Path::new("/gah/in/binpkgs"), &pkgdir)?;
     pin_job_configuration(&config.config_root, &job)?;
 
     let deadline = started + Duration::from_secs(job.timeout_secs);
@@ -158,24 +159,6 @@ fn finish(
     fs::write(&tmp, outcome.to_json())?;
     fs::rename(&tmp, config.out.join("outcome.json"))?;
     progress.report(1.0, "done");
-    Ok(())
-}
-
-/// Copies the cached binary packages into the writable PKGDIR (Portage rewrites its index).
-fn seed_binpkgs(from: &Path, to: &Path) -> anyhow::Result<()> {
-    if !from.is_dir() {
-        return Ok(());
-    }
-    for entry in fs::read_dir(from)? {
-        let entry = entry?;
-        let target = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            fs::create_dir_all(&target)?;
-            seed_binpkgs(&entry.path(), &target)?;
-        } else if !target.exists() {
-            fs::copy(entry.path(), &target)?;
-        }
-    }
     Ok(())
 }
 

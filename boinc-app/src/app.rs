@@ -235,7 +235,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     gah_core::archive::write(file, &job, &outcome, &log, info.as_deref())?;
     fs::rename(&tmp, &output).with_context(|| format!("write {}", output.display()))?;
     if args.update_binpkgs {
-        merge_binpkgs(&out_dir.join("binpkgs"), &binpkgs)?;
+        crate::binpkgs::merge(&out_dir.join("binpkgs"), &binpkgs)?;
     }
     eprintln!("gah-app: {} {} ({}) -> {}", job.job_id, outcome.status, outcome.summary, output.display());
     let _ = fs::remove_dir_all(&slot);
@@ -362,32 +362,9 @@ fn infra(job: &Job, summary: &str) -> Outcome {
 /// the dependencies.
 fn salvage_binpkgs(from: &Path, to: &Path) {
     if from.is_dir() {
-        if let Err(e) = merge_binpkgs(from, to) {
+        if let Err(e) = crate::binpkgs::merge(from, to) {
             tracing::warn!("could not keep the binary packages of the earlier attempt: {e:#}");
         }
     }
 }
 
-/// Adds the packages the guest built to the host's cache, never replacing a file in place.
-fn merge_binpkgs(from: &Path, to: &Path) -> anyhow::Result<()> {
-    if !from.is_dir() {
-        return Ok(());
-    }
-    for entry in fs::read_dir(from)? {
-        let entry = entry?;
-        let target = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            fs::create_dir_all(&target)?;
-            merge_binpkgs(&entry.path(), &target)?;
-        } else {
-            // The index changes with every build; packages are immutable once written.
-            let is_index = entry.file_name() == "Packages";
-            if is_index || !target.exists() {
-                let tmp = target.with_extension("gah-tmp");
-                fs::copy(entry.path(), &tmp)?;
-                fs::rename(&tmp, &target)?;
-            }
-        }
-    }
-    Ok(())
-}

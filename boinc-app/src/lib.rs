@@ -15,6 +15,7 @@
 pub mod agent;
 pub mod app;
 pub mod backend;
+pub mod binpkgs;
 pub mod init_data;
 pub mod process;
 pub mod supervisor;
