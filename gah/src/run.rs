@@ -230,25 +230,25 @@ fn field(line: &str, key: &str) -> Option<String> {
 fn validate_and_assimilate(db: &mut Database, snapshot: i64, job: &Job, archives: &[PathBuf], elapsed: Duration) -> Row {
     let minutes = elapsed.as_secs_f64() / 60.0;
     let row = |status: &str, phase: &str, note: String| Row { job: job.clone(), status: status.into(), failed_phase: phase.into(), minutes, note };
-    for archive in archives {
-        let verdict = gah_validator::init(archive, Some(job));
-        if !verdict.is_valid() {
-            return row("invalid", "-", format!("validator rejected {}: {}", archive.display(), verdict.reason()));
+    // Each upload is read and checked once; the checks are the validator's own.
+    let mut loaded = Vec::with_capacity(archives.len());
+    for path in archives {
+        let checked = gah_validator::load(path).map_err(|e| e.to_string()).and_then(|a| gah_validator::check_job(&a, job).map(|()| a));
+        match checked {
+            Ok(archive) => loaded.push(archive),
+            Err(why) => return row("invalid", "-", format!("validator rejected {}: {}", path.display(), gah_validator::one_line(&why))),
         }
     }
-    for pair in archives.windows(2) {
-        let verdict = gah_validator::compare(&pair[0], &pair[1]);
-        if !verdict.is_valid() {
-            return row("disagree", "-", format!("replicas disagree: {}", verdict.reason()));
+    for pair in loaded.windows(2) {
+        let comparison = gah_validator::compare::compare_outcomes(&pair[0].outcome, &pair[1].outcome);
+        if !comparison.agrees() {
+            return row("disagree", "-", format!("replicas disagree: {}", comparison.mismatches.join("; ")));
         }
     }
-    let stored = gah_validator::load(&archives[0]).map_err(anyhow::Error::from).and_then(|archive| {
-        gah_assimilator::store_at(db, snapshot, &job.job_id, &archive)?;
-        Ok(archive)
-    });
-    match stored {
-        Ok(archive) => {
-            let o = &archive.outcome;
+    let canonical = &loaded[0];
+    match gah_assimilator::store_at(db, snapshot, &job.job_id, canonical) {
+        Ok(_) => {
+            let o = &canonical.outcome;
             row(o.status.as_str(), o.failed_phase.as_deref().unwrap_or("-"), o.summary.clone())
         }
         Err(e) => row("unstored", "-", format!("assimilator: {e:#}")),
