@@ -5,30 +5,42 @@
 #
 # OUTDIR gets the anonymous-platform folder, ready to be the contents of a client's
 # projects/<project folder>/: gah-app (main program), gah-agent, libboinc_api.so.7,
-# libboinc.so.7, the guest image files named by content (vmlinux-<sha>, initramfs-<sha>.cpio.gz,
-# rootfs-<sha>.ext4) and app_info.xml (from templates/app_info.xml).
+# libboinc.so.7, the guest image files named by content and app_info.xml (from
+# templates/app_info.xml). The guest flavour decides the image files:
+#   vm       vmlinux-<sha>, initramfs-<sha>.cpio.gz, rootfs-<sha>.ext4
+#   sandbox  rootfs-<sha>.tar: the root folder as one file (BOINC ships files, not folders);
+#            gah-app unpacks it once per host beside itself. The tar is made from the image's
+#            rootfs/ and cached as IMAGE/rootfs.tar until the image changes.
+#   both     all four (gah-app --backend auto picks on the host)
 #
 # Options:
 #   --bin DIR          where gah-app and gah-agent are          [target/release]
-#   --image DIR        the guest image (vmlinux, initramfs.cpio.gz, rootfs.ext4) [.cache/images/test]
+#   --image DIR        the guest image (vmlinux, initramfs.cpio.gz, rootfs.ext4, rootfs/)
+#                                                               [.cache/images/test]
+#   --guest FLAVOUR    vm, sandbox or both                       [vm]
 #   --version-num N    app version number                       [100]
-#   --plan-class NAME  plan class (see templates/plan_class_spec.xml) [vm]
+#   --plan-class NAME  plan class (see templates/plan_class_spec.xml) [vm, or sandbox for
+#                      --guest sandbox]
 #   --avg-ncpus N      CPUs the client budgets for a task        [1]
-#   --cmdline ARGS     arguments the client passes to gah-app    [--backend vm]
+#   --cmdline ARGS     arguments the client passes to gah-app
+#                      [--backend vm, --backend sandbox or --backend auto, by flavour]
 #   --link             hard-link the big files instead of copying (same file system; tests)
 #   --download DIR     also write the files for a server-sent app version: each file gzipped
 #                      as DIR/<name>.gz (the client gunzips <gzipped_url> downloads) and
 #                      DIR/file_infos.xml with name, nbytes, md5_cksum, gzipped_nbytes
-#                      (@DOWNLOAD_URL@ is the placeholder for the download server's URL)
+#                      (@DOWNLOAD_URL@ is the placeholder for the download server's URL).
+#                      Content-named image files are compressed once; the programs and
+#                      libraries every time (their names do not change with their contents).
 set -euo pipefail
 shopt -u patsub_replacement 2>/dev/null || true  # bash 5.2: '&' in ${x//p/r} is literal
 root="$(cd "$(dirname "$0")/.." && pwd)"
 bin="$root/target/release"
 image="$root/.cache/images/test"
 version_num=100
-plan_class=vm
+plan_class=""
 avg_ncpus=1
-cmdline="--backend vm"
+cmdline=""
+guest=vm
 link=0
 download=""
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
@@ -40,6 +52,7 @@ while [ $# -gt 0 ]; do
     --plan-class) plan_class="$2"; shift 2 ;;
     --avg-ncpus) avg_ncpus="$2"; shift 2 ;;
     --cmdline) cmdline="$2"; shift 2 ;;
+    --guest) guest="$2"; shift 2 ;;
     --link) link=1; shift ;;
     --download) download="$2"; shift 2 ;;
     -h|--help) usage ;;
@@ -50,9 +63,20 @@ done
 [ $# -eq 1 ] || usage
 out="$1"
 die() { echo "package-app-version: $*" >&2; exit 1; }
-for f in "$bin/gah-app" "$bin/gah-agent" "$image/vmlinux" "$image/initramfs.cpio.gz" "$image/rootfs.ext4"; do
+case "$guest" in
+  vm) need=("$image/vmlinux" "$image/initramfs.cpio.gz" "$image/rootfs.ext4"); default_cmdline="--backend vm" ;;
+  sandbox) need=(); default_cmdline="--backend sandbox" ;;
+  both) need=("$image/vmlinux" "$image/initramfs.cpio.gz" "$image/rootfs.ext4"); default_cmdline="--backend auto" ;;
+  *) die "--guest must be vm, sandbox or both, not '$guest'" ;;
+esac
+[ -n "$cmdline" ] || cmdline="$default_cmdline"
+[ -n "$plan_class" ] || { [ "$guest" = sandbox ] && plan_class=sandbox || plan_class=vm; }
+for f in "$bin/gah-app" "$bin/gah-agent" "${need[@]}"; do
   [ -f "$f" ] || die "$f is missing (cargo build --release; scripts/setup.sh builds the image)"
 done
+if [ "$guest" != vm ]; then
+  [ -f "$image/rootfs/bin/sh" ] || [ -f "$image/rootfs.tar" ] || die "$image/rootfs/ is missing (scripts/setup.sh builds the image)"
+fi
 mkdir -p "$out"
 
 # put SRC NAME [exec]: copy (or hard-link) SRC to OUTDIR/NAME, replacing what was there.
@@ -89,25 +113,52 @@ hash_of() {
   echo "$h"
 }
 
+# The sandbox's root as one tar, rebuilt when the image is newer. Sorted, numeric owners,
+# no device nodes (the sandbox mounts its own /dev): the same tree gives the same bytes.
+rootfs_tar() {
+  local tar="$image/rootfs.tar"
+  if [ ! -f "$tar" ] || { [ -d "$image/rootfs" ] && [ "$image/rootfs" -nt "$tar" ]; } || { [ -f "$image/stamp" ] && [ "$image/stamp" -nt "$tar" ]; }; then
+    echo "package-app-version: packing $image/rootfs into $tar" >&2
+    tar -C "$image/rootfs" --sort=name --numeric-owner --format=gnu \
+      --exclude='./dev/*' -cf "$tar.tmp" . && mv "$tar.tmp" "$tar"
+  fi
+  echo "$tar"
+}
+
 put "$bin/gah-app" gah-app exec
 put "$bin/gah-agent" gah-agent exec
 put "$(lib_of libboinc_api.so.7)" libboinc_api.so.7
 put "$(lib_of libboinc.so.7)" libboinc.so.7
-kernel="vmlinux-$(hash_of "$image/vmlinux")"
-initramfs="initramfs-$(hash_of "$image/initramfs.cpio.gz").cpio.gz"
-rootfs="rootfs-$(hash_of "$image/rootfs.ext4").ext4"
-# Drop image files of other contents left by an earlier run.
-find "$out" -maxdepth 1 \( -name 'vmlinux-*' -o -name 'initramfs-*.cpio.gz' -o -name 'rootfs-*.ext4' \) \
-  ! -name "$kernel" ! -name "$initramfs" ! -name "$rootfs" -delete
-[ -f "$out/$kernel" ] || put "$image/vmlinux" "$kernel"
-[ -f "$out/$initramfs" ] || put "$image/initramfs.cpio.gz" "$initramfs"
-[ -f "$out/$rootfs" ] || put "$image/rootfs.ext4" "$rootfs"
+# image files: "physical name|logical name|source"
+images=()
+if [ "$guest" != sandbox ]; then
+  images+=("vmlinux-$(hash_of "$image/vmlinux")|vmlinux|$image/vmlinux")
+  images+=("initramfs-$(hash_of "$image/initramfs.cpio.gz").cpio.gz|initramfs.cpio.gz|$image/initramfs.cpio.gz")
+  images+=("rootfs-$(hash_of "$image/rootfs.ext4").ext4|rootfs.ext4|$image/rootfs.ext4")
+fi
+if [ "$guest" != vm ]; then
+  tar_src="$(rootfs_tar)"
+  images+=("rootfs-$(hash_of "$tar_src").tar|rootfs.tar|$tar_src")
+fi
+# Drop image files of other contents left by an earlier run (and what gah-app unpacked
+# from them: an unpacked root only goes once its tar is gone).
+keep=()
+for i in "${images[@]}"; do keep+=(! -name "${i%%|*}"); done
+find "$out" -maxdepth 1 -type f \( -name 'vmlinux-*' -o -name 'initramfs-*.cpio.gz' -o -name 'rootfs-*.ext4' -o -name 'rootfs-*.tar' \) \
+  "${keep[@]}" -delete
+file_infos=""; file_refs=""; image_names=()
+for i in "${images[@]}"; do
+  IFS='|' read -r physical logical src <<< "$i"
+  [ -f "$out/$physical" ] || put "$src" "$physical"
+  image_names+=("$physical")
+  file_infos+="    <file_info>"$'\n'"        <name>$physical</name>"$'\n'"    </file_info>"$'\n'
+  file_refs+="        <file_ref>"$'\n'"            <file_name>$physical</file_name>"$'\n'"            <open_name>$logical</open_name>"$'\n'"        </file_ref>"$'\n'
+done
 
 xml_escape() { local s="$1"; s="${s//&/&amp;}"; s="${s//</&lt;}"; s="${s//>/&gt;}"; printf '%s' "$s"; }
 t="$(cat "$root/templates/app_info.xml")"
-t="${t//@KERNEL@/$kernel}"
-t="${t//@INITRAMFS@/$initramfs}"
-t="${t//@ROOTFS@/$rootfs}"
+t="${t//@IMAGE_FILE_INFOS@$'\n'/$file_infos}"
+t="${t//@IMAGE_FILE_REFS@$'\n'/$file_refs}"
 t="${t//@VERSION_NUM@/$version_num}"
 t="${t//@PLAN_CLASS@/$(xml_escape "$plan_class")}"
 t="${t//@AVG_NCPUS@/$avg_ncpus}"
@@ -119,13 +170,16 @@ if [ -n "$download" ]; then
   mkdir -p "$download"
   {
     echo "<!-- file_infos of app version $version_num ($plan_class); replace @DOWNLOAD_URL@ -->"
-    for name in gah-app gah-agent libboinc_api.so.7 libboinc.so.7 "$kernel" "$initramfs" "$rootfs"; do
+    for name in gah-app gah-agent libboinc_api.so.7 libboinc.so.7 "${image_names[@]}"; do
       f="$out/$name"
-      [ -f "$download/$name.gz" ] || { gzip -6 -n -c "$f" > "$download/$name.gz.tmp" && mv "$download/$name.gz.tmp" "$download/$name.gz"; }
+      content_named=0; case " ${image_names[*]} " in *" $name "*) content_named=1 ;; esac
+      if [ "$content_named" = 0 ] || [ ! -f "$download/$name.gz" ]; then
+        gzip -6 -n -c "$f" > "$download/$name.gz.tmp" && mv "$download/$name.gz.tmp" "$download/$name.gz"
+      fi
       exec_tag=""; case "$name" in gah-app|gah-agent) exec_tag="    <executable/>"$'\n' ;; esac
       printf '<file_info>\n    <name>%s</name>\n    <gzipped_url>@DOWNLOAD_URL@/%s.gz</gzipped_url>\n    <nbytes>%s</nbytes>\n    <md5_cksum>%s</md5_cksum>\n    <gzipped_nbytes>%s</gzipped_nbytes>\n%s</file_info>\n' \
         "$name" "$name" "$(stat -c %s "$f")" "$(md5sum "$f" | cut -d' ' -f1)" "$(stat -c %s "$download/$name.gz")" "$exec_tag"
     done
   } > "$download/file_infos.xml"
 fi
-echo "package-app-version: $out (app version $version_num, plan class $plan_class, $kernel, $initramfs, $rootfs)"
+echo "package-app-version: $out (app version $version_num, plan class $plan_class, guest $guest: ${image_names[*]})"

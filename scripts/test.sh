@@ -6,13 +6,23 @@ cd "$(dirname "$0")/.."
 export RUN_SLOW_TESTS=1
 cargo build --release --workspace --bins --quiet
 
-# Everything but the real BOINC client tests.
-cargo test --release --workspace --no-fail-fast -- --test-threads=1 --skip real_boinc_client
+# Each phase runs even when an earlier one failed; the script fails if any did.
+failed=()
+phase() { local name="$1"; shift; echo "=== $name"; "$@" || failed+=("$name"); }
 
-# The real Debian boinc-client runs gah-app end to end on the VM backend (TCG here) ...
-GAH_BOINC_BACKEND=vm cargo test --release -p gah-tests --test real_boinc_client -- \
-  --test-threads=1 --exact real_boinc_client_runs_a_job_end_to_end
-# ... and suspend/resume, kill/restart and abort on the sandbox backend: under TCG each VM
-# variant takes 10+ minutes here, more than CI's budget allows for all three.
-GAH_BOINC_BACKEND=sandbox cargo test --release -p gah-tests --test real_boinc_client -- \
-  --test-threads=1 --skip real_boinc_client_runs_a_job_end_to_end real_boinc_client
+# Everything but the real BOINC client tests.
+phase "workspace tests" cargo test --release --workspace --no-fail-fast -- --test-threads=1 --skip real_boinc_client
+
+# The real Debian boinc-client runs gah-app: end to end, suspend/resume, kill/restart and
+# abort, first on the VM backend (TCG here: about 20 minutes for the four) ...
+GAH_BOINC_BACKEND=vm phase "real client, vm" cargo test --release -p gah-tests --test real_boinc_client -- \
+  --test-threads=1 --nocapture real_boinc_client
+# ... then on the sandbox backend, its root shipped as the app version's rootfs.tar.
+GAH_BOINC_BACKEND=sandbox phase "real client, sandbox" cargo test --release -p gah-tests --test real_boinc_client -- \
+  --test-threads=1 --nocapture real_boinc_client
+
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "FAILED: ${failed[*]}" >&2
+  exit 1
+fi
+echo "all test phases passed"

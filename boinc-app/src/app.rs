@@ -40,7 +40,8 @@ pub enum BackendChoice {
 ///           --binpkgs .cache/binpkgs --image .cache/images/test --output outcome.tar.gz
 ///
 /// Under BOINC the defaults are the logical names: job.json, repo.tar and distfiles.tar
-/// (workunit inputs), vmlinux, initramfs.cpio.gz, rootfs.ext4 (app version files),
+/// (workunit inputs), vmlinux, initramfs.cpio.gz, rootfs.ext4 (the vm app version's files),
+/// rootfs.tar (the sandbox's: unpacked once per host into the project folder),
 /// outcome.tar.gz (the result).
 #[derive(Debug, Parser)]
 #[command(name = "gah-app", version, verbatim_doc_comment)]
@@ -76,9 +77,14 @@ pub struct Args {
     /// The guest root as an ext4 disk image (vm backend).
     #[arg(long, default_value = "rootfs.ext4")]
     pub rootfs_disk: String,
-    /// The guest root as a folder (sandbox backend).
+    /// The guest root as a folder (sandbox backend); when it is no folder, --rootfs-archive
+    /// is used.
     #[arg(long, default_value = "rootfs")]
     pub rootfs_tree: String,
+    /// The guest root as a tar file (sandbox backend; logical name under BOINC), unpacked
+    /// once beside itself (`<file>.d/`) and shared by later tasks.
+    #[arg(long, default_value = "rootfs.tar")]
+    pub rootfs_archive: String,
     /// The guest agent program (default: `gah-agent` beside this program).
     #[arg(long)]
     pub agent: Option<PathBuf>,
@@ -94,7 +100,8 @@ pub struct Args {
     /// Guest CPUs (default: what the client allots, else the CPUs this host has).
     #[arg(long)]
     pub cpus: Option<u32>,
-    /// Also checkpoint every this many seconds (runs by hand have no client to ask).
+    /// Also checkpoint every this many seconds (without a client, BOINC's runtime asks
+    /// every 300 s). 0 never checkpoints, not even when asked: for measuring the overhead.
     #[arg(long)]
     pub checkpoint_secs: Option<u64>,
 }
@@ -108,12 +115,24 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let job_path = resolve(&args.job)?;
     let job = Job::from_json(&fs::read(&job_path).with_context(|| format!("read job {}", job_path.display()))?)
         .with_context(|| format!("job {}", job_path.display()))?;
-    let (image, rootfs_tree) = match &args.image {
-        Some(dir) => (Image::in_dir(dir), dir.join("rootfs")),
-        None => (
-            Image { kernel: resolve(&args.kernel)?, initramfs: resolve(&args.initramfs)?, rootfs_ext4: resolve(&args.rootfs_disk)? },
-            resolve(&args.rootfs_tree)?,
-        ),
+    let image = match &args.image {
+        Some(dir) => Image::in_dir(dir),
+        None => Image { kernel: resolve(&args.kernel)?, initramfs: resolve(&args.initramfs)?, rootfs_ext4: resolve(&args.rootfs_disk)? },
+    };
+    // Only when the sandbox is a candidate: unpacking the archive costs a while, once.
+    let rootfs_tree = || -> anyhow::Result<PathBuf> {
+        let tree = match &args.image {
+            Some(dir) => dir.join("rootfs"),
+            None => resolve(&args.rootfs_tree)?,
+        };
+        if tree.is_dir() {
+            return Ok(tree);
+        }
+        let archive = resolve(&args.rootfs_archive)?;
+        if !archive.is_file() {
+            bail!("no guest root: neither the folder {} nor the archive {} exists", tree.display(), archive.display());
+        }
+        crate::rootfs_archive::unpacked(&archive)
     };
     let output = resolve(&args.output)?;
     let binpkgs = resolve(&args.binpkgs)?;
@@ -130,7 +149,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     }
     fs::create_dir_all(&slot).with_context(|| format!("create slot {}", slot.display()))?;
 
-    let backend = match choose_backend(args.backend, &image, &rootfs_tree) {
+    let backend = match choose_backend(args.backend, &image, rootfs_tree) {
         Ok(b) => b,
         Err(e) if !runtime.is_standalone() => {
             // Nothing here can run a guest: tell the volunteer, and let the client retry later.
@@ -197,8 +216,9 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             runtime.report_app_status(cpu, checkpoint_cpu, supervisor.fraction);
             last_status_report = std::time::Instant::now();
         }
-        let own_period_due = args.checkpoint_secs.is_some_and(|secs| last_checkpoint.elapsed() >= Duration::from_secs(secs));
-        if runtime.time_to_checkpoint() || own_period_due {
+        let never = args.checkpoint_secs == Some(0);
+        let own_period_due = args.checkpoint_secs.is_some_and(|secs| secs > 0 && last_checkpoint.elapsed() >= Duration::from_secs(secs));
+        if !never && (runtime.time_to_checkpoint() || own_period_due) {
             last_checkpoint = std::time::Instant::now();
             match supervisor.checkpoint() {
                 Ok(Some(bytes)) => {
@@ -244,9 +264,15 @@ pub fn main(args: Args) -> anyhow::Result<()> {
 }
 
 /// Picks the backend, saying why on stderr.
-pub fn choose_backend(choice: BackendChoice, image: &Image, rootfs_tree: &Path) -> anyhow::Result<Box<dyn Backend>> {
+pub fn choose_backend(choice: BackendChoice, image: &Image, rootfs_tree: impl FnOnce() -> anyhow::Result<PathBuf>) -> anyhow::Result<Box<dyn Backend>> {
     let helper = std::env::current_exe()?;
-    let sandbox = SandboxBackend { rootfs: rootfs_tree.to_path_buf(), helper };
+    // The sandbox over its root, if that root can be had, and whether it runs here.
+    let sandbox = move || -> Result<SandboxBackend, String> {
+        let rootfs = rootfs_tree().map_err(|e| format!("{e:#}"))?;
+        let sandbox = SandboxBackend { rootfs, helper };
+        sandbox.probe()?;
+        Ok(sandbox)
+    };
     let probe_cache = image.kernel.with_file_name("gah-kvm-probe.json");
     let qemu = qemu_binary();
     // Probing boots a kernel: only when a VM is a candidate.
@@ -267,7 +293,7 @@ pub fn choose_backend(choice: BackendChoice, image: &Image, rootfs_tree: &Path) 
             vm(kvm.usable)
         }
         BackendChoice::Sandbox => {
-            sandbox.probe().map_err(|e| anyhow::anyhow!("the sandbox does not work here: {e}"))?;
+            let sandbox = sandbox().map_err(|e| anyhow::anyhow!("the sandbox does not work here: {e}"))?;
             eprintln!("gah-app: backend sandbox (chosen)");
             Ok(Box::new(sandbox))
         }
@@ -277,8 +303,8 @@ pub fn choose_backend(choice: BackendChoice, image: &Image, rootfs_tree: &Path) 
                 eprintln!("gah-app: backend vm with kvm ({})", kvm.detail);
                 return vm(true);
             }
-            match sandbox.probe() {
-                Ok(()) => {
+            match sandbox() {
+                Ok(sandbox) => {
                     eprintln!("gah-app: backend sandbox (KVM unusable: {})", kvm.detail);
                     Ok(Box::new(sandbox))
                 }

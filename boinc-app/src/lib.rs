@@ -18,4 +18,5 @@ pub mod backend;
 pub mod binpkgs;
 pub mod init_data;
 pub mod process;
+pub mod rootfs_archive;
 pub mod supervisor;

@@ -158,7 +158,7 @@ impl Row {
     }
 
     fn is_spurious(&self) -> bool {
-        self.status().map_or(true, Status::is_spurious)
+        self.status().is_none_or(Status::is_spurious)
     }
 
     /// `status` or `status (phase)`.
@@ -259,8 +259,8 @@ impl<'a> Queries<'a> {
         }
         let kept: Vec<Row> = rows
             .into_iter()
-            .filter(|r| cell.compiler.as_deref().map_or(true, |c| c == r.compiler))
-            .filter(|r| wanted.as_ref().map_or(true, |w| use_matches(&r.use_flags, w)))
+            .filter(|r| cell.compiler.as_deref().is_none_or(|c| c == r.compiler))
+            .filter(|r| wanted.as_ref().is_none_or(|w| use_matches(&r.use_flags, w)))
             .collect();
         if kept.is_empty() {
             bail!("{} has outcomes, but none with {}", cell.cpv, describe_selector(cell));

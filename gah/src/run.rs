@@ -107,7 +107,7 @@ fn plan_jobs(layout: &Layout, t: usize, timeout_secs: u64) -> anyhow::Result<Vec
         timeout_secs,
         threads: 1,
     };
-    let (repos, mut diagnostics) = gah_workgen::plan::load_repos(&[layout.overlay.clone()]);
+    let (repos, mut diagnostics) = gah_workgen::plan::load_repos(std::slice::from_ref(&layout.overlay));
     let plan = gah_workgen::plan::plan(&repos, &config);
     diagnostics.extend(plan.diagnostics);
     for d in &diagnostics {

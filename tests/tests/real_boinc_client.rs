@@ -97,29 +97,18 @@ fn tar_dir(dir: &Path, out: &Path) {
 }
 
 /// Anonymous platform: `scripts/package-app-version.sh --link` straight into the project
-/// folder (hard links: the root disk is GBs).
+/// folder (hard links: the root disk is GBs), in the backend's flavour.
 fn package_app_version(project_dir: &Path, image: &Path) {
     let bin = program("gah-app").parent().unwrap().to_path_buf();
-    let cmdline = if let Ok(c) = std::env::var("GAH_BOINC_CMDLINE") {
-        c
-    } else if is_vm() {
-        "--backend vm".to_owned()
-    } else {
-        // The sandbox needs the root as a folder, which is no app-version file.
-        format!("--backend sandbox --rootfs-tree {}", image.join("rootfs").display())
-    };
-    let out = Command::new("bash")
-        .arg(project_root().join("scripts/package-app-version.sh"))
-        .arg("--link")
-        .arg("--bin")
-        .arg(&bin)
-        .arg("--image")
-        .arg(image)
-        .arg("--cmdline")
-        .arg(&cmdline)
-        .arg(project_dir)
-        .output()
-        .expect("package-app-version.sh");
+    let mut script = Command::new("bash");
+    script.arg(project_root().join("scripts/package-app-version.sh")).arg("--link").arg("--bin").arg(&bin).arg("--image").arg(image);
+    // The flavour's own files: the vm's kernel and disks, or the sandbox's root as a tar that
+    // gah-app unpacks into the project folder.
+    script.arg("--guest").arg(if is_vm() { "vm" } else { "sandbox" });
+    if let Ok(c) = std::env::var("GAH_BOINC_CMDLINE") {
+        script.arg("--cmdline").arg(c);
+    }
+    let out = script.arg(project_dir).output().expect("package-app-version.sh");
     assert!(out.status.success(), "package-app-version.sh: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }
 
@@ -270,6 +259,13 @@ fn real_boinc_client_runs_a_job_end_to_end() {
     let snap = run.wait_decided();
     run.assert_stored_success(&snap);
     assert_eq!(snap.uploads.len(), 1, "{:?}", snap.uploads);
+    if !is_vm() {
+        // The sandbox's root came as the app version's rootfs.tar, unpacked in the project folder.
+        let stderr = &snap.report(&run.result).expect("report").stderr_out;
+        let unpacked = stderr.lines().find(|l| l.contains("gah-app: guest root unpacked"));
+        assert!(unpacked.is_some(), "the app did not unpack rootfs.tar; stderr:\n{}", tail(stderr, 40));
+        eprintln!("e2e: {}", unpacked.unwrap_or_default());
+    }
     // --exit_when_idle: the client leaves once the server acknowledged the report.
     let exited = run.client.wait_exit(Duration::from_secs(120));
     assert!(exited.is_some(), "the client did not exit when idle:\n{}", run.client.log_tail(30));
@@ -355,6 +351,15 @@ fn real_boinc_client_kill_restart() {
     let stderr = &snap.report(&run.result).expect("report").stderr_out;
     let resumed: Vec<&str> = stderr.lines().filter(|l| l.contains("checkpoint") || l.contains("resum") || l.contains("restor")).collect();
     eprintln!("kill_restart: app lines about checkpoints:\n{}", resumed.join("\n"));
+    if is_vm() {
+        // The orphaned app checkpointed on the lost heartbeat; the restarted one must have
+        // resumed the VM from it, not booted afresh.
+        assert!(
+            stderr.contains("gah-app: resuming from the checkpoint"),
+            "the restarted task did not resume from a checkpoint; app stderr:\n{}",
+            tail(stderr, 60)
+        );
+    }
     let _ = run.client.wait_exit(Duration::from_secs(120));
     run.assert_clean("after kill/restart");
     assert!(orphans_gone.is_ok(), "the app outlived its client by over 180 s: {orphans_gone:?}");

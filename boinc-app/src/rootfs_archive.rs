@@ -1,0 +1,285 @@
+//! The sandbox's guest root as an app-version file.
+//!
+//! BOINC ships files, not folders, so the sandbox flavour of the app version carries the
+//! guest root as one tar (`rootfs.tar`, gzipped only on the wire: the client gunzips
+//! `<gzipped_url>` downloads). The first task on a host unpacks it beside itself in the
+//! project folder (`<physical name>.d/`); later tasks reuse that tree read-only (the sandbox
+//! writes into an overlay in its slot). One tree per host and app version, not one per task.
+//!
+//! Concurrency: `<physical name>.lock` is held exclusively while unpacking and shared while a
+//! task uses the tree, so two tasks never unpack twice and a tree is only pruned (when its
+//! tar is gone, i.e. the client dropped that app version) while nobody uses it.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::{bail, Context};
+use nix::fcntl::{Flock, FlockArg};
+
+/// Written last into a complete tree: which tar (size, mtime) it came from.
+const STAMP: &str = ".gah-unpacked";
+
+/// Shared locks on the trees this process uses (by archive); released when it exits.
+static LEASES: Mutex<Vec<(PathBuf, Flock<File>)>> = Mutex::new(Vec::new());
+
+/// The unpacked tree of `archive` (a tar file), unpacking it first if needed; holds a
+/// shared lease on it for the rest of the process.
+pub fn unpacked(archive: &Path) -> anyhow::Result<PathBuf> {
+    let archive = std::path::absolute(archive)?;
+    let meta = fs::metadata(&archive).with_context(|| format!("guest root archive {}", archive.display()))?;
+    if !meta.is_file() {
+        bail!("guest root archive {} is not a file", archive.display());
+    }
+    let tree = suffixed(&archive, ".d");
+    // Already leased by this process: a second flock on a new descriptor would wait for our own.
+    if LEASES.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|(a, _)| *a == archive) {
+        return Ok(tree);
+    }
+    let stamp = format!("{} {}\n", meta.size(), meta.mtime_nsec() as i128 + meta.mtime() as i128 * 1_000_000_000);
+    let lock = open_lock(&archive)?;
+    let lock = Flock::lock(lock, FlockArg::LockExclusive).map_err(|(_, e)| e).with_context(|| format!("lock {}", archive.display()))?;
+    if fs::read_to_string(tree.join(STAMP)).ok().as_deref() != Some(stamp.as_str()) {
+        let started = std::time::Instant::now();
+        eprintln!("gah-app: unpacking the guest root {} (once per app version)", archive.display());
+        unpack_fresh(&archive, &tree, &stamp)?;
+        eprintln!("gah-app: guest root unpacked in {:.1} s", started.elapsed().as_secs_f64());
+    }
+    // Still exclusive: no other task is unpacking this archive, so its temp folders are debris.
+    prune(&archive);
+    // Exclusive → shared: other tasks may use the tree too, nobody may prune it.
+    lock.relock(FlockArg::LockShared).with_context(|| format!("lock {}", archive.display()))?;
+    LEASES.lock().unwrap_or_else(|e| e.into_inner()).push((archive, lock));
+    Ok(tree)
+}
+
+fn suffixed(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+fn open_lock(archive: &Path) -> anyhow::Result<File> {
+    let path = suffixed(archive, ".lock");
+    OpenOptions::new().create(true).truncate(false).write(true).open(&path).with_context(|| format!("open {}", path.display()))
+}
+
+/// Unpacks into a temp folder beside `tree`, stamps it, and swaps it in.
+fn unpack_fresh(archive: &Path, tree: &Path, stamp: &str) -> anyhow::Result<()> {
+    let tmp = suffixed(tree, &format!(".tmp-{}", std::process::id()));
+    remove_tree(&tmp)?;
+    fs::create_dir_all(&tmp).with_context(|| format!("create {}", tmp.display()))?;
+    let file = File::open(archive).with_context(|| format!("open {}", archive.display()))?;
+    if let Err(e) = unpack_into(file, &tmp) {
+        let _ = remove_tree(&tmp);
+        return Err(e).with_context(|| format!("unpack {} (corrupt, or not a tar?)", archive.display()));
+    }
+    fs::write(tmp.join(STAMP), stamp)?;
+    remove_tree(tree)?;
+    fs::rename(&tmp, tree).with_context(|| format!("rename {} to {}", tmp.display(), tree.display()))?;
+    Ok(())
+}
+
+/// A whole root, safely: paths stay under `into` (the tar crate refuses `..` and writing
+/// through symlinks that leave it), no ownership changes, and no device or fifo nodes: the
+/// sandbox mounts its own `/dev`, and an unprivileged client could not create them anyway.
+fn unpack_into(reader: impl Read, into: &Path) -> anyhow::Result<()> {
+    let mut archive = tar::Archive::new(reader);
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_mtime(true);
+    archive.set_unpack_xattrs(false);
+    archive.set_overwrite(true);
+    // Directories last (as `Archive::unpack` does), so a read-only folder is filled first.
+    let mut directories = Vec::new();
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let kind = entry.header().entry_type();
+        if kind.is_block_special() || kind.is_character_special() || kind.is_fifo() {
+            continue;
+        }
+        if kind.is_dir() {
+            directories.push(entry);
+            continue;
+        }
+        let path = entry.path()?.into_owned();
+        if !entry.unpack_in(into)? {
+            bail!("entry {} would land outside the root", path.display());
+        }
+    }
+    // Deepest first, so a parent's mode is set after its children are created.
+    directories.sort_by_key(|d| std::cmp::Reverse(d.path().map(|p| p.components().count()).unwrap_or(0)));
+    for mut dir in directories {
+        let path = dir.path()?.into_owned();
+        if !dir.unpack_in(into)? {
+            bail!("entry {} would land outside the root", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// Removes a tree even where the archive made folders read-only.
+fn remove_tree(tree: &Path) -> anyhow::Result<()> {
+    match fs::symlink_metadata(tree) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("inspect {}", tree.display())),
+        Ok(_) => {}
+    }
+    make_writable(tree);
+    fs::remove_dir_all(tree).with_context(|| format!("remove {}", tree.display()))
+}
+
+fn make_writable(dir: &Path) {
+    let Ok(meta) = fs::symlink_metadata(dir) else { return };
+    if !meta.is_dir() {
+        return;
+    }
+    let mode = meta.permissions().mode();
+    if mode & 0o700 != 0o700 {
+        let _ = fs::set_permissions(dir, fs::Permissions::from_mode(mode | 0o700));
+    }
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            make_writable(&e.path());
+        }
+    }
+}
+
+/// Removes, beside `current` (whose lock the caller holds exclusively), the trees and lock
+/// files of archives the client has deleted, and temp folders of crashed unpacks, once no
+/// task holds them.
+fn prune(current: &Path) {
+    let folder = current.parent().unwrap_or(Path::new("."));
+    let Ok(entries) = fs::read_dir(folder) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some((stem, _)) = name.rsplit_once(".tar.d").filter(|(_, rest)| rest.is_empty() || rest.starts_with(".tmp-")) else { continue };
+        let archive = folder.join(format!("{stem}.tar"));
+        let crashed_unpack = name.contains(".tmp-");
+        // Only complete trees of ours (stamped) count as orphans.
+        let orphan = !archive.exists() && (crashed_unpack || path.join(STAMP).is_file());
+        if !orphan && !crashed_unpack {
+            continue;
+        }
+        if archive == current {
+            if crashed_unpack {
+                let _ = remove_tree(&path);
+            }
+            continue;
+        }
+        // A crashed unpack's temp folder belongs to the archive's lock; an orphan's tree too.
+        let Ok(lock) = open_lock(&archive) else { continue };
+        let Ok(_held) = Flock::lock(lock, FlockArg::LockExclusiveNonblock) else { continue };
+        if orphan {
+            tracing::info!(tree = %path.display(), "removing the guest root of an app version the client dropped");
+        }
+        let _ = remove_tree(&path);
+        if orphan {
+            let _ = fs::remove_file(suffixed(&archive, ".lock"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_of(build: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        build(&mut b);
+        b.into_inner().unwrap()
+    }
+
+    fn add(b: &mut tar::Builder<Vec<u8>>, path: &str, kind: tar::EntryType, mode: u32, data: &[u8]) {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_size(data.len() as u64);
+        h.set_path(path).unwrap();
+        h.set_cksum();
+        b.append(&h, data).unwrap();
+    }
+
+    #[test]
+    fn unpacks_once_and_reuses_the_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("rootfs-0123.tar");
+        fs::write(
+            &archive,
+            tar_of(|b| {
+                add(b, "bin/", tar::EntryType::Directory, 0o755, b"");
+                add(b, "bin/sh", tar::EntryType::Regular, 0o755, b"#!");
+                // Read-only folder with a file in it: must still unpack.
+                add(b, "root/", tar::EntryType::Directory, 0o500, b"");
+                add(b, "root/.profile", tar::EntryType::Regular, 0o644, b"x");
+                add(b, "dev/null", tar::EntryType::Char, 0o666, b"");
+            }),
+        )
+        .unwrap();
+        let tree = unpacked(&archive).unwrap();
+        assert_eq!(tree, dir.path().join("rootfs-0123.tar.d"));
+        assert_eq!(fs::read(tree.join("bin/sh")).unwrap(), b"#!");
+        assert_eq!(fs::read(tree.join("root/.profile")).unwrap(), b"x");
+        assert!(!tree.join("dev/null").exists(), "device nodes are skipped");
+        assert_eq!(fs::metadata(tree.join("root")).unwrap().permissions().mode() & 0o777, 0o500);
+        // Another task's use (this one's lease dropped): no unpack, a marker file survives.
+        fs::write(tree.join("bin/marker"), b"").unwrap();
+        LEASES.lock().unwrap().retain(|(a, _)| *a != archive);
+        assert_eq!(unpacked(&archive).unwrap(), tree);
+        assert!(tree.join("bin/marker").exists());
+        // A changed archive (another mtime) is unpacked afresh.
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+        File::options().write(true).open(&archive).unwrap().set_modified(later).unwrap();
+        LEASES.lock().unwrap().retain(|(a, _)| *a != archive);
+        unpacked(&archive).unwrap();
+        assert!(!tree.join("bin/marker").exists());
+    }
+
+    #[test]
+    fn a_corrupt_archive_is_named_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("rootfs-bad.tar");
+        let mut bytes = tar_of(|b| add(b, "bin/sh", tar::EntryType::Regular, 0o755, &[7; 4000]));
+        bytes.truncate(700);
+        fs::write(&archive, bytes).unwrap();
+        let err = format!("{:#}", unpacked(&archive).unwrap_err());
+        assert!(err.contains("rootfs-bad.tar"), "{err}");
+        let left: Vec<_> = fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(left.len(), 2, "only the archive and its lock file: {left:?}");
+    }
+
+    #[test]
+    fn an_escaping_entry_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("evil.tar");
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_size(1);
+        h.as_gnu_mut().unwrap().name[..9].copy_from_slice(b"../escape");
+        h.set_cksum();
+        let mut b = tar::Builder::new(Vec::new());
+        b.append(&h, &b"x"[..]).unwrap();
+        fs::write(&archive, b.into_inner().unwrap()).unwrap();
+        assert!(unpacked(&archive).is_err());
+        assert!(!dir.path().join("escape").exists());
+    }
+
+    #[test]
+    fn prunes_the_tree_of_a_dropped_app_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("rootfs-old.tar.d");
+        fs::create_dir_all(old.join("ro")).unwrap();
+        fs::write(old.join(STAMP), "1 1\n").unwrap();
+        let not_ours = dir.path().join("other.tar.d");
+        fs::create_dir_all(&not_ours).unwrap();
+        fs::set_permissions(old.join("ro"), fs::Permissions::from_mode(0o500)).unwrap();
+        let new = dir.path().join("rootfs-new.tar");
+        fs::write(&new, tar_of(|b| add(b, "bin/sh", tar::EntryType::Regular, 0o755, b"#!"))).unwrap();
+        unpacked(&new).unwrap();
+        assert!(!old.exists(), "the orphaned tree is gone");
+        assert!(not_ours.exists(), "an unstamped folder is not ours to remove");
+        assert!(dir.path().join("rootfs-new.tar.d/bin/sh").exists());
+    }
+}

@@ -1,0 +1,181 @@
+//! `scripts/package-app-version.sh`: the app version layout and the files for a server-sent
+//! app version (`--download`), checked file by file, and the sandbox's root tar round-tripped
+//! through gah-app's own unpacking.
+//!
+//! The guest image here is a **stand-in** (a few small files named like the real ones): the
+//! script only copies, hashes, tars and gzips them. The real image goes through the same
+//! script in the real-client tests.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::path::Path;
+use std::process::Command;
+
+use gah_tests::{program, project_root};
+use quick_xml::events::Event;
+use sha2::{Digest, Sha256};
+
+/// A stand-in image folder: kernel, initramfs, ext4 disk, and a root tree.
+fn stand_in_image(dir: &Path) {
+    fs::create_dir_all(dir.join("rootfs/bin")).unwrap();
+    fs::create_dir_all(dir.join("rootfs/dev")).unwrap();
+    fs::create_dir_all(dir.join("rootfs/etc/portage")).unwrap();
+    fs::write(dir.join("vmlinux"), b"stand-in kernel").unwrap();
+    fs::write(dir.join("initramfs.cpio.gz"), b"stand-in initramfs").unwrap();
+    fs::write(dir.join("rootfs.ext4"), vec![0u8; 1 << 20]).unwrap();
+    fs::write(dir.join("rootfs/bin/sh"), b"#!stand-in shell").unwrap();
+    fs::write(dir.join("rootfs/dev/not-a-device"), b"dev/ is left out").unwrap();
+    fs::write(dir.join("rootfs/etc/portage/make.conf"), b"FEATURES=test\n").unwrap();
+    std::os::unix::fs::symlink("bin", dir.join("rootfs/sbin")).unwrap();
+}
+
+fn package(bin: &Path, image: &Path, out: &Path, download: &Path, guest: &str) -> String {
+    let output = Command::new("bash")
+        .arg(project_root().join("scripts/package-app-version.sh"))
+        .args(["--bin".as_ref(), bin.as_os_str(), "--image".as_ref(), image.as_os_str(), "--guest".as_ref(), guest.as_ref()])
+        .arg("--download")
+        .arg(download)
+        .arg(out)
+        .output()
+        .expect("run package-app-version.sh");
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "package-app-version.sh failed:\n{text}");
+    text
+}
+
+fn sha16(path: &Path) -> String {
+    let digest = Sha256::digest(fs::read(path).unwrap());
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// `<file_info>`s of an XML document: name → child element texts.
+fn file_infos(xml: &str) -> BTreeMap<String, BTreeMap<String, String>> {
+    let mut reader = quick_xml::Reader::from_str(xml);
+    let (mut infos, mut current, mut element) = (BTreeMap::new(), None::<BTreeMap<String, String>>, String::new());
+    loop {
+        match reader.read_event().expect("well-formed XML") {
+            Event::Start(e) if e.name().as_ref() == b"file_info" => current = Some(BTreeMap::new()),
+            Event::Start(e) => element = String::from_utf8_lossy(e.name().as_ref()).into_owned(),
+            Event::Empty(e) => {
+                if let Some(c) = current.as_mut() {
+                    c.insert(String::from_utf8_lossy(e.name().as_ref()).into_owned(), String::new());
+                }
+            }
+            Event::Text(t) => {
+                if let Some(c) = current.as_mut() {
+                    let text = t.unescape().unwrap().trim().to_owned();
+                    if !text.is_empty() {
+                        c.insert(element.clone(), text);
+                    }
+                }
+            }
+            Event::End(e) if e.name().as_ref() == b"file_info" => {
+                let info = current.take().unwrap();
+                infos.insert(info["name"].clone(), info);
+            }
+            Event::Eof => return infos,
+            _ => {}
+        }
+    }
+}
+
+/// `<file_ref>`s of app_info.xml: file name → open name ("" for none).
+fn file_refs(xml: &str) -> BTreeMap<String, String> {
+    let mut refs = BTreeMap::new();
+    let mut rest = xml;
+    while let Some(start) = rest.find("<file_ref>") {
+        let end = rest[start..].find("</file_ref>").unwrap() + start;
+        let block = &rest[start..end];
+        let tag = |t: &str| block.split(&format!("<{t}>")).nth(1).and_then(|s| s.split(&format!("</{t}>")).next()).unwrap_or("").to_owned();
+        refs.insert(tag("file_name"), tag("open_name"));
+        rest = &rest[end..];
+    }
+    refs
+}
+
+#[test]
+fn app_version_layout_and_download_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (image, out, download, bin) = (tmp.path().join("image"), tmp.path().join("project"), tmp.path().join("download"), tmp.path().join("bin"));
+    stand_in_image(&image);
+    // Copies of the real programs, so the test can change one.
+    fs::create_dir_all(&bin).unwrap();
+    for p in ["gah-app", "gah-agent"] {
+        fs::copy(program(p), bin.join(p)).unwrap();
+    }
+    package(&bin, &image, &out, &download, "both");
+
+    // Image files are named by their content; the app opens them by logical name.
+    let kernel = format!("vmlinux-{}", sha16(&image.join("vmlinux")));
+    let disk = format!("rootfs-{}.ext4", sha16(&image.join("rootfs.ext4")));
+    let root_tar = format!("rootfs-{}.tar", sha16(&image.join("rootfs.tar")));
+    let app_info = fs::read_to_string(out.join("app_info.xml")).unwrap();
+    let refs = file_refs(&app_info);
+    assert_eq!(refs.get(&kernel).map(String::as_str), Some("vmlinux"), "{app_info}");
+    assert_eq!(refs.get(&disk).map(String::as_str), Some("rootfs.ext4"), "{app_info}");
+    assert_eq!(refs.get(&root_tar).map(String::as_str), Some("rootfs.tar"), "{app_info}");
+    assert!(app_info.contains("<cmdline>--backend auto</cmdline>"), "{app_info}");
+    let declared = file_infos(&app_info);
+    assert_eq!(declared.keys().collect::<Vec<_>>(), refs.keys().collect::<Vec<_>>(), "every file_ref has its file_info");
+    for name in declared.keys() {
+        assert!(out.join(name).is_file(), "app_info.xml names {name}, which is not in the folder");
+    }
+
+    // --download: each file gzipped, and its file_info true to the file.
+    let check_downloads = || {
+        let listed = file_infos(&fs::read_to_string(download.join("file_infos.xml")).unwrap());
+        assert_eq!(listed.keys().collect::<Vec<_>>(), declared.keys().collect::<Vec<_>>());
+        for (name, info) in &listed {
+            let original = fs::read(out.join(name)).unwrap();
+            let gz = download.join(format!("{name}.gz"));
+            let mut unpacked = Vec::new();
+            flate2::read::GzDecoder::new(fs::File::open(&gz).unwrap()).read_to_end(&mut unpacked).unwrap();
+            assert!(unpacked == original, "{name}.gz does not gunzip to {name}");
+            assert_eq!(info["nbytes"], original.len().to_string(), "{name}");
+            assert_eq!(info["gzipped_nbytes"], fs::metadata(&gz).unwrap().len().to_string(), "{name}");
+            assert_eq!(info["gzipped_url"], format!("@DOWNLOAD_URL@/{name}.gz"));
+            let md5 = Command::new("md5sum").arg(out.join(name)).output().unwrap();
+            assert_eq!(info["md5_cksum"], String::from_utf8_lossy(&md5.stdout)[..32], "{name}");
+            assert_eq!(info.contains_key("executable"), name == "gah-app" || name == "gah-agent", "{name}");
+        }
+    };
+    check_downloads();
+
+    // A rebuilt program keeps its name: its download must follow its new contents.
+    let mut agent = fs::read(bin.join("gah-agent")).unwrap();
+    agent.extend_from_slice(b"rebuilt");
+    fs::write(bin.join("gah-agent"), agent).unwrap();
+    package(&bin, &image, &out, &download, "both");
+    check_downloads();
+
+    // The sandbox's root tar is the tree (less dev/), as gah-app unpacks it.
+    let tree = gah_app::rootfs_archive::unpacked(&out.join(&root_tar)).unwrap();
+    assert_eq!(fs::read(tree.join("bin/sh")).unwrap(), b"#!stand-in shell");
+    assert_eq!(fs::read(tree.join("etc/portage/make.conf")).unwrap(), b"FEATURES=test\n");
+    assert_eq!(fs::read_link(tree.join("sbin")).unwrap(), Path::new("bin"));
+    assert!(tree.join("dev").is_dir() && !tree.join("dev/not-a-device").exists());
+
+    // Flavours: the vm one ships no root tar, the sandbox one no kernel or disk, and a new
+    // image replaces the old content-named files.
+    package(&bin, &image, &out, &download, "sandbox");
+    let app_info = fs::read_to_string(out.join("app_info.xml")).unwrap();
+    assert!(app_info.contains("<plan_class>sandbox</plan_class>") && app_info.contains("--backend sandbox"), "{app_info}");
+    assert!(!out.join(&kernel).exists() && !out.join(&disk).exists() && out.join(&root_tar).exists());
+    fs::write(image.join("vmlinux"), b"a newer stand-in kernel").unwrap();
+    package(&bin, &image, &out, &download, "vm");
+    let new_kernel = format!("vmlinux-{}", sha16(&image.join("vmlinux")));
+    assert!(out.join(&new_kernel).is_file() && !out.join(&root_tar).exists());
+    assert_eq!(file_refs(&fs::read_to_string(out.join("app_info.xml")).unwrap()).get(&new_kernel).map(String::as_str), Some("vmlinux"));
+}
+
+#[test]
+fn bad_flavour_is_refused_with_its_name() {
+    let out = Command::new("bash")
+        .arg(project_root().join("scripts/package-app-version.sh"))
+        .args(["--guest", "kvm", "/nonexistent"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("'kvm'"), "{}", String::from_utf8_lossy(&out.stderr));
+}
