@@ -239,12 +239,16 @@ impl Default for Options {
 }
 
 impl Options {
-    /// The defaults with `direct_process_action` off, as BOINC's wrappers
-    /// use them: the runtime reports control requests in [`Status`] and the
-    /// application suspends, resumes, quits and aborts its work itself.
+    /// The options of BOINC's wrappers: `direct_process_action` off, so the
+    /// runtime reports control requests in [`Status`] and the application
+    /// suspends, resumes, quits and aborts its work itself; `send_status_msgs`
+    /// off, so the runtime's timer does not report this process's own (tiny)
+    /// CPU time over what the application reports for its guest through
+    /// [`Runtime::report_app_status`].
     pub fn wrapper() -> Self {
         Options {
             direct_process_action: false,
+            send_status_msgs: false,
             ..Options::default()
         }
     }

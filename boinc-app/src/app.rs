@@ -188,7 +188,9 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let mut supervisor = Supervisor::new(guest, limit);
     let mut last_checkpoint = std::time::Instant::now();
     let mut last_status_report = std::time::Instant::now();
-    let mut checkpoint_cpu = 0.0;
+    // CPU time as the client counts it: earlier runs up to their last checkpoint, plus this one.
+    let earlier_cpu = limits.earlier_cpu_secs;
+    let mut checkpoint_cpu = earlier_cpu;
     let ending = loop {
         let status = runtime.status();
         let command = if status.abort_request {
@@ -210,10 +212,9 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         }
         runtime.fraction_done(supervisor.fraction);
         // The client counts only our own process: tell it what the guest used, as BOINC's
-        // wrappers do.
+        // wrappers do (the runtime's own status messages are off: Options::wrapper).
         if last_status_report.elapsed() >= Duration::from_secs(1) {
-            let cpu = supervisor.cpu_seconds();
-            runtime.report_app_status(cpu, checkpoint_cpu, supervisor.fraction);
+            runtime.report_app_status(earlier_cpu + own_cpu_seconds() + supervisor.cpu_seconds(), checkpoint_cpu, supervisor.fraction);
             last_status_report = std::time::Instant::now();
         }
         let never = args.checkpoint_secs == Some(0);
@@ -222,7 +223,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             last_checkpoint = std::time::Instant::now();
             match supervisor.checkpoint() {
                 Ok(Some(bytes)) => {
-                    checkpoint_cpu = supervisor.cpu_seconds();
+                    checkpoint_cpu = earlier_cpu + own_cpu_seconds() + supervisor.cpu_seconds();
                     tracing::info!(bytes, "checkpoint for the client");
                 }
                 Ok(None) => {}
@@ -232,6 +233,8 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             runtime.checkpoint_completed();
         }
     };
+    // The last word on CPU time before the guest is gone (the client keeps the last report).
+    runtime.report_app_status(earlier_cpu + own_cpu_seconds() + supervisor.cpu_seconds(), checkpoint_cpu, supervisor.fraction);
     let console = supervisor.console_log();
     drop(supervisor);
     match ending {
@@ -315,6 +318,17 @@ pub fn choose_backend(choice: BackendChoice, image: &Image, rootfs_tree: impl Fn
             }
         }
     }
+}
+
+/// CPU seconds of this process itself (unpacking inputs, supervising); the guest's are apart.
+fn own_cpu_seconds() -> f64 {
+    use nix::sys::resource::{getrusage, UsageWho};
+    getrusage(UsageWho::RUSAGE_SELF)
+        .map(|u| {
+            let (user, system) = (u.user_time(), u.system_time());
+            user.tv_sec() as f64 + user.tv_usec() as f64 / 1e6 + system.tv_sec() as f64 + system.tv_usec() as f64 / 1e6
+        })
+        .unwrap_or(0.0)
 }
 
 /// A folder as it is, or a tar file unpacked (safely: nothing lands outside `into`).

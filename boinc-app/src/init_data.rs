@@ -13,6 +13,9 @@ pub struct Limits {
     pub ncpus: Option<u32>,
     /// The workunit's `<rsc_memory_bound>` in bytes.
     pub memory_bound_bytes: Option<u64>,
+    /// CPU seconds earlier runs of this task used up to their last checkpoint
+    /// (`<wu_cpu_time>`): what this run's reports build on.
+    pub earlier_cpu_secs: f64,
 }
 
 /// Reads `path`; a missing or unreadable file (standalone runs) gives no limits.
@@ -38,6 +41,7 @@ pub fn parse(text: &str) -> Limits {
                 match name.as_slice() {
                     b"ncpus" if number >= 1.0 => limits.ncpus = Some(number.ceil() as u32),
                     b"rsc_memory_bound" if number > 0.0 => limits.memory_bound_bytes = Some(number as u64),
+                    b"wu_cpu_time" if number > 0.0 => limits.earlier_cpu_secs = number,
                     _ => {}
                 }
             }
@@ -55,8 +59,8 @@ mod tests {
 
     #[test]
     fn reads_cpus_and_memory_bound() {
-        let text = "<app_init_data>\n<ncpus>1.500000</ncpus>\n<rsc_memory_bound>4000000000.000000</rsc_memory_bound>\n<project_dir>/x</project_dir></app_init_data>";
-        assert_eq!(parse(text), Limits { ncpus: Some(2), memory_bound_bytes: Some(4_000_000_000) });
+        let text = "<app_init_data>\n<ncpus>1.500000</ncpus>\n<rsc_memory_bound>4000000000.000000</rsc_memory_bound>\n<project_dir>/x</project_dir><wu_cpu_time>12.5</wu_cpu_time></app_init_data>";
+        assert_eq!(parse(text), Limits { ncpus: Some(2), memory_bound_bytes: Some(4_000_000_000), earlier_cpu_secs: 12.5 });
         assert_eq!(parse("garbage"), Limits::default());
     }
 }

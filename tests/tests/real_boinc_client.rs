@@ -192,6 +192,14 @@ impl Run {
         assert!(row.test_ran, "{row:?}");
         let report = snap.report(&self.result).expect("report");
         assert_eq!((report.state, report.exit_status), (client_state::FILES_UPLOADED, 0));
+        // The client must hear of the guest's CPU time (qemu's, or the sandbox's processes'),
+        // not only gah-app's own: the build keeps at least one core busy much of the time.
+        assert!(
+            report.final_cpu_time >= 0.2 * report.final_elapsed_time,
+            "CPU time {:.1} s for {:.1} s elapsed: the guest's CPU time was not reported",
+            report.final_cpu_time,
+            report.final_elapsed_time
+        );
         eprintln!(
             "{}: row {} {} {} {:.0} s in the guest; task {:.0} s elapsed, {:.0} s CPU; test {:.0} s",
             self.wu,
@@ -337,7 +345,17 @@ fn real_boinc_client_kill_restart() {
     run.client.restart().expect("restart boinc");
     let restarted = Instant::now();
     match run.client.wait_task(&run.result, Duration::from_secs(300), |t| t.active_state() == "EXECUTING") {
-        Ok(_) => eprintln!("kill_restart: task EXECUTING {:.1} s after the restart", restarted.elapsed().as_secs_f64()),
+        Ok(_) => {
+            eprintln!("kill_restart: task EXECUTING {:.1} s after the restart", restarted.elapsed().as_secs_f64());
+            if is_vm() {
+                // Resumed, not restarted: progress carries on from where it was, not from 0.
+                // (Wait for the app's own reports: the client first shows its saved fraction.)
+                std::thread::sleep(Duration::from_secs(10));
+                let now = run.client.wait_task(&run.result, Duration::from_secs(30), |_| true).map(|t| t.fraction_done()).unwrap_or(-1.0);
+                assert!(now >= before.fraction_done() - 1e-3, "progress after the restart is {now:.3}, below {:.3} before the kill", before.fraction_done());
+                eprintln!("kill_restart: fraction {now:.3} after the restart ({:.3} at the kill)", before.fraction_done());
+            }
+        }
         // A short task can finish and be reported (and the client exit when idle) before a
         // poll sees it run: then the report below is the proof that it ran again.
         Err(e) => {

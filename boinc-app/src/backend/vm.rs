@@ -137,11 +137,10 @@ impl Backend for VmBackend {
         let started = Instant::now();
         let child = cmd.spawn().with_context(|| format!("start {}", self.qemu.display()))?;
         let state = if incoming.is_some() { VmState::Running } else { VmState::Booting };
-        let mut progress_reader = BufReader::new(fs::File::open(&progress)?);
-        if incoming.is_some() {
-            use std::io::Seek;
-            progress_reader.seek(std::io::SeekFrom::End(0))?;
-        }
+        // Read from the start, also after a restore: replaying the progress up to the
+        // checkpoint puts the supervisor back at its phase and fraction (not at 0, which the
+        // client would show as progress lost).
+        let progress_reader = BufReader::new(fs::File::open(&progress)?);
         tracing::info!(pid = child.id(), accel = self.accelerator(), state = ?state, "qemu started");
         Ok(Box::new(VmGuest {
             child: Some(child),
