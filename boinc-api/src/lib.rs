@@ -601,6 +601,7 @@ mod tests {
             (1, 1, 1, 1, 1, 0, 0, 0)
         );
         assert_eq!(Options::wrapper().to_sys().direct_process_action, 0);
+        assert_eq!(Options::wrapper().to_sys().send_status_msgs, 0);
     }
 
     #[test]
