@@ -76,13 +76,16 @@ pub struct Supervisor {
     pub phase: String,
     deadline: Instant,
     suspended_at: Option<Instant>,
+    /// Highest guest CPU time read so far: once qemu or the sandbox's cgroup is gone, a read
+    /// gives 0, and the client keeps the last number it was told.
+    cpu_high_water: std::cell::Cell<f64>,
 }
 
 impl Supervisor {
     /// Takes ownership of a started guest. Suspended time does not count against `limit`.
     pub fn new(guest: Box<dyn Guest>, limit: Duration) -> Supervisor {
         tracing::info!(from = ?State::Preparing, to = ?State::Booting, "supervisor");
-        Supervisor { guest, state: State::Booting, fraction: 0.0, phase: "boot".into(), deadline: Instant::now() + limit, suspended_at: None }
+        Supervisor { guest, state: State::Booting, fraction: 0.0, phase: "boot".into(), deadline: Instant::now() + limit, suspended_at: None, cpu_high_water: std::cell::Cell::new(0.0) }
     }
 
     /// The current state.
@@ -184,13 +187,56 @@ impl Supervisor {
         }
     }
 
-    /// CPU seconds the guest has used so far.
+    /// CPU seconds the guest has used so far (never less than an earlier answer).
     pub fn cpu_seconds(&self) -> f64 {
-        self.guest.cpu_seconds()
+        let seconds = self.guest.cpu_seconds().max(self.cpu_high_water.get());
+        self.cpu_high_water.set(seconds);
+        seconds
     }
 
     /// The guest's host-side log.
     pub fn console_log(&self) -> std::path::PathBuf {
         self.guest.console_log()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{Guest, GuestEvent};
+
+    /// Test double: a guest whose CPU time reads from a script (0 once "gone").
+    struct ScriptedCpuGuest(std::cell::RefCell<Vec<f64>>);
+
+    impl Guest for ScriptedCpuGuest {
+        fn next_event(&mut self, _: Duration) -> anyhow::Result<Option<GuestEvent>> {
+            Ok(None)
+        }
+        fn pause(&mut self) -> anyhow::Result<()> {
+            Ok(())
+        }
+        fn resume(&mut self) -> anyhow::Result<()> {
+            Ok(())
+        }
+        fn checkpoint(&mut self, _: f64) -> anyhow::Result<Option<u64>> {
+            Ok(None)
+        }
+        fn kill(&mut self) -> anyhow::Result<()> {
+            Ok(())
+        }
+        fn cpu_seconds(&self) -> f64 {
+            self.0.borrow_mut().remove(0)
+        }
+        fn console_log(&self) -> std::path::PathBuf {
+            "console.log".into()
+        }
+    }
+
+    #[test]
+    fn cpu_time_never_falls_when_the_guest_is_gone() {
+        let guest = ScriptedCpuGuest(std::cell::RefCell::new(vec![5.0, 120.0, 0.0, 130.0]));
+        let supervisor = Supervisor::new(Box::new(guest), Duration::from_secs(60));
+        let reads: Vec<f64> = (0..4).map(|_| supervisor.cpu_seconds()).collect();
+        assert_eq!(reads, [5.0, 120.0, 120.0, 130.0]);
     }
 }
