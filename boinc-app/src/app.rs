@@ -212,8 +212,10 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         }
         runtime.fraction_done(supervisor.fraction);
         // The client counts only our own process: tell it what the guest used, as BOINC's
-        // wrappers do (the runtime's own status messages are off: Options::wrapper).
-        if last_status_report.elapsed() >= Duration::from_secs(1) {
+        // wrappers do (the runtime's own status messages are off: Options::wrapper). Not while
+        // suspended, as the runtime itself: what the guest did before the freeze took hold
+        // would show as progress made while suspended.
+        if !status.suspended && last_status_report.elapsed() >= Duration::from_secs(1) {
             runtime.report_app_status(earlier_cpu + own_cpu_seconds() + supervisor.cpu_seconds(), checkpoint_cpu, supervisor.fraction);
             last_status_report = std::time::Instant::now();
         }

@@ -293,6 +293,10 @@ fn real_boinc_client_suspend_resume() {
     let suspended = run.client.wait_task(&run.result, Duration::from_secs(60), |t| t.active_state() == "SUSPENDED").expect("task suspended");
     eprintln!("suspend: {:.1} s to SUSPENDED (fraction {:.3} -> {:.3})", t0.elapsed().as_secs_f64(), before.fraction_done(), suspended.fraction_done());
     // Suspended means suspended: progress stands still (leave_apps_in_memory keeps the app).
+    // The client says SUSPENDED when it sends the request; give the app a moment to act on it
+    // (its runtime polls about once a second) before taking the reference.
+    std::thread::sleep(Duration::from_secs(3));
+    let suspended = run.client.wait_task(&run.result, Duration::from_secs(30), |_| true).expect("task listed");
     std::thread::sleep(Duration::from_secs(20));
     let later = run.client.wait_task(&run.result, Duration::from_secs(30), |_| true).expect("task listed");
     assert_eq!(later.active_state(), "SUSPENDED");
