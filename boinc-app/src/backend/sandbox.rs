@@ -335,6 +335,47 @@ fn set_parent_death_signal() {
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
 }
 
+/// Removes the cgroups of earlier gah-apps that died without cleaning up (`gah-<pid>-…`
+/// whose pid is gone): thaws them and kills what is left in them. Needed because a process
+/// frozen by the v1 freezer ignores even SIGKILL (the parent-death signal included) until
+/// thawed, so a sandbox suspended when its app was killed would otherwise stay forever.
+fn reap_orphaned_cgroups() {
+    let base = Path::new("/sys/fs/cgroup");
+    let parents: Vec<PathBuf> = if base.join("cgroup.controllers").exists() {
+        vec![base.to_path_buf()]
+    } else {
+        ["freezer", "memory", "cpuacct"].iter().map(|c| base.join(c)).collect()
+    };
+    for parent in parents {
+        let Ok(entries) = fs::read_dir(&parent) else { continue };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name.strip_prefix("gah-").and_then(|rest| rest.split('-').next()).and_then(|p| p.parse::<i32>().ok()) else { continue };
+            if Path::new(&format!("/proc/{pid}")).exists() {
+                continue;
+            }
+            let cg = entry.path();
+            let _ = fs::write(cg.join("freezer.state"), "THAWED");
+            let _ = fs::write(cg.join("cgroup.freeze"), "0");
+            if let Ok(procs) = fs::read_to_string(cg.join("cgroup.procs")) {
+                if !procs.trim().is_empty() {
+                    tracing::warn!(cgroup = %cg.display(), processes = procs.lines().count(), "killing the sandbox of an app that died");
+                }
+                for p in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::SIGKILL);
+                }
+            }
+            // Empty once the killed processes are reaped; try for a moment.
+            for _ in 0..20 {
+                if fs::remove_dir(&cg).is_ok() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+    }
+}
+
 /// Where the v1/v2 cgroup controllers we use live, if we may create groups there.
 fn cgroup_dirs(job: &str) -> Vec<PathBuf> {
     let base = Path::new("/sys/fs/cgroup");
@@ -395,6 +436,7 @@ impl Backend for SandboxBackend {
         let scratch = input.slot.join("sandbox");
         fs::create_dir_all(&scratch).with_context(|| format!("create {}", scratch.display()))?;
         // Unique per task: under BOINC every slot folder is called `slot`.
+        reap_orphaned_cgroups();
         let job_tag = format!("{}-{}", std::process::id(), input.slot.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
         let cgroups: Vec<PathBuf> = cgroup_dirs(&job_tag).into_iter().filter(|d| fs::create_dir_all(d).is_ok()).collect();
         for cg in &cgroups {
