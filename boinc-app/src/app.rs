@@ -190,7 +190,9 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let mut last_status_report = std::time::Instant::now();
     // CPU time as the client counts it: earlier runs up to their last checkpoint, plus this one.
     let earlier_cpu = limits.earlier_cpu_secs;
+    let task_cpu = |supervisor: &Supervisor| earlier_cpu + own_cpu_seconds() + supervisor.cpu_seconds();
     let mut checkpoint_cpu = earlier_cpu;
+    let never_checkpoint = args.checkpoint_secs == Some(0);
     let ending = loop {
         let status = runtime.status();
         let command = if status.abort_request {
@@ -216,16 +218,15 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         // suspended, as the runtime itself: what the guest did before the freeze took hold
         // would show as progress made while suspended.
         if !status.suspended && last_status_report.elapsed() >= Duration::from_secs(1) {
-            runtime.report_app_status(earlier_cpu + own_cpu_seconds() + supervisor.cpu_seconds(), checkpoint_cpu, supervisor.fraction);
+            runtime.report_app_status(task_cpu(&supervisor), checkpoint_cpu, supervisor.fraction);
             last_status_report = std::time::Instant::now();
         }
-        let never = args.checkpoint_secs == Some(0);
         let own_period_due = args.checkpoint_secs.is_some_and(|secs| secs > 0 && last_checkpoint.elapsed() >= Duration::from_secs(secs));
-        if !never && (runtime.time_to_checkpoint() || own_period_due) {
+        if !never_checkpoint && (runtime.time_to_checkpoint() || own_period_due) {
             last_checkpoint = std::time::Instant::now();
             match supervisor.checkpoint() {
                 Ok(Some(bytes)) => {
-                    checkpoint_cpu = earlier_cpu + own_cpu_seconds() + supervisor.cpu_seconds();
+                    checkpoint_cpu = task_cpu(&supervisor);
                     tracing::info!(bytes, "checkpoint for the client");
                 }
                 Ok(None) => {}
@@ -236,7 +237,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         }
     };
     // The last word on CPU time before the guest is gone (the client keeps the last report).
-    runtime.report_app_status(earlier_cpu + own_cpu_seconds() + supervisor.cpu_seconds(), checkpoint_cpu, supervisor.fraction);
+    runtime.report_app_status(task_cpu(&supervisor), checkpoint_cpu, supervisor.fraction);
     let console = supervisor.console_log();
     drop(supervisor);
     match ending {

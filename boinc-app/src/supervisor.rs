@@ -167,23 +167,26 @@ impl Supervisor {
             std::thread::sleep(timeout);
             return Ok(None);
         }
-        match self.guest.next_event(timeout)? {
-            Some(GuestEvent::Progress { fraction, phase }) => {
-                self.fraction = fraction;
-                if phase != self.phase {
-                    tracing::info!(fraction, %phase, "guest progress");
-                }
-                self.phase = phase;
-                if self.state == State::Booting {
-                    self.transition(State::Running, "first progress");
-                }
-                Ok(None)
+        // Drain what is already there, so the fraction reported next is the newest: a burst of
+        // lines (a restored VM replays its progress log) must not show as old progress.
+        let mut event = self.guest.next_event(timeout)?;
+        while let Some(GuestEvent::Progress { fraction, phase }) = event {
+            self.fraction = fraction;
+            if phase != self.phase {
+                tracing::info!(fraction, %phase, "guest progress");
             }
+            self.phase = phase;
+            if self.state == State::Booting {
+                self.transition(State::Running, "first progress");
+            }
+            event = self.guest.next_event(Duration::ZERO)?;
+        }
+        match event {
             Some(GuestEvent::Exited { ok, detail }) => {
                 self.transition(State::Finished, "guest exited");
                 Ok(Some(Ending::GuestExited { ok, detail }))
             }
-            None => Ok(None),
+            _ => Ok(None),
         }
     }
 
@@ -205,12 +208,16 @@ mod tests {
     use super::*;
     use crate::backend::{Guest, GuestEvent};
 
-    /// Test double: a guest whose CPU time reads from a script (0 once "gone").
-    struct ScriptedCpuGuest(std::cell::RefCell<Vec<f64>>);
+    /// Test double: a guest whose events and CPU time readings come from a script (CPU 0
+    /// once "gone").
+    struct ScriptedGuest {
+        events: Vec<GuestEvent>,
+        cpu: std::cell::RefCell<Vec<f64>>,
+    }
 
-    impl Guest for ScriptedCpuGuest {
+    impl Guest for ScriptedGuest {
         fn next_event(&mut self, _: Duration) -> anyhow::Result<Option<GuestEvent>> {
-            Ok(None)
+            Ok((!self.events.is_empty()).then(|| self.events.remove(0)))
         }
         fn pause(&mut self) -> anyhow::Result<()> {
             Ok(())
@@ -225,7 +232,7 @@ mod tests {
             Ok(())
         }
         fn cpu_seconds(&self) -> f64 {
-            self.0.borrow_mut().remove(0)
+            self.cpu.borrow_mut().remove(0)
         }
         fn console_log(&self) -> std::path::PathBuf {
             "console.log".into()
@@ -234,9 +241,18 @@ mod tests {
 
     #[test]
     fn cpu_time_never_falls_when_the_guest_is_gone() {
-        let guest = ScriptedCpuGuest(std::cell::RefCell::new(vec![5.0, 120.0, 0.0, 130.0]));
+        let guest = ScriptedGuest { events: vec![], cpu: std::cell::RefCell::new(vec![5.0, 120.0, 0.0, 130.0]) };
         let supervisor = Supervisor::new(Box::new(guest), Duration::from_secs(60));
         let reads: Vec<f64> = (0..4).map(|_| supervisor.cpu_seconds()).collect();
         assert_eq!(reads, [5.0, 120.0, 120.0, 130.0]);
+    }
+
+    #[test]
+    fn one_poll_takes_a_burst_of_progress_to_its_newest_line() {
+        let progress = |fraction: f64, phase: &str| GuestEvent::Progress { fraction, phase: phase.into() };
+        let events = vec![progress(0.01, "start"), progress(0.05, "deps"), progress(0.52, "unpack")];
+        let mut supervisor = Supervisor::new(Box::new(ScriptedGuest { events, cpu: Default::default() }), Duration::from_secs(60));
+        assert_eq!(supervisor.poll(Duration::from_millis(10)).unwrap(), None);
+        assert_eq!((supervisor.fraction, supervisor.phase.as_str(), supervisor.state()), (0.52, "unpack", State::Running));
     }
 }

@@ -49,14 +49,14 @@ fn sha16(path: &Path) -> String {
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
-/// `<file_info>`s of an XML document: name → child element texts.
-fn file_infos(xml: &str) -> BTreeMap<String, BTreeMap<String, String>> {
+/// Every `<tag>` element of an XML document, as its children's texts (empty elements as "").
+fn elements(xml: &str, tag: &[u8]) -> Vec<BTreeMap<String, String>> {
     let mut reader = quick_xml::Reader::from_str(xml);
-    let (mut infos, mut current, mut element) = (BTreeMap::new(), None::<BTreeMap<String, String>>, String::new());
+    let (mut found, mut current, mut child) = (Vec::new(), None::<BTreeMap<String, String>>, String::new());
     loop {
         match reader.read_event().expect("well-formed XML") {
-            Event::Start(e) if e.name().as_ref() == b"file_info" => current = Some(BTreeMap::new()),
-            Event::Start(e) => element = String::from_utf8_lossy(e.name().as_ref()).into_owned(),
+            Event::Start(e) if e.name().as_ref() == tag => current = Some(BTreeMap::new()),
+            Event::Start(e) => child = String::from_utf8_lossy(e.name().as_ref()).into_owned(),
             Event::Empty(e) => {
                 if let Some(c) = current.as_mut() {
                     c.insert(String::from_utf8_lossy(e.name().as_ref()).into_owned(), String::new());
@@ -66,32 +66,25 @@ fn file_infos(xml: &str) -> BTreeMap<String, BTreeMap<String, String>> {
                 if let Some(c) = current.as_mut() {
                     let text = t.unescape().unwrap().trim().to_owned();
                     if !text.is_empty() {
-                        c.insert(element.clone(), text);
+                        c.insert(child.clone(), text);
                     }
                 }
             }
-            Event::End(e) if e.name().as_ref() == b"file_info" => {
-                let info = current.take().unwrap();
-                infos.insert(info["name"].clone(), info);
-            }
-            Event::Eof => return infos,
+            Event::End(e) if e.name().as_ref() == tag => found.extend(current.take()),
+            Event::Eof => return found,
             _ => {}
         }
     }
 }
 
+/// `<file_info>`s: name → child texts.
+fn file_infos(xml: &str) -> BTreeMap<String, BTreeMap<String, String>> {
+    elements(xml, b"file_info").into_iter().map(|info| (info["name"].clone(), info)).collect()
+}
+
 /// `<file_ref>`s of app_info.xml: file name → open name ("" for none).
 fn file_refs(xml: &str) -> BTreeMap<String, String> {
-    let mut refs = BTreeMap::new();
-    let mut rest = xml;
-    while let Some(start) = rest.find("<file_ref>") {
-        let end = rest[start..].find("</file_ref>").unwrap() + start;
-        let block = &rest[start..end];
-        let tag = |t: &str| block.split(&format!("<{t}>")).nth(1).and_then(|s| s.split(&format!("</{t}>")).next()).unwrap_or("").to_owned();
-        refs.insert(tag("file_name"), tag("open_name"));
-        rest = &rest[end..];
-    }
-    refs
+    elements(xml, b"file_ref").into_iter().map(|r| (r["file_name"].clone(), r.get("open_name").cloned().unwrap_or_default())).collect()
 }
 
 #[test]

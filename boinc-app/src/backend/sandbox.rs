@@ -340,13 +340,7 @@ fn set_parent_death_signal() {
 /// frozen by the v1 freezer ignores even SIGKILL (the parent-death signal included) until
 /// thawed, so a sandbox suspended when its app was killed would otherwise stay forever.
 fn reap_orphaned_cgroups() {
-    let base = Path::new("/sys/fs/cgroup");
-    let parents: Vec<PathBuf> = if base.join("cgroup.controllers").exists() {
-        vec![base.to_path_buf()]
-    } else {
-        ["freezer", "memory", "cpuacct"].iter().map(|c| base.join(c)).collect()
-    };
-    for parent in parents {
+    for parent in cgroup_parents() {
         let Ok(entries) = fs::read_dir(&parent) else { continue };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -376,13 +370,18 @@ fn reap_orphaned_cgroups() {
     }
 }
 
-/// Where the v1/v2 cgroup controllers we use live, if we may create groups there.
-fn cgroup_dirs(job: &str) -> Vec<PathBuf> {
+/// Where our cgroups go: the v2 root, or the v1 controllers we use.
+fn cgroup_parents() -> Vec<PathBuf> {
     let base = Path::new("/sys/fs/cgroup");
     if base.join("cgroup.controllers").exists() {
-        return vec![base.join(format!("gah-{job}"))];
+        return vec![base.to_path_buf()];
     }
-    ["freezer", "memory", "cpuacct"].iter().map(|c| base.join(c).join(format!("gah-{job}"))).collect()
+    ["freezer", "memory", "cpuacct"].iter().map(|c| base.join(c)).collect()
+}
+
+/// The job's cgroup under each parent (created by the caller, where it may).
+fn cgroup_dirs(job: &str) -> Vec<PathBuf> {
+    cgroup_parents().into_iter().map(|p| p.join(format!("gah-{job}"))).collect()
 }
 
 /// The namespace sandbox backend.
@@ -435,8 +434,8 @@ impl Backend for SandboxBackend {
         fs::create_dir_all(&out).with_context(|| format!("create {}", out.display()))?;
         let scratch = input.slot.join("sandbox");
         fs::create_dir_all(&scratch).with_context(|| format!("create {}", scratch.display()))?;
-        // Unique per task: under BOINC every slot folder is called `slot`.
         reap_orphaned_cgroups();
+        // Unique per task: under BOINC every slot folder is called `slot`.
         let job_tag = format!("{}-{}", std::process::id(), input.slot.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
         let cgroups: Vec<PathBuf> = cgroup_dirs(&job_tag).into_iter().filter(|d| fs::create_dir_all(d).is_ok()).collect();
         for cg in &cgroups {
