@@ -352,8 +352,9 @@ fn real_boinc_client_kill_restart() {
         Ok(_) => {
             eprintln!("kill_restart: task EXECUTING {:.1} s after the restart", restarted.elapsed().as_secs_f64());
             if is_vm() {
-                // Resumed, not restarted: progress carries on from where it was, not from 0.
-                // (Wait for the app's own reports: the client first shows its saved fraction.)
+                // Resumed, not restarted: progress carries on from where it was. (This catches
+                // a task that began again; a report of 0 it cannot, as the client ignores
+                // zeros: the supervisor's unit tests cover the app's own fraction.)
                 std::thread::sleep(Duration::from_secs(10));
                 let now = run.client.wait_task(&run.result, Duration::from_secs(30), |_| true).map(|t| t.fraction_done()).unwrap_or(-1.0);
                 assert!(now >= before.fraction_done() - 1e-3, "progress after the restart is {now:.3}, below {:.3} before the kill", before.fraction_done());
