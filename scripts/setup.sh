@@ -9,19 +9,36 @@ step() { printf '\n== setup: %s\n' "$*"; }
 packages=(
   build-essential pkg-config clang libclang-dev   # Rust -sys crates, bindgen
   libboinc-app-dev boinc-client                  # BOINC's API library; the real client for tests
-  qemu-system-x86 qemu-utils                     # the vm backend
   debootstrap busybox-static e2fsprogs cpio zstd # the guest image
   python3 python3-venv                           # Portage (from PyPI) for the overlay's metadata
   autoconf automake libtool dejagnu pax-utils    # checking the overlay's ebuilds on the host
-  socat sqlite3 ca-certificates
+  socat sqlite3 ca-certificates util-linux
 )
 missing=()
 for p in "${packages[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p"); done
-if [ ${#missing[@]} -gt 0 ]; then
-  step "installing ${missing[*]}"
+
+# The vm backend: qemu-system-x86 and qemu-utils from one Debian release. A machine may carry
+# a newer qemu-utils backport that Breaks Debian's qemu-system-common; left to itself apt then
+# removes it and installs nothing in its place (no qemu-img). So both are pinned to the
+# version Debian's archive offers for qemu-system-x86, downgrading the backport if need be.
+installed_version() { dpkg-query -W -f='${Status} ${Version}' "$1" 2>/dev/null | sed -n 's/^install ok installed //p'; }
+qemu_pins=()
+qemu_wanted() {
+  [ -n "${qemu_version:-}" ] && return
+  [ -n "$(apt-cache madison qemu-system-x86 2>/dev/null)" ] || apt-get update -qq
+  qemu_version=$(apt-cache madison qemu-system-x86 | awk -F' [|] ' 'NR==1 {print $2}')
+  [ -n "$qemu_version" ] || { echo "setup: no qemu-system-x86 in the apt sources" >&2; exit 1; }
+}
+if [ -z "$(installed_version qemu-system-x86)" ] || [ "$(installed_version qemu-utils)" != "$(installed_version qemu-system-common)" ]; then
+  qemu_wanted
+  qemu_pins=("qemu-system-x86=$qemu_version" "qemu-system-common=$qemu_version" "qemu-utils=$qemu_version")
+fi
+
+if [ ${#missing[@]} -gt 0 ] || [ ${#qemu_pins[@]} -gt 0 ]; then
+  step "installing ${missing[*]} ${qemu_pins[*]}"
   apt-get update -qq
-  # qemu-utils may already be a newer backport: don't fight it.
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends --allow-downgrades \
+    "${missing[@]}" "${qemu_pins[@]}"
 fi
 
 if ! command -v cargo >/dev/null; then
@@ -43,6 +60,9 @@ bash vm-images/distfiles/make-distfiles.sh .cache/distfiles
 
 step "guest image (cached in .cache/images/test, rebuilt when its recipe changes)"
 bash vm-images/test-image/build.sh .cache/images/test
+
+step "checking that every program the project runs is here and works"
+bash scripts/check-tools.sh
 
 echo
 echo "setup: done"
