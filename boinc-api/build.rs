@@ -15,9 +15,7 @@ fn main() {
     println!("cargo:rerun-if-env-changed=BOINC_LIB_DIR");
     println!("cargo:rerun-if-changed=build.rs");
 
-    let include_dir = env::var_os("BOINC_INCLUDE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/include/boinc"));
+    let include_dir = env::var_os("BOINC_INCLUDE_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/include/boinc"));
     let api_header = include_dir.join("boinc_api.h");
     let err_header = include_dir.join("error_numbers.h");
     for header in [&api_header, &err_header] {
@@ -35,11 +33,7 @@ fn main() {
 
     // Parse the headers as C: boinc_api.h and app_ipc.h hide their C++ parts
     // behind `#ifdef __cplusplus`, so C mode sees exactly the `extern "C"` API.
-    let wrapper = format!(
-        "#include \"{}\"\n#include \"{}\"\n",
-        api_header.display(),
-        err_header.display()
-    );
+    let wrapper = format!("#include \"{}\"\n#include \"{}\"\n", api_header.display(), err_header.display());
     let bindings = bindgen::Builder::default()
         .header_contents("boinc_api_wrapper.h", &wrapper)
         .clang_arg("-xc")
@@ -67,15 +61,10 @@ fn main() {
         });
 
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR is set by cargo"));
-    bindings
-        .write_to_file(out.join("bindings.rs"))
-        .expect("boinc-api: cannot write bindings.rs");
+    bindings.write_to_file(out.join("bindings.rs")).expect("boinc-api: cannot write bindings.rs");
 
     if let Some(lib_dir) = env::var_os("BOINC_LIB_DIR") {
-        println!(
-            "cargo:rustc-link-search=native={}",
-            PathBuf::from(lib_dir).display()
-        );
+        println!("cargo:rustc-link-search=native={}", PathBuf::from(lib_dir).display());
     }
     // Debian's libboinc_api.a is an empty stub: always link the shared
     // libraries. libboinc_api.so depends on libboinc.so (and libstdc++ via

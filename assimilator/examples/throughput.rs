@@ -74,15 +74,20 @@ fn main() {
     let t = Instant::now();
     let files: Vec<PathBuf> = (0..n)
         .map(|i| {
-            let job = Job::new("gah", &format!("app-misc/bench{}-1.{}", i / 8, i % 8), UseAssignment::default(), Compiler::ALL[i % 2], 3600);
+            let job =
+                Job::new("gah", &format!("app-misc/bench{}-1.{}", i / 8, i % 8), UseAssignment::default(), Compiler::ALL[i % 2], 3600);
             let status = if i % 10 == 0 { Status::BuildFailed } else { Status::Success };
             let mut o = Outcome::for_job(&job, status);
             o.failed_phase = (status == Status::BuildFailed).then(|| "compile".into());
             o.test_ran = status == Status::Success;
-            o.installed_files = (0..20).map(|k| InstalledFile { path: format!("/usr/lib64/libbench{k}.so"), sha256: format!("{k:064x}") }).collect();
+            o.installed_files =
+                (0..20).map(|k| InstalledFile { path: format!("/usr/lib64/libbench{k}.so"), sha256: format!("{k:064x}") }).collect();
             // A realistic log: ~60 kB of compiler lines, distinct per outcome.
             let log: String = (0..600).map(|l| format!("x86_64-pc-linux-gnu-gcc -O2 -c src/file{l}.c -o file{l}.o # job {i}\n")).collect();
-            let info = format!("Portage 3.0.66 (python 3.12, default/linux/amd64/23.0, gcc-14, glibc-2.40)\nhost {i}\n{}", "CFLAGS=\"-O2 -pipe\"\n".repeat(40));
+            let info = format!(
+                "Portage 3.0.66 (python 3.12, default/linux/amd64/23.0, gcc-14, glibc-2.40)\nhost {i}\n{}",
+                "CFLAGS=\"-O2 -pipe\"\n".repeat(40)
+            );
             let path = dir.join(format!("wu_{i}.tar.gz"));
             gah_core::archive::write(std::fs::File::create(&path).unwrap(), &job, &o, log.as_bytes(), Some(info.as_bytes())).unwrap();
             path

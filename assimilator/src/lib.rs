@@ -183,13 +183,7 @@ pub fn store_at(db: &mut Database, snapshot: i64, wu_name: &str, archive: &Outco
 }
 
 fn new_outcome<'a>(snapshot: i64, wu_name: &'a str, archive: &'a OutcomeArchive) -> NewOutcome<'a> {
-    NewOutcome {
-        wu_name,
-        snapshot,
-        outcome: &archive.outcome,
-        log: &archive.build_log,
-        emerge_info: archive.emerge_info.as_deref(),
-    }
+    NewOutcome { wu_name, snapshot, outcome: &archive.outcome, log: &archive.build_log, emerge_info: archive.emerge_info.as_deref() }
 }
 
 /// One workunit of a batch, and what became of it.
@@ -262,10 +256,8 @@ pub fn assimilate_batch(
 fn load_parallel(chunk: &[(String, PathBuf)], threads: usize) -> Vec<Result<OutcomeArchive, LoadError>> {
     let per = chunk.len().div_ceil(threads).max(1);
     std::thread::scope(|s| {
-        let handles: Vec<_> = chunk
-            .chunks(per)
-            .map(|part| s.spawn(move || part.iter().map(|(_, f)| gah_validator::load(f)).collect::<Vec<_>>()))
-            .collect();
+        let handles: Vec<_> =
+            chunk.chunks(per).map(|part| s.spawn(move || part.iter().map(|(_, f)| gah_validator::load(f)).collect::<Vec<_>>())).collect();
         handles.into_iter().flat_map(|h| h.join().expect("archive reading does not panic")).collect()
     })
 }

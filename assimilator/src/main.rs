@@ -84,9 +84,7 @@ fn run(cli: Cli) -> anyhow::Result<String> {
     let queue = cli.queue.clone().or_else(|| std::env::var_os("GAH_QUEUE_DIR").map(PathBuf::from));
     let label = match (&cli.snapshot, &cli.snapshot_of) {
         (Some(label), _) => Some(label.clone()),
-        (None, Some(repo)) => Some(
-            gah_assimilator::md5_cache_snapshot(repo).with_context(|| format!("snapshot of {}", repo.display()))?,
-        ),
+        (None, Some(repo)) => Some(gah_assimilator::md5_cache_snapshot(repo).with_context(|| format!("snapshot of {}", repo.display()))?),
         (None, None) => std::env::var("GAH_SNAPSHOT").ok().filter(|s| !s.is_empty()),
     };
     let open = || -> anyhow::Result<(Database, i64)> {

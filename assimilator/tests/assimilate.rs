@@ -77,7 +77,9 @@ fn a_permanently_bad_file_is_quarantined_not_fatal() {
     assert_eq!(count(&db, "outcomes"), 0);
     let (file, sha, reason): (String, String, String) = db
         .connection()
-        .query_row("SELECT file, file_sha256, reason FROM quarantine WHERE wu_name = 'wu_bad'", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .query_row("SELECT file, file_sha256, reason FROM quarantine WHERE wu_name = 'wu_bad'", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
         .unwrap();
     assert_eq!(file, bad.to_str().unwrap());
     assert!(reason.contains("bad.tar.gz") && reason.contains("not a readable tar.gz"), "{reason}");
@@ -118,7 +120,9 @@ fn the_error_path_records_an_infrastructure_failure_once() {
     let db = Database::open(&db_path).unwrap();
     let row: (i64, i64, i64) = db
         .connection()
-        .query_row("SELECT error_mask, wu_id, batch_id FROM infra_failures WHERE wu_name = 'wu_failed'", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .query_row("SELECT error_mask, wu_id, batch_id FROM infra_failures WHERE wu_name = 'wu_failed'", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
         .unwrap();
     assert_eq!(row, (8, 1234, 7));
     assert_eq!(count(&db, "infra_failures"), 1);
@@ -178,7 +182,8 @@ fn a_batch_stores_quarantines_and_can_be_rerun() {
     assert_eq!((count(&db, "outcomes"), count(&db, "quarantine")), (8, 1));
     let rows = db.outcomes().unwrap();
     assert!(rows.iter().all(|r| db.path().parent().unwrap().join(&r.log_path).exists()));
-    let info: i64 = db.connection().query_row("SELECT count(*) FROM outcomes WHERE emerge_info_sha256 IS NOT NULL", [], |r| r.get(0)).unwrap();
+    let info: i64 =
+        db.connection().query_row("SELECT count(*) FROM outcomes WHERE emerge_info_sha256 IS NOT NULL", [], |r| r.get(0)).unwrap();
     assert_eq!(info, 8, "emerge --info is kept");
 }
 

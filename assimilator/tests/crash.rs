@@ -65,19 +65,14 @@ fn make_outcome(dir: &Path, i: usize) -> (String, PathBuf, Outcome) {
 }
 
 fn assimilate(db: &Path, wu: &str, file: &Path) -> std::process::Child {
-    Command::new(BIN)
-        .args(["--db", db.to_str().unwrap(), wu, file.to_str().unwrap()])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+    Command::new(BIN).args(["--db", db.to_str().unwrap(), wu, file.to_str().unwrap()]).stderr(Stdio::null()).spawn().unwrap()
 }
 
 #[test]
 fn sigkill_at_random_points_loses_and_duplicates_nothing() {
     let n = env_u64("GAH_CRASH_OUTCOMES").unwrap_or(40) as usize;
-    let seed = env_u64("GAH_CRASH_SEED").unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
-    });
+    let seed = env_u64("GAH_CRASH_SEED")
+        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1);
     let mut rng = Rng(seed);
     let tmp = tempfile::tempdir().unwrap();
     let uploads = tmp.path().join("uploads");
@@ -144,10 +139,7 @@ fn verify(db_path: &Path, outcomes: &[(String, PathBuf, Outcome)]) -> (usize, i6
     let integrity: String = db.connection().query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
     assert_eq!(integrity, "ok");
     let mut stored: BTreeMap<String, (i64, String, String, String)> = BTreeMap::new();
-    let mut stmt = db
-        .connection()
-        .prepare("SELECT wu_name, count(*), job_id, status, log_sha256 FROM outcomes GROUP BY wu_name")
-        .unwrap();
+    let mut stmt = db.connection().prepare("SELECT wu_name, count(*), job_id, status, log_sha256 FROM outcomes GROUP BY wu_name").unwrap();
     for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))).unwrap() {
         let (wu, rest) = row.unwrap();
         stored.insert(wu, rest);
@@ -175,9 +167,9 @@ fn verify(db_path: &Path, outcomes: &[(String, PathBuf, Outcome)]) -> (usize, i6
 #[test]
 fn sigkill_during_batches_loses_and_duplicates_nothing() {
     let n = env_u64("GAH_CRASH_OUTCOMES").unwrap_or(40) as usize;
-    let seed = env_u64("GAH_CRASH_SEED").unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
-    }) ^ 0x5eed;
+    let seed = env_u64("GAH_CRASH_SEED")
+        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1)
+        ^ 0x5eed;
     let mut rng = Rng(seed);
     let tmp = tempfile::tempdir().unwrap();
     let uploads = tmp.path().join("uploads");

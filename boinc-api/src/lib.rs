@@ -246,11 +246,7 @@ impl Options {
     /// CPU time over what the application reports for its guest through
     /// [`Runtime::report_app_status`].
     pub fn wrapper() -> Self {
-        Options {
-            direct_process_action: false,
-            send_status_msgs: false,
-            ..Options::default()
-        }
+        Options { direct_process_action: false, send_status_msgs: false, ..Options::default() }
     }
 
     fn to_sys(self) -> sys::BOINC_OPTIONS {
@@ -312,10 +308,7 @@ static INITIALIZED: AtomicBool = AtomicBool::new(false);
 /// See the [crate documentation](crate#process-wide-effects-and-threads)
 /// for the threads and signal handlers this installs.
 pub fn init(options: &Options) -> Result<Runtime, Error> {
-    if INITIALIZED
-        .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
-        .is_err()
-    {
+    if INITIALIZED.compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst).is_err() {
         return Err(Error::AlreadyInitialized);
     }
     let mut opts = options.to_sys();
@@ -326,10 +319,7 @@ pub fn init(options: &Options) -> Result<Runtime, Error> {
     if rc != 0 {
         return Err(Error::Init(rc));
     }
-    Ok(Runtime {
-        main_program: options.main_program,
-        _not_send_sync: PhantomData,
-    })
+    Ok(Runtime { main_program: options.main_program, _not_send_sync: PhantomData })
 }
 
 /// Handle to the initialised runtime; see [`init`].
@@ -343,9 +333,7 @@ pub struct Runtime {
 
 impl fmt::Debug for Runtime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Runtime")
-            .field("standalone", &self.is_standalone())
-            .finish()
+        f.debug_struct("Runtime").field("standalone", &self.is_standalone()).finish()
     }
 }
 
@@ -452,13 +440,9 @@ impl Runtime {
         // SAFETY: `c_name` is NUL-terminated; `buf` is writable for `len`
         // bytes and BOINC writes at most `len` bytes including the NUL
         // (strlcpy).
-        let rc =
-            unsafe { sys::boinc_resolve_filename(c_name.as_ptr(), buf.as_mut_ptr().cast(), len) };
+        let rc = unsafe { sys::boinc_resolve_filename(c_name.as_ptr(), buf.as_mut_ptr().cast(), len) };
         if rc != 0 {
-            return Err(Error::Resolve {
-                name: logical.to_owned(),
-                code: rc,
-            });
+            return Err(Error::Resolve { name: logical.to_owned(), code: rc });
         }
         let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
         buf.truncate(end);
@@ -536,15 +520,9 @@ impl Runtime {
     /// BOINC it does not kill descendants (`multi_process`): stop child
     /// processes first. Newlines in `reason` become spaces. Returns only
     /// if the file cannot be written.
-    pub fn temporary_exit(
-        &self,
-        delay: Duration,
-        reason: &str,
-        is_notice: bool,
-    ) -> Result<std::convert::Infallible, Error> {
+    pub fn temporary_exit(&self, delay: Duration, reason: &str, is_notice: bool) -> Result<std::convert::Infallible, Error> {
         let path = PathBuf::from(TEMPORARY_EXIT_FILE);
-        std::fs::write(&path, temporary_exit_contents(delay, reason, is_notice))
-            .map_err(|source| Error::Io { path, source })?;
+        std::fs::write(&path, temporary_exit_contents(delay, reason, is_notice)).map_err(|source| Error::Io { path, source })?;
         exit_like_boinc(self.main_program, 0)
     }
 
@@ -569,10 +547,7 @@ impl Runtime {
 /// `boinc_temporary_exit` writes it: `"%d\n%s\n"` plus `"notice\n"`.
 fn temporary_exit_contents(delay: Duration, reason: &str, is_notice: bool) -> String {
     let secs = delay.min(MAX_TEMPORARY_EXIT_DELAY).as_secs();
-    let reason: String = reason
-        .chars()
-        .map(|c| if c == '\n' || c == '\r' { ' ' } else { c })
-        .collect();
+    let reason: String = reason.chars().map(|c| if c == '\n' || c == '\r' { ' ' } else { c }).collect();
     let mut s = format!("{secs}\n{}\n", reason.trim());
     if is_notice {
         s.push_str("notice\n");
@@ -613,24 +588,13 @@ mod tests {
 
     #[test]
     fn temporary_exit_file_format() {
-        assert_eq!(
-            temporary_exit_contents(Duration::from_secs(600), "no KVM", false),
-            "600\nno KVM\n"
-        );
-        assert_eq!(
-            temporary_exit_contents(Duration::from_secs(999_999), "a\nb", true),
-            "86400\na b\nnotice\n"
-        );
+        assert_eq!(temporary_exit_contents(Duration::from_secs(600), "no KVM", false), "600\nno KVM\n");
+        assert_eq!(temporary_exit_contents(Duration::from_secs(999_999), "a\nb", true), "86400\na b\nnotice\n");
     }
 
     #[test]
     fn status_conversion() {
-        let s = sys::BOINC_STATUS {
-            suspended: 1,
-            abort_request: 1,
-            working_set_size: 5.0,
-            ..Default::default()
-        };
+        let s = sys::BOINC_STATUS { suspended: 1, abort_request: 1, working_set_size: 5.0, ..Default::default() };
         let st = Status::from(s);
         assert!(st.suspended && st.abort_request && !st.quit_request);
         assert_eq!(st.working_set_size, 5.0);

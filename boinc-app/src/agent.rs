@@ -111,7 +111,9 @@ pub fn run(config: &AgentConfig) -> anyhow::Result<()> {
     writeln!(log, "### gentoo@home: installing the dependencies of ={} (binary packages first)", job.cpv)?;
     let deps_started = Instant::now();
     let mut deps_cmd = emerge_command(config, &job, &pkgdir);
-    deps_cmd.args(["--oneshot", "--onlydeps", "--usepkg", "--buildpkg", "--quiet-build=n", "--color=n", "--nospinner"]).arg(format!("={}", job.cpv));
+    deps_cmd
+        .args(["--oneshot", "--onlydeps", "--usepkg", "--buildpkg", "--quiet-build=n", "--color=n", "--nospinner"])
+        .arg(format!("={}", job.cpv));
     let deps = run_emerge(deps_cmd, &mut log, deadline, &mut progress, (0.05, 0.30), &job.cpv)?;
     outcome.phases.push(PhaseTime { phase: "deps".into(), seconds: deps_started.elapsed().as_secs_f64() });
     outcome.packages.extend(deps.packages.iter().cloned());
@@ -119,7 +121,15 @@ pub fn run(config: &AgentConfig) -> anyhow::Result<()> {
         return finish(config, outcome, Status::Timeout, Some("deps"), "timed out installing the dependencies", started, &mut progress);
     }
     if !deps.success {
-        return finish(config, outcome, Status::DepsFailed, Some("deps"), "a dependency failed to build or install", started, &mut progress);
+        return finish(
+            config,
+            outcome,
+            Status::DepsFailed,
+            Some("deps"),
+            "a dependency failed to build or install",
+            started,
+            &mut progress,
+        );
     }
 
     writeln!(log, "### gentoo@home: building and testing ={} with {} (USE: {})", job.cpv, job.compiler, job.use_flags.summary())?;
@@ -130,7 +140,15 @@ pub fn run(config: &AgentConfig) -> anyhow::Result<()> {
     outcome.packages.extend(build.packages);
     outcome.test_ran = build.test_ran;
     if build.timed_out {
-        return finish(config, outcome, Status::Timeout, build.failed_phase.as_deref().or(Some("build")), "timed out building the package", started, &mut progress);
+        return finish(
+            config,
+            outcome,
+            Status::Timeout,
+            build.failed_phase.as_deref().or(Some("build")),
+            "timed out building the package",
+            started,
+            &mut progress,
+        );
     }
     if !build.success {
         let phase = build.failed_phase.unwrap_or_else(|| "build".into());
@@ -167,13 +185,8 @@ fn finish(
 fn pin_job_configuration(config_root: &Path, job: &Job) -> anyhow::Result<()> {
     let etc = config_root.join("etc/portage");
     // `test` is driven by FEATURES=test and RESTRICT, never pinned.
-    let flags: Vec<String> = job
-        .use_flags
-        .0
-        .iter()
-        .filter(|(f, _)| f.as_str() != "test")
-        .map(|(f, on)| if *on { f.clone() } else { format!("-{f}") })
-        .collect();
+    let flags: Vec<String> =
+        job.use_flags.0.iter().filter(|(f, _)| f.as_str() != "test").map(|(f, on)| if *on { f.clone() } else { format!("-{f}") }).collect();
     write_config_entry(&etc.join("package.use"), "gah-job", &format!("={} {}\n", job.cpv, flags.join(" ")))?;
     fs::create_dir_all(etc.join("env"))?;
     fs::write(etc.join("env/gah-test.conf"), "FEATURES=\"${FEATURES} test\"\n")?;
@@ -226,7 +239,13 @@ fn run_emerge(
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
     let mut child = cmd.spawn().context("start emerge")?;
     let (tx, rx) = mpsc::channel::<String>();
-    for stream in [child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>), child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>)].into_iter().flatten() {
+    for stream in [
+        child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    {
         let tx = tx.clone();
         std::thread::spawn(move || {
             let mut reader = BufReader::new(stream);

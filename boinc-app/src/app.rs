@@ -270,7 +270,11 @@ pub fn main(args: Args) -> anyhow::Result<()> {
 }
 
 /// Picks the backend, saying why on stderr.
-pub fn choose_backend(choice: BackendChoice, image: &Image, rootfs_tree: impl FnOnce() -> anyhow::Result<PathBuf>) -> anyhow::Result<Box<dyn Backend>> {
+pub fn choose_backend(
+    choice: BackendChoice,
+    image: &Image,
+    rootfs_tree: impl FnOnce() -> anyhow::Result<PathBuf>,
+) -> anyhow::Result<Box<dyn Backend>> {
     let helper = std::env::current_exe()?;
     // The sandbox over its root, if that root can be had, and whether it runs here.
     let sandbox = move || -> Result<SandboxBackend, String> {
@@ -341,11 +345,8 @@ fn folder_or_unpacked(path: &Path, into: &Path) -> anyhow::Result<PathBuf> {
     }
     let file = fs::File::open(path).with_context(|| format!("open input {}", path.display()))?;
     fs::create_dir_all(into)?;
-    let reader: Box<dyn std::io::Read> = if path.extension().is_some_and(|e| e == "gz") {
-        Box::new(flate2::read::GzDecoder::new(file))
-    } else {
-        Box::new(file)
-    };
+    let reader: Box<dyn std::io::Read> =
+        if path.extension().is_some_and(|e| e == "gz") { Box::new(flate2::read::GzDecoder::new(file)) } else { Box::new(file) };
     let mut archive = tar::Archive::new(reader);
     for entry in archive.entries().with_context(|| format!("read {}", path.display()))? {
         let mut entry = entry.with_context(|| format!("read {}", path.display()))?;
@@ -385,7 +386,10 @@ fn read_outcome(out_dir: &Path, job: &Job, ending: &Ending, console: &Path, back
             }
             Ending::GuestExited { detail, .. } => infra(
                 job,
-                &format!("guest ended without an outcome: {detail}; log: {}", crate::process::tail(&fs::read(console).unwrap_or_default(), 3)),
+                &format!(
+                    "guest ended without an outcome: {detail}; log: {}",
+                    crate::process::tail(&fs::read(console).unwrap_or_default(), 3)
+                ),
             ),
             _ => infra(job, "no outcome"),
         },
@@ -410,4 +414,3 @@ fn salvage_binpkgs(from: &Path, to: &Path) {
         }
     }
 }
-

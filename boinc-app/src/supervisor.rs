@@ -85,7 +85,15 @@ impl Supervisor {
     /// Takes ownership of a started guest. Suspended time does not count against `limit`.
     pub fn new(guest: Box<dyn Guest>, limit: Duration) -> Supervisor {
         tracing::info!(from = ?State::Preparing, to = ?State::Booting, "supervisor");
-        Supervisor { guest, state: State::Booting, fraction: 0.0, phase: "boot".into(), deadline: Instant::now() + limit, suspended_at: None, cpu_high_water: std::cell::Cell::new(0.0) }
+        Supervisor {
+            guest,
+            state: State::Booting,
+            fraction: 0.0,
+            phase: "boot".into(),
+            deadline: Instant::now() + limit,
+            suspended_at: None,
+            cpu_high_water: std::cell::Cell::new(0.0),
+        }
     }
 
     /// The current state.

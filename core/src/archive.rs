@@ -118,18 +118,11 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// Writes an outcome archive for `outcome` to `out`. The log is capped here.
-pub fn write<W: Write>(
-    out: W,
-    job: &Job,
-    outcome: &Outcome,
-    build_log: &[u8],
-    emerge_info: Option<&[u8]>,
-) -> std::io::Result<()> {
+pub fn write<W: Write>(out: W, job: &Job, outcome: &Outcome, build_log: &[u8], emerge_info: Option<&[u8]>) -> std::io::Result<()> {
     let log = cap_log(build_log);
     let outcome_json = outcome.to_json();
     let job_json = job.to_json();
-    let mut members: Vec<(&str, &[u8])> =
-        vec![("outcome.json", &outcome_json), ("job.json", &job_json), ("build.log", &log)];
+    let mut members: Vec<(&str, &[u8])> = vec![("outcome.json", &outcome_json), ("job.json", &job_json), ("build.log", &log)];
     if let Some(info) = emerge_info {
         members.push(("emerge-info.txt", info));
     }
@@ -222,14 +215,12 @@ pub fn read(bytes: &[u8], limits: Limits) -> Result<OutcomeArchive, ArchiveError
 }
 
 fn check_manifest(members: &BTreeMap<String, Vec<u8>>) -> Result<(), ArchiveError> {
-    let text = std::str::from_utf8(&members[MANIFEST])
-        .map_err(|_| ArchiveError::BadManifest { line: 0, why: "not UTF-8".into() })?;
+    let text = std::str::from_utf8(&members[MANIFEST]).map_err(|_| ArchiveError::BadManifest { line: 0, why: "not UTF-8".into() })?;
     let mut listed: BTreeMap<&str, &str> = BTreeMap::new();
     for (i, line) in text.lines().enumerate() {
         let line_no = i + 1;
-        let (hash, name) = line
-            .split_once("  ")
-            .ok_or_else(|| ArchiveError::BadManifest { line: line_no, why: "expected `SHA256  NAME`".into() })?;
+        let (hash, name) =
+            line.split_once("  ").ok_or_else(|| ArchiveError::BadManifest { line: line_no, why: "expected `SHA256  NAME`".into() })?;
         if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(ArchiveError::BadManifest { line: line_no, why: format!("`{hash}` is not a sha256") });
         }
@@ -246,7 +237,10 @@ fn check_manifest(members: &BTreeMap<String, Vec<u8>>) -> Result<(), ArchiveErro
         };
         let actual = sha256_hex(data);
         if !expected.eq_ignore_ascii_case(&actual) {
-            return Err(ArchiveError::ManifestMismatch { name: name.clone(), why: format!("sha256 is {actual}, manifest says {expected}") });
+            return Err(ArchiveError::ManifestMismatch {
+                name: name.clone(),
+                why: format!("sha256 is {actual}, manifest says {expected}"),
+            });
         }
     }
     if let Some((name, _)) = listed.into_iter().next() {

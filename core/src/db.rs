@@ -13,9 +13,10 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::outcome::Outcome;
 
 /// Named migrations, applied in order, each in its own transaction (as crater does).
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_outcomes",
-    "CREATE TABLE outcomes (
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_outcomes",
+        "CREATE TABLE outcomes (
         wu_name        TEXT PRIMARY KEY,
         job_id         TEXT NOT NULL,
         repo           TEXT NOT NULL,
@@ -43,21 +44,23 @@ const MIGRATIONS: &[(&str, &str)] = &[(
         batch_id    INTEGER NOT NULL,
         recorded_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
     );",
-), (
-    "0002_quarantine",
-    "CREATE TABLE quarantine (
+    ),
+    (
+        "0002_quarantine",
+        "CREATE TABLE quarantine (
         wu_name     TEXT PRIMARY KEY,
         file        TEXT NOT NULL,
         file_sha256 TEXT,
         reason      TEXT NOT NULL,
         recorded_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
     );",
-), (
-    // History: one row per (workunit, tree snapshot), so a cell (repo, cpv, USE, compiler)
-    // accumulates rows as the tree moves; `seq` orders rows by assimilation. The table is
-    // rebuilt because SQLite cannot change a primary key in place; old rows go to snapshot 0.
-    "0003_snapshots_history",
-    "CREATE TABLE snapshots (
+    ),
+    (
+        // History: one row per (workunit, tree snapshot), so a cell (repo, cpv, USE, compiler)
+        // accumulates rows as the tree moves; `seq` orders rows by assimilation. The table is
+        // rebuilt because SQLite cannot change a primary key in place; old rows go to snapshot 0.
+        "0003_snapshots_history",
+        "CREATE TABLE snapshots (
         id          INTEGER PRIMARY KEY,
         label       TEXT NOT NULL UNIQUE,
         recorded_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
@@ -96,7 +99,8 @@ const MIGRATIONS: &[(&str, &str)] = &[(
     ALTER TABLE outcomes_v3 RENAME TO outcomes;
     CREATE INDEX outcomes_cell ON outcomes (repo, cpv, use_flags, compiler, snapshot);
     CREATE INDEX outcomes_cpv ON outcomes (cpv);",
-)];
+    ),
+];
 
 /// The snapshot id of rows recorded without one (and of rows from before snapshots existed).
 pub const NO_SNAPSHOT: i64 = 0;
@@ -392,9 +396,7 @@ impl Database {
         let dir = self.path.parent().map(Path::to_path_buf).unwrap_or_default();
         let file = dir.join(Database::log_relative_path(sha256));
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(fs::File::open(&file).map_err(io_err(&file))?)
-            .read_to_end(&mut out)
-            .map_err(io_err(&file))?;
+        flate2::read::GzDecoder::new(fs::File::open(&file).map_err(io_err(&file))?).read_to_end(&mut out).map_err(io_err(&file))?;
         if crate::archive::sha256_hex(&out) != sha256 {
             let source = std::io::Error::new(std::io::ErrorKind::InvalidData, "content does not match its sha256");
             return Err(DbError::Io { path: file, source });
@@ -464,7 +466,12 @@ impl Database {
     }
 }
 
-fn insert_outcome(tx: &rusqlite::Transaction<'_>, new: &NewOutcome<'_>, log_sha: &str, info_sha: Option<&str>) -> rusqlite::Result<Recorded> {
+fn insert_outcome(
+    tx: &rusqlite::Transaction<'_>,
+    new: &NewOutcome<'_>,
+    log_sha: &str,
+    info_sha: Option<&str>,
+) -> rusqlite::Result<Recorded> {
     let o = new.outcome;
     let failing = serde_json::to_string(&o.failing_tests).expect("strings serialise");
     let phases = serde_json::to_string(&o.phases).expect("phases serialise");

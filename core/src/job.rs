@@ -73,11 +73,7 @@ impl UseAssignment {
 
     /// Portage's `package.use` notation: `a -b c`, every flag named.
     pub fn to_package_use(&self) -> String {
-        let words: Vec<String> = self
-            .0
-            .iter()
-            .map(|(flag, on)| if *on { flag.clone() } else { format!("-{flag}") })
-            .collect();
+        let words: Vec<String> = self.0.iter().map(|(flag, on)| if *on { flag.clone() } else { format!("-{flag}") }).collect();
         words.join(" ")
     }
 

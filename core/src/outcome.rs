@@ -171,8 +171,7 @@ impl Outcome {
 
     /// Parses `outcome.json`, refusing other format versions.
     pub fn from_json(bytes: &[u8]) -> Result<Outcome, crate::Error> {
-        let outcome: Outcome =
-            serde_json::from_slice(bytes).map_err(|e| crate::Error::Json { what: "outcome.json", source: e })?;
+        let outcome: Outcome = serde_json::from_slice(bytes).map_err(|e| crate::Error::Json { what: "outcome.json", source: e })?;
         if outcome.format != OUTCOME_FORMAT {
             return Err(crate::Error::Format { what: "outcome.json", found: outcome.format, expected: OUTCOME_FORMAT });
         }
@@ -212,12 +211,8 @@ impl Outcome {
             (Status::BuildFailed | Status::TestFailed | Status::DepsFailed, None) => {
                 return Err(format!("status {} without a failed phase", self.status))
             }
-            (Status::TestFailed, Some(p)) if p != "test" => {
-                return Err(format!("status test_failed but failed phase `{p}`"))
-            }
-            (Status::DepsFailed, Some(p)) if p != "deps" => {
-                return Err(format!("status deps_failed but failed phase `{p}`"))
-            }
+            (Status::TestFailed, Some(p)) if p != "test" => return Err(format!("status test_failed but failed phase `{p}`")),
+            (Status::DepsFailed, Some(p)) if p != "deps" => return Err(format!("status deps_failed but failed phase `{p}`")),
             _ => {}
         }
         if self.status == Status::TestFailed && !self.test_ran {

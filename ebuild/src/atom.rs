@@ -72,11 +72,8 @@ impl Ord for Version {
             let (Some(a), Some(b)) = (self.numbers.get(i), other.numbers.get(i)) else {
                 return self.numbers.len().cmp(&other.numbers.len());
             };
-            let o = if a.starts_with('0') || b.starts_with('0') {
-                a.trim_end_matches('0').cmp(b.trim_end_matches('0'))
-            } else {
-                int_cmp(a, b)
-            };
+            let o =
+                if a.starts_with('0') || b.starts_with('0') { a.trim_end_matches('0').cmp(b.trim_end_matches('0')) } else { int_cmp(a, b) };
             if o != Ordering::Equal {
                 return o;
             }
@@ -177,9 +174,9 @@ impl Atom {
         if *op == Op::EqGlob {
             // PMS: the version must start with the given one at a component boundary.
             return ver == want
-                || ver.strip_prefix(want.as_str()).is_some_and(|rest| {
-                    !want.ends_with(|c: char| c.is_ascii_digit()) || !rest.starts_with(|c: char| c.is_ascii_digit())
-                });
+                || ver
+                    .strip_prefix(want.as_str())
+                    .is_some_and(|rest| !want.ends_with(|c: char| c.is_ascii_digit()) || !rest.starts_with(|c: char| c.is_ascii_digit()));
         }
         let (Some(have), Some(want)) = (Version::parse(ver), Version::parse(want)) else { return false };
         match op {
@@ -279,8 +276,25 @@ mod tests {
     #[test]
     fn versions_compare_as_pms_says() {
         let ordered = [
-            "0.9", "1", "1.0", "1.0.1", "1.01", "1.1", "1.1a", "1.1b", "1.2_alpha", "1.2_beta3", "1.2_pre", "1.2_rc1", "1.2",
-            "1.2-r1", "1.2_p1", "1.10", "2.0_alpha1_p2", "2.0", "9999",
+            "0.9",
+            "1",
+            "1.0",
+            "1.0.1",
+            "1.01",
+            "1.1",
+            "1.1a",
+            "1.1b",
+            "1.2_alpha",
+            "1.2_beta3",
+            "1.2_pre",
+            "1.2_rc1",
+            "1.2",
+            "1.2-r1",
+            "1.2_p1",
+            "1.10",
+            "2.0_alpha1_p2",
+            "2.0",
+            "9999",
         ];
         for w in ordered.windows(2) {
             let (a, b) = (Version::parse(w[0]).unwrap(), Version::parse(w[1]).unwrap());

@@ -131,7 +131,16 @@ impl Tuples {
                 }
             }
         }
-        Tuples { t, subsets: Rc::new(subsets), by_var: Rc::new(by_var), uncovered: vec![true; total], left: total, live: (0..total).collect(), words, masks }
+        Tuples {
+            t,
+            subsets: Rc::new(subsets),
+            by_var: Rc::new(by_var),
+            uncovered: vec![true; total],
+            left: total,
+            live: (0..total).collect(),
+            words,
+            masks,
+        }
     }
 
     fn pattern(&self, subset: &[usize], row: &[bool]) -> usize {
@@ -273,10 +282,12 @@ pub fn covering_array(space: &Space, t: usize, seed: u64) -> Cover {
             if !space.is_constrained(v) {
                 return [true, true];
             }
-            [false, true].map(|val| rows.iter().any(|r| r[v] == val) || {
-                let mut fixed = vec![None; n];
-                fixed[v] = Some(val);
-                space.solve(&fixed, &rows[0]).is_some()
+            [false, true].map(|val| {
+                rows.iter().any(|r| r[v] == val) || {
+                    let mut fixed = vec![None; n];
+                    fixed[v] = Some(val);
+                    space.solve(&fixed, &rows[0]).is_some()
+                }
             })
         })
         .collect();

@@ -221,8 +221,7 @@ pub fn parse_entry(cpv: &str, text: &str, warnings: &mut Vec<(Option<usize>, Str
     let required_use = match take("REQUIRED_USE") {
         Some((line, value)) => match RequiredUse::parse(&value) {
             Ok(r) => {
-                let missing: Vec<&str> =
-                    r.flags().iter().map(String::as_str).filter(|f| !iuse.iter().any(|i| i.name == *f)).collect();
+                let missing: Vec<&str> = r.flags().iter().map(String::as_str).filter(|f| !iuse.iter().any(|i| i.name == *f)).collect();
                 if !missing.is_empty() {
                     warnings.push((
                         Some(line),
@@ -302,7 +301,12 @@ pub fn read_entry(path: &Path, cpv: &str, diags: &mut Vec<Diagnostic>) -> Option
         Err(e) => {
             let upto = &e.as_bytes()[..e.utf8_error().valid_up_to()];
             let line = upto.iter().filter(|b| **b == b'\n').count() + 1;
-            diags.push(Diagnostic { severity: Severity::Error, path: path.to_owned(), line: Some(line), message: "not valid UTF-8".into() });
+            diags.push(Diagnostic {
+                severity: Severity::Error,
+                path: path.to_owned(),
+                line: Some(line),
+                message: "not valid UTF-8".into(),
+            });
             return None;
         }
     };
@@ -384,7 +388,10 @@ mod tests {
         check("EAPI=8\nEAPI=7\n_md5_=1\n", "error Some(2): duplicate key EAPI (first on line 1)");
         check("EAPI=8\nIUSE=a +\n_md5_=1\n", "error Some(2): IUSE: `+` is not a valid USE flag");
         check("EAPI=8\nREQUIRED_USE=|| ( a\n_md5_=1\n", "error Some(2): REQUIRED_USE: at byte 6: unclosed `(` opened at byte 3");
-        check("EAPI=8\n_eclasses_=a\tb\tc\n_md5_=1\n", "error Some(2): _eclasses_: odd number of tab-separated fields (expected name/md5 pairs)");
+        check(
+            "EAPI=8\n_eclasses_=a\tb\tc\n_md5_=1\n",
+            "error Some(2): _eclasses_: odd number of tab-separated fields (expected name/md5 pairs)",
+        );
         check("EAPI=8\n", "error None: no _md5_ key (not an md5-dict cache entry)");
     }
 

@@ -152,9 +152,12 @@ impl Profile {
             }
             // Per level: use.mask then package.use.mask (so the latter may unmask), same for
             // force; rules stack across levels in this order.
-            for (file, is_mask, per_package) in
-                [("use.mask", true, false), ("use.force", false, false), ("package.use.mask", true, true), ("package.use.force", false, true)]
-            {
+            for (file, is_mask, per_package) in [
+                ("use.mask", true, false),
+                ("use.force", false, false),
+                ("package.use.mask", true, true),
+                ("package.use.force", false, true),
+            ] {
                 let rules = if is_mask { &mut p.mask_rules } else { &mut p.force_rules };
                 let f = dir.join(file);
                 let Some(text) = read_optional(&f, &mut diags) else { continue };
@@ -295,7 +298,13 @@ const INCREMENTAL: &[&str] = &["USE", "USE_EXPAND", "USE_EXPAND_HIDDEN", "USE_EX
 
 /// Reads one `make.defaults` (shell-like `KEY="value"` lines, `${VAR}` expansion) into
 /// `vars`, stacking the incremental ones.
-fn read_make_defaults(path: &Path, text: &str, vars: &mut BTreeMap<String, String>, removed: &mut BTreeSet<String>, diags: &mut Vec<Diagnostic>) {
+fn read_make_defaults(
+    path: &Path,
+    text: &str,
+    vars: &mut BTreeMap<String, String>,
+    removed: &mut BTreeSet<String>,
+    diags: &mut Vec<Diagnostic>,
+) {
     let mut lines = text.lines().enumerate();
     while let Some((i, line)) = lines.next() {
         let trimmed = line.trim();
@@ -449,13 +458,19 @@ leaf/parent:Some(3): `gentoo:targets/desktop`: repo:path parents are not support
 ",
         );
         // `>=dev-libs/foo-2` does not match foo-1; the unversioned force line does.
-        check(&files, "leaf", "dev-libs/foo-1", &["ssl", "sse2", "gtk"], "
+        check(
+            &files,
+            "leaf",
+            "dev-libs/foo-1",
+            &["ssl", "sse2", "gtk"],
+            "
 implicit: amd64 elibc_glibc kernel_linux
 ssl: free, default on
 sse2: free, default off
 gtk: forced, default off
 leaf/parent:Some(3): `gentoo:targets/desktop`: repo:path parents are not supported
-");
+",
+        );
     }
 
     #[test]

@@ -419,7 +419,8 @@ impl Partial<'_> {
     }
 
     fn members(&self, children: &[C]) -> Members {
-        let mut m = Members { can_empty: true, can_nonempty: false, min_true: 0, max_true: 0, any_certain_false: false, any_may_false: false };
+        let mut m =
+            Members { can_empty: true, can_nonempty: false, min_true: 0, max_true: 0, any_certain_false: false, any_may_false: false };
         for c in children {
             let x = self.node(c);
             m.can_empty &= x & A != 0;
@@ -587,9 +588,8 @@ mod tests {
     #[test]
     fn partial_evaluation_prunes_only_dead_branches() {
         let r = RequiredUse::parse("^^ ( a b ) c? ( a )").unwrap();
-        let with = |pairs: &'static [(&'static str, bool)]| {
-            r.eval_partial(false, &move |f| pairs.iter().find(|(n, _)| *n == f).map(|(_, v)| *v))
-        };
+        let with =
+            |pairs: &'static [(&'static str, bool)]| r.eval_partial(false, &move |f| pairs.iter().find(|(n, _)| *n == f).map(|(_, v)| *v));
         assert_eq!(with(&[]), None);
         assert_eq!(with(&[("a", true), ("b", true)]), Some(false));
         assert_eq!(with(&[("c", true), ("a", false)]), Some(false));
@@ -614,8 +614,13 @@ mod tests {
             for egt in [false, true] {
                 // 3^4 partial assignments: 0 unset, 1 off, 2 on.
                 for code in 0..81u32 {
-                    let vals: Vec<Option<bool>> =
-                        (0..4).map(|i| match code / 3u32.pow(i) % 3 { 0 => None, 1 => Some(false), _ => Some(true) }).collect();
+                    let vals: Vec<Option<bool>> = (0..4)
+                        .map(|i| match code / 3u32.pow(i) % 3 {
+                            0 => None,
+                            1 => Some(false),
+                            _ => Some(true),
+                        })
+                        .collect();
                     let get = |f: &str| vals[names.iter().position(|n| *n == f).unwrap()];
                     let partial = r.eval_partial(egt, &get);
                     let mut any_true = false;

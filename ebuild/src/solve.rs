@@ -459,12 +459,7 @@ pub(crate) mod tests {
             None => "too many".into(),
         };
         let near = |t: Vec<bool>| s.closest(&t).map(|c| show(&s, &c)).unwrap_or_else(|| "none".into());
-        let got = format!(
-            "{all}\ndefault: {}\non: {}\noff: {}",
-            near(s.defaults().to_vec()),
-            near(vec![true; n]),
-            near(vec![false; n])
-        );
+        let got = format!("{all}\ndefault: {}\non: {}\noff: {}", near(s.defaults().to_vec()), near(vec![true; n]), near(vec![false; n]));
         assert_eq!(got, expected);
     }
 
@@ -475,12 +470,7 @@ pub(crate) mod tests {
 
     #[test]
     fn exactly_one_and_conditionals() {
-        check(
-            "a b c",
-            "^^ ( a b ) c? ( a )",
-            "",
-            "[b] [a] [a c]\ndefault: b\non: a c\noff: b",
-        );
+        check("a b c", "^^ ( a b ) c? ( a )", "", "[b] [a] [a c]\ndefault: b\non: a c\noff: b");
         check("a b", "a? ( !a )", "", "[-] [b]\ndefault: -\non: b\noff: -");
         check("a", "a !a", "", "\ndefault: none\non: none\noff: none");
     }

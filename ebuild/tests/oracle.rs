@@ -87,10 +87,22 @@ fn portage_agrees() {
     // Corner cases of the grammar, every assignment of a..d, in an EAPI with and without
     // Portage's empty_groups_always_true.
     let corners = [
-        "|| ( )", "^^ ( )", "?? ( )", "( )", "a? ( )", "|| ( a? ( b ) )", "|| ( a? ( b ) c )",
-        "^^ ( a? ( b ) c? ( d ) )", "|| ( ( ) )", "?? ( ( a b ) c )", "^^ ( a? ( b ) c? ( d ) ( ) )",
-        "?? ( ( a b ) !c d? ( ) )", "a? ( || ( b? ( c ) !d ) ) !a? ( ^^ ( b c d ) )", "|| ( ( a? ( b ) ) ( c ) )",
-        "!a? ( !b? ( ?? ( c d ) ) )", "^^ ( ( a b ) ( c d ) )",
+        "|| ( )",
+        "^^ ( )",
+        "?? ( )",
+        "( )",
+        "a? ( )",
+        "|| ( a? ( b ) )",
+        "|| ( a? ( b ) c )",
+        "^^ ( a? ( b ) c? ( d ) )",
+        "|| ( ( ) )",
+        "?? ( ( a b ) c )",
+        "^^ ( a? ( b ) c? ( d ) ( ) )",
+        "?? ( ( a b ) !c d? ( ) )",
+        "a? ( || ( b? ( c ) !d ) ) !a? ( ^^ ( b c d ) )",
+        "|| ( ( a? ( b ) ) ( c ) )",
+        "!a? ( !b? ( ?? ( c d ) ) )",
+        "^^ ( ( a b ) ( c d ) )",
     ];
     for (i, expr) in corners.iter().enumerate() {
         for eapi in ["6", "8"] {
@@ -128,7 +140,12 @@ fn portage_agrees() {
         }
     }
     let emitted = queries.iter().filter(|q| q.emitted).count();
-    eprintln!("oracle: {} queries ({emitted} emitted configurations), {} invalid, {} disagreements", queries.len(), invalid_emitted.len(), disagreements.len());
+    eprintln!(
+        "oracle: {} queries ({emitted} emitted configurations), {} invalid, {} disagreements",
+        queries.len(),
+        invalid_emitted.len(),
+        disagreements.len()
+    );
     assert!(invalid_emitted.is_empty(), "Portage rejects emitted configurations: {:#?}", &invalid_emitted[..invalid_emitted.len().min(5)]);
     assert!(disagreements.is_empty(), "evaluator disagrees with Portage: {:#?}", &disagreements[..disagreements.len().min(5)]);
 }

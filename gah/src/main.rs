@@ -61,14 +61,16 @@ enum Mode {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(
-        tracing_subscriber::EnvFilter::try_from_env("GAH_LOG").unwrap_or_else(|_| "warn".into()),
-    ).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("GAH_LOG").unwrap_or_else(|_| "warn".into()))
+        .init();
     let cli = Cli::parse();
     let result = layout::Layout::discover().and_then(|layout| match cli.mode {
-        Mode::Run { backend, replicas, only, limit, timeout_secs, t, cross_compilers, dry_run } => {
-            run::run(&layout, &run::RunConfig { backend, replicas: replicas.max(1), only, limit, timeout_secs, t: t.max(1), cross_compilers, dry_run })
-        }
+        Mode::Run { backend, replicas, only, limit, timeout_secs, t, cross_compilers, dry_run } => run::run(
+            &layout,
+            &run::RunConfig { backend, replicas: replicas.max(1), only, limit, timeout_secs, t: t.max(1), cross_compilers, dry_run },
+        ),
         Mode::Results(args) => results::command(args, &layout.db),
     });
     match result {

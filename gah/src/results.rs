@@ -423,8 +423,11 @@ fn matrix(q: &Queries<'_>, package: &str) -> anyhow::Result<Output> {
                 let cell = rows.iter().find(|r| r.use_flags == *u && r.compiler == *c);
                 let _ = write!(text, "  {:<cw$}", cell.map_or("-".into(), |r| r.short()));
                 if let Some(r) = cell {
-                    cells.insert(c.clone(), json!({"status": r.status, "failed_phase": r.failed_phase,
-                        "snapshot": q.label(r.snapshot), "wu_name": r.wu_name}));
+                    cells.insert(
+                        c.clone(),
+                        json!({"status": r.status, "failed_phase": r.failed_phase,
+                        "snapshot": q.label(r.snapshot), "wu_name": r.wu_name}),
+                    );
                 }
             }
             text.push('\n');
@@ -444,7 +447,8 @@ fn history(q: &Queries<'_>, cell: &CellArgs) -> anyhow::Result<Output> {
     for r in &rows {
         if current.as_ref() != Some(&r.cell()) {
             current = Some(r.cell());
-            let _ = writeln!(text, "{}{}::{} USE=\"{}\" {}", if text.is_empty() { "" } else { "\n" }, r.cpv, r.repo, r.use_flags, r.compiler);
+            let _ =
+                writeln!(text, "{}{}::{} USE=\"{}\" {}", if text.is_empty() { "" } else { "\n" }, r.cpv, r.repo, r.use_flags, r.compiler);
             let _ = writeln!(text, "  {:<24}  {:<20}  {:<22}  summary", "snapshot", "assimilated", "status");
             cells.push(json!({"repo": r.repo, "cpv": r.cpv, "use": r.use_flags, "compiler": r.compiler, "history": []}));
         }
@@ -758,7 +762,8 @@ mod tests {
         o.failing_tests = if status == Status::TestFailed { vec!["t_ssl".into()] } else { Vec::new() };
         o.summary = format!("{status}");
         let wu = format!("{}_{label}", job.job_id);
-        let new = NewOutcome { wu_name: &wu, snapshot, outcome: &o, log: log.as_bytes(), emerge_info: Some(b"Portage 3.0.66\nUSE=\"ssl\"\n") };
+        let new =
+            NewOutcome { wu_name: &wu, snapshot, outcome: &o, log: log.as_bytes(), emerge_info: Some(b"Portage 3.0.66\nUSE=\"ssl\"\n") };
         db.record(&new).unwrap();
     }
 
@@ -774,7 +779,15 @@ mod tests {
         }
         put(&mut db, "git:s1", "c/d-2", false, Compiler::Gcc, Status::TestFailed, "FAIL: t_ssl");
         put(&mut db, "git:s2", "c/d-2", false, Compiler::Gcc, Status::Success, "ok");
-        put(&mut db, "git:s2", "e/f-1", false, Compiler::Gcc, Status::DepsFailed, " * ERROR: dev-libs/foo-1.2::gentoo failed (configure phase):");
+        put(
+            &mut db,
+            "git:s2",
+            "e/f-1",
+            false,
+            Compiler::Gcc,
+            Status::DepsFailed,
+            " * ERROR: dev-libs/foo-1.2::gentoo failed (configure phase):",
+        );
         db
     }
 
@@ -884,7 +897,10 @@ mod tests {
     fn blame_reads_portages_error_line() {
         let log = b"### deps\n * ERROR: dev-libs/foo-1.2::gentoo failed (compile phase):\n *   emake failed\n";
         assert_eq!(blamed_dependency(log), "dev-libs/foo-1.2 (compile)");
-        assert_eq!(blamed_dependency(b"emerge: there are no ebuilds to satisfy \"dev-libs/x\".\n"), "(dependency resolution: no ebuild satisfies a dependency)");
+        assert_eq!(
+            blamed_dependency(b"emerge: there are no ebuilds to satisfy \"dev-libs/x\".\n"),
+            "(dependency resolution: no ebuild satisfies a dependency)"
+        );
         assert_eq!(blamed_dependency(b"nothing"), "(the log names no failing package)");
     }
 

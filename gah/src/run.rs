@@ -60,7 +60,13 @@ pub fn run(layout: &Layout, config: &RunConfig) -> anyhow::Result<()> {
     }
     anyhow::ensure!(!jobs.is_empty(), "no jobs to run");
     let packages: std::collections::BTreeSet<&str> = jobs.iter().map(|j| j.cp()).collect();
-    println!("gah run: {} configurations of {} packages, {} replicas each, backend {}", jobs.len(), packages.len(), config.replicas, config.backend);
+    println!(
+        "gah run: {} configurations of {} packages, {} replicas each, backend {}",
+        jobs.len(),
+        packages.len(),
+        config.replicas,
+        config.backend
+    );
     if config.dry_run {
         for job in &jobs {
             println!("  {} {} ({})", job.cpv, job.compiler, job.use_flags.summary());
@@ -84,7 +90,14 @@ pub fn run(layout: &Layout, config: &RunConfig) -> anyhow::Result<()> {
         fs::write(&job_file, job.to_json())?;
         let mut archives = Vec::new();
         for replica in 1..=config.replicas {
-            let label = format!("[{:>2}/{total}] {} {} ({}) replica {replica}/{}", i + 1, job.cpv, job.compiler, job.use_flags.summary(), config.replicas);
+            let label = format!(
+                "[{:>2}/{total}] {} {} ({}) replica {replica}/{}",
+                i + 1,
+                job.cpv,
+                job.compiler,
+                job.use_flags.summary(),
+                config.replicas
+            );
             let archive = run_replica(&app, layout, config, &dir, &job_file, replica, &label)?;
             archives.push(archive);
         }
@@ -146,7 +159,15 @@ pub fn sibling_program(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-fn run_replica(app: &Path, layout: &Layout, config: &RunConfig, dir: &Path, job_file: &Path, replica: u32, label: &str) -> anyhow::Result<PathBuf> {
+fn run_replica(
+    app: &Path,
+    layout: &Layout,
+    config: &RunConfig,
+    dir: &Path,
+    job_file: &Path,
+    replica: u32,
+    label: &str,
+) -> anyhow::Result<PathBuf> {
     let slot = dir.join(format!("replica-{replica}"));
     fs::create_dir_all(&slot)?;
     let archive = dir.join(format!("replica-{replica}.tar.gz"));
@@ -229,7 +250,13 @@ fn field(line: &str, key: &str) -> Option<String> {
 
 fn validate_and_assimilate(db: &mut Database, snapshot: i64, job: &Job, archives: &[PathBuf], elapsed: Duration) -> Row {
     let minutes = elapsed.as_secs_f64() / 60.0;
-    let row = |status: &str, phase: &str, note: String| Row { job: job.clone(), status: status.into(), failed_phase: phase.into(), minutes, note };
+    let row = |status: &str, phase: &str, note: String| Row {
+        job: job.clone(),
+        status: status.into(),
+        failed_phase: phase.into(),
+        minutes,
+        note,
+    };
     // Each upload is read and checked once; the checks are the validator's own.
     let mut loaded = Vec::with_capacity(archives.len());
     for path in archives {
@@ -269,7 +296,15 @@ fn print_table(rows: &[Row]) {
             flags.truncate(use_w - 1);
             flags.push('…');
         }
-        println!("{:<pkg_w$}  {:<use_w$}  {:<8}  {:<12}  {:<12}  {:>7.1}", r.job.cpv, flags, r.job.compiler.as_str(), r.status, r.failed_phase, r.minutes);
+        println!(
+            "{:<pkg_w$}  {:<use_w$}  {:<8}  {:<12}  {:<12}  {:>7.1}",
+            r.job.cpv,
+            flags,
+            r.job.compiler.as_str(),
+            r.status,
+            r.failed_phase,
+            r.minutes
+        );
     }
     let count = |s: &str| rows.iter().filter(|r| r.status == s).count();
     println!(

@@ -72,7 +72,13 @@ pub fn overlay_job(cp: &str, compiler: Compiler, timeout_secs: u64) -> Job {
         .into_iter()
         .filter(|j| j.cp() == cp)
         // Fewest flags changed from "all off" keeps the build small and avoids fixtures.
-        .min_by_key(|j| (j.use_flags.0.keys().filter(|f| f.starts_with("fixture")).count(), j.use_flags.enabled().filter(|f| f.starts_with("fixture")).count(), j.use_flags.enabled().count()))
+        .min_by_key(|j| {
+            (
+                j.use_flags.0.keys().filter(|f| f.starts_with("fixture")).count(),
+                j.use_flags.enabled().filter(|f| f.starts_with("fixture")).count(),
+                j.use_flags.enabled().count(),
+            )
+        })
         .unwrap_or_else(|| panic!("the overlay has no job for {cp}"))
 }
 
@@ -86,13 +92,20 @@ pub fn run_app(job: &Job, backend: &str, dir: &Path) -> (PathBuf, String) {
     let binpkgs = dir.join("binpkgs");
     let status = Command::new(program("gah-app"))
         .current_dir(dir)
-        .arg("--job").arg(&job_file)
-        .arg("--output").arg(&archive)
-        .arg("--repo").arg(&a.overlay)
-        .arg("--distfiles").arg(&a.distfiles)
-        .arg("--binpkgs").arg(&binpkgs)
-        .arg("--image").arg(&a.image)
-        .arg("--backend").arg(backend)
+        .arg("--job")
+        .arg(&job_file)
+        .arg("--output")
+        .arg(&archive)
+        .arg("--repo")
+        .arg(&a.overlay)
+        .arg("--distfiles")
+        .arg(&a.distfiles)
+        .arg("--binpkgs")
+        .arg(&binpkgs)
+        .arg("--image")
+        .arg(&a.image)
+        .arg("--backend")
+        .arg(backend)
         .status()
         .expect("start gah-app");
     let stderr = std::fs::read_to_string(dir.join("stderr.txt")).unwrap_or_default();

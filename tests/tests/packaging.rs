@@ -90,7 +90,8 @@ fn file_refs(xml: &str) -> BTreeMap<String, String> {
 #[test]
 fn app_version_layout_and_download_files() {
     let tmp = tempfile::tempdir().unwrap();
-    let (image, out, download, bin) = (tmp.path().join("image"), tmp.path().join("project"), tmp.path().join("download"), tmp.path().join("bin"));
+    let (image, out, download, bin) =
+        (tmp.path().join("image"), tmp.path().join("project"), tmp.path().join("download"), tmp.path().join("bin"));
     stand_in_image(&image);
     // Copies of the real programs, so the test can change one.
     fs::create_dir_all(&bin).unwrap();

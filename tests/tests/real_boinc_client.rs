@@ -87,7 +87,14 @@ fn start(test: &str) -> Run {
     config.write().expect("client config");
     package_app_version(&config.project_dir(), &a.image);
     let client = Client::start(&config).expect("start boinc");
-    eprintln!("{test}: {} {} (backend {}), master URL {}, data folder {}", gah_boinc_harness::client::BOINC, client.args().join(" "), backend(), harness.master_url(), tmp.display());
+    eprintln!(
+        "{test}: {} {} (backend {}), master URL {}, data folder {}",
+        gah_boinc_harness::client::BOINC,
+        client.args().join(" "),
+        backend(),
+        harness.master_url(),
+        tmp.display()
+    );
     Run { harness, client, wu, result, started, tmp, _tmp: tmp_guard }
 }
 
@@ -109,7 +116,12 @@ fn package_app_version(project_dir: &Path, image: &Path) {
         script.arg("--cmdline").arg(c);
     }
     let out = script.arg(project_dir).output().expect("package-app-version.sh");
-    assert!(out.status.success(), "package-app-version.sh: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "package-app-version.sh: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl Run {
@@ -133,10 +145,20 @@ impl Run {
                 if (self.done())(&snap) {
                     return snap;
                 }
-                panic!("the client exited before the workunit was decided\nharness:\n{}\nclient log:\n{}\n{}", snap.log.join("\n"), self.client.log_tail(60), self.slot_stderr());
+                panic!(
+                    "the client exited before the workunit was decided\nharness:\n{}\nclient log:\n{}\n{}",
+                    snap.log.join("\n"),
+                    self.client.log_tail(60),
+                    self.slot_stderr()
+                );
             }
             if start.elapsed() > limit {
-                panic!("workunit undecided after {limit:?}\nharness:\n{}\nclient log:\n{}\n{}", snap.log.join("\n"), self.client.log_tail(60), self.slot_stderr());
+                panic!(
+                    "workunit undecided after {limit:?}\nharness:\n{}\nclient log:\n{}\n{}",
+                    snap.log.join("\n"),
+                    self.client.log_tail(60),
+                    self.slot_stderr()
+                );
             }
             std::thread::sleep(Duration::from_secs(2));
         }
@@ -229,7 +251,10 @@ impl Run {
                 return;
             }
             if Instant::now() > deadline {
-                panic!("{what}: left behind after 60 s: qemu {qemus:?}; processes {others:?}; slot files {slots:?}\nclient log:\n{}", self.client.log_tail(40));
+                panic!(
+                    "{what}: left behind after 60 s: qemu {qemus:?}; processes {others:?}; slot files {slots:?}\nclient log:\n{}",
+                    self.client.log_tail(40)
+                );
             }
             std::thread::sleep(Duration::from_secs(1));
         }
@@ -290,8 +315,14 @@ fn real_boinc_client_suspend_resume() {
     let before = run.wait_mid_build();
     run.client.task_op(&run.result, "suspend").expect("suspend");
     let t0 = Instant::now();
-    let suspended = run.client.wait_task(&run.result, Duration::from_secs(60), |t| t.active_state() == "SUSPENDED").expect("task suspended");
-    eprintln!("suspend: {:.1} s to SUSPENDED (fraction {:.3} -> {:.3})", t0.elapsed().as_secs_f64(), before.fraction_done(), suspended.fraction_done());
+    let suspended =
+        run.client.wait_task(&run.result, Duration::from_secs(60), |t| t.active_state() == "SUSPENDED").expect("task suspended");
+    eprintln!(
+        "suspend: {:.1} s to SUSPENDED (fraction {:.3} -> {:.3})",
+        t0.elapsed().as_secs_f64(),
+        before.fraction_done(),
+        suspended.fraction_done()
+    );
     // Suspended means suspended: progress stands still (leave_apps_in_memory keeps the app).
     // The client says SUSPENDED when it sends the request; give the app a moment to act on it
     // (its runtime polls about once a second) before taking the reference.
@@ -357,7 +388,11 @@ fn real_boinc_client_kill_restart() {
                 // zeros: the supervisor's unit tests cover the app's own fraction.)
                 std::thread::sleep(Duration::from_secs(10));
                 let now = run.client.wait_task(&run.result, Duration::from_secs(30), |_| true).map(|t| t.fraction_done()).unwrap_or(-1.0);
-                assert!(now >= before.fraction_done() - 1e-3, "progress after the restart is {now:.3}, below {:.3} before the kill", before.fraction_done());
+                assert!(
+                    now >= before.fraction_done() - 1e-3,
+                    "progress after the restart is {now:.3}, below {:.3} before the kill",
+                    before.fraction_done()
+                );
                 eprintln!("kill_restart: fraction {now:.3} after the restart ({:.3} at the kill)", before.fraction_done());
             }
         }

@@ -235,7 +235,9 @@ mod tests {
         for strict in ["/usr/bin/x", "/bin/sh", "/usr/lib64/libz.so.1", "/lib/libc.so", "/usr/include/zlib.h", "/usr/libexec/x"] {
             assert!(hash_must_match(strict), "{strict}");
         }
-        for loose in ["/usr/share/doc/x/README.bz2", "/etc/x.conf", "/usr/lib/python3.11/site-packages/__pycache__/a.pyc", "/usr/share/man/man1/x.1"] {
+        for loose in
+            ["/usr/share/doc/x/README.bz2", "/etc/x.conf", "/usr/lib/python3.11/site-packages/__pycache__/a.pyc", "/usr/share/man/man1/x.1"]
+        {
             assert!(!hash_must_match(loose), "{loose}");
         }
     }

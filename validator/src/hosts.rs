@@ -87,7 +87,11 @@ impl HostStats {
         let row = self
             .conn
             .query_row("SELECT agreed, disagreed, invalid FROM host_counts WHERE host = ?1", [host], |r| {
-                Ok(HostCounts { agreed: r.get::<_, i64>(0)? as u64, disagreed: r.get::<_, i64>(1)? as u64, invalid: r.get::<_, i64>(2)? as u64 })
+                Ok(HostCounts {
+                    agreed: r.get::<_, i64>(0)? as u64,
+                    disagreed: r.get::<_, i64>(1)? as u64,
+                    invalid: r.get::<_, i64>(2)? as u64,
+                })
             })
             .optional()?;
         Ok(row.unwrap_or_default())

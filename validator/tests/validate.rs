@@ -211,7 +211,11 @@ fn a_forged_replica_does_not_validate() {
     let honest = common::outcome(&job, Status::TestFailed);
     let mut forged = common::outcome(&job, Status::Success);
     forged.installed_files = honest.installed_files.clone();
-    write(tmp.path(), "honest.tar.gz", &common::good(&job, &honest, b">>> Test phase: app-arch/bzip2-1.0.8\n * ERROR: make check failed\n"));
+    write(
+        tmp.path(),
+        "honest.tar.gz",
+        &common::good(&job, &honest, b">>> Test phase: app-arch/bzip2-1.0.8\n * ERROR: make check failed\n"),
+    );
     write(tmp.path(), "forged.tar.gz", &common::good(&job, &forged, b">>> Test phase: all tests passed (trust me)\n"));
     // Each is well-formed on its own ...
     assert!(gah_validator::init(&tmp.path().join("forged.tar.gz"), Some(&job)).is_valid());
@@ -299,8 +303,27 @@ fn mutated_outcome_json_never_panics() {
     let good_job = job.to_json();
     // Tokens a JSON fuzzer splices in: type confusion, huge and odd numbers, escapes.
     const TOKENS: &[&str] = &[
-        "null", "true", "-1", "1e999", "18446744073709551616", "0.0", "\"\"", "[]", "{}", "\"\\u0000\"", "\"\\ud800\"",
-        "\"success\"", "\"deps_failed\"", "\"gcc\"", ",", ":", "\"", "{", "]", "\"format\": 1,", "\"extra\": 0,",
+        "null",
+        "true",
+        "-1",
+        "1e999",
+        "18446744073709551616",
+        "0.0",
+        "\"\"",
+        "[]",
+        "{}",
+        "\"\\u0000\"",
+        "\"\\ud800\"",
+        "\"success\"",
+        "\"deps_failed\"",
+        "\"gcc\"",
+        ",",
+        ":",
+        "\"",
+        "{",
+        "]",
+        "\"format\": 1,",
+        "\"extra\": 0,",
     ];
     let mut state: u64 = 0x0DDB_A11C_AFE5_EED5;
     let mut next = move || {

@@ -206,7 +206,10 @@ done_() {{
                     job.job_id
                 );
             }
-            let _ = writeln!(s, "if [ -s \"$list\" ]; then\n    {cmd} < \"$list\"\n    for id in $ids; do done_ \"$id\"; done\nfi\nrm -f \"$list\"");
+            let _ = writeln!(
+                s,
+                "if [ -s \"$list\" ]; then\n    {cmd} < \"$list\"\n    for id in $ids; do done_ \"$id\"; done\nfi\nrm -f \"$list\""
+            );
         }
     } else {
         for job in jobs {

@@ -32,7 +32,8 @@ pub struct CommandCount(pub String);
 
 impl UnsentSource for CommandCount {
     fn unsent(&mut self) -> anyhow::Result<u64> {
-        let out = Command::new("sh").arg("-c").arg(&self.0).stdin(Stdio::null()).output().with_context(|| format!("running `{}`", self.0))?;
+        let out =
+            Command::new("sh").arg("-c").arg(&self.0).stdin(Stdio::null()).output().with_context(|| format!("running `{}`", self.0))?;
         if !out.status.success() {
             anyhow::bail!("`{}` failed ({}): {}", self.0, out.status, String::from_utf8_lossy(&out.stderr).trim());
         }
@@ -77,7 +78,8 @@ impl Submitter for LocalSubmitter {
             }
             let dest = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
             let dest = if dest.is_absolute() { dest } else { self.project.join(dest) };
-            std::fs::copy(self.queue.join("pending").join(&name), &dest).with_context(|| format!("staging {name} to {}", dest.display()))?;
+            std::fs::copy(self.queue.join("pending").join(&name), &dest)
+                .with_context(|| format!("staging {name} to {}", dest.display()))?;
             lines.push_str(&create_work_stdin_line(job));
             lines.push('\n');
         }
@@ -151,7 +153,13 @@ pub struct Round {
 /// Runs the loop; `log` gets one line per round. Returns every round's result. A failing
 /// count or submission ends the daemon with the error, as in the sample (a supervisor
 /// restarts it); jobs are marked submitted only after the server accepted them.
-pub fn run(queue: &Queue, source: &mut dyn UnsentSource, submitter: &mut dyn Submitter, cfg: DaemonConfig, log: &mut dyn FnMut(&str)) -> anyhow::Result<Vec<Round>> {
+pub fn run(
+    queue: &Queue,
+    source: &mut dyn UnsentSource,
+    submitter: &mut dyn Submitter,
+    cfg: DaemonConfig,
+    log: &mut dyn FnMut(&str),
+) -> anyhow::Result<Vec<Round>> {
     let mut rounds = Vec::new();
     let mut k = 0u64;
     loop {

@@ -258,7 +258,14 @@ impl<'r> Index<'r> {
     /// What keeps a job of `ebuild` (in repository `repo`) with USE `use_flags` from being
     /// hermetic: every needed distfile that is missing or does not match its Manifest.
     /// Empty = the job may be issued.
-    pub fn blockers(&self, mirror: &Mirror, profile: &Profile, repo: usize, ebuild: &Ebuild, use_flags: &UseAssignment) -> Vec<MissingFile> {
+    pub fn blockers(
+        &self,
+        mirror: &Mirror,
+        profile: &Profile,
+        repo: usize,
+        ebuild: &Ebuild,
+        use_flags: &UseAssignment,
+    ) -> Vec<MissingFile> {
         let mut out = Vec::new();
         let mut seen: HashSet<(usize, &str)> = HashSet::new();
         seen.insert((repo, ebuild.cpv.as_str()));

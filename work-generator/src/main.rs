@@ -220,7 +220,8 @@ impl TargetArgs {
         };
         let authenticator = match &self.authenticator_file {
             Some(f) => std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("reading {}: {e}", f.display()))?.trim().to_owned(),
-            None => std::env::var("GAH_BOINC_AUTHENTICATOR").map_err(|_| anyhow::anyhow!("no --authenticator-file and no GAH_BOINC_AUTHENTICATOR"))?,
+            None => std::env::var("GAH_BOINC_AUTHENTICATOR")
+                .map_err(|_| anyhow::anyhow!("no --authenticator-file and no GAH_BOINC_AUTHENTICATOR"))?,
         };
         let remote = Remote { project_url: url.clone(), authenticator, job_url_base: base.clone() };
         Ok(Box::new(RemoteSubmitter { remote, sub, client: gah_workgen::remote::client()?, batches: Vec::new() }))

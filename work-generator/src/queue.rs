@@ -119,8 +119,7 @@ impl Queue {
         db.execute_batch("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY)")?;
         for (name, sql) in MIGRATIONS {
             let tx = db.transaction()?;
-            let done: Option<String> =
-                tx.query_row("SELECT name FROM migrations WHERE name = ?1", [name], |r| r.get(0)).optional()?;
+            let done: Option<String> = tx.query_row("SELECT name FROM migrations WHERE name = ?1", [name], |r| r.get(0)).optional()?;
             if done.is_none() {
                 tx.execute_batch(sql).with_context(|| format!("migration {name}"))?;
                 tx.execute("INSERT INTO migrations (name) VALUES (?1)", [name])?;
@@ -153,8 +152,7 @@ impl Queue {
                 stats.added += 1;
             }
             let md5 = plan.ebuild_md5.get(&(job.repo.clone(), job.cpv.clone())).cloned().unwrap_or_default();
-            let old: Option<String> =
-                tx.query_row("SELECT md5 FROM cells WHERE job_id = ?1", [&job.job_id], |r| r.get(0)).optional()?;
+            let old: Option<String> = tx.query_row("SELECT md5 FROM cells WHERE job_id = ?1", [&job.job_id], |r| r.get(0)).optional()?;
             match old {
                 None => {
                     tx.execute(
@@ -271,8 +269,7 @@ impl Queue {
     /// Records a result for `job_id` (see the module docs for the rule).
     pub fn record(&mut self, job_id: &str, status: Status) -> anyhow::Result<Recorded> {
         let tx = self.db.transaction()?;
-        let before: Option<u32> =
-            tx.query_row("SELECT failcount FROM cells WHERE job_id = ?1", [job_id], |r| r.get(0)).optional()?;
+        let before: Option<u32> = tx.query_row("SELECT failcount FROM cells WHERE job_id = ?1", [job_id], |r| r.get(0)).optional()?;
         let Some(before) = before else {
             anyhow::bail!("no cell {job_id} in {}", self.dir.display());
         };

@@ -184,7 +184,12 @@ fn rpc_test_double(replies: Vec<&'static str>) -> (String, std::thread::JoinHand
             let field = body.strip_prefix("request=").expect("one form field named request");
             seen.push((request_line.split_whitespace().take(2).collect::<Vec<_>>().join(" "), form_decode(field)));
             let mut stream = stream;
-            write!(stream, "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}", reply.len()).unwrap();
+            write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
+                reply.len()
+            )
+            .unwrap();
         }
         seen
     });
@@ -217,7 +222,8 @@ fn remote_submit_batch_against_a_test_double() {
         "<?xml version=\"1.0\"?>\n<batch_id>42</batch_id>\n",
         "<error>\n<error_num>-1</error_num>\n<error_msg>BOINC server: no app named gah was found</error_msg>\n</error>\n",
     ]);
-    let remote = Remote { project_url: url.clone(), authenticator: "s3cret&<".into(), job_url_base: "https://files.example.org/jobs/".into() };
+    let remote =
+        Remote { project_url: url.clone(), authenticator: "s3cret&<".into(), job_url_base: "https://files.example.org/jobs/".into() };
     let sub = Submission::standard();
     let client = remote::client().unwrap();
     let req = remote::submit_batch_request(&order[..3], &sub, &remote, "nightly");
@@ -228,7 +234,12 @@ fn remote_submit_batch_against_a_test_double() {
     assert_eq!(seen[0].0, "POST /gah/submit_rpc_handler.php");
     let xml = &seen[0].1;
     assert!(xml.starts_with("<submit_batch>\n<authenticator>s3cret&amp;&lt;</authenticator>\n"), "{xml}");
-    for needle in ["<app_name>gah</app_name>", "<batch_name>nightly</batch_name>", "<rsc_memory_bound>4000000000</rsc_memory_bound>", "<delay_bound>259200</delay_bound>"] {
+    for needle in [
+        "<app_name>gah</app_name>",
+        "<batch_name>nightly</batch_name>",
+        "<rsc_memory_bound>4000000000</rsc_memory_bound>",
+        "<delay_bound>259200</delay_bound>",
+    ] {
         assert!(xml.contains(needle), "{needle} missing: {xml}");
     }
     assert_eq!(xml.matches("<job>").count(), 3);
@@ -265,7 +276,8 @@ fn daemon_keeps_the_cushion_and_never_resubmits() {
 
     // Through the remote submitter and the HTTP test double: 0 unsent → 3 jobs; 6 → none;
     // 1 → 3 jobs (ceil(5/2)); 5 → 1 job; 0 → the 3 left of 10.
-    let (url, server) = rpc_test_double(vec!["<batch_id>1</batch_id>", "<batch_id>2</batch_id>", "<batch_id>3</batch_id>", "<batch_id>4</batch_id>"]);
+    let (url, server) =
+        rpc_test_double(vec!["<batch_id>1</batch_id>", "<batch_id>2</batch_id>", "<batch_id>3</batch_id>", "<batch_id>4</batch_id>"]);
     let remote = Remote { project_url: url, authenticator: "a".into(), job_url_base: "http://x/".into() };
     let mut sub = RemoteSubmitter { remote, sub: Submission::standard(), client: remote::client().unwrap(), batches: Vec::new() };
     let mut log = Vec::new();

@@ -14,13 +14,7 @@ fn fixture() -> PathBuf {
 }
 
 fn config(strategy: Strategy) -> Config {
-    Config {
-        compilers: vec![Compiler::Gcc, Compiler::Clang],
-        strategy,
-        profile: Profile::amd64_linux(),
-        timeout_secs: 1800,
-        threads: 2,
-    }
+    Config { compilers: vec![Compiler::Gcc, Compiler::Clang], strategy, profile: Profile::amd64_linux(), timeout_secs: 1800, threads: 2 }
 }
 
 fn fixture_plan(strategy: Strategy) -> (Plan, Vec<gah_ebuild::Diagnostic>) {

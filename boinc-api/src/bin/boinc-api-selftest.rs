@@ -49,9 +49,7 @@ fn main() {
         "temporary-exit" => {
             let secs: u64 = args[1].parse().expect("seconds");
             let notice = args.get(3).is_some_and(|a| a == "notice");
-            let err = rt
-                .temporary_exit(Duration::from_secs(secs), &args[2], notice)
-                .unwrap_err();
+            let err = rt.temporary_exit(Duration::from_secs(secs), &args[2], notice).unwrap_err();
             eprintln!("temporary_exit: {err}");
             std::process::exit(1)
         }

@@ -146,11 +146,7 @@ fn namespace_child(spec: &SandboxSpec, ready_w: std::os::fd::OwnedFd, go_r: std:
     fs::File::from(go_r).read_exact(&mut byte).map_err(|e| SandboxError::IdMap { path: "/proc/self/uid_map".into(), source: e })?;
     // Step 3.
     unshare(
-        CloneFlags::CLONE_NEWNS
-            | CloneFlags::CLONE_NEWPID
-            | CloneFlags::CLONE_NEWIPC
-            | CloneFlags::CLONE_NEWUTS
-            | CloneFlags::CLONE_NEWNET,
+        CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWNET,
     )
     .map_err(SandboxError::Unshare)?;
     // Step 4 onwards happens in the new pid namespace's PID 1.
@@ -220,7 +216,8 @@ fn mount_filesystems(spec: &SandboxSpec, root: &Path) -> Result<(), SandboxError
         let path = path.to_path_buf();
         move |source| SandboxError::Prepare { path, source }
     };
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>).map_err(mnt("make private", Path::new("/")))?;
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .map_err(mnt("make private", Path::new("/")))?;
     let upper = spec.scratch.join("upper");
     let work = spec.scratch.join("work");
     for dir in [&upper, &work, &root.to_path_buf()] {
@@ -241,7 +238,8 @@ fn mount_filesystems(spec: &SandboxSpec, root: &Path) -> Result<(), SandboxError
                 fs::write(&target, b"").map_err(prep(&target))?;
             }
         }
-        mount(Some(&bind.source), &target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>).map_err(mnt("bind-mount onto", &target))?;
+        mount(Some(&bind.source), &target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+            .map_err(mnt("bind-mount onto", &target))?;
         if !bind.writable {
             // A read-only remount must keep the flags the kernel locked on the source mount.
             let locked = locked_flags(&bind.source);
@@ -252,7 +250,8 @@ fn mount_filesystems(spec: &SandboxSpec, root: &Path) -> Result<(), SandboxError
 
     let proc_dir = root.join("proc");
     fs::create_dir_all(&proc_dir).map_err(prep(&proc_dir))?;
-    mount(Some("proc"), &proc_dir, Some("proc"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None::<&str>).map_err(mnt("mount proc on", &proc_dir))?;
+    mount(Some("proc"), &proc_dir, Some("proc"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None::<&str>)
+        .map_err(mnt("mount proc on", &proc_dir))?;
 
     let dev = root.join("dev");
     fs::create_dir_all(&dev).map_err(prep(&dev))?;
@@ -263,7 +262,13 @@ fn mount_filesystems(spec: &SandboxSpec, root: &Path) -> Result<(), SandboxError
         let source = Path::new("/dev").join(node);
         mount(Some(&source), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(mnt("bind device onto", &target))?;
     }
-    for (link, to) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx")] {
+    for (link, to) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+    ] {
         std::os::unix::fs::symlink(to, dev.join(link)).map_err(prep(&dev.join(link)))?;
     }
     let pts = dev.join("pts");
@@ -272,7 +277,8 @@ fn mount_filesystems(spec: &SandboxSpec, root: &Path) -> Result<(), SandboxError
         .map_err(mnt("mount devpts on", &pts))?;
     let shm = dev.join("shm");
     fs::create_dir_all(&shm).map_err(prep(&shm))?;
-    mount(Some("tmpfs"), &shm, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777,size=256m")).map_err(mnt("mount tmpfs on", &shm))?;
+    mount(Some("tmpfs"), &shm, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777,size=256m"))
+        .map_err(mnt("mount tmpfs on", &shm))?;
 
     nix::unistd::sethostname("gah-sandbox").map_err(mnt("set hostname", Path::new("/etc/hostname")))?;
     Ok(())
@@ -344,7 +350,9 @@ fn reap_orphaned_cgroups() {
         let Ok(entries) = fs::read_dir(&parent) else { continue };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(pid) = name.strip_prefix("gah-").and_then(|rest| rest.split('-').next()).and_then(|p| p.parse::<i32>().ok()) else { continue };
+            let Some(pid) = name.strip_prefix("gah-").and_then(|rest| rest.split('-').next()).and_then(|p| p.parse::<i32>().ok()) else {
+                continue;
+            };
             if Path::new(&format!("/proc/{pid}")).exists() {
                 continue;
             }
@@ -436,7 +444,8 @@ impl Backend for SandboxBackend {
         fs::create_dir_all(&scratch).with_context(|| format!("create {}", scratch.display()))?;
         reap_orphaned_cgroups();
         // Unique per task: under BOINC every slot folder is called `slot`.
-        let job_tag = format!("{}-{}", std::process::id(), input.slot.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+        let job_tag =
+            format!("{}-{}", std::process::id(), input.slot.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
         let cgroups: Vec<PathBuf> = cgroup_dirs(&job_tag).into_iter().filter(|d| fs::create_dir_all(d).is_ok()).collect();
         for cg in &cgroups {
             // Memory cap on v1 or v2; a missing knob just means no cap.
@@ -482,9 +491,7 @@ impl Backend for SandboxBackend {
         cmd.arg("__sandbox-init").arg(&spec_path).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr).process_group(0);
         // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
         unsafe {
-            cmd.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
-            });
+            cmd.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from));
         }
         let mut child = cmd.spawn().with_context(|| format!("spawn {} __sandbox-init", self.helper.display()))?;
         let stdout = child.stdout.take().expect("stdout is piped");
@@ -564,7 +571,10 @@ impl Guest for SandboxGuest {
                 let ok = code == 0;
                 let detail = if code == SETUP_FAILED {
                     let stderr = fs::read_to_string(&self.console).unwrap_or_default();
-                    format!("sandbox setup failed: {}", stderr.lines().rev().find(|l| l.contains("gah sandbox")).unwrap_or("see console log"))
+                    format!(
+                        "sandbox setup failed: {}",
+                        stderr.lines().rev().find(|l| l.contains("gah sandbox")).unwrap_or("see console log")
+                    )
                 } else {
                     format!("agent exited with {status}")
                 };

@@ -107,7 +107,8 @@ impl Backend for VmBackend {
                 tracing::info!(layer = cp.layer, memory = %cp.memory, "resuming from checkpoint");
                 // Progress the guest reported after the checkpoint never happened now.
                 fs::OpenOptions::new().write(true).create(true).truncate(false).open(&progress)?.set_len(cp.progress_offset)?;
-                let launch = Launch { root, output, layer: cp.layer, memory_mib: cp.memory_mib, cpus: cp.cpus, cmdline: cp.cmdline.clone() };
+                let launch =
+                    Launch { root, output, layer: cp.layer, memory_mib: cp.memory_mib, cpus: cp.cpus, cmdline: cp.cmdline.clone() };
                 (launch, Some(dir.join(&cp.memory)))
             }
             None => {
@@ -124,7 +125,14 @@ impl Backend for VmBackend {
                 for f in [&progress, &console] {
                     fs::File::create(f)?;
                 }
-                let launch = Launch { root, output, layer: 0, memory_mib: input.memory_mib, cpus: input.cpus, cmdline: kernel_command_line(self.kvm) };
+                let launch = Launch {
+                    root,
+                    output,
+                    layer: 0,
+                    memory_mib: input.memory_mib,
+                    cpus: input.cpus,
+                    cmdline: kernel_command_line(self.kvm),
+                };
                 (launch, None)
             }
         };
@@ -171,10 +179,22 @@ struct Launch {
 }
 
 impl VmBackend {
-    fn command(&self, dir: &Path, launch: &Launch, qmp_path: &Path, progress: &Path, console: &Path) -> anyhow::Result<std::process::Command> {
+    fn command(
+        &self,
+        dir: &Path,
+        launch: &Launch,
+        qmp_path: &Path,
+        progress: &Path,
+        console: &Path,
+    ) -> anyhow::Result<std::process::Command> {
         let format_of = |p: &Path| if p.extension().is_some_and(|e| e == "qcow2") { "qcow2" } else { "raw" };
         let drive = |id: &str, file: &Path, ro: bool| {
-            format!("id={id},file={},format={},if=none,cache=writeback,discard=unmap{}", file.display(), format_of(file), if ro { ",readonly=on" } else { "" })
+            format!(
+                "id={id},file={},format={},if=none,cache=writeback,discard=unmap{}",
+                file.display(),
+                format_of(file),
+                if ro { ",readonly=on" } else { "" }
+            )
         };
         let mut cmd = command(&self.qemu);
         cmd.args(["-machine", "microvm,acpi=on,rtc=on", "-nodefaults", "-no-user-config", "-no-reboot"])
@@ -542,7 +562,10 @@ impl Guest for VmGuest {
                 let ok = status.success() && collected.is_ok() && has_outcome;
                 let detail = match collected {
                     Err(e) => format!("qemu exited with {status}; output disk unreadable: {e:#}"),
-                    Ok(()) if !has_outcome => format!("qemu exited with {status} without an outcome; console: {}", crate::process::tail(&fs::read(&self.console).unwrap_or_default(), 4)),
+                    Ok(()) if !has_outcome => format!(
+                        "qemu exited with {status} without an outcome; console: {}",
+                        crate::process::tail(&fs::read(&self.console).unwrap_or_default(), 4)
+                    ),
                     Ok(()) => format!("qemu exited with {status}"),
                 };
                 return Ok(Some(GuestEvent::Exited { ok, detail }));
@@ -661,4 +684,3 @@ impl Qmp {
         }
     }
 }
-

@@ -27,9 +27,11 @@ fn main() -> ExitCode {
             }
         };
     }
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(false).with_env_filter(
-        tracing_subscriber::EnvFilter::try_from_env("GAH_LOG").unwrap_or_else(|_| "info".into()),
-    ).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("GAH_LOG").unwrap_or_else(|_| "info".into()))
+        .init();
     match gah_app::app::main(gah_app::app::Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

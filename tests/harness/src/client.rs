@@ -247,7 +247,9 @@ pub fn processes_of(dir: &Path, pgids: &[i32]) -> Vec<ProcInfo> {
         }
         let ppid = f.get(1).and_then(|s| s.parse().ok()).unwrap_or(0);
         let pgid = f.get(2).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).map(|b| String::from_utf8_lossy(&b).replace('\0', " ").trim().to_owned()).unwrap_or_default();
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', " ").trim().to_owned())
+            .unwrap_or_default();
         let points_in = |link: &str| fs::read_link(format!("/proc/{pid}/{link}")).map(|p| p.starts_with(dir)).unwrap_or(false);
         if pgids.contains(&pgid) || cmdline.contains(&dir_s) || points_in("cwd") || points_in("exe") {
             out.push(ProcInfo { pid, pgid, ppid, cmdline });
@@ -302,12 +304,7 @@ impl Client {
         use std::os::unix::process::CommandExt;
         let log = fs::OpenOptions::new().create(true).append(true).open(self.log_path())?;
         let mut cmd = Command::new(BOINC);
-        cmd.args(self.args())
-            .current_dir(&self.config.data_dir)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .process_group(0);
+        cmd.args(self.args()).current_dir(&self.config.data_dir).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).process_group(0);
         // The harness is on loopback: no proxy may stand in between.
         for v in ["http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"] {
             cmd.env_remove(v);

@@ -233,7 +233,8 @@ impl Harness {
         for d in ["download", "upload", "results"] {
             fs::create_dir_all(config.state_dir.join(d)).with_context(|| format!("create {}", config.state_dir.join(d).display()))?;
         }
-        let server = tiny_http::Server::http(("127.0.0.1", config.port)).map_err(|e| anyhow::anyhow!("bind 127.0.0.1:{}: {e}", config.port))?;
+        let server =
+            tiny_http::Server::http(("127.0.0.1", config.port)).map_err(|e| anyhow::anyhow!("bind 127.0.0.1:{}: {e}", config.port))?;
         let port = server.server_addr().to_ip().context("server address")?.port();
         let base_url = format!("http://127.0.0.1:{port}");
         let state = Arc::new(Mutex::new(State {
@@ -442,7 +443,11 @@ impl State {
         let app = self.config.app_name.clone();
         let Some(av) = req.app_versions.iter().find(|a| a.app_name == app).cloned() else {
             self.log("scheduler: no anonymous-platform app version for the app: nothing sent".into());
-            let _ = writeln!(reply, "<message priority=\"notice\">harness: only anonymous platform (app_info.xml with app {}) is supported</message>", esc(&app));
+            let _ = writeln!(
+                reply,
+                "<message priority=\"notice\">harness: only anonymous platform (app_info.xml with app {}) is supported</message>",
+                esc(&app)
+            );
             return;
         };
         let Some(result) = self.results.values().find(|r| r.sent.is_none()).map(|r| r.name.clone()) else {
@@ -489,7 +494,12 @@ impl State {
             w.spec.fpops_est, w.spec.fpops_bound, w.spec.memory_bound, w.spec.disk_bound
         );
         for f in &w.inputs {
-            let _ = writeln!(reply, "    <file_ref>\n        <file_name>{}</file_name>\n        <open_name>{}</open_name>\n    </file_ref>", esc(&f.physical), esc(&f.open_name));
+            let _ = writeln!(
+                reply,
+                "    <file_ref>\n        <file_name>{}</file_name>\n        <open_name>{}</open_name>\n    </file_ref>",
+                esc(&f.physical),
+                esc(&f.open_name)
+            );
         }
         reply.push_str("</workunit>\n");
         let deadline = now() + w.spec.delay_bound_secs as f64;
@@ -504,7 +514,11 @@ impl State {
         if !av.plan_class.is_empty() {
             let _ = writeln!(reply, "    <plan_class>{}</plan_class>", esc(&av.plan_class));
         }
-        let _ = writeln!(reply, "    <file_ref>\n        <file_name>{}</file_name>\n        <open_name>outcome.tar.gz</open_name>\n    </file_ref>\n</result>", esc(&output));
+        let _ = writeln!(
+            reply,
+            "    <file_ref>\n        <file_name>{}</file_name>\n        <open_name>outcome.tar.gz</open_name>\n    </file_ref>\n</result>",
+            esc(&output)
+        );
         self.results.get_mut(&result).expect("result").sent = Some(now());
         self.snap.sent.push(result.clone());
         self.log(format!("scheduler: sent {result} of {wu_name} (app version {} {})", av.version_num, av.plan_class));
@@ -557,7 +571,8 @@ impl State {
         }
         let recs: Vec<ResultRec> = w.results.iter().map(|n| self.results[n].clone()).collect();
         let valid: Vec<&ResultRec> = recs.iter().filter(|r| r.verdict.as_deref() == Some("valid")).collect();
-        let errors = recs.iter().filter(|r| r.verdict.as_deref().is_some_and(|v| !v.starts_with("valid") && !v.starts_with("retry"))).count();
+        let errors =
+            recs.iter().filter(|r| r.verdict.as_deref().is_some_and(|v| !v.starts_with("valid") && !v.starts_with("retry"))).count();
         let upload_dir = self.config.state_dir.join("upload");
         let upload = |r: &ResultRec| upload_dir.join(&r.output);
         if valid.len() >= w.spec.min_quorum.max(1) as usize {
@@ -582,7 +597,9 @@ impl State {
             self.set_outcome(wu_name, outcome);
         } else if errors >= w.spec.max_error_results.max(1) as usize {
             let db_path = self.config.state_dir.join("results/results.sqlite");
-            let detail = match Database::open(&db_path).map(|mut db| gah_assimilator::record_error(&mut db, WU_ERROR_TOO_MANY_ERROR_RESULTS, wu_name, w.id, 0)) {
+            let detail = match Database::open(&db_path)
+                .map(|mut db| gah_assimilator::record_error(&mut db, WU_ERROR_TOO_MANY_ERROR_RESULTS, wu_name, w.id, 0))
+            {
                 Ok(Ok(r)) => format!("{errors} error result(s); infrastructure failure recorded ({r:?})"),
                 Ok(Err(e)) => format!("{errors} error result(s); recording failed: {e}"),
                 Err(e) => format!("{errors} error result(s); open {}: {e}", db_path.display()),
@@ -614,7 +631,11 @@ impl State {
         let req = xml::parse_data_server_request(body);
         let ok = |extra: &str| format!("<data_server_reply>\n    <status>0</status>\n{extra}</data_server_reply>\n");
         let err = |transient: bool, msg: &str| {
-            format!("<data_server_reply>\n    <status>{}</status>\n    <message>{}</message>\n</data_server_reply>\n", if transient { 1 } else { -1 }, esc(msg))
+            format!(
+                "<data_server_reply>\n    <status>{}</status>\n    <message>{}</message>\n</data_server_reply>\n",
+                if transient { 1 } else { -1 },
+                esc(msg)
+            )
         };
         let known = |name: &str| self.results.values().find(|r| r.output == name).map(|r| r.name.clone());
         let upload_dir = self.config.state_dir.join("upload");
@@ -697,7 +718,8 @@ fn serve(server: tiny_http::Server, state: Arc<Mutex<State>>, stop: Arc<AtomicBo
             }
         }
         let text = |s: String| {
-            tiny_http::Response::from_string(s).with_header(tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"text/plain"[..]).expect("header"))
+            tiny_http::Response::from_string(s)
+                .with_header(tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"text/plain"[..]).expect("header"))
         };
         let result = match (method, path.as_str()) {
             (tiny_http::Method::Get, "/gah" | "/gah/" | "/gah/index.html") => {
@@ -709,7 +731,10 @@ fn serve(server: tiny_http::Server, state: Arc<Mutex<State>>, stop: Arc<AtomicBo
                     "<html>\n<head>\n<title>{}</title>\n<link rel=\"boinc_scheduler\" href=\"{sched}\">\n</head>\n<body>\n<!-- <scheduler>{sched}</scheduler> -->\n</body>\n</html>\n",
                     esc(&st.config.project_name)
                 );
-                request.respond(tiny_http::Response::from_string(page).with_header(tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"text/html"[..]).expect("header")))
+                request.respond(
+                    tiny_http::Response::from_string(page)
+                        .with_header(tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"text/html"[..]).expect("header")),
+                )
             }
             (tiny_http::Method::Post, "/gah_cgi/cgi") => {
                 let reply = state.lock().unwrap().scheduler(&body);
@@ -755,7 +780,8 @@ fn download(request: tiny_http::Request, dir: &Path, name: &str, state: &Mutex<S
     };
     state.lock().unwrap().log(format!("download: {name} bytes {start}..{end} of {total}"));
     let partial = range.is_some();
-    let mut response = tiny_http::Response::from_data(bytes[start..end.max(start)].to_vec()).with_status_code(if partial { 206 } else { 200 });
+    let mut response =
+        tiny_http::Response::from_data(bytes[start..end.max(start)].to_vec()).with_status_code(if partial { 206 } else { 200 });
     if partial {
         let v = format!("bytes {start}-{}/{total}", end.saturating_sub(1));
         response = response.with_header(tiny_http::Header::from_bytes(&b"Content-Range"[..], v.as_bytes()).expect("header"));

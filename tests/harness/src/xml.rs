@@ -86,7 +86,9 @@ pub fn parse_scheduler_request(body: &[u8]) -> anyhow::Result<SchedulerRequest> 
     let mut buf = Vec::new();
     let mut seen_root = false;
     loop {
-        let event = reader.read_event_into(&mut buf).with_context(|| format!("scheduler_request: XML error at byte {}", reader.buffer_position()))?;
+        let event = reader
+            .read_event_into(&mut buf)
+            .with_context(|| format!("scheduler_request: XML error at byte {}", reader.buffer_position()))?;
         match event {
             Event::Start(e) => {
                 let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
@@ -298,7 +300,15 @@ gah-app: <weird> & stuff
         assert_eq!((res.name.as_str(), res.exit_status, res.state), ("wu_0", 0, 5));
         assert!(res.stderr_out.contains("<weird> & stuff"), "{:?}", res.stderr_out);
         assert_eq!(res.files, vec![("wu_0_0".to_owned(), 1234.0, "0123".to_owned())]);
-        assert_eq!(r.app_versions, vec![ClientAppVersion { app_name: "gah".into(), version_num: 100, platform: "x86_64-pc-linux-gnu".into(), plan_class: "vm".into() }]);
+        assert_eq!(
+            r.app_versions,
+            vec![ClientAppVersion {
+                app_name: "gah".into(),
+                version_num: 100,
+                platform: "x86_64-pc-linux-gnu".into(),
+                plan_class: "vm".into()
+            }]
+        );
         assert_eq!(r.other_results, vec!["wu_1".to_owned()]);
     }
 

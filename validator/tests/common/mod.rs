@@ -67,11 +67,8 @@ impl Member {
 
 /// The members of a well-formed archive, manifest last.
 pub fn members(job: &Job, outcome: &Outcome, log: &[u8]) -> Vec<Member> {
-    let mut m = vec![
-        Member::file("outcome.json", &outcome.to_json()),
-        Member::file("job.json", &job.to_json()),
-        Member::file("build.log", log),
-    ];
+    let mut m =
+        vec![Member::file("outcome.json", &outcome.to_json()), Member::file("job.json", &job.to_json()), Member::file("build.log", log)];
     m.push(manifest_for(&m));
     m
 }
