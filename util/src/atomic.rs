@@ -1,0 +1,162 @@
+//! Durable atomic writes: a reader sees the old file or the whole new one, never half, and
+//! after a crash the new one is there only if it was complete.
+//!
+//! The recipe: write a temporary file in the same folder (a rename does not cross
+//! filesystems), fsync it, rename it over the target, fsync the folder (the rename lives in
+//! the folder's entry).
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A failed durable write, naming the file it was about.
+#[derive(Debug, thiserror::Error)]
+#[error("{action} {}", path.display())]
+pub struct AtomicError {
+    /// What was being done ("create", "write", "sync", "rename to", ...).
+    pub action: &'static str,
+    /// The file or folder concerned.
+    pub path: PathBuf,
+    /// The cause.
+    #[source]
+    pub source: io::Error,
+}
+
+fn err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> AtomicError + 'a {
+    move |source| AtomicError { action, path: path.to_path_buf(), source }
+}
+
+/// Writes `bytes` to `path` durably and atomically.
+pub fn write(path: &Path, bytes: &[u8]) -> Result<(), AtomicError> {
+    let mut file = AtomicFile::create(path)?;
+    file.write_all(bytes).map_err(err("write", file.temp_path()))?;
+    file.commit()
+}
+
+/// A temporary file beside a target; [`AtomicFile::commit`] puts it in place durably, and
+/// dropping it uncommitted removes it.
+#[derive(Debug)]
+pub struct AtomicFile {
+    file: Option<File>,
+    temp: PathBuf,
+    target: PathBuf,
+}
+
+impl AtomicFile {
+    /// Creates the temporary file for `target` (in the same folder, hidden, unique to this
+    /// process and call).
+    pub fn create(target: &Path) -> Result<AtomicFile, AtomicError> {
+        let temp = temp_path_for(target);
+        let file = File::create(&temp).map_err(err("create", &temp))?;
+        Ok(AtomicFile { file: Some(file), temp, target: target.to_path_buf() })
+    }
+
+    /// The temporary file's path (for error messages, or a program that writes it itself).
+    pub fn temp_path(&self) -> &Path {
+        &self.temp
+    }
+
+    /// fsyncs the data, renames it over the target and fsyncs the folder.
+    pub fn commit(mut self) -> Result<(), AtomicError> {
+        if let Some(file) = self.file.take() {
+            file.sync_all().map_err(err("sync", &self.temp))?;
+        }
+        rename_durably(&self.temp, &self.target)
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file.as_mut().map_or_else(|| Err(io::Error::other("already committed")), |f| f.write(buf))
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.as_mut().map_or(Ok(()), |f| f.flush())
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        // Committed: the temporary name is gone already. Otherwise nothing half-written stays.
+        let _ = fs::remove_file(&self.temp);
+    }
+}
+
+/// Puts a complete file `from` (written by someone else, e.g. qemu) in place as `to`:
+/// fsync `from`, rename, fsync the folder.
+pub fn rename_durably(from: &Path, to: &Path) -> Result<(), AtomicError> {
+    File::open(from).and_then(|f| f.sync_all()).map_err(err("sync", from))?;
+    fs::rename(from, to).map_err(err("rename to", to))?;
+    sync_dir(parent_of(to))
+}
+
+/// fsyncs a folder, so that entries created or renamed in it survive a crash.
+pub fn sync_dir(dir: &Path) -> Result<(), AtomicError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(err("sync", dir))
+}
+
+/// A fresh hidden name beside `target`: `.NAME.tmp-PID-N`.
+pub fn temp_path_for(target: &Path) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    parent_of(target).join(format!(".{name}.tmp-{}-{n}", std::process::id()))
+}
+
+fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn write_replaces_whole_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("a.json");
+        write(&target, b"old").unwrap();
+        write(&target, b"new contents").unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"new contents");
+        assert_eq!(names(dir.path()), ["a.json"]);
+    }
+
+    #[test]
+    fn an_uncommitted_file_leaves_the_target_alone_and_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("a");
+        write(&target, b"kept").unwrap();
+        {
+            let mut f = AtomicFile::create(&target).unwrap();
+            f.write_all(b"half").unwrap();
+        }
+        assert_eq!(fs::read(&target).unwrap(), b"kept");
+        assert_eq!(names(dir.path()), ["a"]);
+    }
+
+    #[test]
+    fn a_missing_folder_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = write(&dir.path().join("no/such/a"), b"x").unwrap_err();
+        assert_eq!(e.action, "create");
+        assert!(e.path.to_string_lossy().contains("no/such/.a.tmp-"), "{e}");
+    }
+
+    #[test]
+    fn rename_durably_moves_a_file_written_elsewhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let (from, to) = (dir.path().join("m.tmp"), dir.path().join("m"));
+        fs::write(&from, b"state").unwrap();
+        rename_durably(&from, &to).unwrap();
+        assert_eq!(names(dir.path()), ["m"]);
+    }
+}
