@@ -34,6 +34,8 @@ check clang clang clang --version
 check libclang libclang-dev sh -c 'ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null'
 check pkg-config pkg-config pkg-config --version
 check cargo rustup cargo --version
+check rustfmt "rustup component rustfmt" cargo fmt --version
+check clippy "rustup component clippy" cargo clippy --version
 # The guest image (vm-images/test-image/build.sh) and the distfiles.
 check debootstrap debootstrap debootstrap --version
 check busybox busybox-static test -x /bin/busybox

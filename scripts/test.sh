@@ -10,6 +10,11 @@ cargo build --release --workspace --bins --quiet
 failed=()
 phase() { local name="$1"; shift; echo "=== $name"; "$@" || failed+=("$name"); }
 
+# The habits, first: they fail in seconds where the rest takes half an hour.
+phase "cargo fmt --check" cargo fmt --all --check
+phase "clippy -D warnings" cargo clippy --workspace --all-targets --quiet -- -D warnings
+phase "tidy" cargo test --release -p gah-tests --test tidy
+
 # Everything but the real BOINC client tests.
 phase "workspace tests" cargo test --release --workspace --no-fail-fast -- --test-threads=1 --skip real_boinc_client
 

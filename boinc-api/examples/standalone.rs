@@ -2,6 +2,8 @@
 //! scratch directory with `cargo run -p boinc-api --example standalone`.
 //! It leaves `boinc_finish_called` (and BOINC's lock file) behind.
 
+#![allow(clippy::print_stdout)] // An example shows its results.
+
 fn main() -> Result<(), boinc_api::Error> {
     let rt = boinc_api::init(&boinc_api::Options::wrapper())?;
     println!("standalone: {}", rt.is_standalone());

@@ -2,12 +2,12 @@
 //! directory without `init_data.xml`, so no client shared memory).
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 const SELFTEST: &str = env!("CARGO_BIN_EXE_boinc-api-selftest");
 
 fn run(dir: &Path, args: &[&str]) -> Output {
-    Command::new(SELFTEST).args(args).current_dir(dir).output().expect("run boinc-api-selftest")
+    gah_util::process::command(SELFTEST).args(args).current_dir(dir).output().expect("run boinc-api-selftest")
 }
 
 fn stdout_value<'a>(out: &'a str, key: &str) -> Option<&'a str> {

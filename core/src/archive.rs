@@ -177,7 +177,8 @@ pub fn read(bytes: &[u8], limits: Limits) -> Result<OutcomeArchive, ArchiveError
         if total > limits.max_uncompressed {
             return Err(ArchiveError::Bomb { max: limits.max_uncompressed });
         }
-        let mut data = Vec::with_capacity(size as usize);
+        // Only a capacity hint: `total` already bounds it.
+        let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
         entry.read_to_end(&mut data).map_err(|e| corrupt_or_bomb(e, limits))?;
         if data.len() as u64 != size {
             return Err(ArchiveError::Corrupt(format!("member `{name}` is truncated")));

@@ -8,15 +8,16 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use gah_util::sqlite::Migration;
+use rusqlite::{params, Connection};
 
 use crate::outcome::Outcome;
 
 /// Named migrations, applied in order, each in its own transaction (as crater does).
-const MIGRATIONS: &[(&str, &str)] = &[
-    (
-        "0001_outcomes",
-        "CREATE TABLE outcomes (
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        name: "0001_outcomes",
+        sql: "CREATE TABLE outcomes (
         wu_name        TEXT PRIMARY KEY,
         job_id         TEXT NOT NULL,
         repo           TEXT NOT NULL,
@@ -44,23 +45,23 @@ const MIGRATIONS: &[(&str, &str)] = &[
         batch_id    INTEGER NOT NULL,
         recorded_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
     );",
-    ),
-    (
-        "0002_quarantine",
-        "CREATE TABLE quarantine (
+    },
+    Migration {
+        name: "0002_quarantine",
+        sql: "CREATE TABLE quarantine (
         wu_name     TEXT PRIMARY KEY,
         file        TEXT NOT NULL,
         file_sha256 TEXT,
         reason      TEXT NOT NULL,
         recorded_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
     );",
-    ),
-    (
-        // History: one row per (workunit, tree snapshot), so a cell (repo, cpv, USE, compiler)
-        // accumulates rows as the tree moves; `seq` orders rows by assimilation. The table is
-        // rebuilt because SQLite cannot change a primary key in place; old rows go to snapshot 0.
-        "0003_snapshots_history",
-        "CREATE TABLE snapshots (
+    },
+    // History: one row per (workunit, tree snapshot), so a cell (repo, cpv, USE, compiler)
+    // accumulates rows as the tree moves; `seq` orders rows by assimilation. The table is
+    // rebuilt because SQLite cannot change a primary key in place; old rows go to snapshot 0.
+    Migration {
+        name: "0003_snapshots_history",
+        sql: "CREATE TABLE snapshots (
         id          INTEGER PRIMARY KEY,
         label       TEXT NOT NULL UNIQUE,
         recorded_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
@@ -99,7 +100,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ALTER TABLE outcomes_v3 RENAME TO outcomes;
     CREATE INDEX outcomes_cell ON outcomes (repo, cpv, use_flags, compiler, snapshot);
     CREATE INDEX outcomes_cpv ON outcomes (cpv);",
-    ),
+    },
 ];
 
 /// The snapshot id of rows recorded without one (and of rows from before snapshots existed).
@@ -116,6 +117,9 @@ pub enum DbError {
         /// SQLite's error.
         source: rusqlite::Error,
     },
+    /// The database could not be opened or brought up to date.
+    #[error(transparent)]
+    Open(#[from] gah_util::sqlite::SqliteError),
     /// The log store could not be written.
     #[error("log store {path}: {source}")]
     Io {
@@ -212,16 +216,8 @@ impl Database {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Database, DbError> {
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
-        fs::create_dir_all(&dir).map_err(|source| DbError::Io { path: dir.clone(), source })?;
-        let sql = |source| DbError::Sqlite { path: path.to_path_buf(), source };
-        let conn = Connection::open(path).map_err(sql)?;
-        conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(sql)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(sql)?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(sql)?;
-        let mut db = Database { conn, path: path.to_path_buf(), log_root: dir.join("logs"), _temp: None };
-        db.migrate()?;
-        Ok(db)
+        let conn = gah_util::sqlite::open(path, MIGRATIONS, gah_util::sqlite::Options::default())?;
+        Ok(Database { conn, path: path.to_path_buf(), log_root: dir.join("logs"), _temp: None })
     }
 
     /// A database in a fresh temporary folder, removed on drop (for tests).
@@ -246,26 +242,6 @@ impl Database {
         DbError::Sqlite { path: self.path.clone(), source }
     }
 
-    fn migrate(&mut self) -> Result<(), DbError> {
-        self.conn
-            .execute_batch("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')))")
-            .map_err(|e| self.sql_err(e))?;
-        for (name, sql) in MIGRATIONS {
-            let tx = self.conn.transaction().map_err(|e| DbError::Sqlite { path: self.path.clone(), source: e })?;
-            let done: Option<String> = tx
-                .query_row("SELECT name FROM migrations WHERE name = ?1", [name], |r| r.get(0))
-                .optional()
-                .map_err(|e| DbError::Sqlite { path: self.path.clone(), source: e })?;
-            if done.is_none() {
-                tx.execute_batch(sql).map_err(|e| DbError::Sqlite { path: self.path.clone(), source: e })?;
-                tx.execute("INSERT INTO migrations (name) VALUES (?1)", [name])
-                    .map_err(|e| DbError::Sqlite { path: self.path.clone(), source: e })?;
-            }
-            tx.commit().map_err(|e| DbError::Sqlite { path: self.path.clone(), source: e })?;
-        }
-        Ok(())
-    }
-
     /// Where a log with this hash lives, relative to the database's folder.
     pub fn log_relative_path(sha256: &str) -> String {
         // `get` rather than indexing: a hand-edited row must not panic a listing.
@@ -276,10 +252,8 @@ impl Database {
     /// returns its hash.
     pub fn store_log(&self, log: &[u8]) -> Result<String, DbError> {
         let sha = crate::archive::sha256_hex(log);
-        if let Some(p) = write_blob(&self.log_root, &sha, log, 0)? {
-            sync_path(&p.tmp)?;
-            p.publish()?;
-            sync_path(&p.dir)?;
+        if let Some(p) = write_blob(&self.log_root, &sha, log)? {
+            gah_util::atomic::rename_durably(&p.tmp, &p.file).map_err(|e| DbError::Io { path: e.path, source: e.source })?;
         }
         Ok(sha)
     }
@@ -323,15 +297,14 @@ impl Database {
         let parts: Vec<Result<Part, DbError>> = std::thread::scope(|s| {
             let handles: Vec<_> = batch
                 .chunks(per)
-                .enumerate()
-                .map(|(k, part)| {
+                .map(|part| {
                     s.spawn(move || {
                         let mut seen = std::collections::HashSet::new();
                         let (mut shas, mut pending) = (Vec::with_capacity(part.len()), Vec::new());
                         let mut blob = |bytes: &[u8]| -> Result<String, DbError> {
                             let sha = crate::archive::sha256_hex(bytes);
                             if seen.insert(sha.clone()) {
-                                pending.extend(write_blob(root, &sha, bytes, k)?);
+                                pending.extend(write_blob(root, &sha, bytes)?);
                             }
                             Ok(sha)
                         };
@@ -509,18 +482,19 @@ fn insert_outcome(
 }
 
 /// Compresses `blob` (whose hash is `sha`) into a temporary file of the store under
-/// `log_root`, unsynced, and returns it pending; `None` when the store already has it. `tag`
-/// keeps concurrent writers' temporary names apart. Invariant kept by every caller: a file
+/// `log_root`, unsynced, and returns it pending; `None` when the store already has it. The
+/// batch path syncs many pending blobs with one `syncfs` before publishing them, which is why
+/// this is not `gah_util::atomic::AtomicFile` (one fsync per file). Invariant kept by every caller: a file
 /// reaches its final name only after its content is durable, so a name in the store always
 /// holds the whole blob, even after a power loss.
-fn write_blob(log_root: &Path, sha: &str, blob: &[u8], tag: usize) -> Result<Option<PendingBlob>, DbError> {
+fn write_blob(log_root: &Path, sha: &str, blob: &[u8]) -> Result<Option<PendingBlob>, DbError> {
     let dir = log_root.join(&sha[..2]);
     let file = dir.join(format!("{sha}.log.gz"));
     if file.exists() {
         return Ok(None);
     }
     fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-    let tmp = dir.join(format!(".{sha}.{}.{tag}.tmp", std::process::id()));
+    let tmp = gah_util::atomic::temp_path_for(&file);
     // The fastest level: logs still shrink ~10x, and compression is the batch path's
     // main cost. The hash is of the uncompressed bytes, so the level is free to change.
     let mut gz = flate2::write::GzEncoder::new(fs::File::create(&tmp).map_err(io_err(&tmp))?, flate2::Compression::fast());
@@ -547,11 +521,6 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DbError {
     move |source| DbError::Io { path, source }
 }
 
-/// fsync of a file or folder.
-fn sync_path(path: &Path) -> Result<(), DbError> {
-    fs::File::open(path).and_then(|f| f.sync_all()).map_err(io_err(path))
-}
-
 /// Makes `paths` durable. On Linux one `syncfs` of the store's filesystem does it for all
 /// of them at once (per-file fsync costs ~3 ms each on the ext4 we measured; one syncfs of a
 /// batch of 500 files ~150 ms); elsewhere each path is fsynced.
@@ -566,7 +535,7 @@ fn sync_filesystem<'a>(store: &Path, paths: impl Iterator<Item = &'a Path>) -> R
     #[cfg(not(target_os = "linux"))]
     {
         let _ = store;
-        paths.map(sync_path).collect()
+        paths.into_iter().try_for_each(|p| fs::File::open(p).and_then(|f| f.sync_all()).map_err(io_err(p)))
     }
 }
 
@@ -617,7 +586,7 @@ mod tests {
         assert_eq!(db.read_blob(&crate::archive::sha256_hex(b"info")).unwrap(), b"info");
         // No temporary file is left in the store.
         let leftovers = fs::read_dir(db.log_root.join(&crate::archive::sha256_hex(b"same")[..2])).unwrap();
-        assert!(leftovers.map(|e| e.unwrap().file_name()).all(|n| !n.to_string_lossy().ends_with(".tmp")));
+        assert!(leftovers.map(|e| e.unwrap().file_name()).all(|n| !n.to_string_lossy().contains(".tmp")));
     }
 
     #[test]
@@ -643,9 +612,9 @@ mod tests {
             // The schema as the first two migrations left it, with one row.
             let conn = Connection::open(&path).unwrap();
             conn.execute_batch("CREATE TABLE migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL DEFAULT '')").unwrap();
-            for (name, sql) in &MIGRATIONS[..2] {
-                conn.execute_batch(sql).unwrap();
-                conn.execute("INSERT INTO migrations (name) VALUES (?1)", [name]).unwrap();
+            for m in &MIGRATIONS[..2] {
+                conn.execute_batch(m.sql).unwrap();
+                conn.execute("INSERT INTO migrations (name) VALUES (?1)", [m.name]).unwrap();
             }
             conn.execute(
                 "INSERT INTO outcomes (wu_name, job_id, repo, cpv, use_flags, compiler, status, test_ran, failing_tests,

@@ -7,6 +7,8 @@
 //!
 //! Usage: `cargo run --release -p gah-ebuild --example bench_models -- MIN_VARS REPO...`
 
+#![allow(clippy::print_stdout, clippy::print_stderr)] // An example reports on its terminal.
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use gah_ebuild::solve::{Space, TestRule};

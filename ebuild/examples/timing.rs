@@ -1,4 +1,6 @@
 //! Times `configurations` per ebuild over a repository (development aid).
+
+#![allow(clippy::print_stdout, clippy::print_stderr)] // An example reports on its terminal.
 fn main() {
     let path = std::env::args().nth(1).expect("REPO");
     let (repo, _) = gah_ebuild::read_repository(std::path::Path::new(&path));

@@ -4,9 +4,11 @@
 //! with our evaluator on seeded random assignments (valid and invalid alike).
 //! Skips, saying why, when the venv or the data is absent.
 
+#![allow(clippy::print_stdout, clippy::print_stderr)] // A test that cannot run, or measures, says so on its terminal.
+
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use gah_ebuild::{configurations, read_repository, Ebuild, Profile, Strategy};
 
@@ -28,7 +30,7 @@ fn python() -> Option<PathBuf> {
         eprintln!("skipping: no Portage venv python at {} (set GAH_PORTAGE_PYTHON)", p.display());
         return None;
     }
-    let ok = Command::new(&p).args(["-c", "import portage.dep"]).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+    let ok = gah_util::process::command(&p).args(["-c", "import portage.dep"]).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
     if !ok {
         eprintln!("skipping: {} cannot import portage.dep", p.display());
         return None;
@@ -114,7 +116,7 @@ fn portage_agrees() {
             }
         }
     }
-    let mut child = Command::new(&py)
+    let mut child = gah_util::process::command(&py)
         .args(["-c", ORACLE])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -3,6 +3,8 @@
 //! and the covering arrays complete, each checked by code independent of the solver.
 //! Skips, saying why, when the data is absent.
 
+#![allow(clippy::print_stdout, clippy::print_stderr)] // A test that cannot run, or measures, says so on its terminal.
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 

@@ -46,24 +46,25 @@ pub fn default_path() -> PathBuf {
     std::env::var_os("GAH_HOST_STATS").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("results/host-stats.sqlite"))
 }
 
-impl HostStats {
-    /// Opens (creating if needed) the statistics file at `path`.
-    pub fn open(path: &Path) -> rusqlite::Result<HostStats> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS host_counts (
+/// The statistics file's schema. `IF NOT EXISTS`: files made before migrations were recorded
+/// already have the table.
+const MIGRATIONS: &[gah_util::sqlite::Migration] = &[gah_util::sqlite::Migration {
+    name: "0001_host_counts",
+    sql: "CREATE TABLE IF NOT EXISTS host_counts (
                 host       TEXT PRIMARY KEY,
                 agreed     INTEGER NOT NULL DEFAULT 0,
                 disagreed  INTEGER NOT NULL DEFAULT 0,
                 invalid    INTEGER NOT NULL DEFAULT 0,
                 updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
             )",
-        )?;
+}];
+
+impl HostStats {
+    /// Opens (creating if needed) the statistics file at `path`.
+    pub fn open(path: &Path) -> Result<HostStats, gah_util::sqlite::SqliteError> {
+        // Statistics, not results: a lost last write after a power cut is acceptable.
+        let options = gah_util::sqlite::Options { busy_timeout: std::time::Duration::from_secs(10), synchronous_full: false };
+        let conn = gah_util::sqlite::open(path, MIGRATIONS, options)?;
         Ok(HostStats { conn })
     }
 

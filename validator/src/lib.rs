@@ -212,7 +212,7 @@ pub fn load_with(path: &Path, limits: Limits) -> Result<OutcomeArchive, LoadErro
     }
     // The file may grow between the stat and the read: read one byte past the cap at most,
     // and `archive::read` refuses anything over it.
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
     file.take(limits.max_compressed + 1).read_to_end(&mut bytes).map_err(io)?;
     archive::read(&bytes, limits).map_err(|source| LoadError::Rejected { path: path.to_path_buf(), source })
 }

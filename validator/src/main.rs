@@ -9,6 +9,9 @@
 //! refusal is one line on stderr naming the file. A command line that does not parse exits
 //! 3, not 1: an administrator's typo must not invalidate volunteers' results.
 
+// A command-line program: it talks to its user on stdout and stderr.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -110,7 +113,8 @@ fn run(mode: Mode) -> Verdict {
 /// Host statistics are advisory: failing to update them never changes a verdict.
 fn record(path: Option<PathBuf>, update: impl FnOnce(&mut HostStats) -> rusqlite::Result<()>) {
     let path = path.unwrap_or_else(hosts::default_path);
-    if let Err(e) = HostStats::open(&path).and_then(|mut stats| update(&mut stats)) {
-        eprintln!("gah-validator: warning: host statistics {} not updated: {e}", path.display());
+    let updated = HostStats::open(&path).map_err(anyhow::Error::from).and_then(|mut stats| Ok(update(&mut stats)?));
+    if let Err(e) = updated {
+        eprintln!("gah-validator: warning: host statistics {} not updated: {e:#}", path.display());
     }
 }

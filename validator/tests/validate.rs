@@ -1,10 +1,11 @@
 //! The validator against well-formed, corrupt, hostile and disagreeing archives, in process
 //! and through the binary (exit codes and the one-line reason).
 
+#![allow(clippy::cast_possible_truncation)] // The mutation loops cut random u64s down on purpose.
+
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use gah_core::outcome::Status;
 use gah_validator::VerdictKind;
@@ -19,7 +20,7 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
 
 /// Runs the binary in `cwd`; returns (exit code, stderr).
 fn run(cwd: &Path, args: &[&str]) -> (i32, String) {
-    let out = Command::new(BIN).args(args).current_dir(cwd).env("GAH_HOST_STATS", cwd.join("hosts.sqlite")).output().unwrap();
+    let out = gah_util::process::command(BIN).args(args).current_dir(cwd).env("GAH_HOST_STATS", cwd.join("hosts.sqlite")).output().unwrap();
     (out.status.code().expect("exited, not killed"), String::from_utf8(out.stderr).unwrap())
 }
 

@@ -6,6 +6,9 @@
 //! - `boinc-api-selftest temporary-exit SECONDS REASON [notice]`
 //! - `boinc-api-selftest double-init`: a second `init` must fail.
 
+// A test driver: its output is its interface.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use std::time::Duration;
 
 fn main() {
