@@ -16,6 +16,8 @@
 //! Every archive has its own ~60 kB build log and an `emerge --info`, so every outcome
 //! writes new blobs to the log store (no deduplication flatters the numbers).
 
+#![allow(clippy::print_stdout, clippy::print_stderr)] // An example reports on its terminal.
+
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -140,7 +142,7 @@ fn main() {
     let batch = t.rates(n);
     assert!(done.iter().all(|d| matches!(d.result, Ok(gah_assimilator::Assimilated::Stored(_)))));
     let rows: i64 = db.connection().query_row("SELECT count(*) FROM outcomes", [], |r| r.get(0)).unwrap();
-    assert_eq!(rows as usize, n);
+    assert_eq!(usize::try_from(rows).ok(), Some(n));
     report("assimilator, batch", batch, &format!("{threads} reader threads, 500 per transaction, 2 syncfs per batch"));
 
     // The binary, as an administrator would run it on a list of finished workunits.
@@ -149,7 +151,7 @@ fn main() {
     let bin = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("gah-assimilator");
     if bin.exists() {
         let t = Meter::start(true);
-        let out = std::process::Command::new(&bin)
+        let out = gah_util::process::command(&bin)
             .args(["--db", tmp.path().join("bin/results.sqlite").to_str().unwrap(), "--batch", list.to_str().unwrap()])
             .args(["--threads", &threads.to_string(), "--snapshot", "bench"])
             .output()

@@ -58,7 +58,7 @@
 
 use std::fmt;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use gah_core::archive::{self, Limits, OutcomeArchive};
@@ -268,7 +268,7 @@ fn load_parallel(chunk: &[(String, PathBuf)], threads: usize) -> Vec<Result<Outc
 pub fn update_rotation(queue_dir: &Path, job_id: &str, status: Status) -> String {
     match gah_workgen::record_result(queue_dir, job_id, status) {
         Ok(r) => format!("rotation: {job_id} failcount {} -> {}", r.before, r.after),
-        Err(e) => format!("rotation not updated for {job_id} (ignored): {}", gah_validator::one_line(&format!("{e:#}"))),
+        Err(e) => format!("rotation not updated for {job_id} (ignored): {}", gah_validator::one_line(&gah_util::error_chain(&e))),
     }
 }
 
@@ -325,11 +325,7 @@ fn keep_copy(db: &Database, path: &Path) -> Result<Option<String>, AssimilateErr
     };
     if !file.exists() {
         fs::create_dir_all(&dir).map_err(err(&dir))?;
-        let tmp = dir.join(format!(".{sha}.{}.tmp", std::process::id()));
-        let mut out = fs::File::create(&tmp).map_err(err(&tmp))?;
-        out.write_all(&bytes).and_then(|()| out.sync_all()).map_err(err(&tmp))?;
-        fs::rename(&tmp, &file).map_err(err(&file))?;
-        fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(err(&dir))?;
+        gah_util::atomic::write(&file, &bytes).map_err(|e| AssimilateError::Quarantine { path: e.path, source: e.source })?;
     }
     Ok(Some(sha))
 }

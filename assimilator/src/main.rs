@@ -17,6 +17,9 @@
 //! that does not parse. Any nonzero exit stops BOINC's assimilator daemon, so that an
 //! administrator looks. A rotation that cannot be updated is logged, never an error.
 
+// A command-line program: it talks to its user on stdout and stderr.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -133,11 +136,7 @@ fn run(cli: Cli) -> anyhow::Result<String> {
 }
 
 fn stored_job(db: &Database, wu_name: &str, snapshot: i64) -> anyhow::Result<(String, Status)> {
-    let (job_id, status): (String, String) = db.connection().query_row(
-        "SELECT job_id, status FROM outcomes WHERE wu_name = ?1 AND snapshot = ?2",
-        rusqlite::params![wu_name, snapshot],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
+    let (job_id, status) = db.stored_job(wu_name, snapshot)?.with_context(|| format!("{wu_name} was just recorded, yet is not stored"))?;
     Ok((job_id, status.parse().map_err(anyhow::Error::msg)?))
 }
 

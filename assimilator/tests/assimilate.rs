@@ -2,7 +2,6 @@
 //! `--error` path and which failures exit nonzero.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use gah_assimilator::Assimilated;
 use gah_core::db::{Database, Recorded};
@@ -28,7 +27,7 @@ fn count(db: &Database, table: &str) -> i64 {
 }
 
 fn run(args: &[&str], db: &Path) -> (i32, String) {
-    let out = Command::new(BIN).args(args).env("GAH_RESULTS_DB", db).output().unwrap();
+    let out = gah_util::process::command(BIN).args(args).env("GAH_RESULTS_DB", db).output().unwrap();
     (out.status.code().expect("exited"), String::from_utf8(out.stderr).unwrap())
 }
 
@@ -196,7 +195,8 @@ fn a_new_snapshot_adds_a_row_the_same_snapshot_does_not() {
     assert_eq!(run(&["--snapshot", "git:aaa", "wu", file], &db_path).0, 0);
     let (code, stderr) = run(&["--snapshot", "git:aaa", "wu", file], &db_path);
     assert_eq!((code, stderr.as_str()), (0, "gah-assimilator: wu: already stored\n"));
-    let out = Command::new(BIN).args(["wu", file]).env("GAH_RESULTS_DB", &db_path).env("GAH_SNAPSHOT", "git:bbb").output().unwrap();
+    let out =
+        gah_util::process::command(BIN).args(["wu", file]).env("GAH_RESULTS_DB", &db_path).env("GAH_SNAPSHOT", "git:bbb").output().unwrap();
     assert!(out.status.success());
     let db = Database::open(&db_path).unwrap();
     let labels: Vec<String> = db.snapshots().unwrap().into_iter().map(|s| s.label).collect();
@@ -219,7 +219,12 @@ fn each_new_outcome_updates_the_failcount_rotation_once() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("failcount 0 -> 1"), "{stderr}");
     // A redelivery stores nothing and counts nothing.
-    let out = Command::new(BIN).args([&job.job_id, file]).env("GAH_RESULTS_DB", &db_path).env("GAH_QUEUE_DIR", &queue).output().unwrap();
+    let out = gah_util::process::command(BIN)
+        .args([&job.job_id, file])
+        .env("GAH_RESULTS_DB", &db_path)
+        .env("GAH_QUEUE_DIR", &queue)
+        .output()
+        .unwrap();
     assert!(out.status.success());
     assert_eq!(failcount(), 1);
 

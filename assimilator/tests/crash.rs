@@ -13,10 +13,12 @@
 //! the batched path (`gah-assimilator --batch`): lists of workunits, each re-run until it
 //! exits 0, with kills landing inside blob writes, syncs and commits.
 
+#![allow(clippy::cast_possible_truncation)] // Seeds and kill points are random numbers cut to size on purpose.
+
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use gah_core::db::Database;
@@ -65,7 +67,7 @@ fn make_outcome(dir: &Path, i: usize) -> (String, PathBuf, Outcome) {
 }
 
 fn assimilate(db: &Path, wu: &str, file: &Path) -> std::process::Child {
-    Command::new(BIN).args(["--db", db.to_str().unwrap(), wu, file.to_str().unwrap()]).stderr(Stdio::null()).spawn().unwrap()
+    gah_util::process::command(BIN).args(["--db", db.to_str().unwrap(), wu, file.to_str().unwrap()]).stderr(Stdio::null()).spawn().unwrap()
 }
 
 #[test]
@@ -188,7 +190,7 @@ fn sigkill_during_batches_loses_and_duplicates_nothing() {
         })
         .collect();
     let batch = |list: &Path| {
-        Command::new(BIN)
+        gah_util::process::command(BIN)
             .args(["--db", db_path.to_str().unwrap(), "--batch", list.to_str().unwrap(), "--batch-size", "3", "--snapshot", "crash"])
             .stderr(Stdio::null())
             .spawn()
@@ -202,7 +204,7 @@ fn sigkill_during_batches_loses_and_duplicates_nothing() {
         .take(3)
         .map(|list| {
             let start = Instant::now();
-            let status = Command::new(BIN)
+            let status = gah_util::process::command(BIN)
                 .args(["--db", calibration.to_str().unwrap(), "--batch", list.to_str().unwrap(), "--batch-size", "3"])
                 .stderr(Stdio::null())
                 .status()

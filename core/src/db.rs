@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use gah_util::sqlite::Migration;
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::outcome::Outcome;
 
@@ -404,6 +404,16 @@ impl Database {
             )
             .map_err(|e| self.sql_err(e))?;
         Ok(if changed == 1 { Recorded::Inserted } else { Recorded::AlreadyPresent })
+    }
+
+    /// The job id and status stored for workunit `wu_name` in `snapshot`, if any.
+    pub fn stored_job(&self, wu_name: &str, snapshot: i64) -> Result<Option<(String, String)>, DbError> {
+        self.conn
+            .query_row("SELECT job_id, status FROM outcomes WHERE wu_name = ?1 AND snapshot = ?2", params![wu_name, snapshot], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .map_err(|e| self.sql_err(e))
     }
 
     /// Every stored outcome, ordered by package, USE, compiler, then oldest first.

@@ -1,5 +1,8 @@
 //! `gah`: gentoo@home on one machine: the local pipeline (`gah run`) and the results.
 
+// A command-line program: it talks to its user on stdout and stderr.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 mod layout;
 mod results;
 mod run;

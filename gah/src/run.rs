@@ -5,7 +5,7 @@
 use std::fs;
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -171,7 +171,7 @@ fn run_replica(
     let slot = dir.join(format!("replica-{replica}"));
     fs::create_dir_all(&slot)?;
     let archive = dir.join(format!("replica-{replica}.tar.gz"));
-    let mut child = Command::new(app)
+    let mut child = gah_util::process::command(app)
         .current_dir(&slot)
         .arg("--job")
         .arg(job_file)
@@ -219,7 +219,7 @@ fn run_replica(
         std::thread::sleep(Duration::from_millis(500));
     };
     if !status.success() || !archive.is_file() {
-        let tail = fs::read(&stderr_txt).map(|b| gah_app::process::tail(&b, 5)).unwrap_or_default();
+        let tail = fs::read(&stderr_txt).map(|b| gah_util::process::tail(&b, 5)).unwrap_or_default();
         anyhow::bail!("gah-app failed for {label} ({status}): {tail}");
     }
     Ok(archive)

@@ -6,7 +6,7 @@
 //! - [`process`]: the one place that spawns programs ([`process::command`]), with the tail of
 //!   stderr in errors and [`process::KillOnDrop`].
 //! - [`sqlite`]: opening a database with its named migrations ([`sqlite::open`]).
-//! - [`shell`]: quoting for `sh`.
+//! - [`shell`]: quoting for `sh`; [`error_chain`]: a typed error and its causes on one line.
 //!
 //! This crate knows nothing of jobs, outcomes, BOINC or Portage: it is plumbing.
 //!
@@ -21,3 +21,26 @@ pub mod process;
 pub mod shell;
 pub mod sqlite;
 pub mod untar;
+
+/// An error and its causes on one line, `top: cause: root cause`, as anyhow's `{:#}` shows
+/// them: for libraries, which return typed errors but sometimes log one.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        line.push_str(": ");
+        line.push_str(&c.to_string());
+        cause = c.source();
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn error_chain_shows_every_cause() {
+        let e = crate::atomic::write(std::path::Path::new("/nonexistent-gah/x"), b"").unwrap_err();
+        let line = super::error_chain(&e);
+        assert!(line.starts_with("create /nonexistent-gah/.x.tmp-") && line.ends_with("No such file or directory (os error 2)"), "{line}");
+    }
+}

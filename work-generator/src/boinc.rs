@@ -10,12 +10,48 @@
 //! and is skipped on the next run.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use gah_core::job::Job;
+use gah_util::atomic::AtomicError;
+use gah_util::shell;
 
-use crate::queue::{write_atomically, Queue};
+use crate::queue::Queue;
+
+/// The submission files could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum ScriptError {
+    /// The `templates/` folder could not be made.
+    #[error("create the folder {}", path.display())]
+    Folder {
+        /// The folder.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A folder given does not resolve to an absolute path.
+    #[error("resolve {}", path.display())]
+    Resolve {
+        /// The folder.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A template or the script could not be written (the error names the file).
+    #[error(transparent)]
+    Write(#[from] AtomicError),
+    /// The script could not be made executable.
+    #[error("make {} executable", path.display())]
+    Permissions {
+        /// The script.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
 
 /// The input template (`templates/gah_in`): one file, opened as `job.json`.
 pub const INPUT_TEMPLATE: &str = include_str!("../../templates/gah_in");
@@ -91,26 +127,21 @@ fn job_secs(job: &Job) -> f64 {
     s
 }
 
-/// Single-quotes for `sh`.
-fn sh_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
-}
-
 /// The `create_work` command for one job (the job file is staged as `<job_id>.json`).
 pub fn create_work_command(job: &Job, sub: &Submission) -> String {
     format!(
         "bin/create_work --appname {app} --wu_name {name} {bounds} {file}",
-        app = sh_quote(&sub.appname),
-        name = sh_quote(&job.job_id),
+        app = shell::quote(&sub.appname),
+        name = shell::quote(&job.job_id),
         bounds = create_work_bounds(job, sub),
-        file = sh_quote(&format!("{}.json", job.job_id)),
+        file = shell::quote(&format!("{}.json", job.job_id)),
     )
 }
 
 /// The `create_work --stdin` command for a batch of jobs with `job`'s bounds; each job is
 /// then one stdin line ([`create_work_stdin_line`]).
 pub fn create_work_batch_command(job: &Job, sub: &Submission) -> String {
-    format!("bin/create_work --appname {} {} --stdin", sh_quote(&sub.appname), create_work_bounds(job, sub))
+    format!("bin/create_work --appname {} {} --stdin", shell::quote(&sub.appname), create_work_bounds(job, sub))
 }
 
 /// One stdin line of `create_work --stdin`: the workunit's name and its input file.
@@ -143,14 +174,16 @@ fn create_work_bounds(job: &Job, sub: &Submission) -> String {
 /// covering `jobs` (in the order given: the rotation's). `project` is the BOINC project
 /// folder the script changes to by default (`BOINC_PROJECT` overrides it; without either, the
 /// current folder). Returns the script's path.
-pub fn write_submission(queue: &Queue, jobs: &[Job], sub: &Submission, project: Option<&Path>) -> anyhow::Result<std::path::PathBuf> {
+pub fn write_submission(queue: &Queue, jobs: &[Job], sub: &Submission, project: Option<&Path>) -> Result<PathBuf, ScriptError> {
     let dir = queue.dir();
-    std::fs::create_dir_all(dir.join("templates"))?;
-    write_atomically(&dir.join("templates/gah_in"), INPUT_TEMPLATE.as_bytes())?;
-    write_atomically(&dir.join("templates/gah_out"), OUTPUT_TEMPLATE.as_bytes())?;
-    let abs = std::fs::canonicalize(dir).with_context(|| format!("resolving {}", dir.display()))?;
+    let templates = dir.join("templates");
+    std::fs::create_dir_all(&templates).map_err(|source| ScriptError::Folder { path: templates.clone(), source })?;
+    gah_util::atomic::write(&templates.join("gah_in"), INPUT_TEMPLATE.as_bytes())?;
+    gah_util::atomic::write(&templates.join("gah_out"), OUTPUT_TEMPLATE.as_bytes())?;
+    let resolve = |p: &Path| std::fs::canonicalize(p).map_err(|source| ScriptError::Resolve { path: p.to_owned(), source });
+    let abs = resolve(dir)?;
     let project = match project {
-        Some(p) => std::fs::canonicalize(p).with_context(|| format!("resolving {}", p.display()))?.display().to_string(),
+        Some(p) => resolve(p)?.display().to_string(),
         None => ".".into(),
     };
     let mut s = String::new();
@@ -182,7 +215,7 @@ done_() {{
     submitted=$((submitted + 1))
 }}
 "#,
-        queue = sh_quote(&abs.display().to_string()),
+        queue = shell::quote(&abs.display().to_string()),
         project = project.replace('"', "\\\""),
     );
     if sub.stdin_batch {
@@ -198,11 +231,11 @@ done_() {{
         for (cmd, group) in groups {
             s.push_str("list=$(mktemp)\nids=\n");
             for job in group {
-                let id = sh_quote(&job.job_id);
+                let id = shell::quote(&job.job_id);
                 let _ = writeln!(
                     s,
                     "if [ -e \"$QUEUE/submitted/\"{id} ]; then skipped=$((skipped + 1)); else\n    stage {id}\n    echo {} >> \"$list\"\n    ids=\"$ids {}\"\nfi",
-                    sh_quote(&create_work_stdin_line(job)),
+                    shell::quote(&create_work_stdin_line(job)),
                     job.job_id
                 );
             }
@@ -213,7 +246,7 @@ done_() {{
         }
     } else {
         for job in jobs {
-            let id = sh_quote(&job.job_id);
+            let id = shell::quote(&job.job_id);
             let _ = writeln!(
                 s,
                 "if [ -e \"$QUEUE/submitted/\"{id} ]; then skipped=$((skipped + 1)); else\n    stage {id}\n    {}\n    done_ {id}\nfi",
@@ -223,11 +256,13 @@ done_() {{
     }
     s.push_str("echo \"create_work.sh: $submitted submitted, $skipped already submitted\"\n");
     let path = dir.join("create_work.sh");
-    write_atomically(&path, s.as_bytes())?;
+    gah_util::atomic::write(&path, s.as_bytes())?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+        if let Err(source) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)) {
+            return Err(ScriptError::Permissions { path, source });
+        }
     }
     Ok(path)
 }

@@ -10,42 +10,145 @@
 //! never submitted twice, go to a [`Submitter`]: the project's `bin/create_work --stdin`
 //! ([`LocalSubmitter`]) or a remote `submit_batch` ([`RemoteSubmitter`]).
 
+use std::io::Write as _;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::Context;
 use gah_core::job::Job;
+use gah_util::process::{command, run_checked, ProcessError};
 
 use crate::boinc::{create_work_batch_command, create_work_stdin_line, Submission};
-use crate::queue::Queue;
-use crate::remote::{self, Remote};
+use crate::queue::{Queue, QueueError};
+use crate::remote::{self, Remote, RemoteError};
+
+/// Another implementation's error, for [`UnsentSource`]s and [`Submitter`]s outside this crate.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The unsent count could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum UnsentError {
+    /// The count command could not be run or failed (the error names it).
+    #[error(transparent)]
+    Command(#[from] ProcessError),
+    /// The count command printed something else than a count.
+    #[error("`{command}` printed `{output}`, not a count")]
+    NotACount {
+        /// The shell command.
+        command: String,
+        /// What it printed, trimmed.
+        output: String,
+        /// The cause.
+        #[source]
+        source: std::num::ParseIntError,
+    },
+    /// Another source's failure.
+    #[error(transparent)]
+    Other(BoxError),
+}
+
+/// Jobs that could not be submitted.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// A template could not be installed into the project.
+    #[error("write {}", path.display())]
+    Template {
+        /// The template's path in the project.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `bin/dir_hier_path` failed for a job file.
+    #[error("find where {file} goes (bin/dir_hier_path)")]
+    DirHierPath {
+        /// The job file's name.
+        file: String,
+        /// The cause.
+        #[source]
+        source: ProcessError,
+    },
+    /// A job file could not be copied into the download hierarchy.
+    #[error("stage {} to {}", from.display(), to.display())]
+    Stage {
+        /// The job file in the queue.
+        from: PathBuf,
+        /// Where `dir_hier_path` put it.
+        to: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `bin/create_work --stdin` could not be started or failed.
+    #[error("create_work in {}", project.display())]
+    CreateWork {
+        /// The project folder.
+        project: PathBuf,
+        /// The cause.
+        #[source]
+        source: ProcessError,
+    },
+    /// `bin/create_work --stdin` could not be given its jobs or waited for.
+    #[error("feed create_work in {} its jobs", project.display())]
+    Feed {
+        /// The project folder.
+        project: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The remote project did not take the batch.
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    /// Another submitter's failure.
+    #[error(transparent)]
+    Other(BoxError),
+}
+
+/// The daemon stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The unsent count failed.
+    #[error("count unsent results")]
+    Count(#[source] UnsentError),
+    /// The queue could not be read or marked.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// A batch was not submitted.
+    #[error("submit {count} jobs from {first}")]
+    Submit {
+        /// The batch's first job.
+        first: String,
+        /// Jobs in the batch.
+        count: usize,
+        /// The cause.
+        #[source]
+        source: SubmitError,
+    },
+}
 
 /// Where the number of unsent results comes from.
 pub trait UnsentSource {
     /// The number of results the server has not sent yet.
-    fn unsent(&mut self) -> anyhow::Result<u64>;
+    fn unsent(&mut self) -> Result<u64, UnsentError>;
 }
 
 /// `sh -c COMMAND`, whose stdout is the count (surrounding blanks allowed).
 pub struct CommandCount(pub String);
 
 impl UnsentSource for CommandCount {
-    fn unsent(&mut self) -> anyhow::Result<u64> {
-        let out =
-            Command::new("sh").arg("-c").arg(&self.0).stdin(Stdio::null()).output().with_context(|| format!("running `{}`", self.0))?;
-        if !out.status.success() {
-            anyhow::bail!("`{}` failed ({}): {}", self.0, out.status, String::from_utf8_lossy(&out.stderr).trim());
-        }
+    fn unsent(&mut self) -> Result<u64, UnsentError> {
+        let out = run_checked(command("sh").arg("-c").arg(&self.0).stdin(Stdio::null()))?;
         let text = String::from_utf8_lossy(&out.stdout);
-        text.trim().parse().with_context(|| format!("`{}` printed `{}`, not a count", self.0, text.trim()))
+        let text = text.trim();
+        text.parse().map_err(|source| UnsentError::NotACount { command: self.0.clone(), output: text.to_owned(), source })
     }
 }
 
 /// Where jobs are submitted.
 pub trait Submitter {
     /// Submits `jobs` (all or nothing, as far as the server allows).
-    fn submit(&mut self, jobs: &[Job]) -> anyhow::Result<()>;
+    fn submit(&mut self, jobs: &[Job]) -> Result<(), SubmitError>;
 }
 
 /// A local BOINC project: stage each job file with `bin/dir_hier_path`, then one
@@ -59,49 +162,64 @@ pub struct LocalSubmitter {
     pub sub: Submission,
 }
 
+impl LocalSubmitter {
+    fn install_templates(&self) -> Result<(), SubmitError> {
+        let dir = self.project.join("templates");
+        std::fs::create_dir_all(&dir).map_err(|source| SubmitError::Template { path: dir.clone(), source })?;
+        for (name, text) in [("gah_in", crate::boinc::INPUT_TEMPLATE), ("gah_out", crate::boinc::OUTPUT_TEMPLATE)] {
+            let path = dir.join(name);
+            if let Err(source) = std::fs::write(&path, text) {
+                return Err(SubmitError::Template { path, source });
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies a job file to where `bin/dir_hier_path` says it goes.
+    fn stage(&self, job: &Job) -> Result<(), SubmitError> {
+        let file = format!("{}.json", job.job_id);
+        let out = run_checked(command(self.project.join("bin/dir_hier_path")).arg(&file).current_dir(&self.project))
+            .map_err(|source| SubmitError::DirHierPath { file: file.clone(), source })?;
+        let to = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        let to = if to.is_absolute() { to } else { self.project.join(to) };
+        let from = self.queue.join("pending").join(&file);
+        match std::fs::copy(&from, &to) {
+            Ok(_) => Ok(()),
+            Err(source) => Err(SubmitError::Stage { from, to, source }),
+        }
+    }
+}
+
 impl Submitter for LocalSubmitter {
-    fn submit(&mut self, jobs: &[Job]) -> anyhow::Result<()> {
+    fn submit(&mut self, jobs: &[Job]) -> Result<(), SubmitError> {
         let Some(first) = jobs.first() else { return Ok(()) };
-        std::fs::create_dir_all(self.project.join("templates"))?;
-        std::fs::write(self.project.join("templates/gah_in"), crate::boinc::INPUT_TEMPLATE)?;
-        std::fs::write(self.project.join("templates/gah_out"), crate::boinc::OUTPUT_TEMPLATE)?;
+        self.install_templates()?;
         let mut lines = String::new();
         for job in jobs {
-            let name = format!("{}.json", job.job_id);
-            let out = Command::new(self.project.join("bin/dir_hier_path"))
-                .arg(&name)
-                .current_dir(&self.project)
-                .output()
-                .context("running bin/dir_hier_path")?;
-            if !out.status.success() {
-                anyhow::bail!("bin/dir_hier_path {name} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
-            }
-            let dest = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-            let dest = if dest.is_absolute() { dest } else { self.project.join(dest) };
-            std::fs::copy(self.queue.join("pending").join(&name), &dest)
-                .with_context(|| format!("staging {name} to {}", dest.display()))?;
+            self.stage(job)?;
             lines.push_str(&create_work_stdin_line(job));
             lines.push('\n');
         }
-        let mut child = Command::new("sh")
-            .arg("-c")
+        let mut cmd = command("sh");
+        cmd.arg("-c")
             .arg(create_work_batch_command(first, &self.sub))
             .current_dir(&self.project)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("starting bin/create_work")?;
-        {
-            use std::io::Write;
-            let mut stdin = child.stdin.take().expect("piped stdin");
-            stdin.write_all(lines.as_bytes()).context("writing create_work's stdin")?;
-        }
-        let out = child.wait_with_output().context("waiting for bin/create_work")?;
+            .stderr(Stdio::piped());
+        let shown = format!("{cmd:?}");
+        let create_work_err = |source| SubmitError::CreateWork { project: self.project.clone(), source };
+        let feed_err = |source| SubmitError::Feed { project: self.project.clone(), source };
+        let mut child = cmd.spawn().map_err(|source| create_work_err(ProcessError::Start { command: shown.clone(), source }))?;
+        // The pipe closes at the end of this statement: create_work sees the end of its input.
+        let fed = child.stdin.take().expect("piped stdin").write_all(lines.as_bytes());
+        let out = child.wait_with_output().map_err(feed_err)?;
         if !out.status.success() {
-            anyhow::bail!("bin/create_work --stdin failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+            // Its own complaint explains a broken pipe better than the pipe does.
+            let stderr_tail = gah_util::process::tail(&out.stderr, 6);
+            return Err(create_work_err(ProcessError::Failed { command: shown, status: out.status, stderr_tail }));
         }
-        Ok(())
+        fed.map_err(feed_err)
     }
 }
 
@@ -118,7 +236,7 @@ pub struct RemoteSubmitter {
 }
 
 impl Submitter for RemoteSubmitter {
-    fn submit(&mut self, jobs: &[Job]) -> anyhow::Result<()> {
+    fn submit(&mut self, jobs: &[Job]) -> Result<(), SubmitError> {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let name = format!("gah-{now}-{}", self.batches.len());
         let req = remote::submit_batch_request(jobs, &self.sub, &self.remote, &name);
@@ -159,18 +277,18 @@ pub fn run(
     submitter: &mut dyn Submitter,
     cfg: DaemonConfig,
     log: &mut dyn FnMut(&str),
-) -> anyhow::Result<Vec<Round>> {
+) -> Result<Vec<Round>, DaemonError> {
     let mut rounds = Vec::new();
     let mut k = 0u64;
     loop {
-        let unsent = source.unsent().context("counting unsent results")?;
+        let unsent = source.unsent().map_err(DaemonError::Count)?;
         let mut submitted = 0;
         if unsent < cfg.keep_unsent {
             // Round up: a cushion of 5 with 2 results per job needs 3 jobs, not 2.
             let want = (cfg.keep_unsent - unsent).div_ceil(cfg.results_per_job.max(1));
             let jobs = queue.next_unsubmitted(usize::try_from(want).unwrap_or(usize::MAX))?;
-            if !jobs.is_empty() {
-                submitter.submit(&jobs)?;
+            if let Some(first) = jobs.first() {
+                submitter.submit(&jobs).map_err(|source| DaemonError::Submit { first: first.job_id.clone(), count: jobs.len(), source })?;
                 queue.mark_submitted(&jobs)?;
             }
             submitted = jobs.len();

@@ -1,10 +1,13 @@
 //! `gah-workgen`: the command line over the `gah_workgen` library. Glue only: parse, call,
 //! print; every decision lives in the library.
+// A command line prints: its results on stdout, diagnostics and the error chain on stderr.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use gah_core::job::Compiler;
 use gah_ebuild::{Profile, Severity, Strategy};
@@ -219,9 +222,8 @@ impl TargetArgs {
             anyhow::bail!("give --boinc-project, or --remote-url with --job-url-base");
         };
         let authenticator = match &self.authenticator_file {
-            Some(f) => std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("reading {}: {e}", f.display()))?.trim().to_owned(),
-            None => std::env::var("GAH_BOINC_AUTHENTICATOR")
-                .map_err(|_| anyhow::anyhow!("no --authenticator-file and no GAH_BOINC_AUTHENTICATOR"))?,
+            Some(f) => std::fs::read_to_string(f).with_context(|| format!("read {}", f.display()))?.trim().to_owned(),
+            None => std::env::var("GAH_BOINC_AUTHENTICATOR").context("no --authenticator-file and no GAH_BOINC_AUTHENTICATOR")?,
         };
         let remote = Remote { project_url: url.clone(), authenticator, job_url_base: base.clone() };
         Ok(Box::new(RemoteSubmitter { remote, sub, client: gah_workgen::remote::client()?, batches: Vec::new() }))
@@ -376,7 +378,7 @@ fn run(mode: Mode) -> anyhow::Result<ExitCode> {
                 serde_json::to_writer(&mut listing, &BlockedLine::new(b))?;
                 listing.push(b'\n');
             }
-            gah_workgen::queue::write_atomically(&queue.join("blocked.jsonl"), &listing)?;
+            gah_util::atomic::write(&queue.join("blocked.jsonl"), &listing)?;
             let order = q.next(usize::MAX)?;
             let sub = Submission { appname, stdin_batch, ..Submission::standard() };
             let script = write_submission(&q, &order, &sub, boinc_project.as_deref())?;
@@ -394,7 +396,7 @@ fn run(mode: Mode) -> anyhow::Result<ExitCode> {
         }
         Mode::Blocked { queue } => {
             let path = queue.join("blocked.jsonl");
-            let text = std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+            let text = std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
             out.write_all(text.as_bytes())?;
         }
         Mode::Submit { queue, n, target } => {

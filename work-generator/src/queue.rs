@@ -2,7 +2,7 @@
 //!
 //! Layout of a queue folder `DIR`:
 //! - `pending/<job_id>.json`: every job ever planned (the `gah-core` `job.json`), written
-//!   atomically (temporary file + rename); a job already there is left alone.
+//!   durably and atomically ([`gah_util::atomic::write`]); a job already there is left alone.
 //! - `state.sqlite`: one row per cell (= job: repo, cpv, USE, compiler) with its failcount,
 //!   runs, last status and the ebuild `_md5_` it was planned and last tested from.
 //! - `templates/`, `create_work.sh`, `submitted/`: BOINC submission (see [`crate::boinc`]).
@@ -15,14 +15,85 @@
 //! failcount reset: it is a new ebuild as far as its past failures go.
 
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::Context;
 use gah_core::job::{split_cpv, Job};
 use gah_core::outcome::Status;
+use gah_util::atomic::AtomicError;
+use gah_util::sqlite::{Migration, Options, SqliteError};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::plan::Plan;
+
+/// A queue folder that could not be opened, read or updated.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// A folder of the queue could not be made.
+    #[error("create the folder {}", path.display())]
+    Folder {
+        /// The folder.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `state.sqlite` could not be opened or migrated (the error names the file).
+    #[error(transparent)]
+    Open(#[from] SqliteError),
+    /// A query on `state.sqlite` failed.
+    #[error("query {}", path.display())]
+    Database {
+        /// The database file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A job file could not be written.
+    #[error("write the job file of {job_id}")]
+    WriteJob {
+        /// The job.
+        job_id: String,
+        /// The cause (it names the file).
+        #[source]
+        source: AtomicError,
+    },
+    /// A job file could not be read.
+    #[error("read {}", path.display())]
+    ReadJob {
+        /// The job file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A job file is not a job.
+    #[error("parse {}", path.display())]
+    ParseJob {
+        /// The job file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: gah_core::Error,
+    },
+    /// A `submitted/` marker could not be written.
+    #[error("write the marker {}", path.display())]
+    Mark {
+        /// The marker file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A result for a job the queue does not know.
+    #[error("no cell {job_id} in {}", dir.display())]
+    NoCell {
+        /// The job id given.
+        job_id: String,
+        /// The queue folder.
+        dir: PathBuf,
+    },
+}
 
 /// Failcount at which a cell leaves the rotation.
 pub const MAX_FAILS: u32 = 3;
@@ -85,9 +156,10 @@ pub struct Recorded {
     pub after: u32,
 }
 
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_cells",
-    "CREATE TABLE cells (
+/// Released names never change: existing queues have recorded them.
+const MIGRATIONS: &[Migration] = &[Migration {
+    name: "0001_cells",
+    sql: "CREATE TABLE cells (
         job_id TEXT PRIMARY KEY,
         repo TEXT NOT NULL,
         cpv TEXT NOT NULL,
@@ -101,31 +173,27 @@ const MIGRATIONS: &[(&str, &str)] = &[(
         last_run INTEGER            -- unix seconds
     );
     CREATE INDEX cells_cpv ON cells (repo, cpv);",
-)];
+}];
 
 fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)).unwrap_or(0)
 }
 
+/// The error of a query on the queue's database in `dir`.
+fn db_err(dir: &Path) -> impl FnOnce(rusqlite::Error) -> QueueError + '_ {
+    move |source| QueueError::Database { path: dir.join("state.sqlite"), source }
+}
+
 impl Queue {
     /// Opens (creating if needed) the queue folder `dir`.
-    pub fn open(dir: &Path) -> anyhow::Result<Queue> {
-        std::fs::create_dir_all(dir.join("pending")).with_context(|| format!("creating {}", dir.join("pending").display()))?;
-        let path = dir.join("state.sqlite");
-        let mut db = Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        // The assimilator records results while `generate` or `next` may run.
-        db.busy_timeout(std::time::Duration::from_secs(30))?;
-        db.pragma_update(None, "journal_mode", "WAL")?;
-        db.execute_batch("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY)")?;
-        for (name, sql) in MIGRATIONS {
-            let tx = db.transaction()?;
-            let done: Option<String> = tx.query_row("SELECT name FROM migrations WHERE name = ?1", [name], |r| r.get(0)).optional()?;
-            if done.is_none() {
-                tx.execute_batch(sql).with_context(|| format!("migration {name}"))?;
-                tx.execute("INSERT INTO migrations (name) VALUES (?1)", [name])?;
-            }
-            tx.commit()?;
-        }
+    pub fn open(dir: &Path) -> Result<Queue, QueueError> {
+        let pending = dir.join("pending");
+        std::fs::create_dir_all(&pending).map_err(|source| QueueError::Folder { path: pending, source })?;
+        // The assimilator records results while `generate` or `next` may run: wait for its
+        // lock. synchronous=NORMAL: a power cut may lose the last rotation updates, never
+        // corrupt the file; the results database, not the queue, is the record.
+        let options = Options { busy_timeout: Duration::from_secs(30), synchronous_full: false };
+        let db = gah_util::sqlite::open(&dir.join("state.sqlite"), MIGRATIONS, options)?;
         Ok(Queue { dir: dir.to_owned(), db })
     }
 
@@ -140,76 +208,89 @@ impl Queue {
     }
 
     /// Adds a plan's jobs: job files for the new ones, cells for the rotation.
-    pub fn add(&mut self, plan: &Plan) -> anyhow::Result<AddStats> {
+    pub fn add(&mut self, plan: &Plan) -> Result<AddStats, QueueError> {
         let mut stats = AddStats::default();
-        let tx = self.db.transaction()?;
+        let tx = self.db.transaction().map_err(db_err(&self.dir))?;
         for job in &plan.jobs {
             let path = self.dir.join("pending").join(format!("{}.json", job.job_id));
             if path.exists() {
                 stats.existing += 1;
             } else {
-                write_atomically(&path, &job.to_json())?;
+                gah_util::atomic::write(&path, &job.to_json())
+                    .map_err(|source| QueueError::WriteJob { job_id: job.job_id.clone(), source })?;
                 stats.added += 1;
             }
             let md5 = plan.ebuild_md5.get(&(job.repo.clone(), job.cpv.clone())).cloned().unwrap_or_default();
-            let old: Option<String> = tx.query_row("SELECT md5 FROM cells WHERE job_id = ?1", [&job.job_id], |r| r.get(0)).optional()?;
+            let old: Option<String> = tx
+                .query_row("SELECT md5 FROM cells WHERE job_id = ?1", [&job.job_id], |r| r.get(0))
+                .optional()
+                .map_err(db_err(&self.dir))?;
             match old {
                 None => {
                     tx.execute(
                         "INSERT INTO cells (job_id, repo, cpv, compiler, use_summary, md5) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                         params![job.job_id, job.repo, job.cpv, job.compiler.as_str(), job.use_flags.summary(), md5],
-                    )?;
+                    )
+                    .map_err(db_err(&self.dir))?;
                 }
                 Some(old) if old != md5 => {
                     stats.changed += 1;
-                    tx.execute("UPDATE cells SET md5 = ?2, failcount = 0 WHERE job_id = ?1", params![job.job_id, md5])?;
+                    tx.execute("UPDATE cells SET md5 = ?2, failcount = 0 WHERE job_id = ?1", params![job.job_id, md5])
+                        .map_err(db_err(&self.dir))?;
                 }
                 Some(_) => {}
             }
         }
-        tx.commit()?;
+        tx.commit().map_err(db_err(&self.dir))?;
         Ok(stats)
     }
 
     /// Every cell in rotation order; with `include_out` also those out of rotation (last).
-    pub fn cells(&self, include_out: bool) -> anyhow::Result<Vec<Cell>> {
-        let mut stmt = self.db.prepare(
-            "SELECT job_id, repo, cpv, compiler, use_summary, failcount, runs, last_status,
-                    (tested_md5 IS NOT NULL AND tested_md5 != md5) AS changed
-             FROM cells
-             WHERE ?2 OR failcount < ?1
-             ORDER BY failcount >= ?1, changed DESC, tested_md5 IS NOT NULL, failcount, COALESCE(last_run, 0), job_id",
-        )?;
-        let rows = stmt.query_map(params![MAX_FAILS, include_out], |r| {
-            Ok(Cell {
-                job_id: r.get(0)?,
-                repo: r.get(1)?,
-                cpv: r.get(2)?,
-                compiler: r.get(3)?,
-                use_summary: r.get(4)?,
-                failcount: r.get(5)?,
-                runs: r.get(6)?,
-                last_status: r.get(7)?,
-                changed: r.get(8)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+    pub fn cells(&self, include_out: bool) -> Result<Vec<Cell>, QueueError> {
+        let query = || -> rusqlite::Result<Vec<Cell>> {
+            let mut stmt = self.db.prepare(
+                "SELECT job_id, repo, cpv, compiler, use_summary, failcount, runs, last_status,
+                        (tested_md5 IS NOT NULL AND tested_md5 != md5) AS changed
+                 FROM cells
+                 WHERE ?2 OR failcount < ?1
+                 ORDER BY failcount >= ?1, changed DESC, tested_md5 IS NOT NULL, failcount, COALESCE(last_run, 0), job_id",
+            )?;
+            let rows = stmt.query_map(params![MAX_FAILS, include_out], |r| {
+                Ok(Cell {
+                    job_id: r.get(0)?,
+                    repo: r.get(1)?,
+                    cpv: r.get(2)?,
+                    compiler: r.get(3)?,
+                    use_summary: r.get(4)?,
+                    failcount: r.get(5)?,
+                    runs: r.get(6)?,
+                    last_status: r.get(7)?,
+                    changed: r.get(8)?,
+                })
+            })?;
+            rows.collect()
+        };
+        query().map_err(db_err(&self.dir))
+    }
+
+    /// The job in `job_id`'s file.
+    fn read_job(&self, job_id: &str) -> Result<Job, QueueError> {
+        let path = self.job_path(job_id);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(source) => return Err(QueueError::ReadJob { path, source }),
+        };
+        Job::from_json(&bytes).map_err(|source| QueueError::ParseJob { path, source })
     }
 
     /// The next `n` jobs of the rotation, read from their files.
-    pub fn next(&self, n: usize) -> anyhow::Result<Vec<Job>> {
-        let mut out = Vec::new();
-        for cell in self.cells(false)?.into_iter().take(n) {
-            let path = self.job_path(&cell.job_id);
-            let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-            out.push(Job::from_json(&bytes).with_context(|| format!("parsing {}", path.display()))?);
-        }
-        Ok(out)
+    pub fn next(&self, n: usize) -> Result<Vec<Job>, QueueError> {
+        self.cells(false)?.into_iter().take(n).map(|cell| self.read_job(&cell.job_id)).collect()
     }
 
     /// The next `n` jobs of the rotation that have not been submitted to BOINC yet (no
     /// `submitted/<job_id>` marker, the one `create_work.sh` also writes and skips).
-    pub fn next_unsubmitted(&self, n: usize) -> anyhow::Result<Vec<Job>> {
+    pub fn next_unsubmitted(&self, n: usize) -> Result<Vec<Job>, QueueError> {
         let mut out = Vec::new();
         for cell in self.cells(false)? {
             if out.len() == n {
@@ -218,60 +299,65 @@ impl Queue {
             if self.dir.join("submitted").join(&cell.job_id).exists() {
                 continue;
             }
-            let path = self.job_path(&cell.job_id);
-            let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-            out.push(Job::from_json(&bytes).with_context(|| format!("parsing {}", path.display()))?);
+            out.push(self.read_job(&cell.job_id)?);
         }
         Ok(out)
     }
 
     /// Records that `jobs` were submitted (their `submitted/<job_id>` markers).
-    pub fn mark_submitted(&self, jobs: &[Job]) -> anyhow::Result<()> {
+    pub fn mark_submitted(&self, jobs: &[Job]) -> Result<(), QueueError> {
         let dir = self.dir.join("submitted");
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir_all(&dir).map_err(|source| QueueError::Folder { path: dir.clone(), source })?;
         for j in jobs {
-            let p = dir.join(&j.job_id);
-            std::fs::write(&p, b"").with_context(|| format!("writing {}", p.display()))?;
+            let path = dir.join(&j.job_id);
+            if let Err(source) = std::fs::write(&path, b"") {
+                return Err(QueueError::Mark { path, source });
+            }
         }
         Ok(())
     }
 
     /// Cells with a nonzero failcount, highest first.
-    pub fn fails(&self) -> anyhow::Result<Vec<Cell>> {
+    pub fn fails(&self) -> Result<Vec<Cell>, QueueError> {
         let mut cells: Vec<Cell> = self.cells(true)?.into_iter().filter(|c| c.failcount > 0).collect();
         cells.sort_by(|a, b| b.failcount.cmp(&a.failcount).then_with(|| a.job_id.cmp(&b.job_id)));
         Ok(cells)
     }
 
     /// Resets failcounts (back into the rotation). Returns how many cells changed.
-    pub fn zap(&mut self, which: Zap<'_>) -> anyhow::Result<usize> {
+    pub fn zap(&mut self, which: Zap<'_>) -> Result<usize, QueueError> {
         let selectors = match which {
-            Zap::All => return Ok(self.db.execute("UPDATE cells SET failcount = 0 WHERE failcount > 0", [])?),
+            Zap::All => return self.db.execute("UPDATE cells SET failcount = 0 WHERE failcount > 0", []).map_err(db_err(&self.dir)),
             Zap::Matching(s) => s,
         };
-        let failing: Vec<(String, String)> = {
+        let failing = || -> rusqlite::Result<Vec<(String, String)>> {
             let mut stmt = self.db.prepare("SELECT job_id, cpv FROM cells WHERE failcount > 0")?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            rows.collect::<Result<_, _>>()?
+            rows.collect()
         };
-        let tx = self.db.transaction()?;
-        let mut n = 0;
-        for (job_id, cpv) in failing {
-            let cp = split_cpv(&cpv).map_or(cpv.as_str(), |(cp, _)| cp);
-            if selectors.iter().any(|s| *s == job_id || *s == cpv || *s == cp) {
-                n += tx.execute("UPDATE cells SET failcount = 0 WHERE job_id = ?1", [&job_id])?;
+        let failing = failing().map_err(db_err(&self.dir))?;
+        let update = |db: &mut Connection| -> rusqlite::Result<usize> {
+            let tx = db.transaction()?;
+            let mut n = 0;
+            for (job_id, cpv) in failing {
+                let cp = split_cpv(&cpv).map_or(cpv.as_str(), |(cp, _)| cp);
+                if selectors.iter().any(|s| *s == job_id || *s == cpv || *s == cp) {
+                    n += tx.execute("UPDATE cells SET failcount = 0 WHERE job_id = ?1", [&job_id])?;
+                }
             }
-        }
-        tx.commit()?;
-        Ok(n)
+            tx.commit()?;
+            Ok(n)
+        };
+        update(&mut self.db).map_err(db_err(&self.dir))
     }
 
     /// Records a result for `job_id` (see the module docs for the rule).
-    pub fn record(&mut self, job_id: &str, status: Status) -> anyhow::Result<Recorded> {
-        let tx = self.db.transaction()?;
-        let before: Option<u32> = tx.query_row("SELECT failcount FROM cells WHERE job_id = ?1", [job_id], |r| r.get(0)).optional()?;
+    pub fn record(&mut self, job_id: &str, status: Status) -> Result<Recorded, QueueError> {
+        let tx = self.db.transaction().map_err(db_err(&self.dir))?;
+        let before: Option<u32> =
+            tx.query_row("SELECT failcount FROM cells WHERE job_id = ?1", [job_id], |r| r.get(0)).optional().map_err(db_err(&self.dir))?;
         let Some(before) = before else {
-            anyhow::bail!("no cell {job_id} in {}", self.dir.display());
+            return Err(QueueError::NoCell { job_id: job_id.to_owned(), dir: self.dir.clone() });
         };
         let after = if status == Status::Success {
             0
@@ -283,25 +369,68 @@ impl Queue {
         tx.execute(
             "UPDATE cells SET failcount = ?2, runs = runs + 1, last_status = ?3, last_run = ?4, tested_md5 = md5 WHERE job_id = ?1",
             params![job_id, after, status.as_str(), now()],
-        )?;
-        tx.commit()?;
+        )
+        .map_err(db_err(&self.dir))?;
+        tx.commit().map_err(db_err(&self.dir))?;
         Ok(Recorded { before, after })
     }
 }
 
 /// Records a result in the queue at `queue_dir`: the entry point for the assimilator.
 /// `job_id` is the job's identifier (the BOINC workunit name).
-pub fn record_result(queue_dir: &Path, job_id: &str, status: Status) -> anyhow::Result<Recorded> {
+pub fn record_result(queue_dir: &Path, job_id: &str, status: Status) -> Result<Recorded, QueueError> {
     Queue::open(queue_dir)?.record(job_id, status)
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so a
-/// reader never sees half a file.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().context("path without a parent folder")?;
-    let name = path.file_name().context("path without a file name")?.to_string_lossy();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-    Ok(())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A queue made by the code before gah-util: its `migrations` table has no `applied_at`
+    /// column, and `0001_cells` is recorded.
+    fn old_queue(dir: &Path) {
+        std::fs::create_dir_all(dir.join("pending")).unwrap();
+        let db = Connection::open(dir.join("state.sqlite")).unwrap();
+        db.pragma_update(None, "journal_mode", "WAL").unwrap();
+        db.execute_batch("CREATE TABLE migrations (name TEXT PRIMARY KEY)").unwrap();
+        db.execute_batch(MIGRATIONS[0].sql).unwrap();
+        db.execute("INSERT INTO migrations (name) VALUES (?1)", [MIGRATIONS[0].name]).unwrap();
+        db.execute(
+            "INSERT INTO cells (job_id, repo, cpv, compiler, use_summary, md5, failcount) VALUES ('j', 'r', 'a/b-1', 'gcc', '', 'm', 2)",
+            [],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_queue_made_by_the_old_migration_runner_opens_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        old_queue(dir.path());
+        let mut q = Queue::open(dir.path()).unwrap();
+        let cells = q.fails().unwrap();
+        assert_eq!((cells.len(), cells[0].job_id.as_str(), cells[0].failcount), (1, "j", 2));
+        assert_eq!(q.record("j", Status::BuildFailed).unwrap(), Recorded { before: 2, after: 3 });
+        // Not applied twice, and the old table (without applied_at) still takes new names.
+        let names: Vec<String> =
+            q.db.prepare("SELECT name FROM migrations").unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+        assert_eq!(names, ["0001_cells"]);
+        gah_util::sqlite::migrate(&mut q.db, &[Migration { name: "0002_test", sql: "CREATE TABLE t (x)" }]).unwrap();
+        drop(q);
+        let q = Queue::open(dir.path()).unwrap();
+        let n: i64 = q.db.query_row("SELECT count(*) FROM migrations", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 2);
+    }
+
+    #[test]
+    fn errors_name_the_culprit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut q = Queue::open(dir.path()).unwrap();
+        let e = q.record("no-such-job", Status::Success).unwrap_err();
+        assert_eq!(e.to_string(), format!("no cell no-such-job in {}", dir.path().display()));
+        std::fs::write(q.job_path("bad"), b"{").unwrap();
+        let e = q.read_job("bad").unwrap_err();
+        assert!(matches!(&e, QueueError::ParseJob { path, .. } if path.ends_with("pending/bad.json")), "{e:?}");
+        let e = q.read_job("absent").unwrap_err();
+        assert!(matches!(&e, QueueError::ReadJob { path, .. } if path.ends_with("pending/absent.json")), "{e:?}");
+    }
 }

@@ -12,7 +12,6 @@
 
 use std::fmt::Write as _;
 
-use anyhow::Context;
 use gah_core::job::Job;
 use md5::{Digest, Md5};
 use quick_xml::escape::escape;
@@ -35,6 +34,65 @@ impl std::fmt::Debug for Remote {
         // The authenticator is a credential: keep it out of logs and panics.
         f.debug_struct("Remote").field("project_url", &self.project_url).field("job_url_base", &self.job_url_base).finish_non_exhaustive()
     }
+}
+
+/// A submission the project did not take, naming the URL.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    /// The HTTP client could not be built.
+    #[error("build the HTTP client")]
+    Client(#[source] reqwest::Error),
+    /// The request could not be sent or its reply not read.
+    #[error("POST {url}")]
+    Post {
+        /// The handler's URL.
+        url: String,
+        /// The cause.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The server answered with an HTTP error.
+    #[error("POST {url}: HTTP {status}: {body_head}")]
+    Http {
+        /// The handler's URL.
+        url: String,
+        /// The HTTP status.
+        status: reqwest::StatusCode,
+        /// The first 200 characters of the reply.
+        body_head: String,
+    },
+    /// The handler's reply is an error or not a batch id.
+    #[error("submit_batch at {url}")]
+    Reply {
+        /// The handler's URL.
+        url: String,
+        /// What the reply said.
+        #[source]
+        source: ReplyError,
+    },
+}
+
+/// A reply of the RPC handler that is not a batch id.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplyError {
+    /// The handler reported an `<error>`.
+    #[error(transparent)]
+    Refused(#[from] RpcError),
+    /// The reply has no `<batch_id>`.
+    #[error("no <batch_id> in the reply: {body_head}")]
+    NoBatchId {
+        /// The first 200 characters of the reply.
+        body_head: String,
+    },
+    /// The `<batch_id>` is not a number.
+    #[error("batch id `{id}` is not a number")]
+    BadBatchId {
+        /// The text found.
+        id: String,
+        /// The cause.
+        #[source]
+        source: std::num::ParseIntError,
+    },
 }
 
 /// An `<error>` reply of the RPC handler.
@@ -81,7 +139,7 @@ pub fn submit_batch_request(jobs: &[Job], sub: &Submission, remote: &Remote, bat
 }
 
 /// Reads the handler's reply: the batch id, or the `<error>` it reports.
-pub fn parse_reply(body: &str) -> anyhow::Result<u64> {
+pub fn parse_reply(body: &str) -> Result<u64, ReplyError> {
     let tag = |name: &str| -> Option<String> {
         let open = format!("<{name}>");
         let start = body.find(&open)? + open.len();
@@ -93,23 +151,27 @@ pub fn parse_reply(body: &str) -> anyhow::Result<u64> {
         let msg = tag("error_msg").unwrap_or_default();
         return Err(RpcError { num, msg }.into());
     }
-    let id = tag("batch_id").with_context(|| format!("no <batch_id> in the reply: {}", body.chars().take(200).collect::<String>()))?;
-    id.parse().with_context(|| format!("batch id `{id}` is not a number"))
+    let id = tag("batch_id").ok_or_else(|| ReplyError::NoBatchId { body_head: head(body) })?;
+    id.parse().map_err(|source| ReplyError::BadBatchId { id, source })
+}
+
+/// The start of a reply, for error messages.
+fn head(body: &str) -> String {
+    body.chars().take(200).collect()
 }
 
 /// POSTs `request` to the project's `submit_rpc_handler.php` and returns the batch id.
-pub fn send(client: &reqwest::blocking::Client, remote: &Remote, request: &str) -> anyhow::Result<u64> {
+pub fn send(client: &reqwest::blocking::Client, remote: &Remote, request: &str) -> Result<u64, RemoteError> {
     let url = format!("{}submit_rpc_handler.php", remote.project_url);
-    let resp = client.post(&url).form(&[("request", request)]).send().with_context(|| format!("POST {url}"))?;
-    let status = resp.status();
-    let body = resp.text().with_context(|| format!("reading the reply of {url}"))?;
-    if !status.is_success() {
-        anyhow::bail!("POST {url}: HTTP {status}: {}", body.chars().take(200).collect::<String>());
-    }
-    parse_reply(&body)
+    let body = match client.post(&url).form(&[("request", request)]).send().and_then(|resp| Ok((resp.status(), resp.text()?))) {
+        Ok((status, body)) if !status.is_success() => return Err(RemoteError::Http { url, status, body_head: head(&body) }),
+        Ok((_, body)) => body,
+        Err(source) => return Err(RemoteError::Post { url, source }),
+    };
+    parse_reply(&body).map_err(|source| RemoteError::Reply { url, source })
 }
 
 /// A blocking client with rustls and a timeout (a stuck server must not stall the daemon).
-pub fn client() -> anyhow::Result<reqwest::blocking::Client> {
-    reqwest::blocking::Client::builder().timeout(std::time::Duration::from_secs(60)).build().context("building the HTTP client")
+pub fn client() -> Result<reqwest::blocking::Client, RemoteError> {
+    reqwest::blocking::Client::builder().timeout(std::time::Duration::from_secs(60)).build().map_err(RemoteError::Client)
 }

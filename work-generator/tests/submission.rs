@@ -8,10 +8,13 @@ use std::path::{Path, PathBuf};
 
 use gah_core::job::{Compiler, Job};
 use gah_ebuild::{Profile, Strategy};
+use gah_util::process::command;
 use gah_workgen::boinc::{write_submission, Submission};
-use gah_workgen::daemon::{self, CommandCount, DaemonConfig, LocalSubmitter, RemoteSubmitter, Submitter, UnsentSource};
+use gah_workgen::daemon::{
+    self, CommandCount, DaemonConfig, DaemonError, LocalSubmitter, RemoteSubmitter, SubmitError, Submitter, UnsentError, UnsentSource,
+};
 use gah_workgen::distfiles::Mirror;
-use gah_workgen::remote::{self, Remote};
+use gah_workgen::remote::{self, Remote, RemoteError, ReplyError, RpcError};
 use gah_workgen::{load_repos, plan, plan_with, Config, Queue};
 
 fn root() -> PathBuf {
@@ -130,7 +133,7 @@ fn create_work_stdin_batches_against_a_fake_project() {
     let sub = Submission { stdin_batch: true, ..Submission::standard() };
     let script = write_submission(&q, &order, &sub, Some(&proj)).unwrap();
     for expected in ["10 submitted, 0 already submitted", "0 submitted, 10 already submitted"] {
-        let out = std::process::Command::new("sh").arg(&script).output().unwrap();
+        let out = command("sh").arg(&script).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("create_work.sh: {expected}"));
     }
@@ -148,6 +151,16 @@ fn create_work_stdin_batches_against_a_fake_project() {
     local.submit(&order[..2]).unwrap();
     let log = std::fs::read_to_string(proj.join("create_work.log")).unwrap();
     assert_eq!(log.lines().filter(|l| l.starts_with("job: ")).count(), 12);
+
+    // A failing create_work is named with what it said.
+    fake("create_work", "echo 'no app gah' >&2; exit 1");
+    let err = local.submit(&order[..1]).unwrap_err();
+    assert!(matches!(&err, SubmitError::CreateWork { project, .. } if *project == proj), "{err:?}");
+    let chain = format!("{:#}", anyhow::Error::from(err));
+    assert!(
+        chain.starts_with(&format!("create_work in {}: ", proj.display())) && chain.ends_with("(exit status: 1): no app gah"),
+        "{chain}"
+    );
 }
 
 /// A tiny HTTP/1.1 server on 127.0.0.1 standing in for BOINC's submit_rpc_handler.php (a
@@ -229,7 +242,13 @@ fn remote_submit_batch_against_a_test_double() {
     let req = remote::submit_batch_request(&order[..3], &sub, &remote, "nightly");
     assert_eq!(remote::send(&client, &remote, &req).unwrap(), 42);
     let err = remote::send(&client, &remote, &req).unwrap_err();
-    assert_eq!(err.to_string(), "BOINC submit_batch error -1: BOINC server: no app named gah was found");
+    let RemoteError::Reply { url: at, source: ReplyError::Refused(rpc) } = &err else { panic!("{err:?}") };
+    assert_eq!(at, &format!("{url}submit_rpc_handler.php"));
+    assert_eq!(rpc, &RpcError { num: -1, msg: "BOINC server: no app named gah was found".into() });
+    assert_eq!(
+        format!("{:#}", anyhow::Error::from(err)),
+        format!("submit_batch at {url}submit_rpc_handler.php: BOINC submit_batch error -1: BOINC server: no app named gah was found")
+    );
     let seen = server.join().unwrap();
     assert_eq!(seen[0].0, "POST /gah/submit_rpc_handler.php");
     let xml = &seen[0].1;
@@ -262,7 +281,7 @@ fn remote_submit_batch_against_a_test_double() {
 struct Counts(Vec<u64>);
 
 impl UnsentSource for Counts {
-    fn unsent(&mut self) -> anyhow::Result<u64> {
+    fn unsent(&mut self) -> Result<u64, UnsentError> {
         Ok(self.0.remove(0))
     }
 }
@@ -302,13 +321,34 @@ fn daemon_keeps_the_cushion_and_never_resubmits() {
     let rounds = daemon::run(&q, &mut CommandCount("echo ' 2 '".into()), &mut none, cfg, &mut |_| {}).unwrap();
     assert_eq!((rounds[0].unsent, rounds[0].submitted, none.0), (2, 0, 0));
     let err = daemon::run(&q, &mut CommandCount("echo lots".into()), &mut none, cfg, &mut |_| {}).unwrap_err();
-    assert_eq!(format!("{err:#}"), "counting unsent results: `echo lots` printed `lots`, not a count: invalid digit found in string");
+    assert!(matches!(err, DaemonError::Count(UnsentError::NotACount { .. })), "{err:?}");
+    assert_eq!(
+        format!("{:#}", anyhow::Error::from(err)),
+        "count unsent results: `echo lots` printed `lots`, not a count: invalid digit found in string"
+    );
+    let err = daemon::run(&q, &mut CommandCount("echo oops >&2; exit 3".into()), &mut none, cfg, &mut |_| {}).unwrap_err();
+    assert!(format!("{:#}", anyhow::Error::from(err)).ends_with("failed (exit status: 3): oops"));
+
+    // A submitter's failure names the batch; nothing is marked submitted.
+    let (q, order) = fixture_queue(&dir.path().join("queue2"));
+    let err = daemon::run(&q, &mut Counts(vec![0]), &mut Refusing, cfg, &mut |_| {}).unwrap_err();
+    assert_eq!(format!("{:#}", anyhow::Error::from(err)), format!("submit 3 jobs from {}: full", order[0].job_id));
+    assert_eq!(q.next_unsubmitted(10).unwrap().len(), 10);
+}
+
+/// A submitter whose server is always full.
+struct Refusing;
+
+impl Submitter for Refusing {
+    fn submit(&mut self, _: &[Job]) -> Result<(), SubmitError> {
+        Err(SubmitError::Other("full".into()))
+    }
 }
 
 struct RecordingSubmitter(usize);
 
 impl Submitter for RecordingSubmitter {
-    fn submit(&mut self, jobs: &[Job]) -> anyhow::Result<()> {
+    fn submit(&mut self, jobs: &[Job]) -> Result<(), SubmitError> {
         self.0 += jobs.len();
         Ok(())
     }

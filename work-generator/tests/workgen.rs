@@ -131,7 +131,7 @@ fn generate_writes_each_job_once_and_a_submission_script() {
     }
     assert_eq!(std::fs::read_to_string(qdir.join("templates/gah_in")).unwrap(), gah_workgen::boinc::INPUT_TEMPLATE);
     // The script is valid sh.
-    let status = std::process::Command::new("sh").arg("-n").arg(&script).status().unwrap();
+    let status = gah_util::process::command("sh").arg("-n").arg(&script).status().unwrap();
     assert!(status.success());
 
     let cmd = create_work_command(&p.jobs[0], &Submission::standard());
@@ -167,7 +167,7 @@ fn submission_script_runs_against_a_fake_project_and_is_idempotent() {
     let order = q.next(usize::MAX).unwrap();
     let script = write_submission(&q, &order, &Submission::standard(), Some(&proj)).unwrap();
     for expected in ["20 submitted, 0 already submitted", "0 submitted, 20 already submitted"] {
-        let out = std::process::Command::new("sh").arg(&script).output().unwrap();
+        let out = gah_util::process::command("sh").arg(&script).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("create_work.sh: {expected}"));
     }

@@ -1,0 +1,192 @@
+//! Tidy: the project's habits as a test, in the manner of rust-analyzer's `xtask/src/tidy.rs`.
+//! Each rule is one `#[test]`; ARCHITECTURE.md's invariants name the test that keeps them.
+//!
+//! - every Rust file opens with a `//!` doc comment;
+//! - libraries return typed errors: no `anyhow` in a library crate's code (binaries and test
+//!   support may use it);
+//! - no `#[ignore]` (a test that cannot run says why and returns, as the slow ones do);
+//! - `Command::new` only in `gah_util::process` (clippy's `disallowed_methods` says the same
+//!   for the workspace; this also covers code clippy does not build, such as `fuzz/`);
+//! - the crate graph: every dependency edge between our crates is on the list below, and no
+//!   product crate depends on test support.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use gah_tests::project_root;
+
+/// Every Rust source file of the checkout, skipping build output, caches and hidden folders.
+fn rust_files() -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = fs::read_dir(dir) else { return };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Ok(kind) = entry.file_type() else { continue };
+            if kind.is_dir() {
+                if !(name.starts_with('.') || name == "target" || name == "results" || name == "node_modules") {
+                    walk(&path, out);
+                }
+            } else if kind.is_file() && name.ends_with(".rs") {
+                out.push(path);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&project_root(), &mut out);
+    out.sort();
+    assert!(out.len() > 50, "found only {} Rust files under {}", out.len(), project_root().display());
+    out
+}
+
+fn relative(path: &Path) -> String {
+    path.strip_prefix(project_root()).unwrap_or(path).display().to_string()
+}
+
+/// Lines of code, without line comments (so a comment may name what it forbids).
+fn code_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines().enumerate().map(|(i, l)| (i + 1, l.split("//").next().unwrap_or(""))).filter(|(_, l)| !l.trim().is_empty())
+}
+
+/// Files that may name what they forbid: this test, and the one place allowed to spawn.
+fn scanned_for_code_rules() -> impl Iterator<Item = PathBuf> {
+    let exempt = [project_root().join("tests/tests/tidy.rs"), project_root().join("util/src/process.rs")];
+    rust_files().into_iter().filter(move |f| !exempt.contains(f))
+}
+
+fn fail_with(rule: &str, offenders: &[String]) {
+    assert!(offenders.is_empty(), "tidy: {rule}:\n  {}", offenders.join("\n  "));
+}
+
+#[test]
+fn every_module_opens_with_a_doc_comment() {
+    let offenders: Vec<String> = rust_files()
+        .into_iter()
+        .filter(|f| {
+            let text = fs::read_to_string(f).unwrap_or_default();
+            !text.lines().find(|l| !l.trim().is_empty()).is_some_and(|l| l.starts_with("//!"))
+        })
+        .map(|f| relative(&f))
+        .collect();
+    fail_with("these files do not open with a `//!` comment saying what they are for", &offenders);
+}
+
+#[test]
+fn no_ignored_tests() {
+    let mut offenders = Vec::new();
+    for f in scanned_for_code_rules() {
+        let text = fs::read_to_string(&f).unwrap_or_default();
+        for (n, line) in code_lines(&text) {
+            if line.contains("#[ignore") {
+                offenders.push(format!("{}:{n}", relative(&f)));
+            }
+        }
+    }
+    fail_with("`#[ignore]` hides a test; gate a slow one on RUN_SLOW_TESTS and say why it returned", &offenders);
+}
+
+#[test]
+fn programs_are_spawned_only_by_the_process_helper() {
+    let mut offenders = Vec::new();
+    for f in scanned_for_code_rules() {
+        let text = fs::read_to_string(&f).unwrap_or_default();
+        for (n, line) in code_lines(&text) {
+            if line.contains("Command::new(") {
+                offenders.push(format!("{}:{n}", relative(&f)));
+            }
+        }
+    }
+    fail_with("spawn programs with gah_util::process::command, not Command::new", &offenders);
+}
+
+/// `cargo metadata` for the workspace: the real crate graph, as Cargo sees it.
+fn metadata() -> serde_json::Value {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = gah_util::process::run_checked(
+        gah_util::process::command(cargo).args(["metadata", "--format-version", "1", "--no-deps", "--offline"]).current_dir(project_root()),
+    )
+    .expect("cargo metadata");
+    serde_json::from_slice(&out.stdout).expect("cargo metadata's JSON")
+}
+
+/// Test support: may use anyhow, and no product crate may depend on it.
+const TEST_SUPPORT: &[&str] = &["gah-tests", "gah-boinc-harness"];
+
+#[test]
+fn libraries_return_typed_errors() {
+    let meta = metadata();
+    let mut offenders = Vec::new();
+    for package in meta["packages"].as_array().expect("packages") {
+        let name = package["name"].as_str().unwrap_or_default();
+        if TEST_SUPPORT.contains(&name) {
+            continue;
+        }
+        for target in package["targets"].as_array().into_iter().flatten() {
+            if !target["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "lib")) {
+                continue;
+            }
+            // The library's folder: every module below it belongs to the library, except a
+            // binary's own `main.rs` and `bin/`.
+            let root = PathBuf::from(target["src_path"].as_str().expect("src_path"));
+            let dir = root.parent().expect("lib.rs has a folder");
+            for f in rust_files().into_iter().filter(|f| f.starts_with(dir)) {
+                let rel = f.strip_prefix(dir).unwrap_or(&f);
+                if rel == Path::new("main.rs") || rel.starts_with("bin") {
+                    continue;
+                }
+                let text = fs::read_to_string(&f).unwrap_or_default();
+                for (n, line) in code_lines(&text) {
+                    if line.contains("anyhow") {
+                        offenders.push(format!("{}:{n} (crate {name})", relative(&f)));
+                    }
+                }
+            }
+        }
+    }
+    fail_with("library code returns typed errors (thiserror); anyhow belongs in binaries and tests", &offenders);
+}
+
+/// Every dependency edge between our crates, by kind of dependency. A new edge is a design
+/// decision: add it here and to ARCHITECTURE.md's code map together.
+const ALLOWED_EDGES: &[(&str, &[&str])] = &[
+    ("gah-util", &[]),
+    ("gah-core", &["gah-util"]),
+    ("gah-ebuild", &["gah-core"]),
+    ("boinc-api", &[]),
+    ("gah-app", &["gah-core", "gah-util", "boinc-api"]),
+    ("gah-workgen", &["gah-core", "gah-ebuild", "gah-util"]),
+    ("gah-validator", &["gah-core", "gah-util"]),
+    ("gah-assimilator", &["gah-core", "gah-util", "gah-validator", "gah-workgen"]),
+    // The command line: the local pipeline runs gah-app as a program, never links it (nor
+    // BOINC's libraries).
+    ("gah", &["gah-core", "gah-util", "gah-ebuild", "gah-workgen", "gah-validator", "gah-assimilator"]),
+];
+
+#[test]
+fn the_crate_graph_is_the_one_in_architecture_md() {
+    let meta = metadata();
+    let ours: BTreeSet<String> = meta["packages"].as_array().expect("packages").iter().map(|p| p["name"].as_str().unwrap().to_owned()).collect();
+    let allowed: BTreeMap<&str, &[&str]> = ALLOWED_EDGES.iter().copied().collect();
+    let mut offenders = Vec::new();
+    for package in meta["packages"].as_array().expect("packages") {
+        let name = package["name"].as_str().unwrap();
+        let test_support = TEST_SUPPORT.contains(&name);
+        if !test_support && !allowed.contains_key(name) {
+            offenders.push(format!("{name}: a new crate; add its edges to ALLOWED_EDGES and a section to ARCHITECTURE.md"));
+        }
+        for dep in package["dependencies"].as_array().into_iter().flatten() {
+            let dep_name = dep["name"].as_str().unwrap();
+            if !ours.contains(dep_name) {
+                continue;
+            }
+            let dev = dep["kind"].as_str() == Some("dev");
+            if TEST_SUPPORT.contains(&dep_name) && !test_support {
+                offenders.push(format!("{name} → {dep_name}: product code never depends on test support"));
+            } else if !test_support && !dev && !allowed.get(name).is_some_and(|edges| edges.contains(&dep_name)) {
+                offenders.push(format!("{name} → {dep_name}: not an allowed edge"));
+            }
+        }
+    }
+    fail_with("the crate graph changed", &offenders);
+}
