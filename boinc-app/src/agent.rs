@@ -10,18 +10,80 @@
 //! package did: a failed build is a successful run with `status: build_failed`.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use gah_core::job::Job;
 use gah_core::outcome::{InstalledFile, Outcome, PackageVersion, PhaseTime, Status};
+use gah_util::atomic::AtomicError;
 
 use crate::backend::format_progress;
+use crate::binpkgs::BinpkgsError;
+
+/// A failure of the agent itself (a package that fails to build is no error: it is an
+/// outcome).
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The job file could not be read.
+    #[error("read {}", path.display())]
+    ReadJob {
+        /// The job file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The job file is no valid job.
+    #[error("job {}", path.display())]
+    BadJob {
+        /// The job file.
+        path: PathBuf,
+        /// The parser's complaint.
+        #[source]
+        source: gah_core::Error,
+    },
+    /// The progress port could not be opened.
+    #[error("open progress port {}", path.display())]
+    ProgressPort {
+        /// The port's device file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A file or folder of the output or of Portage's configuration could not be written.
+    #[error("write {}", path.display())]
+    Write {
+        /// The file or folder.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The cached binary packages could not be copied into the job's package folder.
+    #[error("seed {} with the cached binary packages", path.display())]
+    SeedBinpkgs {
+        /// The job's package folder.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: BinpkgsError,
+    },
+    /// emerge could not be started or waited for.
+    #[error("run emerge")]
+    Emerge(#[source] io::Error),
+    /// `outcome.json` could not be written.
+    #[error("write the outcome")]
+    Outcome(#[source] AtomicError),
+}
+
+fn write_error(path: &Path) -> impl FnOnce(io::Error) -> AgentError + '_ {
+    move |source| AgentError::Write { path: path.to_path_buf(), source }
+}
 
 /// Where the agent's inputs and outputs are.
 #[derive(Debug, Clone)]
@@ -58,11 +120,15 @@ struct Progress {
 }
 
 impl Progress {
-    fn open(target: &str) -> anyhow::Result<Progress> {
+    fn open(target: &str) -> Result<Progress, AgentError> {
         let sink: Box<dyn Write> = if target == "-" {
-            Box::new(std::io::stdout())
+            Box::new(io::stdout())
         } else {
-            Box::new(fs::OpenOptions::new().write(true).open(target).with_context(|| format!("open progress port {target}"))?)
+            let port = fs::OpenOptions::new()
+                .write(true)
+                .open(target)
+                .map_err(|source| AgentError::ProgressPort { path: target.into(), source })?;
+            Box::new(port)
         };
         Ok(Progress { sink })
     }
@@ -85,30 +151,32 @@ struct EmergeRun {
 }
 
 /// Runs the job and writes the outcome. Errors are the agent's own failures.
-pub fn run(config: &AgentConfig) -> anyhow::Result<()> {
+pub fn run(config: &AgentConfig) -> Result<(), AgentError> {
     let started = Instant::now();
-    let job = Job::from_json(&fs::read(&config.job).with_context(|| format!("read {}", config.job.display()))?)?;
+    let bytes = fs::read(&config.job).map_err(|source| AgentError::ReadJob { path: config.job.clone(), source })?;
+    let job = Job::from_json(&bytes).map_err(|source| AgentError::BadJob { path: config.job.clone(), source })?;
     let mut progress = Progress::open(&config.progress)?;
     progress.report(0.01, "start");
-    fs::create_dir_all(config.out.join("logs"))?;
+    let logs = config.out.join("logs");
+    fs::create_dir_all(&logs).map_err(write_error(&logs))?;
     let pkgdir = config.out.join("binpkgs");
-    fs::create_dir_all(&pkgdir)?;
+    fs::create_dir_all(&pkgdir).map_err(write_error(&pkgdir))?;
     // The cached packages seed the writable PKGDIR (Portage rewrites its index).
-    crate::binpkgs::merge(Path::new("/gah/in/binpkgs"), &pkgdir)?;
+    crate::binpkgs::merge(Path::new("/gah/in/binpkgs"), &pkgdir)
+        .map_err(|source| AgentError::SeedBinpkgs { path: pkgdir.clone(), source })?;
     pin_job_configuration(&config.config_root, &job)?;
 
     let deadline = started + Duration::from_secs(job.timeout_secs);
-    let mut log = fs::File::create(config.out.join("build.log"))?;
+    let log_path = config.out.join("build.log");
+    let mut log = Log { file: fs::File::create(&log_path).map_err(write_error(&log_path))?, path: log_path };
     let mut outcome = Outcome::for_job(&job, Status::Success);
 
-    let info = emerge_command(config, &job, &pkgdir).args(["--info", &format!("={}", job.cpv)]).output();
-    match info {
-        Ok(out) => fs::write(config.out.join("emerge-info.txt"), [out.stdout, out.stderr].concat())?,
-        Err(e) => anyhow::bail!("cannot run emerge: {e}"),
-    }
+    let info = emerge_command(config, &job, &pkgdir).args(["--info", &format!("={}", job.cpv)]).output().map_err(AgentError::Emerge)?;
+    let info_path = config.out.join("emerge-info.txt");
+    fs::write(&info_path, [info.stdout, info.stderr].concat()).map_err(write_error(&info_path))?;
 
     progress.report(0.05, "deps");
-    writeln!(log, "### gentoo@home: installing the dependencies of ={} (binary packages first)", job.cpv)?;
+    log.line(format_args!("### gentoo@home: installing the dependencies of ={} (binary packages first)", job.cpv))?;
     let deps_started = Instant::now();
     let mut deps_cmd = emerge_command(config, &job, &pkgdir);
     deps_cmd
@@ -132,7 +200,7 @@ pub fn run(config: &AgentConfig) -> anyhow::Result<()> {
         );
     }
 
-    writeln!(log, "### gentoo@home: building and testing ={} with {} (USE: {})", job.cpv, job.compiler, job.use_flags.summary())?;
+    log.line(format_args!("### gentoo@home: building and testing ={} with {} (USE: {})", job.cpv, job.compiler, job.use_flags.summary()))?;
     let mut build_cmd = emerge_command(config, &job, &pkgdir);
     build_cmd.args(["--oneshot", "--buildpkg", "--usepkg=n", "--quiet-build=n", "--color=n", "--nospinner"]).arg(format!("={}", job.cpv));
     let build = run_emerge(build_cmd, &mut log, deadline, &mut progress, (0.30, 0.98), &job.cpv)?;
@@ -168,47 +236,62 @@ fn finish(
     summary: &str,
     started: Instant,
     progress: &mut Progress,
-) -> anyhow::Result<()> {
+) -> Result<(), AgentError> {
     outcome.status = status;
     outcome.failed_phase = failed_phase.map(str::to_owned);
     outcome.summary = summary.to_owned();
     outcome.duration_secs = started.elapsed().as_secs_f64();
-    let tmp = config.out.join(".outcome.json.tmp");
-    fs::write(&tmp, outcome.to_json())?;
-    fs::rename(&tmp, config.out.join("outcome.json"))?;
+    gah_util::atomic::write(&config.out.join("outcome.json"), &outcome.to_json()).map_err(AgentError::Outcome)?;
     progress.report(1.0, "done");
     Ok(())
 }
 
+/// The build log, named in its write errors.
+struct Log {
+    file: fs::File,
+    path: PathBuf,
+}
+
+impl Log {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), AgentError> {
+        self.file.write_all(bytes).map_err(write_error(&self.path))
+    }
+
+    fn line(&mut self, line: std::fmt::Arguments<'_>) -> Result<(), AgentError> {
+        self.write(format!("{line}\n").as_bytes())
+    }
+}
+
 /// Writes the job's USE (every IUSE flag, for the target only) and FEATURES=test (target
 /// only: dependencies are not tested) into Portage's configuration.
-fn pin_job_configuration(config_root: &Path, job: &Job) -> anyhow::Result<()> {
+fn pin_job_configuration(config_root: &Path, job: &Job) -> Result<(), AgentError> {
     let etc = config_root.join("etc/portage");
     // `test` is driven by FEATURES=test and RESTRICT, never pinned.
     let flags: Vec<String> =
         job.use_flags.0.iter().filter(|(f, _)| f.as_str() != "test").map(|(f, on)| if *on { f.clone() } else { format!("-{f}") }).collect();
     write_config_entry(&etc.join("package.use"), "gah-job", &format!("={} {}\n", job.cpv, flags.join(" ")))?;
-    fs::create_dir_all(etc.join("env"))?;
-    fs::write(etc.join("env/gah-test.conf"), "FEATURES=\"${FEATURES} test\"\n")?;
+    let env = etc.join("env");
+    fs::create_dir_all(&env).map_err(write_error(&env))?;
+    let test_conf = env.join("gah-test.conf");
+    fs::write(&test_conf, "FEATURES=\"${FEATURES} test\"\n").map_err(write_error(&test_conf))?;
     write_config_entry(&etc.join("package.env"), "gah-job", &format!("={} gah-test.conf\n", job.cpv))?;
     Ok(())
 }
 
 /// Portage accepts `package.*` as a file or a folder of files: add to whichever it is.
-fn write_config_entry(path: &Path, name: &str, line: &str) -> anyhow::Result<()> {
+fn write_config_entry(path: &Path, name: &str, line: &str) -> Result<(), AgentError> {
     if path.is_file() {
-        let mut f = fs::OpenOptions::new().append(true).open(path)?;
-        f.write_all(line.as_bytes())?;
+        fs::OpenOptions::new().append(true).open(path).and_then(|mut f| f.write_all(line.as_bytes())).map_err(write_error(path))
     } else {
-        fs::create_dir_all(path)?;
-        fs::write(path.join(name), line)?;
+        fs::create_dir_all(path).map_err(write_error(path))?;
+        let file = path.join(name);
+        fs::write(&file, line).map_err(write_error(&file))
     }
-    Ok(())
 }
 
 fn emerge_command(config: &AgentConfig, job: &Job, pkgdir: &Path) -> std::process::Command {
     let (cc, cxx) = job.compiler.cc_cxx();
-    let mut cmd = crate::process::command("emerge");
+    let mut cmd = gah_util::process::command("emerge");
     // Naming our repositories replaces Portage's built-in ::gentoo entry, which points at a
     // folder the guest does not have.
     if let Ok(repos) = fs::read_to_string(config.config_root.join("etc/portage/repos.conf/gah.conf")) {
@@ -230,14 +313,17 @@ fn emerge_command(config: &AgentConfig, job: &Job, pkgdir: &Path) -> std::proces
 /// into progress, phase times and the failed phase.
 fn run_emerge(
     mut cmd: std::process::Command,
-    log: &mut fs::File,
+    log: &mut Log,
     deadline: Instant,
     progress: &mut Progress,
     span: (f64, f64),
     target: &str,
-) -> anyhow::Result<EmergeRun> {
+) -> Result<EmergeRun, AgentError> {
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
-    let mut child = cmd.spawn().context("start emerge")?;
+    let mut child = cmd.spawn().map_err(AgentError::Emerge)?;
+    // emerge leads its own process group (`process_group(0)`): its pid is the group's id, and
+    // a pid (at most 2^22) fits in an i32.
+    let group = nix::unistd::Pid::from_raw(-i32::try_from(child.id()).unwrap_or(i32::MAX));
     let (tx, rx) = mpsc::channel::<String>();
     for stream in [
         child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
@@ -271,7 +357,7 @@ fn run_emerge(
     loop {
         let now = Instant::now();
         if now >= deadline {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(-(child.id() as i32)), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
             let _ = child.wait();
             run.timed_out = true;
             close_phase(&mut current, &mut run.phases);
@@ -280,7 +366,7 @@ fn run_emerge(
         }
         match rx.recv_timeout((deadline - now).min(Duration::from_secs(1))) {
             Ok(line) => {
-                log.write_all(line.as_bytes())?;
+                log.write(line.as_bytes())?;
                 let trimmed = line.trim();
                 if let Some(pkg) = emerging_package(trimmed) {
                     in_target = pkg.cpv == target;
@@ -305,9 +391,8 @@ fn run_emerge(
         }
     }
     close_phase(&mut current, &mut run.phases);
-    let status = child.wait()?;
+    let status = child.wait().map_err(AgentError::Emerge)?;
     run.success = status.success();
-    log.flush()?;
     Ok(run)
 }
 
@@ -329,7 +414,7 @@ fn failed_phase(line: &str) -> Option<String> {
 }
 
 /// The package's installed files from Portage's `CONTENTS`, hashed.
-fn installed_files(vdb: &Path, cpv: &str) -> anyhow::Result<Vec<InstalledFile>> {
+fn installed_files(vdb: &Path, cpv: &str) -> io::Result<Vec<InstalledFile>> {
     let contents = fs::read_to_string(vdb.join(cpv).join("CONTENTS"))?;
     let mut files = Vec::new();
     for line in contents.lines() {

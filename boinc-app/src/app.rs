@@ -5,29 +5,169 @@
 //! suspend/resume, quit, abort), packs the outcome archive and calls `boinc_finish`.
 
 use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Context};
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use gah_core::job::Job;
 use gah_core::outcome::{Outcome, Status};
+use gah_util::atomic::{AtomicError, AtomicFile};
+use gah_util::error_chain;
+use gah_util::untar::{self, Rules, UntarError};
 
-use crate::backend::accel::{kvm_usable, qemu_binary};
-use crate::backend::sandbox::SandboxBackend;
-use crate::backend::vm::{Image, VmBackend};
-use crate::backend::{Backend, GuestInput};
-use crate::supervisor::{Command, Ending, Supervisor};
+pub use crate::backend::choose::BackendChoice;
+use crate::backend::choose::{choose, ChooseError};
+use crate::backend::{Backend, BackendError, GuestInput, Image};
+use crate::binpkgs::BinpkgsError;
+use crate::rootfs_archive::RootfsError;
+use crate::supervisor::{Command, Ending, Supervisor, SupervisorError};
+use crate::SAY;
 
-/// Which isolation to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum BackendChoice {
-    /// A VM with working KVM, else the sandbox, else a VM under TCG.
-    Auto,
-    /// qemu (KVM when it works here, TCG otherwise).
-    Vm,
-    /// Linux namespaces over the guest root.
-    Sandbox,
+/// Most file data unpacked from one input tar (the repository or the distfiles): the
+/// workunit's disk bound (`rsc_disk_bound` in `templates/gah_in`), past which the client
+/// would abort the task anyway.
+const MAX_INPUT_BYTES: u64 = 10_000_000_000;
+
+/// A step of the app that failed, with the file or name involved.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The BOINC runtime could not be initialised.
+    #[error("initialise the BOINC runtime")]
+    Init(#[source] boinc_api::Error),
+    /// A logical file name could not be resolved.
+    #[error("find the file {name:?}")]
+    Resolve {
+        /// The logical name.
+        name: String,
+        /// The cause.
+        #[source]
+        source: boinc_api::Error,
+    },
+    /// A path could not be made absolute.
+    #[error("make {} absolute", path.display())]
+    Absolute {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The job file could not be read.
+    #[error("read job {}", path.display())]
+    ReadJob {
+        /// The job file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The job file is no valid job.
+    #[error("job {}", path.display())]
+    BadJob {
+        /// The job file.
+        path: PathBuf,
+        /// The parser's complaint.
+        #[source]
+        source: gah_core::Error,
+    },
+    /// The sandbox's guest root is neither a folder nor an archive here.
+    #[error("no guest root: neither the folder {} nor the archive {} exists", tree.display(), archive.display())]
+    NoGuestRoot {
+        /// The folder looked for.
+        tree: PathBuf,
+        /// The archive looked for.
+        archive: PathBuf,
+    },
+    /// The guest root's archive could not be unpacked.
+    #[error(transparent)]
+    GuestRoot(#[from] RootfsError),
+    /// No backend could be had.
+    #[error(transparent)]
+    Choose(#[from] ChooseError),
+    /// The client could not be told to retry later.
+    #[error("ask the client to retry later")]
+    TemporaryExit(#[source] boinc_api::Error),
+    /// A folder could not be created.
+    #[error("create {}", path.display())]
+    Create {
+        /// The folder.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The running program (beside which the agent is) could not be found.
+    #[error("find this program")]
+    CurrentExe(#[source] io::Error),
+    /// The job or the agent could not be copied into `/gah/in`.
+    #[error("stage {}", path.display())]
+    Stage {
+        /// The file copied.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// An input tar could not be opened.
+    #[error("open input {}", path.display())]
+    OpenInput {
+        /// The input.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// An input tar could not be unpacked.
+    #[error("unpack input {}", path.display())]
+    UnpackInput {
+        /// The input.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: UntarError,
+    },
+    /// The guest could not be started.
+    #[error("start the guest")]
+    Start(#[source] BackendError),
+    /// Supervising the guest failed.
+    #[error(transparent)]
+    Supervise(#[from] SupervisorError),
+    /// The outcome archive could not be written.
+    #[error("write the outcome archive {}", path.display())]
+    WriteOutcome {
+        /// The archive.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The outcome archive could not be put in place.
+    #[error("write the outcome archive {}", path.display())]
+    PlaceOutcome {
+        /// The archive.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: AtomicError,
+    },
+    /// The job's binary packages could not be added to the cache.
+    #[error("add the job's binary packages to {}", path.display())]
+    UpdateBinpkgs {
+        /// The cache.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: BinpkgsError,
+    },
+}
+
+fn absolute(path: &Path) -> Result<PathBuf, AppError> {
+    std::path::absolute(path).map_err(|source| AppError::Absolute { path: path.to_path_buf(), source })
+}
+
+fn create_dir(path: &Path) -> Result<(), AppError> {
+    fs::create_dir_all(path).map_err(|source| AppError::Create { path: path.to_path_buf(), source })
 }
 
 /// Builds and tests one Gentoo package configuration in an isolated guest.
@@ -107,20 +247,22 @@ pub struct Args {
 }
 
 /// Runs the app; returns only in standalone error cases (BOINC's finish exits the process).
-pub fn main(args: Args) -> anyhow::Result<()> {
-    let runtime = boinc_api::init(&boinc_api::Options::wrapper()).context("initialise the BOINC runtime")?;
+pub fn main(args: Args) -> Result<(), AppError> {
+    let runtime = boinc_api::init(&boinc_api::Options::wrapper()).map_err(AppError::Init)?;
     // Absolute: the client hands out paths relative to the slot (`../../projects/…`), and
     // qemu-img reads a relative backing file relative to the overlay's own folder.
-    let resolve = |name: &str| -> anyhow::Result<PathBuf> { Ok(std::path::absolute(runtime.resolve_filename(name)?)?) };
+    let resolve = |name: &str| -> Result<PathBuf, AppError> {
+        absolute(&runtime.resolve_filename(name).map_err(|source| AppError::Resolve { name: name.to_owned(), source })?)
+    };
     let job_path = resolve(&args.job)?;
-    let job = Job::from_json(&fs::read(&job_path).with_context(|| format!("read job {}", job_path.display()))?)
-        .with_context(|| format!("job {}", job_path.display()))?;
+    let job_bytes = fs::read(&job_path).map_err(|source| AppError::ReadJob { path: job_path.clone(), source })?;
+    let job = Job::from_json(&job_bytes).map_err(|source| AppError::BadJob { path: job_path.clone(), source })?;
     let image = match &args.image {
         Some(dir) => Image::in_dir(dir),
         None => Image { kernel: resolve(&args.kernel)?, initramfs: resolve(&args.initramfs)?, rootfs_ext4: resolve(&args.rootfs_disk)? },
     };
     // Only when the sandbox is a candidate: unpacking the archive costs a while, once.
-    let rootfs_tree = || -> anyhow::Result<PathBuf> {
+    let rootfs_tree = || -> Result<PathBuf, AppError> {
         let tree = match &args.image {
             Some(dir) => dir.join("rootfs"),
             None => resolve(&args.rootfs_tree)?,
@@ -130,42 +272,43 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         }
         let archive = resolve(&args.rootfs_archive)?;
         if !archive.is_file() {
-            bail!("no guest root: neither the folder {} nor the archive {} exists", tree.display(), archive.display());
+            return Err(AppError::NoGuestRoot { tree, archive });
         }
-        crate::rootfs_archive::unpacked(&archive)
+        Ok(crate::rootfs_archive::unpacked(&archive)?)
     };
     let output = resolve(&args.output)?;
     let binpkgs = resolve(&args.binpkgs)?;
-    fs::create_dir_all(&binpkgs).with_context(|| format!("create {}", binpkgs.display()))?;
-    let slot = args.slot.clone().unwrap_or_else(|| PathBuf::from("slot"));
-    let slot = std::path::absolute(&slot)?;
-    // A restarted task resumes from its checkpoint; otherwise it starts clean, keeping the
-    // binary packages an earlier attempt built (the sandbox resumes by phase).
-    if crate::backend::vm::Checkpoint::load(&slot.join("vm")).is_none() {
-        salvage_binpkgs(&slot.join("out/binpkgs"), &binpkgs);
-        let _ = fs::remove_dir_all(&slot);
-    } else {
-        eprintln!("gah-app: resuming from the checkpoint in {}", slot.join("vm").display());
-    }
-    fs::create_dir_all(&slot).with_context(|| format!("create slot {}", slot.display()))?;
+    create_dir(&binpkgs)?;
+    let slot = absolute(&args.slot.clone().unwrap_or_else(|| PathBuf::from("slot")))?;
 
-    let backend = match choose_backend(args.backend, &image, rootfs_tree) {
+    let backend = match choose(args.backend, &image, rootfs_tree) {
         Ok(b) => b,
         Err(e) if !runtime.is_standalone() => {
             // Nothing here can run a guest: tell the volunteer, and let the client retry later.
-            let reason = format!("gentoo@home cannot run here: {e:#}");
-            runtime.temporary_exit(Duration::from_secs(86_400), &reason, true)?;
-            unreachable!("temporary_exit exits");
+            let reason = format!("gentoo@home cannot run here: {}", error_chain(&e));
+            let never = runtime.temporary_exit(Duration::from_secs(86_400), &reason, true).map_err(AppError::TemporaryExit)?;
+            match never {}
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     };
+    // A restarted task resumes from its checkpoint; otherwise it starts clean, keeping the
+    // binary packages an earlier attempt built (the sandbox resumes by phase).
+    match backend.resumes_from(&slot) {
+        Some(checkpoint) => tracing::info!(target: SAY, "resuming from the checkpoint in {}", checkpoint.display()),
+        None => {
+            salvage_binpkgs(&slot.join("out/binpkgs"), &binpkgs);
+            let _ = fs::remove_dir_all(&slot);
+        }
+    }
+    create_dir(&slot)?;
     let agent = match &args.agent {
         Some(a) => a.clone(),
-        None => std::env::current_exe()?.with_file_name("gah-agent"),
+        None => std::env::current_exe().map_err(AppError::CurrentExe)?.with_file_name("gah-agent"),
     };
     let staged = stage_input(&slot, &job_path, &agent)?;
     let limits = crate::init_data::read(Path::new(boinc_api::INIT_DATA_FILE));
-    let host_cpus = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
+    // Far fewer CPUs than u32::MAX.
+    let host_cpus = std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX));
     let cpus = args.cpus.or(limits.ncpus).unwrap_or(host_cpus).clamp(1, host_cpus);
     // The workunit's memory bound, less the VMM's own share, caps the guest.
     let memory_mib = match limits.memory_bound_bytes {
@@ -176,13 +319,13 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         staged,
         repo: folder_or_unpacked(&resolve(&args.repo)?, &slot.join("inputs/repo"))?,
         distfiles: folder_or_unpacked(&resolve(&args.distfiles)?, &slot.join("inputs/distfiles"))?,
-        binpkgs: std::path::absolute(&binpkgs)?,
+        binpkgs: absolute(&binpkgs)?,
         slot: slot.clone(),
         memory_mib,
         cpus,
     };
-    eprintln!("gah-app: {} on backend {} ({})", job.job_id, backend.name(), backend.accelerator());
-    let guest = backend.start(&input)?;
+    tracing::info!(target: SAY, "{} on backend {} ({})", job.job_id, backend.name(), backend.accelerator());
+    let guest = backend.start(&input).map_err(AppError::Start)?;
     // Boot and platform overhead on top of the job's own limit.
     let limit = Duration::from_secs(job.timeout_secs + 300);
     let mut supervisor = Supervisor::new(guest, limit);
@@ -231,7 +374,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
                 }
                 Ok(None) => {}
                 // A failed checkpoint leaves the previous good one in place.
-                Err(e) => tracing::warn!("checkpoint failed: {e:#}"),
+                Err(e) => tracing::warn!("checkpoint failed: {}", error_chain(&e)),
             }
             runtime.checkpoint_completed();
         }
@@ -246,8 +389,10 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             runtime.abort_exit();
         }
         Ending::Quit => {
-            runtime.temporary_exit(Duration::from_secs(5), "gentoo@home: checkpointed, will resume", false)?;
-            unreachable!("temporary_exit exits");
+            let never = runtime
+                .temporary_exit(Duration::from_secs(5), "gentoo@home: checkpointed, will resume", false)
+                .map_err(AppError::TemporaryExit)?;
+            match never {}
         }
         Ending::TimedOut | Ending::GuestExited { .. } => {}
     }
@@ -256,75 +401,19 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let outcome = read_outcome(&out_dir, &job, &ending, &console, backend.as_ref());
     let log = fs::read(out_dir.join("build.log")).unwrap_or_else(|_| fs::read(&console).unwrap_or_default());
     let info = fs::read(out_dir.join("emerge-info.txt")).ok();
-    let tmp = output.with_extension("tmp");
-    let file = fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
-    gah_core::archive::write(file, &job, &outcome, &log, info.as_deref())?;
-    fs::rename(&tmp, &output).with_context(|| format!("write {}", output.display()))?;
+    let place = |source| AppError::PlaceOutcome { path: output.clone(), source };
+    let mut file = AtomicFile::create(&output).map_err(place)?;
+    gah_core::archive::write(&mut file, &job, &outcome, &log, info.as_deref())
+        .map_err(|source| AppError::WriteOutcome { path: output.clone(), source })?;
+    file.commit().map_err(place)?;
     if args.update_binpkgs {
-        crate::binpkgs::merge(&out_dir.join("binpkgs"), &binpkgs)?;
+        crate::binpkgs::merge(&out_dir.join("binpkgs"), &binpkgs)
+            .map_err(|source| AppError::UpdateBinpkgs { path: binpkgs.clone(), source })?;
     }
-    eprintln!("gah-app: {} {} ({}) -> {}", job.job_id, outcome.status, outcome.summary, output.display());
+    tracing::info!(target: SAY, "{} {} ({}) -> {}", job.job_id, outcome.status, outcome.summary, output.display());
     let _ = fs::remove_dir_all(&slot);
     runtime.fraction_done(1.0);
     runtime.finish(0)
-}
-
-/// Picks the backend, saying why on stderr.
-pub fn choose_backend(
-    choice: BackendChoice,
-    image: &Image,
-    rootfs_tree: impl FnOnce() -> anyhow::Result<PathBuf>,
-) -> anyhow::Result<Box<dyn Backend>> {
-    let helper = std::env::current_exe()?;
-    // The sandbox over its root, if that root can be had, and whether it runs here.
-    let sandbox = move || -> Result<SandboxBackend, String> {
-        let rootfs = rootfs_tree().map_err(|e| format!("{e:#}"))?;
-        let sandbox = SandboxBackend { rootfs, helper };
-        sandbox.probe()?;
-        Ok(sandbox)
-    };
-    let probe_cache = image.kernel.with_file_name("gah-kvm-probe.json");
-    let qemu = qemu_binary();
-    // Probing boots a kernel: only when a VM is a candidate.
-    let kvm = || match &qemu {
-        Some(q) if image.kernel.is_file() => kvm_usable(q, &image.kernel, &probe_cache),
-        Some(_) => crate::backend::accel::KvmProbe { usable: false, detail: "no guest kernel".into(), key: String::new() },
-        None => crate::backend::accel::KvmProbe { usable: false, detail: "qemu-system-x86_64 is not installed".into(), key: String::new() },
-    };
-    let vm = |kvm_ok: bool| -> anyhow::Result<Box<dyn Backend>> {
-        let Some(q) = qemu.clone() else { bail!("the vm backend needs qemu-system-x86_64 (Debian: qemu-system-x86)") };
-        image.check()?;
-        Ok(Box::new(VmBackend { qemu: q, image: image.clone(), kvm: kvm_ok }))
-    };
-    match choice {
-        BackendChoice::Vm => {
-            let kvm = kvm();
-            eprintln!("gah-app: backend vm, accelerator {} ({})", if kvm.usable { "kvm" } else { "tcg" }, kvm.detail);
-            vm(kvm.usable)
-        }
-        BackendChoice::Sandbox => {
-            let sandbox = sandbox().map_err(|e| anyhow::anyhow!("the sandbox does not work here: {e}"))?;
-            eprintln!("gah-app: backend sandbox (chosen)");
-            Ok(Box::new(sandbox))
-        }
-        BackendChoice::Auto => {
-            let kvm = kvm();
-            if kvm.usable {
-                eprintln!("gah-app: backend vm with kvm ({})", kvm.detail);
-                return vm(true);
-            }
-            match sandbox() {
-                Ok(sandbox) => {
-                    eprintln!("gah-app: backend sandbox (KVM unusable: {})", kvm.detail);
-                    Ok(Box::new(sandbox))
-                }
-                Err(why) => {
-                    eprintln!("gah-app: backend vm with tcg, slow (KVM unusable: {}; sandbox unusable: {why})", kvm.detail);
-                    vm(false)
-                }
-            }
-        }
-    }
 }
 
 /// CPU seconds of this process itself (unpacking inputs, supervising); the guest's are apart.
@@ -339,34 +428,32 @@ fn own_cpu_seconds() -> f64 {
 }
 
 /// A folder as it is, or a tar file unpacked (safely: nothing lands outside `into`).
-fn folder_or_unpacked(path: &Path, into: &Path) -> anyhow::Result<PathBuf> {
+fn folder_or_unpacked(path: &Path, into: &Path) -> Result<PathBuf, AppError> {
     if path.is_dir() {
-        return Ok(std::path::absolute(path)?);
+        return absolute(path);
     }
-    let file = fs::File::open(path).with_context(|| format!("open input {}", path.display()))?;
-    fs::create_dir_all(into)?;
-    let reader: Box<dyn std::io::Read> =
+    let file = fs::File::open(path).map_err(|source| AppError::OpenInput { path: path.to_path_buf(), source })?;
+    create_dir(into)?;
+    let reader: Box<dyn io::Read> =
         if path.extension().is_some_and(|e| e == "gz") { Box::new(flate2::read::GzDecoder::new(file)) } else { Box::new(file) };
-    let mut archive = tar::Archive::new(reader);
-    for entry in archive.entries().with_context(|| format!("read {}", path.display()))? {
-        let mut entry = entry.with_context(|| format!("read {}", path.display()))?;
-        let kind = entry.header().entry_type();
-        // Inputs are plain trees: links and devices have no business there.
-        if kind.is_file() || kind.is_dir() {
-            entry.unpack_in(into).with_context(|| format!("unpack {}", path.display()))?;
-        }
+    // Inputs are plain trees: links and devices have no business there.
+    let unpacked = untar::unpack(reader, into, Rules::plain_files(MAX_INPUT_BYTES))
+        .map_err(|source| AppError::UnpackInput { path: path.to_path_buf(), source })?;
+    if !unpacked.skipped.is_empty() {
+        tracing::warn!(input = %path.display(), skipped = ?unpacked.skipped, "input entries that are not plain files were left out");
     }
-    Ok(std::path::absolute(into)?)
+    absolute(into)
 }
 
 /// Lays out `/gah/in`: the job, the agent, and mount points for the big trees.
-fn stage_input(slot: &Path, job: &Path, agent: &Path) -> anyhow::Result<PathBuf> {
+fn stage_input(slot: &Path, job: &Path, agent: &Path) -> Result<PathBuf, AppError> {
     let staged = slot.join("in");
-    fs::create_dir_all(&staged)?;
-    fs::copy(job, staged.join("job.json")).with_context(|| format!("copy {}", job.display()))?;
-    fs::copy(agent, staged.join("gah-agent")).with_context(|| format!("copy the guest agent {}", agent.display()))?;
+    create_dir(&staged)?;
+    for (from, name) in [(job, "job.json"), (agent, "gah-agent")] {
+        fs::copy(from, staged.join(name)).map_err(|source| AppError::Stage { path: from.to_path_buf(), source })?;
+    }
     for dir in ["repo", "distfiles", "binpkgs"] {
-        fs::create_dir_all(staged.join(dir))?;
+        create_dir(&staged.join(dir))?;
     }
     Ok(staged)
 }
@@ -388,7 +475,7 @@ fn read_outcome(out_dir: &Path, job: &Job, ending: &Ending, console: &Path, back
                 job,
                 &format!(
                     "guest ended without an outcome: {detail}; log: {}",
-                    crate::process::tail(&fs::read(console).unwrap_or_default(), 3)
+                    gah_util::process::tail(&fs::read(console).unwrap_or_default(), 3)
                 ),
             ),
             _ => infra(job, "no outcome"),
@@ -410,7 +497,36 @@ fn infra(job: &Job, summary: &str) -> Outcome {
 fn salvage_binpkgs(from: &Path, to: &Path) {
     if from.is_dir() {
         if let Err(e) = crate::binpkgs::merge(from, to) {
-            tracing::warn!("could not keep the binary packages of the earlier attempt: {e:#}");
+            tracing::warn!("could not keep the binary packages of the earlier attempt: {}", error_chain(&e));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_input_tar_lands_as_plain_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
+        let mut h = tar::Header::new_gnu();
+        h.set_size(5);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "app-arch/bzip2/bzip2-1.0.8.ebuild", &b"EAPI="[..]).unwrap();
+        let mut link = tar::Header::new_gnu();
+        link.set_entry_type(tar::EntryType::Symlink);
+        link.set_size(0);
+        b.append_link(&mut link, "app-arch/shadow", "/etc/shadow").unwrap();
+        let input = dir.path().join("repo.tar.gz");
+        fs::write(&input, b.into_inner().unwrap().finish().unwrap()).unwrap();
+
+        let tree = folder_or_unpacked(&input, &dir.path().join("repo")).unwrap();
+        assert_eq!(fs::read(tree.join("app-arch/bzip2/bzip2-1.0.8.ebuild")).unwrap(), b"EAPI=");
+        assert!(tree.join("app-arch/shadow").symlink_metadata().is_err(), "links are left out");
+        // A folder is taken as it is.
+        assert_eq!(folder_or_unpacked(&tree, &dir.path().join("unused")).unwrap(), tree);
+        let e = folder_or_unpacked(&dir.path().join("absent.tar"), &dir.path().join("x")).unwrap_err();
+        assert!(error_chain(&e).starts_with(&format!("open input {}: ", dir.path().join("absent.tar").display())), "{}", error_chain(&e));
     }
 }

@@ -2,25 +2,65 @@
 //! cache and a job.
 
 use std::fs;
-use std::path::Path;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use gah_util::atomic::{AtomicError, AtomicFile};
+
+/// A step of [`merge`] that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BinpkgsError {
+    /// A folder could not be created.
+    #[error("create {}", path.display())]
+    Create {
+        /// The folder.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A folder could not be listed.
+    #[error("read {}", path.display())]
+    Read {
+        /// The folder.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A package or the index could not be copied.
+    #[error("copy {}", from.display())]
+    Copy {
+        /// The file copied.
+        from: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A copy could not be put in place.
+    #[error(transparent)]
+    Place(#[from] AtomicError),
+}
 
 /// Adds what `from` has and `to` lacks. Packages are immutable once written, so existing
 /// ones are kept; the `Packages` index changes with every build and is replaced. Each file
-/// lands through a rename, so a reader never sees half of one.
-pub fn merge(from: &Path, to: &Path) -> anyhow::Result<()> {
+/// lands durably through a rename, so a reader never sees half of one.
+pub fn merge(from: &Path, to: &Path) -> Result<(), BinpkgsError> {
     if !from.is_dir() {
         return Ok(());
     }
-    fs::create_dir_all(to)?;
-    for entry in fs::read_dir(from)? {
-        let entry = entry?;
+    fs::create_dir_all(to).map_err(|source| BinpkgsError::Create { path: to.to_path_buf(), source })?;
+    let read = |source| BinpkgsError::Read { path: from.to_path_buf(), source };
+    for entry in fs::read_dir(from).map_err(read)? {
+        let entry = entry.map_err(read)?;
         let target = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
+        if entry.file_type().map_err(read)?.is_dir() {
             merge(&entry.path(), &target)?;
         } else if entry.file_name() == "Packages" || !target.exists() {
-            let tmp = target.with_extension("gah-tmp");
-            fs::copy(entry.path(), &tmp)?;
-            fs::rename(&tmp, &target)?;
+            let file = AtomicFile::create(&target)?;
+            // fs::copy keeps the kernel's fast paths (copy_file_range, reflinks).
+            fs::copy(entry.path(), file.temp_path()).map_err(|source| BinpkgsError::Copy { from: entry.path(), source })?;
+            file.commit()?;
         }
     }
     Ok(())

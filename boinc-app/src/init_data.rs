@@ -39,8 +39,8 @@ pub fn parse(text: &str) -> Limits {
                 let Ok(value) = t.unescape() else { continue };
                 let Ok(number) = value.trim().parse::<f64>() else { continue };
                 match name.as_slice() {
-                    b"ncpus" if number >= 1.0 => limits.ncpus = Some(number.ceil() as u32),
-                    b"rsc_memory_bound" if number > 0.0 => limits.memory_bound_bytes = Some(number as u64),
+                    b"ncpus" if number >= 1.0 => limits.ncpus = Some(whole_u32(number.ceil())),
+                    b"rsc_memory_bound" if number > 0.0 => limits.memory_bound_bytes = Some(whole_u64(number)),
                     b"wu_cpu_time" if number > 0.0 => limits.earlier_cpu_secs = number,
                     _ => {}
                 }
@@ -51,6 +51,19 @@ pub fn parse(text: &str) -> Limits {
         }
     }
     limits
+}
+
+// The client writes these numbers as floats. A float-to-int `as` drops the fraction (wanted:
+// the CPU count is rounded up first, a byte count has none to speak of) and saturates at the
+// type's bounds, which no real count reaches.
+#[allow(clippy::cast_possible_truncation)]
+fn whole_u32(number: f64) -> u32 {
+    number as u32
+}
+
+#[allow(clippy::cast_possible_truncation)] // As above.
+fn whole_u64(number: f64) -> u64 {
+    number as u64
 }
 
 #[cfg(test)]

@@ -11,13 +11,15 @@
 //! tar is gone, i.e. the client dropped that app version) while nobody uses it.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Read;
+use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use anyhow::{bail, Context};
+use gah_util::untar::{self, Rules, UntarError};
 use nix::fcntl::{Flock, FlockArg};
+
+use crate::SAY;
 
 /// Written last into a complete tree: which tar (size, mtime) it came from.
 const STAMP: &str = ".gah-unpacked";
@@ -25,32 +27,94 @@ const STAMP: &str = ".gah-unpacked";
 /// Shared locks on the trees this process uses (by archive); released when it exits.
 static LEASES: Mutex<Vec<(PathBuf, Flock<File>)>> = Mutex::new(Vec::new());
 
+/// A step of getting the guest root's tree that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsError {
+    /// The archive is missing or unreadable.
+    #[error("guest root archive {}", path.display())]
+    Archive {
+        /// The archive.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The archive is a folder or some other non-file.
+    #[error("guest root archive {} is not a file", path.display())]
+    NotAFile {
+        /// The archive.
+        path: PathBuf,
+    },
+    /// The lock file could not be opened.
+    #[error("open {}", path.display())]
+    OpenLock {
+        /// The lock file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The lock could not be taken or changed.
+    #[error("lock {}", path.display())]
+    Lock {
+        /// The archive whose lock it is.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: nix::Error,
+    },
+    /// The archive could not be unpacked.
+    #[error("unpack {} (corrupt, or not a tar?)", path.display())]
+    Unpack {
+        /// The archive.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: UntarError,
+    },
+    /// A file or folder of the tree could not be written, renamed or removed.
+    #[error("{action} {}", path.display())]
+    Tree {
+        /// What was being done.
+        action: &'static str,
+        /// The file or folder.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn tree_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> RootfsError + 'a {
+    move |source| RootfsError::Tree { action, path: path.to_path_buf(), source }
+}
+
 /// The unpacked tree of `archive` (a tar file), unpacking it first if needed; holds a
 /// shared lease on it for the rest of the process.
-pub fn unpacked(archive: &Path) -> anyhow::Result<PathBuf> {
-    let archive = std::path::absolute(archive)?;
-    let meta = fs::metadata(&archive).with_context(|| format!("guest root archive {}", archive.display()))?;
+pub fn unpacked(archive: &Path) -> Result<PathBuf, RootfsError> {
+    let archive = std::path::absolute(archive).map_err(|source| RootfsError::Archive { path: archive.to_path_buf(), source })?;
+    let meta = fs::metadata(&archive).map_err(|source| RootfsError::Archive { path: archive.clone(), source })?;
     if !meta.is_file() {
-        bail!("guest root archive {} is not a file", archive.display());
+        return Err(RootfsError::NotAFile { path: archive });
     }
     let tree = suffixed(&archive, ".d");
     // Already leased by this process: a second flock on a new descriptor would wait for our own.
     if LEASES.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|(a, _)| *a == archive) {
         return Ok(tree);
     }
-    let stamp = format!("{} {}\n", meta.size(), meta.mtime_nsec() as i128 + meta.mtime() as i128 * 1_000_000_000);
+    let stamp = format!("{} {}\n", meta.size(), i128::from(meta.mtime_nsec()) + i128::from(meta.mtime()) * 1_000_000_000);
     let lock = open_lock(&archive)?;
-    let lock = Flock::lock(lock, FlockArg::LockExclusive).map_err(|(_, e)| e).with_context(|| format!("lock {}", archive.display()))?;
+    let lock = Flock::lock(lock, FlockArg::LockExclusive).map_err(|(_, source)| RootfsError::Lock { path: archive.clone(), source })?;
     if fs::read_to_string(tree.join(STAMP)).ok().as_deref() != Some(stamp.as_str()) {
         let started = std::time::Instant::now();
-        eprintln!("gah-app: unpacking the guest root {} (once per app version)", archive.display());
+        tracing::info!(target: SAY, "unpacking the guest root {} (once per app version)", archive.display());
         unpack_fresh(&archive, &tree, &stamp)?;
-        eprintln!("gah-app: guest root unpacked in {:.1} s", started.elapsed().as_secs_f64());
+        tracing::info!(target: SAY, "guest root unpacked in {:.1} s", started.elapsed().as_secs_f64());
     }
     // Still exclusive: no other task is unpacking this archive, so its temp folders are debris.
     prune(&archive);
     // Exclusive → shared: other tasks may use the tree too, nobody may prune it.
-    lock.relock(FlockArg::LockShared).with_context(|| format!("lock {}", archive.display()))?;
+    lock.relock(FlockArg::LockShared).map_err(|source| RootfsError::Lock { path: archive.clone(), source })?;
     LEASES.lock().unwrap_or_else(|e| e.into_inner()).push((archive, lock));
     Ok(tree)
 }
@@ -61,73 +125,43 @@ fn suffixed(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
-fn open_lock(archive: &Path) -> anyhow::Result<File> {
+fn open_lock(archive: &Path) -> Result<File, RootfsError> {
     let path = suffixed(archive, ".lock");
-    OpenOptions::new().create(true).truncate(false).write(true).open(&path).with_context(|| format!("open {}", path.display()))
+    OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|source| RootfsError::OpenLock { path, source })
 }
 
-/// Unpacks into a temp folder beside `tree`, stamps it, and swaps it in.
-fn unpack_fresh(archive: &Path, tree: &Path, stamp: &str) -> anyhow::Result<()> {
+/// Unpacks into a temp folder beside `tree`, stamps it, and swaps it in with a folder rename,
+/// so another task finds no tree or a whole one.
+fn unpack_fresh(archive: &Path, tree: &Path, stamp: &str) -> Result<(), RootfsError> {
     let tmp = suffixed(tree, &format!(".tmp-{}", std::process::id()));
     remove_tree(&tmp)?;
-    fs::create_dir_all(&tmp).with_context(|| format!("create {}", tmp.display()))?;
-    let file = File::open(archive).with_context(|| format!("open {}", archive.display()))?;
-    if let Err(e) = unpack_into(file, &tmp) {
-        let _ = remove_tree(&tmp);
-        return Err(e).with_context(|| format!("unpack {} (corrupt, or not a tar?)", archive.display()));
+    fs::create_dir_all(&tmp).map_err(tree_error("create", &tmp))?;
+    let file = File::open(archive).map_err(|source| RootfsError::Archive { path: archive.to_path_buf(), source })?;
+    // A whole root: links and modes kept, no device or fifo nodes (the sandbox mounts its
+    // own `/dev`, and an unprivileged client could not create them anyway).
+    match untar::unpack(file, &tmp, Rules::whole_root()) {
+        Ok(done) => tracing::debug!(files = done.files, bytes = done.bytes, skipped = done.skipped.len(), "guest root unpacked"),
+        Err(source) => {
+            let _ = remove_tree(&tmp);
+            return Err(RootfsError::Unpack { path: archive.to_path_buf(), source });
+        }
     }
-    fs::write(tmp.join(STAMP), stamp)?;
+    let stamp_file = tmp.join(STAMP);
+    fs::write(&stamp_file, stamp).map_err(tree_error("write", &stamp_file))?;
     remove_tree(tree)?;
-    fs::rename(&tmp, tree).with_context(|| format!("rename {} to {}", tmp.display(), tree.display()))?;
-    Ok(())
-}
-
-/// A whole root, safely: paths stay under `into` (the tar crate refuses `..` and writing
-/// through symlinks that leave it), no ownership changes, and no device or fifo nodes: the
-/// sandbox mounts its own `/dev`, and an unprivileged client could not create them anyway.
-fn unpack_into(reader: impl Read, into: &Path) -> anyhow::Result<()> {
-    let mut archive = tar::Archive::new(reader);
-    archive.set_preserve_permissions(true);
-    archive.set_preserve_mtime(true);
-    archive.set_unpack_xattrs(false);
-    archive.set_overwrite(true);
-    // Directories last (as `Archive::unpack` does), so a read-only folder is filled first.
-    let mut directories = Vec::new();
-    for entry in archive.entries()? {
-        let mut entry = entry?;
-        let kind = entry.header().entry_type();
-        if kind.is_block_special() || kind.is_character_special() || kind.is_fifo() {
-            continue;
-        }
-        if kind.is_dir() {
-            directories.push(entry);
-            continue;
-        }
-        let path = entry.path()?.into_owned();
-        if !entry.unpack_in(into)? {
-            bail!("entry {} would land outside the root", path.display());
-        }
-    }
-    // Deepest first, so a parent's mode is set after its children are created.
-    directories.sort_by_key(|d| std::cmp::Reverse(d.path().map(|p| p.components().count()).unwrap_or(0)));
-    for mut dir in directories {
-        let path = dir.path()?.into_owned();
-        if !dir.unpack_in(into)? {
-            bail!("entry {} would land outside the root", path.display());
-        }
-    }
+    fs::rename(&tmp, tree).map_err(tree_error("rename the unpacked tree to", tree))?;
     Ok(())
 }
 
 /// Removes a tree even where the archive made folders read-only.
-fn remove_tree(tree: &Path) -> anyhow::Result<()> {
+fn remove_tree(tree: &Path) -> Result<(), RootfsError> {
     match fs::symlink_metadata(tree) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e).with_context(|| format!("inspect {}", tree.display())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(tree_error("inspect", tree)(e)),
         Ok(_) => {}
     }
     make_writable(tree);
-    fs::remove_dir_all(tree).with_context(|| format!("remove {}", tree.display()))
+    fs::remove_dir_all(tree).map_err(tree_error("remove", tree))
 }
 
 fn make_writable(dir: &Path) {
@@ -244,7 +278,7 @@ mod tests {
         let mut bytes = tar_of(|b| add(b, "bin/sh", tar::EntryType::Regular, 0o755, &[7; 4000]));
         bytes.truncate(700);
         fs::write(&archive, bytes).unwrap();
-        let err = format!("{:#}", unpacked(&archive).unwrap_err());
+        let err = gah_util::error_chain(&unpacked(&archive).unwrap_err());
         assert!(err.contains("rootfs-bad.tar"), "{err}");
         let left: Vec<_> = fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
         assert_eq!(left.len(), 2, "only the archive and its lock file: {left:?}");

@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::backend::{Guest, GuestEvent};
+use crate::backend::{BackendError, Guest, GuestEvent};
 
 /// Where the supervisor is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +66,32 @@ pub struct NotAllowed {
     pub state: State,
 }
 
+/// What went wrong while supervising.
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    /// A command that makes no sense in the current state.
+    #[error(transparent)]
+    NotAllowed(#[from] NotAllowed),
+    /// [`Supervisor::poll`] after the run ended.
+    #[error("poll after the run ended")]
+    Ended,
+    /// The guest could not be paused.
+    #[error("pause the guest")]
+    Pause(#[source] BackendError),
+    /// The guest could not be resumed.
+    #[error("resume the guest")]
+    Resume(#[source] BackendError),
+    /// The guest could not be checkpointed.
+    #[error("checkpoint the guest")]
+    Checkpoint(#[source] BackendError),
+    /// The guest could not be killed.
+    #[error("kill the guest")]
+    Kill(#[source] BackendError),
+    /// The guest's events could not be read.
+    #[error("read the guest's events")]
+    Events(#[source] BackendError),
+}
+
 /// Owns the guest for its whole life.
 pub struct Supervisor {
     guest: Box<dyn Guest>,
@@ -109,18 +135,18 @@ impl Supervisor {
     }
 
     /// Applies a command; returns the ending when it ends the run.
-    pub fn command(&mut self, command: Command) -> Result<Option<Ending>, anyhow::Error> {
+    pub fn command(&mut self, command: Command) -> Result<Option<Ending>, SupervisorError> {
         match (self.state, command) {
             // Booting --Suspend--> Suspended; Running --Suspend--> Suspended
             (State::Booting | State::Running, Command::Suspend) => {
-                self.guest.pause()?;
+                self.guest.pause().map_err(SupervisorError::Pause)?;
                 self.suspended_at = Some(Instant::now());
                 self.transition(State::Suspended, "suspend");
                 Ok(None)
             }
             // Suspended --Resume--> Running
             (State::Suspended, Command::Resume) => {
-                self.guest.resume()?;
+                self.guest.resume().map_err(SupervisorError::Resume)?;
                 if let Some(since) = self.suspended_at.take() {
                     self.deadline += since.elapsed();
                 }
@@ -130,15 +156,18 @@ impl Supervisor {
             // any live state --Quit--> Checkpointing --> Finished: save, then stop.
             (State::Booting | State::Running | State::Suspended, Command::Quit) => {
                 if let Err(e) = self.checkpoint() {
-                    tracing::warn!("checkpoint before quitting failed, the task restarts from the last good one: {e:#}");
+                    tracing::warn!(
+                        "checkpoint before quitting failed, the task restarts from the last good one: {}",
+                        gah_util::error_chain(&e)
+                    );
                 }
-                self.guest.kill()?;
+                self.guest.kill().map_err(SupervisorError::Kill)?;
                 self.transition(State::Finished, "quit");
                 Ok(Some(Ending::Quit))
             }
             // any live state --Abort--> Finished
             (State::Booting | State::Running | State::Suspended, Command::Abort) => {
-                self.guest.kill()?;
+                self.guest.kill().map_err(SupervisorError::Kill)?;
                 self.transition(State::Finished, if command == Command::Quit { "quit" } else { "abort" });
                 Ok(Some(if command == Command::Quit { Ending::Quit } else { Ending::Aborted }))
             }
@@ -150,7 +179,7 @@ impl Supervisor {
 
     /// Saves the guest (Running/Suspended --> Checkpointing --> back). Returns the checkpoint's
     /// size, or `None` when the backend resumes by phase instead.
-    pub fn checkpoint(&mut self) -> anyhow::Result<Option<u64>> {
+    pub fn checkpoint(&mut self) -> Result<Option<u64>, SupervisorError> {
         let back = match self.state {
             State::Running | State::Suspended | State::Booting => self.state,
             state => return Err(NotAllowed { command: Command::Quit, state }.into()),
@@ -158,16 +187,16 @@ impl Supervisor {
         self.transition(State::Checkpointing, "checkpoint");
         let result = self.guest.checkpoint(self.fraction);
         self.transition(back, "checkpoint done");
-        result
+        result.map_err(SupervisorError::Checkpoint)
     }
 
     /// Waits up to `timeout` for the guest; returns the ending once there is one.
-    pub fn poll(&mut self, timeout: Duration) -> anyhow::Result<Option<Ending>> {
+    pub fn poll(&mut self, timeout: Duration) -> Result<Option<Ending>, SupervisorError> {
         if self.state == State::Finished {
-            anyhow::bail!("poll after the run ended");
+            return Err(SupervisorError::Ended);
         }
         if self.state != State::Suspended && Instant::now() >= self.deadline {
-            self.guest.kill()?;
+            self.guest.kill().map_err(SupervisorError::Kill)?;
             self.transition(State::Finished, "wall-clock limit");
             return Ok(Some(Ending::TimedOut));
         }
@@ -177,7 +206,7 @@ impl Supervisor {
         }
         // Drain what is already there, so the fraction reported next is the newest: a burst of
         // lines (a restored VM replays its progress log) must not show as old progress.
-        let mut event = self.guest.next_event(timeout)?;
+        let mut event = self.guest.next_event(timeout).map_err(SupervisorError::Events)?;
         while let Some(GuestEvent::Progress { fraction, phase }) = event {
             self.fraction = fraction;
             if phase != self.phase {
@@ -187,7 +216,7 @@ impl Supervisor {
             if self.state == State::Booting {
                 self.transition(State::Running, "first progress");
             }
-            event = self.guest.next_event(Duration::ZERO)?;
+            event = self.guest.next_event(Duration::ZERO).map_err(SupervisorError::Events)?;
         }
         match event {
             Some(GuestEvent::Exited { ok, detail }) => {
@@ -214,7 +243,6 @@ impl Supervisor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::{Guest, GuestEvent};
 
     /// Test double: a guest whose events and CPU time readings come from a script (CPU 0
     /// once "gone").
@@ -224,19 +252,19 @@ mod tests {
     }
 
     impl Guest for ScriptedGuest {
-        fn next_event(&mut self, _: Duration) -> anyhow::Result<Option<GuestEvent>> {
+        fn next_event(&mut self, _: Duration) -> Result<Option<GuestEvent>, BackendError> {
             Ok((!self.events.is_empty()).then(|| self.events.remove(0)))
         }
-        fn pause(&mut self) -> anyhow::Result<()> {
+        fn pause(&mut self) -> Result<(), BackendError> {
             Ok(())
         }
-        fn resume(&mut self) -> anyhow::Result<()> {
+        fn resume(&mut self) -> Result<(), BackendError> {
             Ok(())
         }
-        fn checkpoint(&mut self, _: f64) -> anyhow::Result<Option<u64>> {
+        fn checkpoint(&mut self, _: f64) -> Result<Option<u64>, BackendError> {
             Ok(None)
         }
-        fn kill(&mut self) -> anyhow::Result<()> {
+        fn kill(&mut self) -> Result<(), BackendError> {
             Ok(())
         }
         fn cpu_seconds(&self) -> f64 {

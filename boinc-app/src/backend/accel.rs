@@ -22,7 +22,7 @@ pub struct KvmProbe {
 
 /// The qemu binary for this host's architecture, if installed.
 pub fn qemu_binary() -> Option<PathBuf> {
-    crate::process::which("qemu-system-x86_64")
+    gah_util::process::which("qemu-system-x86_64")
 }
 
 fn probe_key(qemu: &Path, kernel: &Path) -> String {
@@ -62,7 +62,7 @@ fn probe_kvm(qemu: &Path, kernel: &Path, key: String) -> KvmProbe {
     };
     let console = dir.path().join("console.log");
     let started = Instant::now();
-    let child = crate::process::command(qemu)
+    let child = gah_util::process::command(qemu)
         .args(["-machine", "microvm", "-accel", "kvm", "-cpu", "host", "-m", "128", "-smp", "1"])
         .args(["-nodefaults", "-no-user-config", "-nic", "none", "-display", "none", "-no-reboot"])
         .arg("-serial")
@@ -99,6 +99,6 @@ fn probe_kvm(qemu: &Path, kernel: &Path, key: String) -> KvmProbe {
             use std::io::Read;
             let _ = e.read_to_string(&mut stderr);
         }
-        no(format!("kernel did not boot under KVM: {}", crate::process::tail(stderr.as_bytes(), 3)))
+        no(format!("kernel did not boot under KVM: {}", gah_util::process::tail(stderr.as_bytes(), 3)))
     }
 }

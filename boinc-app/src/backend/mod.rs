@@ -1,14 +1,61 @@
 //! Isolation backends behind one interface: [`vm`] (qemu) and [`sandbox`] (namespaces).
 //!
-//! Both run the same guest agent on the same guest root (see `docs/GUEST.md`). The supervisor
-//! knows only [`Backend`] and [`Guest`].
+//! Both run the same guest agent on the same guest root (see `docs/GUEST.md`). The app and the
+//! supervisor know only [`Backend`] and [`Guest`]; [`choose`] is the one place that picks and
+//! builds a backend.
 
 pub mod accel;
+pub mod choose;
 pub mod sandbox;
 pub mod vm;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// The guest image's files the vm backend boots (see `docs/GUEST.md`).
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// `rootfs.ext4`.
+    pub rootfs_ext4: PathBuf,
+    /// `vmlinux`.
+    pub kernel: PathBuf,
+    /// `initramfs.cpio.gz`.
+    pub initramfs: PathBuf,
+}
+
+/// A file of the guest image that is not there.
+#[derive(Debug, thiserror::Error)]
+#[error("guest image file {} is missing (build it with vm-images/test-image/build.sh)", path.display())]
+pub struct MissingImageFile {
+    /// The file.
+    pub path: PathBuf,
+}
+
+impl Image {
+    /// The image files in `dir`.
+    pub fn in_dir(dir: &Path) -> Image {
+        Image { rootfs_ext4: dir.join("rootfs.ext4"), kernel: dir.join("vmlinux"), initramfs: dir.join("initramfs.cpio.gz") }
+    }
+
+    /// Names the first missing file, if any.
+    pub fn check(&self) -> Result<(), MissingImageFile> {
+        match [&self.rootfs_ext4, &self.kernel, &self.initramfs].into_iter().find(|f| !f.is_file()) {
+            Some(f) => Err(MissingImageFile { path: f.clone() }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// What failed in a backend or its guest. The supervisor only passes it on.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// In the qemu backend.
+    #[error(transparent)]
+    Vm(#[from] vm::VmError),
+    /// In the namespace backend.
+    #[error(transparent)]
+    Sandbox(#[from] sandbox::SandboxGuestError),
+}
 
 /// What a backend needs to start a guest for one job.
 #[derive(Debug, Clone)]
@@ -49,16 +96,16 @@ pub enum GuestEvent {
 /// A running guest. Owned by exactly one supervisor.
 pub trait Guest {
     /// Waits up to `timeout` for the next event; `None` if nothing happened.
-    fn next_event(&mut self, timeout: Duration) -> anyhow::Result<Option<GuestEvent>>;
+    fn next_event(&mut self, timeout: Duration) -> Result<Option<GuestEvent>, BackendError>;
     /// Stops the guest's CPUs / processes, keeping its state.
-    fn pause(&mut self) -> anyhow::Result<()>;
+    fn pause(&mut self) -> Result<(), BackendError>;
     /// Undoes [`Guest::pause`].
-    fn resume(&mut self) -> anyhow::Result<()>;
+    fn resume(&mut self) -> Result<(), BackendError>;
     /// Saves the guest's whole state so a later start in the same slot resumes from here.
     /// Returns the checkpoint's size, or `None` when the backend resumes by phase instead.
-    fn checkpoint(&mut self, fraction: f64) -> anyhow::Result<Option<u64>>;
+    fn checkpoint(&mut self, fraction: f64) -> Result<Option<u64>, BackendError>;
     /// Kills the guest for good; nothing of it keeps running afterwards.
-    fn kill(&mut self) -> anyhow::Result<()>;
+    fn kill(&mut self) -> Result<(), BackendError>;
     /// CPU seconds the guest has used so far (qemu's, or every sandboxed process's).
     fn cpu_seconds(&self) -> f64;
     /// Host-side log of the guest (console or sandbox stderr), for diagnostics.
@@ -71,8 +118,11 @@ pub trait Backend {
     fn name(&self) -> &'static str;
     /// `kvm`, `tcg` or `none`.
     fn accelerator(&self) -> &'static str;
-    /// Starts a guest for the job staged in `input`.
-    fn start(&self, input: &GuestInput) -> anyhow::Result<Box<dyn Guest>>;
+    /// The saved guest state a start in `slot` would resume from, if a good one is there;
+    /// `None` when a start begins afresh (always for a backend that resumes by phase).
+    fn resumes_from(&self, slot: &Path) -> Option<PathBuf>;
+    /// Starts a guest for the job staged in `input`, from its saved state if there is one.
+    fn start(&self, input: &GuestInput) -> Result<Box<dyn Guest>, BackendError>;
 }
 
 /// User + system CPU seconds of one process, from `/proc/PID/stat`.

@@ -21,15 +21,15 @@
 //! sandbox.
 
 use std::ffi::CString;
+use std::fmt::Display;
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use anyhow::Context;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::{kill, Signal};
@@ -37,7 +37,7 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 use serde::{Deserialize, Serialize};
 
-use super::{parse_progress, Backend, Guest, GuestEvent, GuestInput};
+use super::{parse_progress, Backend, BackendError, Guest, GuestEvent, GuestInput};
 
 /// Exit code of the sandbox helper when setting up the sandbox failed (the step is on stderr).
 pub const SETUP_FAILED: i32 = 125;
@@ -74,27 +74,101 @@ pub struct SandboxSpec {
     pub max_file_bytes: u64,
 }
 
-/// A sandbox setup step that failed, with the path involved and the OS error.
+/// A sandbox setup step that failed, with the path involved and the OS error (the source,
+/// printed after the step by [`gah_util::error_chain`] or `{:#}`).
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
-    #[error("step 1, join cgroup {path}: {source}")]
-    Cgroup { path: PathBuf, source: std::io::Error },
-    #[error("step 2, {what}: {source}")]
+    #[error("step 1, join cgroup {}", path.display())]
+    Cgroup { path: PathBuf, source: io::Error },
+    #[error("step 2, {what}")]
     UserNamespace { what: String, source: nix::Error },
-    #[error("step 2, write {path}: {source}")]
-    IdMap { path: PathBuf, source: std::io::Error },
-    #[error("step 3, unshare namespaces: {0}")]
-    Unshare(nix::Error),
-    #[error("step 4, {what} {path}: {source}")]
+    #[error("step 2, write {}", path.display())]
+    IdMap { path: PathBuf, source: io::Error },
+    #[error("step 3, unshare namespaces")]
+    Unshare(#[source] nix::Error),
+    #[error("step 4, {what} {}", path.display())]
     Mount { what: &'static str, path: PathBuf, source: nix::Error },
-    #[error("step 4, prepare {path}: {source}")]
-    Prepare { path: PathBuf, source: std::io::Error },
-    #[error("step 5, pivot_root into {path}: {source}")]
+    #[error("step 4, prepare {}", path.display())]
+    Prepare { path: PathBuf, source: io::Error },
+    #[error("step 5, pivot_root into {}", path.display())]
     Pivot { path: PathBuf, source: nix::Error },
-    #[error("step 6, set resource limits: {0}")]
-    Limits(nix::Error),
-    #[error("step 7, {what}: {source}")]
+    #[error("step 6, set resource limits")]
+    Limits(#[source] nix::Error),
+    #[error("step 7, {what}")]
     Spawn { what: &'static str, source: nix::Error },
+}
+
+/// A step of starting, probing or controlling a sandbox (from `gah-app`'s side) that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxGuestError {
+    /// The guest root lacks a shell, so it is no guest root.
+    #[error("guest root {} has no /bin/sh", root.display())]
+    NoShell {
+        /// The guest root.
+        root: PathBuf,
+    },
+    /// A file or folder could not be created.
+    #[error("create {}", path.display())]
+    Create {
+        /// The file or folder.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The helper's spec could not be serialised (a path that is not UTF-8).
+    #[error("serialise the sandbox spec {}", path.display())]
+    Spec {
+        /// Where it was going.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The helper could not be started.
+    #[error("start {} __sandbox-init", program.display())]
+    Start {
+        /// The helper program.
+        program: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A trial sandbox failed; the helper said why.
+    #[error("a trial sandbox failed: {stderr_tail}")]
+    Trial {
+        /// The last lines of the helper's stderr.
+        stderr_tail: String,
+    },
+    /// The helper's exit could not be waited for.
+    #[error("wait for the sandbox helper")]
+    Wait(#[source] io::Error),
+    /// The cgroup freezer could not be set.
+    #[error("write {}", path.display())]
+    Freeze {
+        /// The freezer file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The sandbox's process group could not be stopped or continued.
+    #[error("signal the sandbox's process group {pgid}")]
+    Signal {
+        /// The process group.
+        pgid: i32,
+        /// The cause.
+        #[source]
+        source: nix::Error,
+    },
+}
+
+/// Says on stderr why the sandbox could not be set up. The helper has no tracing (it stays
+/// single-threaded and small), and its stderr is the channel: the backend shows its last
+/// `gah sandbox:` line (see [`SandboxGuest`]'s `next_event`).
+#[allow(clippy::print_stderr)]
+fn report_setup_failure(what: impl Display) {
+    eprintln!("gah sandbox: {what}");
 }
 
 /// Runs the whole sandbox in the current (fresh, single-threaded) process and returns the
@@ -130,7 +204,7 @@ pub fn enter(spec: &SandboxSpec) -> Result<i32, SandboxError> {
             let code = match namespace_child(spec, ready_w, go_r) {
                 Ok(code) => code,
                 Err(e) => {
-                    eprintln!("gah sandbox: {e}");
+                    report_setup_failure(gah_util::error_chain(&e));
                     SETUP_FAILED
                 }
             };
@@ -158,7 +232,7 @@ fn namespace_child(spec: &SandboxSpec, ready_w: std::os::fd::OwnedFd, go_r: std:
             let code = match pid_one(spec) {
                 Ok(code) => code,
                 Err(e) => {
-                    eprintln!("gah sandbox: {e}");
+                    report_setup_failure(gah_util::error_chain(&e));
                     SETUP_FAILED
                 }
             };
@@ -187,7 +261,7 @@ fn pid_one(spec: &SandboxSpec) -> Result<i32, SandboxError> {
     match unsafe { fork() }.map_err(|e| SandboxError::Spawn { what: "fork the agent", source: e })? {
         ForkResult::Child => {
             let err = nix::unistd::execve(&argv[0], &argv, &env).unwrap_err();
-            eprintln!("gah sandbox: step 7, exec {}: {err}", spec.argv[0]);
+            report_setup_failure(format_args!("step 7, exec {}: {err}", spec.argv[0]));
             std::process::exit(SETUP_FAILED);
         }
         ForkResult::Parent { child } => {
@@ -403,11 +477,14 @@ pub struct SandboxBackend {
 impl SandboxBackend {
     /// Checks that namespaces and overlayfs work here by running `true` in a sandbox over
     /// the guest root. Returns why not, if they don't.
-    pub fn probe(&self) -> Result<(), String> {
+    pub fn probe(&self) -> Result<(), SandboxGuestError> {
         if !self.rootfs.join("bin/sh").exists() {
-            return Err(format!("guest root {} has no /bin/sh", self.rootfs.display()));
+            return Err(SandboxGuestError::NoShell { root: self.rootfs.clone() });
         }
-        let scratch = tempfile::Builder::new().prefix("gah-probe-").tempdir().map_err(|e| e.to_string())?;
+        let scratch = tempfile::Builder::new()
+            .prefix("gah-probe-")
+            .tempdir()
+            .map_err(|source| SandboxGuestError::Create { path: std::env::temp_dir().join("gah-probe-*"), source })?;
         let spec = SandboxSpec {
             lower: self.rootfs.clone(),
             scratch: scratch.path().to_path_buf(),
@@ -418,30 +495,28 @@ impl SandboxBackend {
             max_file_bytes: 1 << 20,
         };
         let spec_path = scratch.path().join("spec.json");
-        fs::write(&spec_path, serde_json::to_vec(&spec).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
-        let out = crate::process::command(&self.helper).arg("__sandbox-init").arg(&spec_path).output().map_err(|e| e.to_string())?;
+        write_spec(&spec, &spec_path)?;
+        let out = gah_util::process::command(&self.helper)
+            .arg("__sandbox-init")
+            .arg(&spec_path)
+            .output()
+            .map_err(|source| SandboxGuestError::Start { program: self.helper.clone(), source })?;
         if out.status.success() {
             Ok(())
         } else {
-            Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+            Err(SandboxGuestError::Trial { stderr_tail: gah_util::process::tail(&out.stderr, 3) })
         }
     }
-}
 
-impl Backend for SandboxBackend {
-    fn name(&self) -> &'static str {
-        "sandbox"
-    }
-
-    fn accelerator(&self) -> &'static str {
-        "none"
-    }
-
-    fn start(&self, input: &GuestInput) -> anyhow::Result<Box<dyn Guest>> {
+    fn start_sandbox(&self, input: &GuestInput) -> Result<SandboxGuest, SandboxGuestError> {
+        let create = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| SandboxGuestError::Create { path, source }
+        };
         let out = input.output_dir();
-        fs::create_dir_all(&out).with_context(|| format!("create {}", out.display()))?;
+        fs::create_dir_all(&out).map_err(create(&out))?;
         let scratch = input.slot.join("sandbox");
-        fs::create_dir_all(&scratch).with_context(|| format!("create {}", scratch.display()))?;
+        fs::create_dir_all(&scratch).map_err(create(&scratch))?;
         reap_orphaned_cgroups();
         // Unique per task: under BOINC every slot folder is called `slot`.
         let job_tag =
@@ -484,16 +559,16 @@ impl Backend for SandboxBackend {
             max_file_bytes: 16 << 30,
         };
         let spec_path = scratch.join("spec.json");
-        fs::write(&spec_path, serde_json::to_vec_pretty(&spec)?).with_context(|| format!("write {}", spec_path.display()))?;
+        write_spec(&spec, &spec_path)?;
         let console = input.slot.join("sandbox-stderr.log");
-        let stderr = fs::File::create(&console).with_context(|| format!("create {}", console.display()))?;
-        let mut cmd = crate::process::command(&self.helper);
+        let stderr = fs::File::create(&console).map_err(create(&console))?;
+        let mut cmd = gah_util::process::command(&self.helper);
         cmd.arg("__sandbox-init").arg(&spec_path).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr).process_group(0);
         // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
         unsafe {
             cmd.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from));
         }
-        let mut child = cmd.spawn().with_context(|| format!("spawn {} __sandbox-init", self.helper.display()))?;
+        let mut child = cmd.spawn().map_err(|source| SandboxGuestError::Start { program: self.helper.clone(), source })?;
         let stdout = child.stdout.take().expect("stdout is piped");
         let (tx, rx) = mpsc::channel();
         // The agent's stdout carries progress lines; read it on its own thread so the agent
@@ -508,7 +583,31 @@ impl Backend for SandboxBackend {
             }
         });
         tracing::info!(pid = child.id(), cgroups = ?cgroups, "sandbox started");
-        Ok(Box::new(SandboxGuest { child, events: rx, cgroups, console, scratch, finished: false }))
+        Ok(SandboxGuest { child, events: rx, cgroups, console, scratch, finished: false })
+    }
+}
+
+fn write_spec(spec: &SandboxSpec, path: &Path) -> Result<(), SandboxGuestError> {
+    let json = serde_json::to_vec_pretty(spec).map_err(|source| SandboxGuestError::Spec { path: path.to_path_buf(), source })?;
+    fs::write(path, json).map_err(|source| SandboxGuestError::Create { path: path.to_path_buf(), source })
+}
+
+impl Backend for SandboxBackend {
+    fn name(&self) -> &'static str {
+        "sandbox"
+    }
+
+    fn accelerator(&self) -> &'static str {
+        "none"
+    }
+
+    fn resumes_from(&self, _slot: &Path) -> Option<PathBuf> {
+        // Processes can't be saved: a restart begins afresh and resumes by phase.
+        None
+    }
+
+    fn start(&self, input: &GuestInput) -> Result<Box<dyn Guest>, BackendError> {
+        Ok(Box::new(self.start_sandbox(input)?))
     }
 }
 
@@ -526,19 +625,25 @@ impl SandboxGuest {
         self.cgroups.iter().find(|c| c.join("freezer.state").exists() || c.join("cgroup.freeze").exists()).cloned()
     }
 
-    fn set_frozen(&self, frozen: bool) -> anyhow::Result<()> {
+    fn set_frozen(&self, frozen: bool) -> Result<(), SandboxGuestError> {
         if let Some(cg) = self.freezer() {
-            if cg.join("freezer.state").exists() {
-                fs::write(cg.join("freezer.state"), if frozen { "FROZEN" } else { "THAWED" })?;
+            let (path, text) = if cg.join("freezer.state").exists() {
+                (cg.join("freezer.state"), if frozen { "FROZEN" } else { "THAWED" })
             } else {
-                fs::write(cg.join("cgroup.freeze"), if frozen { "1" } else { "0" })?;
-            }
-            return Ok(());
+                (cg.join("cgroup.freeze"), if frozen { "1" } else { "0" })
+            };
+            return fs::write(&path, text).map_err(|source| SandboxGuestError::Freeze { path, source });
         }
         // No freezer: stop the whole process group instead.
-        let pgid = Pid::from_raw(-(self.child.id() as i32));
-        kill(pgid, if frozen { Signal::SIGSTOP } else { Signal::SIGCONT })?;
-        Ok(())
+        let pgid = self.process_group();
+        kill(Pid::from_raw(-pgid), if frozen { Signal::SIGSTOP } else { Signal::SIGCONT })
+            .map_err(|source| SandboxGuestError::Signal { pgid, source })
+    }
+
+    /// The helper leads its own process group (`process_group(0)`): its pid is the group's id.
+    fn process_group(&self) -> i32 {
+        // A pid is at most PID_MAX_LIMIT (2^22): it fits in an i32.
+        i32::try_from(self.child.id()).unwrap_or(i32::MAX)
     }
 
     fn cleanup(&mut self) {
@@ -551,12 +656,12 @@ impl SandboxGuest {
 }
 
 impl Guest for SandboxGuest {
-    fn checkpoint(&mut self, _fraction: f64) -> anyhow::Result<Option<u64>> {
+    fn checkpoint(&mut self, _fraction: f64) -> Result<Option<u64>, BackendError> {
         // Processes can't be saved; a restart resumes by phase (binary packages are kept).
         Ok(None)
     }
 
-    fn next_event(&mut self, timeout: Duration) -> anyhow::Result<Option<GuestEvent>> {
+    fn next_event(&mut self, timeout: Duration) -> Result<Option<GuestEvent>, BackendError> {
         if self.finished {
             return Ok(None);
         }
@@ -564,7 +669,7 @@ impl Guest for SandboxGuest {
             Ok(event) => Ok(Some(event)),
             Err(mpsc::RecvTimeoutError::Timeout) => Ok(None),
             Err(mpsc::RecvTimeoutError::Disconnected) => {
-                let status = self.child.wait()?;
+                let status = self.child.wait().map_err(SandboxGuestError::Wait)?;
                 self.finished = true;
                 self.cleanup();
                 let code = status.code().unwrap_or(-1);
@@ -583,20 +688,20 @@ impl Guest for SandboxGuest {
         }
     }
 
-    fn pause(&mut self) -> anyhow::Result<()> {
-        self.set_frozen(true)
+    fn pause(&mut self) -> Result<(), BackendError> {
+        Ok(self.set_frozen(true)?)
     }
 
-    fn resume(&mut self) -> anyhow::Result<()> {
-        self.set_frozen(false)
+    fn resume(&mut self) -> Result<(), BackendError> {
+        Ok(self.set_frozen(false)?)
     }
 
-    fn kill(&mut self) -> anyhow::Result<()> {
+    fn kill(&mut self) -> Result<(), BackendError> {
         if self.finished {
             return Ok(());
         }
         let _ = self.set_frozen(false);
-        let _ = kill(Pid::from_raw(-(self.child.id() as i32)), Signal::SIGKILL);
+        let _ = kill(Pid::from_raw(-self.process_group()), Signal::SIGKILL);
         let _ = self.child.kill();
         let _ = self.child.wait();
         self.finished = true;

@@ -7,23 +7,163 @@
 //! input, raw output) and progress comes over a virtio-serial port written to a file.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use gah_util::atomic::AtomicError;
+use gah_util::process::{command, run_checked, ProcessError};
+use gah_util::untar::{self, Rules, UntarError};
 use nix::sys::signal::Signal;
 
-use super::{parse_progress, Backend, Guest, GuestEvent, GuestInput};
-use crate::process::{command, run_checked};
+use super::{parse_progress, Backend, BackendError, Guest, GuestEvent, GuestInput, Image, MissingImageFile};
 
 /// Name of the virtio-serial port the agent writes progress to.
 pub const PROGRESS_PORT: &str = "org.gentoo-at-home.progress";
 /// Size of the blank output disk the guest writes its tar stream to.
 const OUTPUT_DISK_BYTES: u64 = 1 << 30;
+/// Most file data taken from the output disk: the tar stream cannot be larger than the disk,
+/// so more means a corrupt stream.
+const MAX_OUTPUT_BYTES: u64 = OUTPUT_DISK_BYTES;
+
+/// A step of the vm backend that failed, with the file or program involved.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    /// A file of the guest image is missing.
+    #[error(transparent)]
+    Image(#[from] MissingImageFile),
+    /// A file or folder in the slot could not be created.
+    #[error("create {}", path.display())]
+    Create {
+        /// The file or folder.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A file in the slot could not be opened.
+    #[error("open {}", path.display())]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// `qemu-img create` failed for a copy-on-write layer.
+    #[error("create the disk layer {}", path.display())]
+    Overlay {
+        /// The new layer.
+        path: PathBuf,
+        /// What qemu-img said.
+        #[source]
+        source: ProcessError,
+    },
+    /// A staged input could not be copied for the input disk.
+    #[error("copy {} for the input disk", path.display())]
+    CopyInput {
+        /// The file or folder copied.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// `mkfs.ext4` failed to build the input disk.
+    #[error("build the input disk {}", path.display())]
+    InputDisk {
+        /// The disk image.
+        path: PathBuf,
+        /// What mkfs said.
+        #[source]
+        source: ProcessError,
+    },
+    /// The progress log could not be cut back to the checkpoint's length.
+    #[error("rewind the progress log {} to the checkpoint", path.display())]
+    RewindProgress {
+        /// The progress log.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// qemu could not be started.
+    #[error("start {}", program.display())]
+    Start {
+        /// The qemu binary.
+        program: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// qemu's state could not be read.
+    #[error("wait for qemu")]
+    Wait(#[source] io::Error),
+    /// A QMP command to the running qemu failed.
+    #[error("{step}")]
+    Qmp {
+        /// What it was for.
+        step: &'static str,
+        /// The cause.
+        #[source]
+        source: QmpError,
+    },
+    /// qemu's migration of the guest's memory to the checkpoint file failed.
+    #[error("checkpoint migration {status}")]
+    Migration {
+        /// qemu's `query-migrate` answer.
+        status: String,
+    },
+    /// A checkpoint file could not be made durable.
+    #[error("sync {}", path.display())]
+    Sync {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The checkpoint manifest could not be serialised.
+    #[error("serialise the checkpoint manifest")]
+    Manifest(#[source] serde_json::Error),
+    /// The memory file or the manifest could not be committed.
+    #[error("commit the checkpoint's {what}")]
+    Commit {
+        /// `memory file` or `manifest`.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: AtomicError,
+    },
+    /// `qemu-img convert` failed to flatten the output disk's layers.
+    #[error("flatten the output disk {}", path.display())]
+    Flatten {
+        /// The top layer.
+        path: PathBuf,
+        /// What qemu-img said.
+        #[source]
+        source: ProcessError,
+    },
+    /// The tar stream on the output disk could not be unpacked.
+    #[error("unpack the output disk {}", path.display())]
+    UnpackOutput {
+        /// The raw disk.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: UntarError,
+    },
+}
+
+fn create(path: &Path) -> impl FnOnce(io::Error) -> VmError + '_ {
+    move |source| VmError::Create { path: path.to_path_buf(), source }
+}
+
+fn qmp(step: &'static str) -> impl FnOnce(QmpError) -> VmError {
+    move |source| VmError::Qmp { step, source }
+}
 
 /// Lifecycle of the qemu process, logged on every transition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,34 +176,6 @@ pub enum VmState {
     Paused,
     /// qemu has exited.
     Done,
-}
-
-/// Where the test image lives (see `docs/GUEST.md`).
-#[derive(Debug, Clone)]
-pub struct Image {
-    /// `rootfs.ext4`.
-    pub rootfs_ext4: PathBuf,
-    /// `vmlinux`.
-    pub kernel: PathBuf,
-    /// `initramfs.cpio.gz`.
-    pub initramfs: PathBuf,
-}
-
-impl Image {
-    /// The image files in `dir`.
-    pub fn in_dir(dir: &Path) -> Image {
-        Image { rootfs_ext4: dir.join("rootfs.ext4"), kernel: dir.join("vmlinux"), initramfs: dir.join("initramfs.cpio.gz") }
-    }
-
-    /// Names the first missing file, if any.
-    pub fn check(&self) -> anyhow::Result<()> {
-        for f in [&self.rootfs_ext4, &self.kernel, &self.initramfs] {
-            if !f.is_file() {
-                bail!("guest image file {} is missing (build it with vm-images/test-image/build.sh)", f.display());
-            }
-        }
-        Ok(())
-    }
 }
 
 /// The qemu backend.
@@ -89,81 +201,13 @@ impl Backend for VmBackend {
         }
     }
 
-    fn start(&self, input: &GuestInput) -> anyhow::Result<Box<dyn Guest>> {
-        self.image.check()?;
-        let dir = input.slot.join("vm");
-        fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-        fs::create_dir_all(input.output_dir())?;
-        let progress = dir.join("progress.log");
-        let console = dir.join("console.log");
+    fn resumes_from(&self, slot: &Path) -> Option<PathBuf> {
+        let dir = slot.join("vm");
+        Checkpoint::load(&dir).map(|_| dir)
+    }
 
-        let (launch, incoming) = match Checkpoint::load(&dir) {
-            Some(cp) => {
-                // Resume: fresh writable layers over the frozen ones, memory from the file.
-                let root = dir.join(layer_name("root", cp.layer));
-                let output = dir.join(layer_name("output", cp.layer));
-                create_overlay(&root, &dir.join(&cp.root_frozen), "qcow2")?;
-                create_overlay(&output, &dir.join(&cp.output_frozen), if cp.layer == 1 { "raw" } else { "qcow2" })?;
-                tracing::info!(layer = cp.layer, memory = %cp.memory, "resuming from checkpoint");
-                // Progress the guest reported after the checkpoint never happened now.
-                fs::OpenOptions::new().write(true).create(true).truncate(false).open(&progress)?.set_len(cp.progress_offset)?;
-                let launch =
-                    Launch { root, output, layer: cp.layer, memory_mib: cp.memory_mib, cpus: cp.cpus, cmdline: cp.cmdline.clone() };
-                (launch, Some(dir.join(&cp.memory)))
-            }
-            None => {
-                Checkpoint::discard_partial(&dir);
-                // Root: a private copy-on-write layer; the image itself is never written.
-                let root = dir.join(layer_name("root", 0));
-                let _ = fs::remove_file(&root);
-                create_overlay(&root, &self.image.rootfs_ext4, "raw")?;
-                let input_disk = dir.join("input.ext4");
-                make_input_disk(input, &dir.join("input-tree"), &input_disk)?;
-                let output = dir.join("output.raw");
-                let _ = fs::remove_file(&output);
-                fs::File::create(&output)?.set_len(OUTPUT_DISK_BYTES)?;
-                for f in [&progress, &console] {
-                    fs::File::create(f)?;
-                }
-                let launch = Launch {
-                    root,
-                    output,
-                    layer: 0,
-                    memory_mib: input.memory_mib,
-                    cpus: input.cpus,
-                    cmdline: kernel_command_line(self.kvm),
-                };
-                (launch, None)
-            }
-        };
-        let qmp_path = dir.join("qmp.sock");
-        let _ = fs::remove_file(&qmp_path);
-        let mut cmd = self.command(&dir, &launch, &qmp_path, &progress, &console)?;
-        if let Some(memory) = &incoming {
-            cmd.arg("-incoming").arg(format!("exec:cat {}", shell_quote(memory)));
-        }
-        let started = Instant::now();
-        let child = cmd.spawn().with_context(|| format!("start {}", self.qemu.display()))?;
-        let state = if incoming.is_some() { VmState::Running } else { VmState::Booting };
-        // Read from the start, also after a restore: replaying the progress up to the
-        // checkpoint puts the supervisor back at its phase and fraction (not at 0, which the
-        // client would show as progress lost).
-        let progress_reader = BufReader::new(fs::File::open(&progress)?);
-        tracing::info!(pid = child.id(), accel = self.accelerator(), state = ?state, "qemu started");
-        Ok(Box::new(VmGuest {
-            child: Some(child),
-            state,
-            dir: dir.clone(),
-            launch,
-            qmp_path,
-            qmp: None,
-            progress: progress_reader,
-            progress_path: progress,
-            partial: String::new(),
-            console,
-            output_dir: input.output_dir(),
-            started,
-        }))
+    fn start(&self, input: &GuestInput) -> Result<Box<dyn Guest>, BackendError> {
+        Ok(Box::new(self.start_vm(input)?))
     }
 }
 
@@ -179,6 +223,90 @@ struct Launch {
 }
 
 impl VmBackend {
+    fn start_vm(&self, input: &GuestInput) -> Result<VmGuest, VmError> {
+        self.image.check()?;
+        let dir = input.slot.join("vm");
+        fs::create_dir_all(&dir).map_err(create(&dir))?;
+        let output_dir = input.output_dir();
+        fs::create_dir_all(&output_dir).map_err(create(&output_dir))?;
+        let progress = dir.join("progress.log");
+        let console = dir.join("console.log");
+
+        let (launch, incoming) = match Checkpoint::load(&dir) {
+            Some(cp) => {
+                // Resume: fresh writable layers over the frozen ones, memory from the file.
+                let root = dir.join(layer_name("root", cp.layer));
+                let output = dir.join(layer_name("output", cp.layer));
+                create_overlay(&root, &dir.join(&cp.root_frozen), "qcow2")?;
+                create_overlay(&output, &dir.join(&cp.output_frozen), if cp.layer == 1 { "raw" } else { "qcow2" })?;
+                tracing::info!(layer = cp.layer, memory = %cp.memory, "resuming from checkpoint");
+                // Progress the guest reported after the checkpoint never happened now.
+                fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&progress)
+                    .and_then(|f| f.set_len(cp.progress_offset))
+                    .map_err(|source| VmError::RewindProgress { path: progress.clone(), source })?;
+                let launch =
+                    Launch { root, output, layer: cp.layer, memory_mib: cp.memory_mib, cpus: cp.cpus, cmdline: cp.cmdline.clone() };
+                (launch, Some(dir.join(&cp.memory)))
+            }
+            None => {
+                Checkpoint::discard_partial(&dir);
+                // Root: a private copy-on-write layer; the image itself is never written.
+                let root = dir.join(layer_name("root", 0));
+                let _ = fs::remove_file(&root);
+                create_overlay(&root, &self.image.rootfs_ext4, "raw")?;
+                let input_disk = dir.join("input.ext4");
+                make_input_disk(input, &dir.join("input-tree"), &input_disk)?;
+                let output = dir.join("output.raw");
+                let _ = fs::remove_file(&output);
+                fs::File::create(&output).and_then(|f| f.set_len(OUTPUT_DISK_BYTES)).map_err(create(&output))?;
+                for f in [&progress, &console] {
+                    fs::File::create(f).map_err(create(f))?;
+                }
+                let launch = Launch {
+                    root,
+                    output,
+                    layer: 0,
+                    memory_mib: input.memory_mib,
+                    cpus: input.cpus,
+                    cmdline: kernel_command_line(self.kvm),
+                };
+                (launch, None)
+            }
+        };
+        let qmp_path = dir.join("qmp.sock");
+        let _ = fs::remove_file(&qmp_path);
+        let mut cmd = self.command(&dir, &launch, &qmp_path, &progress, &console)?;
+        if let Some(memory) = incoming.as_deref() {
+            cmd.arg("-incoming").arg(format!("exec:cat {}", quote_path(memory)));
+        }
+        let started = Instant::now();
+        let child = cmd.spawn().map_err(|source| VmError::Start { program: self.qemu.clone(), source })?;
+        let state = if incoming.is_some() { VmState::Running } else { VmState::Booting };
+        // Read from the start, also after a restore: replaying the progress up to the
+        // checkpoint puts the supervisor back at its phase and fraction (not at 0, which the
+        // client would show as progress lost).
+        let progress_reader = BufReader::new(fs::File::open(&progress).map_err(|source| VmError::Open { path: progress.clone(), source })?);
+        tracing::info!(pid = child.id(), accel = self.accelerator(), state = ?state, "qemu started");
+        Ok(VmGuest {
+            child: Some(child),
+            state,
+            dir: dir.clone(),
+            launch,
+            qmp_path,
+            qmp: None,
+            progress: progress_reader,
+            progress_path: progress,
+            partial: String::new(),
+            console,
+            output_dir,
+            started,
+        })
+    }
+
     fn command(
         &self,
         dir: &Path,
@@ -186,7 +314,7 @@ impl VmBackend {
         qmp_path: &Path,
         progress: &Path,
         console: &Path,
-    ) -> anyhow::Result<std::process::Command> {
+    ) -> Result<std::process::Command, VmError> {
         let format_of = |p: &Path| if p.extension().is_some_and(|e| e == "qcow2") { "qcow2" } else { "raw" };
         let drive = |id: &str, file: &Path, ro: bool| {
             format!(
@@ -196,6 +324,8 @@ impl VmBackend {
                 if ro { ",readonly=on" } else { "" }
             )
         };
+        let stderr_log = dir.join("qemu-stderr.log");
+        let stderr = fs::OpenOptions::new().create(true).append(true).open(&stderr_log).map_err(create(&stderr_log))?;
         let mut cmd = command(&self.qemu);
         cmd.args(["-machine", "microvm,acpi=on,rtc=on", "-nodefaults", "-no-user-config", "-no-reboot"])
             .args(["-accel", if self.kvm { "kvm" } else { "tcg" }, "-cpu", if self.kvm { "host" } else { "max" }])
@@ -220,7 +350,7 @@ impl VmBackend {
             .args(["-device", &format!("virtserialport,chardev=progress,name={PROGRESS_PORT}")])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(fs::OpenOptions::new().create(true).append(true).open(dir.join("qemu-stderr.log"))?)
+            .stderr(stderr)
             .process_group(0);
         // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
         unsafe {
@@ -234,18 +364,20 @@ fn layer_name(drive: &str, layer: u32) -> String {
     format!("{drive}-L{layer}.qcow2")
 }
 
-fn create_overlay(file: &Path, backing: &Path, backing_format: &str) -> anyhow::Result<()> {
+fn create_overlay(file: &Path, backing: &Path, backing_format: &str) -> Result<(), VmError> {
     let _ = fs::remove_file(file);
-    run_checked(command("qemu-img").args(["create", "-q", "-f", "qcow2", "-F", backing_format, "-b"]).arg(backing).arg(file))?;
+    run_checked(command("qemu-img").args(["create", "-q", "-f", "qcow2", "-F", backing_format, "-b"]).arg(backing).arg(file))
+        .map_err(|source| VmError::Overlay { path: file.to_path_buf(), source })?;
     Ok(())
 }
 
-fn shell_quote(path: &Path) -> String {
-    format!("'{}'", path.display().to_string().replace('\'', "'\\''"))
+/// A path as one word for the `sh -c` behind qemu's `exec:` migration URIs.
+fn quote_path(path: &Path) -> String {
+    gah_util::shell::quote(&path.to_string_lossy())
 }
 
 /// A committed checkpoint: the frozen disk layers and the memory file, named by
-/// `checkpoint.json`, which is written last (tmp + rename + fsync). A checkpoint whose
+/// `checkpoint.json`, which is written last (durably, through a rename). A checkpoint whose
 /// manifest is missing or names missing files is torn and ignored.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -297,21 +429,17 @@ impl Checkpoint {
         if let Ok(entries) = fs::read_dir(dir) {
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if name.ends_with(".tmp") || name.starts_with("memory-") || name == Self::MANIFEST {
+                // `.tmp`: qemu's unfinished memory file; `.tmp-`: an unfinished manifest.
+                if name.ends_with(".tmp") || name.contains(".tmp-") || name.starts_with("memory-") || name == Self::MANIFEST {
                     let _ = fs::remove_file(e.path());
                 }
             }
         }
     }
 
-    fn commit(&self, dir: &Path) -> anyhow::Result<()> {
-        let tmp = dir.join("checkpoint.json.tmp");
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec_pretty(self)?)?;
-        f.sync_all()?;
-        fs::rename(&tmp, dir.join(Self::MANIFEST))?;
-        fs::File::open(dir)?.sync_all()?;
-        Ok(())
+    fn commit(&self, dir: &Path) -> Result<(), VmError> {
+        let json = serde_json::to_vec_pretty(self).map_err(VmError::Manifest)?;
+        gah_util::atomic::write(&dir.join(Self::MANIFEST), &json).map_err(|source| VmError::Commit { what: "manifest", source })
     }
 }
 
@@ -340,50 +468,57 @@ pub fn host_tsc_khz() -> Option<u64> {
         // SAFETY: as above.
         let c1 = unsafe { core::arch::x86_64::_rdtsc() };
         let khz = (c1.wrapping_sub(c0)) as f64 / (t1 - t0) / 1000.0;
-        (khz > 100_000.0).then_some(khz.round() as u64)
+        // A clock rate in kHz (1e5 up to some 1e7) fits in u64, and `as` saturates anyway.
+        #[allow(clippy::cast_possible_truncation)]
+        let whole = khz.round() as u64;
+        (khz > 100_000.0).then_some(whole)
     }
     #[cfg(not(target_arch = "x86_64"))]
     None
 }
 
 /// Builds the read-only input disk: an ext4 image of the staged `/gah/in` tree.
-fn make_input_disk(input: &GuestInput, tree: &Path, disk: &Path) -> anyhow::Result<()> {
+fn make_input_disk(input: &GuestInput, tree: &Path, disk: &Path) -> Result<(), VmError> {
     let _ = fs::remove_dir_all(tree);
-    fs::create_dir_all(tree)?;
+    fs::create_dir_all(tree).map_err(create(tree))?;
     copy_tree(&input.staged, tree)?;
     for (src, name) in [(&input.repo, "repo"), (&input.distfiles, "distfiles"), (&input.binpkgs, "binpkgs")] {
         let _ = fs::remove_dir(tree.join(name));
         copy_tree(src, &tree.join(name))?;
     }
-    let bytes = tree_size(tree)?;
+    let bytes = tree_size(tree).map_err(|source| VmError::CopyInput { path: tree.to_path_buf(), source })?;
     // ext4 metadata plus slack; small inputs still get a usable file system.
     let size = bytes + bytes / 3 + (64 << 20);
     let _ = fs::remove_file(disk);
-    fs::File::create(disk)?.set_len(size)?;
-    run_checked(command("mkfs.ext4").args(["-q", "-F", "-L", "gah-in", "-E", "root_owner=0:0", "-d"]).arg(tree).arg(disk))?;
+    fs::File::create(disk).and_then(|f| f.set_len(size)).map_err(create(disk))?;
+    run_checked(command("mkfs.ext4").args(["-q", "-F", "-L", "gah-in", "-E", "root_owner=0:0", "-d"]).arg(tree).arg(disk))
+        .map_err(|source| VmError::InputDisk { path: disk.to_path_buf(), source })?;
     let _ = fs::remove_dir_all(tree);
     Ok(())
 }
 
 /// Copies a tree, hard-linking regular files where the file system allows.
-fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
-    fs::create_dir_all(to)?;
-    for entry in fs::read_dir(from).with_context(|| format!("read {}", from.display()))? {
-        let entry = entry?;
-        let kind = entry.file_type()?;
+fn copy_tree(from: &Path, to: &Path) -> Result<(), VmError> {
+    let failed = |source| VmError::CopyInput { path: from.to_path_buf(), source };
+    fs::create_dir_all(to).map_err(create(to))?;
+    for entry in fs::read_dir(from).map_err(failed)? {
+        let entry = entry.map_err(failed)?;
+        let kind = entry.file_type().map_err(failed)?;
         let target = to.join(entry.file_name());
         if kind.is_dir() {
             copy_tree(&entry.path(), &target)?;
         } else if kind.is_symlink() {
-            std::os::unix::fs::symlink(fs::read_link(entry.path())?, &target)?;
+            fs::read_link(entry.path())
+                .and_then(|link| std::os::unix::fs::symlink(link, &target))
+                .map_err(|source| VmError::CopyInput { path: entry.path(), source })?;
         } else if fs::hard_link(entry.path(), &target).is_err() {
-            fs::copy(entry.path(), &target).with_context(|| format!("copy {}", entry.path().display()))?;
+            fs::copy(entry.path(), &target).map_err(|source| VmError::CopyInput { path: entry.path(), source })?;
         }
     }
     Ok(())
 }
 
-fn tree_size(dir: &Path) -> anyhow::Result<u64> {
+fn tree_size(dir: &Path) -> io::Result<u64> {
     let mut total = 0;
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
@@ -417,11 +552,16 @@ impl VmGuest {
         }
     }
 
-    fn qmp(&mut self) -> anyhow::Result<&mut Qmp> {
-        if self.qmp.is_none() {
-            self.qmp = Some(Qmp::connect(&self.qmp_path)?);
+    fn qmp(&mut self) -> Result<&mut Qmp, QmpError> {
+        match &mut self.qmp {
+            Some(qmp) => Ok(qmp),
+            none => Ok(none.insert(Qmp::connect(&self.qmp_path)?)),
         }
-        Ok(self.qmp.as_mut().expect("just connected"))
+    }
+
+    /// Runs a QMP command for `step`.
+    fn execute(&mut self, step: &'static str, command: &str, arguments: serde_json::Value) -> Result<serde_json::Value, VmError> {
+        self.qmp().and_then(|q| q.execute_with(command, arguments)).map_err(qmp(step))
     }
 
     fn read_progress(&mut self) -> Option<GuestEvent> {
@@ -444,26 +584,23 @@ impl VmGuest {
         }
     }
 
-    fn collect_output(&self) -> anyhow::Result<()> {
+    fn collect_output(&self) -> Result<(), VmError> {
         // After checkpoints the output disk is a qcow2 chain: flatten it to raw first.
         let raw = if self.launch.output.extension().is_some_and(|e| e == "qcow2") {
             let flat = self.dir.join("output-flat.raw");
-            run_checked(command("qemu-img").args(["convert", "-O", "raw"]).arg(&self.launch.output).arg(&flat))?;
+            run_checked(command("qemu-img").args(["convert", "-O", "raw"]).arg(&self.launch.output).arg(&flat))
+                .map_err(|source| VmError::Flatten { path: self.launch.output.clone(), source })?;
             flat
         } else {
             self.launch.output.clone()
         };
-        // The guest wrote a tar stream at the start of the raw disk; unpack_in refuses
-        // paths that escape the output folder.
-        let file = fs::File::open(&raw)?;
-        let mut archive = tar::Archive::new(file);
-        for entry in archive.entries()? {
-            let mut entry = entry?;
-            let kind = entry.header().entry_type();
-            if !(kind.is_file() || kind.is_dir()) {
-                continue;
-            }
-            entry.unpack_in(&self.output_dir)?;
+        // The guest wrote a tar stream at the start of the raw disk (the zeros after it end
+        // the archive). Only plain files: the guest is not trusted with links.
+        let file = fs::File::open(&raw).map_err(|source| VmError::Open { path: raw.clone(), source })?;
+        let unpacked = untar::unpack(file, &self.output_dir, Rules::plain_files(MAX_OUTPUT_BYTES))
+            .map_err(|source| VmError::UnpackOutput { path: raw.clone(), source })?;
+        if !unpacked.skipped.is_empty() {
+            tracing::warn!(skipped = ?unpacked.skipped, "the output disk held entries that are not plain files");
         }
         Ok(())
     }
@@ -472,17 +609,18 @@ impl VmGuest {
 impl VmGuest {
     /// Takes a checkpoint: stop, freeze the writable disks under new layers, save memory,
     /// commit the manifest, continue. Returns the memory file's size.
-    fn take_checkpoint(&mut self, fraction: f64) -> anyhow::Result<u64> {
+    fn take_checkpoint(&mut self, fraction: f64) -> Result<u64, VmError> {
         let was_running = self.state != VmState::Paused;
         let t0 = Instant::now();
-        self.qmp()?.execute("stop")?;
+        self.execute("stop the guest for a checkpoint", "stop", serde_json::Value::Null)?;
         let layer = self.launch.layer + 1;
         let root_frozen = file_name(&self.launch.root);
         let output_frozen = file_name(&self.launch.output);
         let (root_next, output_next) = (self.dir.join(layer_name("root", layer)), self.dir.join(layer_name("output", layer)));
         for (device, next) in [("root", &root_next), ("output", &output_next)] {
             let _ = fs::remove_file(next);
-            self.qmp()?.execute_with(
+            self.execute(
+                "freeze a disk under a new layer",
                 "blockdev-snapshot-sync",
                 serde_json::json!({ "device": device, "snapshot-file": next.display().to_string(), "format": "qcow2", "mode": "absolute-paths" }),
             )?;
@@ -492,22 +630,22 @@ impl VmGuest {
         self.launch.layer = layer;
         let memory = format!("memory-{layer}.state");
         let tmp = self.dir.join(format!("{memory}.tmp"));
-        self.qmp()?.execute_with("migrate", serde_json::json!({ "uri": format!("exec:cat > {}", shell_quote(&tmp)) }))?;
+        self.execute("save the memory", "migrate", serde_json::json!({ "uri": format!("exec:cat > {}", quote_path(&tmp)) }))?;
         loop {
-            let status = self.qmp()?.execute("query-migrate")?;
+            let status = self.execute("follow the memory's saving", "query-migrate", serde_json::Value::Null)?;
             match status.get("status").and_then(|s| s.as_str()) {
                 Some("completed") => break,
-                Some("failed") | Some("cancelled") => bail!("checkpoint migration {}: {status}", status["status"]),
+                Some("failed") | Some("cancelled") => return Err(VmError::Migration { status: status.to_string() }),
                 _ => std::thread::sleep(Duration::from_millis(50)),
             }
         }
-        let file = fs::File::open(&tmp)?;
-        file.sync_all()?;
-        let size = file.metadata()?.len();
+        let size = fs::metadata(&tmp).map_err(|source| VmError::Open { path: tmp.clone(), source })?.len();
         for frozen in [&root_frozen, &output_frozen] {
-            fs::File::open(self.dir.join(frozen))?.sync_all()?;
+            let path = self.dir.join(frozen);
+            fs::File::open(&path).and_then(|f| f.sync_all()).map_err(|source| VmError::Sync { path, source })?;
         }
-        fs::rename(&tmp, self.dir.join(&memory))?;
+        gah_util::atomic::rename_durably(&tmp, &self.dir.join(&memory))
+            .map_err(|source| VmError::Commit { what: "memory file", source })?;
         let cp = Checkpoint {
             layer,
             root_frozen,
@@ -525,7 +663,7 @@ impl VmGuest {
             let _ = fs::remove_file(self.dir.join(format!("memory-{old}.state")));
         }
         if was_running {
-            self.qmp()?.execute("cont")?;
+            self.execute("continue the guest after a checkpoint", "cont", serde_json::Value::Null)?;
         }
         tracing::info!(layer, bytes = size, seconds = t0.elapsed().as_secs_f64(), "checkpoint committed");
         Ok(size)
@@ -537,14 +675,14 @@ fn file_name(p: &Path) -> String {
 }
 
 impl Guest for VmGuest {
-    fn checkpoint(&mut self, fraction: f64) -> anyhow::Result<Option<u64>> {
+    fn checkpoint(&mut self, fraction: f64) -> Result<Option<u64>, BackendError> {
         if self.state == VmState::Done {
             return Ok(None);
         }
-        self.take_checkpoint(fraction).map(Some)
+        Ok(Some(self.take_checkpoint(fraction)?))
     }
 
-    fn next_event(&mut self, timeout: Duration) -> anyhow::Result<Option<GuestEvent>> {
+    fn next_event(&mut self, timeout: Duration) -> Result<Option<GuestEvent>, BackendError> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(event) = self.read_progress() {
@@ -554,17 +692,17 @@ impl Guest for VmGuest {
                 return Ok(Some(event));
             }
             let Some(child) = self.child.as_mut() else { return Ok(None) };
-            if let Some(status) = child.try_wait()? {
+            if let Some(status) = child.try_wait().map_err(VmError::Wait)? {
                 self.child = None;
                 self.transition(VmState::Done, "qemu exited");
                 let collected = self.collect_output();
                 let has_outcome = self.output_dir.join("outcome.json").is_file();
                 let ok = status.success() && collected.is_ok() && has_outcome;
                 let detail = match collected {
-                    Err(e) => format!("qemu exited with {status}; output disk unreadable: {e:#}"),
+                    Err(e) => format!("qemu exited with {status}; output disk unreadable: {}", gah_util::error_chain(&e)),
                     Ok(()) if !has_outcome => format!(
                         "qemu exited with {status} without an outcome; console: {}",
-                        crate::process::tail(&fs::read(&self.console).unwrap_or_default(), 4)
+                        gah_util::process::tail(&fs::read(&self.console).unwrap_or_default(), 4)
                     ),
                     Ok(()) => format!("qemu exited with {status}"),
                 };
@@ -577,25 +715,25 @@ impl Guest for VmGuest {
         }
     }
 
-    fn pause(&mut self) -> anyhow::Result<()> {
+    fn pause(&mut self) -> Result<(), BackendError> {
         if self.state == VmState::Done {
             return Ok(());
         }
-        self.qmp()?.execute("stop")?;
+        self.execute("pause the guest", "stop", serde_json::Value::Null)?;
         self.transition(VmState::Paused, "pause requested");
         Ok(())
     }
 
-    fn resume(&mut self) -> anyhow::Result<()> {
+    fn resume(&mut self) -> Result<(), BackendError> {
         if self.state != VmState::Paused {
             return Ok(());
         }
-        self.qmp()?.execute("cont")?;
+        self.execute("resume the guest", "cont", serde_json::Value::Null)?;
         self.transition(VmState::Running, "resume requested");
         Ok(())
     }
 
-    fn kill(&mut self) -> anyhow::Result<()> {
+    fn kill(&mut self) -> Result<(), BackendError> {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -620,6 +758,61 @@ impl Drop for VmGuest {
     }
 }
 
+/// A QMP exchange that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QmpError {
+    /// The socket could not be connected to (qemu gone, or never listening).
+    #[error("connect to QMP at {}", path.display())]
+    Connect {
+        /// The socket.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The connected socket could not be set up.
+    #[error("set up the QMP socket {}", path.display())]
+    Socket {
+        /// The socket.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A command could not be sent.
+    #[error("send QMP {command}")]
+    Send {
+        /// The command.
+        command: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A reply could not be read (including the read timeout).
+    #[error("read a QMP reply")]
+    Read(#[source] io::Error),
+    /// qemu closed the connection.
+    #[error("QMP connection closed")]
+    Closed,
+    /// qemu sent something that is not JSON.
+    #[error("QMP sent `{line}`")]
+    Garbled {
+        /// What it sent.
+        line: String,
+        /// The parser's complaint.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// qemu refused a command.
+    #[error("QMP {command}: {error}")]
+    Refused {
+        /// The command.
+        command: String,
+        /// qemu's `error` object.
+        error: serde_json::Value,
+    },
+}
+
 /// A minimal QMP client: greeting, capabilities, then one command at a time.
 pub struct Qmp {
     reader: BufReader<UnixStream>,
@@ -628,7 +821,7 @@ pub struct Qmp {
 
 impl Qmp {
     /// Connects (retrying while qemu creates the socket) and negotiates capabilities.
-    pub fn connect(path: &Path) -> anyhow::Result<Qmp> {
+    pub fn connect(path: &Path) -> Result<Qmp, QmpError> {
         let deadline = Instant::now() + Duration::from_secs(10);
         let stream = loop {
             match UnixStream::connect(path) {
@@ -637,44 +830,45 @@ impl Qmp {
                     tracing::debug!("QMP not ready: {e}");
                     std::thread::sleep(Duration::from_millis(50));
                 }
-                Err(e) => return Err(e).with_context(|| format!("connect to QMP at {}", path.display())),
+                Err(source) => return Err(QmpError::Connect { path: path.to_path_buf(), source }),
             }
         };
-        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-        let mut qmp = Qmp { reader: BufReader::new(stream.try_clone()?), writer: stream };
+        let socket = |source| QmpError::Socket { path: path.to_path_buf(), source };
+        stream.set_read_timeout(Some(Duration::from_secs(30))).map_err(socket)?;
+        let mut qmp = Qmp { reader: BufReader::new(stream.try_clone().map_err(socket)?), writer: stream };
         qmp.read_reply()?; // greeting
         qmp.execute("qmp_capabilities")?;
         Ok(qmp)
     }
 
     /// Runs a command without arguments and returns its `return` value.
-    pub fn execute(&mut self, command: &str) -> anyhow::Result<serde_json::Value> {
+    pub fn execute(&mut self, command: &str) -> Result<serde_json::Value, QmpError> {
         self.execute_with(command, serde_json::Value::Null)
     }
 
     /// Runs a command with arguments.
-    pub fn execute_with(&mut self, command: &str, arguments: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+    pub fn execute_with(&mut self, command: &str, arguments: serde_json::Value) -> Result<serde_json::Value, QmpError> {
         let mut msg = serde_json::json!({ "execute": command });
         if !arguments.is_null() {
             msg["arguments"] = arguments;
         }
-        let mut line = serde_json::to_vec(&msg)?;
-        line.push(b'\n');
-        self.writer.write_all(&line)?;
-        let reply = self.read_reply()?;
-        if let Some(err) = reply.get("error") {
-            bail!("QMP {command}: {err}");
+        let line = format!("{msg}\n");
+        self.writer.write_all(line.as_bytes()).map_err(|source| QmpError::Send { command: command.to_owned(), source })?;
+        let mut reply = self.read_reply()?;
+        if let Some(error) = reply.get_mut("error") {
+            return Err(QmpError::Refused { command: command.to_owned(), error: error.take() });
         }
-        Ok(reply.get("return").cloned().unwrap_or_default())
+        Ok(reply.get_mut("return").map(serde_json::Value::take).unwrap_or_default())
     }
 
-    fn read_reply(&mut self) -> anyhow::Result<serde_json::Value> {
+    fn read_reply(&mut self) -> Result<serde_json::Value, QmpError> {
         loop {
             let mut line = String::new();
-            if self.reader.read_line(&mut line)? == 0 {
-                bail!("QMP connection closed");
+            if self.reader.read_line(&mut line).map_err(QmpError::Read)? == 0 {
+                return Err(QmpError::Closed);
             }
-            let value: serde_json::Value = serde_json::from_str(&line).with_context(|| format!("QMP sent `{}`", line.trim()))?;
+            let value: serde_json::Value =
+                serde_json::from_str(&line).map_err(|source| QmpError::Garbled { line: line.trim().to_owned(), source })?;
             // Asynchronous events interleave with replies; they are logged, not answers.
             if value.get("event").is_some() {
                 tracing::debug!(event = %value, "QMP event");
@@ -682,5 +876,53 @@ impl Qmp {
             }
             return Ok(value);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend() -> VmBackend {
+        VmBackend { qemu: "qemu-system-x86_64".into(), image: Image::in_dir(Path::new("/nonexistent")), kvm: false }
+    }
+
+    #[test]
+    fn a_start_resumes_only_from_a_whole_checkpoint() {
+        let slot = tempfile::tempdir().unwrap();
+        let dir = slot.path().join("vm");
+        fs::create_dir_all(&dir).unwrap();
+        assert_eq!(backend().resumes_from(slot.path()), None);
+        for f in ["input.ext4", "root-L0.qcow2", "output.raw", "memory-1.state"] {
+            fs::write(dir.join(f), b"").unwrap();
+        }
+        let cp = Checkpoint {
+            layer: 1,
+            root_frozen: "root-L0.qcow2".into(),
+            output_frozen: "output.raw".into(),
+            memory: "memory-1.state".into(),
+            memory_mib: 512,
+            cpus: 1,
+            cmdline: "console=ttyS0".into(),
+            fraction: 0.5,
+            progress_offset: 0,
+        };
+        cp.commit(&dir).unwrap();
+        assert_eq!(backend().resumes_from(slot.path()), Some(dir.clone()));
+        // A torn checkpoint (its memory file lost) is no checkpoint.
+        fs::remove_file(dir.join("memory-1.state")).unwrap();
+        assert_eq!(backend().resumes_from(slot.path()), None);
+    }
+
+    #[test]
+    fn a_fresh_start_discards_what_an_interrupted_checkpoint_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let debris = ["checkpoint.json", ".checkpoint.json.tmp-7-0", "memory-2.state.tmp", "memory-1.state"];
+        for f in debris.iter().chain(&["input.ext4"]) {
+            fs::write(dir.path().join(f), b"").unwrap();
+        }
+        Checkpoint::discard_partial(dir.path());
+        let left: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, ["input.ext4"]);
     }
 }

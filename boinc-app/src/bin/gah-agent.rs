@@ -1,5 +1,8 @@
 //! `gah-agent`: the guest agent. See `gah_app::agent`.
 
+// The agent's own failure goes to stderr (the guest's console, or the sandbox's stderr log).
+#![allow(clippy::print_stderr)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -25,19 +28,20 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1));
+    // Far fewer CPUs than u32::MAX.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX));
     let config = gah_app::agent::AgentConfig {
         job: args.job,
         out: args.out,
         progress: args.progress,
-        jobs,
+        jobs: args.jobs.unwrap_or(cpus),
         config_root: "/".into(),
         vdb: "/var/db/pkg".into(),
     };
     match gah_app::agent::run(&config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("gah-agent: error: {e:#}");
+            eprintln!("gah-agent: error: {:#}", anyhow::Error::from(e));
             ExitCode::FAILURE
         }
     }
