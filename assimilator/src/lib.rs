@@ -119,7 +119,7 @@ impl fmt::Display for AssimilateError {
             AssimilateError::Read(e) => write!(f, "{e}"),
             AssimilateError::Db(e) => write!(f, "{e}"),
             AssimilateError::Batch(reason) => write!(f, "batch not stored: {reason}"),
-            AssimilateError::Quarantine { path, source } => write!(f, "quarantine copy {}: {source}", path.display()),
+            AssimilateError::Quarantine { path, .. } => write!(f, "quarantine copy {}", path.display()),
         }
     }
 }
@@ -127,8 +127,9 @@ impl fmt::Display for AssimilateError {
 impl std::error::Error for AssimilateError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            AssimilateError::Read(e) => Some(e),
-            AssimilateError::Db(e) => Some(e),
+            // Transparent: their Display is the wrapped error's own.
+            AssimilateError::Read(e) => e.source(),
+            AssimilateError::Db(e) => e.source(),
             AssimilateError::Batch(_) => None,
             AssimilateError::Quarantine { source, .. } => Some(source),
         }
@@ -164,7 +165,7 @@ pub fn assimilate_at(db: &mut Database, snapshot: i64, wu_name: &str, path: &Pat
 }
 
 fn quarantine(db: &mut Database, wu_name: &str, path: &Path, e: &LoadError) -> Result<Assimilated, AssimilateError> {
-    let reason = gah_validator::one_line(&e.to_string());
+    let reason = gah_validator::one_line(&gah_util::error_chain(&e));
     let copy = keep_copy(db, path)?;
     let recorded = db.record_quarantine(wu_name, &path.to_string_lossy(), copy.as_deref(), &reason)?;
     Ok(Assimilated::Quarantined { reason, recorded })
@@ -233,7 +234,7 @@ pub fn assimilate_batch(
                 }
             }
             Err(e) => {
-                let reason = e.to_string();
+                let reason = gah_util::error_chain(&e);
                 for (i, _, _) in &archives {
                     results[*i] = Some(Err(AssimilateError::Batch(reason.clone())));
                 }

@@ -182,7 +182,7 @@ fn batch(db: &mut Database, snapshot: i64, items: &[(String, PathBuf)], cli: &Cl
             }
             Err(e) => {
                 failed += 1;
-                eprintln!("gah-assimilator: {}: error: {e}", item.wu_name);
+                eprintln!("gah-assimilator: {}: error: {}", item.wu_name, gah_util::error_chain(&e));
             }
         }
     }

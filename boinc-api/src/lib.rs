@@ -185,7 +185,7 @@ pub enum Error {
         code: i32,
     },
     /// Writing a file for the client failed.
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}")]
     Io {
         /// The file.
         path: PathBuf,

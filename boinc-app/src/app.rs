@@ -463,7 +463,7 @@ fn read_outcome(out_dir: &Path, job: &Job, ending: &Ending, console: &Path, back
     let mut outcome = match fs::read(out_dir.join("outcome.json")).ok().map(|b| Outcome::from_json(&b)) {
         Some(Ok(o)) if o.mismatch_with(job).is_none() => o,
         Some(Ok(o)) => infra(job, &format!("agent answered another job: {}", o.mismatch_with(job).unwrap_or_default())),
-        Some(Err(e)) => infra(job, &format!("agent wrote a bad outcome: {e}")),
+        Some(Err(e)) => infra(job, &format!("agent wrote a bad outcome: {}", gah_util::error_chain(&e))),
         None => match ending {
             Ending::TimedOut => {
                 let mut o = Outcome::for_job(job, Status::Timeout);

@@ -201,8 +201,8 @@ pub fn read(bytes: &[u8], limits: Limits) -> Result<OutcomeArchive, ArchiveError
     }
     check_manifest(&members)?;
 
-    let outcome = Outcome::from_json(&members["outcome.json"]).map_err(|e| ArchiveError::Content(e.to_string()))?;
-    let job = Job::from_json(&members["job.json"]).map_err(|e| ArchiveError::Content(e.to_string()))?;
+    let outcome = Outcome::from_json(&members["outcome.json"]).map_err(|e| ArchiveError::Content(gah_util::error_chain(&e)))?;
+    let job = Job::from_json(&members["job.json"]).map_err(|e| ArchiveError::Content(gah_util::error_chain(&e)))?;
     if let Some(why) = outcome.mismatch_with(&job) {
         return Err(ArchiveError::Content(why));
     }

@@ -110,7 +110,7 @@ pub const NO_SNAPSHOT: i64 = 0;
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     /// SQLite refused.
-    #[error("results database {path}: {source}")]
+    #[error("results database {path}")]
     Sqlite {
         /// The database file.
         path: PathBuf,
@@ -121,7 +121,7 @@ pub enum DbError {
     #[error(transparent)]
     Open(#[from] gah_util::sqlite::SqliteError),
     /// The log store could not be written.
-    #[error("log store {path}: {source}")]
+    #[error("log store {path}")]
     Io {
         /// The file or folder.
         path: PathBuf,

@@ -26,7 +26,7 @@ pub mod outcome;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A JSON document did not parse or did not match its schema.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Json {
         /// Which document.
         what: &'static str,

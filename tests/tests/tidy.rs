@@ -8,7 +8,8 @@
 //! - `Command::new` only in `gah_util::process` (clippy's `disallowed_methods` says the same
 //!   for the workspace; this also covers code clippy does not build, such as `fuzz/`);
 //! - the crate graph: every dependency edge between our crates is on the list below, and no
-//!   product crate depends on test support.
+//!   product crate depends on test support;
+//! - gah-app's `app` and `supervisor` name no concrete backend.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -189,4 +190,19 @@ fn the_crate_graph_is_the_one_in_architecture_md() {
         }
     }
     fail_with("the crate graph changed", &offenders);
+}
+
+/// ARCHITECTURE.md: `app` and `supervisor` know only the `Backend`/`Guest` traits.
+#[test]
+fn the_supervisor_and_the_app_know_only_the_backend_traits() {
+    let mut offenders = Vec::new();
+    for file in ["boinc-app/src/app.rs", "boinc-app/src/supervisor.rs"] {
+        let text = fs::read_to_string(project_root().join(file)).expect(file);
+        for (n, line) in code_lines(&text) {
+            if ["vm::", "sandbox::", "VmBackend", "SandboxBackend"].iter().any(|name| line.contains(name)) {
+                offenders.push(format!("{file}:{n}"));
+            }
+        }
+    }
+    fail_with("a concrete backend is named outside backend::choose; go through the Backend/Guest traits", &offenders);
 }

@@ -165,9 +165,9 @@ impl LoadError {
 impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            LoadError::Io { path, source } => write!(f, "{}: cannot read: {source}", path.display()),
+            LoadError::Io { path, .. } => write!(f, "{}: cannot read", path.display()),
             LoadError::NotRegular { path } => write!(f, "{}: not a regular file", path.display()),
-            LoadError::Rejected { path, source } => write!(f, "{}: {source}", path.display()),
+            LoadError::Rejected { path, .. } => write!(f, "{}", path.display()),
         }
     }
 }
@@ -185,9 +185,9 @@ impl std::error::Error for LoadError {
 impl From<LoadError> for Verdict {
     fn from(e: LoadError) -> Verdict {
         if e.is_transient() {
-            Verdict::retry_later(&e.to_string())
+            Verdict::retry_later(&gah_util::error_chain(&e))
         } else {
-            Verdict::invalid(&e.to_string())
+            Verdict::invalid(&gah_util::error_chain(&e))
         }
     }
 }
@@ -247,7 +247,7 @@ pub fn init(path: &Path, job: Option<&Job>) -> Verdict {
 /// problem, so it is a [`VerdictKind::RetryLater`] verdict, never an invalid result.
 pub fn read_job(path: &Path) -> Result<Job, Verdict> {
     let bytes = std::fs::read(path).map_err(|e| Verdict::retry_later(&format!("job file {}: cannot read: {e}", path.display())))?;
-    Job::from_json(&bytes).map_err(|e| Verdict::retry_later(&format!("job file {}: {e}", path.display())))
+    Job::from_json(&bytes).map_err(|e| Verdict::retry_later(&format!("job file {}: {}", path.display(), gah_util::error_chain(&e))))
 }
 
 /// `compare`: do the results at `a` and `b` agree? Each is checked as [`init`] does first.
