@@ -28,24 +28,9 @@ use crate::binpkgs::BinpkgsError;
 /// outcome).
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    /// The job file could not be read.
-    #[error("read {}", path.display())]
-    ReadJob {
-        /// The job file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: io::Error,
-    },
-    /// The job file is no valid job.
-    #[error("job {}", path.display())]
-    BadJob {
-        /// The job file.
-        path: PathBuf,
-        /// The parser's complaint.
-        #[source]
-        source: gah_core::Error,
-    },
+    /// The job file could not be read or is no valid job.
+    #[error("the job")]
+    Job(#[source] gah_core::Error),
     /// The progress port could not be opened.
     #[error("open progress port {}", path.display())]
     ProgressPort {
@@ -153,8 +138,7 @@ struct EmergeRun {
 /// Runs the job and writes the outcome. Errors are the agent's own failures.
 pub fn run(config: &AgentConfig) -> Result<(), AgentError> {
     let started = Instant::now();
-    let bytes = fs::read(&config.job).map_err(|source| AgentError::ReadJob { path: config.job.clone(), source })?;
-    let job = Job::from_json(&bytes).map_err(|source| AgentError::BadJob { path: config.job.clone(), source })?;
+    let job = Job::read(&config.job).map_err(AgentError::Job)?;
     let mut progress = Progress::open(&config.progress)?;
     progress.report(0.01, "start");
     let logs = config.out.join("logs");

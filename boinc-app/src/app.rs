@@ -53,24 +53,9 @@ pub enum AppError {
         #[source]
         source: io::Error,
     },
-    /// The job file could not be read.
-    #[error("read job {}", path.display())]
-    ReadJob {
-        /// The job file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: io::Error,
-    },
-    /// The job file is no valid job.
-    #[error("job {}", path.display())]
-    BadJob {
-        /// The job file.
-        path: PathBuf,
-        /// The parser's complaint.
-        #[source]
-        source: gah_core::Error,
-    },
+    /// The job file could not be read or is no valid job.
+    #[error("the job")]
+    Job(#[source] gah_core::Error),
     /// The sandbox's guest root is neither a folder nor an archive here.
     #[error("no guest root: neither the folder {} nor the archive {} exists", tree.display(), archive.display())]
     NoGuestRoot {
@@ -255,8 +240,7 @@ pub fn main(args: Args) -> Result<(), AppError> {
         absolute(&runtime.resolve_filename(name).map_err(|source| AppError::Resolve { name: name.to_owned(), source })?)
     };
     let job_path = resolve(&args.job)?;
-    let job_bytes = fs::read(&job_path).map_err(|source| AppError::ReadJob { path: job_path.clone(), source })?;
-    let job = Job::from_json(&job_bytes).map_err(|source| AppError::BadJob { path: job_path.clone(), source })?;
+    let job = Job::read(&job_path).map_err(AppError::Job)?;
     let image = match &args.image {
         Some(dir) => Image::in_dir(dir),
         None => Image { kernel: resolve(&args.kernel)?, initramfs: resolve(&args.initramfs)?, rootfs_ext4: resolve(&args.rootfs_disk)? },

@@ -126,6 +126,12 @@ impl Job {
         Ok(job)
     }
 
+    /// Reads and parses the job file `path`; an error names the file.
+    pub fn read(path: &std::path::Path) -> Result<Job, crate::Error> {
+        let bytes = std::fs::read(path).map_err(|source| crate::Error::Read { path: path.to_path_buf(), source })?;
+        Job::from_json(&bytes).map_err(|e| crate::Error::InFile { path: path.to_path_buf(), source: Box::new(e) })
+    }
+
     /// Serialises to pretty JSON.
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec_pretty(self).expect("a Job always serialises")

@@ -33,6 +33,22 @@ pub enum Error {
         /// The parser's complaint.
         source: serde_json::Error,
     },
+    /// A file could not be read.
+    #[error("read {}", path.display())]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A file's document is not valid.
+    #[error("{}", path.display())]
+    InFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        source: Box<Error>,
+    },
     /// A document of another format version.
     #[error("{what}: format version {found}, this program reads version {expected}")]
     Format {

@@ -246,8 +246,7 @@ pub fn init(path: &Path, job: Option<&Job>) -> Verdict {
 /// Reads the workunit's job file, as the server wrote it. A failure is the server's
 /// problem, so it is a [`VerdictKind::RetryLater`] verdict, never an invalid result.
 pub fn read_job(path: &Path) -> Result<Job, Verdict> {
-    let bytes = std::fs::read(path).map_err(|e| Verdict::retry_later(&format!("job file {}: cannot read: {e}", path.display())))?;
-    Job::from_json(&bytes).map_err(|e| Verdict::retry_later(&format!("job file {}: {}", path.display(), gah_util::error_chain(&e))))
+    Job::read(path).map_err(|e| Verdict::retry_later(&format!("job file: {}", gah_util::error_chain(&e))))
 }
 
 /// `compare`: do the results at `a` and `b` agree? Each is checked as [`init`] does first.

@@ -86,7 +86,7 @@ fn server_side_problems_mean_retry_later() {
     assert!(stderr.contains("missing.tar.gz") && stderr.contains("cannot read"), "{stderr}");
     let (code, stderr) = run(tmp.path(), &["init", "ok.tar.gz", "--job", "no-such-job.json"]);
     assert_eq!(code, 3, "{stderr}");
-    assert!(stderr.contains("job file no-such-job.json"), "{stderr}");
+    assert!(stderr.contains("job file: read no-such-job.json"), "{stderr}");
     std::fs::create_dir(tmp.path().join("a-dir")).unwrap();
     assert_eq!(run(tmp.path(), &["init", "a-dir"]).0, 3);
     // A typo in the project's configuration must not invalidate results.
