@@ -4,8 +4,9 @@
 //! Slow tests (a VM boot, whole package builds) run only with `RUN_SLOW_TESTS=1`, which
 //! `scripts/test.sh` (and so CI) sets; without it they print why they did nothing.
 
+#![allow(clippy::print_stderr)] // A slow test that is off says so, and why.
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use gah_core::job::{Compiler, Job};
 
@@ -90,7 +91,7 @@ pub fn run_app(job: &Job, backend: &str, dir: &Path) -> (PathBuf, String) {
     std::fs::write(&job_file, job.to_json()).unwrap();
     let archive = dir.join("outcome.tar.gz");
     let binpkgs = dir.join("binpkgs");
-    let status = Command::new(program("gah-app"))
+    let status = gah_util::process::command(program("gah-app"))
         .current_dir(dir)
         .arg("--job")
         .arg(&job_file)

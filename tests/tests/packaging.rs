@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
 use std::path::Path;
-use std::process::Command;
 
 use gah_tests::{program, project_root};
 use quick_xml::events::Event;
@@ -31,7 +30,7 @@ fn stand_in_image(dir: &Path) {
 }
 
 fn package(bin: &Path, image: &Path, out: &Path, download: &Path, guest: &str) -> String {
-    let output = Command::new("bash")
+    let output = gah_util::process::command("bash")
         .arg(project_root().join("scripts/package-app-version.sh"))
         .args(["--bin".as_ref(), bin.as_os_str(), "--image".as_ref(), image.as_os_str(), "--guest".as_ref(), guest.as_ref()])
         .arg("--download")
@@ -129,7 +128,7 @@ fn app_version_layout_and_download_files() {
             assert_eq!(info["nbytes"], original.len().to_string(), "{name}");
             assert_eq!(info["gzipped_nbytes"], fs::metadata(&gz).unwrap().len().to_string(), "{name}");
             assert_eq!(info["gzipped_url"], format!("@DOWNLOAD_URL@/{name}.gz"));
-            let md5 = Command::new("md5sum").arg(out.join(name)).output().unwrap();
+            let md5 = gah_util::process::command("md5sum").arg(out.join(name)).output().unwrap();
             assert_eq!(info["md5_cksum"], String::from_utf8_lossy(&md5.stdout)[..32], "{name}");
             assert_eq!(info.contains_key("executable"), name == "gah-app" || name == "gah-agent", "{name}");
         }
@@ -165,7 +164,7 @@ fn app_version_layout_and_download_files() {
 
 #[test]
 fn bad_flavour_is_refused_with_its_name() {
-    let out = Command::new("bash")
+    let out = gah_util::process::command("bash")
         .arg(project_root().join("scripts/package-app-version.sh"))
         .args(["--guest", "kvm", "/nonexistent"])
         .output()

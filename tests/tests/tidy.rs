@@ -167,7 +167,8 @@ const ALLOWED_EDGES: &[(&str, &[&str])] = &[
 #[test]
 fn the_crate_graph_is_the_one_in_architecture_md() {
     let meta = metadata();
-    let ours: BTreeSet<String> = meta["packages"].as_array().expect("packages").iter().map(|p| p["name"].as_str().unwrap().to_owned()).collect();
+    let ours: BTreeSet<String> =
+        meta["packages"].as_array().expect("packages").iter().map(|p| p["name"].as_str().unwrap().to_owned()).collect();
     let allowed: BTreeMap<&str, &[&str]> = ALLOWED_EDGES.iter().copied().collect();
     let mut offenders = Vec::new();
     for package in meta["packages"].as_array().expect("packages") {
