@@ -2,6 +2,8 @@
 //! backend: real Portage in the real guest root, the outcome archive checked by the
 //! validator's reader, the Portage log lines present.
 
+#![allow(clippy::print_stderr)] // Measurements go to the CI log.
+
 use gah_core::job::Compiler;
 use gah_core::outcome::Status;
 use gah_tests::{overlay_job, run_app, slow_tests_enabled};

@@ -11,14 +11,23 @@
 //!
 //! Every test kills the client and anything of its data folder at its end, also on failure
 //! (the `Client` drop guard), and checks that no qemu of its own is left.
+//!
+//! Every wait fails as soon as what it waits for can no longer happen (the task ended or is
+//! gone, the client exited, the server holds the report), with the client's log, the task's
+//! stderr and its last state: `job_limit()` is only the last resort.
+//! `real_boinc_client_fails_fast_on_a_compute_error` proves it in well under a minute, with
+//! no guest at all.
+
+// Test code: clippy's allow-print-in-tests misses the helpers outside `#[test]` functions.
+#![allow(clippy::print_stderr)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use gah_boinc_harness::client::{qemus_of, Client, ClientConfig};
-use gah_boinc_harness::server::{client_state, Harness, HarnessConfig, WorkunitSpec, WuOutcome};
+use gah_boinc_harness::client::{qemus_of, Client, ClientConfig, Task};
+use gah_boinc_harness::server::{client_state, Harness, HarnessConfig, Snapshot, WorkunitSpec, WuOutcome};
+use gah_boinc_harness::wait::{self, Ended, Step, WaitError};
 use gah_core::db::Database;
 use gah_core::job::Compiler;
 use gah_tests::{artefacts, overlay_job, program, project_root, slow_tests_enabled};
@@ -54,11 +63,31 @@ struct Run {
     _tmp: Option<tempfile::TempDir>,
 }
 
-/// Harness up with one workunit; client data folder laid out (anonymous platform); client
-/// started.
+/// Harness up with one workunit for app-arch/bzip2; client data folder laid out (anonymous
+/// platform, the backend's flavour); client started.
 fn start(test: &str) -> Run {
-    let started = Instant::now();
     let a = artefacts();
+    launch(
+        test,
+        |tmp, spec| {
+            // The workunit's inputs: the overlay and the distfiles as tar files.
+            let inputs = tmp.join("inputs");
+            std::fs::create_dir_all(&inputs).unwrap();
+            tar_dir(&a.overlay, &inputs.join("repo.tar"));
+            tar_dir(&a.distfiles, &inputs.join("distfiles.tar"));
+            spec.inputs = vec![("repo.tar".into(), inputs.join("repo.tar")), ("distfiles.tar".into(), inputs.join("distfiles.tar"))];
+        },
+        |project_dir, _| {
+            let guest = if is_vm() { "vm" } else { "sandbox" };
+            package_app_version(project_dir, &a.image, guest, std::env::var("GAH_BOINC_CMDLINE").ok().as_deref());
+        },
+    )
+}
+
+/// [`start`]'s steps, with the workunit (`workunit(tmp, spec)`) and the app version
+/// (`package(project_dir, tmp)`) up to the test.
+fn launch(test: &str, workunit: impl FnOnce(&Path, &mut WorkunitSpec), package: impl FnOnce(&Path, &Path)) -> Run {
+    let started = Instant::now();
     let tmp_dir = tempfile::Builder::new().prefix(&format!("gah-{test}-")).tempdir_in(std::env::temp_dir()).expect("temp dir");
     let tmp = tmp_dir.path().to_path_buf();
     let keep = std::env::var_os("GAH_KEEP_TMP").is_some();
@@ -71,21 +100,16 @@ fn start(test: &str) -> Run {
     };
 
     let harness = Harness::start(HarnessConfig::new(&tmp.join("server"))).expect("harness");
-    // The workunit's inputs: the job, the overlay and the distfiles as tar files.
-    let inputs = tmp.join("inputs");
-    std::fs::create_dir_all(&inputs).unwrap();
-    tar_dir(&a.overlay, &inputs.join("repo.tar"));
-    tar_dir(&a.distfiles, &inputs.join("distfiles.tar"));
     let job = overlay_job("app-arch/bzip2", Compiler::Gcc, 3600);
     let wu = format!("gah_{test}");
     let mut spec = WorkunitSpec::new(&wu, job);
-    spec.inputs = vec![("repo.tar".into(), inputs.join("repo.tar")), ("distfiles.tar".into(), inputs.join("distfiles.tar"))];
+    workunit(&tmp, &mut spec);
     let result = harness.add_workunit(spec).expect("workunit").remove(0);
 
     let mut config = ClientConfig::new(&tmp.join("client"), &harness.master_url(), harness.authenticator());
     config.checkpoint_secs = 60;
     config.write().expect("client config");
-    package_app_version(&config.project_dir(), &a.image);
+    package(&config.project_dir(), &tmp);
     let client = Client::start(&config).expect("start boinc");
     eprintln!(
         "{test}: {} {} (backend {}), master URL {}, data folder {}",
@@ -99,20 +123,20 @@ fn start(test: &str) -> Run {
 }
 
 fn tar_dir(dir: &Path, out: &Path) {
-    let status = Command::new("tar").arg("-C").arg(dir).arg("-cf").arg(out).arg(".").status().expect("tar");
+    let status = gah_util::process::command("tar").arg("-C").arg(dir).arg("-cf").arg(out).arg(".").status().expect("tar");
     assert!(status.success(), "tar {}", dir.display());
 }
 
 /// Anonymous platform: `scripts/package-app-version.sh --link` straight into the project
-/// folder (hard links: the root disk is GBs), in the backend's flavour.
-fn package_app_version(project_dir: &Path, image: &Path) {
+/// folder (hard links: the root disk is GBs), in flavour `guest`.
+fn package_app_version(project_dir: &Path, image: &Path, guest: &str, cmdline: Option<&str>) {
     let bin = program("gah-app").parent().unwrap().to_path_buf();
-    let mut script = Command::new("bash");
+    let mut script = gah_util::process::command("bash");
     script.arg(project_root().join("scripts/package-app-version.sh")).arg("--link").arg("--bin").arg(&bin).arg("--image").arg(image);
     // The flavour's own files: the vm's kernel and disks, or the sandbox's root as a tar that
     // gah-app unpacks into the project folder.
-    script.arg("--guest").arg(if is_vm() { "vm" } else { "sandbox" });
-    if let Ok(c) = std::env::var("GAH_BOINC_CMDLINE") {
+    script.arg("--guest").arg(guest);
+    if let Some(c) = cmdline {
         script.arg("--cmdline").arg(c);
     }
     let out = script.arg(project_dir).output().expect("package-app-version.sh");
@@ -125,72 +149,44 @@ fn package_app_version(project_dir: &Path, image: &Path) {
 }
 
 impl Run {
-    fn done(&self) -> impl FnMut(&gah_boinc_harness::server::Snapshot) -> bool + '_ {
-        move |s| s.outcome(&self.wu) != WuOutcome::Pending
+    /// Waits for the workunit to be decided; stops once the client exited without it.
+    fn decided(&mut self) -> Result<Snapshot, WaitError> {
+        let wu = &self.wu;
+        self.client.watch().task(&self.result).server(&self.harness).every(Duration::from_secs(2)).until(
+            &format!("workunit {wu} decided"),
+            job_limit(),
+            |s| s.snap.clone().filter(|snap| snap.outcome(wu) != WuOutcome::Pending),
+        )
     }
 
-    /// Waits for the workunit to be decided, with the client's log on failure.
-    fn wait_decided(&mut self) -> gah_boinc_harness::server::Snapshot {
-        let limit = job_limit();
-        let start = Instant::now();
-        loop {
-            let snap = self.harness.snapshot();
-            if (self.done())(&snap) {
-                return snap;
-            }
-            if !self.client.is_running() {
-                // The client may exit right after its final report: look once more.
-                std::thread::sleep(Duration::from_secs(1));
-                let snap = self.harness.snapshot();
-                if (self.done())(&snap) {
-                    return snap;
-                }
-                panic!(
-                    "the client exited before the workunit was decided\nharness:\n{}\nclient log:\n{}\n{}",
-                    snap.log.join("\n"),
-                    self.client.log_tail(60),
-                    self.slot_stderr()
-                );
-            }
-            if start.elapsed() > limit {
-                panic!(
-                    "workunit undecided after {limit:?}\nharness:\n{}\nclient log:\n{}\n{}",
-                    snap.log.join("\n"),
-                    self.client.log_tail(60),
-                    self.slot_stderr()
-                );
-            }
-            std::thread::sleep(Duration::from_secs(2));
-        }
-    }
-
-    /// Every slot's `stderr.txt` (the app's stderr), for failure messages.
-    fn slot_stderr(&self) -> String {
-        let mut out = String::new();
-        if let Ok(slots) = std::fs::read_dir(self.client.data_dir().join("slots")) {
-            for s in slots.flatten() {
-                if let Ok(t) = std::fs::read_to_string(s.path().join("stderr.txt")) {
-                    out.push_str(&format!("--- {}:\n{}\n", s.path().display(), tail(&t, 40)));
-                }
-            }
-        }
-        out
+    /// [`Run::decided`], or the test fails with the logs that say why.
+    fn wait_decided(&mut self) -> Snapshot {
+        self.decided().unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Waits until the task runs and is mid-build (fraction done ≥ 0.2, or running for
-    /// [`mid_build`]).
-    fn wait_mid_build(&self) -> gah_boinc_harness::client::Task {
-        let first_exec = std::cell::Cell::new(None::<Instant>);
-        self.client
-            .wait_task(&self.result, job_limit(), |t| {
-                if t.active_state() != "EXECUTING" {
-                    return false;
-                }
-                let since = *first_exec.get().get_or_insert_with(Instant::now);
-                first_exec.set(Some(since));
-                t.fraction_done() >= 0.2 || since.elapsed() >= mid_build()
-            })
-            .expect("task mid-build")
+    /// [`mid_build`]); stops once it can compute no more.
+    fn mid_build(&mut self) -> Result<Task, WaitError> {
+        let mut first_exec = None::<Instant>;
+        self.client.watch().task(&self.result).computing().server(&self.harness).until(
+            &format!("task {} mid-build", self.result),
+            job_limit(),
+            |s| {
+                let t = s.task.as_ref().filter(|t| t.active_state() == "EXECUTING")?;
+                let since = *first_exec.get_or_insert_with(Instant::now);
+                (t.fraction_done() >= 0.2 || since.elapsed() >= mid_build()).then(|| t.clone())
+            },
+        )
+    }
+
+    /// [`Run::mid_build`], or the test fails with the logs that say why.
+    fn wait_mid_build(&mut self) -> Task {
+        self.mid_build().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Client::wait_task`], or the test fails with the logs that say why.
+    fn wait_task(&mut self, timeout: Duration, cond: impl FnMut(&Task) -> bool) -> Task {
+        self.client.wait_task(&self.result, timeout, cond).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// The outcome must be the undisturbed run's: success, no failed phase, tests ran; the
@@ -238,25 +234,30 @@ impl Run {
     /// After the client let go of the task: no qemu of ours, no process of ours but the
     /// client, slot folders empty (the client cleans a slot once its task is over).
     fn assert_clean(&mut self, what: &str) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let client_pid = self.client.pid().map(|p| p as i32);
-            let qemus = qemus_of(&self.tmp, self.client.pgids());
-            let others: Vec<_> = gah_boinc_harness::client::processes_of(&self.tmp, self.client.pgids())
+        let mut left = String::new();
+        let client = &mut self.client;
+        let tmp = &self.tmp;
+        let r = wait::poll(Duration::from_secs(60), Duration::from_secs(1), || {
+            let client_pid = client.pid().map(|p| p as i32);
+            let qemus = qemus_of(tmp, client.pgids());
+            let others: Vec<_> = gah_boinc_harness::client::processes_of(tmp, client.pgids())
                 .into_iter()
                 .filter(|p| Some(p.pid) != client_pid && !p.cmdline.contains("boinccmd"))
                 .collect();
-            let slots = leftover_slot_files(&self.client.data_dir().join("slots"));
+            let slots = leftover_slot_files(&client.data_dir().join("slots"));
             if qemus.is_empty() && others.is_empty() && slots.is_empty() {
-                return;
+                return Step::Done(());
             }
-            if Instant::now() > deadline {
-                panic!(
-                    "{what}: left behind after 60 s: qemu {qemus:?}; processes {others:?}; slot files {slots:?}\nclient log:\n{}",
-                    self.client.log_tail(40)
-                );
+            left = format!("qemu {qemus:?}; processes {others:?}; slot files {slots:?}");
+            // Only the client empties slots: once it is gone, nothing will.
+            match client.exit_status() {
+                Some(s) if !slots.is_empty() => Step::Ended(Ended::Other(format!("the client exited ({s}) and left its slots full"))),
+                _ => Step::Pending,
             }
-            std::thread::sleep(Duration::from_secs(1));
+        });
+        if let Err(stopped) = r {
+            let evidence = self.client.evidence(Some(&self.result), Some(&self.harness));
+            panic!("{}", stopped.into_error(&format!("{what}: nothing left behind"), None, format!("left: {left}\n{evidence}")));
         }
     }
 }
@@ -274,8 +275,7 @@ fn leftover_slot_files(slots: &Path) -> Vec<PathBuf> {
 }
 
 fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
+    wait::tail(text, n)
 }
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
@@ -300,8 +300,7 @@ fn real_boinc_client_runs_a_job_end_to_end() {
         eprintln!("e2e: {}", unpacked.unwrap_or_default());
     }
     // --exit_when_idle: the client leaves once the server acknowledged the report.
-    let exited = run.client.wait_exit(Duration::from_secs(120));
-    assert!(exited.is_some(), "the client did not exit when idle:\n{}", run.client.log_tail(30));
+    run.client.wait_exit(Duration::from_secs(120)).unwrap_or_else(|e| panic!("the client did not exit when idle: {e}"));
     run.assert_clean("after the job");
 }
 
@@ -315,8 +314,7 @@ fn real_boinc_client_suspend_resume() {
     let before = run.wait_mid_build();
     run.client.task_op(&run.result, "suspend").expect("suspend");
     let t0 = Instant::now();
-    let suspended =
-        run.client.wait_task(&run.result, Duration::from_secs(60), |t| t.active_state() == "SUSPENDED").expect("task suspended");
+    let suspended = run.wait_task(Duration::from_secs(60), |t| t.active_state() == "SUSPENDED");
     eprintln!(
         "suspend: {:.1} s to SUSPENDED (fraction {:.3} -> {:.3})",
         t0.elapsed().as_secs_f64(),
@@ -327,9 +325,9 @@ fn real_boinc_client_suspend_resume() {
     // The client says SUSPENDED when it sends the request; give the app a moment to act on it
     // (its runtime polls about once a second) before taking the reference.
     std::thread::sleep(Duration::from_secs(3));
-    let suspended = run.client.wait_task(&run.result, Duration::from_secs(30), |_| true).expect("task listed");
+    let suspended = run.wait_task(Duration::from_secs(30), |_| true);
     std::thread::sleep(Duration::from_secs(20));
-    let later = run.client.wait_task(&run.result, Duration::from_secs(30), |_| true).expect("task listed");
+    let later = run.wait_task(Duration::from_secs(30), |_| true);
     assert_eq!(later.active_state(), "SUSPENDED");
     assert!(
         (later.fraction_done() - suspended.fraction_done()).abs() < 1e-6,
@@ -341,7 +339,7 @@ fn real_boinc_client_suspend_resume() {
         assert!(!qemus_of(&run.tmp, run.client.pgids()).is_empty(), "the VM should be paused, not gone");
     }
     run.client.task_op(&run.result, "resume").expect("resume");
-    run.client.wait_task(&run.result, Duration::from_secs(60), |t| t.active_state() == "EXECUTING").expect("task running again");
+    run.wait_task(Duration::from_secs(60), |t| t.active_state() == "EXECUTING");
     let snap = run.wait_decided();
     run.assert_stored_success(&snap);
     let _ = run.client.wait_exit(Duration::from_secs(120));
@@ -362,16 +360,17 @@ fn real_boinc_client_kill_restart() {
     let killed_at = Instant::now();
     eprintln!("kill_restart: client SIGKILLed at fraction {:.3} (CPU time at last checkpoint {checkpoint_cpu})", before.fraction_done());
     // The orphaned app notices the lost heartbeat, checkpoints and exits (no qemu left).
-    let orphans_gone = loop {
-        let left = gah_boinc_harness::client::processes_of(&run.tmp, run.client.pgids());
+    // Only the orphans themselves can end this wait: it has no early end.
+    let mut left = Vec::new();
+    let orphans_gone = wait::poll(Duration::from_secs(180), Duration::from_secs(1), || {
+        left = gah_boinc_harness::client::processes_of(&run.tmp, run.client.pgids());
         if left.is_empty() {
-            break Ok(killed_at.elapsed());
+            Step::Done(killed_at.elapsed())
+        } else {
+            Step::Pending
         }
-        if killed_at.elapsed() > Duration::from_secs(180) {
-            break Err(left);
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    };
+    })
+    .map_err(|_| left.clone());
     eprintln!("kill_restart: app after the client's death: {orphans_gone:?}");
     if orphans_gone.is_err() {
         // Go on to learn whether the task resumes; the assertion below still fails.
@@ -434,11 +433,78 @@ fn real_boinc_client_abort() {
     let t0 = Instant::now();
     run.client.task_op(&run.result, "abort").expect("abort");
     // The client reports the aborted task at once; the harness records the workunit failed.
-    let snap = run.harness.wait_until(Duration::from_secs(300), |s| s.report(&run.result).is_some()).expect("aborted task reported");
+    let result = &run.result;
+    let snap = run
+        .client
+        .watch()
+        .task(result)
+        .server(&run.harness)
+        .until("the aborted task's report", Duration::from_secs(300), |s| s.snap.clone().filter(|snap| snap.report(result).is_some()))
+        .unwrap_or_else(|e| panic!("{e}"));
     let report = snap.report(&run.result).unwrap();
     assert_eq!(report.state, client_state::ABORTED, "{report:?}");
     eprintln!("abort: reported {:.1} s after the abort, exit status {}", t0.elapsed().as_secs_f64(), report.exit_status);
     assert!(matches!(snap.outcome(&run.wu), WuOutcome::Failed { .. }), "{:?}", snap.outcome(&run.wu));
     run.assert_clean("after abort");
     eprintln!("abort: clean {:.1} s after the abort", t0.elapsed().as_secs_f64());
+}
+
+/// An option gah-app does not know: a workunit command line that makes it fail at once.
+const BAD_OPTION: &str = "--gah-test-fails-at-once";
+
+/// Fail fast, with no guest at all: the workunit's command line makes gah-app fail at once
+/// (a compute error). The wait for a mid-build state must stop at its next poll, naming the
+/// compute error and carrying the app's own words and the client's log, instead of sitting out
+/// job_limit(); the server's wait is as quick; and once the client has exited, a wait on it
+/// stops at its first poll.
+#[test]
+fn real_boinc_client_fails_fast_on_a_compute_error() {
+    if !slow_tests_enabled("real_boinc_client_fails_fast_on_a_compute_error") {
+        return;
+    }
+    let _one = serial();
+    let mut run = launch(
+        "failfast",
+        |_, spec| spec.command_line = BAD_OPTION.into(),
+        |project_dir, tmp| {
+            // The sandbox flavour packs the image's root: an empty one will do, nothing runs it.
+            let (empty, image) = (tmp.join("empty"), tmp.join("no-image"));
+            std::fs::create_dir_all(&empty).unwrap();
+            std::fs::create_dir_all(&image).unwrap();
+            tar_dir(&empty, &image.join("rootfs.tar"));
+            package_app_version(project_dir, &image, "sandbox", None);
+        },
+    );
+    let t0 = Instant::now();
+    let err = run.mid_build().expect_err("gah-app cannot start with an unknown option");
+    let took = t0.elapsed();
+    eprintln!("failfast: the mid-build wait gave up {:.1} s after the client started:\n{err}", took.as_secs_f64());
+    assert!(took < Duration::from_secs(60), "the wait took {took:?}: {err}");
+    let compute_error = matches!(&err.ended, Ended::TaskOver { state, .. } if state == "compute error")
+        || matches!(err.ended, Ended::Reported { state: client_state::COMPUTE_ERROR, .. });
+    assert!(compute_error, "the reason should be the compute error: {err}");
+    let message = err.to_string();
+    // The app's own words (clap's, in its stderr), the client's log, the task's state.
+    for needle in ["compute error", "unexpected argument", BAD_OPTION, "client log", "stderr ("] {
+        assert!(message.contains(needle), "no {needle:?} in the message:\n{message}");
+    }
+
+    // The error report decides the workunit: the server's wait is as quick.
+    let snap = run.wait_decided();
+    assert!(matches!(snap.outcome(&run.wu), WuOutcome::Failed { .. }), "{:?}", snap.outcome(&run.wu));
+    eprintln!("failfast: workunit failed {:.1} s after the client started", t0.elapsed().as_secs_f64());
+
+    // With the client gone, a wait for anything more stops at its first poll.
+    run.client.wait_exit(Duration::from_secs(300)).unwrap_or_else(|e| panic!("the client did not exit when idle: {e}"));
+    eprintln!("failfast: the client exited {:.1} s after it started", t0.elapsed().as_secs_f64());
+    let t1 = Instant::now();
+    let err = run
+        .client
+        .watch()
+        .server(&run.harness)
+        .until("a second report", job_limit(), |s| s.snap.as_ref().filter(|snap| snap.reports.len() > 1).map(|_| ()))
+        .expect_err("no second report can come");
+    assert!(matches!(err.ended, Ended::ClientExited(_)), "{err}");
+    assert!(t1.elapsed() < Duration::from_secs(5), "{err}");
+    run.assert_clean("after the compute error");
 }

@@ -5,16 +5,27 @@
 //! The client is started in a process group of its own; its apps inherit that group (the
 //! 7.20 client does not change it), so [`Client`]'s `Drop` kills the client, the app and any
 //! guest, then anything else whose command line or folder points into the data folder.
+//!
+//! Waits on the client ([`Client::watch`], [`Client::wait_task`], [`Client::wait_exit`]) stop
+//! at the first poll that shows they can no longer succeed (the client exited, the task is past
+//! computing or gone, the server holds its report), with the client's log, the task's stderr
+//! and its last listed state in the error.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::fs;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
+
+use crate::server::{Harness, Snapshot};
+use crate::wait::{self, Ended, Step, WaitError};
 
 /// The client program.
 pub const BOINC: &str = "/usr/bin/boinc";
@@ -192,6 +203,25 @@ impl Task {
     pub fn elapsed(&self) -> f64 {
         self.get("elapsed task time").parse().unwrap_or(0.0)
     }
+    /// `state`: the result's state (new, downloading, downloaded, compute error, uploading,
+    /// uploaded, aborted, upload failed).
+    pub fn state(&self) -> &str {
+        self.get("state")
+    }
+    /// `exit_status` (listed once the task is past computing).
+    pub fn exit_status(&self) -> Option<i64> {
+        self.get("exit_status").parse().ok()
+    }
+    /// True once the task can no longer compute: it failed, was aborted, or its output is on
+    /// its way. BOINC's states only move forward.
+    pub fn past_computing(&self) -> bool {
+        self.get("ready to report") == "yes"
+            || matches!(self.state(), "compute error" | "uploading" | "uploaded" | "aborted" | "upload failed")
+    }
+    /// Every field on one line, for messages.
+    pub fn summary(&self) -> String {
+        self.0.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join("; ")
+    }
 }
 
 /// Parses `boinccmd --get_tasks`.
@@ -270,12 +300,16 @@ pub struct Client {
     /// Every process group a client of this folder ever had.
     pgids: Vec<i32>,
     started: Instant,
+    /// Every task `boinccmd` ever listed, as last listed and when: the evidence once the
+    /// client forgot it or is gone.
+    seen: Mutex<BTreeMap<String, (Instant, Task)>>,
 }
 
 impl Client {
     /// Writes nothing: call [`ClientConfig::write`] first. Starts `boinc`.
     pub fn start(config: &ClientConfig) -> anyhow::Result<Client> {
-        let mut c = Client { config: config.clone(), child: None, pgids: Vec::new(), started: Instant::now() };
+        let mut c =
+            Client { config: config.clone(), child: None, pgids: Vec::new(), started: Instant::now(), seen: Mutex::new(BTreeMap::new()) };
         c.spawn()?;
         Ok(c)
     }
@@ -303,7 +337,7 @@ impl Client {
     fn spawn(&mut self) -> anyhow::Result<()> {
         use std::os::unix::process::CommandExt;
         let log = fs::OpenOptions::new().create(true).append(true).open(self.log_path())?;
-        let mut cmd = Command::new(BOINC);
+        let mut cmd = gah_util::process::command(BOINC);
         cmd.args(self.args()).current_dir(&self.config.data_dir).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).process_group(0);
         // The harness is on loopback: no proxy may stand in between.
         for v in ["http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"] {
@@ -352,32 +386,45 @@ impl Client {
 
     /// The last `n` lines of the event log.
     pub fn log_tail(&self, n: usize) -> String {
-        let log = self.log();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
+        wait::tail(&self.log(), n)
+    }
+
+    fn log_len(&self) -> u64 {
+        fs::metadata(self.log_path()).map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// The whole lines of the event log from byte `*offset` on; moves `*offset` past them.
+    fn log_lines_since(&self, offset: &mut u64) -> String {
+        let mut text = Vec::new();
+        if let Ok(mut f) = fs::File::open(self.log_path()) {
+            if f.seek(SeekFrom::Start(*offset)).is_ok() {
+                let _ = f.read_to_end(&mut text);
+            }
+        }
+        // A line still being written waits for the next poll.
+        text.truncate(text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1));
+        *offset += text.len() as u64;
+        String::from_utf8_lossy(&text).into_owned()
     }
 
     /// True while the client process lives.
     pub fn is_running(&mut self) -> bool {
-        match self.child.as_mut() {
-            Some(c) => matches!(c.try_wait(), Ok(None)),
-            None => false,
-        }
+        self.child.is_some() && self.exit_status().is_none()
     }
 
-    /// Waits for the client to exit, at most `timeout`.
-    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let start = Instant::now();
-        loop {
-            let c = self.child.as_mut()?;
-            if let Ok(Some(s)) = c.try_wait() {
-                return Some(s);
-            }
-            if start.elapsed() > timeout {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+    /// The client's exit status once it exited (or could not be asked).
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Waits for the client to exit, at most `timeout`; the error says what it still holds.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus, WaitError> {
+        self.watch().every(Duration::from_millis(200)).until("the client's exit", timeout, |s| s.exit)
+    }
+
+    /// The task as `boinccmd` listed it last (in this client's life or an earlier one).
+    pub fn last_seen(&self, name: &str) -> Option<Task> {
+        self.seen.lock().unwrap().get(name).map(|(_, t)| t.clone())
     }
 
     /// SIGKILL to the client process only (its app lives on, as after a client crash).
@@ -390,7 +437,7 @@ impl Client {
 
     /// Runs `boinccmd --host 127.0.0.1:PORT --passwd PW ARGS` (at most 30 s); its stdout.
     pub fn boinccmd(&self, args: &[&str]) -> anyhow::Result<String> {
-        let mut child = Command::new(BOINCCMD)
+        let mut child = gah_util::process::command(BOINCCMD)
             .arg("--host")
             .arg(format!("127.0.0.1:{}", self.config.gui_rpc_port))
             .arg("--passwd")
@@ -424,7 +471,13 @@ impl Client {
 
     /// `boinccmd --get_tasks`, parsed.
     pub fn tasks(&self) -> anyhow::Result<Vec<Task>> {
-        Ok(parse_tasks(&self.boinccmd(&["--get_tasks"])?))
+        let tasks = parse_tasks(&self.boinccmd(&["--get_tasks"])?);
+        let now = Instant::now();
+        let mut seen = self.seen.lock().unwrap();
+        for t in &tasks {
+            seen.insert(t.name().to_owned(), (now, t.clone()));
+        }
+        Ok(tasks)
     }
 
     /// `boinccmd --task URL NAME OP` (suspend, resume, abort, ...).
@@ -432,37 +485,97 @@ impl Client {
         self.boinccmd(&["--task", &self.config.master_url, name, op]).map(|_| ())
     }
 
-    /// Polls `--get_tasks` every second until `cond` holds for the named task, at most
-    /// `timeout`; GUI RPC errors (client starting) are retried.
-    pub fn wait_task(&self, name: &str, timeout: Duration, mut cond: impl FnMut(&Task) -> bool) -> anyhow::Result<Task> {
-        let start = Instant::now();
-        let mut last: String;
-        loop {
-            match self.tasks() {
-                Ok(tasks) => {
-                    if let Some(t) = tasks.iter().find(|t| t.name() == name) {
-                        if cond(t) {
-                            return Ok(t.clone());
-                        }
-                        last = format!("{:?}", t.0);
-                    } else {
-                        last = format!("task {name} not listed ({} tasks)", tasks.len());
-                    }
+    /// Polls `--get_tasks` every second until `cond` holds for the named task while it
+    /// computes (EXECUTING, SUSPENDED, mid-build, ...), at most `timeout`; GUI RPC errors
+    /// (client starting) are retried. Stops as soon as the task is past computing, gone, put
+    /// off beyond the time left, or the client exited ([`Watch::computing`]).
+    pub fn wait_task(&mut self, name: &str, timeout: Duration, mut cond: impl FnMut(&Task) -> bool) -> Result<Task, WaitError> {
+        self.watch().task(name).computing().until(&format!("task {name}"), timeout, |s| s.task.clone().filter(|t| cond(t)))
+    }
+
+    /// A wait on this client, and on a task and the server if named: see [`Watch`].
+    pub fn watch(&mut self) -> Watch<'_> {
+        Watch { client: self, task: None, server: None, computing: false, every: Duration::from_secs(1) }
+    }
+
+    /// The app's stderr for task `name`, and where it was found: its slot's `stderr.txt`
+    /// (while it runs), the result's `<stderr_out>` in `client_state.xml` (once it ended),
+    /// or the report the server holds.
+    pub fn task_stderr(&self, name: &str, server: Option<&Harness>) -> Option<(String, String)> {
+        let slots = self.config.data_dir.join("slots");
+        let slot = self.last_seen(name).map(|t| t.get("slot").to_owned()).filter(|s| !s.is_empty());
+        let mut dirs: Vec<PathBuf> = match slot {
+            Some(n) => vec![slots.join(n)],
+            None => fs::read_dir(&slots).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default(),
+        };
+        dirs.sort();
+        for d in dirs {
+            let path = d.join("stderr.txt");
+            if let Ok(t) = fs::read_to_string(&path) {
+                if !t.trim().is_empty() {
+                    return Some((path.display().to_string(), t));
                 }
-                Err(e) => last = format!("{e:#}"),
             }
-            if start.elapsed() > timeout {
-                bail!("task {name}: condition not met after {timeout:?}; last: {last}\nclient log:\n{}", self.log_tail(40));
-            }
-            std::thread::sleep(Duration::from_secs(1));
         }
+        let state_file = self.config.data_dir.join("client_state.xml");
+        if let Some(t) = fs::read_to_string(&state_file).ok().and_then(|x| stderr_in_state_file(&x, name)) {
+            return Some((format!("<stderr_out> in {}", state_file.display()), t));
+        }
+        let report = server.and_then(|h| h.snapshot().report(name).map(|r| r.stderr_out.clone()));
+        report.filter(|t| !t.trim().is_empty()).map(|t| ("the report the server holds".to_owned(), t))
+    }
+
+    /// The logs that say why a wait on this client stopped: the client's state, the task's
+    /// last listed state, its stderr, the client's log and the server's, labelled.
+    pub fn evidence(&mut self, task: Option<&str>, server: Option<&Harness>) -> String {
+        let mut out = String::new();
+        match self.exit_status() {
+            Some(s) => {
+                let _ = writeln!(out, "client: exited ({s})");
+            }
+            None => {
+                let listed = match self.tasks() {
+                    Ok(ts) => {
+                        ts.iter().map(|t| format!("{} ({}, {})", t.name(), t.state(), t.active_state())).collect::<Vec<_>>().join(", ")
+                    }
+                    Err(e) => format!("(boinccmd: {e:#})"),
+                };
+                let _ = writeln!(out, "client: running, pid {}; its tasks now: [{listed}]", self.pid().unwrap_or(0));
+            }
+        }
+        if let Some(name) = task {
+            match self.seen.lock().unwrap().get(name) {
+                Some((when, t)) => {
+                    let _ = writeln!(out, "task {name} as boinccmd listed it {:.0} s ago: {}", when.elapsed().as_secs_f64(), t.summary());
+                }
+                None => {
+                    let _ = writeln!(out, "task {name}: boinccmd never listed it");
+                }
+            }
+            match self.task_stderr(name, server) {
+                Some((from, text)) => {
+                    let _ = writeln!(out, "task {name} stderr ({from}), last 40 lines:\n{}", wait::tail(&text, 40));
+                }
+                None => {
+                    let _ = writeln!(out, "task {name} stderr: none found (no slot stderr.txt, no <stderr_out>, no report)");
+                }
+            }
+        }
+        let _ = writeln!(out, "client log ({}), last 40 lines:\n{}", self.log_path().display(), self.log_tail(40));
+        if let Some(h) = server {
+            let _ = writeln!(out, "harness log, last 40 lines:\n{}", h.log_tail(40));
+        }
+        out
     }
 
     /// Asks the client to quit (GUI RPC), then kills what is left after `grace`.
     pub fn shutdown(&mut self, grace: Duration) {
         if self.is_running() {
             let _ = self.boinccmd(&["--quit"]);
-            let _ = self.wait_exit(grace);
+            let _ = wait::poll(grace, Duration::from_millis(200), || match self.exit_status() {
+                Some(s) => Step::Done(s),
+                None => Step::Pending,
+            });
         }
         self.kill_everything();
     }
@@ -492,7 +605,7 @@ impl Client {
                 let _ = c.try_wait();
             }
             if Instant::now() > deadline {
-                eprintln!("[harness] processes survive SIGKILL: {procs:?}");
+                crate::say(&format!("processes survive SIGKILL: {procs:?}"));
                 break;
             }
             std::thread::sleep(Duration::from_millis(200));
@@ -513,9 +626,137 @@ impl Drop for Client {
     fn drop(&mut self) {
         let left = self.kill_everything();
         if !left.is_empty() {
-            eprintln!("[harness] killed leftover processes: {left:?}");
+            crate::say(&format!("killed leftover processes: {left:?}"));
         }
     }
+}
+
+/// What one poll of a [`Watch`] saw.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// The client's exit status, once it exited.
+    pub exit: Option<ExitStatus>,
+    /// True when `boinccmd --get_tasks` answered this poll (a task was watched, the client runs).
+    pub answered: bool,
+    /// The watched task as this poll listed it.
+    pub task: Option<Task>,
+    /// The harness's state, when the server is watched (taken after the client's exit
+    /// status: a client seen exited has said all it will).
+    pub snap: Option<Snapshot>,
+}
+
+/// A wait on a client (and a task, and the server): each poll looks at them all, returns
+/// what `until`'s function makes of it, and stops as soon as it can no longer come:
+/// - the client exited;
+/// - with [`Watch::computing`]: the task is past computing ([`Task::past_computing`]), left
+///   the list, was reported to the server, or was put off beyond the time left;
+/// - with a task but neither `computing` nor a server: the task left the list.
+pub struct Watch<'a> {
+    client: &'a mut Client,
+    task: Option<String>,
+    server: Option<&'a Harness>,
+    computing: bool,
+    every: Duration,
+}
+
+impl<'a> Watch<'a> {
+    /// Watches task `name`: listed each poll, its state and stderr in the error.
+    pub fn task(mut self, name: &str) -> Self {
+        self.task = Some(name.into());
+        self
+    }
+
+    /// Waits for a state of the task while it computes: stop once it can compute no more.
+    pub fn computing(mut self) -> Self {
+        self.computing = true;
+        self
+    }
+
+    /// Watches the server too: its snapshot each poll, its log and the report in the error.
+    pub fn server(mut self, harness: &'a Harness) -> Self {
+        self.server = Some(harness);
+        self
+    }
+
+    /// The poll period (1 s by default).
+    pub fn every(mut self, period: Duration) -> Self {
+        self.every = period;
+        self
+    }
+
+    /// Polls until `done` returns something, at most `limit`.
+    pub fn until<T>(self, what: &str, limit: Duration, mut done: impl FnMut(&Seen) -> Option<T>) -> Result<T, WaitError> {
+        let Watch { client, task, server, computing, every } = self;
+        let name = task.as_deref();
+        let mut log_at = client.log_len();
+        let mut put_off = None;
+        let start = Instant::now();
+        // A task missing from one listing may be a client still reading its state file.
+        let mut missing = 0;
+        let r = wait::poll(limit, every, || {
+            let exit = client.exit_status();
+            let listing = match (name, exit) {
+                (Some(_), None) => client.tasks().ok(),
+                _ => None,
+            };
+            let answered = listing.is_some();
+            let listed = name.and_then(|n| listing.into_iter().flatten().find(|t| t.name() == n));
+            let seen = Seen { exit, answered, task: listed, snap: server.map(Harness::snapshot) };
+            if let Some(t) = done(&seen) {
+                return Step::Done(t);
+            }
+            let before = name.and_then(|n| client.last_seen(n));
+            missing = if answered && seen.task.is_none() && before.is_some() { missing + 1 } else { 0 };
+            if let (Some(n), true) = (name, computing) {
+                // The task's own end says more than the client's exit: look at it first.
+                if let Some(t) = seen.task.as_ref().or(before.as_ref()).filter(|t| t.past_computing()) {
+                    return Step::Ended(Ended::TaskOver { state: t.state().into(), exit_status: t.exit_status() });
+                }
+                if let Some(r) = seen.snap.as_ref().and_then(|s| s.report(n)) {
+                    return Step::Ended(Ended::Reported { state: r.state, exit_status: r.exit_status });
+                }
+                if missing >= 2 {
+                    return Step::Ended(Ended::TaskGone);
+                }
+                if let Some(p) = postponed(&client.log_lines_since(&mut log_at), n) {
+                    put_off = Some(p);
+                }
+                let left = limit.saturating_sub(start.elapsed()).as_secs_f64();
+                if let Some((secs, reason)) = put_off.clone().filter(|(secs, _)| *secs > left) {
+                    return Step::Ended(Ended::Postponed { secs, reason });
+                }
+            }
+            if let Some(s) = exit {
+                return Step::Ended(Ended::ClientExited(s.to_string()));
+            }
+            if name.is_some() && !computing && server.is_none() && missing >= 2 {
+                return Step::Ended(Ended::TaskGone);
+            }
+            Step::Pending
+        });
+        r.map_err(|stopped| {
+            let evidence = client.evidence(name, server);
+            stopped.into_error(what, name.and_then(|n| client.last_seen(n)), evidence)
+        })
+    }
+}
+
+/// The last "Task NAME postponed for N seconds: REASON" of `log`: (N, REASON).
+pub fn postponed(log: &str, name: &str) -> Option<(f64, String)> {
+    let key = format!("Task {name} postponed for ");
+    let line = log.lines().rev().find(|l| l.contains(&key))?;
+    let rest = &line[line.find(&key)? + key.len()..];
+    let (secs, reason) = rest.split_once(" seconds")?;
+    Some((secs.trim().parse().ok()?, reason.trim_start_matches(':').trim().to_owned()))
+}
+
+/// The `<stderr_out>` of result `name` in a `client_state.xml`.
+pub fn stderr_in_state_file(state: &str, name: &str) -> Option<String> {
+    let key = format!("<name>{}</name>", crate::xml::esc(name));
+    let block = state.split("<result>").skip(1).map(|b| b.split("</result>").next().unwrap_or(b)).find(|b| b.contains(&key))?;
+    let text = block.split_once("<stderr_out>")?.1.split_once("</stderr_out>")?.0.trim();
+    let text = text.strip_prefix("<![CDATA[").and_then(|t| t.strip_suffix("]]>")).unwrap_or(text);
+    Some(text.trim().to_owned()).filter(|t| !t.is_empty())
 }
 
 #[cfg(test)]
@@ -530,5 +771,25 @@ mod tests {
         assert_eq!((t[0].name(), t[0].active_state(), t[0].fraction_done(), t[0].elapsed()), ("wu_0", "EXECUTING", 0.25, 12.5));
         assert_eq!(t[0].get("project URL"), "http://127.0.0.1:1/gah/");
         assert_eq!(t[1].active_state(), "SUSPENDED");
+        assert!(!t[0].past_computing());
+    }
+
+    #[test]
+    fn knows_when_a_task_can_compute_no_more() {
+        let text = "1) -----------\n   name: a_0\n   ready to report: yes\n   state: compute error\n   active_task_state: UNINITIALIZED\n   exit_status: 2\n2) -----------\n   name: b_0\n   ready to report: no\n   state: uploading\n3) -----------\n   name: c_0\n   ready to report: no\n   state: downloaded\n   active_task_state: EXECUTING\n";
+        let t = parse_tasks(text);
+        assert_eq!((t[0].past_computing(), t[0].state(), t[0].exit_status()), (true, "compute error", Some(2)));
+        assert!(t[1].past_computing());
+        assert_eq!((t[2].past_computing(), t[2].exit_status()), (false, None));
+    }
+
+    #[test]
+    fn reads_the_client_s_words_on_a_task() {
+        let log = "01-Dec-2026 10:00:00 [127.0.0.1_1_gah] Task w_0 postponed for 86400 seconds: gentoo@home cannot run here: no qemu\n";
+        assert_eq!(postponed(log, "w_0"), Some((86400.0, "gentoo@home cannot run here: no qemu".into())));
+        assert_eq!(postponed(log, "w_1"), None);
+        let state = "<client_state>\n<workunit><name>w</name></workunit>\n<result>\n    <name>w_0</name>\n    <stderr_out>\n<![CDATA[\n<stderr_txt>\ngah-app: error: bad\n</stderr_txt>\n]]>\n    </stderr_out>\n</result>\n<result>\n    <name>w_1</name>\n</result>\n</client_state>\n";
+        assert_eq!(stderr_in_state_file(state, "w_0").as_deref(), Some("<stderr_txt>\ngah-app: error: bad\n</stderr_txt>"));
+        assert_eq!(stderr_in_state_file(state, "w_1"), None);
     }
 }

@@ -17,13 +17,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use gah_core::db::Database;
 use gah_core::job::Job;
 use md5::{Digest, Md5};
 
+use crate::wait::{self, Ended, Step, WaitError};
 use crate::xml::{self, esc, ReportedResult, SchedulerRequest};
 
 /// Client result states (BOINC `common_defs.h`).
@@ -36,6 +37,21 @@ pub mod client_state {
     pub const ABORTED: i64 = 6;
     /// An upload failed for good.
     pub const UPLOAD_FAILED: i64 = 7;
+
+    /// The state's name, as `boinccmd` shows it.
+    pub fn name(state: i64) -> &'static str {
+        match state {
+            0 => "new",
+            1 => "downloading",
+            2 => "downloaded",
+            COMPUTE_ERROR => "compute error",
+            4 => "uploading",
+            FILES_UPLOADED => "uploaded",
+            ABORTED => "aborted",
+            UPLOAD_FAILED => "upload failed",
+            _ => "unknown",
+        }
+    }
 }
 
 /// BOINC's `WU_ERROR_TOO_MANY_ERROR_RESULTS`, the error mask of a workunit given up.
@@ -322,20 +338,30 @@ impl Harness {
         self.state.lock().unwrap().snap.clone()
     }
 
-    /// Waits (polling every 0.5 s) until `done` holds, at most `timeout`; `Err` with the
-    /// harness log on time-out.
-    pub fn wait_until(&self, timeout: Duration, mut done: impl FnMut(&Snapshot) -> bool) -> anyhow::Result<Snapshot> {
-        let start = Instant::now();
-        loop {
-            let snap = self.snapshot();
+    /// The last `n` lines of the harness's log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let st = self.state.lock().unwrap();
+        st.snap.log[st.snap.log.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// Waits (polling every 0.5 s) until `done` holds, at most `timeout`; stops early once the
+    /// server's state is final ([`Ended::ServerSettled`]). The error carries the harness log.
+    /// To stop when the client exits too, wait through [`crate::client::Client::watch`].
+    pub fn wait_until(&self, timeout: Duration, mut done: impl FnMut(&Snapshot) -> bool) -> Result<Snapshot, WaitError> {
+        wait::poll(timeout, Duration::from_millis(500), || {
+            let (snap, settled) = {
+                let st = self.state.lock().unwrap();
+                (st.snap.clone(), st.settled())
+            };
             if done(&snap) {
-                return Ok(snap);
+                Step::Done(snap)
+            } else if settled {
+                Step::Ended(Ended::ServerSettled)
+            } else {
+                Step::Pending
             }
-            if start.elapsed() > timeout {
-                bail!("harness: condition not met after {:?}; log:\n{}", timeout, snap.log.join("\n"));
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        })
+        .map_err(|stopped| stopped.into_error("harness condition", None, format!("harness log (last 80 lines):\n{}", self.log_tail(80))))
     }
 }
 
@@ -372,14 +398,28 @@ fn serve_bytes(download: &Path, open_name: &str, bytes: &[u8]) -> anyhow::Result
     Ok(Served { physical, open_name: open_name.into(), nbytes: bytes.len() as u64, md5: hex::encode(Md5::digest(bytes)) })
 }
 
+/// A byte count or offset the client sent as a double (BOINC's XML does).
+#[allow(clippy::cast_possible_truncation)] // `as` saturates: negatives and NaN give 0, and the client sends whole numbers.
+fn byte_count(x: f64) -> u64 {
+    x as u64
+}
+
 fn now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
 impl State {
     fn log(&mut self, line: String) {
-        eprintln!("[harness] {line}");
+        crate::say(&line);
         self.snap.log.push(line);
+    }
+
+    /// Nothing can change any more: every workunit decided, every result sent and reported
+    /// (the harness would still send a decided workunit's unsent results).
+    fn settled(&self) -> bool {
+        !self.wus.is_empty()
+            && self.wus.values().all(|w| w.outcome != WuOutcome::Pending)
+            && self.results.values().all(|r| r.sent.is_some() && r.report.is_some())
     }
 
     fn new_result(&mut self, wu: &str) -> String {
@@ -613,7 +653,7 @@ impl State {
 
     fn retry_or_fail(&mut self, wu_name: &str, why: &str) {
         let w = &self.wus[wu_name];
-        if (w.results.len() as u32) < w.spec.max_total_results {
+        if (w.results.len() as u64) < u64::from(w.spec.max_total_results) {
             let r = self.new_result(wu_name);
             self.log(format!("transitioner: {wu_name}: {why}: new result {r}"));
         } else {
@@ -669,13 +709,13 @@ impl State {
         let write = || -> std::io::Result<u64> {
             let mut f = fs::OpenOptions::new().create(true).write(true).truncate(false).open(&path)?;
             let len = f.metadata()?.len();
-            let offset = req.offset as u64;
+            let offset = byte_count(req.offset);
             if len < offset {
                 return Err(std::io::Error::other(format!("file has {len} bytes < offset {offset}")));
             }
             f.set_len(offset)?;
             f.seek(SeekFrom::Start(offset))?;
-            let want = (nbytes as u64).saturating_sub(offset).min(data.len() as u64) as usize;
+            let want = usize::try_from(byte_count(nbytes).saturating_sub(offset)).unwrap_or(usize::MAX).min(data.len());
             f.write_all(&data[..want])?;
             f.sync_all()?;
             Ok(offset + want as u64)
@@ -702,7 +742,7 @@ fn serve(server: tiny_http::Server, state: Arc<Mutex<State>>, stop: Arc<AtomicBo
             Ok(Some(r)) => r,
             Ok(None) => continue,
             Err(e) => {
-                eprintln!("[harness] accept: {e}");
+                crate::say(&format!("accept: {e}"));
                 continue;
             }
         };
@@ -712,7 +752,7 @@ fn serve(server: tiny_http::Server, state: Arc<Mutex<State>>, stop: Arc<AtomicBo
         let mut body = Vec::new();
         if method == tiny_http::Method::Post {
             if let Err(e) = request.as_reader().read_to_end(&mut body) {
-                eprintln!("[harness] read body of {path}: {e}");
+                crate::say(&format!("read body of {path}: {e}"));
                 let _ = request.respond(tiny_http::Response::empty(400));
                 continue;
             }
@@ -755,7 +795,7 @@ fn serve(server: tiny_http::Server, state: Arc<Mutex<State>>, stop: Arc<AtomicBo
             }
         };
         if let Err(e) = result {
-            eprintln!("[harness] respond to {path}: {e}");
+            crate::say(&format!("respond to {path}: {e}"));
         }
     }
 }
@@ -792,6 +832,37 @@ fn download(request: tiny_http::Request, dir: &Path, name: &str, state: &Mutex<S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wait_until_stops_once_the_server_is_settled() {
+        let dir = std::env::temp_dir().join(format!("gah-harness-settled-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let h = Harness::start(HarnessConfig::new(&dir)).unwrap();
+        let job = Job::new("test", "app-arch/bzip2-1.0.8", Default::default(), gah_core::job::Compiler::Gcc, 60);
+        let result = h.add_workunit(WorkunitSpec::new("wu", job)).unwrap().remove(0);
+        // Unsent work can still come back: only the time limit ends this wait.
+        let e = h.wait_until(Duration::from_millis(300), |_| false).unwrap_err();
+        assert_eq!(e.ended, Ended::TimedOut(Duration::from_millis(300)));
+        {
+            let mut st = h.state.lock().unwrap();
+            st.results.get_mut(&result).unwrap().sent = Some(now());
+            let report = ReportedResult {
+                name: result.clone(),
+                state: client_state::COMPUTE_ERROR,
+                exit_status: 2,
+                stderr_out: "gah-app: error: no such thing".into(),
+                ..Default::default()
+            };
+            st.handle_report(&report);
+        }
+        let t0 = std::time::Instant::now();
+        let e = h.wait_until(Duration::from_secs(3600), |s| !s.uploads.is_empty()).unwrap_err();
+        assert_eq!(e.ended, Ended::ServerSettled);
+        assert!(t0.elapsed() < Duration::from_secs(2), "{e}");
+        assert!(e.to_string().contains("gah-app: error: no such thing"), "{e}");
+        drop(h);
+        let _ = fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn project_dir_name_is_boincs() {
