@@ -29,6 +29,13 @@ use crate::SAY;
 /// would abort the task anyway.
 const MAX_INPUT_BYTES: u64 = 10_000_000_000;
 
+/// What the guest leaves is hostile until checked (`gah_util::untrusted`): these caps bound
+/// what gah-app reads of it. The log's cap is the outcome archive's own, so a longer log
+/// could not be uploaded anyway.
+const MAX_OUTCOME_BYTES: u64 = 16 << 20;
+const MAX_LOG_BYTES: u64 = 64 << 20;
+const MAX_INFO_BYTES: u64 = 1 << 20;
+
 /// A step of the app that failed, with the file or name involved.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -383,8 +390,19 @@ pub fn main(args: Args) -> Result<(), AppError> {
 
     let out_dir = input.output_dir();
     let outcome = read_outcome(&out_dir, &job, &ending, &console, backend.as_ref());
-    let log = fs::read(out_dir.join("build.log")).unwrap_or_else(|_| fs::read(&console).unwrap_or_default());
-    let info = fs::read(out_dir.join("emerge-info.txt")).ok();
+    let log = match gah_util::untrusted::read_beneath(&out_dir, Path::new("build.log"), MAX_LOG_BYTES) {
+        Ok(log) => log,
+        Err(e) => {
+            // The console tells what happened instead; a refused log says why it is not there.
+            let why = if e.is_missing() { String::new() } else { format!("gah-app: no build log taken: {}\n", gah_util::error_chain(&e)) };
+            let mut log = why.into_bytes();
+            log.extend(fs::read(&console).unwrap_or_default());
+            log
+        }
+    };
+    let info = gah_util::untrusted::read_beneath(&out_dir, Path::new("emerge-info.txt"), MAX_INFO_BYTES)
+        .map_err(|e| tracing::warn!("emerge --info not taken: {}", gah_util::error_chain(&e)))
+        .ok();
     let place = |source| AppError::PlaceOutcome { path: output.clone(), source };
     let mut file = AtomicFile::create(&output).map_err(place)?;
     gah_core::archive::write(&mut file, &job, &outcome, &log, info.as_deref())
@@ -444,11 +462,17 @@ fn stage_input(slot: &Path, job: &Path, agent: &Path) -> Result<PathBuf, AppErro
 
 /// The agent's outcome, or an infrastructure failure that says what went wrong.
 fn read_outcome(out_dir: &Path, job: &Job, ending: &Ending, console: &Path, backend: &dyn Backend) -> Outcome {
-    let mut outcome = match fs::read(out_dir.join("outcome.json")).ok().map(|b| Outcome::from_json(&b)) {
-        Some(Ok(o)) if o.mismatch_with(job).is_none() => o,
-        Some(Ok(o)) => infra(job, &format!("agent answered another job: {}", o.mismatch_with(job).unwrap_or_default())),
-        Some(Err(e)) => infra(job, &format!("agent wrote a bad outcome: {}", gah_util::error_chain(&e))),
-        None => match ending {
+    let mut outcome = match gah_util::untrusted::read_beneath(out_dir, Path::new("outcome.json"), MAX_OUTCOME_BYTES) {
+        Ok(bytes) => match Outcome::from_json(&bytes) {
+            Ok(o) if o.mismatch_with(job).is_none() => o,
+            Ok(o) => infra(job, &format!("agent answered another job: {}", o.mismatch_with(job).unwrap_or_default())),
+            Err(e) => infra(job, &format!("agent wrote a bad outcome: {}", gah_util::error_chain(&e))),
+        },
+        // A link, FIFO, hard link or oversize file: never read, and said so.
+        Err(refused) if !refused.is_missing() => {
+            infra(job, &format!("the guest left an unusable outcome: {}", gah_util::error_chain(&refused)))
+        }
+        Err(_) => match ending {
             Ending::TimedOut => {
                 let mut o = Outcome::for_job(job, Status::Timeout);
                 o.failed_phase = Some("build".into());

@@ -45,21 +45,47 @@ pub enum BinpkgsError {
 /// Adds what `from` has and `to` lacks. Packages are immutable once written, so existing
 /// ones are kept; the `Packages` index changes with every build and is replaced. Each file
 /// lands durably through a rename, so a reader never sees half of one.
+///
+/// `from` may be what a guest left: only real folders and regular files are taken, each
+/// opened beneath `from` without following links (`gah_util::untrusted`); links, FIFOs,
+/// devices, sockets and hard links are skipped with a warning, never copied.
 pub fn merge(from: &Path, to: &Path) -> Result<(), BinpkgsError> {
-    if !from.is_dir() {
-        return Ok(());
+    match fs::symlink_metadata(from) {
+        Ok(meta) if meta.is_dir() => merge_below(from, Path::new(""), to),
+        Ok(_) => {
+            tracing::warn!(folder = %from.display(), "not a real folder: no binary packages taken from it");
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(BinpkgsError::Read { path: from.to_path_buf(), source }),
     }
+}
+
+fn merge_below(root: &Path, relative: &Path, to: &Path) -> Result<(), BinpkgsError> {
     fs::create_dir_all(to).map_err(|source| BinpkgsError::Create { path: to.to_path_buf(), source })?;
-    let read = |source| BinpkgsError::Read { path: from.to_path_buf(), source };
-    for entry in fs::read_dir(from).map_err(read)? {
+    let dir = root.join(relative);
+    let read = |source| BinpkgsError::Read { path: dir.clone(), source };
+    for entry in fs::read_dir(&dir).map_err(read)? {
         let entry = entry.map_err(read)?;
-        let target = to.join(entry.file_name());
-        if entry.file_type().map_err(read)?.is_dir() {
-            merge(&entry.path(), &target)?;
+        let (name, target) = (relative.join(entry.file_name()), to.join(entry.file_name()));
+        // DirEntry::file_type does not follow links.
+        let kind = entry.file_type().map_err(read)?;
+        if kind.is_dir() {
+            merge_below(root, &name, &target)?;
         } else if entry.file_name() == "Packages" || !target.exists() {
-            let file = AtomicFile::create(&target)?;
-            // fs::copy keeps the kernel's fast paths (copy_file_range, reflinks).
-            fs::copy(entry.path(), file.temp_path()).map_err(|source| BinpkgsError::Copy { from: entry.path(), source })?;
+            let mut source = match gah_util::untrusted::open_beneath(root, &name) {
+                Ok(file) => file,
+                Err(e) if e.is_missing() => continue,
+                Err(gah_util::untrusted::UntrustedError::Io { source, .. }) => {
+                    return Err(BinpkgsError::Copy { from: root.join(&name), source })
+                }
+                Err(refused) => {
+                    tracing::warn!("binary package folder: skipped {}", gah_util::error_chain(&refused));
+                    continue;
+                }
+            };
+            let mut file = AtomicFile::create(&target)?;
+            io::copy(&mut source, file.as_file_mut()).map_err(|source| BinpkgsError::Copy { from: root.join(&name), source })?;
             file.commit()?;
         }
     }
@@ -84,5 +110,44 @@ mod tests {
         assert_eq!(fs::read(to.path().join("app-arch/bzip2/bzip2-1.0.8-1.gpkg.tar")).unwrap(), b"old");
         assert_eq!(fs::read(to.path().join("Packages")).unwrap(), b"index 2");
         assert!(merge(&from.path().join("absent"), to.path()).is_ok());
+    }
+
+    /// Issue 15: a symlinked `.gpkg.tar` made the cache copy a root-only host file.
+    #[test]
+    fn links_fifos_and_hard_links_never_reach_the_cache() {
+        let from = tempfile::tempdir().unwrap();
+        let to = tempfile::tempdir().unwrap();
+        let secret = tempfile::NamedTempFile::new().unwrap();
+        fs::write(secret.path(), b"host secret").unwrap();
+        fs::create_dir_all(from.path().join("app-arch/bzip2")).unwrap();
+        std::os::unix::fs::symlink(secret.path(), from.path().join("app-arch/bzip2/bzip2-1.0.8-1.gpkg.tar")).unwrap();
+        std::os::unix::fs::symlink("/etc", from.path().join("dev-libs")).unwrap();
+        nix::unistd::mkfifo(&from.path().join("Packages"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        fs::write(from.path().join("app-arch/bzip2/real-1.gpkg.tar"), b"pkg").unwrap();
+        fs::hard_link(from.path().join("app-arch/bzip2/real-1.gpkg.tar"), from.path().join("app-arch/bzip2/twin-1.gpkg.tar")).unwrap();
+        fs::write(from.path().join("app-arch/bzip2/plain-1.gpkg.tar"), b"pkg").unwrap();
+        merge(from.path(), to.path()).unwrap();
+        let mut found: Vec<String> = walk(to.path());
+        found.sort();
+        assert_eq!(found, ["app-arch/bzip2/plain-1.gpkg.tar"]);
+        // A link as the folder itself is not followed either.
+        let linked = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(from.path(), linked.path().join("binpkgs")).unwrap();
+        let to2 = tempfile::tempdir().unwrap();
+        merge(&linked.path().join("binpkgs"), to2.path()).unwrap();
+        assert!(walk(to2.path()).is_empty());
+    }
+
+    fn walk(dir: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                out.extend(walk(&e.path()).into_iter().map(|p| format!("{}/{p}", e.file_name().to_string_lossy())));
+            } else {
+                out.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+        out
     }
 }

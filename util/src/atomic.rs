@@ -57,6 +57,12 @@ impl AtomicFile {
         &self.temp
     }
 
+    /// The temporary file, for `io::copy` from another `File` (which keeps the kernel's
+    /// `copy_file_range` fast path).
+    pub fn as_file_mut(&mut self) -> &mut File {
+        self.file.as_mut().expect("present until commit, which consumes self")
+    }
+
     /// fsyncs the data, renames it over the target and fsyncs the folder.
     pub fn commit(mut self) -> Result<(), AtomicError> {
         if let Some(file) = self.file.take() {

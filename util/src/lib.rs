@@ -5,6 +5,8 @@
 //!   whole root with links).
 //! - [`process`]: the one place that spawns programs ([`process::command`]), with the tail of
 //!   stderr in errors and [`process::KillOnDrop`].
+//! - [`untrusted`]: reading what the guest left: regular files only, beneath a folder, no
+//!   link followed, never blocking, capped.
 //! - [`sqlite`]: opening a database with its named migrations ([`sqlite::open`]).
 //! - [`shell`]: quoting for `sh`; [`error_chain`]: a typed error and its causes on one line.
 //!
@@ -21,6 +23,7 @@ pub mod process;
 pub mod shell;
 pub mod sqlite;
 pub mod untar;
+pub mod untrusted;
 
 /// An error and its causes on one line, `top: cause: root cause`, as anyhow's `{:#}` shows
 /// them: for libraries, which return typed errors but sometimes log one.
