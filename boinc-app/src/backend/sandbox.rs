@@ -15,7 +15,8 @@
 //!    `/gah/out` writable, mounts a fresh `/proc`, a minimal `/dev`, sets the hostname;
 //! 5. `pivot_root`s into the overlay and detaches the old root;
 //! 6. sets resource limits;
-//! 7. forks the agent with a clean environment and reaps everything until it exits.
+//! 7. forks the agent with a clean environment and `no_new_privs`, and reaps everything until
+//!    it exits. (The helper itself starts with an empty environment: it is the guest's PID 1.)
 //!
 //! Every process in the chain has a parent-death signal, so killing `gah-app` kills the
 //! sandbox.
@@ -260,6 +261,11 @@ fn pid_one(spec: &SandboxSpec) -> Result<i32, SandboxError> {
     // SAFETY: single-threaded; the child only execs.
     match unsafe { fork() }.map_err(|e| SandboxError::Spawn { what: "fork the agent", source: e })? {
         ForkResult::Child => {
+            // No setuid or file-capability gains for anything the build runs.
+            if let Err(err) = nix::sys::prctl::set_no_new_privs() {
+                report_setup_failure(format_args!("step 7, no_new_privs: {err}"));
+                std::process::exit(SETUP_FAILED);
+            }
             let err = nix::unistd::execve(&argv[0], &argv, &env).unwrap_err();
             report_setup_failure(format_args!("step 7, exec {}: {err}", spec.argv[0]));
             std::process::exit(SETUP_FAILED);
@@ -497,6 +503,7 @@ impl SandboxBackend {
         let spec_path = scratch.path().join("spec.json");
         write_spec(&spec, &spec_path)?;
         let out = gah_util::process::command(&self.helper)
+            .env_clear()
             .arg("__sandbox-init")
             .arg(&spec_path)
             .output()
@@ -563,7 +570,9 @@ impl SandboxBackend {
         let console = input.slot.join("sandbox-stderr.log");
         let stderr = fs::File::create(&console).map_err(create(&console))?;
         let mut cmd = gah_util::process::command(&self.helper);
-        cmd.arg("__sandbox-init").arg(&spec_path).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr).process_group(0);
+        // The helper becomes the guest's PID 1, whose environment the guest can read in
+        // /proc/1/environ: it gets none of gah-app's (the client's paths, account details).
+        cmd.env_clear().arg("__sandbox-init").arg(&spec_path).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr).process_group(0);
         // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
         unsafe {
             cmd.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from));
