@@ -551,7 +551,10 @@ fn blame(q: &Queries<'_>) -> anyhow::Result<Output> {
     let rows = q.latest("1", &[])?;
     let mut by_dep: BTreeMap<String, Vec<&Row>> = BTreeMap::new();
     for r in rows.iter().filter(|r| r.status() == Some(Status::DepsFailed)) {
-        let dep = q.db.read_blob(&r.log_sha256).map(|log| blamed_dependency(&log)).unwrap_or_else(|e| format!("(log unreadable: {e})"));
+        let dep =
+            q.db.read_blob(&r.log_sha256)
+                .map(|log| blamed_dependency(&log))
+                .unwrap_or_else(|e| format!("(log unreadable: {})", gah_util::error_chain(&e)));
         by_dep.entry(dep).or_default().push(r);
     }
     let own = rows.iter().filter(|r| r.is_own_failure()).count();

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use gah_core::db::Database;
 use gah_core::job::Job;
 
@@ -171,8 +170,8 @@ fn run_replica(
     let slot = dir.join(format!("replica-{replica}"));
     fs::create_dir_all(&slot)?;
     let archive = dir.join(format!("replica-{replica}.tar.gz"));
-    let mut child = gah_util::process::command(app)
-        .current_dir(&slot)
+    let mut cmd = gah_util::process::command(app);
+    cmd.current_dir(&slot)
         .arg("--job")
         .arg(job_file)
         .arg("--output")
@@ -192,9 +191,9 @@ fn run_replica(
         .arg(slot.join("slot"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("start {}", app.display()))?;
+        .stderr(Stdio::null());
+    // An early return (or Ctrl-C's unwinding) must not leave gah-app building on its own.
+    let mut child = gah_util::process::KillOnDrop::spawn(&mut cmd)?;
     // The BOINC runtime sends gah-app's stderr to stderr.txt in its folder: follow it for
     // the phase the guest is in.
     let stderr_txt = slot.join("stderr.txt");
@@ -203,7 +202,7 @@ fn run_replica(
     let mut last_phase = String::new();
     println!("{label}: starting");
     let status = loop {
-        if let Some(status) = child.try_wait()? {
+        if let Some(status) = child.child().try_wait()? {
             break status;
         }
         for line in new_lines(&stderr_txt, &mut offset) {
@@ -260,7 +259,8 @@ fn validate_and_assimilate(db: &mut Database, snapshot: i64, job: &Job, archives
     // Each upload is read and checked once; the checks are the validator's own.
     let mut loaded = Vec::with_capacity(archives.len());
     for path in archives {
-        let checked = gah_validator::load(path).map_err(|e| e.to_string()).and_then(|a| gah_validator::check_job(&a, job).map(|()| a));
+        let checked =
+            gah_validator::load(path).map_err(|e| gah_util::error_chain(&e)).and_then(|a| gah_validator::check_job(&a, job).map(|()| a));
         match checked {
             Ok(archive) => loaded.push(archive),
             Err(why) => return row("invalid", "-", format!("validator rejected {}: {}", path.display(), gah_validator::one_line(&why))),

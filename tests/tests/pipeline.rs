@@ -12,7 +12,7 @@ fn check_one_configuration(backend: &str) {
     let job = overlay_job("app-arch/bzip2", Compiler::Gcc, 3600);
     let dir = tempfile::Builder::new().prefix(&format!("gah-{backend}-")).tempdir().unwrap();
     let (archive, stderr) = run_app(&job, backend, dir.path());
-    let archive = gah_validator::load(&archive).unwrap_or_else(|e| panic!("archive refused: {e}\n{stderr}"));
+    let archive = gah_validator::load(&archive).unwrap_or_else(|e| panic!("archive refused: {}\n{stderr}", gah_util::error_chain(&e)));
     let outcome = &archive.outcome;
     let log = String::from_utf8_lossy(&archive.build_log);
     assert_eq!(outcome.status, Status::Success, "{}\n{log}", outcome.summary);

@@ -96,9 +96,14 @@ pub fn rename_durably(from: &Path, to: &Path) -> Result<(), AtomicError> {
     sync_dir(parent_of(to))
 }
 
-/// fsyncs a folder, so that entries created or renamed in it survive a crash.
+/// fsyncs a folder, so that entries created or renamed in it survive a crash. Filesystems
+/// that cannot sync a folder (EINVAL: vboxsf, some FUSE ones) give what they can: that is
+/// not an error, or a volunteer on one would lose every result.
 pub fn sync_dir(dir: &Path) -> Result<(), AtomicError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(err("sync", dir))
+    match File::open(dir).and_then(|d| d.sync_all()) {
+        Err(e) if matches!(e.raw_os_error(), Some(nix::libc::EINVAL | nix::libc::ENOTSUP)) => Ok(()),
+        other => other.map_err(err("sync", dir)),
+    }
 }
 
 /// A fresh hidden name beside `target`: `.NAME.tmp-PID-N`.

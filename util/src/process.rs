@@ -41,6 +41,18 @@ pub fn command(program: impl AsRef<OsStr>) -> Command {
     cmd
 }
 
+/// Makes the program `cmd` starts die with its parent (SIGKILL on the parent's death, Linux's
+/// parent-death signal): a guest or probe never outlives the gah-app that started it.
+pub fn die_with_parent(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe, and the closure touches nothing else between fork
+    // and exec.
+    unsafe {
+        cmd.pre_exec(|| nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(std::io::Error::from));
+    }
+    cmd
+}
+
 /// Runs `cmd` to completion with its output captured; a nonzero exit becomes
 /// [`ProcessError::Failed`] carrying stderr's last lines.
 pub fn run_checked(cmd: &mut Command) -> Result<Output, ProcessError> {

@@ -22,8 +22,8 @@ pub struct Migration {
 pub struct Options {
     /// How long a statement waits for another connection's lock.
     pub busy_timeout: Duration,
-    /// `synchronous=FULL` (a committed transaction survives power loss) rather than SQLite's
-    /// WAL default `NORMAL`.
+    /// `synchronous=FULL` (a committed transaction survives power loss); otherwise `NORMAL`
+    /// (in WAL mode: consistent after a crash, the last transactions may be lost).
     pub synchronous_full: bool,
 }
 
@@ -77,9 +77,7 @@ pub fn open(path: &Path, migrations: &[Migration], options: Options) -> Result<C
     let mut conn = Connection::open(path).map_err(open_err)?;
     conn.busy_timeout(options.busy_timeout).map_err(open_err)?;
     conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
-    if options.synchronous_full {
-        conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
-    }
+    conn.pragma_update(None, "synchronous", if options.synchronous_full { "FULL" } else { "NORMAL" }).map_err(open_err)?;
     conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
     migrate(&mut conn, migrations).map_err(|(name, source)| SqliteError::Migration { path: path.to_path_buf(), name, source })?;
     Ok(conn)

@@ -89,7 +89,9 @@ pub fn unpack(reader: impl Read, into: &Path, rules: Rules) -> Result<Unpacked, 
         let mut entry = entry.map_err(UntarError::Read)?;
         let path = entry.path().map_err(UntarError::Read)?.into_owned();
         let kind = entry.header().entry_type();
-        let allowed = kind.is_file() || kind.is_dir() || (rules.links && (kind.is_symlink() || kind.is_hard_link()));
+        // Contiguous and GNU sparse entries are regular files too (tar unpacks them as such).
+        let is_file = kind.is_file() || kind.is_contiguous() || kind.is_gnu_sparse();
+        let allowed = is_file || kind.is_dir() || (rules.links && (kind.is_symlink() || kind.is_hard_link()));
         if !allowed {
             done.skipped.push(path);
             continue;
@@ -98,7 +100,7 @@ pub fn unpack(reader: impl Read, into: &Path, rules: Rules) -> Result<Unpacked, 
             folders.push(entry);
             continue;
         }
-        if kind.is_file() {
+        if is_file {
             done.bytes = done.bytes.saturating_add(entry.size());
             if done.bytes > rules.max_bytes {
                 return Err(UntarError::TooLarge { max_bytes: rules.max_bytes, entry: path });

@@ -195,7 +195,8 @@ pub fn write_submission(queue: &Queue, jobs: &[Job], sub: &Submission, project: 
 # Idempotent: a job already submitted has a marker in submitted/ and is skipped.
 set -eu
 QUEUE={queue}
-cd "${{BOINC_PROJECT:-{project}}}"
+PROJECT={project}
+cd "${{BOINC_PROJECT:-$PROJECT}}"
 if [ ! -x bin/create_work ] || [ ! -x bin/dir_hier_path ]; then
     echo "create_work.sh: $(pwd) is not a BOINC project folder (no bin/create_work, bin/dir_hier_path)" >&2
     exit 1
@@ -216,7 +217,7 @@ done_() {{
 }}
 "#,
         queue = shell::quote(&abs.display().to_string()),
-        project = project.replace('"', "\\\""),
+        project = shell::quote(&project),
     );
     if sub.stdin_batch {
         // One create_work --stdin per group of equal bounds (jobs differ only in timeout).

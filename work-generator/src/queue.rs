@@ -58,24 +58,9 @@ pub enum QueueError {
         #[source]
         source: AtomicError,
     },
-    /// A job file could not be read.
-    #[error("read {}", path.display())]
-    ReadJob {
-        /// The job file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A job file is not a job.
-    #[error("parse {}", path.display())]
-    ParseJob {
-        /// The job file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: gah_core::Error,
-    },
+    /// A job file could not be read or is not a job (the source names the file).
+    #[error("the queue's job")]
+    Job(#[source] gah_core::Error),
     /// A `submitted/` marker could not be written.
     #[error("write the marker {}", path.display())]
     Mark {
@@ -210,9 +195,10 @@ impl Queue {
     /// Adds a plan's jobs: job files for the new ones, cells for the rotation.
     pub fn add(&mut self, plan: &Plan) -> Result<AddStats, QueueError> {
         let mut stats = AddStats::default();
-        let tx = self.db.transaction().map_err(db_err(&self.dir))?;
+        // Job files first, outside the transaction: their fsyncs must not hold the database's
+        // write lock, which the assimilator's rotation updates wait for.
         for job in &plan.jobs {
-            let path = self.dir.join("pending").join(format!("{}.json", job.job_id));
+            let path = self.job_path(&job.job_id);
             if path.exists() {
                 stats.existing += 1;
             } else {
@@ -220,6 +206,9 @@ impl Queue {
                     .map_err(|source| QueueError::WriteJob { job_id: job.job_id.clone(), source })?;
                 stats.added += 1;
             }
+        }
+        let tx = self.db.transaction().map_err(db_err(&self.dir))?;
+        for job in &plan.jobs {
             let md5 = plan.ebuild_md5.get(&(job.repo.clone(), job.cpv.clone())).cloned().unwrap_or_default();
             let old: Option<String> = tx
                 .query_row("SELECT md5 FROM cells WHERE job_id = ?1", [&job.job_id], |r| r.get(0))
@@ -276,11 +265,7 @@ impl Queue {
     /// The job in `job_id`'s file.
     fn read_job(&self, job_id: &str) -> Result<Job, QueueError> {
         let path = self.job_path(job_id);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(source) => return Err(QueueError::ReadJob { path, source }),
-        };
-        Job::from_json(&bytes).map_err(|source| QueueError::ParseJob { path, source })
+        Job::read(&path).map_err(QueueError::Job)
     }
 
     /// The next `n` jobs of the rotation, read from their files.
@@ -429,8 +414,8 @@ mod tests {
         assert_eq!(e.to_string(), format!("no cell no-such-job in {}", dir.path().display()));
         std::fs::write(q.job_path("bad"), b"{").unwrap();
         let e = q.read_job("bad").unwrap_err();
-        assert!(matches!(&e, QueueError::ParseJob { path, .. } if path.ends_with("pending/bad.json")), "{e:?}");
+        assert!(matches!(&e, QueueError::Job(gah_core::Error::InFile { path, .. }) if path.ends_with("pending/bad.json")), "{e:?}");
         let e = q.read_job("absent").unwrap_err();
-        assert!(matches!(&e, QueueError::ReadJob { path, .. } if path.ends_with("pending/absent.json")), "{e:?}");
+        assert!(matches!(&e, QueueError::Job(gah_core::Error::Read { path, .. }) if path.ends_with("pending/absent.json")), "{e:?}");
     }
 }

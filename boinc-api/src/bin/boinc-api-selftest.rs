@@ -53,7 +53,7 @@ fn main() {
             let secs: u64 = args[1].parse().expect("seconds");
             let notice = args.get(3).is_some_and(|a| a == "notice");
             let err = rt.temporary_exit(Duration::from_secs(secs), &args[2], notice).unwrap_err();
-            eprintln!("temporary_exit: {err}");
+            eprintln!("temporary_exit: {err}{}", std::error::Error::source(&err).map(|s| format!(": {s}")).unwrap_or_default());
             std::process::exit(1)
         }
         "double-init" => {

@@ -62,8 +62,8 @@ fn probe_kvm(qemu: &Path, kernel: &Path, key: String) -> KvmProbe {
     };
     let console = dir.path().join("console.log");
     let started = Instant::now();
-    let child = gah_util::process::command(qemu)
-        .args(["-machine", "microvm", "-accel", "kvm", "-cpu", "host", "-m", "128", "-smp", "1"])
+    let mut cmd = gah_util::process::command(qemu);
+    cmd.args(["-machine", "microvm", "-accel", "kvm", "-cpu", "host", "-m", "128", "-smp", "1"])
         .args(["-nodefaults", "-no-user-config", "-nic", "none", "-display", "none", "-no-reboot"])
         .arg("-serial")
         .arg(format!("file:{}", console.display()))
@@ -72,22 +72,19 @@ fn probe_kvm(qemu: &Path, kernel: &Path, key: String) -> KvmProbe {
         .args(["-append", "console=ttyS0 panic=-1 root=/dev/gah-no-root"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match child {
+        .stderr(Stdio::piped());
+    // A broken KVM hangs qemu: it must not outlive this probe, nor gah-app.
+    gah_util::process::die_with_parent(&mut cmd);
+    let mut child = match gah_util::process::KillOnDrop::spawn(&mut cmd) {
         Ok(c) => c,
-        Err(e) => return no(format!("start {}: {e}", qemu.display())),
+        Err(e) => return no(gah_util::error_chain(&e)),
     };
     let deadline = started + Duration::from_secs(20);
     loop {
-        match child.try_wait() {
+        match child.child().try_wait() {
             Ok(Some(_)) => break,
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return no("a kernel did not boot under KVM within 20 s (nested or broken KVM)".into());
-            }
+            _ => return no("a kernel did not boot under KVM within 20 s (nested or broken KVM)".into()),
         }
     }
     let text = fs::read_to_string(&console).unwrap_or_default();
@@ -95,7 +92,7 @@ fn probe_kvm(qemu: &Path, kernel: &Path, key: String) -> KvmProbe {
         KvmProbe { usable: true, detail: format!("kernel reached its root mount in {:.1} s", started.elapsed().as_secs_f64()), key }
     } else {
         let mut stderr = String::new();
-        if let Some(mut e) = child.stderr.take() {
+        if let Some(mut e) = child.child().stderr.take() {
             use std::io::Read;
             let _ = e.read_to_string(&mut stderr);
         }

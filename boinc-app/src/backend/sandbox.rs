@@ -573,10 +573,7 @@ impl SandboxBackend {
         // The helper becomes the guest's PID 1, whose environment the guest can read in
         // /proc/1/environ: it gets none of gah-app's (the client's paths, account details).
         cmd.env_clear().arg("__sandbox-init").arg(&spec_path).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr).process_group(0);
-        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from));
-        }
+        gah_util::process::die_with_parent(&mut cmd);
         let mut child = cmd.spawn().map_err(|source| SandboxGuestError::Start { program: self.helper.clone(), source })?;
         let stdout = child.stdout.take().expect("stdout is piped");
         let (tx, rx) = mpsc::channel();

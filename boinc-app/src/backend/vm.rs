@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use gah_util::atomic::AtomicError;
 use gah_util::process::{command, run_checked, ProcessError};
 use gah_util::untar::{self, Rules, UntarError};
-use nix::sys::signal::Signal;
 
 use super::{parse_progress, Backend, BackendError, Guest, GuestEvent, GuestInput, Image, MissingImageFile};
 
@@ -352,10 +351,7 @@ impl VmBackend {
             .stdout(Stdio::null())
             .stderr(stderr)
             .process_group(0);
-        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from));
-        }
+        gah_util::process::die_with_parent(&mut cmd);
         Ok(cmd)
     }
 }

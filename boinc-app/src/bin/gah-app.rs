@@ -58,10 +58,9 @@ fn init_tracing() {
     let logged = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(false)
-        .with_filter(filter_fn(|m| m.target() != gah_app::SAY));
-    tracing_subscriber::registry()
-        .with(EnvFilter::try_from_env("GAH_LOG").unwrap_or_else(|_| "info".into()))
-        .with(said)
-        .with(logged)
-        .init();
+        .with_filter(filter_fn(|m| m.target() != gah_app::SAY))
+        // GAH_LOG filters the diagnostics only: what gah-app says to the volunteer (and what
+        // `gah run` and the tests read) is never filtered away.
+        .with_filter(EnvFilter::try_from_env("GAH_LOG").unwrap_or_else(|_| "info".into()));
+    tracing_subscriber::registry().with(said).with(logged).init();
 }

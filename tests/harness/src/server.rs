@@ -631,7 +631,7 @@ impl State {
                     Ok(done) => WuOutcome::Assimilated { canonical: canonical.name.clone(), detail: done.to_string() },
                     Err(e) => WuOutcome::Failed { detail: format!("assimilator: {e}") },
                 },
-                Err(e) => WuOutcome::Failed { detail: format!("open {}: {e}", db_path.display()) },
+                Err(e) => WuOutcome::Failed { detail: format!("open {}: {}", db_path.display(), gah_util::error_chain(&e)) },
             };
             self.log(format!("assimilator: {wu_name}: {outcome:?}"));
             self.set_outcome(wu_name, outcome);
@@ -641,8 +641,8 @@ impl State {
                 .map(|mut db| gah_assimilator::record_error(&mut db, WU_ERROR_TOO_MANY_ERROR_RESULTS, wu_name, w.id, 0))
             {
                 Ok(Ok(r)) => format!("{errors} error result(s); infrastructure failure recorded ({r:?})"),
-                Ok(Err(e)) => format!("{errors} error result(s); recording failed: {e}"),
-                Err(e) => format!("{errors} error result(s); open {}: {e}", db_path.display()),
+                Ok(Err(e)) => format!("{errors} error result(s); recording failed: {}", gah_util::error_chain(&e)),
+                Err(e) => format!("{errors} error result(s); open {}: {}", db_path.display(), gah_util::error_chain(&e)),
             };
             self.log(format!("assimilator: {wu_name}: failed: {detail}"));
             self.set_outcome(wu_name, WuOutcome::Failed { detail });
