@@ -19,29 +19,39 @@ check() {
 check qemu-system-x86_64 qemu-system-x86 qemu-system-x86_64 --version
 check qemu-img qemu-utils qemu-img --version
 check mkfs.ext4 e2fsprogs mkfs.ext4 -V
-# The sandbox backend needs user namespaces and overlayfs (checked at run time by gah-app).
-check unshare util-linux unshare --version
+# qemu's exec: migration URIs run `sh -c "cat > FILE"`.
+check sh dash sh -c 'echo ok | cat >/dev/null'
+# The sandbox backend: an unprivileged user namespace (what it needs under BOINC's own user;
+# gah-app also probes this itself and falls back to the VM).
+check "unprivileged user namespaces" "util-linux; sysctl kernel.unprivileged_userns_clone=1" \
+  setpriv --reuid=65534 --regid=65534 --clear-groups unshare --user --map-root-user true
 # The real BOINC client and its control tool (tests/harness), the API library (boinc-api).
 check boinc boinc-client boinc --version
 check boinccmd boinc-client boinccmd --version
-check libboinc_api.so libboinc-app-dev sh -c 'ldconfig -p | grep -q "libboinc_api.so\b" && ldconfig -p | grep -q "libboinc.so\b"'
+check libboinc_api.so libboinc-app-dev sh -c 'ldconfig -p | grep -q "libboinc_api\.so (" && ldconfig -p | grep -q "libboinc\.so ("'
 check boinc_api.h libboinc-app-dev test -f /usr/include/boinc/boinc_api.h
 # Compilers: the workspace (bindgen needs libclang), the overlay's ebuilds on the host.
 check cc build-essential cc --version
 check gcc build-essential gcc --version
 check g++ build-essential g++ --version
 check clang clang clang --version
-check libclang libclang-dev sh -c 'ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null'
+check libclang "libclang-dev (libclang1)" sh -c 'ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-[0-9]*.so* 2>/dev/null | grep -q .'
 check pkg-config pkg-config pkg-config --version
 check cargo rustup cargo --version
 check rustfmt "rustup component rustfmt" cargo fmt --version
 check clippy "rustup component clippy" cargo clippy --version
 # The guest image (vm-images/test-image/build.sh) and the distfiles.
 check debootstrap debootstrap debootstrap --version
-check busybox busybox-static test -x /bin/busybox
+check "busybox (static)" busybox-static sh -c 'dpkg -s busybox-static >/dev/null && /bin/busybox true'
 check cpio cpio cpio --version
 check zstd zstd zstd --version
 check tar tar tar --version
+check gzip gzip gzip --version
+check xz xz-utils xz --version
+check lz4 lz4 lz4 --version
+check sha256sum coreutils sha256sum --version
+check md5sum coreutils md5sum --version
+check chroot coreutils chroot --version
 check socat socat socat -V
 check sqlite3 sqlite3 sqlite3 --version
 # Checking the overlay's ebuilds on the host.
@@ -54,8 +64,8 @@ check python3 python3 python3 --version
 # Portage from PyPI (scripts/setup.sh makes the venv).
 venv=.cache/portage-venv
 check "Portage (emerge)" "pip portage in $venv" "$venv/bin/python" -c 'import portage, _emerge'
-check egencache "pip portage in $venv" test -x "$venv/bin/egencache"
-check ebuild "pip portage in $venv" test -x "$venv/bin/ebuild"
+check egencache "pip portage in $venv" "$venv/bin/python" "$venv/bin/egencache" --help
+check ebuild "pip portage in $venv" "$venv/bin/python" "$venv/bin/ebuild" --help
 
 if [ ${#broken[@]} -gt 0 ]; then
   echo "check-tools: these programs are missing or do not work:" >&2

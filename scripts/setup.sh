@@ -20,17 +20,14 @@ for p in "${packages[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | gr
 # The vm backend: qemu-system-x86 and qemu-utils from one Debian release. A machine may carry
 # a newer qemu-utils backport that Breaks Debian's qemu-system-common; left to itself apt then
 # removes it and installs nothing in its place (no qemu-img). So both are pinned to the
-# version Debian's archive offers for qemu-system-x86, downgrading the backport if need be.
+# newest version the release itself offers (its main, -updates and -security suites, never
+# backports), downgrading the backport if need be.
 installed_version() { dpkg-query -W -f='${Status} ${Version}' "$1" 2>/dev/null | sed -n 's/^install ok installed //p'; }
 qemu_pins=()
-qemu_wanted() {
-  [ -n "${qemu_version:-}" ] && return
-  [ -n "$(apt-cache madison qemu-system-x86 2>/dev/null)" ] || apt-get update -qq
-  qemu_version=$(apt-cache madison qemu-system-x86 | awk -F' [|] ' 'NR==1 {print $2}')
-  [ -n "$qemu_version" ] || { echo "setup: no qemu-system-x86 in the apt sources" >&2; exit 1; }
-}
 if [ -z "$(installed_version qemu-system-x86)" ] || [ "$(installed_version qemu-utils)" != "$(installed_version qemu-system-common)" ]; then
-  qemu_wanted
+  apt-get update -qq   # the version must be one the archive still serves
+  qemu_version=$(apt-cache madison qemu-system-x86 | grep -v -- '-backports' | awk -F' [|] ' 'NR==1 {print $2}')
+  [ -n "$qemu_version" ] || { echo "setup: no qemu-system-x86 in the apt sources" >&2; exit 1; }
   qemu_pins=("qemu-system-x86=$qemu_version" "qemu-system-common=$qemu_version" "qemu-utils=$qemu_version")
 fi
 
@@ -44,6 +41,11 @@ fi
 if ! command -v cargo >/dev/null; then
   echo "setup: cargo is missing; install a Rust toolchain (rustup) and run this again" >&2
   exit 1
+fi
+# The habits the test suite checks first (scripts/test.sh): rustfmt and clippy.
+if command -v rustup >/dev/null && ! { cargo fmt --version && cargo clippy --version; } >/dev/null 2>&1; then
+  step "adding the rustfmt and clippy components"
+  rustup component add rustfmt clippy
 fi
 
 step "building the workspace (release)"

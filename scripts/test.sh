@@ -4,16 +4,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RUN_SLOW_TESTS=1
-cargo build --release --workspace --bins --quiet
 
 # Each phase runs even when an earlier one failed; the script fails if any did.
 failed=()
 phase() { local name="$1"; shift; echo "=== $name"; "$@" || failed+=("$name"); }
 
-# The habits, first: they fail in seconds where the rest takes half an hour.
+# The habits first: they say in minutes what the rest would say after half an hour.
 phase "cargo fmt --check" cargo fmt --all --check
 phase "clippy -D warnings" cargo clippy --workspace --all-targets --quiet -- -D warnings
 phase "tidy" cargo test --release -p gah-tests --test tidy
+
+# The release programs the integration tests run.
+cargo build --release --workspace --bins --quiet
 
 # Everything but the real BOINC client tests.
 phase "workspace tests" cargo test --release --workspace --no-fail-fast -- --test-threads=1 --skip real_boinc_client

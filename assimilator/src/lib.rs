@@ -320,13 +320,10 @@ fn keep_copy(db: &Database, path: &Path) -> Result<Option<String>, AssimilateErr
     let sha = archive::sha256_hex(&bytes);
     let dir = db.path().parent().map(Path::to_path_buf).unwrap_or_default().join("quarantine");
     let file = dir.join(format!("{sha}.tar.gz"));
-    let err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| AssimilateError::Quarantine { path, source }
-    };
     if !file.exists() {
-        fs::create_dir_all(&dir).map_err(err(&dir))?;
-        gah_util::atomic::write(&file, &bytes).map_err(|e| AssimilateError::Quarantine { path: e.path, source: e.source })?;
+        let err = |e: gah_util::atomic::AtomicError| AssimilateError::Quarantine { path: e.path, source: e.source };
+        gah_util::atomic::create_dir_all_durably(&dir).map_err(err)?;
+        gah_util::atomic::write(&file, &bytes).map_err(err)?;
     }
     Ok(Some(sha))
 }

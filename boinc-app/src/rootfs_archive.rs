@@ -148,8 +148,15 @@ fn unpack_fresh(archive: &Path, tree: &Path, stamp: &str) -> Result<(), RootfsEr
     }
     let stamp_file = tmp.join(STAMP);
     fs::write(&stamp_file, stamp).map_err(tree_error("write", &stamp_file))?;
+    // The stamp says "complete": make the whole tree durable before it can be trusted (one
+    // syncfs for its thousands of files), then the swap.
+    let tmp_dir = fs::File::open(&tmp).map_err(tree_error("open", &tmp))?;
+    nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&tmp_dir)).map_err(|e| tree_error("sync", &tmp)(e.into()))?;
     remove_tree(tree)?;
     fs::rename(&tmp, tree).map_err(tree_error("rename the unpacked tree to", tree))?;
+    if let Some(parent) = tree.parent() {
+        gah_util::atomic::sync_dir(parent).map_err(|e| tree_error("sync", parent)(e.source))?;
+    }
     Ok(())
 }
 

@@ -503,7 +503,7 @@ fn write_blob(log_root: &Path, sha: &str, blob: &[u8]) -> Result<Option<PendingB
     if file.exists() {
         return Ok(None);
     }
-    fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    gah_util::atomic::create_dir_all_durably(&dir).map_err(|e| DbError::Io { path: e.path, source: e.source })?;
     let tmp = gah_util::atomic::temp_path_for(&file);
     // The fastest level: logs still shrink ~10x, and compression is the batch path's
     // main cost. The hash is of the uncompressed bytes, so the level is free to change.

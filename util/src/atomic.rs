@@ -106,6 +106,22 @@ pub fn sync_dir(dir: &Path) -> Result<(), AtomicError> {
     }
 }
 
+/// Creates `dir` and its missing ancestors so that they survive a crash: the parent of each
+/// folder it creates is fsynced (a file renamed into a new folder is lost with the folder's
+/// own entry otherwise).
+pub fn create_dir_all_durably(dir: &Path) -> Result<(), AtomicError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let parent = parent_of(dir);
+    create_dir_all_durably(parent)?;
+    match fs::create_dir(dir) {
+        Ok(()) => sync_dir(parent),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(err("create", dir)(e)),
+    }
+}
+
 /// A fresh hidden name beside `target`: `.NAME.tmp-PID-N`.
 pub fn temp_path_for(target: &Path) -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -160,6 +176,17 @@ mod tests {
         let e = write(&dir.path().join("no/such/a"), b"x").unwrap_err();
         assert_eq!(e.action, "create");
         assert!(e.path.to_string_lossy().contains("no/such/.a.tmp-"), "{e}");
+    }
+
+    #[test]
+    fn create_dir_all_durably_makes_every_missing_level() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("logs/ab");
+        create_dir_all_durably(&deep).unwrap();
+        create_dir_all_durably(&deep).unwrap();
+        assert!(deep.is_dir());
+        fs::write(dir.path().join("file"), b"").unwrap();
+        assert_eq!(create_dir_all_durably(&dir.path().join("file/sub")).unwrap_err().action, "create");
     }
 
     #[test]

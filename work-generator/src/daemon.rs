@@ -168,9 +168,8 @@ impl LocalSubmitter {
         std::fs::create_dir_all(&dir).map_err(|source| SubmitError::Template { path: dir.clone(), source })?;
         for (name, text) in [("gah_in", crate::boinc::INPUT_TEMPLATE), ("gah_out", crate::boinc::OUTPUT_TEMPLATE)] {
             let path = dir.join(name);
-            if let Err(source) = std::fs::write(&path, text) {
-                return Err(SubmitError::Template { path, source });
-            }
+            // create_work reads these while we may rewrite them: never half a template.
+            gah_util::atomic::write(&path, text.as_bytes()).map_err(|e| SubmitError::Template { path: e.path, source: e.source })?;
         }
         Ok(())
     }

@@ -389,10 +389,6 @@ impl Client {
         wait::tail(&self.log(), n)
     }
 
-    fn log_len(&self) -> u64 {
-        fs::metadata(self.log_path()).map(|m| m.len()).unwrap_or(0)
-    }
-
     /// The whole lines of the event log from byte `*offset` on; moves `*offset` past them.
     fn log_lines_since(&self, offset: &mut u64) -> String {
         let mut text = Vec::new();
@@ -648,8 +644,9 @@ pub struct Seen {
 /// A wait on a client (and a task, and the server): each poll looks at them all, returns
 /// what `until`'s function makes of it, and stops as soon as it can no longer come:
 /// - the client exited;
+/// - with a task: it was put off beyond the time left;
 /// - with [`Watch::computing`]: the task is past computing ([`Task::past_computing`]), left
-///   the list, was reported to the server, or was put off beyond the time left;
+///   the list, or was reported to the server;
 /// - with a task but neither `computing` nor a server: the task left the list.
 pub struct Watch<'a> {
     client: &'a mut Client,
@@ -688,7 +685,8 @@ impl<'a> Watch<'a> {
     pub fn until<T>(self, what: &str, limit: Duration, mut done: impl FnMut(&Seen) -> Option<T>) -> Result<T, WaitError> {
         let Watch { client, task, server, computing, every } = self;
         let name = task.as_deref();
-        let mut log_at = client.log_len();
+        // From the client's start: a postponement logged before this wait began counts too.
+        let mut log_at = 0;
         let mut put_off = None;
         let start = Instant::now();
         // A task missing from one listing may be a client still reading its state file.
@@ -718,6 +716,10 @@ impl<'a> Watch<'a> {
                 if missing >= 2 {
                     return Step::Ended(Ended::TaskGone);
                 }
+            }
+            // Put off beyond the time left (gah-app's temporary exit when no guest can run
+            // here): nothing this wait looks for can come, computing or not.
+            if let Some(n) = name {
                 if let Some(p) = postponed(&client.log_lines_since(&mut log_at), n) {
                     put_off = Some(p);
                 }
