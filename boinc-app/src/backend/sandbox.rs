@@ -464,13 +464,17 @@ fn cgroup_parents() -> Vec<PathBuf> {
     if base.join("cgroup.controllers").exists() {
         return vec![base.to_path_buf()];
     }
-    ["freezer", "memory", "cpuacct"].iter().map(|c| base.join(c)).collect()
+    ["freezer", "memory", "cpuacct", "pids"].iter().map(|c| base.join(c)).collect()
 }
 
 /// The job's cgroup under each parent (created by the caller, where it may).
 fn cgroup_dirs(job: &str) -> Vec<PathBuf> {
     cgroup_parents().into_iter().map(|p| p.join(format!("gah-{job}"))).collect()
 }
+
+/// Most processes and threads the guest may have at once (the cgroup pids controller). A
+/// parallel build runs a few hundred; Portage's own test suites stay well below this.
+const MAX_GUEST_TASKS: u32 = 4096;
 
 /// The namespace sandbox backend.
 pub struct SandboxBackend {
@@ -534,6 +538,8 @@ impl SandboxBackend {
             let bytes = input.memory_mib * 1024 * 1024;
             let _ = fs::write(cg.join("memory.limit_in_bytes"), bytes.to_string());
             let _ = fs::write(cg.join("memory.max"), bytes.to_string());
+            // A fork bomb stops at this many tasks instead of taking the host's pid space.
+            let _ = fs::write(cg.join("pids.max"), MAX_GUEST_TASKS.to_string());
         }
         let spec = SandboxSpec {
             lower: self.rootfs.clone(),
