@@ -21,8 +21,8 @@ use gah_core::job::Job;
 use gah_core::outcome::{InstalledFile, Outcome, PackageVersion, PhaseTime, Status};
 use gah_util::atomic::AtomicError;
 
-use crate::backend::format_progress;
 use crate::binpkgs::BinpkgsError;
+use gah_core::progress::{GuestProgress, Phase};
 
 /// A failure of the agent itself (a package that fails to build is no error: it is an
 /// outcome).
@@ -89,15 +89,15 @@ pub struct AgentConfig {
 
 /// Ebuild phases in order, with the marker Portage prints when entering each and the
 /// fraction of the job done at that point.
-const PHASE_MARKERS: &[(&str, &str, f64)] = &[
-    (">>> Unpacking source", "unpack", 0.32),
-    (">>> Preparing source", "prepare", 0.35),
-    (">>> Configuring source", "configure", 0.40),
-    (">>> Compiling source", "compile", 0.50),
-    (">>> Test phase", "test", 0.75),
-    (">>> Install ", "install", 0.88),
-    (">>> Creating binpkg", "package", 0.93),
-    (">>> Installing (", "merge", 0.96),
+const PHASE_MARKERS: &[(&str, Phase, f64)] = &[
+    (">>> Unpacking source", Phase::Unpack, 0.32),
+    (">>> Preparing source", Phase::Prepare, 0.35),
+    (">>> Configuring source", Phase::Configure, 0.40),
+    (">>> Compiling source", Phase::Compile, 0.50),
+    (">>> Test phase", Phase::Test, 0.75),
+    (">>> Install ", Phase::Install, 0.88),
+    (">>> Creating binpkg", Phase::Package, 0.93),
+    (">>> Installing (", Phase::Merge, 0.96),
 ];
 
 struct Progress {
@@ -118,9 +118,9 @@ impl Progress {
         Ok(Progress { sink })
     }
 
-    fn report(&mut self, fraction: f64, phase: &str) {
+    fn report(&mut self, fraction: f64, phase: Phase) {
         // Progress is advisory: a broken channel must not fail the build.
-        let _ = writeln!(self.sink, "{}", format_progress(fraction, phase));
+        let _ = writeln!(self.sink, "{}", GuestProgress { fraction, phase }.to_line());
         let _ = self.sink.flush();
     }
 }
@@ -140,7 +140,7 @@ pub fn run(config: &AgentConfig) -> Result<(), AgentError> {
     let started = Instant::now();
     let job = Job::read(&config.job).map_err(AgentError::Job)?;
     let mut progress = Progress::open(&config.progress)?;
-    progress.report(0.01, "start");
+    progress.report(0.01, Phase::Start);
     let logs = config.out.join("logs");
     fs::create_dir_all(&logs).map_err(write_error(&logs))?;
     let pkgdir = config.out.join("binpkgs");
@@ -159,7 +159,7 @@ pub fn run(config: &AgentConfig) -> Result<(), AgentError> {
     let info_path = config.out.join("emerge-info.txt");
     fs::write(&info_path, [info.stdout, info.stderr].concat()).map_err(write_error(&info_path))?;
 
-    progress.report(0.05, "deps");
+    progress.report(0.05, Phase::Deps);
     log.line(format_args!("### gentoo@home: installing the dependencies of ={} (binary packages first)", job.cpv))?;
     let deps_started = Instant::now();
     let mut deps_cmd = emerge_command(config, &job, &pkgdir);
@@ -226,7 +226,7 @@ fn finish(
     outcome.summary = summary.to_owned();
     outcome.duration_secs = started.elapsed().as_secs_f64();
     gah_util::atomic::write(&config.out.join("outcome.json"), &outcome.to_json()).map_err(AgentError::Outcome)?;
-    progress.report(1.0, "done");
+    progress.report(1.0, Phase::Done);
     Ok(())
 }
 
@@ -362,11 +362,11 @@ fn run_emerge(
                 if in_target {
                     if let Some((_, phase, fraction)) = PHASE_MARKERS.iter().find(|(marker, _, _)| trimmed.starts_with(marker)) {
                         close_phase(&mut current, &mut run.phases);
-                        current = Some(((*phase).to_owned(), Instant::now()));
-                        if *phase == "test" {
+                        current = Some((phase.as_str().to_owned(), Instant::now()));
+                        if *phase == Phase::Test {
                             run.test_ran = true;
                         }
-                        progress.report(span.0 + (span.1 - span.0) * fraction, phase);
+                        progress.report(span.0 + (span.1 - span.0) * fraction, *phase);
                     }
                 }
             }

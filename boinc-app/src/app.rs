@@ -315,7 +315,7 @@ pub fn main(args: Args) -> Result<(), AppError> {
         memory_mib,
         cpus,
     };
-    tracing::info!(target: SAY, "{} on backend {} ({})", job.job_id, backend.name(), backend.accelerator());
+    tracing::info!(target: SAY, "{} on backend {} ({})", job.job_id, backend.kind().as_str(), backend.accelerator().as_str());
     let guest = backend.start(&input).map_err(AppError::Start)?;
     // Boot and platform overhead on top of the job's own limit.
     let limit = Duration::from_secs(job.timeout_secs + 300);
@@ -489,8 +489,8 @@ fn read_outcome(out_dir: &Path, job: &Job, ending: &Ending, console: &Path, back
             _ => infra(job, "no outcome"),
         },
     };
-    outcome.backend = backend.name().to_owned();
-    outcome.accelerator = backend.accelerator().to_owned();
+    outcome.backend = backend.kind().as_str().to_owned();
+    outcome.accelerator = backend.accelerator().as_str().to_owned();
     outcome
 }
 

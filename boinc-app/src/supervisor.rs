@@ -11,6 +11,8 @@
 
 use std::time::{Duration, Instant};
 
+use gah_core::progress::{AppReport, Phase};
+
 use crate::backend::{BackendError, Guest, GuestEvent};
 
 /// Where the supervisor is.
@@ -99,7 +101,7 @@ pub struct Supervisor {
     /// Last fraction reported by the guest.
     pub fraction: f64,
     /// Last phase reported by the guest.
-    pub phase: String,
+    pub phase: Phase,
     deadline: Instant,
     suspended_at: Option<Instant>,
     /// Highest guest CPU time read so far: once qemu or the sandbox's cgroup is gone, a read
@@ -115,7 +117,7 @@ impl Supervisor {
             guest,
             state: State::Booting,
             fraction: 0.0,
-            phase: "boot".into(),
+            phase: Phase::Boot,
             deadline: Instant::now() + limit,
             suspended_at: None,
             cpu_high_water: std::cell::Cell::new(0.0),
@@ -211,6 +213,8 @@ impl Supervisor {
             self.fraction = fraction;
             if phase != self.phase {
                 tracing::info!(fraction, %phase, "guest progress");
+                // For whoever runs gah-app (gah run follows these).
+                tracing::info!(target: crate::SAY, "{}", AppReport::Progress { fraction, phase }.to_message());
             }
             self.phase = phase;
             if self.state == State::Booting {
@@ -285,7 +289,7 @@ mod tests {
 
     #[test]
     fn one_poll_takes_a_burst_of_progress_to_its_newest_line() {
-        let progress = |fraction: f64, phase: &str| GuestEvent::Progress { fraction, phase: phase.into() };
+        let progress = |fraction: f64, phase: &str| GuestEvent::Progress { fraction, phase: phase.parse().unwrap() };
         let events = vec![progress(0.01, "start"), progress(0.05, "deps"), progress(0.52, "unpack")];
         let mut supervisor = Supervisor::new(Box::new(ScriptedGuest { events, cpu: Default::default() }), Duration::from_secs(60));
         assert_eq!(supervisor.poll(Duration::from_millis(10)).unwrap(), None);

@@ -21,6 +21,7 @@ pub mod archive;
 pub mod db;
 pub mod job;
 pub mod outcome;
+pub mod progress;
 
 /// Errors from parsing the shared formats.
 #[derive(Debug, thiserror::Error)]

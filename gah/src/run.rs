@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use gah_core::db::Database;
 use gah_core::job::Job;
+use gah_core::progress::AppReport;
 
 use crate::layout::Layout;
 
@@ -199,20 +200,23 @@ fn run_replica(
     let stderr_txt = slot.join("stderr.txt");
     let started = Instant::now();
     let mut offset = 0u64;
-    let mut last_phase = String::new();
+    let mut last_phase = None;
     println!("{label}: starting");
     let status = loop {
         if let Some(status) = child.child().try_wait()? {
             break status;
         }
-        for line in new_lines(&stderr_txt, &mut offset) {
-            if let Some(phase) = field(&line, "phase=") {
-                if phase != last_phase {
+        // gah-app's typed reports (gah_core::progress::AppReport), nothing else of its stderr.
+        for report in new_lines(&stderr_txt, &mut offset).iter().filter_map(|l| AppReport::parse(l)) {
+            match report {
+                AppReport::Progress { phase, .. } if Some(phase) != last_phase => {
                     println!("{label}: {phase} ({:.0} s)", started.elapsed().as_secs_f64());
-                    last_phase = phase;
+                    last_phase = Some(phase);
                 }
-            } else if line.contains("gah-app: backend") {
-                println!("{label}: {}", line.trim().trim_start_matches("gah-app: "));
+                AppReport::Progress { .. } => {}
+                AppReport::Backend { backend, accelerator, why } => {
+                    println!("{label}: backend {}, accelerator {} ({why})", backend.as_str(), accelerator.as_str());
+                }
             }
         }
         std::thread::sleep(Duration::from_millis(500));
@@ -240,11 +244,6 @@ fn new_lines(path: &Path, offset: &mut u64) -> Vec<String> {
         lines.push(std::mem::take(&mut line));
     }
     lines
-}
-
-fn field(line: &str, key: &str) -> Option<String> {
-    let start = line.find(key)? + key.len();
-    Some(line[start..].split_whitespace().next()?.trim_matches('"').to_owned())
 }
 
 fn validate_and_assimilate(db: &mut Database, snapshot: i64, job: &Job, archives: &[PathBuf], elapsed: Duration) -> Row {

@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use clap::ValueEnum;
+use gah_core::progress::{Accelerator, AppReport, BackendKind};
 use gah_util::error_chain;
 
 use super::accel::{kvm_usable, qemu_binary, KvmProbe};
@@ -77,31 +78,38 @@ where
     match choice {
         BackendChoice::Vm => {
             let kvm = kvm();
-            tracing::info!(target: SAY, "backend vm, accelerator {} ({})", if kvm.usable { "kvm" } else { "tcg" }, kvm.detail);
+            announce(BackendKind::Vm, if kvm.usable { Accelerator::Kvm } else { Accelerator::Tcg }, &kvm.detail);
             vm(kvm.usable)
         }
         BackendChoice::Sandbox => {
             let sandbox = sandbox().map_err(ChooseError::SandboxUnusable)?;
-            tracing::info!(target: SAY, "backend sandbox (chosen)");
+            announce(BackendKind::Sandbox, Accelerator::None, "chosen");
             Ok(Box::new(sandbox))
         }
         BackendChoice::Auto => {
             let kvm = kvm();
             if kvm.usable {
-                tracing::info!(target: SAY, "backend vm with kvm ({})", kvm.detail);
+                announce(BackendKind::Vm, Accelerator::Kvm, &kvm.detail);
                 return vm(true);
             }
             match sandbox() {
                 Ok(sandbox) => {
-                    tracing::info!(target: SAY, "backend sandbox (KVM unusable: {})", kvm.detail);
+                    announce(BackendKind::Sandbox, Accelerator::None, &format!("KVM unusable: {}", kvm.detail));
                     Ok(Box::new(sandbox))
                 }
                 Err(why) => {
                     let why = error_chain(why.as_ref());
-                    tracing::info!(target: SAY, "backend vm with tcg, slow (KVM unusable: {}; sandbox unusable: {why})", kvm.detail);
+                    announce(BackendKind::Vm, Accelerator::Tcg, &format!("slow; KVM unusable: {}; sandbox unusable: {why}", kvm.detail));
                     vm(false)
                 }
             }
         }
     }
+}
+
+/// Says which backend runs the task: a line for the volunteer, and the typed report that
+/// `gah run` follows.
+fn announce(backend: BackendKind, accelerator: Accelerator, why: &str) {
+    tracing::info!(target: SAY, "backend {}, accelerator {} ({why})", backend.as_str(), accelerator.as_str());
+    tracing::info!(target: SAY, "{}", AppReport::Backend { backend, accelerator, why: why.to_owned() }.to_message());
 }

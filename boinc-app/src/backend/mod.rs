@@ -12,6 +12,8 @@ pub mod vm;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use gah_core::progress::{Accelerator, BackendKind, GuestProgress, Phase};
+
 /// The guest image's files the vm backend boots (see `docs/GUEST.md`).
 #[derive(Debug, Clone)]
 pub struct Image {
@@ -86,8 +88,8 @@ impl GuestInput {
 /// Something the guest reported.
 #[derive(Debug, Clone, PartialEq)]
 pub enum GuestEvent {
-    /// A `GAH-PROGRESS` line: fraction done (0..1) and the phase.
-    Progress { fraction: f64, phase: String },
+    /// A `GAH-PROGRESS` line ([`GuestProgress`]): fraction done (0..1) and the phase.
+    Progress { fraction: f64, phase: Phase },
     /// The guest has finished (whatever the job's own outcome); its output is in
     /// [`GuestInput::output_dir`]. `ok` is false when the guest itself failed.
     Exited { ok: bool, detail: String },
@@ -114,10 +116,10 @@ pub trait Guest {
 
 /// An isolation backend.
 pub trait Backend {
-    /// `vm` or `sandbox`.
-    fn name(&self) -> &'static str;
-    /// `kvm`, `tcg` or `none`.
-    fn accelerator(&self) -> &'static str;
+    /// Which kind of guest this is.
+    fn kind(&self) -> BackendKind;
+    /// What runs the guest's CPUs.
+    fn accelerator(&self) -> Accelerator;
     /// The saved guest state a start in `slot` would resume from, if a good one is there;
     /// `None` when a start begins afresh (always for a backend that resumes by phase).
     fn resumes_from(&self, slot: &Path) -> Option<PathBuf>;
@@ -139,18 +141,7 @@ pub fn process_cpu_seconds(pid: u32) -> f64 {
 
 /// Parses a `GAH-PROGRESS <fraction> <phase>` line.
 pub fn parse_progress(line: &str) -> Option<GuestEvent> {
-    let rest = line.trim().strip_prefix("GAH-PROGRESS ")?;
-    let (fraction, phase) = rest.split_once(' ').unwrap_or((rest, ""));
-    let fraction: f64 = fraction.parse().ok()?;
-    if !(0.0..=1.0).contains(&fraction) {
-        return None;
-    }
-    Some(GuestEvent::Progress { fraction, phase: phase.trim().to_owned() })
-}
-
-/// Formats a progress line the way [`parse_progress`] reads it (used by the agent).
-pub fn format_progress(fraction: f64, phase: &str) -> String {
-    format!("GAH-PROGRESS {:.4} {}", fraction.clamp(0.0, 1.0), phase)
+    GuestProgress::parse(line).map(|p| GuestEvent::Progress { fraction: p.fraction, phase: p.phase })
 }
 
 #[cfg(test)]
@@ -159,8 +150,8 @@ mod tests {
 
     #[test]
     fn progress_lines_round_trip() {
-        let line = format_progress(0.25, "compile");
-        assert_eq!(parse_progress(&line), Some(GuestEvent::Progress { fraction: 0.25, phase: "compile".into() }));
+        let line = GuestProgress { fraction: 0.25, phase: Phase::Compile }.to_line();
+        assert_eq!(parse_progress(&line), Some(GuestEvent::Progress { fraction: 0.25, phase: Phase::Compile }));
         assert_eq!(parse_progress("GAH-PROGRESS 7 compile"), None);
         assert_eq!(parse_progress("noise"), None);
     }

@@ -38,7 +38,7 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 use serde::{Deserialize, Serialize};
 
-use super::{parse_progress, Backend, BackendError, Guest, GuestEvent, GuestInput};
+use super::{parse_progress, Accelerator, Backend, BackendError, BackendKind, Guest, GuestEvent, GuestInput};
 
 /// Exit code of the sandbox helper when setting up the sandbox failed (the step is on stderr).
 pub const SETUP_FAILED: i32 = 125;
@@ -605,12 +605,12 @@ fn write_spec(spec: &SandboxSpec, path: &Path) -> Result<(), SandboxGuestError> 
 }
 
 impl Backend for SandboxBackend {
-    fn name(&self) -> &'static str {
-        "sandbox"
+    fn kind(&self) -> BackendKind {
+        BackendKind::Sandbox
     }
 
-    fn accelerator(&self) -> &'static str {
-        "none"
+    fn accelerator(&self) -> Accelerator {
+        Accelerator::None
     }
 
     fn resumes_from(&self, _slot: &Path) -> Option<PathBuf> {

@@ -18,7 +18,7 @@ use gah_util::atomic::AtomicError;
 use gah_util::process::{command, run_checked, ProcessError};
 use gah_util::untar::{self, Rules, UntarError};
 
-use super::{parse_progress, Backend, BackendError, Guest, GuestEvent, GuestInput, Image, MissingImageFile};
+use super::{parse_progress, Accelerator, Backend, BackendError, BackendKind, Guest, GuestEvent, GuestInput, Image, MissingImageFile};
 
 /// Name of the virtio-serial port the agent writes progress to.
 pub const PROGRESS_PORT: &str = "org.gentoo-at-home.progress";
@@ -188,15 +188,15 @@ pub struct VmBackend {
 }
 
 impl Backend for VmBackend {
-    fn name(&self) -> &'static str {
-        "vm"
+    fn kind(&self) -> BackendKind {
+        BackendKind::Vm
     }
 
-    fn accelerator(&self) -> &'static str {
+    fn accelerator(&self) -> Accelerator {
         if self.kvm {
-            "kvm"
+            Accelerator::Kvm
         } else {
-            "tcg"
+            Accelerator::Tcg
         }
     }
 
@@ -289,7 +289,7 @@ impl VmBackend {
         // checkpoint puts the supervisor back at its phase and fraction (not at 0, which the
         // client would show as progress lost).
         let progress_reader = BufReader::new(fs::File::open(&progress).map_err(|source| VmError::Open { path: progress.clone(), source })?);
-        tracing::info!(pid = child.id(), accel = self.accelerator(), state = ?state, "qemu started");
+        tracing::info!(pid = child.id(), accel = self.accelerator().as_str(), state = ?state, "qemu started");
         Ok(VmGuest {
             child: Some(child),
             state,
