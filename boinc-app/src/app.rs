@@ -14,12 +14,12 @@ use gah_core::job::Job;
 use gah_core::outcome::{Outcome, Status};
 use gah_util::atomic::{AtomicError, AtomicFile};
 use gah_util::error_chain;
+use gah_util::pkgdir::PkgdirError;
 use gah_util::untar::{self, Rules, UntarError};
 
 pub use crate::backend::choose::BackendChoice;
 use crate::backend::choose::{choose, ChooseError};
 use crate::backend::{Backend, BackendError, GuestInput, Image};
-use crate::binpkgs::BinpkgsError;
 use crate::rootfs_archive::RootfsError;
 use crate::supervisor::{Command, Ending, Supervisor, SupervisorError};
 use crate::SAY;
@@ -150,7 +150,7 @@ pub enum AppError {
         path: PathBuf,
         /// The cause.
         #[source]
-        source: BinpkgsError,
+        source: PkgdirError,
     },
 }
 
@@ -409,8 +409,11 @@ pub fn main(args: Args) -> Result<(), AppError> {
         .map_err(|source| AppError::WriteOutcome { path: output.clone(), source })?;
     file.commit().map_err(place)?;
     if args.update_binpkgs {
-        crate::binpkgs::merge(&out_dir.join("binpkgs"), &binpkgs)
+        let merged = gah_util::pkgdir::merge(&out_dir.join("binpkgs"), &binpkgs)
             .map_err(|source| AppError::UpdateBinpkgs { path: binpkgs.clone(), source })?;
+        for why in &merged.skipped {
+            tracing::warn!("binary package not taken from the guest: {why}");
+        }
     }
     tracing::info!(target: SAY, "{} {} ({}) -> {}", job.job_id, outcome.status, outcome.summary, output.display());
     let _ = fs::remove_dir_all(&slot);
@@ -504,7 +507,7 @@ fn infra(job: &Job, summary: &str) -> Outcome {
 /// the dependencies.
 fn salvage_binpkgs(from: &Path, to: &Path) {
     if from.is_dir() {
-        if let Err(e) = crate::binpkgs::merge(from, to) {
+        if let Err(e) = gah_util::pkgdir::merge(from, to) {
             tracing::warn!("could not keep the binary packages of the earlier attempt: {}", error_chain(&e));
         }
     }

@@ -1,10 +1,10 @@
-//! `gah-app`: the program volunteers run, and the guest agent it runs inside the guest.
+//! `gah-app`: the program volunteers run, on their host. What runs inside the guest is the
+//! `gah-guest` crate (`gah-agent`); what crosses between them is typed in `gah_core`.
 //!
 //! - [`app`]: the BOINC application (`gah-app`): inputs, supervision, outcome archive.
 //! - [`supervisor`]: the lifecycle state machine over one guest.
 //! - [`backend`]: the [`backend::Backend`] trait, its two implementations,
 //!   [`backend::vm`] (qemu) and [`backend::sandbox`] (namespaces), and the choice between them.
-//! - [`agent`]: the guest agent (`gah-agent`), which runs Portage inside the guest.
 //!
 //! Programs are spawned, files written durably and tars unpacked through `gah_util`.
 //!
@@ -13,10 +13,8 @@
 //! signals, process groups, `Drop` kills); the guest never gets a network device or a shared
 //! folder.
 
-pub mod agent;
 pub mod app;
 pub mod backend;
-pub mod binpkgs;
 pub mod init_data;
 pub mod rootfs_archive;
 pub mod supervisor;

@@ -7,6 +7,7 @@
 //!   stderr in errors and [`process::KillOnDrop`].
 //! - [`untrusted`]: reading what the guest left: regular files only, beneath a folder, no
 //!   link followed, never blocking, capped.
+//! - [`pkgdir`]: merging binary package folders (Portage's PKGDIR), guest-made ones too.
 //! - [`sqlite`]: opening a database with its named migrations ([`sqlite::open`]).
 //! - [`shell`]: quoting for `sh`; [`error_chain`]: a typed error and its causes on one line.
 //!
@@ -19,6 +20,7 @@
 //! ```
 
 pub mod atomic;
+pub mod pkgdir;
 pub mod process;
 pub mod shell;
 pub mod sqlite;

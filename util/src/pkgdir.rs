@@ -1,15 +1,26 @@
 //! Binary package folders (Portage's PKGDIR): the one way they are copied between the host's
-//! cache and a job.
+//! cache and a job, on the host (gah-app) and in the guest (gah-agent) alike.
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use gah_util::atomic::{AtomicError, AtomicFile};
+use crate::atomic::{AtomicError, AtomicFile};
+use crate::untrusted::{open_beneath, UntrustedError};
+
+/// What [`merge`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Merged {
+    /// Files copied.
+    pub copied: u64,
+    /// Entries refused (links, special files, hard links), each with why: for the caller to
+    /// log, since `from` may be a guest's doing.
+    pub skipped: Vec<String>,
+}
 
 /// A step of [`merge`] that failed.
 #[derive(Debug, thiserror::Error)]
-pub enum BinpkgsError {
+pub enum PkgdirError {
     /// A folder could not be created.
     #[error("create {}", path.display())]
     Create {
@@ -48,45 +59,44 @@ pub enum BinpkgsError {
 ///
 /// `from` may be what a guest left: only real folders and regular files are taken, each
 /// opened beneath `from` without following links (`gah_util::untrusted`); links, FIFOs,
-/// devices, sockets and hard links are skipped with a warning, never copied.
-pub fn merge(from: &Path, to: &Path) -> Result<(), BinpkgsError> {
+/// devices, sockets and hard links are skipped (and listed in [`Merged::skipped`]), never
+/// copied.
+pub fn merge(from: &Path, to: &Path) -> Result<Merged, PkgdirError> {
+    let mut merged = Merged::default();
     match fs::symlink_metadata(from) {
-        Ok(meta) if meta.is_dir() => merge_below(from, Path::new(""), to),
-        Ok(_) => {
-            tracing::warn!(folder = %from.display(), "not a real folder: no binary packages taken from it");
-            Ok(())
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(BinpkgsError::Read { path: from.to_path_buf(), source }),
+        Ok(meta) if meta.is_dir() => merge_below(from, Path::new(""), to, &mut merged)?,
+        Ok(_) => merged.skipped.push(format!("{}: not a real folder", from.display())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(source) => return Err(PkgdirError::Read { path: from.to_path_buf(), source }),
     }
+    Ok(merged)
 }
 
-fn merge_below(root: &Path, relative: &Path, to: &Path) -> Result<(), BinpkgsError> {
-    fs::create_dir_all(to).map_err(|source| BinpkgsError::Create { path: to.to_path_buf(), source })?;
+fn merge_below(root: &Path, relative: &Path, to: &Path, merged: &mut Merged) -> Result<(), PkgdirError> {
+    fs::create_dir_all(to).map_err(|source| PkgdirError::Create { path: to.to_path_buf(), source })?;
     let dir = root.join(relative);
-    let read = |source| BinpkgsError::Read { path: dir.clone(), source };
+    let read = |source| PkgdirError::Read { path: dir.clone(), source };
     for entry in fs::read_dir(&dir).map_err(read)? {
         let entry = entry.map_err(read)?;
         let (name, target) = (relative.join(entry.file_name()), to.join(entry.file_name()));
         // DirEntry::file_type does not follow links.
         let kind = entry.file_type().map_err(read)?;
         if kind.is_dir() {
-            merge_below(root, &name, &target)?;
+            merge_below(root, &name, &target, merged)?;
         } else if entry.file_name() == "Packages" || !target.exists() {
-            let mut source = match gah_util::untrusted::open_beneath(root, &name) {
+            let mut source = match open_beneath(root, &name) {
                 Ok(file) => file,
                 Err(e) if e.is_missing() => continue,
-                Err(gah_util::untrusted::UntrustedError::Io { source, .. }) => {
-                    return Err(BinpkgsError::Copy { from: root.join(&name), source })
-                }
+                Err(UntrustedError::Io { source, .. }) => return Err(PkgdirError::Copy { from: root.join(&name), source }),
                 Err(refused) => {
-                    tracing::warn!("binary package folder: skipped {}", gah_util::error_chain(&refused));
+                    merged.skipped.push(crate::error_chain(&refused));
                     continue;
                 }
             };
             let mut file = AtomicFile::create(&target)?;
-            io::copy(&mut source, file.as_file_mut()).map_err(|source| BinpkgsError::Copy { from: root.join(&name), source })?;
+            io::copy(&mut source, file.as_file_mut()).map_err(|source| PkgdirError::Copy { from: root.join(&name), source })?;
             file.commit()?;
+            merged.copied += 1;
         }
     }
     Ok(())
@@ -126,7 +136,8 @@ mod tests {
         fs::write(from.path().join("app-arch/bzip2/real-1.gpkg.tar"), b"pkg").unwrap();
         fs::hard_link(from.path().join("app-arch/bzip2/real-1.gpkg.tar"), from.path().join("app-arch/bzip2/twin-1.gpkg.tar")).unwrap();
         fs::write(from.path().join("app-arch/bzip2/plain-1.gpkg.tar"), b"pkg").unwrap();
-        merge(from.path(), to.path()).unwrap();
+        let merged = merge(from.path(), to.path()).unwrap();
+        assert_eq!((merged.copied, merged.skipped.len()), (1, 5), "{merged:?}");
         let mut found: Vec<String> = walk(to.path());
         found.sort();
         assert_eq!(found, ["app-arch/bzip2/plain-1.gpkg.tar"]);

@@ -21,8 +21,8 @@ use gah_core::job::Job;
 use gah_core::outcome::{InstalledFile, Outcome, PackageVersion, PhaseTime, Status};
 use gah_util::atomic::AtomicError;
 
-use crate::binpkgs::BinpkgsError;
 use gah_core::progress::{GuestProgress, Phase};
+use gah_util::pkgdir::PkgdirError;
 
 /// A failure of the agent itself (a package that fails to build is no error: it is an
 /// outcome).
@@ -56,7 +56,7 @@ pub enum AgentError {
         path: PathBuf,
         /// The cause.
         #[source]
-        source: BinpkgsError,
+        source: PkgdirError,
     },
     /// emerge could not be started or waited for.
     #[error("run emerge")]
@@ -146,8 +146,12 @@ pub fn run(config: &AgentConfig) -> Result<(), AgentError> {
     let pkgdir = config.out.join("binpkgs");
     fs::create_dir_all(&pkgdir).map_err(write_error(&pkgdir))?;
     // The cached packages seed the writable PKGDIR (Portage rewrites its index).
-    crate::binpkgs::merge(Path::new("/gah/in/binpkgs"), &pkgdir)
+    // The input is the project's (checked on the host); anything refused is only noted.
+    let seeded = gah_util::pkgdir::merge(Path::new("/gah/in/binpkgs"), &pkgdir)
         .map_err(|source| AgentError::SeedBinpkgs { path: pkgdir.clone(), source })?;
+    for why in &seeded.skipped {
+        eprintln!("gah-agent: cached binary package skipped: {why}");
+    }
     pin_job_configuration(&config.config_root, &job)?;
 
     let deadline = started + Duration::from_secs(job.timeout_secs);

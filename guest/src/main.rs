@@ -1,4 +1,9 @@
-//! `gah-agent`: the guest agent. See `gah_app::agent`.
+//! `gah-agent`: the guest agent, the one program of ours that runs inside the guest (VM or
+//! sandbox), where everything is untrusted: it builds and tests one job with Portage and
+//! leaves the outcome in `/gah/out`. See [`agent`].
+//!
+//! It lives apart from `gah-app` (the host side) on purpose: the two share only the typed
+//! formats of `gah_core` (job, outcome, progress) and the plumbing of `gah_util`.
 
 // The agent's own failure goes to stderr (the guest's console, or the sandbox's stderr log).
 #![allow(clippy::print_stderr)]
@@ -7,6 +12,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+
+mod agent;
 
 /// Builds and tests one job with Portage inside the guest (VM or sandbox).
 #[derive(Debug, Parser)]
@@ -30,7 +37,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     // Far fewer CPUs than u32::MAX.
     let cpus = std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX));
-    let config = gah_app::agent::AgentConfig {
+    let config = agent::AgentConfig {
         job: args.job,
         out: args.out,
         progress: args.progress,
@@ -38,7 +45,7 @@ fn main() -> ExitCode {
         config_root: "/".into(),
         vdb: "/var/db/pkg".into(),
     };
-    match gah_app::agent::run(&config) {
+    match agent::run(&config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("gah-agent: error: {:#}", anyhow::Error::from(e));
