@@ -330,6 +330,9 @@ impl VmBackend {
             .args(["-accel", if self.kvm { "kvm" } else { "tcg" }, "-cpu", if self.kvm { "host" } else { "max" }])
             .args(["-m", &launch.memory_mib.to_string(), "-smp", &launch.cpus.to_string()])
             .args(["-nic", "none", "-display", "none", "-monitor", "none"])
+            // qemu's own seccomp filter: no obsolete calls, no setuid/setgid, no scheduler or
+            // CPU-affinity changes. Not `spawn=deny`: checkpoints migrate through `exec:cat`.
+            .args(["-sandbox", "on,obsolete=deny,elevateprivileges=deny,resourcecontrol=deny"])
             .arg("-serial")
             .arg(format!("file:{}", console.display()))
             .arg("-qmp")
