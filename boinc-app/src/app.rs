@@ -19,7 +19,7 @@ use gah_util::untar::{self, Rules, UntarError};
 
 pub use crate::backend::choose::BackendChoice;
 use crate::backend::choose::{choose, ChooseError};
-use crate::backend::{Backend, BackendError, GuestInput, Image};
+use crate::backend::{Backend, BackendError, GuestInput, Image, CONSOLE_TAIL_BYTES};
 use crate::rootfs_archive::RootfsError;
 use crate::supervisor::{Command, Ending, Supervisor, SupervisorError};
 use crate::SAY;
@@ -396,7 +396,7 @@ pub fn main(args: Args) -> Result<(), AppError> {
             // The console tells what happened instead; a refused log says why it is not there.
             let why = if e.is_missing() { String::new() } else { format!("gah-app: no build log taken: {}\n", gah_util::error_chain(&e)) };
             let mut log = why.into_bytes();
-            log.extend(fs::read(&console).unwrap_or_default());
+            log.extend(gah_util::untrusted::read_tail(&console, MAX_LOG_BYTES));
             log
         }
     };
@@ -486,7 +486,7 @@ fn read_outcome(out_dir: &Path, job: &Job, ending: &Ending, console: &Path, back
                 job,
                 &format!(
                     "guest ended without an outcome: {detail}; log: {}",
-                    gah_util::process::tail(&fs::read(console).unwrap_or_default(), 3)
+                    gah_util::process::tail(&gah_util::untrusted::read_tail(console, CONSOLE_TAIL_BYTES), 3)
                 ),
             ),
             _ => infra(job, "no outcome"),

@@ -101,6 +101,10 @@ pub struct GuestProgress {
 impl GuestProgress {
     const PREFIX: &'static str = "GAH-PROGRESS ";
 
+    /// The longest line worth reading from the guest's progress channel: a progress line is
+    /// some 30 bytes, and anything longer is noise the host drops unread.
+    pub const MAX_LINE: usize = 4096;
+
     /// The line the agent writes (without newline); the fraction is clamped to 0..=1.
     pub fn to_line(&self) -> String {
         format!("{}{:.4} {}", Self::PREFIX, self.fraction.clamp(0.0, 1.0), self.phase)

@@ -81,43 +81,31 @@ pub fn which(name: &str) -> Option<PathBuf> {
 /// A child that is killed and reaped when dropped: its owner's early return or panic cannot
 /// leave it running.
 #[derive(Debug)]
-pub struct KillOnDrop(Option<Child>);
+pub struct KillOnDrop(Child);
 
 impl KillOnDrop {
     /// Spawns `cmd`.
     pub fn spawn(cmd: &mut Command) -> Result<KillOnDrop, ProcessError> {
-        cmd.spawn().map(|c| KillOnDrop(Some(c))).map_err(|source| ProcessError::Start { command: format!("{cmd:?}"), source })
-    }
-
-    /// Takes ownership of a child spawned elsewhere.
-    pub fn new(child: Child) -> KillOnDrop {
-        KillOnDrop(Some(child))
+        cmd.spawn().map(KillOnDrop).map_err(|source| ProcessError::Start { command: format!("{cmd:?}"), source })
     }
 
     /// The child.
     pub fn child(&mut self) -> &mut Child {
-        self.0.as_mut().expect("present until into_inner or drop")
+        &mut self.0
     }
 
     /// The child's pid.
     pub fn id(&self) -> u32 {
-        self.0.as_ref().map_or(0, Child::id)
-    }
-
-    /// Gives the child back, no longer killed on drop.
-    pub fn into_inner(mut self) -> Child {
-        self.0.take().expect("present until into_inner or drop")
+        self.0.id()
     }
 }
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            if matches!(child.try_wait(), Ok(None)) {
-                let _ = child.kill();
-            }
-            let _ = child.wait();
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
         }
+        let _ = self.0.wait();
     }
 }
 

@@ -158,6 +158,76 @@ pub fn read_beneath(dir: &Path, name: &Path, max_bytes: u64) -> Result<Vec<u8>, 
     Ok(bytes)
 }
 
+/// The last `max_bytes` of the file at `path` (empty if it cannot be read): for logs a guest
+/// writes (its console, its stderr), which it can make as large as its disk allows.
+pub fn read_tail(path: &Path, max_bytes: u64) -> Vec<u8> {
+    use std::io::{Seek, SeekFrom};
+    let Ok(mut file) = File::open(path) else { return Vec::new() };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if file.seek(SeekFrom::Start(len.saturating_sub(max_bytes))).is_err() {
+        return Vec::new();
+    }
+    let mut bytes = Vec::new();
+    let _ = file.take(max_bytes).read_to_end(&mut bytes);
+    bytes
+}
+
+/// Lines from a stream a guest writes (a pipe, or a file still growing), each at most `max`
+/// bytes: a longer line is dropped whole, so a line that never ends cannot grow our memory.
+/// A line not yet ended is kept for the next call.
+pub struct LineReader<R> {
+    inner: R,
+    partial: Vec<u8>,
+    overlong: bool,
+    max: usize,
+}
+
+impl<R: io::BufRead> LineReader<R> {
+    /// Reads `inner` in lines of at most `max` bytes.
+    pub fn new(inner: R, max: usize) -> LineReader<R> {
+        LineReader { inner, partial: Vec::new(), overlong: false, max }
+    }
+
+    /// The next whole line (without its newline, lossily UTF-8), or `None` when none is
+    /// available now: the end of a pipe, or no more of a growing file yet.
+    pub fn next_line(&mut self) -> Option<String> {
+        loop {
+            let (line, used) = {
+                let buf = match self.inner.fill_buf() {
+                    Ok(buf) if !buf.is_empty() => buf,
+                    _ => return None,
+                };
+                match buf.iter().position(|b| *b == b'\n') {
+                    Some(end) => {
+                        let fits = !self.overlong && self.partial.len() + end <= self.max;
+                        let line = fits.then(|| {
+                            let mut line = std::mem::take(&mut self.partial);
+                            line.extend_from_slice(&buf[..end]);
+                            String::from_utf8_lossy(&line).into_owned()
+                        });
+                        self.partial.clear();
+                        self.overlong = false;
+                        (line, end + 1)
+                    }
+                    None => {
+                        if self.overlong || self.partial.len() + buf.len() > self.max {
+                            self.overlong = true;
+                            self.partial.clear();
+                        } else {
+                            self.partial.extend_from_slice(buf);
+                        }
+                        (None, buf.len())
+                    }
+                }
+            };
+            self.inner.consume(used);
+            if line.is_some() {
+                return line;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,6 +291,26 @@ mod tests {
         let e = read_beneath(dir.path(), Path::new("big"), 9).unwrap_err();
         assert!(matches!(e, UntrustedError::TooLarge { max_bytes: 9, .. }), "{e:?}");
         assert_eq!(read_beneath(dir.path(), Path::new("big"), 10).unwrap().len(), 10);
+    }
+
+    #[test]
+    fn lines_are_bounded_and_partial_lines_wait() {
+        let data: Vec<u8> = [b"short\n".as_slice(), &[b'x'; 100], b"\nok\nhalf"].concat();
+        let mut lines = LineReader::new(io::BufReader::with_capacity(8, &data[..]), 10);
+        assert_eq!(lines.next_line().as_deref(), Some("short"));
+        // The 100-byte line is dropped whole; the next one still reads.
+        assert_eq!(lines.next_line().as_deref(), Some("ok"));
+        assert_eq!(lines.next_line(), None);
+        assert_eq!(lines.partial, b"half");
+    }
+
+    #[test]
+    fn read_tail_keeps_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("console"), b"0123456789").unwrap();
+        assert_eq!(read_tail(&dir.path().join("console"), 4), b"6789");
+        assert_eq!(read_tail(&dir.path().join("console"), 100), b"0123456789");
+        assert!(read_tail(&dir.path().join("absent"), 4).is_empty());
     }
 
     #[test]

@@ -14,6 +14,10 @@ use std::time::Duration;
 
 pub use gah_core::progress::{Accelerator, BackendKind, GuestProgress, Phase};
 
+/// How much of a guest's console (or the sandbox's stderr log) is read for a diagnostic: the
+/// guest writes it, and could make it as large as its disk.
+pub const CONSOLE_TAIL_BYTES: u64 = 64 << 10;
+
 /// The guest image's files the vm backend boots (see `docs/GUEST.md`).
 #[derive(Debug, Clone)]
 pub struct Image {

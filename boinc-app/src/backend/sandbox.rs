@@ -24,7 +24,7 @@
 use std::ffi::CString;
 use std::fmt::Display;
 use std::fs;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -38,7 +38,9 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 use serde::{Deserialize, Serialize};
 
-use super::{parse_progress, Accelerator, Backend, BackendError, BackendKind, Guest, GuestEvent, GuestInput};
+use super::{
+    parse_progress, Accelerator, Backend, BackendError, BackendKind, Guest, GuestEvent, GuestInput, GuestProgress, CONSOLE_TAIL_BYTES,
+};
 
 /// Exit code of the sandbox helper when setting up the sandbox failed (the step is on stderr).
 pub const SETUP_FAILED: i32 = 125;
@@ -586,7 +588,8 @@ impl SandboxBackend {
         // The agent's stdout carries progress lines; read it on its own thread so the agent
         // never blocks on a full pipe.
         std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let mut lines = gah_util::untrusted::LineReader::new(BufReader::new(stdout), GuestProgress::MAX_LINE);
+            while let Some(line) = lines.next_line() {
                 if let Some(event) = parse_progress(&line) {
                     if tx.send(event).is_err() {
                         break;
@@ -687,7 +690,7 @@ impl Guest for SandboxGuest {
                 let code = status.code().unwrap_or(-1);
                 let ok = code == 0;
                 let detail = if code == SETUP_FAILED {
-                    let stderr = fs::read_to_string(&self.console).unwrap_or_default();
+                    let stderr = String::from_utf8_lossy(&gah_util::untrusted::read_tail(&self.console, CONSOLE_TAIL_BYTES)).into_owned();
                     format!(
                         "sandbox setup failed: {}",
                         stderr.lines().rev().find(|l| l.contains("gah sandbox")).unwrap_or("see console log")

@@ -18,7 +18,10 @@ use gah_util::atomic::AtomicError;
 use gah_util::process::{command, run_checked, ProcessError};
 use gah_util::untar::{self, Rules, UntarError};
 
-use super::{parse_progress, Accelerator, Backend, BackendError, BackendKind, Guest, GuestEvent, GuestInput, Image, MissingImageFile};
+use super::{
+    parse_progress, Accelerator, Backend, BackendError, BackendKind, Guest, GuestEvent, GuestInput, GuestProgress, Image, MissingImageFile,
+    CONSOLE_TAIL_BYTES,
+};
 
 /// Name of the virtio-serial port the agent writes progress to.
 pub const PROGRESS_PORT: &str = "org.gentoo-at-home.progress";
@@ -297,9 +300,8 @@ impl VmBackend {
             launch,
             qmp_path,
             qmp: None,
-            progress: progress_reader,
+            progress: gah_util::untrusted::LineReader::new(progress_reader, GuestProgress::MAX_LINE),
             progress_path: progress,
-            partial: String::new(),
             console,
             output_dir,
             started,
@@ -535,9 +537,8 @@ pub struct VmGuest {
     launch: Launch,
     qmp_path: PathBuf,
     qmp: Option<Qmp>,
-    progress: BufReader<fs::File>,
+    progress: gah_util::untrusted::LineReader<BufReader<fs::File>>,
     progress_path: PathBuf,
-    partial: String,
     console: PathBuf,
     output_dir: PathBuf,
     started: Instant,
@@ -564,23 +565,13 @@ impl VmGuest {
     }
 
     fn read_progress(&mut self) -> Option<GuestEvent> {
-        loop {
-            let mut line = String::new();
-            match self.progress.read_line(&mut line) {
-                Ok(0) | Err(_) => return None,
-                Ok(_) => {
-                    if !line.ends_with('\n') {
-                        // A line still being written: keep it for the next read.
-                        self.partial.push_str(&line);
-                        return None;
-                    }
-                    let full = std::mem::take(&mut self.partial) + &line;
-                    if let Some(event) = parse_progress(&full) {
-                        return Some(event);
-                    }
-                }
+        // A line still being written stays in the reader for the next call.
+        while let Some(line) = self.progress.next_line() {
+            if let Some(event) = parse_progress(&line) {
+                return Some(event);
             }
         }
+        None
     }
 
     fn collect_output(&self) -> Result<(), VmError> {
@@ -701,7 +692,7 @@ impl Guest for VmGuest {
                     Err(e) => format!("qemu exited with {status}; output disk unreadable: {}", gah_util::error_chain(&e)),
                     Ok(()) if !has_outcome => format!(
                         "qemu exited with {status} without an outcome; console: {}",
-                        gah_util::process::tail(&fs::read(&self.console).unwrap_or_default(), 4)
+                        gah_util::process::tail(&gah_util::untrusted::read_tail(&self.console, CONSOLE_TAIL_BYTES), 4)
                     ),
                     Ok(()) => format!("qemu exited with {status}"),
                 };
