@@ -229,6 +229,11 @@ pub struct Args {
     /// Guest memory in MiB.
     #[arg(long, default_value_t = 2048)]
     pub memory_mib: u64,
+    /// Most the guest may write, in MiB (its scratch disk and its outputs together). Under
+    /// BOINC the workunit's disk bound, less the inputs' share, is used instead. Past it the
+    /// job ends with status resource_limit.
+    #[arg(long, default_value_t = 20480)]
+    pub max_disk_mib: u64,
     /// Guest CPUs (default: what the client allots, else the CPUs this host has).
     #[arg(long)]
     pub cpus: Option<u32>,
@@ -306,6 +311,11 @@ pub fn main(args: Args) -> Result<(), AppError> {
         Some(bytes) => ((bytes / (1 << 20)) * 9 / 10).clamp(512, args.memory_mib.max(512)),
         None => args.memory_mib,
     };
+    // The client aborts a task past its disk bound; stop the guest first, with a clear status.
+    let disk_mib = match limits.disk_bound_bytes {
+        Some(bytes) => ((bytes / (1 << 20)) * 8 / 10).max(256),
+        None => args.max_disk_mib,
+    };
     let input = GuestInput {
         staged,
         repo: folder_or_unpacked(&resolve(&args.repo)?, &slot.join("inputs/repo"))?,
@@ -313,6 +323,7 @@ pub fn main(args: Args) -> Result<(), AppError> {
         binpkgs: absolute(&binpkgs)?,
         slot: slot.clone(),
         memory_mib,
+        disk_mib,
         cpus,
     };
     tracing::info!(target: SAY, "{} on backend {} ({})", job.job_id, backend.kind().as_str(), backend.accelerator().as_str());
@@ -385,7 +396,7 @@ pub fn main(args: Args) -> Result<(), AppError> {
                 .map_err(AppError::TemporaryExit)?;
             match never {}
         }
-        Ending::TimedOut | Ending::GuestExited { .. } => {}
+        Ending::TimedOut | Ending::GuestExited { .. } | Ending::LimitExceeded { .. } => {}
     }
 
     let out_dir = input.output_dir();
@@ -492,6 +503,17 @@ fn read_outcome(out_dir: &Path, job: &Job, ending: &Ending, console: &Path, back
             _ => infra(job, "no outcome"),
         },
     };
+    if let Ending::LimitExceeded { limit, detail } = ending {
+        // A build that finished well despite a refused fork keeps its verdict; any other
+        // result is the limit's doing, and says which.
+        if outcome.status != Status::Success {
+            let mut limited = Outcome::for_job(job, Status::ResourceLimit);
+            limited.failed_phase = outcome.failed_phase.clone().or_else(|| Some("build".into()));
+            limited.summary = format!("{} limit: {detail}", limit.as_str());
+            limited.phases = std::mem::take(&mut outcome.phases);
+            outcome = limited;
+        }
+    }
     outcome.backend = backend.kind().as_str().to_owned();
     outcome.accelerator = backend.accelerator().as_str().to_owned();
     outcome

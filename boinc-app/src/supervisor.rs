@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use gah_core::progress::{AppReport, Phase};
 
-use crate::backend::{BackendError, Guest, GuestEvent};
+use crate::backend::{BackendError, Guest, GuestEvent, Limit};
 
 /// Where the supervisor is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +50,8 @@ pub enum Command {
 pub enum Ending {
     /// The guest finished; `ok` is false when the guest itself failed.
     GuestExited { ok: bool, detail: String },
+    /// The guest passed one of the host's limits.
+    LimitExceeded { limit: Limit, detail: String },
     /// The wall-clock limit passed; the guest was killed.
     TimedOut,
     /// The client asked to quit; the guest was killed.
@@ -226,6 +228,11 @@ impl Supervisor {
             Some(GuestEvent::Exited { ok, detail }) => {
                 self.transition(State::Finished, "guest exited");
                 Ok(Some(Ending::GuestExited { ok, detail }))
+            }
+            Some(GuestEvent::LimitExceeded { limit, detail }) => {
+                self.transition(State::Finished, "guest passed a limit");
+                tracing::warn!(limit = limit.as_str(), "{detail}");
+                Ok(Some(Ending::LimitExceeded { limit, detail }))
             }
             _ => Ok(None),
         }
