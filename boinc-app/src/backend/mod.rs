@@ -91,6 +91,12 @@ impl GuestInput {
     }
 }
 
+/// The host id that guests and everything facing them run as when `gah-app` is root: the
+/// first of a range that `/etc/subuid`, systemd-nspawn (up to 0x6FFFFFFF) and systemd's
+/// foreign range (0x7FFE0000) leave alone, so no host user or container owns it. The
+/// sandbox maps guest ids `0..65536` onto `GUEST_ID_BASE..`; qemu runs as `GUEST_ID_BASE`.
+pub const GUEST_ID_BASE: u32 = 0x7F00_0000;
+
 /// Something the guest reported.
 #[derive(Debug, Clone, PartialEq)]
 pub enum GuestEvent {

@@ -37,6 +37,15 @@ pub enum VmError {
     /// A file of the guest image is missing.
     #[error(transparent)]
     Image(#[from] MissingImageFile),
+    /// A file could not be given to qemu's unprivileged user.
+    #[error("give {} to qemu's user", path.display())]
+    HandOver {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
     /// A file or folder in the slot could not be created.
     #[error("create {}", path.display())]
     Create {
@@ -281,7 +290,11 @@ impl VmBackend {
         };
         let qmp_path = dir.join("qmp.sock");
         let _ = fs::remove_file(&qmp_path);
-        let mut cmd = self.command(&dir, &launch, &qmp_path, &progress, &console)?;
+        let runs_as = unprivileged_qemu_user();
+        if let Some(id) = runs_as {
+            hand_over(&dir, id)?;
+        }
+        let mut cmd = self.command(&dir, &launch, &qmp_path, &progress, &console, runs_as)?;
         if let Some(memory) = incoming.as_deref() {
             cmd.arg("-incoming").arg(format!("exec:cat {}", quote_path(memory)));
         }
@@ -315,6 +328,7 @@ impl VmBackend {
         qmp_path: &Path,
         progress: &Path,
         console: &Path,
+        runs_as: Option<u32>,
     ) -> Result<std::process::Command, VmError> {
         let format_of = |p: &Path| if p.extension().is_some_and(|e| e == "qcow2") { "qcow2" } else { "raw" };
         let drive = |id: &str, file: &Path, ro: bool| {
@@ -356,9 +370,39 @@ impl VmBackend {
             .stdout(Stdio::null())
             .stderr(stderr)
             .process_group(0);
+        if let Some(id) = runs_as {
+            // /dev/kvm's group, if it has one: the only host resource qemu needs beyond its files.
+            let kvm_group = fs::metadata("/dev/kvm").ok().map(|m| std::os::unix::fs::MetadataExt::gid(&m)).filter(|&g| g != 0);
+            gah_util::process::run_as(&mut cmd, id, id, kvm_group.into_iter().collect());
+        }
         gah_util::process::die_with_parent(&mut cmd);
         Ok(cmd)
     }
+}
+
+/// The unprivileged id qemu runs as when `gah-app` is root ([`super::GUEST_ID_BASE`]): the
+/// guest's kernel is untrusted, and qemu is what it talks to.
+fn unprivileged_qemu_user() -> Option<u32> {
+    nix::unistd::geteuid().is_root().then_some(super::GUEST_ID_BASE)
+}
+
+/// Gives qemu's user the VM folder and what qemu writes in it (layers, output disk, logs,
+/// sockets, checkpoints). The input disk stays root's: qemu opens it read-only, and could
+/// not write it even if it tried.
+fn hand_over(dir: &Path, id: u32) -> Result<(), VmError> {
+    let owner = (Some(nix::unistd::Uid::from_raw(id)), Some(nix::unistd::Gid::from_raw(id)));
+    let chown = |path: &Path| {
+        nix::unistd::chown(path, owner.0, owner.1).map_err(|e| VmError::HandOver { path: path.to_path_buf(), source: e.into() })
+    };
+    chown(dir)?;
+    for entry in fs::read_dir(dir).map_err(create(dir))?.flatten() {
+        let path = entry.path();
+        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+        if is_file && entry.file_name() != "input.ext4" {
+            chown(&path)?;
+        }
+    }
+    Ok(())
 }
 
 fn layer_name(drive: &str, layer: u32) -> String {

@@ -44,6 +44,7 @@ use nix::unistd::{fork, ForkResult, Gid, Pid, Uid};
 use serde::{Deserialize, Serialize};
 
 use super::seccomp;
+use crate::backend::GUEST_ID_BASE;
 
 /// Exit code of the helper when setting up the sandbox failed (the step is on stderr).
 pub const SETUP_FAILED: i32 = 125;
@@ -82,11 +83,6 @@ impl GuestIds {
         }
     }
 }
-
-/// First host id of the guests' range when `gah-app` runs as root. Above the ranges that
-/// `/etc/subuid`, systemd-nspawn (up to 0x6FFFFFFF) and systemd's foreign range (0x7FFE0000)
-/// hand out, so no host user or container owns these ids.
-pub const GUEST_ID_BASE: u32 = 0x7F00_0000;
 
 /// Ids a guest has when `gah-app` is root: the usual 16-bit range Portage's users live in.
 pub const GUEST_ID_COUNT: u32 = 65536;

@@ -24,7 +24,7 @@ use nix::unistd::Pid;
 mod jail;
 pub mod seccomp;
 
-pub use jail::{enter, Bind, GuestIds, SandboxError, SandboxSpec, GUEST_ID_BASE, GUEST_ID_COUNT, LIMIT_EXCEEDED, SETUP_FAILED};
+pub use jail::{enter, Bind, GuestIds, SandboxError, SandboxSpec, GUEST_ID_COUNT, LIMIT_EXCEEDED, SETUP_FAILED};
 
 use super::{
     parse_progress, Accelerator, Backend, BackendError, BackendKind, Guest, GuestEvent, GuestInput, GuestProgress, Limit,
