@@ -90,6 +90,14 @@ pub fn apply(filter: &BpfProgram) -> Result<(), seccompiler::Error> {
 mod tests {
     use super::*;
 
+    /// docs/SECURITY.md promises this list: it must be the code's.
+    #[test]
+    fn the_security_page_lists_every_denied_call() {
+        let page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/SECURITY.md")).expect("docs/SECURITY.md");
+        let missing: Vec<&str> = DENIED.iter().map(|(name, _)| *name).filter(|name| !page.contains(&format!("`{name}`"))).collect();
+        assert!(missing.is_empty(), "docs/SECURITY.md does not list {missing:?}");
+    }
+
     #[test]
     fn the_filter_builds_and_denies_what_it_lists() {
         let filter = guest_filter().expect("filter");
