@@ -292,6 +292,8 @@ impl VmBackend {
         let _ = fs::remove_file(&qmp_path);
         let runs_as = unprivileged_qemu_user();
         if let Some(id) = runs_as {
+            // qemu's user may pass through the slot to its own folder, and list nothing else.
+            fs::set_permissions(&input.slot, std::os::unix::fs::PermissionsExt::from_mode(0o711)).map_err(create(&input.slot))?;
             hand_over(&dir, id)?;
         }
         let mut cmd = self.command(&dir, &launch, &qmp_path, &progress, &console, runs_as)?;

@@ -231,6 +231,9 @@ impl SandboxBackend {
         };
         let out = input.output_dir();
         fs::create_dir_all(&out).map_err(create(&out))?;
+        // The guest may leave setuid files in /gah/out (nosuid in the guest, not on the host)
+        // and owns that folder: only a parent it cannot touch keeps other host users out.
+        fs::set_permissions(&input.slot, std::os::unix::fs::PermissionsExt::from_mode(0o700)).map_err(create(&input.slot))?;
         let scratch = input.slot.join("sandbox");
         fs::create_dir_all(&scratch).map_err(create(&scratch))?;
         reap_orphaned_cgroups();
