@@ -102,6 +102,11 @@ print()
 print(f"hardened: {hard_desc}; base: {rev}, built in its own worktree")
 verdict = "within 5 %" if over[0] <= 5 else "NOT within 5 %"
 print(f"overhead of the hardening on the whole gah-app run: {over[0]:+.1f} % (medians of {runs} runs each): {verdict}")
+# The runs of one build spread by this much around their median: past 5 % the verdict says little.
+spread = max(100 * (max(w) - min(w)) / statistics.median(w)
+             for w in ([float(r[2]) for r in rows if r[0] == label] for label in ("hardened", "base")))
+print(f"noise: the whole runs of one build spread by up to {spread:.0f} % of their median"
+      + (" (more than the 5 % budget: rerun on an idle machine, or with more RUNS)" if spread > 5 else ""))
 PY
 echo
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r), $(id -un)," \

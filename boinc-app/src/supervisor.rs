@@ -104,6 +104,9 @@ pub struct Supervisor {
     pub fraction: f64,
     /// Last phase reported by the guest.
     pub phase: Phase,
+    /// Furthest phase said so far: only a move past it is logged, so a guest that flips
+    /// between phases cannot flood the task's stderr.
+    furthest_phase: Phase,
     deadline: Instant,
     suspended_at: Option<Instant>,
     /// Highest guest CPU time read so far: once qemu or the sandbox's cgroup is gone, a read
@@ -120,6 +123,7 @@ impl Supervisor {
             state: State::Booting,
             fraction: 0.0,
             phase: Phase::Boot,
+            furthest_phase: Phase::Boot,
             deadline: Instant::now() + limit,
             suspended_at: None,
             cpu_high_water: std::cell::Cell::new(0.0),
@@ -210,10 +214,15 @@ impl Supervisor {
         }
         // Drain what is already there, so the fraction reported next is the newest: a burst of
         // lines (a restored VM replays its progress log) must not show as old progress.
+        // At most so many at a time: a guest that floods progress must not keep the supervisor
+        // from its deadline and the client's commands.
+        const MOST_EVENTS_A_POLL: usize = 1024;
         let mut event = self.guest.next_event(timeout).map_err(SupervisorError::Events)?;
+        let mut drained = 0;
         while let Some(GuestEvent::Progress { fraction, phase }) = event {
             self.fraction = fraction;
-            if phase != self.phase {
+            if phase > self.furthest_phase {
+                self.furthest_phase = phase;
                 tracing::info!(fraction, %phase, "guest progress");
                 // For whoever runs gah-app (gah run follows these).
                 tracing::info!(target: crate::SAY, "{}", AppReport::Progress { fraction, phase }.to_message());
@@ -221,6 +230,10 @@ impl Supervisor {
             self.phase = phase;
             if self.state == State::Booting {
                 self.transition(State::Running, "first progress");
+            }
+            drained += 1;
+            if drained == MOST_EVENTS_A_POLL {
+                return Ok(None);
             }
             event = self.guest.next_event(Duration::ZERO).map_err(SupervisorError::Events)?;
         }

@@ -370,8 +370,17 @@ impl VmBackend {
             .args(["-device", &format!("virtserialport,chardev=progress,name={PROGRESS_PORT}")])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(stderr)
-            .process_group(0);
+            .stderr(stderr);
+        // SAFETY: setsid and setrlimit are async-signal-safe; nothing is allocated.
+        unsafe {
+            cmd.pre_exec(|| {
+                // A session of its own (no controlling terminal), leading its process group.
+                nix::unistd::setsid()?;
+                // No file qemu writes (console, progress, layers, memory) grows past this.
+                nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_FSIZE, QEMU_MAX_FILE_BYTES, QEMU_MAX_FILE_BYTES)?;
+                Ok(())
+            });
+        }
         if let Some(id) = runs_as {
             // /dev/kvm's group, if it has one: the only host resource qemu needs beyond its files.
             let kvm_group = fs::metadata("/dev/kvm").ok().map(|m| std::os::unix::fs::MetadataExt::gid(&m)).filter(|&g| g != 0);
@@ -381,6 +390,10 @@ impl VmBackend {
         Ok(cmd)
     }
 }
+
+/// Largest file qemu may write: a layer over the 4 GiB root, the output disk, a memory
+/// state, the console and progress logs all stay well below it.
+const QEMU_MAX_FILE_BYTES: u64 = 16 << 30;
 
 /// The unprivileged id qemu runs as when `gah-app` is root ([`super::GUEST_ID_BASE`]): the
 /// guest's kernel is untrusted, and qemu is what it talks to.

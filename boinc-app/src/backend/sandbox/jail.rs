@@ -126,6 +126,9 @@ pub struct SandboxSpec {
     pub watch_memory_bytes: Option<u64>,
     /// Most processes of the guest (RLIMIT_NPROC, counted in the guest's own namespace).
     pub max_processes: u64,
+    /// The backend passed [`REPORT_FD`] for the jail's reports.
+    #[serde(default)]
+    pub report_fd: bool,
     /// Test double: drop every capability right after creating the user namespace, as
     /// Ubuntu's `apparmor_restrict_unprivileged_userns` does (see the backend's probe).
     #[serde(default)]
@@ -160,17 +163,35 @@ pub enum SandboxError {
     Filter(#[from] seccomp::FilterError),
 }
 
-/// Says on stderr why the sandbox could not be set up. The helper has no tracing (it stays
-/// single-threaded and small), and its stderr is the channel: the backend shows its last
-/// `gah sandbox:` line.
+/// The descriptor the backend hands the helper for the jail's own reports (setup failures,
+/// limits), apart from stderr, which the guest shares and could forge lines on.
+pub const REPORT_FD: i32 = 3;
+
+/// Whether [`REPORT_FD`] is the report channel (set once at the start of [`enter`]).
+static REPORT_TO_FD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Says why the sandbox could not be set up, or which limit the guest passed, as one
+/// `gah sandbox: …` line. The helper has no tracing (it stays single-threaded and small):
+/// the report descriptor when the backend gave one, else stderr (the probe, a person).
 #[allow(clippy::print_stderr)]
 fn report(what: impl Display) {
-    eprintln!("gah sandbox: {what}");
+    if REPORT_TO_FD.load(std::sync::atomic::Ordering::Relaxed) {
+        // SAFETY: REPORT_FD was checked open at start; ManuallyDrop keeps it open after the write.
+        let mut channel = std::mem::ManuallyDrop::new(unsafe { <fs::File as std::os::fd::FromRawFd>::from_raw_fd(REPORT_FD) });
+        let _ = writeln!(channel, "gah sandbox: {what}");
+    } else {
+        eprintln!("gah sandbox: {what}");
+    }
 }
 
 /// Runs the whole sandbox in the current (fresh, single-threaded) process and returns the
 /// agent's exit code (or [`SETUP_FAILED`], [`LIMIT_EXCEEDED`]).
 pub fn enter(spec: &SandboxSpec) -> Result<i32, SandboxError> {
+    if spec.report_fd {
+        // Close-on-exec: the guest never holds the report channel.
+        let set = nix::fcntl::fcntl(REPORT_FD, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
+        REPORT_TO_FD.store(set.is_ok(), std::sync::atomic::Ordering::Relaxed);
+    }
     // Step 1: cgroups first, so every process below is accounted and can be frozen.
     for cg in &spec.cgroups {
         let procs = cg.join("cgroup.procs");
@@ -320,7 +341,8 @@ fn pid_one(spec: &SandboxSpec, idmap: Option<&OwnedFd>) -> Result<i32, SandboxEr
     // Step 4.
     use nix::sys::resource::{setrlimit, Resource};
     setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(SandboxError::Limits)?;
-    setrlimit(Resource::RLIMIT_FSIZE, spec.max_file_bytes, spec.max_file_bytes).map_err(SandboxError::Limits)?;
+    let max_file = spec.max_file_bytes.min(spec.max_disk_bytes);
+    setrlimit(Resource::RLIMIT_FSIZE, max_file, max_file).map_err(SandboxError::Limits)?;
     setrlimit(Resource::RLIMIT_NOFILE, 8192, 8192).map_err(SandboxError::Limits)?;
     let filter = seccomp::guest_filter()?;
     let argv: Vec<CString> = spec.argv.iter().map(|a| CString::new(a.as_str()).unwrap_or_default()).collect();
@@ -411,17 +433,22 @@ impl Watch {
     fn run(self) {
         loop {
             std::thread::sleep(Self::EVERY);
-            let disk: u64 = self.dirs.iter().map(|d| disk_usage(d, &mut HashSet::new())).sum();
+            let open = open_files();
+            let mut seen = HashSet::new();
+            let mut disk = open.deleted_bytes;
+            for dir in &self.dirs {
+                match disk_usage(dir, 0, &mut seen) {
+                    Some(bytes) => disk += bytes,
+                    None => self.exceeded("disk", format_args!("a folder tree deeper than {MAX_DEPTH} levels, which cannot be measured")),
+                }
+            }
             if disk > self.max_disk_bytes {
                 self.exceeded("disk", format_args!("the guest wrote {} MiB, more than its {} MiB", disk >> 20, self.max_disk_bytes >> 20));
             }
             if let Some(max) = self.max_memory_bytes {
-                let memory = resident_memory();
+                let memory = resident_memory() + open.memory_bytes + shm_used();
                 if memory > max {
-                    self.exceeded(
-                        "memory",
-                        format_args!("the guest's processes held {} MiB, more than its {} MiB", memory >> 20, max >> 20),
-                    );
+                    self.exceeded("memory", format_args!("the guest held {} MiB, more than its {} MiB", memory >> 20, max >> 20));
                 }
             }
         }
@@ -434,13 +461,21 @@ impl Watch {
     }
 }
 
-/// Bytes allocated under `dir`, never following links; each inode counted once.
-fn disk_usage(dir: &OwnedFd, seen: &mut HashSet<(u64, u64)>) -> u64 {
+/// Deepest folder the disk watch measures; deeper is a limit passed (a walk needs one
+/// descriptor a level).
+const MAX_DEPTH: usize = 256;
+
+/// Bytes allocated under `dir`, never following links; each inode counted once. `None` when
+/// the tree is deeper than [`MAX_DEPTH`].
+fn disk_usage(dir: &OwnedFd, depth: usize, seen: &mut HashSet<(u64, u64)>) -> Option<u64> {
+    if depth > MAX_DEPTH {
+        return None;
+    }
     let mut total = 0;
     let Ok(mut entries) =
         nix::dir::Dir::openat(Some(dir.as_raw_fd()), ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
     else {
-        return 0;
+        return Some(0);
     };
     for entry in entries.iter().flatten() {
         let name = entry.file_name();
@@ -457,11 +492,56 @@ fn disk_usage(dir: &OwnedFd, seen: &mut HashSet<(u64, u64)>) -> u64 {
         total += u64::try_from(st.st_blocks).unwrap_or(0) * 512;
         if is_dir {
             if let Ok(fd) = open_child_dir(dir, name) {
-                total += disk_usage(&fd, seen);
+                total += disk_usage(&fd, depth + 1, seen)?;
             }
         }
     }
-    total
+    Some(total)
+}
+
+/// What the guest's processes hold open that no folder walk sees.
+#[derive(Default)]
+struct OpenFiles {
+    /// Deleted files still open: disk the guest uses but no folder lists.
+    deleted_bytes: u64,
+    /// memfds and deleted files on `/dev/shm`: memory, not disk.
+    memory_bytes: u64,
+}
+
+/// Scans every guest process's descriptors (PID 1 sees only the guest's in its /proc).
+fn open_files() -> OpenFiles {
+    let mut open = OpenFiles::default();
+    let mut seen = HashSet::new();
+    let shm_dev = nix::sys::stat::stat("/dev/shm").ok().map(|st| st.st_dev);
+    let Ok(procs) = fs::read_dir("/proc") else { return open };
+    for process in procs.flatten().filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit())) {
+        let Ok(fds) = fs::read_dir(process.path().join("fd")) else { continue };
+        for fd in fds.flatten() {
+            let Ok(target) = fs::read_link(fd.path()) else { continue };
+            let target = target.to_string_lossy();
+            let memfd = target.starts_with("/memfd:");
+            if !memfd && !target.ends_with(" (deleted)") {
+                continue;
+            }
+            // stat follows the magic link to the open file itself.
+            let Ok(st) = nix::sys::stat::stat(&fd.path()) else { continue };
+            if st.st_mode & libc::S_IFMT != libc::S_IFREG || !seen.insert((st.st_dev, st.st_ino)) {
+                continue;
+            }
+            let bytes = u64::try_from(st.st_blocks).unwrap_or(0) * 512;
+            if memfd || Some(st.st_dev) == shm_dev {
+                open.memory_bytes += bytes;
+            } else {
+                open.deleted_bytes += bytes;
+            }
+        }
+    }
+    open
+}
+
+/// Bytes used on the guest's `/dev/shm` (a tmpfs: memory).
+fn shm_used() -> u64 {
+    nix::sys::statvfs::statvfs("/dev/shm").map(|st| (st.blocks() - st.blocks_free()) * st.fragment_size()).unwrap_or(0)
 }
 
 fn open_child_dir(dir: &OwnedFd, name: &CStr) -> nix::Result<OwnedFd> {
@@ -556,7 +636,8 @@ fn mount_filesystems(spec: &SandboxSpec, root: &Path, idmap: Option<&OwnedFd>) -
     let dev = root.join("dev");
     fs::create_dir_all(&dev).map_err(prep(&dev))?;
     mount(Some("tmpfs"), &dev, Some("tmpfs"), MsFlags::MS_NOSUID, Some("mode=755,size=16m")).map_err(mnt("mount tmpfs on", &dev))?;
-    for node in ["null", "zero", "full", "random", "urandom", "tty"] {
+    // Not `tty`: the host's would be gah-app's controlling terminal (TIOCSTI types into it).
+    for node in ["null", "zero", "full", "random", "urandom"] {
         let target = dev.join(node);
         fs::write(&target, b"").map_err(prep(&target))?;
         let source = Path::new("/dev").join(node);
@@ -573,7 +654,7 @@ fn mount_filesystems(spec: &SandboxSpec, root: &Path, idmap: Option<&OwnedFd>) -
     }
     let pts = dev.join("pts");
     fs::create_dir_all(&pts).map_err(prep(&pts))?;
-    mount(Some("devpts"), &pts, Some("devpts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("newinstance,ptmxmode=0666,mode=620"))
+    mount(Some("devpts"), &pts, Some("devpts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("newinstance,ptmxmode=0666,mode=620,max=64"))
         .map_err(mnt("mount devpts on", &pts))?;
     let shm = dev.join("shm");
     fs::create_dir_all(&shm).map_err(prep(&shm))?;

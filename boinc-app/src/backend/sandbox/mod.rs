@@ -24,7 +24,7 @@ use nix::unistd::Pid;
 mod jail;
 pub mod seccomp;
 
-pub use jail::{enter, Bind, GuestIds, SandboxError, SandboxSpec, GUEST_ID_COUNT, LIMIT_EXCEEDED, SETUP_FAILED};
+pub use jail::{enter, Bind, GuestIds, SandboxError, SandboxSpec, GUEST_ID_COUNT, LIMIT_EXCEEDED, REPORT_FD, SETUP_FAILED};
 
 use super::{
     parse_progress, Accelerator, Backend, BackendError, BackendKind, Guest, GuestEvent, GuestInput, GuestProgress, Limit,
@@ -198,6 +198,7 @@ impl SandboxBackend {
             max_disk_bytes: 1 << 30,
             watch_memory_bytes: None,
             max_processes: 64,
+            report_fd: false,
             simulate_userns_without_caps: self.simulate_userns_without_caps,
         };
         let spec_path = scratch.path().join("spec.json");
@@ -296,20 +297,42 @@ impl SandboxBackend {
             max_disk_bytes: input.disk_mib << 20,
             watch_memory_bytes: (!memory_capped).then_some(memory_bytes),
             max_processes: u64::from(MAX_GUEST_TASKS),
+            report_fd: true,
             simulate_userns_without_caps: self.simulate_userns_without_caps,
         };
         let spec_path = scratch.join("spec.json");
         write_spec(&spec, &spec_path)?;
         let console = input.slot.join("sandbox-stderr.log");
-        let stderr = fs::File::create(&console).map_err(create(&console))?;
+        let console_file = fs::File::create(&console).map_err(create(&console))?;
+        // The jail's own reports travel apart from stderr, which the guest shares.
+        let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| SandboxGuestError::Create { path: console.clone(), source: e.into() })?;
+        let report_raw = std::os::fd::AsRawFd::as_raw_fd(&report_w);
         let mut cmd = gah_util::process::command(&self.helper);
         // The helper becomes the guest's PID 1, whose environment the guest can read in
         // /proc/1/environ: it gets none of gah-app's (the client's paths, account details).
-        cmd.env_clear().arg("__sandbox-init").arg(&spec_path).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr).process_group(0);
+        cmd.env_clear().arg("__sandbox-init").arg(&spec_path).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        // SAFETY: setsid, dup2 and fcntl are async-signal-safe; the closure allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                // A session of its own: no controlling terminal for the guest to type into
+                // (TIOCSTI) or take over; its process group is its pid.
+                nix::unistd::setsid()?;
+                if report_raw == REPORT_FD {
+                    nix::fcntl::fcntl(REPORT_FD, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))?;
+                } else {
+                    nix::unistd::dup2(report_raw, REPORT_FD)?;
+                }
+                Ok(())
+            });
+        }
         gah_util::process::die_with_parent(&mut cmd);
         let mut child = cmd.spawn().map_err(|source| SandboxGuestError::Start { program: self.helper.clone(), source })?;
+        drop(report_w);
         let stdout = child.stdout.take().expect("stdout is piped");
-        let (tx, rx) = mpsc::channel();
+        let stderr = child.stderr.take().expect("stderr is piped");
+        // Bounded: a guest that floods progress blocks on its own pipe, not gah-app's memory.
+        let (tx, rx) = mpsc::sync_channel(256);
         // The agent's stdout carries progress lines; read it on its own thread so the agent
         // never blocks on a full pipe.
         std::thread::spawn(move || {
@@ -322,10 +345,27 @@ impl SandboxBackend {
                 }
             }
         });
+        // The guest's stderr lands in the console log up to a cap; the rest is drained unread.
+        std::thread::spawn(move || {
+            let mut stderr = stderr;
+            let _ = io::copy(&mut io::Read::take(&mut stderr, CONSOLE_MAX_BYTES), &mut { console_file });
+            let _ = io::copy(&mut stderr, &mut io::sink());
+        });
+        let reports = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = io::Read::read_to_string(&mut io::Read::take(fs::File::from(report_r), REPORTS_MAX_BYTES), &mut text);
+            text
+        });
         tracing::info!(pid = child.id(), cgroups = ?cgroups, "sandbox started");
-        Ok(SandboxGuest { child, events: rx, cgroups, console, scratch, finished: false })
+        Ok(SandboxGuest { child, events: rx, reports: Some(reports), cgroups, console, scratch, finished: false })
     }
 }
+
+/// Most of the guest's stderr kept in the console log.
+const CONSOLE_MAX_BYTES: u64 = 16 << 20;
+
+/// Most of the jail's reports read (a few lines in practice).
+const REPORTS_MAX_BYTES: u64 = 64 << 10;
 
 /// True when AppArmor denies capabilities in unprivileged user namespaces (Ubuntu 24.04's
 /// default).
@@ -360,6 +400,8 @@ impl Backend for SandboxBackend {
 struct SandboxGuest {
     child: Child,
     events: mpsc::Receiver<GuestEvent>,
+    /// The jail's report lines, once the helper has exited.
+    reports: Option<std::thread::JoinHandle<String>>,
     cgroups: Vec<PathBuf>,
     console: PathBuf,
     scratch: PathBuf,
@@ -386,7 +428,7 @@ impl SandboxGuest {
             .map_err(|source| SandboxGuestError::Signal { pgid, source })
     }
 
-    /// The helper leads its own process group (`process_group(0)`): its pid is the group's id.
+    /// The helper leads its own session and process group (`setsid`): its pid is the group's id.
     fn process_group(&self) -> i32 {
         // A pid is at most PID_MAX_LIMIT (2^22): it fits in an i32.
         i32::try_from(self.child.id()).unwrap_or(i32::MAX)
@@ -441,10 +483,9 @@ impl Guest for SandboxGuest {
                 let cgroup_limit = self.cgroup_limit_hit();
                 self.cleanup();
                 let code = status.code().unwrap_or(-1);
-                let helper_said = |prefix: &str| {
-                    let stderr = String::from_utf8_lossy(&gah_util::untrusted::read_tail(&self.console, CONSOLE_TAIL_BYTES)).into_owned();
-                    stderr.lines().rev().find_map(|l| l.strip_prefix(prefix)).map(str::to_owned)
-                };
+                // Only the jail writes its report channel; the guest cannot forge a line there.
+                let reports = self.reports.take().and_then(|r| r.join().ok()).unwrap_or_default();
+                let helper_said = |prefix: &str| reports.lines().rev().find_map(|l| l.strip_prefix(prefix)).map(str::to_owned);
                 if code == LIMIT_EXCEEDED {
                     let said = helper_said("gah sandbox: limit ").unwrap_or_default();
                     let (name, detail) = said.split_once(": ").unwrap_or(("disk", said.as_str()));
@@ -455,7 +496,9 @@ impl Guest for SandboxGuest {
                     return Ok(Some(GuestEvent::LimitExceeded { limit, detail }));
                 }
                 let detail = if code == SETUP_FAILED {
-                    format!("sandbox setup failed: {}", helper_said("gah sandbox: ").unwrap_or_else(|| "see console log".into()))
+                    // Nothing reported: the helper failed before its jail (its own stderr says why).
+                    let console = || gah_util::process::tail(&gah_util::untrusted::read_tail(&self.console, CONSOLE_TAIL_BYTES), 2);
+                    format!("sandbox setup failed: {}", helper_said("gah sandbox: ").unwrap_or_else(console))
                 } else {
                     format!("agent exited with {status}")
                 };
