@@ -385,7 +385,7 @@ fn pid_one(spec: &SandboxSpec, idmap: Option<&OwnedFd>) -> Result<i32, SandboxEr
 /// Steps 5 and 6 in the agent's process, already in its user and mount namespace.
 fn become_guest(
     spec: &SandboxSpec,
-    filter: &seccompiler::BpfProgram,
+    filter: &[seccompiler::BpfProgram],
     argv: &[CString],
     env: &[CString],
 ) -> Result<std::convert::Infallible, SandboxError> {
