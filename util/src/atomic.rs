@@ -48,7 +48,21 @@ impl AtomicFile {
     /// process and call).
     pub fn create(target: &Path) -> Result<AtomicFile, AtomicError> {
         let temp = temp_path_for(target);
-        let file = File::create(&temp).map_err(err("create", &temp))?;
+        // A new file, never through a link: the folder may be writable by someone else (the
+        // VM's folder is qemu's), and a planted temp name must not redirect the write.
+        let open = || {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new().write(true).create_new(true).custom_flags(nix::libc::O_NOFOLLOW).open(&temp)
+        };
+        let file = match open() {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                // A leftover of a crashed writer (or a plant): remove the name itself, once.
+                std::fs::remove_file(&temp).map_err(err("remove", &temp))?;
+                open()
+            }
+            other => other,
+        }
+        .map_err(err("create", &temp))?;
         Ok(AtomicFile { file: Some(file), temp, target: target.to_path_buf() })
     }
 

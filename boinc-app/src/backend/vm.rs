@@ -8,6 +8,7 @@
 
 use std::fs;
 use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -238,12 +239,24 @@ impl VmBackend {
         self.image.check()?;
         let dir = input.slot.join("vm");
         fs::create_dir_all(&dir).map_err(create(&dir))?;
+        // An earlier qemu owned this folder: nothing it left may steer what root does here.
+        sanitize(&dir)?;
+        let runs_as = unprivileged_qemu_user();
+        if let Some(id) = runs_as {
+            // qemu's user may pass through the slot to its own folder, and list nothing else;
+            // qemu-img, as that user, writes the layers there.
+            fs::set_permissions(&input.slot, std::os::unix::fs::PermissionsExt::from_mode(0o711)).map_err(create(&input.slot))?;
+            nix::unistd::chown(&dir, Some(nix::unistd::Uid::from_raw(id)), Some(nix::unistd::Gid::from_raw(id)))
+                .map_err(|e| VmError::HandOver { path: dir.clone(), source: e.into() })?;
+        }
         let output_dir = input.output_dir();
         fs::create_dir_all(&output_dir).map_err(create(&output_dir))?;
         let progress = dir.join("progress.log");
         let console = dir.join("console.log");
 
-        let (launch, incoming) = match Checkpoint::load(&dir) {
+        // A checkpoint asks for what it was taken with; more than this task has is refused.
+        let checkpoint = Checkpoint::load(&dir).filter(|cp| cp.memory_mib <= input.memory_mib && cp.cpus <= input.cpus.max(1));
+        let (launch, incoming) = match checkpoint {
             Some(cp) => {
                 // Resume: fresh writable layers over the frozen ones, memory from the file.
                 let root = dir.join(layer_name("root", cp.layer));
@@ -256,6 +269,7 @@ impl VmBackend {
                     .write(true)
                     .create(true)
                     .truncate(false)
+                    .custom_flags(nix::libc::O_NOFOLLOW)
                     .open(&progress)
                     .and_then(|f| f.set_len(cp.progress_offset))
                     .map_err(|source| VmError::RewindProgress { path: progress.clone(), source })?;
@@ -290,10 +304,7 @@ impl VmBackend {
         };
         let qmp_path = dir.join("qmp.sock");
         let _ = fs::remove_file(&qmp_path);
-        let runs_as = unprivileged_qemu_user();
         if let Some(id) = runs_as {
-            // qemu's user may pass through the slot to its own folder, and list nothing else.
-            fs::set_permissions(&input.slot, std::os::unix::fs::PermissionsExt::from_mode(0o711)).map_err(create(&input.slot))?;
             hand_over(&dir, id)?;
         }
         let mut cmd = self.command(&dir, &launch, &qmp_path, &progress, &console, runs_as)?;
@@ -306,7 +317,7 @@ impl VmBackend {
         // Read from the start, also after a restore: replaying the progress up to the
         // checkpoint puts the supervisor back at its phase and fraction (not at 0, which the
         // client would show as progress lost).
-        let progress_reader = BufReader::new(fs::File::open(&progress).map_err(|source| VmError::Open { path: progress.clone(), source })?);
+        let progress_reader = BufReader::new(open_no_follow(&progress).map_err(|source| VmError::Open { path: progress.clone(), source })?);
         tracing::info!(pid = child.id(), accel = self.accelerator().as_str(), state = ?state, "qemu started");
         Ok(VmGuest {
             child: Some(child),
@@ -342,7 +353,12 @@ impl VmBackend {
             )
         };
         let stderr_log = dir.join("qemu-stderr.log");
-        let stderr = fs::OpenOptions::new().create(true).append(true).open(&stderr_log).map_err(create(&stderr_log))?;
+        let stderr = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&stderr_log)
+            .map_err(create(&stderr_log))?;
         let mut cmd = command(&self.qemu);
         cmd.args(["-machine", "microvm,acpi=on,rtc=on", "-nodefaults", "-no-user-config", "-no-reboot"])
             .args(["-accel", if self.kvm { "kvm" } else { "tcg" }, "-cpu", if self.kvm { "host" } else { "max" }])
@@ -426,8 +442,41 @@ fn layer_name(drive: &str, layer: u32) -> String {
 
 fn create_overlay(file: &Path, backing: &Path, backing_format: &str) -> Result<(), VmError> {
     let _ = fs::remove_file(file);
-    run_checked(command("qemu-img").args(["create", "-q", "-f", "qcow2", "-F", backing_format, "-b"]).arg(backing).arg(file))
+    run_checked(qemu_img().args(["create", "-q", "-f", "qcow2", "-F", backing_format, "-b"]).arg(backing).arg(file))
         .map_err(|source| VmError::Overlay { path: file.to_path_buf(), source })?;
+    Ok(())
+}
+
+/// `qemu-img`, as qemu's unprivileged user when `gah-app` is root: the layers it reads were
+/// written by a qemu that ran the guest, and a rewritten header (a backing file naming a host
+/// file) must find nothing that user cannot read.
+fn qemu_img() -> std::process::Command {
+    let mut cmd = command("qemu-img");
+    if let Some(id) = unprivileged_qemu_user() {
+        gah_util::process::run_as(&mut cmd, id, id, vec![]);
+    }
+    cmd
+}
+
+/// Opens a file of the VM folder for reading, never through a link.
+fn open_no_follow(path: &Path) -> io::Result<fs::File> {
+    fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_NOFOLLOW).open(path)
+}
+
+/// Removes from the VM folder (qemu's) every entry that is not a plain file or folder, and
+/// every hard-linked file: root then never follows a link qemu planted. Called while no qemu
+/// runs.
+fn sanitize(dir: &Path) -> Result<(), VmError> {
+    use std::os::unix::fs::MetadataExt;
+    for entry in fs::read_dir(dir).map_err(create(dir))?.flatten() {
+        let path = entry.path();
+        let Ok(meta) = fs::symlink_metadata(&path) else { continue };
+        if meta.is_dir() || (meta.is_file() && meta.nlink() == 1) {
+            continue;
+        }
+        tracing::warn!(path = %path.display(), "removing what is no plain file from the VM folder");
+        fs::remove_file(&path).map_err(create(&path))?;
+    }
     Ok(())
 }
 
@@ -476,6 +525,13 @@ impl Checkpoint {
             }
         };
         for f in [&cp.root_frozen, &cp.output_frozen, &cp.memory] {
+            // Names in this folder only: the folder is qemu's, and an absolute path would
+            // make `join` leave it.
+            let plain_name = matches!(Path::new(f).components().collect::<Vec<_>>().as_slice(), [std::path::Component::Normal(_)]);
+            if !plain_name {
+                tracing::warn!(name = %f, "ignoring a checkpoint that names a file outside its folder");
+                return None;
+            }
             if !dir.join(f).is_file() || !dir.join("input.ext4").is_file() {
                 tracing::warn!(missing = %f, "ignoring a checkpoint whose files are missing");
                 return None;
@@ -637,7 +693,9 @@ impl VmGuest {
         // After checkpoints the output disk is a qcow2 chain: flatten it to raw first.
         let raw = if self.launch.output.extension().is_some_and(|e| e == "qcow2") {
             let flat = self.dir.join("output-flat.raw");
-            run_checked(command("qemu-img").args(["convert", "-O", "raw"]).arg(&self.launch.output).arg(&flat))
+            sanitize(&self.dir)?;
+            let _ = fs::remove_file(&flat);
+            run_checked(qemu_img().args(["convert", "-O", "raw"]).arg(&self.launch.output).arg(&flat))
                 .map_err(|source| VmError::Flatten { path: self.launch.output.clone(), source })?;
             flat
         } else {
@@ -645,7 +703,7 @@ impl VmGuest {
         };
         // The guest wrote a tar stream at the start of the raw disk (the zeros after it end
         // the archive). Only plain files: the guest is not trusted with links.
-        let file = fs::File::open(&raw).map_err(|source| VmError::Open { path: raw.clone(), source })?;
+        let file = open_no_follow(&raw).map_err(|source| VmError::Open { path: raw.clone(), source })?;
         let unpacked = untar::unpack(file, &self.output_dir, Rules::plain_files(MAX_OUTPUT_BYTES))
             .map_err(|source| VmError::UnpackOutput { path: raw.clone(), source })?;
         if !unpacked.skipped.is_empty() {
