@@ -436,12 +436,12 @@ mod tests {
         // Not applied twice, and the old table (without applied_at) still takes new names.
         let names: Vec<String> =
             q.db.prepare("SELECT name FROM migrations").unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
-        assert_eq!(names, ["0001_cells"]);
-        gah_util::sqlite::migrate(&mut q.db, &[Migration { name: "0002_test", sql: "CREATE TABLE t (x)" }]).unwrap();
+        assert_eq!(names, ["0001_cells", "0002_submissions"]);
+        gah_util::sqlite::migrate(&mut q.db, &[Migration { name: "0003_test", sql: "CREATE TABLE t (x)" }]).unwrap();
         drop(q);
         let q = Queue::open(dir.path()).unwrap();
         let n: i64 = q.db.query_row("SELECT count(*) FROM migrations", [], |r| r.get(0)).unwrap();
-        assert_eq!(n, 2);
+        assert_eq!(n, 3);
     }
 
     #[test]
