@@ -17,6 +17,8 @@
 //!   and never fail the assimilation. It is updated only for rows this call inserted, so a
 //!   redelivered workunit never counts twice (a kill between the row's commit and the update
 //!   loses that one update, which the next result of the cell corrects).
+//! - [`boinc`] is what `gah-assimilate`, the program BOINC's `script_assimilator` runs,
+//!   does with the arguments BOINC's keywords give (`WU_ID FILE`, `--error MASK ...`).
 //!
 //! ## Tree snapshots
 //!
@@ -55,6 +57,8 @@
 //! println!("{done}");
 //! ```
 #![deny(missing_docs)]
+
+pub mod boinc;
 
 use std::fmt;
 use std::fs;

@@ -1,7 +1,7 @@
 //! `gah-assimilator`: BOINC `script_assimilator`'s script.
 //!
 //! ```text
-//! gah-assimilator [OPTIONS] WU_NAME FILE                           # --script "gah-assimilator wu_name files"
+//! gah-assimilator [OPTIONS] WU_NAME FILE                           # one workunit's canonical result
 //! gah-assimilator [OPTIONS] --error MASK WU_NAME WU_ID BATCH_ID    # a workunit that failed as a whole
 //! gah-assimilator [OPTIONS] --batch LIST                           # many at once: lines `WU_NAME FILE` (`-`: stdin)
 //! ```
@@ -16,6 +16,9 @@
 //! other workunit is stored, and running the same list again is harmless), 2 on a command line
 //! that does not parse. Any nonzero exit stops BOINC's assimilator daemon, so that an
 //! administrator looks. A rotation that cannot be updated is logged, never an error.
+//!
+//! For humans and tools. BOINC's `script_assimilator` runs `gah-assimilate` (see
+//! `gah_assimilator::boinc`): it passes only its keywords' values, never these options.
 
 // A command-line program: it talks to its user on stdout and stderr.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -26,9 +29,9 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use gah_assimilator::boinc::{self, Settings};
 use gah_assimilator::Assimilated;
 use gah_core::db::{Database, Recorded, NO_SNAPSHOT};
-use gah_core::outcome::Status;
 
 /// Stores gentoo@home outcomes in the results database, for BOINC's script_assimilator.
 #[derive(Parser)]
@@ -104,40 +107,31 @@ fn run(cli: Cli) -> anyhow::Result<String> {
         let (mut db, snapshot) = open()?;
         return batch(&mut db, snapshot, &items, &cli, queue.as_deref());
     }
+    let settings = Settings { db: db_path, snapshot: label, queue };
     match (cli.error, cli.args.as_slice()) {
         (None, [wu_name, file]) => {
-            let (mut db, snapshot) = open()?;
-            let done = gah_assimilator::assimilate_at(&mut db, snapshot, wu_name, file.as_ref())?;
-            if let (Some(queue), Assimilated::Stored(Recorded::Inserted)) = (&queue, &done) {
-                // The row is durable; read back its job and status for the rotation.
-                let (job_id, status) = stored_job(&db, wu_name, snapshot)?;
-                eprintln!("gah-assimilator: {}", gah_assimilator::update_rotation(queue, &job_id, status));
+            let (done, rotation) = boinc::assimilate_result(&settings, wu_name, file.as_ref())?;
+            if let Some(rotation) = rotation {
+                eprintln!("gah-assimilator: {rotation}");
             }
             Ok(format!("{wu_name}: {done}"))
         }
         (Some(mask), [wu_name, wu_id, batch_id]) => {
             let wu_id: i64 = wu_id.parse().with_context(|| format!("WU_ID `{wu_id}` is not an integer"))?;
             let batch_id: i64 = batch_id.parse().with_context(|| format!("BATCH_ID `{batch_id}` is not an integer"))?;
-            let mut db = Database::open(&db_path)?;
-            let recorded = gah_assimilator::record_error(&mut db, mask, wu_name, wu_id, batch_id)?;
+            let (_, recorded, rotation) = boinc::record_failed(&settings, mask, Some(wu_name), wu_id, batch_id)?;
+            if let Some(rotation) = rotation {
+                eprintln!("gah-assimilator: {rotation}");
+            }
             let what = match recorded {
                 Recorded::Inserted => "recorded",
                 Recorded::AlreadyPresent => "already recorded",
             };
-            if let (Some(queue), Recorded::Inserted) = (&queue, recorded) {
-                // The work generator names workunits after their job ids.
-                eprintln!("gah-assimilator: {}", gah_assimilator::update_rotation(queue, wu_name, Status::InfraError));
-            }
             Ok(format!("{wu_name}: infrastructure failure (error mask {mask:#x}) {what}"))
         }
         (None, args) => bail!("expected WU_NAME FILE, got {} argument(s)", args.len()),
         (Some(_), args) => bail!("with --error, expected WU_NAME WU_ID BATCH_ID, got {} argument(s)", args.len()),
     }
-}
-
-fn stored_job(db: &Database, wu_name: &str, snapshot: i64) -> anyhow::Result<(String, Status)> {
-    let (job_id, status) = db.stored_job(wu_name, snapshot)?.with_context(|| format!("{wu_name} was just recorded, yet is not stored"))?;
-    Ok((job_id, status.parse().map_err(anyhow::Error::msg)?))
 }
 
 /// `WU_NAME FILE` per line (whitespace between; the file is the rest of the line); blank

@@ -159,6 +159,26 @@ pub fn job_id(repo: &str, cpv: &str, use_flags: &UseAssignment, compiler: Compil
     format!("{readable}-{compiler}-{}", &digest[..12])
 }
 
+/// The BOINC workunit name of the `submission`-th submission of job `job_id`:
+/// `<job_id>_<submission>`. BOINC never takes a workunit name twice, so every submission of a
+/// configuration (a resubmission, a changed timeout) is a workunit of its own; the results
+/// database still files them under one cell, which comes from the outcome's content.
+pub fn wu_name(job_id: &str, submission: u64) -> String {
+    format!("{job_id}_{submission}")
+}
+
+/// The job id a workunit name stands for: [`wu_name`] undone. A name without a submission
+/// suffix (workunits submitted before there was one, `gah run`) is its own job id.
+///
+/// Unambiguous because a [`job_id`] ends in `-<compiler>-<hash>`: whatever follows its last
+/// `_` holds a `-`, so an all-digit tail after the last `_` can only be a submission number.
+pub fn job_id_of_wu(wu_name: &str) -> &str {
+    match wu_name.rsplit_once('_') {
+        Some((job, n)) if !job.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => job,
+        _ => wu_name,
+    }
+}
+
 /// Splits `category/package-version` into (`category/package`, `version`), following PMS:
 /// the version starts at the last `-` followed by a digit that leaves a valid version,
 /// with an optional `-rN` revision.
@@ -207,5 +227,19 @@ mod tests {
     fn job_refuses_unknown_fields() {
         let text = br#"{"format":1,"job_id":"x","repo":"r","cpv":"a/b-1","use":{},"compiler":"gcc","timeout_secs":1,"extra":1}"#;
         assert!(Job::from_json(text).is_err());
+    }
+
+    #[test]
+    fn workunit_names_are_per_submission_and_lead_back_to_their_job() {
+        let flags = UseAssignment([("ssl".to_string(), true)].into_iter().collect());
+        let job = Job::new("gentoo", "dev-libs/foo_bar-1.2_p3", flags, Compiler::Clang, 60);
+        let (first, second) = (wu_name(&job.job_id, 1), wu_name(&job.job_id, 2));
+        assert_ne!(first, second);
+        assert_eq!((job_id_of_wu(&first), job_id_of_wu(&second)), (job.job_id.as_str(), job.job_id.as_str()));
+        // Names from before the suffix, and anything else, are their own job id.
+        assert_eq!(job_id_of_wu(&job.job_id), job.job_id);
+        for other in ["wu_a", "x_", "_1", "plain"] {
+            assert_eq!(job_id_of_wu(other), other);
+        }
     }
 }

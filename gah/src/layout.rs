@@ -48,7 +48,10 @@ impl Layout {
                 return Ok(Layout::new(dir));
             }
         }
-        anyhow::bail!("not inside a gentoo@home checkout (no vm-images/overlay above {}); set GAH_ROOT", cwd.display())
+        anyhow::bail!(
+            "not inside a gentoo@home checkout (no vm-images/overlay above {}); set GAH_ROOT (`gah results` needs only GAH_RESULTS_DB or --db)",
+            cwd.display()
+        )
     }
 
     /// Names what `gah run` needs and is missing, with the command that makes it.

@@ -71,13 +71,30 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("GAH_LOG").unwrap_or_else(|_| "warn".into()))
         .init();
     let cli = Cli::parse();
-    let result = layout::Layout::discover().and_then(|layout| match cli.mode {
-        Mode::Run { backend, replicas, only, limit, timeout_secs, t, cross_compilers, dry_run } => run::run(
-            &layout,
-            &run::RunConfig { backend, replicas: replicas.max(1), only, limit, timeout_secs, t: t.max(1), cross_compilers, dry_run },
-        ),
-        Mode::Results(args) => results::command(args, &layout.db),
-    });
+    let result = match cli.mode {
+        Mode::Run { backend, replicas, only, limit, timeout_secs, t, cross_compilers, dry_run } => {
+            layout::Layout::discover().and_then(|layout| {
+                run::run(
+                    &layout,
+                    &run::RunConfig {
+                        backend,
+                        replicas: replicas.max(1),
+                        only,
+                        limit,
+                        timeout_secs,
+                        t: t.max(1),
+                        cross_compilers,
+                        dry_run,
+                    },
+                )
+            })
+        }
+        // A server has the database and no checkout: with --db or $GAH_RESULTS_DB, no layout.
+        Mode::Results(args) => match results::explicit_db(&args) {
+            Some(db) => results::command(args, &db),
+            None => layout::Layout::discover().and_then(|layout| results::command(args, &layout.db)),
+        },
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -40,6 +40,11 @@ pub struct ResultsArgs {
     /// One JSON document on stdout instead of text (`list`: JSON lines).
     #[arg(long, global = true)]
     json: bool,
+    /// The results database [default: $GAH_RESULTS_DB, else results/results.sqlite in the
+    /// checkout]. With either, `gah results` needs no checkout: a BOINC server has only the
+    /// database.
+    #[arg(long, global = true, value_name = "PATH")]
+    db: Option<PathBuf>,
     #[command(subcommand)]
     query: Option<Query>,
 }
@@ -90,10 +95,16 @@ enum Query {
     Snapshots,
 }
 
+/// The database `gah results` reads: `--db`, else `$GAH_RESULTS_DB`, else `None` (then the
+/// checkout's `results/results.sqlite`, which needs a checkout to find).
+pub fn explicit_db(args: &ResultsArgs) -> Option<PathBuf> {
+    args.db.clone().or_else(|| std::env::var_os("GAH_RESULTS_DB").filter(|p| !p.is_empty()).map(PathBuf::from))
+}
+
 /// Runs `gah results` against the database at `db`.
 pub fn command(args: ResultsArgs, db: &Path) -> anyhow::Result<()> {
     // Reading must not create an empty database where the user expected results.
-    anyhow::ensure!(db.exists(), "no results database at {} (run `gah run` first, or set GAH_RESULTS_DB)", db.display());
+    anyhow::ensure!(db.exists(), "no results database at {} (run `gah run` first, or set GAH_RESULTS_DB or --db)", db.display());
     let db = Database::open(db)?;
     let q = Queries::new(&db)?;
     let json = args.json;

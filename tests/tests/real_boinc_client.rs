@@ -2,7 +2,9 @@
 //! 127.0.0.1 only: the test harness (`gah-boinc-harness`) plays the project's server; the
 //! client, attached under anonymous platform, fetches a workunit for the overlay's smallest
 //! package (app-arch/bzip2, default USE, gcc), runs the real `gah-app`, uploads the outcome
-//! archive and reports it; the harness validates and assimilates it into a results database.
+//! archive and reports it; the harness validates and assimilates it into a results database
+//! by running `gah-validate-init`, `gah-validate-compare` and `gah-assimilate` with the
+//! `config.xml` lines of `templates/README.md`, under BOINC's own command-line rules.
 //!
 //! `cargo test --release real_boinc_client` runs them (with `RUN_SLOW_TESTS=1`), one at a
 //! time. `GAH_BOINC_BACKEND=sandbox` runs gah-app's sandbox backend instead of the VM (TCG
@@ -25,8 +27,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use gah_boinc_harness::boinc_scripts::BoincServer;
 use gah_boinc_harness::client::{qemus_of, Client, ClientConfig, Task};
-use gah_boinc_harness::server::{client_state, Harness, HarnessConfig, Snapshot, WorkunitSpec, WuOutcome};
+use gah_boinc_harness::server::{client_state, Daemons, Harness, HarnessConfig, Snapshot, WorkunitSpec, WuOutcome};
 use gah_boinc_harness::wait::{self, Ended, Step, WaitError};
 use gah_core::db::Database;
 use gah_core::job::Compiler;
@@ -99,7 +102,9 @@ fn launch(test: &str, workunit: impl FnOnce(&Path, &mut WorkunitSpec), package: 
         Some(tmp_dir)
     };
 
-    let harness = Harness::start(HarnessConfig::new(&tmp.join("server"))).expect("harness");
+    let mut harness_config = HarnessConfig::new(&tmp.join("server"));
+    harness_config.daemons = Some(daemons(&tmp.join("project")));
+    let harness = Harness::start(harness_config).expect("harness");
     let job = overlay_job("app-arch/bzip2", Compiler::Gcc, 3600);
     let wu = format!("gah_{test}");
     let mut spec = WorkunitSpec::new(&wu, job);
@@ -120,6 +125,15 @@ fn launch(test: &str, workunit: impl FnOnce(&Path, &mut WorkunitSpec), package: 
         tmp.display()
     );
     Run { harness, client, wu, result, started, tmp, _tmp: tmp_guard }
+}
+
+/// Validation and assimilation as a stock BOINC server does them: the README's `config.xml`
+/// lines, our programs in the project's `bin/`, BOINC master's command-building rules.
+fn daemons(project: &Path) -> Daemons {
+    let readme = std::fs::read_to_string(project_root().join("templates/README.md")).expect("templates/README.md");
+    let daemons = Daemons::from_readme(&readme, project, BoincServer::Master).expect("the README's config.xml lines");
+    daemons.install(&[program("gah-validate-init"), program("gah-validate-compare"), program("gah-assimilate")]).expect("install");
+    daemons
 }
 
 fn tar_dir(dir: &Path, out: &Path) {
@@ -194,7 +208,7 @@ impl Run {
     fn assert_stored_success(&self, snap: &gah_boinc_harness::server::Snapshot) {
         let outcome = snap.outcome(&self.wu);
         assert!(
-            matches!(&outcome, WuOutcome::Assimilated { detail, .. } if detail.starts_with("stored")),
+            matches!(&outcome, WuOutcome::Assimilated { detail, .. } if detail.ends_with(": stored")),
             "workunit {}: {outcome:?}\nverdicts {:?}\nharness:\n{}\nclient log:\n{}",
             self.wu,
             snap.verdicts,

@@ -13,6 +13,8 @@
 //!   lose trust (BOINC's adaptive replication).
 //! - Every check ends in a [`Verdict`], whose [`Verdict::exit_code`] is `script_validator`'s
 //!   contract: 0 valid/match, 1 invalid/mismatch, 3 retry later.
+//! - [`boinc`] is what the programs `script_validator` runs do (`gah-validate-init FILE`,
+//!   `gah-validate-compare FILE1 FILE2`: only the arguments BOINC's keywords give).
 //!
 //! **Invariant:** the validator never writes outside its scratch folder. Archives are read
 //! into memory and checked there; nothing from a member is ever written to disk, and no
@@ -34,6 +36,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod boinc;
 pub mod compare;
 pub mod hosts;
 

@@ -5,6 +5,10 @@
 //! gah-validator compare FILE1 FILE2 [--hosts ID1 ID2] [--host-stats PATH]
 //! ```
 //!
+//! For humans and tools. BOINC's `script_validator` passes only the values of its keywords,
+//! never a subcommand: it runs `gah-validate-init` and `gah-validate-compare` (see
+//! `gah_validator::boinc`).
+//!
 //! Exit codes (script_validator's): 0 valid/match, 1 invalid/mismatch, 3 retry later. A
 //! refusal is one line on stderr naming the file. A command line that does not parse exits
 //! 3, not 1: an administrator's typo must not invalidate volunteers' results.
@@ -16,7 +20,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use gah_validator::hosts::{self, HostStats};
+use gah_validator::boinc::{record, Run};
 use gah_validator::{Verdict, VerdictKind};
 
 /// Checks gentoo@home outcome archives for BOINC's script_validator.
@@ -73,48 +77,36 @@ fn main() -> ExitCode {
             return ExitCode::from(Verdict::retry_later("bad command line").exit_code());
         }
     };
-    let verdict = run(cli.mode);
-    match verdict.kind() {
-        VerdictKind::Valid => {
-            for note in verdict.notes() {
-                eprintln!("gah-validator: note: {note}");
-            }
-        }
-        VerdictKind::Invalid | VerdictKind::RetryLater => eprintln!("gah-validator: {verdict}"),
+    let run = run(cli.mode);
+    for line in run.lines("gah-validator") {
+        eprintln!("{line}");
     }
-    ExitCode::from(verdict.exit_code())
+    ExitCode::from(run.verdict.exit_code())
 }
 
-fn run(mode: Mode) -> Verdict {
+fn run(mode: Mode) -> Run {
     match mode {
         Mode::Init { file, job, host, host_stats } => {
             let job = match job.as_deref().map(gah_validator::read_job).transpose() {
                 Ok(job) => job,
-                Err(verdict) => return verdict,
+                Err(verdict) => return Run { verdict, warning: None },
             };
             let verdict = gah_validator::init(&file, job.as_ref());
-            if let (Some(host), VerdictKind::Invalid) = (host, verdict.kind()) {
-                record(host_stats, |stats| stats.record_invalid(&host));
-            }
-            verdict
+            let warning = match (host, verdict.kind()) {
+                (Some(host), VerdictKind::Invalid) => record(host_stats, |stats| stats.record_invalid(&host)),
+                _ => None,
+            };
+            Run { verdict, warning }
         }
         Mode::Compare { file1, file2, hosts, host_stats } => {
             let verdict = gah_validator::compare(&file1, &file2);
-            if let Some([a, b]) = hosts.as_deref() {
-                if verdict.kind() != VerdictKind::RetryLater {
-                    record(host_stats, |stats| stats.record_comparison(a, b, verdict.is_valid()));
+            let warning = match hosts.as_deref() {
+                Some([a, b]) if verdict.kind() != VerdictKind::RetryLater => {
+                    record(host_stats, |stats| stats.record_comparison(a, b, verdict.is_valid()))
                 }
-            }
-            verdict
+                _ => None,
+            };
+            Run { verdict, warning }
         }
-    }
-}
-
-/// Host statistics are advisory: failing to update them never changes a verdict.
-fn record(path: Option<PathBuf>, update: impl FnOnce(&mut HostStats) -> rusqlite::Result<()>) {
-    let path = path.unwrap_or_else(hosts::default_path);
-    let updated = HostStats::open(&path).map_err(anyhow::Error::from).and_then(|mut stats| Ok(update(&mut stats)?));
-    if let Err(e) = updated {
-        eprintln!("gah-validator: warning: host statistics {} not updated: {e:#}", path.display());
     }
 }

@@ -8,6 +8,11 @@
 //! The script is written into the queue folder and run by the project's administrator from
 //! the project folder. It is idempotent: a job submitted once leaves `submitted/<job_id>`
 //! and is skipped on the next run.
+//!
+//! Every submission is a [`Workunit`] of its own: named `<job_id>_<n>`
+//! ([`gah_core::job::wu_name`], `n` from [`Queue::reserve`]), its job file staged as
+//! `<wu_name>.json` (download files never change under a name), so a resubmission or a changed
+//! timeout never collides with a workunit BOINC already has.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -127,14 +132,30 @@ fn job_secs(job: &Job) -> f64 {
     s
 }
 
-/// The `create_work` command for one job (the job file is staged as `<job_id>.json`).
-pub fn create_work_command(job: &Job, sub: &Submission) -> String {
+/// One submission of a job: the BOINC workunit `name` (`<job_id>_<n>`) for `job`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workunit {
+    /// The workunit's name, [`gah_core::job::wu_name`].
+    pub name: String,
+    /// Its job.
+    pub job: Job,
+}
+
+impl Workunit {
+    /// The physical name its job file is staged under: `<wu_name>.json`.
+    pub fn job_file(&self) -> String {
+        format!("{}.json", self.name)
+    }
+}
+
+/// The `create_work` command for one workunit (its job file staged as `<wu_name>.json`).
+pub fn create_work_command(wu: &Workunit, sub: &Submission) -> String {
     format!(
         "bin/create_work --appname {app} --wu_name {name} {bounds} {file}",
         app = shell::quote(&sub.appname),
-        name = shell::quote(&job.job_id),
-        bounds = create_work_bounds(job, sub),
-        file = shell::quote(&format!("{}.json", job.job_id)),
+        name = shell::quote(&wu.name),
+        bounds = create_work_bounds(&wu.job, sub),
+        file = shell::quote(&wu.job_file()),
     )
 }
 
@@ -145,9 +166,9 @@ pub fn create_work_batch_command(job: &Job, sub: &Submission) -> String {
 }
 
 /// One stdin line of `create_work --stdin`: the workunit's name and its input file.
-/// create_work splits these lines on blanks itself (no shell): job ids have none.
-pub fn create_work_stdin_line(job: &Job) -> String {
-    format!("--wu_name {id} {id}.json", id = job.job_id)
+/// create_work splits these lines on blanks itself (no shell): workunit names have none.
+pub fn create_work_stdin_line(wu: &Workunit) -> String {
+    format!("--wu_name {} {}", wu.name, wu.job_file())
 }
 
 /// Templates, every `rsc_*` bound, the deadline and the replication, explicitly.
@@ -171,10 +192,10 @@ fn create_work_bounds(job: &Job, sub: &Submission) -> String {
 }
 
 /// Writes `templates/gah_in`, `templates/gah_out` and `create_work.sh` into the queue folder,
-/// covering `jobs` (in the order given: the rotation's). `project` is the BOINC project
+/// covering `wus` (in the order given: the rotation's; names from [`Queue::reserve`]). `project` is the BOINC project
 /// folder the script changes to by default (`BOINC_PROJECT` overrides it; without either, the
 /// current folder). Returns the script's path.
-pub fn write_submission(queue: &Queue, jobs: &[Job], sub: &Submission, project: Option<&Path>) -> Result<PathBuf, ScriptError> {
+pub fn write_submission(queue: &Queue, wus: &[Workunit], sub: &Submission, project: Option<&Path>) -> Result<PathBuf, ScriptError> {
     let dir = queue.dir();
     let templates = dir.join("templates");
     std::fs::create_dir_all(&templates).map_err(|source| ScriptError::Folder { path: templates.clone(), source })?;
@@ -206,9 +227,9 @@ cp "$QUEUE/templates/gah_in" templates/gah_in
 cp "$QUEUE/templates/gah_out" templates/gah_out
 submitted=0
 skipped=0
-# stage JOB_ID: copy the job file into the download hierarchy under its physical name.
+# stage JOB_ID WU_NAME: copy the job file into the download hierarchy as WU_NAME.json.
 stage() {{
-    dest=$(bin/dir_hier_path "$1.json")
+    dest=$(bin/dir_hier_path "$2.json")
     cp "$QUEUE/pending/$1.json" "$dest"
 }}
 done_() {{
@@ -221,23 +242,24 @@ done_() {{
     );
     if sub.stdin_batch {
         // One create_work --stdin per group of equal bounds (jobs differ only in timeout).
-        let mut groups: Vec<(String, Vec<&Job>)> = Vec::new();
-        for job in jobs {
-            let cmd = create_work_batch_command(job, sub);
+        let mut groups: Vec<(String, Vec<&Workunit>)> = Vec::new();
+        for wu in wus {
+            let cmd = create_work_batch_command(&wu.job, sub);
             match groups.iter_mut().find(|(c, _)| *c == cmd) {
-                Some((_, g)) => g.push(job),
-                None => groups.push((cmd, vec![job])),
+                Some((_, g)) => g.push(wu),
+                None => groups.push((cmd, vec![wu])),
             }
         }
         for (cmd, group) in groups {
             s.push_str("list=$(mktemp)\nids=\n");
-            for job in group {
-                let id = shell::quote(&job.job_id);
+            for wu in group {
+                let id = shell::quote(&wu.job.job_id);
                 let _ = writeln!(
                     s,
-                    "if [ -e \"$QUEUE/submitted/\"{id} ]; then skipped=$((skipped + 1)); else\n    stage {id}\n    echo {} >> \"$list\"\n    ids=\"$ids {}\"\nfi",
-                    shell::quote(&create_work_stdin_line(job)),
-                    job.job_id
+                    "if [ -e \"$QUEUE/submitted/\"{id} ]; then skipped=$((skipped + 1)); else\n    stage {id} {}\n    echo {} >> \"$list\"\n    ids=\"$ids {}\"\nfi",
+                    shell::quote(&wu.name),
+                    shell::quote(&create_work_stdin_line(wu)),
+                    wu.job.job_id
                 );
             }
             let _ = writeln!(
@@ -246,12 +268,13 @@ done_() {{
             );
         }
     } else {
-        for job in jobs {
-            let id = shell::quote(&job.job_id);
+        for wu in wus {
+            let id = shell::quote(&wu.job.job_id);
             let _ = writeln!(
                 s,
-                "if [ -e \"$QUEUE/submitted/\"{id} ]; then skipped=$((skipped + 1)); else\n    stage {id}\n    {}\n    done_ {id}\nfi",
-                create_work_command(job, sub)
+                "if [ -e \"$QUEUE/submitted/\"{id} ]; then skipped=$((skipped + 1)); else\n    stage {id} {}\n    {}\n    done_ {id}\nfi",
+                shell::quote(&wu.name),
+                create_work_command(wu, sub)
             );
         }
     }

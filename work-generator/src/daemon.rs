@@ -15,10 +15,9 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use gah_core::job::Job;
 use gah_util::process::{command, run_checked, ProcessError};
 
-use crate::boinc::{create_work_batch_command, create_work_stdin_line, Submission};
+use crate::boinc::{create_work_batch_command, create_work_stdin_line, Submission, Workunit};
 use crate::queue::{Queue, QueueError};
 use crate::remote::{self, Remote, RemoteError};
 
@@ -147,8 +146,8 @@ impl UnsentSource for CommandCount {
 
 /// Where jobs are submitted.
 pub trait Submitter {
-    /// Submits `jobs` (all or nothing, as far as the server allows).
-    fn submit(&mut self, jobs: &[Job]) -> Result<(), SubmitError>;
+    /// Submits `wus` (all or nothing, as far as the server allows).
+    fn submit(&mut self, wus: &[Workunit]) -> Result<(), SubmitError>;
 }
 
 /// A local BOINC project: stage each job file with `bin/dir_hier_path`, then one
@@ -174,14 +173,14 @@ impl LocalSubmitter {
         Ok(())
     }
 
-    /// Copies a job file to where `bin/dir_hier_path` says it goes.
-    fn stage(&self, job: &Job) -> Result<(), SubmitError> {
-        let file = format!("{}.json", job.job_id);
+    /// Copies a workunit's job file to where `bin/dir_hier_path` says `<wu_name>.json` goes.
+    fn stage(&self, wu: &Workunit) -> Result<(), SubmitError> {
+        let file = wu.job_file();
         let out = run_checked(command(self.project.join("bin/dir_hier_path")).arg(&file).current_dir(&self.project))
             .map_err(|source| SubmitError::DirHierPath { file: file.clone(), source })?;
         let to = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
         let to = if to.is_absolute() { to } else { self.project.join(to) };
-        let from = self.queue.join("pending").join(&file);
+        let from = self.queue.join("pending").join(format!("{}.json", wu.job.job_id));
         match std::fs::copy(&from, &to) {
             Ok(_) => Ok(()),
             Err(source) => Err(SubmitError::Stage { from, to, source }),
@@ -190,18 +189,18 @@ impl LocalSubmitter {
 }
 
 impl Submitter for LocalSubmitter {
-    fn submit(&mut self, jobs: &[Job]) -> Result<(), SubmitError> {
-        let Some(first) = jobs.first() else { return Ok(()) };
+    fn submit(&mut self, wus: &[Workunit]) -> Result<(), SubmitError> {
+        let Some(first) = wus.first() else { return Ok(()) };
         self.install_templates()?;
         let mut lines = String::new();
-        for job in jobs {
-            self.stage(job)?;
-            lines.push_str(&create_work_stdin_line(job));
+        for wu in wus {
+            self.stage(wu)?;
+            lines.push_str(&create_work_stdin_line(wu));
             lines.push('\n');
         }
         let mut cmd = command("sh");
         cmd.arg("-c")
-            .arg(create_work_batch_command(first, &self.sub))
+            .arg(create_work_batch_command(&first.job, &self.sub))
             .current_dir(&self.project)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -235,10 +234,10 @@ pub struct RemoteSubmitter {
 }
 
 impl Submitter for RemoteSubmitter {
-    fn submit(&mut self, jobs: &[Job]) -> Result<(), SubmitError> {
+    fn submit(&mut self, wus: &[Workunit]) -> Result<(), SubmitError> {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let name = format!("gah-{now}-{}", self.batches.len());
-        let req = remote::submit_batch_request(jobs, &self.sub, &self.remote, &name);
+        let req = remote::submit_batch_request(wus, &self.sub, &self.remote, &name);
         let id = remote::send(&self.client, &self.remote, &req)?;
         self.batches.push(id);
         Ok(())
@@ -287,8 +286,10 @@ pub fn run(
             let want = (cfg.keep_unsent - unsent).div_ceil(cfg.results_per_job.max(1));
             let jobs = queue.next_unsubmitted(usize::try_from(want).unwrap_or(usize::MAX))?;
             if let Some(first) = jobs.first() {
-                submitter.submit(&jobs).map_err(|source| DaemonError::Submit { first: first.job_id.clone(), count: jobs.len(), source })?;
-                queue.mark_submitted(&jobs)?;
+                // Each submission is a new workunit name: never one BOINC already has.
+                let wus = queue.reserve(&jobs)?;
+                submitter.submit(&wus).map_err(|source| DaemonError::Submit { first: first.job_id.clone(), count: jobs.len(), source })?;
+                queue.mark_submitted(&wus)?;
             }
             submitted = jobs.len();
         }

@@ -381,7 +381,9 @@ fn run(mode: Mode) -> anyhow::Result<ExitCode> {
             gah_util::atomic::write(&queue.join("blocked.jsonl"), &listing)?;
             let order = q.next(usize::MAX)?;
             let sub = Submission { appname, stdin_batch, ..Submission::standard() };
-            let script = write_submission(&q, &order, &sub, boinc_project.as_deref())?;
+            // Names for this script's submissions (a job it skips as submitted leaves a gap).
+            let wus = q.reserve(&order)?;
+            let script = write_submission(&q, &wus, &sub, boinc_project.as_deref())?;
             writeln!(
                 out,
                 "{} new jobs, {} already queued, {} changed ebuilds, {} blocked on fetch; {} jobs in rotation\nqueue: {}\nBOINC submission: {}",
@@ -403,8 +405,9 @@ fn run(mode: Mode) -> anyhow::Result<ExitCode> {
             let q = Queue::open(&queue)?;
             let jobs = q.next_unsubmitted(n)?;
             if !jobs.is_empty() {
-                target.submitter(&queue)?.submit(&jobs)?;
-                q.mark_submitted(&jobs)?;
+                let wus = q.reserve(&jobs)?;
+                target.submitter(&queue)?.submit(&wus)?;
+                q.mark_submitted(&wus)?;
             }
             writeln!(out, "{} jobs submitted", jobs.len())?;
         }

@@ -6,6 +6,9 @@
 //! - `state.sqlite`: one row per cell (= job: repo, cpv, USE, compiler) with its failcount,
 //!   runs, last status and the ebuild `_md5_` it was planned and last tested from.
 //! - `templates/`, `create_work.sh`, `submitted/`: BOINC submission (see [`crate::boinc`]).
+//!   Each submission of a job is a workunit of its own, named
+//!   [`gah_core::job::wu_name`]`(job_id, n)` with `n` the cell's `submissions` counter
+//!   ([`Queue::reserve`]): BOINC never takes a workunit name twice.
 //!
 //! Rotation, in the spirit of Funtoo Metro's buildrepo: a real failure
 //! ([`Status::is_failure`]) raises the cell's failcount, a success resets it, a spurious
@@ -23,6 +26,7 @@ use gah_util::atomic::AtomicError;
 use gah_util::sqlite::{Migration, Options, SqliteError};
 use rusqlite::{params, Connection, OptionalExtension};
 
+use crate::boinc::Workunit;
 use crate::plan::Plan;
 
 /// A queue folder that could not be opened, read or updated.
@@ -142,9 +146,10 @@ pub struct Recorded {
 }
 
 /// Released names never change: existing queues have recorded them.
-const MIGRATIONS: &[Migration] = &[Migration {
-    name: "0001_cells",
-    sql: "CREATE TABLE cells (
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        name: "0001_cells",
+        sql: "CREATE TABLE cells (
         job_id TEXT PRIMARY KEY,
         repo TEXT NOT NULL,
         cpv TEXT NOT NULL,
@@ -158,7 +163,10 @@ const MIGRATIONS: &[Migration] = &[Migration {
         last_run INTEGER            -- unix seconds
     );
     CREATE INDEX cells_cpv ON cells (repo, cpv);",
-}];
+    },
+    // Workunit names are `<job_id>_<n>`: n counts the cell's submissions.
+    Migration { name: "0002_submissions", sql: "ALTER TABLE cells ADD COLUMN submissions INTEGER NOT NULL DEFAULT 0" },
+];
 
 fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)).unwrap_or(0)
@@ -201,6 +209,12 @@ impl Queue {
             let path = self.job_path(&job.job_id);
             if path.exists() {
                 stats.existing += 1;
+                // Same configuration, other job content (a new timeout): the next submission,
+                // a new workunit, carries it. A submitted workunit's input is its own copy.
+                let json = job.to_json();
+                if std::fs::read(&path).map_or(true, |old| old != json) {
+                    gah_util::atomic::write(&path, &json).map_err(|source| QueueError::WriteJob { job_id: job.job_id.clone(), source })?;
+                }
             } else {
                 gah_util::atomic::write(&path, &job.to_json())
                     .map_err(|source| QueueError::WriteJob { job_id: job.job_id.clone(), source })?;
@@ -289,13 +303,37 @@ impl Queue {
         Ok(out)
     }
 
-    /// Records that `jobs` were submitted (their `submitted/<job_id>` markers).
-    pub fn mark_submitted(&self, jobs: &[Job]) -> Result<(), QueueError> {
+    /// Names the next submission of each of `jobs`: counts it in the cell's `submissions`
+    /// and returns the workunits, named [`gah_core::job::wu_name`]`(job_id, n)`. A name
+    /// reserved and never submitted is only a gap in the numbering.
+    pub fn reserve(&self, jobs: &[Job]) -> Result<Vec<Workunit>, QueueError> {
+        let tx = self.db.unchecked_transaction().map_err(db_err(&self.dir))?;
+        let mut out = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let n: Option<i64> = tx
+                .query_row("UPDATE cells SET submissions = submissions + 1 WHERE job_id = ?1 RETURNING submissions", [&job.job_id], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(db_err(&self.dir))?;
+            let Some(n) = n else {
+                return Err(QueueError::NoCell { job_id: job.job_id.clone(), dir: self.dir.clone() });
+            };
+            let n = u64::try_from(n).unwrap_or_default();
+            out.push(Workunit { name: gah_core::job::wu_name(&job.job_id, n), job: job.clone() });
+        }
+        tx.commit().map_err(db_err(&self.dir))?;
+        Ok(out)
+    }
+
+    /// Records that `wus` were submitted (their jobs' `submitted/<job_id>` markers, each
+    /// holding the last workunit's name).
+    pub fn mark_submitted(&self, wus: &[Workunit]) -> Result<(), QueueError> {
         let dir = self.dir.join("submitted");
         std::fs::create_dir_all(&dir).map_err(|source| QueueError::Folder { path: dir.clone(), source })?;
-        for j in jobs {
-            let path = dir.join(&j.job_id);
-            if let Err(source) = std::fs::write(&path, b"") {
+        for wu in wus {
+            let path = dir.join(&wu.job.job_id);
+            if let Err(source) = std::fs::write(&path, format!("{}\n", wu.name)) {
                 return Err(QueueError::Mark { path, source });
             }
         }
@@ -398,12 +436,12 @@ mod tests {
         // Not applied twice, and the old table (without applied_at) still takes new names.
         let names: Vec<String> =
             q.db.prepare("SELECT name FROM migrations").unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
-        assert_eq!(names, ["0001_cells"]);
-        gah_util::sqlite::migrate(&mut q.db, &[Migration { name: "0002_test", sql: "CREATE TABLE t (x)" }]).unwrap();
+        assert_eq!(names, ["0001_cells", "0002_submissions"]);
+        gah_util::sqlite::migrate(&mut q.db, &[Migration { name: "0003_test", sql: "CREATE TABLE t (x)" }]).unwrap();
         drop(q);
         let q = Queue::open(dir.path()).unwrap();
         let n: i64 = q.db.query_row("SELECT count(*) FROM migrations", [], |r| r.get(0)).unwrap();
-        assert_eq!(n, 2);
+        assert_eq!(n, 3);
     }
 
     #[test]

@@ -12,11 +12,10 @@
 
 use std::fmt::Write as _;
 
-use gah_core::job::Job;
 use md5::{Digest, Md5};
 use quick_xml::escape::escape;
 
-use crate::boinc::Submission;
+use crate::boinc::{Submission, Workunit};
 
 /// Where and as whom to submit.
 #[derive(Clone)]
@@ -105,11 +104,13 @@ pub struct RpcError {
     pub msg: String,
 }
 
-/// The `<submit_batch>` request for `jobs` (one new batch named `batch_name`; the bounds of
-/// the first job apply to all: a plan has one timeout).
-pub fn submit_batch_request(jobs: &[Job], sub: &Submission, remote: &Remote, batch_name: &str) -> String {
+/// The `<submit_batch>` request for `wus` (one new batch named `batch_name`; the bounds of
+/// the first job apply to all: a plan has one timeout). Each job is named after its
+/// workunit; its file is fetched from `<job_url_base><job_id>.json` (BOINC names remote
+/// input files by content, so a changed job file is a new file).
+pub fn submit_batch_request(wus: &[Workunit], sub: &Submission, remote: &Remote, batch_name: &str) -> String {
     let mut s = String::new();
-    let first = jobs.first();
+    let first = wus.first().map(|wu| &wu.job);
     let _ = write!(
         s,
         "<submit_batch>\n<authenticator>{auth}</authenticator>\n<batch>\n    <batch_id>0</batch_id>\n    <batch_name>{name}</batch_name>\n    <app_name>{app}</app_name>\n    <job_params>\n        <rsc_disk_bound>{disk}</rsc_disk_bound>\n        <rsc_fpops_est>{est}</rsc_fpops_est>\n        <rsc_fpops_bound>{bound}</rsc_fpops_bound>\n        <rsc_memory_bound>{mem}</rsc_memory_bound>\n        <delay_bound>{delay}</delay_bound>\n    </job_params>\n",
@@ -122,13 +123,14 @@ pub fn submit_batch_request(jobs: &[Job], sub: &Submission, remote: &Remote, bat
         mem = sub.memory_bound,
         delay = sub.delay_bound,
     );
-    for job in jobs {
+    for wu in wus {
+        let job = &wu.job;
         let bytes = job.to_json();
         let md5 = hex::encode(Md5::digest(&bytes));
         let _ = write!(
             s,
             "    <job>\n        <name>{name}</name>\n        <rsc_fpops_est>{est}</rsc_fpops_est>\n        <input_file>\n            <mode>remote</mode>\n            <url>{url}</url>\n            <nbytes>{n}</nbytes>\n            <md5>{md5}</md5>\n        </input_file>\n    </job>\n",
-            name = escape(job.job_id.as_str()),
+            name = escape(wu.name.as_str()),
             est = sub.fpops_est(job),
             url = escape(format!("{}{}.json", remote.job_url_base, job.job_id).as_str()),
             n = bytes.len(),

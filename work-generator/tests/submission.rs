@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use gah_core::job::{Compiler, Job};
 use gah_ebuild::{Profile, Strategy};
 use gah_util::process::command;
-use gah_workgen::boinc::{write_submission, Submission};
+use gah_workgen::boinc::{write_submission, Submission, Workunit};
 use gah_workgen::daemon::{
     self, CommandCount, DaemonConfig, DaemonError, LocalSubmitter, RemoteSubmitter, SubmitError, Submitter, UnsentError, UnsentSource,
 };
@@ -131,7 +131,8 @@ fn create_work_stdin_batches_against_a_fake_project() {
     fake("dir_hier_path", "mkdir -p download/ab && echo \"$(pwd)/download/ab/$1\"");
     fake("create_work", "echo \"args: $*\" >> create_work.log; while read -r line; do echo \"job: $line\" >> create_work.log; done");
     let sub = Submission { stdin_batch: true, ..Submission::standard() };
-    let script = write_submission(&q, &order, &sub, Some(&proj)).unwrap();
+    let wus = q.reserve(&order).unwrap();
+    let script = write_submission(&q, &wus, &sub, Some(&proj)).unwrap();
     for expected in ["10 submitted, 0 already submitted", "0 submitted, 10 already submitted"] {
         let out = command("sh").arg(&script).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -143,18 +144,27 @@ fn create_work_stdin_batches_against_a_fake_project() {
     assert!(args[0].ends_with("--stdin") && args[0].contains("--min_quorum 2 --target_nresults 2"), "{}", args[0]);
     let jobs: Vec<&str> = log.lines().filter(|l| l.starts_with("job: ")).collect();
     assert_eq!(jobs.len(), 10);
-    assert_eq!(jobs[0], format!("job: --wu_name {id} {id}.json", id = order[0].job_id));
+    assert_eq!(jobs[0], format!("job: --wu_name {id}_1 {id}_1.json", id = order[0].job_id));
     assert_eq!(std::fs::read_dir(proj.join("download/ab")).unwrap().count(), 10);
 
-    // The daemon's local submitter drives the same tools directly.
+    // The daemon's local submitter drives the same tools directly. Submitting a job again
+    // (issue 9, item 5) is a new workunit with a new name and its own job file.
     let mut local = LocalSubmitter { project: proj.clone(), queue: dir.path().join("queue"), sub };
-    local.submit(&order[..2]).unwrap();
+    let again = q.reserve(&order[..2]).unwrap();
+    assert_eq!(again[0].name, format!("{}_2", order[0].job_id));
+    local.submit(&again).unwrap();
     let log = std::fs::read_to_string(proj.join("create_work.log")).unwrap();
-    assert_eq!(log.lines().filter(|l| l.starts_with("job: ")).count(), 12);
+    let jobs: Vec<&str> = log.lines().filter(|l| l.starts_with("job: ")).collect();
+    assert_eq!(jobs.len(), 12);
+    assert_eq!(jobs[10], format!("job: --wu_name {id}_2 {id}_2.json", id = order[0].job_id));
+    assert_eq!(std::fs::read_dir(proj.join("download/ab")).unwrap().count(), 12);
+    let names: std::collections::BTreeSet<&str> = jobs.iter().map(|l| l.split(' ').nth(2).unwrap()).collect();
+    assert_eq!(names.len(), 12, "every workunit name is new: {jobs:?}");
+    assert_eq!(gah_core::job::job_id_of_wu(&again[0].name), order[0].job_id);
 
     // A failing create_work is named with what it said.
     fake("create_work", "echo 'no app gah' >&2; exit 1");
-    let err = local.submit(&order[..1]).unwrap_err();
+    let err = local.submit(&again[..1]).unwrap_err();
     assert!(matches!(&err, SubmitError::CreateWork { project, .. } if *project == proj), "{err:?}");
     let chain = format!("{:#}", anyhow::Error::from(err));
     assert!(
@@ -230,7 +240,7 @@ fn form_decode(s: &str) -> String {
 #[test]
 fn remote_submit_batch_against_a_test_double() {
     let dir = tempfile::tempdir().unwrap();
-    let (_q, order) = fixture_queue(&dir.path().join("queue"));
+    let (q, order) = fixture_queue(&dir.path().join("queue"));
     let (url, server) = rpc_test_double(vec![
         "<?xml version=\"1.0\"?>\n<batch_id>42</batch_id>\n",
         "<error>\n<error_num>-1</error_num>\n<error_msg>BOINC server: no app named gah was found</error_msg>\n</error>\n",
@@ -239,7 +249,8 @@ fn remote_submit_batch_against_a_test_double() {
         Remote { project_url: url.clone(), authenticator: "s3cret&<".into(), job_url_base: "https://files.example.org/jobs/".into() };
     let sub = Submission::standard();
     let client = remote::client().unwrap();
-    let req = remote::submit_batch_request(&order[..3], &sub, &remote, "nightly");
+    let wus = q.reserve(&order[..3]).unwrap();
+    let req = remote::submit_batch_request(&wus, &sub, &remote, "nightly");
     assert_eq!(remote::send(&client, &remote, &req).unwrap(), 42);
     let err = remote::send(&client, &remote, &req).unwrap_err();
     let RemoteError::Reply { url: at, source: ReplyError::Refused(rpc) } = &err else { panic!("{err:?}") };
@@ -269,7 +280,7 @@ fn remote_submit_batch_against_a_test_double() {
         hex::encode(Md5::digest(&bytes))
     };
     let expected = format!(
-        "<name>{id}</name>\n        <rsc_fpops_est>2250000000000</rsc_fpops_est>\n        <input_file>\n            <mode>remote</mode>\n            <url>https://files.example.org/jobs/{id}.json</url>\n            <nbytes>{}</nbytes>\n            <md5>{md5}</md5>\n        </input_file>",
+        "<name>{id}_1</name>\n        <rsc_fpops_est>2250000000000</rsc_fpops_est>\n        <input_file>\n            <mode>remote</mode>\n            <url>https://files.example.org/jobs/{id}.json</url>\n            <nbytes>{}</nbytes>\n            <md5>{md5}</md5>\n        </input_file>",
         bytes.len(),
         id = order[0].job_id
     );
@@ -306,12 +317,12 @@ fn daemon_keeps_the_cushion_and_never_resubmits() {
     assert_eq!(sub.batches, [1, 2, 3, 4]);
     assert_eq!(log[0], "unsent 0 (keeping 6): submitted 3 jobs");
     let seen = server.join().unwrap();
-    // Rotation order, each job once.
+    // Rotation order, each job once, as its first workunit.
     let names: Vec<String> = seen
         .iter()
         .flat_map(|(_, xml)| xml.split("<name>").skip(1).map(|s| s.split('<').next().unwrap().to_owned()).collect::<Vec<_>>())
         .collect();
-    assert_eq!(names, order.iter().map(|j| j.job_id.clone()).collect::<Vec<_>>());
+    assert_eq!(names, order.iter().map(|j| gah_core::job::wu_name(&j.job_id, 1)).collect::<Vec<_>>());
     assert!(q.next_unsubmitted(10).unwrap().is_empty());
 
     // A restarted daemon with the command source finds nothing left to submit.
@@ -340,7 +351,7 @@ fn daemon_keeps_the_cushion_and_never_resubmits() {
 struct Refusing;
 
 impl Submitter for Refusing {
-    fn submit(&mut self, _: &[Job]) -> Result<(), SubmitError> {
+    fn submit(&mut self, _: &[Workunit]) -> Result<(), SubmitError> {
         Err(SubmitError::Other("full".into()))
     }
 }
@@ -348,8 +359,8 @@ impl Submitter for Refusing {
 struct RecordingSubmitter(usize);
 
 impl Submitter for RecordingSubmitter {
-    fn submit(&mut self, jobs: &[Job]) -> Result<(), SubmitError> {
-        self.0 += jobs.len();
+    fn submit(&mut self, wus: &[Workunit]) -> Result<(), SubmitError> {
+        self.0 += wus.len();
         Ok(())
     }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use gah_core::job::Compiler;
 use gah_core::outcome::Status;
 use gah_ebuild::{Profile, Severity, Strategy};
-use gah_workgen::boinc::{create_work_command, write_submission, Submission};
+use gah_workgen::boinc::{create_work_command, write_submission, Submission, Workunit};
 use gah_workgen::{load_repos, plan, record_result, Config, Plan, Queue, Zap};
 
 fn fixture() -> PathBuf {
@@ -121,7 +121,7 @@ fn generate_writes_each_job_once_and_a_submission_script() {
         assert_eq!(&gah_core::job::Job::from_json(&bytes).unwrap(), job);
     }
 
-    let order = q.next(usize::MAX).unwrap();
+    let order = q.reserve(&q.next(usize::MAX).unwrap()).unwrap();
     let script = write_submission(&q, &order, &Submission::standard(), None).unwrap();
     let text = std::fs::read_to_string(&script).unwrap();
     assert_eq!(text.matches("bin/create_work --appname").count(), 20);
@@ -134,11 +134,12 @@ fn generate_writes_each_job_once_and_a_submission_script() {
     let status = gah_util::process::command("sh").arg("-n").arg(&script).status().unwrap();
     assert!(status.success());
 
-    let cmd = create_work_command(&p.jobs[0], &Submission::standard());
+    let wu = Workunit { name: gah_core::job::wu_name(&p.jobs[0].job_id, 7), job: p.jobs[0].clone() };
+    let cmd = create_work_command(&wu, &Submission::standard());
     let expected = format!(
-        "bin/create_work --appname 'gah' --wu_name '{id}' --wu_template templates/gah_in --result_template templates/gah_out \
+        "bin/create_work --appname 'gah' --wu_name '{id}_7' --wu_template templates/gah_in --result_template templates/gah_out \
 --rsc_fpops_est 2.25e12 --rsc_fpops_bound 3.6e13 --rsc_memory_bound 4e9 --rsc_disk_bound 1e10 --delay_bound 259200 \
---min_quorum 2 --target_nresults 2 --max_error_results 4 --max_total_results 8 --max_success_results 4 '{id}.json'",
+--min_quorum 2 --target_nresults 2 --max_error_results 4 --max_total_results 8 --max_success_results 4 '{id}_7.json'",
         id = p.jobs[0].job_id
     );
     assert_eq!(cmd, expected);
@@ -164,7 +165,7 @@ fn submission_script_runs_against_a_fake_project_and_is_idempotent() {
     let (p, _) = fixture_plan(Strategy::Exhaustive { limit: 64 });
     let mut q = Queue::open(&qdir).unwrap();
     q.add(&p).unwrap();
-    let order = q.next(usize::MAX).unwrap();
+    let order = q.reserve(&q.next(usize::MAX).unwrap()).unwrap();
     let script = write_submission(&q, &order, &Submission::standard(), Some(&proj)).unwrap();
     for expected in ["20 submitted, 0 already submitted", "0 submitted, 20 already submitted"] {
         let out = gah_util::process::command("sh").arg(&script).output().unwrap();
@@ -232,4 +233,31 @@ fn diagnostics_never_stop_the_run() {
     assert!(repos[1].ebuilds.is_empty());
     let errors: Vec<String> = diags.iter().filter(|d| d.severity == Severity::Error).map(|d| d.message.clone()).collect();
     assert_eq!(errors.len(), 2, "{errors:?}");
+}
+
+/// Issue 9, item 5: BOINC never takes a workunit name twice, so each submission of a job
+/// (again, or with a changed timeout) is a workunit of its own, named back to the same job.
+#[test]
+fn a_resubmission_or_a_new_timeout_is_a_new_workunit_of_the_same_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let qdir = dir.path().join("queue");
+    let (mut p, _) = fixture_plan(Strategy::Exhaustive { limit: 64 });
+    let mut q = Queue::open(&qdir).unwrap();
+    q.add(&p).unwrap();
+    let job = p.jobs[0].clone();
+    let first = q.reserve(std::slice::from_ref(&job)).unwrap();
+    assert_eq!(first[0].name, format!("{}_1", job.job_id));
+
+    // The timeout changes: the same job id, a new job file for the next submission.
+    for j in &mut p.jobs {
+        j.timeout_secs *= 2;
+    }
+    q.add(&p).unwrap();
+    let reread = gah_core::job::Job::read(&q.job_path(&job.job_id)).unwrap();
+    assert_eq!((reread.job_id.as_str(), reread.timeout_secs), (job.job_id.as_str(), job.timeout_secs * 2));
+    let second = Queue::open(&qdir).unwrap().reserve(&[reread]).unwrap();
+    assert_eq!(second[0].name, format!("{}_2", job.job_id));
+    for wu in [&first[0], &second[0]] {
+        assert_eq!(gah_core::job::job_id_of_wu(&wu.name), job.job_id);
+    }
 }

@@ -10,6 +10,9 @@
 //!   or more is valid) and `gah_assimilator::assimilate` into `results/results.sqlite`, like
 //!   BOINC's `script_validator`/`script_assimilator` would with the `gah-*` binaries.
 //!   Only anonymous platform is supported (the client's `app_info.xml` provides the app).
+//!   With [`server::HarnessConfig::daemons`] set, validation and assimilation instead run
+//!   the installed programs through [`boinc_scripts`], BOINC's own command-line rules, with
+//!   the `config.xml` lines of `templates/README.md`.
 //! - [`client::Client`] runs `/usr/bin/boinc` in a private `--dir`, attached through an
 //!   account file, and talks to it with `boinccmd`; dropping it kills the client, its app and
 //!   any guest, so no qemu outlives a test, even a failing one.
@@ -40,6 +43,7 @@
 //! happen ([`wait::Ended`]), with the evidence in its [`wait::WaitError`]; the time limit is
 //! only the last resort.
 
+pub mod boinc_scripts;
 pub mod client;
 pub mod server;
 pub mod xml;

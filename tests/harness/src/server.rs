@@ -24,6 +24,7 @@ use gah_core::db::Database;
 use gah_core::job::Job;
 use md5::{Digest, Md5};
 
+use crate::boinc_scripts::{self, AssimilatorWorkunit, BoincServer, Canonical, ValidatorDecision, ValidatorResult};
 use crate::wait::{self, Ended, Step, WaitError};
 use crate::xml::{self, esc, ReportedResult, SchedulerRequest};
 
@@ -73,6 +74,64 @@ pub struct HarnessConfig {
     pub app_name: String,
     /// `<request_delay>` in replies, seconds.
     pub request_delay_secs: f64,
+    /// Run validation and assimilation as a real server does, through the installed
+    /// programs and BOINC's command-line rules; `None`: call the libraries in process.
+    pub daemons: Option<Daemons>,
+}
+
+/// BOINC's `script_validator` and `script_assimilator`, as the harness plays them when
+/// [`HarnessConfig::daemons`] is set: each command is built by [`crate::boinc_scripts`] from
+/// the daemon's option (as written in `config.xml`) and run from `project/tmp_harness/`, so
+/// `../bin/NAME` is `project/bin/NAME`; the assimilator gets `GAH_RESULTS_DB` (the harness's
+/// database) in its environment.
+#[derive(Debug, Clone)]
+pub struct Daemons {
+    /// The project folder; its `bin/` holds the programs.
+    pub project: PathBuf,
+    /// `script_validator --init_script`.
+    pub init_script: String,
+    /// `script_validator --compare_script`.
+    pub compare_script: String,
+    /// `script_assimilator --script`.
+    pub assimilator_script: String,
+    /// Whose rules.
+    pub server: BoincServer,
+}
+
+impl Daemons {
+    /// The daemons configured by the `<cmd>script_validator ...</cmd>` and
+    /// `<cmd>script_assimilator ...</cmd>` lines of `readme` (the `config.xml` block an
+    /// administrator pastes, `templates/README.md`), for the project folder `project`.
+    pub fn from_readme(readme: &str, project: &Path, server: BoincServer) -> anyhow::Result<Daemons> {
+        let cmd = |daemon: &str| -> anyhow::Result<String> {
+            let open = format!("<cmd>{daemon} ");
+            let line =
+                readme.lines().find_map(|l| l.split_once(&open).map(|(_, rest)| rest)).with_context(|| format!("no `{open}` line"))?;
+            Ok(format!("{daemon} {}", line.split_once("</cmd>").map_or(line, |(cmd, _)| cmd)))
+        };
+        let (validator, assimilator) = (cmd("script_validator")?, cmd("script_assimilator")?);
+        let option = |line: &str, name: &str| boinc_scripts::daemon_option(line, name).with_context(|| format!("`{line}` has no {name}"));
+        Ok(Daemons {
+            project: project.to_owned(),
+            init_script: option(&validator, "--init_script")?,
+            compare_script: option(&validator, "--compare_script")?,
+            assimilator_script: option(&assimilator, "--script")?,
+            server,
+        })
+    }
+
+    /// Puts `programs` into the project's `bin/` under their own names (symbolic links), as
+    /// the administrator installs them.
+    pub fn install(&self, programs: &[PathBuf]) -> anyhow::Result<()> {
+        let bin = self.project.join("bin");
+        fs::create_dir_all(&bin).with_context(|| format!("create {}", bin.display()))?;
+        for p in programs {
+            let to = bin.join(p.file_name().context("a program has a file name")?);
+            let _ = fs::remove_file(&to);
+            std::os::unix::fs::symlink(p, &to).with_context(|| format!("link {} to {}", to.display(), p.display()))?;
+        }
+        Ok(())
+    }
 }
 
 impl HarnessConfig {
@@ -85,6 +144,7 @@ impl HarnessConfig {
             authenticator: "gah-harness-authenticator".into(),
             app_name: "gah".into(),
             request_delay_secs: 5.0,
+            daemons: None,
         }
     }
 }
@@ -183,6 +243,7 @@ struct Wu {
 
 #[derive(Debug, Clone)]
 struct ResultRec {
+    id: u64,
     name: String,
     wu: String,
     output: String,
@@ -427,7 +488,9 @@ impl State {
         let name = format!("{}_{}", wu, w.results.len());
         w.results.push(name.clone());
         let output = format!("{name}_r0_0");
-        self.results.insert(name.clone(), ResultRec { name: name.clone(), wu: wu.into(), output, sent: None, report: None, verdict: None });
+        let id = self.results.len() as u64 + 1;
+        let rec = ResultRec { id, name: name.clone(), wu: wu.into(), output, sent: None, report: None, verdict: None };
+        self.results.insert(name.clone(), rec);
         name
     }
 
@@ -583,6 +646,19 @@ impl State {
             let job = self.wus[&wu_name].spec.job.clone();
             if !path.is_file() {
                 "error: output not uploaded".to_owned()
+            } else if let Some(d) = self.config.daemons.clone() {
+                let r = ValidatorResult {
+                    id: self.results[&name].id,
+                    elapsed_time: r.final_elapsed_time,
+                    paths: vec![path.display().to_string()],
+                };
+                let cmd = boinc_scripts::validator_init_command(&d.init_script, &r, d.server);
+                let (decision, said) = self.validator_script(&d, &cmd);
+                match decision {
+                    ValidatorDecision::Valid => "valid".to_owned(),
+                    ValidatorDecision::Invalid => format!("invalid: {said}"),
+                    ValidatorDecision::RetryLater => format!("retry: {said}"),
+                }
             } else {
                 let v = gah_validator::init(&path, Some(&job));
                 match v.kind() {
@@ -618,14 +694,49 @@ impl State {
         if valid.len() >= w.spec.min_quorum.max(1) as usize {
             let canonical = valid[0];
             for other in &valid[1..] {
-                let v = gah_validator::compare(&upload(canonical), &upload(other));
+                let (agree, v) = match self.config.daemons.clone() {
+                    Some(d) => {
+                        let side = |r: &ResultRec| ValidatorResult {
+                            id: r.id,
+                            elapsed_time: r.report.as_ref().map_or(0.0, |x| x.final_elapsed_time),
+                            paths: vec![upload(r).display().to_string()],
+                        };
+                        let cmd = boinc_scripts::validator_compare_command(&d.compare_script, &side(canonical), &side(other), d.server);
+                        let (decision, said) = self.validator_script(&d, &cmd);
+                        (decision == ValidatorDecision::Valid, format!("{decision:?}: {said}"))
+                    }
+                    None => {
+                        let v = gah_validator::compare(&upload(canonical), &upload(other));
+                        (v.is_valid(), v.to_string())
+                    }
+                };
                 self.log(format!("validator: compare {} {}: {v}", canonical.name, other.name));
-                if !v.is_valid() {
+                if !agree {
                     self.retry_or_fail(wu_name, &format!("replicas disagree: {v}"));
                     return;
                 }
             }
             let db_path = self.config.state_dir.join("results/results.sqlite");
+            if let Some(d) = self.config.daemons.clone() {
+                let wu = AssimilatorWorkunit {
+                    id: w.id as u64,
+                    name: wu_name.to_owned(),
+                    batch: 0,
+                    error_mask: 0,
+                    canonical: Some(Canonical {
+                        result_id: canonical.id,
+                        elapsed_time: canonical.report.as_ref().map_or(0.0, |x| x.final_elapsed_time),
+                        files: vec![(upload(canonical).display().to_string(), "outcome.tar.gz".to_owned())],
+                    }),
+                };
+                let outcome = match self.assimilator_script(&d, &wu) {
+                    Ok(said) => WuOutcome::Assimilated { canonical: canonical.name.clone(), detail: said },
+                    Err(said) => WuOutcome::Failed { detail: format!("assimilator: {said}") },
+                };
+                self.log(format!("assimilator: {wu_name}: {outcome:?}"));
+                self.set_outcome(wu_name, outcome);
+                return;
+            }
             let outcome = match Database::open(&db_path) {
                 Ok(mut db) => match gah_assimilator::assimilate(&mut db, wu_name, &upload(canonical)) {
                     Ok(done) => WuOutcome::Assimilated { canonical: canonical.name.clone(), detail: done.to_string() },
@@ -636,6 +747,22 @@ impl State {
             self.log(format!("assimilator: {wu_name}: {outcome:?}"));
             self.set_outcome(wu_name, outcome);
         } else if errors >= w.spec.max_error_results.max(1) as usize {
+            if let Some(d) = self.config.daemons.clone() {
+                let wu = AssimilatorWorkunit {
+                    id: w.id as u64,
+                    name: wu_name.to_owned(),
+                    batch: 0,
+                    error_mask: WU_ERROR_TOO_MANY_ERROR_RESULTS,
+                    canonical: None,
+                };
+                let detail = match self.assimilator_script(&d, &wu) {
+                    Ok(said) => format!("{errors} error result(s); {said}"),
+                    Err(said) => format!("{errors} error result(s); assimilator failed: {said}"),
+                };
+                self.log(format!("assimilator: {wu_name}: failed: {detail}"));
+                self.set_outcome(wu_name, WuOutcome::Failed { detail });
+                return;
+            }
             let db_path = self.config.state_dir.join("results/results.sqlite");
             let detail = match Database::open(&db_path)
                 .map(|mut db| gah_assimilator::record_error(&mut db, WU_ERROR_TOO_MANY_ERROR_RESULTS, wu_name, w.id, 0))
@@ -648,6 +775,35 @@ impl State {
             self.set_outcome(wu_name, WuOutcome::Failed { detail });
         } else if recs.iter().all(|r| r.report.is_some()) {
             self.retry_or_fail(wu_name, "no quorum yet");
+        }
+    }
+
+    /// Runs a validator command as `script_validator` does; its decision and its last stderr
+    /// line (or why it did not run).
+    fn validator_script(&mut self, d: &Daemons, cmd: &str) -> (ValidatorDecision, String) {
+        self.log(format!("script_validator: {cmd}"));
+        match boinc_scripts::run_like_a_daemon(&d.project, cmd, &[]) {
+            Ok(out) => {
+                let said = String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or_default().to_owned();
+                (boinc_scripts::validator_decision(out.status.code()), format!("exit {:?}: {said}", out.status.code()))
+            }
+            Err(e) => (ValidatorDecision::RetryLater, format!("sh did not start: {e}")),
+        }
+    }
+
+    /// Runs the assimilator command for `wu` as `script_assimilator` does: Ok with its last
+    /// stderr line on exit 0, else Err (a real daemon would stop).
+    fn assimilator_script(&mut self, d: &Daemons, wu: &AssimilatorWorkunit) -> Result<String, String> {
+        let cmd = boinc_scripts::assimilator_command(&d.assimilator_script, wu, d.server);
+        self.log(format!("script_assimilator: {cmd}"));
+        let db = self.config.state_dir.join("results/results.sqlite");
+        let out =
+            boinc_scripts::run_like_a_daemon(&d.project, &cmd, &[("GAH_RESULTS_DB", &db)]).map_err(|e| format!("sh did not start: {e}"))?;
+        let said = String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or_default().to_owned();
+        if out.status.success() {
+            Ok(said)
+        } else {
+            Err(format!("exit {:?}: {said}", out.status.code()))
         }
     }
 
