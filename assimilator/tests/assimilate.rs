@@ -238,3 +238,36 @@ fn each_new_outcome_updates_the_failcount_rotation_once() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(failcount(), 1);
 }
+
+/// Issue 9, item 10: BOINC starts its daemons together, and a nonzero exit stops one. Many
+/// assimilators started at once on a database that does not exist yet all succeed.
+#[test]
+fn assimilators_started_together_on_a_fresh_database_all_succeed() {
+    const N: usize = 40;
+    let tmp = tempfile::tempdir().unwrap();
+    let (path, _) = archive(tmp.path(), "r.tar.gz", Status::Success, b"log\n");
+    let job_id = Job::new("gah", "app-arch/bzip2-1.0.8", UseAssignment::default(), Compiler::Clang, 60).job_id;
+    let db_path = tmp.path().join("fresh/results.sqlite");
+    let children: Vec<_> = (0..N)
+        .map(|i| {
+            let mut cmd = gah_util::process::command(BIN);
+            // Half store the same upload, half record infrastructure failures: both paths
+            // create and migrate the database.
+            if i % 2 == 0 {
+                cmd.args([job_id.as_str(), path.to_str().unwrap()]);
+            } else {
+                cmd.args(["--error", "1", &format!("wu_{i}"), "1", "0"]);
+            }
+            cmd.env("GAH_RESULTS_DB", &db_path).stderr(std::process::Stdio::piped()).spawn().unwrap()
+        })
+        .collect();
+    let failed: Vec<String> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .filter(|o| !o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+        .collect();
+    assert!(failed.is_empty(), "{} of {N} failed, e.g. {:?}", failed.len(), failed.first());
+    let db = Database::open(&db_path).unwrap();
+    assert_eq!((count(&db, "outcomes"), count(&db, "infra_failures")), (1, N as i64 / 2));
+}
