@@ -323,7 +323,9 @@ fn keep_copy(db: &Database, path: &Path) -> Result<Option<String>, AssimilateErr
     if !file.exists() {
         let err = |e: gah_util::atomic::AtomicError| AssimilateError::Quarantine { path: e.path, source: e.source };
         gah_util::atomic::create_dir_all_durably(&dir).map_err(err)?;
-        gah_util::atomic::write(&file, &bytes).map_err(err)?;
+        gah_util::atomic::create_dir_all_durably(db.staging_dir()).map_err(err)?;
+        // Staged where the next start looks for a killed run's leftovers.
+        gah_util::atomic::write_in(db.staging_dir(), &file, &bytes).map_err(err)?;
     }
     Ok(Some(sha))
 }
