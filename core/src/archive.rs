@@ -81,6 +81,9 @@ pub enum ArchiveError {
     /// A member is absent from the manifest, or its hash differs.
     #[error("member `{name}` does not match {MANIFEST}: {why}")]
     ManifestMismatch { name: String, why: String },
+    /// A field of `outcome.json` is over its cap (`outcome::limits`).
+    #[error("outcome.json")]
+    Field(#[source] crate::outcome::LimitError),
     /// `outcome.json` or `job.json` does not parse or is inconsistent.
     #[error("{0}")]
     Content(String),
@@ -201,7 +204,10 @@ pub fn read(bytes: &[u8], limits: Limits) -> Result<OutcomeArchive, ArchiveError
     }
     check_manifest(&members)?;
 
-    let outcome = Outcome::from_json(&members["outcome.json"]).map_err(|e| ArchiveError::Content(gah_util::error_chain(&e)))?;
+    let outcome = Outcome::from_json(&members["outcome.json"]).map_err(|e| match e {
+        crate::Error::Limit { source, .. } => ArchiveError::Field(source),
+        e => ArchiveError::Content(gah_util::error_chain(&e)),
+    })?;
     let job = Job::from_json(&members["job.json"]).map_err(|e| ArchiveError::Content(gah_util::error_chain(&e)))?;
     if let Some(why) = outcome.mismatch_with(&job) {
         return Err(ArchiveError::Content(why));
@@ -311,6 +317,33 @@ mod tests {
         buf.truncate(buf.len() - 8);
         let err = read(&buf, Limits::default()).unwrap_err();
         assert!(matches!(err, ArchiveError::Corrupt(_)), "{err}");
+    }
+
+    #[test]
+    fn an_outcome_over_a_cap_is_refused_naming_the_field() {
+        let (job, mut outcome) = sample();
+        // Incompressible enough to pass the ratio cap, as a real attack's would be.
+        let mut x: u32 = 1;
+        outcome.summary = (0..5 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                char::from(b'a' + (x % 26) as u8)
+            })
+            .collect();
+        let mut buf = Vec::new();
+        write(&mut buf, &job, &outcome, b"log", None).unwrap();
+        let err = read(&buf, Limits::default()).unwrap_err();
+        assert!(matches!(&err, ArchiveError::Field(crate::outcome::LimitError::TooLong { field, .. }) if field == "summary"), "{err:?}");
+        let (job, mut outcome) = sample();
+        outcome.installed_files = (0..400_000u32)
+            .map(|i| crate::outcome::InstalledFile { path: format!("/usr/share/f{i}"), sha256: sha256_hex(&i.to_le_bytes())[..16].into() })
+            .collect();
+        let mut buf = Vec::new();
+        write(&mut buf, &job, &outcome, b"log", None).unwrap();
+        let err = read(&buf, Limits::default()).unwrap_err();
+        assert_eq!(gah_util::error_chain(&err), "outcome.json: field `installed_files` has 400000 entries, over its 200000-entry cap");
     }
 
     #[test]
