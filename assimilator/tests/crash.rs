@@ -63,7 +63,7 @@ fn make_outcome(dir: &Path, i: usize) -> (String, PathBuf, Outcome) {
     let log = format!(">>> log group {}\n{}", i % 7, "x".repeat(2000 + i % 7));
     let path = dir.join(format!("{i}.tar.gz"));
     gah_core::archive::write(std::fs::File::create(&path).unwrap(), &job, &outcome, log.as_bytes(), None).unwrap();
-    (format!("wu_{i}"), path, outcome)
+    (outcome.job_id.clone(), path, outcome)
 }
 
 fn assimilate(db: &Path, wu: &str, file: &Path) -> std::process::Child {
