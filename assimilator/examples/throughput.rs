@@ -18,7 +18,7 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)] // An example reports on its terminal.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use gah_core::db::Database;
@@ -90,7 +90,8 @@ fn main() {
                 "Portage 3.0.66 (python 3.12, default/linux/amd64/23.0, gcc-14, glibc-2.40)\nhost {i}\n{}",
                 "CFLAGS=\"-O2 -pipe\"\n".repeat(40)
             );
-            let path = dir.join(format!("wu_{i}.tar.gz"));
+            // Named after the job: the workunit name the assimilator checks it against.
+            let path = dir.join(format!("{}.tar.gz", job.job_id));
             gah_core::archive::write(std::fs::File::create(&path).unwrap(), &job, &o, log.as_bytes(), Some(info.as_bytes())).unwrap();
             path
         })
@@ -128,17 +129,18 @@ fn main() {
 
     let mut db = Database::open(&tmp.path().join("single/results.sqlite")).unwrap();
     let t = Meter::start(false);
-    for (i, f) in files.iter().take(single).enumerate() {
-        let done = gah_assimilator::assimilate(&mut db, &format!("wu_{i}"), f).unwrap();
+    for f in files.iter().take(single) {
+        let done = gah_assimilator::assimilate(&mut db, &wu_of(f), f).unwrap();
         assert!(matches!(done, gah_assimilator::Assimilated::Stored(_)));
     }
     let single_r = t.rates(single);
     report("assimilator, single", single_r, &format!("first {single}; 1 writer, 3 fsyncs per blob + WAL"));
 
-    let items: Vec<(String, PathBuf)> = files.iter().enumerate().map(|(i, f)| (format!("wu_{i}"), f.clone())).collect();
+    let items: Vec<(String, PathBuf)> = files.iter().map(|f| (wu_of(f), f.clone())).collect();
     let mut db = Database::open(&tmp.path().join("batch/results.sqlite")).unwrap();
     let t = Meter::start(false);
-    let done = gah_assimilator::assimilate_batch(&mut db, 0, &items, threads, 500);
+    let batching = gah_assimilator::Batching { threads, max_items: 500, max_bytes: 256 << 20 };
+    let done = gah_assimilator::assimilate_batch(&mut db, 0, &items, batching);
     let batch = t.rates(n);
     assert!(done.iter().all(|d| matches!(d.result, Ok(gah_assimilator::Assimilated::Stored(_)))));
     let rows: i64 = db.connection().query_row("SELECT count(*) FROM outcomes", [], |r| r.get(0)).unwrap();
@@ -172,4 +174,9 @@ fn main() {
     );
     println!("pipeline, single-outcome assimilator: {:.0} results/s wall", pipeline(single_r.0, wall));
     println!("load average after: {}", load());
+}
+
+/// The workunit name of an archive written by this example: its job id.
+fn wu_of(file: &Path) -> String {
+    file.file_name().unwrap().to_string_lossy().trim_end_matches(".tar.gz").to_owned()
 }

@@ -2,7 +2,8 @@
 //! database, for BOINC's `script_assimilator` and in-process for `gah run`.
 //!
 //! - [`assimilate`] reads and checks the canonical result's archive with
-//!   [`gah_validator::load`] (the same checks as the validator's `init`) and writes it with
+//!   [`gah_validator::load_for_workunit`] (the same checks as the validator's `init`, and the
+//!   outcome must answer this workunit's job) and writes it with
 //!   [`Database::record_outcome`]: one transaction, the log stored compressed and
 //!   content-addressed beside the database first, idempotent on the workunit name.
 //! - [`record_error`] is BOINC's failed-workunit path (`--error MASK WU_NAME WU_ID BATCH_ID`):
@@ -10,7 +11,9 @@
 //! - [`assimilate_batch`] is the throughput path (`gah-assimilator --batch LIST`): archives
 //!   checked on several threads, then stored by [`Database::record_outcomes`] with one
 //!   transaction and two filesystem syncs per batch instead of three fsyncs per outcome.
-//!   Same idempotence and durability as the single path.
+//!   Same idempotence and durability as the single path. A batch is bounded by count and by
+//!   the bytes its checked archives hold ([`Batching`]), so memory stays bounded whatever
+//!   the uploads.
 //! - [`update_rotation`] feeds each newly stored outcome to the work generator's failcount
 //!   rotation ([`gah_workgen::record_result`]). The results database is the record; the
 //!   rotation is advisory, so its failures (an unknown job id, a locked queue) are reported
@@ -161,7 +164,7 @@ pub fn assimilate(db: &mut Database, wu_name: &str, path: &Path) -> Result<Assim
 
 /// [`assimilate`] under tree snapshot `snapshot` (an id from [`Database::snapshot`]).
 pub fn assimilate_at(db: &mut Database, snapshot: i64, wu_name: &str, path: &Path) -> Result<Assimilated, AssimilateError> {
-    match gah_validator::load(path) {
+    match gah_validator::load_for_workunit(path, wu_name) {
         Ok(archive) => Ok(Assimilated::Stored(store_at(db, snapshot, wu_name, &archive)?)),
         Err(e) if e.is_transient() => Err(AssimilateError::Read(e)),
         Err(e) => quarantine(db, wu_name, path, &e),
@@ -204,65 +207,102 @@ pub struct BatchItem {
     pub job: Option<(String, Status)>,
 }
 
-/// Assimilates many workunits: archives are read and checked on `threads` threads, then
-/// stored `batch_size` at a time with [`Database::record_outcomes`]. Items come back in
-/// the input's order. A transient read error affects only its item; a database error
-/// fails every item of its batch (none of that batch is stored; all of it may be retried).
-pub fn assimilate_batch(
+/// How [`assimilate_batch`] cuts its work.
+#[derive(Debug, Clone, Copy)]
+pub struct Batching {
+    /// Threads reading and checking archives; also how many are read at once.
+    pub threads: usize,
+    /// Outcomes per transaction at most.
+    pub max_items: usize,
+    /// Bytes of checked archives held at once (see [`OutcomeArchive::approx_bytes`]): a
+    /// transaction also ends once its outcomes reach this. Peak memory is about this plus
+    /// `threads` archives being read (each at most the compressed and inflated caps,
+    /// 16 + 64 MiB, with its parsed outcome).
+    pub max_bytes: usize,
+}
+
+/// Assimilates many workunits: archives are read and checked `threads` at a time, then
+/// stored with [`Database::record_outcomes`] once `max_items` of them or `max_bytes` are
+/// held. Items come back in the input's order. A transient read error affects only its item;
+/// a database error fails every item of its transaction (none of it is stored; all of it
+/// may be retried).
+pub fn assimilate_batch(db: &mut Database, snapshot: i64, items: &[(String, PathBuf)], batching: Batching) -> Vec<BatchItem> {
+    let threads = batching.threads.max(1);
+    let mut results: Vec<Option<Result<Assimilated, AssimilateError>>> = (0..items.len()).map(|_| None).collect();
+    let mut jobs: Vec<Option<(String, Status)>> = vec![None; items.len()];
+    let mut held: Vec<(usize, OutcomeArchive)> = Vec::new();
+    let mut held_bytes = 0;
+    let mut next = 0;
+    for round in items.chunks(threads) {
+        for load in load_parallel(round, threads) {
+            let (i, (wu_name, file)) = (next, &items[next]);
+            next += 1;
+            match load {
+                Ok(archive) => {
+                    held_bytes += archive.approx_bytes();
+                    held.push((i, archive));
+                }
+                Err(e) if e.is_transient() => results[i] = Some(Err(AssimilateError::Read(e))),
+                Err(e) => results[i] = Some(quarantine(db, wu_name, file, &e)),
+            }
+            if held.len() >= batching.max_items.max(1) || held_bytes >= batching.max_bytes {
+                store_held(db, snapshot, items, &mut held, &mut results, &mut jobs);
+                held_bytes = 0;
+            }
+        }
+    }
+    store_held(db, snapshot, items, &mut held, &mut results, &mut jobs);
+    items
+        .iter()
+        .zip(results)
+        .zip(jobs)
+        .map(|(((wu_name, file), result), job)| {
+            let result = result.expect("every item has a result");
+            let job = if result.is_ok() { job } else { None };
+            BatchItem { wu_name: wu_name.clone(), file: file.clone(), result, job }
+        })
+        .collect()
+}
+
+/// Stores the archives `held` (indices into `items`) in one transaction and empties it.
+fn store_held(
     db: &mut Database,
     snapshot: i64,
     items: &[(String, PathBuf)],
-    threads: usize,
-    batch_size: usize,
-) -> Vec<BatchItem> {
-    let mut out = Vec::with_capacity(items.len());
-    for chunk in items.chunks(batch_size.max(1)) {
-        let loaded = load_parallel(chunk, threads.max(1));
-        let mut archives = Vec::new();
-        let mut results: Vec<Option<Result<Assimilated, AssimilateError>>> = Vec::with_capacity(chunk.len());
-        for ((wu_name, file), load) in chunk.iter().zip(loaded) {
-            match load {
-                Ok(archive) => {
-                    archives.push((results.len(), wu_name.as_str(), archive));
-                    results.push(None);
-                }
-                Err(e) if e.is_transient() => results.push(Some(Err(AssimilateError::Read(e)))),
-                Err(e) => results.push(Some(quarantine(db, wu_name, file, &e))),
+    held: &mut Vec<(usize, OutcomeArchive)>,
+    results: &mut [Option<Result<Assimilated, AssimilateError>>],
+    jobs: &mut [Option<(String, Status)>],
+) {
+    if held.is_empty() {
+        return;
+    }
+    let batch: Vec<NewOutcome<'_>> = held.iter().map(|(i, a)| new_outcome(snapshot, &items[*i].0, a)).collect();
+    match db.record_outcomes(&batch) {
+        Ok(recorded) => {
+            for ((i, _), r) in held.iter().zip(recorded) {
+                results[*i] = Some(Ok(Assimilated::Stored(r)));
             }
         }
-        let batch: Vec<NewOutcome<'_>> = archives.iter().map(|(_, wu, a)| new_outcome(snapshot, wu, a)).collect();
-        match db.record_outcomes(&batch) {
-            Ok(recorded) => {
-                for ((i, _, _), r) in archives.iter().zip(recorded) {
-                    results[*i] = Some(Ok(Assimilated::Stored(r)));
-                }
+        Err(e) => {
+            let reason = gah_util::error_chain(&e);
+            for (i, _) in held.iter() {
+                results[*i] = Some(Err(AssimilateError::Batch(reason.clone())));
             }
-            Err(e) => {
-                let reason = gah_util::error_chain(&e);
-                for (i, _, _) in &archives {
-                    results[*i] = Some(Err(AssimilateError::Batch(reason.clone())));
-                }
-            }
-        }
-        let mut jobs: Vec<Option<(String, Status)>> = vec![None; chunk.len()];
-        for (i, _, a) in &archives {
-            jobs[*i] = Some((a.outcome.job_id.clone(), a.outcome.status));
-        }
-        for (((wu_name, file), result), job) in chunk.iter().zip(results).zip(jobs) {
-            let result = result.expect("every item has a result");
-            let job = if result.is_ok() { job } else { None };
-            out.push(BatchItem { wu_name: wu_name.clone(), file: file.clone(), result, job });
         }
     }
-    out
+    for (i, a) in held.drain(..) {
+        jobs[i] = Some((a.outcome.job_id.clone(), a.outcome.status));
+    }
 }
 
 /// Reads and checks `chunk` on `threads` threads, results in order.
 fn load_parallel(chunk: &[(String, PathBuf)], threads: usize) -> Vec<Result<OutcomeArchive, LoadError>> {
     let per = chunk.len().div_ceil(threads).max(1);
     std::thread::scope(|s| {
-        let handles: Vec<_> =
-            chunk.chunks(per).map(|part| s.spawn(move || part.iter().map(|(_, f)| gah_validator::load(f)).collect::<Vec<_>>())).collect();
+        let handles: Vec<_> = chunk
+            .chunks(per)
+            .map(|part| s.spawn(move || part.iter().map(|(wu, f)| gah_validator::load_for_workunit(f, wu)).collect::<Vec<_>>()))
+            .collect();
         handles.into_iter().flat_map(|h| h.join().expect("archive reading does not panic")).collect()
     })
 }
@@ -327,7 +367,9 @@ fn keep_copy(db: &Database, path: &Path) -> Result<Option<String>, AssimilateErr
     if !file.exists() {
         let err = |e: gah_util::atomic::AtomicError| AssimilateError::Quarantine { path: e.path, source: e.source };
         gah_util::atomic::create_dir_all_durably(&dir).map_err(err)?;
-        gah_util::atomic::write(&file, &bytes).map_err(err)?;
+        gah_util::atomic::create_dir_all_durably(db.staging_dir()).map_err(err)?;
+        // Staged where the next start looks for a killed run's leftovers.
+        gah_util::atomic::write_in(db.staging_dir(), &file, &bytes).map_err(err)?;
     }
     Ok(Some(sha))
 }

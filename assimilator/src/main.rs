@@ -4,6 +4,7 @@
 //! gah-assimilator [OPTIONS] WU_NAME FILE                           # one workunit's canonical result
 //! gah-assimilator [OPTIONS] --error MASK WU_NAME WU_ID BATCH_ID    # a workunit that failed as a whole
 //! gah-assimilator [OPTIONS] --batch LIST                           # many at once: lines `WU_NAME FILE` (`-`: stdin)
+//!                 [--threads N] [--batch-size N] [--batch-mib MIB]  # a transaction: N outcomes or MIB of them at most
 //! ```
 //!
 //! Options: `--db PATH` (else `$GAH_RESULTS_DB`, else `./results/results.sqlite`);
@@ -60,12 +61,18 @@ struct Cli {
     /// transaction and two filesystem syncs per batch.
     #[arg(long, value_name = "LIST")]
     batch: Option<PathBuf>,
-    /// Threads reading and checking archives in --batch mode.
+    /// Threads reading and checking archives in --batch mode (each holds one archive being
+    /// read: up to ~150 MiB for one at the format's caps).
     #[arg(long, default_value_t = 2, requires = "batch")]
     threads: usize,
-    /// Outcomes per transaction in --batch mode.
+    /// Outcomes per transaction in --batch mode at most.
     #[arg(long, default_value_t = 500, requires = "batch")]
     batch_size: usize,
+    /// Memory for checked outcomes (logs, emerge --info, parsed outcome.json) waiting for
+    /// their transaction in --batch mode, in MiB: a transaction also ends once they reach
+    /// this. Peak memory is about this plus --threads archives being read.
+    #[arg(long, value_name = "MIB", default_value_t = 256, requires = "batch")]
+    batch_mib: usize,
     /// WU_NAME FILE, or with --error: WU_NAME WU_ID BATCH_ID.
     #[arg(value_name = "ARGS", required_unless_present = "batch")]
     args: Vec<String>,
@@ -159,7 +166,8 @@ fn read_list(list: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
 
 fn batch(db: &mut Database, snapshot: i64, items: &[(String, PathBuf)], cli: &Cli, queue: Option<&Path>) -> anyhow::Result<String> {
     let started = std::time::Instant::now();
-    let done = gah_assimilator::assimilate_batch(db, snapshot, items, cli.threads, cli.batch_size);
+    let batching = gah_assimilator::Batching { threads: cli.threads, max_items: cli.batch_size, max_bytes: cli.batch_mib << 20 };
+    let done = gah_assimilator::assimilate_batch(db, snapshot, items, batching);
     let (mut stored, mut already, mut quarantined, mut failed) = (0, 0, 0, 0);
     for item in &done {
         match &item.result {

@@ -36,8 +36,9 @@ fn the_same_workunit_twice_is_one_row() {
     let tmp = tempfile::tempdir().unwrap();
     let (path, outcome) = archive(tmp.path(), "r.tar.gz", Status::TestFailed, b">>> Test phase\nFAIL\n");
     let mut db = Database::temp().unwrap();
-    assert_eq!(gah_assimilator::assimilate(&mut db, "wu1", &path).unwrap(), Assimilated::Stored(Recorded::Inserted));
-    assert_eq!(gah_assimilator::assimilate(&mut db, "wu1", &path).unwrap(), Assimilated::Stored(Recorded::AlreadyPresent));
+    let wu = outcome.job_id.as_str();
+    assert_eq!(gah_assimilator::assimilate(&mut db, wu, &path).unwrap(), Assimilated::Stored(Recorded::Inserted));
+    assert_eq!(gah_assimilator::assimilate(&mut db, wu, &path).unwrap(), Assimilated::Stored(Recorded::AlreadyPresent));
     let rows = db.outcomes().unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].status, outcome.status.as_str());
@@ -48,13 +49,13 @@ fn the_same_workunit_twice_is_one_row() {
 #[test]
 fn the_binary_stores_once_and_exits_zero() {
     let tmp = tempfile::tempdir().unwrap();
-    let (path, _) = archive(tmp.path(), "r.tar.gz", Status::Success, b"log\n");
+    let (path, outcome) = archive(tmp.path(), "r.tar.gz", Status::Success, b"log\n");
     let db_path = tmp.path().join("results/results.sqlite");
-    let file = path.to_str().unwrap();
-    let (code, stderr) = run(&["wu_a", file], &db_path);
-    assert_eq!((code, stderr.as_str()), (0, "gah-assimilator: wu_a: stored\n"));
-    let (code, stderr) = run(&["--db", db_path.to_str().unwrap(), "wu_a", file], Path::new("/nonexistent/ignored.sqlite"));
-    assert_eq!((code, stderr.as_str()), (0, "gah-assimilator: wu_a: already stored\n"));
+    let (file, wu) = (path.to_str().unwrap(), outcome.job_id.as_str());
+    let (code, stderr) = run(&[wu, file], &db_path);
+    assert_eq!((code, stderr), (0, format!("gah-assimilator: {wu}: stored\n")));
+    let (code, stderr) = run(&["--db", db_path.to_str().unwrap(), wu, file], Path::new("/nonexistent/ignored.sqlite"));
+    assert_eq!((code, stderr), (0, format!("gah-assimilator: {wu}: already stored\n")));
     let db = Database::open(&db_path).unwrap();
     assert_eq!(count(&db, "outcomes"), 1);
 }
@@ -156,13 +157,14 @@ fn a_batch_stores_quarantines_and_can_be_rerun() {
     let db_path = tmp.path().join("results.sqlite");
     let mut list = String::from("# wu file\n\n");
     for i in 0..7 {
-        let (path, _) = job_archive(tmp.path(), &format!("{i}.tar.gz"), &format!("app-misc/p{i}-1"), Status::Success);
-        list.push_str(&format!("wu_{i} {}\n", path.display()));
+        let (path, job) = job_archive(tmp.path(), &format!("{i}.tar.gz"), &format!("app-misc/p{i}-1"), Status::Success);
+        list.push_str(&format!("{} {}\n", job.job_id, path.display()));
     }
     std::fs::write(tmp.path().join("bad.tar.gz"), b"junk").unwrap();
     list.push_str(&format!("wu_bad {}\n", tmp.path().join("bad.tar.gz").display()));
     let gone = tmp.path().join("late.tar.gz");
-    list.push_str(&format!("wu_late {}\n", gone.display()));
+    let late = Job::new("gah", "app-misc/late-1", UseAssignment::default(), Compiler::Gcc, 60).job_id;
+    list.push_str(&format!("{late} {}\n", gone.display()));
     std::fs::write(tmp.path().join("list"), &list).unwrap();
     let list_path = tmp.path().join("list");
     let args = ["--batch", list_path.to_str().unwrap(), "--batch-size", "3", "--snapshot", "git:1"];
@@ -170,7 +172,10 @@ fn a_batch_stores_quarantines_and_can_be_rerun() {
     // One upload is missing (transient): exit 1, everything else stored.
     let (code, stderr) = run(&args, &db_path);
     assert_eq!(code, 1, "{stderr}");
-    assert!(stderr.contains("wu_late: error: ") && stderr.contains("7 stored, 0 already stored, 1 quarantined, 1 failed"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{late}: error: ")) && stderr.contains("7 stored, 0 already stored, 1 quarantined, 1 failed"),
+        "{stderr}"
+    );
     // It arrives; the same list again stores only it.
     job_archive(tmp.path(), "late.tar.gz", "app-misc/late-1", Status::BuildFailed);
     let (code, stderr) = run(&args, &db_path);
@@ -190,13 +195,13 @@ fn a_batch_stores_quarantines_and_can_be_rerun() {
 fn a_new_snapshot_adds_a_row_the_same_snapshot_does_not() {
     let tmp = tempfile::tempdir().unwrap();
     let db_path = tmp.path().join("results.sqlite");
-    let (path, _) = job_archive(tmp.path(), "r.tar.gz", "app-misc/a-1", Status::Success);
-    let file = path.to_str().unwrap();
-    assert_eq!(run(&["--snapshot", "git:aaa", "wu", file], &db_path).0, 0);
-    let (code, stderr) = run(&["--snapshot", "git:aaa", "wu", file], &db_path);
-    assert_eq!((code, stderr.as_str()), (0, "gah-assimilator: wu: already stored\n"));
+    let (path, job) = job_archive(tmp.path(), "r.tar.gz", "app-misc/a-1", Status::Success);
+    let (file, wu) = (path.to_str().unwrap(), job.job_id.as_str());
+    assert_eq!(run(&["--snapshot", "git:aaa", wu, file], &db_path).0, 0);
+    let (code, stderr) = run(&["--snapshot", "git:aaa", wu, file], &db_path);
+    assert_eq!((code, stderr), (0, format!("gah-assimilator: {wu}: already stored\n")));
     let out =
-        gah_util::process::command(BIN).args(["wu", file]).env("GAH_RESULTS_DB", &db_path).env("GAH_SNAPSHOT", "git:bbb").output().unwrap();
+        gah_util::process::command(BIN).args([wu, file]).env("GAH_RESULTS_DB", &db_path).env("GAH_SNAPSHOT", "git:bbb").output().unwrap();
     assert!(out.status.success());
     let db = Database::open(&db_path).unwrap();
     let labels: Vec<String> = db.snapshots().unwrap().into_iter().map(|s| s.label).collect();
@@ -229,12 +234,66 @@ fn each_new_outcome_updates_the_failcount_rotation_once() {
     assert_eq!(failcount(), 1);
 
     // An outcome whose job the queue does not know: logged, exit 0, still stored.
-    let (other, _) = job_archive(tmp.path(), "o.tar.gz", "app-misc/unknown-1", Status::BuildFailed);
-    let (code, stderr) = run(&["--queue", queue.to_str().unwrap(), "wu_other", other.to_str().unwrap()], &db_path);
+    let (other, other_job) = job_archive(tmp.path(), "o.tar.gz", "app-misc/unknown-1", Status::BuildFailed);
+    let (code, stderr) = run(&["--queue", queue.to_str().unwrap(), &other_job.job_id, other.to_str().unwrap()], &db_path);
     assert_eq!(code, 0, "{stderr}");
-    assert!(stderr.contains("rotation not updated for app-misc_unknown-1") && stderr.contains("wu_other: stored"), "{stderr}");
+    let stored = format!("{}: stored", other_job.job_id);
+    assert!(stderr.contains("rotation not updated for app-misc_unknown-1") && stderr.contains(&stored), "{stderr}");
     // The --error path counts as spurious: runs go up, the failcount does not.
     let (code, stderr) = run(&["--queue", queue.to_str().unwrap(), "--error", "8", &job.job_id, "1", "0"], &db_path);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(failcount(), 1);
+}
+
+/// Issue 9, item 10: BOINC starts its daemons together, and a nonzero exit stops one. Many
+/// assimilators started at once on a database that does not exist yet all succeed.
+#[test]
+fn assimilators_started_together_on_a_fresh_database_all_succeed() {
+    const N: usize = 40;
+    let tmp = tempfile::tempdir().unwrap();
+    let (path, _) = archive(tmp.path(), "r.tar.gz", Status::Success, b"log\n");
+    let job_id = Job::new("gah", "app-arch/bzip2-1.0.8", UseAssignment::default(), Compiler::Clang, 60).job_id;
+    let db_path = tmp.path().join("fresh/results.sqlite");
+    let children: Vec<_> = (0..N)
+        .map(|i| {
+            let mut cmd = gah_util::process::command(BIN);
+            // Half store the same upload, half record infrastructure failures: both paths
+            // create and migrate the database.
+            if i % 2 == 0 {
+                cmd.args([job_id.as_str(), path.to_str().unwrap()]);
+            } else {
+                cmd.args(["--error", "1", &format!("wu_{i}"), "1", "0"]);
+            }
+            cmd.env("GAH_RESULTS_DB", &db_path).stderr(std::process::Stdio::piped()).spawn().unwrap()
+        })
+        .collect();
+    let failed: Vec<String> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .filter(|o| !o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+        .collect();
+    assert!(failed.is_empty(), "{} of {N} failed, e.g. {:?}", failed.len(), failed.first());
+    let db = Database::open(&db_path).unwrap();
+    assert_eq!((count(&db, "outcomes"), count(&db, "infra_failures")), (1, N as i64 / 2));
+}
+
+/// Issue 9, item 11: an upload that answers another job than the workunit's is quarantined,
+/// in the single and the batch path; one for a suffixed workunit name of its job is stored.
+#[test]
+fn an_upload_for_another_job_is_quarantined() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db_path = tmp.path().join("results.sqlite");
+    let (path, job) = job_archive(tmp.path(), "r.tar.gz", "app-misc/a-1", Status::Success);
+    let other = Job::new("gah", "app-misc/b-1", UseAssignment::default(), Compiler::Gcc, 60).job_id;
+    let (code, stderr) = run(&[&other, path.to_str().unwrap()], &db_path);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains(&format!("{other}: quarantined: ")) && stderr.contains("not for workunit"), "{stderr}");
+    let list = tmp.path().join("list");
+    std::fs::write(&list, format!("{other}_2 {p}\n{}_2 {p}\n", job.job_id, p = path.display())).unwrap();
+    let (code, stderr) = run(&["--batch", list.to_str().unwrap()], &db_path);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("1 stored, 0 already stored, 1 quarantined"), "{stderr}");
+    let db = Database::open(&db_path).unwrap();
+    assert_eq!((count(&db, "outcomes"), count(&db, "quarantine")), (1, 2));
 }

@@ -63,7 +63,7 @@ fn make_outcome(dir: &Path, i: usize) -> (String, PathBuf, Outcome) {
     let log = format!(">>> log group {}\n{}", i % 7, "x".repeat(2000 + i % 7));
     let path = dir.join(format!("{i}.tar.gz"));
     gah_core::archive::write(std::fs::File::create(&path).unwrap(), &job, &outcome, log.as_bytes(), None).unwrap();
-    (format!("wu_{i}"), path, outcome)
+    (outcome.job_id.clone(), path, outcome)
 }
 
 fn assimilate(db: &Path, wu: &str, file: &Path) -> std::process::Child {
@@ -122,6 +122,7 @@ fn sigkill_at_random_points_loses_and_duplicates_nothing() {
         }
     }
     let elapsed = started.elapsed();
+    assert_eq!(leftovers(db_path.parent().unwrap()), Vec::<PathBuf>::new(), "seed {seed}");
     let (lost, duplicated, quarantined) = verify(&db_path, &outcomes);
     println!(
         "crash test: {n} outcomes, {runs} runs, {kills} SIGKILLs, {redeliveries} redeliveries, \
@@ -131,6 +132,20 @@ fn sigkill_at_random_points_loses_and_duplicates_nothing() {
     );
     assert_eq!((lost, duplicated, quarantined), (0, 0, 0), "seed {seed}");
     assert!(kills > 0 || n < 10, "no kill landed: the test proved nothing (seed {seed})");
+}
+
+/// Temporary files (`.NAME.tmp-PID-N`, see `gah_util::atomic`) anywhere under `dir`.
+fn leftovers(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            found.extend(leftovers(&entry.path()));
+        } else if entry.file_name().to_string_lossy().contains(".tmp-") {
+            found.push(entry.path());
+        }
+    }
+    found
 }
 
 /// Counts lost, duplicated and quarantined outcomes, after checking the SQLite file and that
@@ -237,6 +252,8 @@ fn sigkill_during_batches_loses_and_duplicates_nothing() {
     for list in &lists {
         assert!(batch(list).wait().unwrap().success());
     }
+    // Every kill left its temporary files; each later start removed those of dead runs.
+    assert_eq!(leftovers(db_path.parent().unwrap()), Vec::<PathBuf>::new(), "seed {seed}");
     let (lost, duplicated, quarantined) = verify(&db_path, &outcomes);
     println!(
         "batch crash test: {n} outcomes in {} lists, {runs} runs, {kills} SIGKILLs, kill window 0..{:?}, {:.1}s \

@@ -60,6 +60,9 @@ pub enum ArchiveError {
     /// The gzip or tar stream is broken.
     #[error("archive is not a readable tar.gz: {0}")]
     Corrupt(String),
+    /// Bytes follow the gzip stream (trailing data, or a second gzip member).
+    #[error("{bytes} bytes follow the gzip stream (trailing data or a second gzip member)")]
+    Trailing { bytes: usize },
     /// A member is a link, device, directory or other non-regular file.
     #[error("member `{name}` is a {kind}, only regular files are allowed")]
     NotRegular { name: String, kind: String },
@@ -81,6 +84,15 @@ pub enum ArchiveError {
     /// A member is absent from the manifest, or its hash differs.
     #[error("member `{name}` does not match {MANIFEST}: {why}")]
     ManifestMismatch { name: String, why: String },
+    /// A field of `outcome.json` is over its cap (`outcome::limits`).
+    #[error("outcome.json")]
+    Field(#[source] crate::outcome::LimitError),
+    /// The job's id is not the one its configuration derives.
+    #[error("job id `{found}` is not the id of the configuration it describes (`{derived}`)")]
+    ForeignJobId { found: String, derived: String },
+    /// The outcome answers another job than the workunit's.
+    #[error("outcome is for job `{job_id}`, not for workunit `{wu_name}`")]
+    NotTheWorkunits { job_id: String, wu_name: String },
     /// `outcome.json` or `job.json` does not parse or is inconsistent.
     #[error("{0}")]
     Content(String),
@@ -97,6 +109,29 @@ pub struct OutcomeArchive {
     pub build_log: Vec<u8>,
     /// `emerge --info` output, when present.
     pub emerge_info: Option<Vec<u8>>,
+}
+
+impl OutcomeArchive {
+    /// Roughly the heap bytes it holds (the log, `emerge --info`, every string and list of
+    /// the outcome and the job), for callers that bound how many they keep at once.
+    pub fn approx_bytes(&self) -> usize {
+        let o = &self.outcome;
+        let strings = |v: &[String]| v.iter().map(|t| t.len() + std::mem::size_of::<String>()).sum::<usize>();
+        let flags = |u: &crate::job::UseAssignment| u.0.keys().map(|f| f.len() + 64).sum::<usize>();
+        self.build_log.len()
+            + self.emerge_info.as_ref().map_or(0, Vec::len)
+            + strings(&o.failing_tests)
+            + o.phases.iter().map(|p| p.phase.len() + std::mem::size_of::<crate::outcome::PhaseTime>()).sum::<usize>()
+            + o.packages.iter().map(|p| p.cpv.len() + std::mem::size_of::<crate::outcome::PackageVersion>()).sum::<usize>()
+            + o.installed_files
+                .iter()
+                .map(|f| f.path.len() + f.sha256.len() + std::mem::size_of::<crate::outcome::InstalledFile>())
+                .sum::<usize>()
+            + flags(&o.use_flags)
+            + flags(&self.job.use_flags)
+            + o.summary.len()
+            + 1024
+    }
 }
 
 /// Caps a log to its first [`LOG_HEAD`] and last [`LOG_TAIL`] bytes, with a marker between.
@@ -148,8 +183,10 @@ pub fn read(bytes: &[u8], limits: Limits) -> Result<OutcomeArchive, ArchiveError
     if compressed > limits.max_compressed {
         return Err(ArchiveError::TooLarge { size: compressed, max: limits.max_compressed });
     }
-    // One byte past the cap tells a bomb from an archive exactly at the cap.
-    let inflated = flate2::read::GzDecoder::new(bytes).take(limits.max_uncompressed + 1024 * 1024);
+    // One byte past the cap tells a bomb from an archive exactly at the cap. The bufread
+    // decoder over the slice consumes exactly one gzip member (MultiGzDecoder would go on to
+    // the next), so what it leaves of the slice is trailing data.
+    let inflated = flate2::bufread::GzDecoder::new(bytes).take(limits.max_uncompressed + 1024 * 1024);
     let mut tar = tar::Archive::new(inflated);
     let mut members: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut total: u64 = 0;
@@ -187,7 +224,17 @@ pub fn read(bytes: &[u8], limits: Limits) -> Result<OutcomeArchive, ArchiveError
     }
     // Read to the end of the gzip stream so its CRC and length trailer are checked: a
     // truncated upload is refused even when the tar end marker survived.
-    std::io::copy(&mut tar.into_inner(), &mut std::io::sink()).map_err(|e| corrupt_or_bomb(e, limits))?;
+    let mut inflated = tar.into_inner();
+    std::io::copy(&mut inflated, &mut std::io::sink()).map_err(|e| corrupt_or_bomb(e, limits))?;
+    if inflated.limit() == 0 {
+        return Err(ArchiveError::Bomb { max: limits.max_uncompressed });
+    }
+    // A second gzip member or bytes after the first: never read by us, but another reader
+    // (gzip -d, MultiGzDecoder) would see content we did not check.
+    let trailing = inflated.into_inner().into_inner().len();
+    if trailing > 0 {
+        return Err(ArchiveError::Trailing { bytes: trailing });
+    }
     if total > limits.ratio_floor && compressed > 0 {
         let ratio = total / compressed;
         if ratio > limits.max_ratio {
@@ -201,10 +248,17 @@ pub fn read(bytes: &[u8], limits: Limits) -> Result<OutcomeArchive, ArchiveError
     }
     check_manifest(&members)?;
 
-    let outcome = Outcome::from_json(&members["outcome.json"]).map_err(|e| ArchiveError::Content(gah_util::error_chain(&e)))?;
+    let outcome = Outcome::from_json(&members["outcome.json"]).map_err(|e| match e {
+        crate::Error::Limit { source, .. } => ArchiveError::Field(source),
+        e => ArchiveError::Content(gah_util::error_chain(&e)),
+    })?;
     let job = Job::from_json(&members["job.json"]).map_err(|e| ArchiveError::Content(gah_util::error_chain(&e)))?;
     if let Some(why) = outcome.mismatch_with(&job) {
         return Err(ArchiveError::Content(why));
+    }
+    if !job.has_own_id() {
+        let derived = crate::job::job_id(&job.repo, &job.cpv, &job.use_flags, job.compiler);
+        return Err(ArchiveError::ForeignJobId { found: job.job_id, derived });
     }
     outcome.check_consistency().map_err(|why| ArchiveError::Content(format!("outcome.json: {why}")))?;
     Ok(OutcomeArchive {
@@ -213,6 +267,17 @@ pub fn read(bytes: &[u8], limits: Limits) -> Result<OutcomeArchive, ArchiveError
         build_log: members.remove("build.log").unwrap_or_default(),
         emerge_info: members.remove("emerge-info.txt"),
     })
+}
+
+/// Checks that a read archive answers workunit `wu_name` (see
+/// [`crate::job::is_workunit_of`]; [`read`] has checked that the job id is the
+/// configuration's own).
+pub fn check_workunit(archive: &OutcomeArchive, wu_name: &str) -> Result<(), ArchiveError> {
+    if crate::job::is_workunit_of(wu_name, &archive.outcome.job_id) {
+        Ok(())
+    } else {
+        Err(ArchiveError::NotTheWorkunits { job_id: archive.outcome.job_id.clone(), wu_name: wu_name.to_owned() })
+    }
 }
 
 fn check_manifest(members: &BTreeMap<String, Vec<u8>>) -> Result<(), ArchiveError> {
@@ -311,6 +376,86 @@ mod tests {
         buf.truncate(buf.len() - 8);
         let err = read(&buf, Limits::default()).unwrap_err();
         assert!(matches!(err, ArchiveError::Corrupt(_)), "{err}");
+    }
+
+    #[test]
+    fn an_outcome_over_a_cap_is_refused_naming_the_field() {
+        let (job, mut outcome) = sample();
+        // Incompressible enough to pass the ratio cap, as a real attack's would be.
+        let mut x: u32 = 1;
+        outcome.summary = (0..5 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                char::from(b'a' + (x % 26) as u8)
+            })
+            .collect();
+        let mut buf = Vec::new();
+        write(&mut buf, &job, &outcome, b"log", None).unwrap();
+        let err = read(&buf, Limits::default()).unwrap_err();
+        assert!(matches!(&err, ArchiveError::Field(crate::outcome::LimitError::TooLong { field, .. }) if field == "summary"), "{err:?}");
+        let (job, mut outcome) = sample();
+        outcome.installed_files = (0..400_000u32)
+            .map(|i| crate::outcome::InstalledFile { path: format!("/usr/share/f{i}"), sha256: sha256_hex(&i.to_le_bytes())[..16].into() })
+            .collect();
+        let mut buf = Vec::new();
+        write(&mut buf, &job, &outcome, b"log", None).unwrap();
+        let err = read(&buf, Limits::default()).unwrap_err();
+        assert_eq!(gah_util::error_chain(&err), "outcome.json: field `installed_files` has 400000 entries, over its 200000-entry cap");
+    }
+
+    #[test]
+    fn trailing_data_or_a_second_gzip_member_is_refused() {
+        let (job, outcome) = sample();
+        let mut buf = Vec::new();
+        write(&mut buf, &job, &outcome, b"log", None).unwrap();
+        read(&buf, Limits::default()).unwrap();
+        let mut trailing = buf.clone();
+        trailing.extend_from_slice(b"hidden");
+        let err = read(&trailing, Limits::default()).unwrap_err();
+        assert!(matches!(err, ArchiveError::Trailing { bytes: 6 }), "{err:?}");
+        // A second member, itself a whole outcome archive: gzip -d would concatenate it.
+        let mut two = buf.clone();
+        two.extend_from_slice(&buf);
+        let err = read(&two, Limits::default()).unwrap_err();
+        assert!(matches!(err, ArchiveError::Trailing { bytes } if bytes == buf.len()), "{err:?}");
+        // Even one trailing zero byte (gzip -d would call it trailing garbage).
+        let mut zero = buf;
+        zero.push(0);
+        assert!(matches!(read(&zero, Limits::default()).unwrap_err(), ArchiveError::Trailing { bytes: 1 }));
+    }
+
+    #[test]
+    fn a_job_id_not_derived_from_its_configuration_is_refused() {
+        // A result for another package, labelled with this workunit's job id.
+        let (real, _) = sample();
+        let (mut job, _) = sample();
+        job.cpv = "sys-libs/glibc-2.40".into();
+        job.job_id = real.job_id.clone();
+        let mut outcome = Outcome::for_job(&job, crate::outcome::Status::BuildFailed);
+        outcome.failed_phase = Some("compile".into());
+        let mut buf = Vec::new();
+        write(&mut buf, &job, &outcome, b"log", None).unwrap();
+        let err = read(&buf, Limits::default()).unwrap_err();
+        assert!(matches!(&err, ArchiveError::ForeignJobId { found, .. } if *found == real.job_id), "{err:?}");
+    }
+
+    #[test]
+    fn an_outcome_answers_only_its_own_workunits() {
+        let (job, outcome) = sample();
+        let mut buf = Vec::new();
+        write(&mut buf, &job, &outcome, b"log", None).unwrap();
+        let archive = read(&buf, Limits::default()).unwrap();
+        let id = &job.job_id;
+        for wu in [id.clone(), format!("{id}_2"), format!("{id}.r1")] {
+            check_workunit(&archive, &wu).unwrap();
+        }
+        let other = Job::new("gah", "app-arch/bzip2-1.0.6", crate::job::UseAssignment::default(), crate::job::Compiler::Gcc, 60);
+        for wu in [other.job_id.clone(), format!("{id}0"), id[..id.len() - 1].to_owned(), format!("x{id}"), String::new()] {
+            let err = check_workunit(&archive, &wu).unwrap_err();
+            assert!(matches!(&err, ArchiveError::NotTheWorkunits { wu_name, .. } if *wu_name == wu), "{err:?}");
+        }
     }
 
     #[test]

@@ -3,6 +3,11 @@
 //! SQLite in WAL mode. Logs are stored beside the database, gzip-compressed and
 //! content-addressed by the sha256 of the uncompressed log (`logs/ab/abcd….log.gz`), so the
 //! same log is stored once and a row names it by hash.
+//!
+//! Files on their way into a store (logs, quarantined uploads) are written first under
+//! `tmp/` beside the database ([`Database::staging_dir`]), named after their writer's pid,
+//! then renamed into place. A writer killed mid-write leaves its temporaries there, in one
+//! small folder, and [`Database::open`] removes those whose writer is gone.
 
 use std::fs;
 use std::io::Write;
@@ -103,6 +108,10 @@ const MIGRATIONS: &[Migration] = &[
     },
 ];
 
+/// A temporary file in the staging folder older than this is an orphan even when its
+/// writer's pid is alive (the pid was reused): no write takes nearly that long.
+const ORPHAN_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// The snapshot id of rows recorded without one (and of rows from before snapshots existed).
 pub const NO_SNAPSHOT: i64 = 0;
 
@@ -201,6 +210,7 @@ pub struct Database {
     conn: Connection,
     path: PathBuf,
     log_root: PathBuf,
+    staging: PathBuf,
     // Keeps a temporary database's folder alive.
     _temp: Option<TempDir>,
 }
@@ -214,10 +224,14 @@ impl Drop for TempDir {
 
 impl Database {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    /// Removes the temporary files that killed writers left in [`Database::staging_dir`].
     pub fn open(path: &Path) -> Result<Database, DbError> {
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
         let conn = gah_util::sqlite::open(path, MIGRATIONS, gah_util::sqlite::Options::default())?;
-        Ok(Database { conn, path: path.to_path_buf(), log_root: dir.join("logs"), _temp: None })
+        let staging = dir.join("tmp");
+        // Best effort: a reader without write access leaves them to the next writer.
+        gah_util::atomic::remove_orphans(&staging, ORPHAN_AGE);
+        Ok(Database { conn, path: path.to_path_buf(), log_root: dir.join("logs"), staging, _temp: None })
     }
 
     /// A database in a fresh temporary folder, removed on drop (for tests).
@@ -231,6 +245,13 @@ impl Database {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Where files bound for the stores beside the database are written before they are
+    /// renamed into place (same filesystem): `tmp/` beside the database. Write there through
+    /// `gah_util::atomic::AtomicFile::create_in`, so a killed writer's leftovers are found.
+    pub fn staging_dir(&self) -> &Path {
+        &self.staging
     }
 
     /// The raw connection, for read-only queries by the results commands.
@@ -252,7 +273,7 @@ impl Database {
     /// returns its hash.
     pub fn store_log(&self, log: &[u8]) -> Result<String, DbError> {
         let sha = crate::archive::sha256_hex(log);
-        if let Some(p) = write_blob(&self.log_root, &sha, log)? {
+        if let Some(p) = write_blob(&self.log_root, &self.staging, &sha, log)? {
             gah_util::atomic::rename_durably(&p.tmp, &p.file).map_err(|e| DbError::Io { path: e.path, source: e.source })?;
         }
         Ok(sha)
@@ -292,7 +313,7 @@ impl Database {
         // is renamed into place twice with the same content, which is harmless.
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
         let per = batch.len().div_ceil(threads).max(1);
-        let root = self.log_root.as_path();
+        let (root, staging) = (self.log_root.as_path(), self.staging.as_path());
         type Part = (Vec<(String, Option<String>)>, Vec<PendingBlob>);
         let parts: Vec<Result<Part, DbError>> = std::thread::scope(|s| {
             let handles: Vec<_> = batch
@@ -304,7 +325,7 @@ impl Database {
                         let mut blob = |bytes: &[u8]| -> Result<String, DbError> {
                             let sha = crate::archive::sha256_hex(bytes);
                             if seen.insert(sha.clone()) {
-                                pending.extend(write_blob(root, &sha, bytes)?);
+                                pending.extend(write_blob(root, staging, &sha, bytes)?);
                             }
                             Ok(sha)
                         };
@@ -491,20 +512,22 @@ fn insert_outcome(
     Ok(if changed == 1 { Recorded::Inserted } else { Recorded::AlreadyPresent })
 }
 
-/// Compresses `blob` (whose hash is `sha`) into a temporary file of the store under
-/// `log_root`, unsynced, and returns it pending; `None` when the store already has it. The
+/// Compresses `blob` (whose hash is `sha`) into a temporary file in `staging` for the store
+/// under `log_root`, unsynced, and returns it pending; `None` when the store already has it. The
 /// batch path syncs many pending blobs with one `syncfs` before publishing them, which is why
 /// this is not `gah_util::atomic::AtomicFile` (one fsync per file). Invariant kept by every caller: a file
 /// reaches its final name only after its content is durable, so a name in the store always
 /// holds the whole blob, even after a power loss.
-fn write_blob(log_root: &Path, sha: &str, blob: &[u8]) -> Result<Option<PendingBlob>, DbError> {
+fn write_blob(log_root: &Path, staging: &Path, sha: &str, blob: &[u8]) -> Result<Option<PendingBlob>, DbError> {
     let dir = log_root.join(&sha[..2]);
     let file = dir.join(format!("{sha}.log.gz"));
     if file.exists() {
         return Ok(None);
     }
-    gah_util::atomic::create_dir_all_durably(&dir).map_err(|e| DbError::Io { path: e.path, source: e.source })?;
-    let tmp = gah_util::atomic::temp_path_for(&file);
+    let mkdir = |d: &Path| gah_util::atomic::create_dir_all_durably(d).map_err(|e| DbError::Io { path: e.path, source: e.source });
+    mkdir(&dir)?;
+    mkdir(staging)?;
+    let tmp = gah_util::atomic::temp_path_in(staging, &file);
     // The fastest level: logs still shrink ~10x, and compression is the batch path's
     // main cost. The hash is of the uncompressed bytes, so the level is free to change.
     let mut gz = flate2::write::GzEncoder::new(fs::File::create(&tmp).map_err(io_err(&tmp))?, flate2::Compression::fast());
@@ -597,6 +620,7 @@ mod tests {
         // No temporary file is left in the store.
         let leftovers = fs::read_dir(db.log_root.join(&crate::archive::sha256_hex(b"same")[..2])).unwrap();
         assert!(leftovers.map(|e| e.unwrap().file_name()).all(|n| !n.to_string_lossy().contains(".tmp")));
+        assert_eq!(fs::read_dir(db.staging_dir()).unwrap().count(), 0);
     }
 
     #[test]
@@ -639,6 +663,22 @@ mod tests {
         assert_eq!((rows.len(), rows[0].wu_name.as_str(), rows[0].snapshot), (1, "old", NO_SNAPSHOT));
         let o = outcome("a/b-1", Status::BuildFailed);
         assert_eq!(db.record_outcome("old", &o, b"l").unwrap(), Recorded::AlreadyPresent);
+    }
+
+    #[test]
+    fn open_removes_the_temporaries_of_dead_writers() {
+        let db = Database::temp().unwrap();
+        let mut child = gah_util::process::command("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        fs::create_dir_all(db.staging_dir()).unwrap();
+        let orphan = db.staging_dir().join(format!(".{}.log.gz.tmp-{dead}-0", "ab".repeat(32)));
+        fs::write(&orphan, b"half a log").unwrap();
+        let ours = gah_util::atomic::temp_path_in(db.staging_dir(), Path::new("x.log.gz"));
+        fs::write(&ours, b"in flight").unwrap();
+        let again = Database::open(db.path()).unwrap();
+        assert!(!orphan.exists() && ours.exists());
+        drop(again);
     }
 
     fn tempfile_dir() -> TempDir {

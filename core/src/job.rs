@@ -137,10 +137,24 @@ impl Job {
         serde_json::to_vec_pretty(self).expect("a Job always serialises")
     }
 
+    /// True when `job_id` is the identifier of this job's own configuration, as [`Job::new`]
+    /// derives it (an upload cannot claim one job's id for another configuration).
+    pub fn has_own_id(&self) -> bool {
+        self.job_id == job_id(&self.repo, &self.cpv, &self.use_flags, self.compiler)
+    }
+
     /// `category/package`.
     pub fn cp(&self) -> &str {
         split_cpv(&self.cpv).map(|(cp, _)| cp).unwrap_or(&self.cpv)
     }
+}
+
+/// True when `wu_name` names a workunit of job `job_id`: the job id itself, or the job id
+/// followed by a suffix that starts with a character other than an ASCII letter or digit
+/// (a submission's mark, e.g. `…-3f2a9c1b7d0e_2`). Only meaningful for a `job_id` checked to
+/// be its configuration's own (see [`Job::has_own_id`]): a forged id could be any prefix.
+pub fn is_workunit_of(wu_name: &str, job_id: &str) -> bool {
+    !job_id.is_empty() && wu_name.strip_prefix(job_id).is_some_and(|rest| rest.chars().next().is_none_or(|c| !c.is_ascii_alphanumeric()))
 }
 
 /// A deterministic identifier: readable prefix plus a short content hash.

@@ -50,6 +50,14 @@ pub enum Error {
         /// What is wrong with it.
         source: Box<Error>,
     },
+    /// A field of a document is over its cap (see [`outcome::Limits`]).
+    #[error("{what}")]
+    Limit {
+        /// Which document.
+        what: &'static str,
+        /// The field and its cap.
+        source: outcome::LimitError,
+    },
     /// A document of another format version.
     #[error("{what}: format version {found}, this program reads version {expected}")]
     Format {

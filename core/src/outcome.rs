@@ -11,6 +11,63 @@ use crate::job::{Compiler, Job, UseAssignment};
 /// Version of the `outcome.json` format.
 pub const OUTCOME_FORMAT: u32 = 1;
 
+/// Caps on every string and list of `outcome.json`, which comes from an untrusted host and
+/// is stored as it is: [`Outcome::from_json`] refuses an outcome over any of them. Generous
+/// for every real package (Gentoo's largest install ~150 000 files), tight enough that one
+/// upload cannot fill the results database. `docs/FORMATS.md` lists them.
+pub mod limits {
+    /// `job_id`, `repo`, `cpv`, and each `packages[].cpv`: bytes.
+    pub const NAME: usize = 256;
+    /// Entries of `use`.
+    pub const USE_FLAGS: usize = 4096;
+    /// Each USE flag's name: bytes.
+    pub const USE_FLAG: usize = 128;
+    /// `failed_phase`, each `phases[].phase`, `backend`, `accelerator`: bytes.
+    pub const WORD: usize = 64;
+    /// Entries of `failing_tests`.
+    pub const FAILING_TESTS: usize = 10_000;
+    /// Each failing test's name: bytes.
+    pub const TEST_NAME: usize = 512;
+    /// Entries of `phases`.
+    pub const PHASES: usize = 64;
+    /// Entries of `packages`.
+    pub const PACKAGES: usize = 10_000;
+    /// Entries of `installed_files`.
+    pub const INSTALLED_FILES: usize = 200_000;
+    /// Each `installed_files[].path`: bytes (Linux's PATH_MAX).
+    pub const PATH: usize = 4096;
+    /// Each `installed_files[].sha256`: bytes (64 hex digits, or empty).
+    pub const SHA256: usize = 64;
+    /// `summary`: bytes.
+    pub const SUMMARY: usize = 4096;
+}
+
+/// A field of `outcome.json` over its cap in [`limits`], named as a path into the document
+/// (`installed_files[12].path`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    /// A string is longer than its cap.
+    #[error("field `{field}` is {len} bytes, over its {max}-byte cap")]
+    TooLong {
+        /// The field.
+        field: String,
+        /// Its length in bytes.
+        len: usize,
+        /// The cap.
+        max: usize,
+    },
+    /// A list or map has more entries than its cap.
+    #[error("field `{field}` has {len} entries, over its {max}-entry cap")]
+    TooMany {
+        /// The field.
+        field: &'static str,
+        /// Its number of entries.
+        len: usize,
+        /// The cap.
+        max: usize,
+    },
+}
+
 /// How a job ended. The string codes are stable: they are stored in the results database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -180,13 +237,62 @@ impl Outcome {
         }
     }
 
-    /// Parses `outcome.json`, refusing other format versions.
+    /// Parses `outcome.json`, refusing other format versions and any field over its cap in
+    /// [`limits`].
     pub fn from_json(bytes: &[u8]) -> Result<Outcome, crate::Error> {
         let outcome: Outcome = serde_json::from_slice(bytes).map_err(|e| crate::Error::Json { what: "outcome.json", source: e })?;
         if outcome.format != OUTCOME_FORMAT {
             return Err(crate::Error::Format { what: "outcome.json", found: outcome.format, expected: OUTCOME_FORMAT });
         }
+        outcome.check_limits().map_err(|source| crate::Error::Limit { what: "outcome.json", source })?;
         Ok(outcome)
+    }
+
+    /// Checks every string and list against its cap in [`limits`]; the error names the first
+    /// field over.
+    pub fn check_limits(&self) -> Result<(), LimitError> {
+        use limits as l;
+        fn text(field: impl FnOnce() -> String, value: &str, max: usize) -> Result<(), LimitError> {
+            if value.len() > max {
+                return Err(LimitError::TooLong { field: field(), len: value.len(), max });
+            }
+            Ok(())
+        }
+        fn count(field: &'static str, len: usize, max: usize) -> Result<(), LimitError> {
+            if len > max {
+                return Err(LimitError::TooMany { field, len, max });
+            }
+            Ok(())
+        }
+        // Counts first: a list over its cap is refused before its entries are walked.
+        count("use", self.use_flags.0.len(), l::USE_FLAGS)?;
+        count("failing_tests", self.failing_tests.len(), l::FAILING_TESTS)?;
+        count("phases", self.phases.len(), l::PHASES)?;
+        count("packages", self.packages.len(), l::PACKAGES)?;
+        count("installed_files", self.installed_files.len(), l::INSTALLED_FILES)?;
+        text(|| "job_id".into(), &self.job_id, l::NAME)?;
+        text(|| "repo".into(), &self.repo, l::NAME)?;
+        text(|| "cpv".into(), &self.cpv, l::NAME)?;
+        for flag in self.use_flags.0.keys() {
+            text(|| format!("use.{}", flag.get(..32).unwrap_or("(a long name)")), flag, l::USE_FLAG)?;
+        }
+        text(|| "failed_phase".into(), self.failed_phase.as_deref().unwrap_or(""), l::WORD)?;
+        for (i, t) in self.failing_tests.iter().enumerate() {
+            text(|| format!("failing_tests[{i}]"), t, l::TEST_NAME)?;
+        }
+        for (i, p) in self.phases.iter().enumerate() {
+            text(|| format!("phases[{i}].phase"), &p.phase, l::WORD)?;
+        }
+        for (i, p) in self.packages.iter().enumerate() {
+            text(|| format!("packages[{i}].cpv"), &p.cpv, l::NAME)?;
+        }
+        for (i, f) in self.installed_files.iter().enumerate() {
+            text(|| format!("installed_files[{i}].path"), &f.path, l::PATH)?;
+            text(|| format!("installed_files[{i}].sha256"), &f.sha256, l::SHA256)?;
+        }
+        text(|| "backend".into(), &self.backend, l::WORD)?;
+        text(|| "accelerator".into(), &self.accelerator, l::WORD)?;
+        text(|| "summary".into(), &self.summary, l::SUMMARY)
     }
 
     /// Serialises to pretty JSON.
@@ -250,6 +356,59 @@ mod tests {
         assert!(Status::InfraError.is_spurious());
         assert!(Status::TestFailed.is_failure());
         assert!(!Status::Success.is_failure());
+    }
+
+    #[test]
+    fn every_capped_field_is_refused_one_past_its_cap_and_named() {
+        use limits as l;
+        let job = Job::new("gah", "a/b-1", UseAssignment::default(), Compiler::Gcc, 10);
+        let base = Outcome::for_job(&job, Status::Success);
+        let long = |n: usize| "x".repeat(n);
+        let file = |path: String, sha256: String| InstalledFile { path, sha256 };
+        let phase = |phase: String| PhaseTime { phase, seconds: 1.0 };
+        let pkg = |cpv: String| PackageVersion { cpv, binary: false };
+        type Edit = Box<dyn Fn(&mut Outcome, usize)>;
+        let cases: Vec<(&str, usize, Edit)> = vec![
+            ("job_id", l::NAME, Box::new(move |o, n| o.job_id = long(n))),
+            ("repo", l::NAME, Box::new(move |o, n| o.repo = long(n))),
+            ("cpv", l::NAME, Box::new(move |o, n| o.cpv = long(n))),
+            ("use", l::USE_FLAGS, Box::new(|o, n| o.use_flags.0 = (0..n).map(|i| (format!("f{i}"), true)).collect())),
+            (
+                "use.xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+                l::USE_FLAG,
+                Box::new(move |o, n| {
+                    o.use_flags.0.insert(long(n), true);
+                }),
+            ),
+            ("failed_phase", l::WORD, Box::new(move |o, n| o.failed_phase = Some(long(n)))),
+            ("failing_tests", l::FAILING_TESTS, Box::new(|o, n| o.failing_tests = vec![String::new(); n])),
+            ("failing_tests[1]", l::TEST_NAME, Box::new(move |o, n| o.failing_tests = vec![String::new(), long(n)])),
+            ("phases", l::PHASES, Box::new(move |o, n| o.phases = vec![phase("x".into()); n])),
+            ("phases[0].phase", l::WORD, Box::new(move |o, n| o.phases = vec![phase(long(n))])),
+            ("packages", l::PACKAGES, Box::new(move |o, n| o.packages = vec![pkg("a/b-1".into()); n])),
+            ("packages[0].cpv", l::NAME, Box::new(move |o, n| o.packages = vec![pkg(long(n))])),
+            ("installed_files", l::INSTALLED_FILES, Box::new(move |o, n| o.installed_files = vec![file("/a".into(), String::new()); n])),
+            ("installed_files[0].path", l::PATH, Box::new(move |o, n| o.installed_files = vec![file(long(n), String::new())])),
+            ("installed_files[0].sha256", l::SHA256, Box::new(move |o, n| o.installed_files = vec![file("/a".into(), long(n))])),
+            ("backend", l::WORD, Box::new(move |o, n| o.backend = long(n))),
+            ("accelerator", l::WORD, Box::new(move |o, n| o.accelerator = long(n))),
+            ("summary", l::SUMMARY, Box::new(move |o, n| o.summary = long(n))),
+        ];
+        for (field, max, edit) in cases {
+            let mut at_cap = base.clone();
+            edit(&mut at_cap, max);
+            assert_eq!(at_cap.check_limits(), Ok(()), "{field} at its cap");
+            let mut over = base.clone();
+            edit(&mut over, max + 1);
+            let e = Outcome::from_json(&over.to_json()).unwrap_err();
+            let crate::Error::Limit { source, .. } = &e else { panic!("{field}: {e:?}") };
+            let (named, len) = match source {
+                LimitError::TooLong { field, len, .. } => (field.clone(), *len),
+                LimitError::TooMany { field, len, .. } => ((*field).to_owned(), *len),
+            };
+            assert_eq!(len, max + 1, "{field}");
+            assert_eq!(named, field);
+        }
     }
 
     #[test]

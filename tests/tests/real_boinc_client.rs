@@ -106,7 +106,8 @@ fn launch(test: &str, workunit: impl FnOnce(&Path, &mut WorkunitSpec), package: 
     harness_config.daemons = Some(daemons(&tmp.join("project")));
     let harness = Harness::start(harness_config).expect("harness");
     let job = overlay_job("app-arch/bzip2", Compiler::Gcc, 3600);
-    let wu = format!("gah_{test}");
+    // The assimilator takes only outcomes of the workunit's job: its name starts with the job id.
+    let wu = format!("{}_{test}", job.job_id);
     let mut spec = WorkunitSpec::new(&wu, job);
     workunit(&tmp, &mut spec);
     let result = harness.add_workunit(spec).expect("workunit").remove(0);

@@ -4,6 +4,11 @@
 //! The recipe: write a temporary file in the same folder (a rename does not cross
 //! filesystems), fsync it, rename it over the target, fsync the folder (the rename lives in
 //! the folder's entry).
+//!
+//! A process killed mid-write leaves its temporary file behind. Writers whose targets are
+//! spread over many folders (the results database's stores) keep their temporaries in one
+//! staging folder of the same filesystem instead ([`AtomicFile::create_in`],
+//! [`temp_path_in`]), which [`remove_orphans`] clears cheaply on the next start.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -63,6 +68,15 @@ impl AtomicFile {
             other => other,
         }
         .map_err(err("create", &temp))?;
+        Ok(AtomicFile { file: Some(file), temp, target: target.to_path_buf() })
+    }
+
+    /// Creates the temporary file for `target` in the folder `staging` (which must be on
+    /// the same filesystem as `target`, so that the rename stays atomic), where
+    /// [`remove_orphans`] finds it if this process dies before committing.
+    pub fn create_in(staging: &Path, target: &Path) -> Result<AtomicFile, AtomicError> {
+        let temp = temp_path_in(staging, target);
+        let file = File::create(&temp).map_err(err("create", &temp))?;
         Ok(AtomicFile { file: Some(file), temp, target: target.to_path_buf() })
     }
 
@@ -136,12 +150,57 @@ pub fn create_dir_all_durably(dir: &Path) -> Result<(), AtomicError> {
     }
 }
 
+/// [`write`] with the temporary file in `staging` (see [`AtomicFile::create_in`]).
+pub fn write_in(staging: &Path, target: &Path, bytes: &[u8]) -> Result<(), AtomicError> {
+    let mut file = AtomicFile::create_in(staging, target)?;
+    file.write_all(bytes).map_err(err("write", file.temp_path()))?;
+    file.commit()
+}
+
 /// A fresh hidden name beside `target`: `.NAME.tmp-PID-N`.
 pub fn temp_path_for(target: &Path) -> PathBuf {
+    temp_path_in(parent_of(target), target)
+}
+
+/// A fresh hidden name for `target`'s temporary file in the folder `staging`:
+/// `.NAME.tmp-PID-N`, the writer's pid in it for [`remove_orphans`].
+pub fn temp_path_in(staging: &Path, target: &Path) -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    parent_of(target).join(format!(".{name}.tmp-{}-{n}", std::process::id()))
+    staging.join(format!(".{name}.tmp-{}-{n}", std::process::id()))
+}
+
+/// Removes the temporary files in `dir` (named as [`temp_path_in`] names them) that no live
+/// writer owns: those whose pid is no running process, and any older than `max_age` (a pid
+/// reused by an unrelated process). Files of other names are left alone. Best effort: a file
+/// that cannot be removed is skipped; returns how many were removed. Assumes the writers that
+/// share `dir` run on this host, in this pid namespace.
+pub fn remove_orphans(dir: &Path, max_age: std::time::Duration) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else { return 0 };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let Some(pid) = temp_owner(&entry.file_name().to_string_lossy()) else { continue };
+        let old = entry.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok()).is_some_and(|age| age > max_age);
+        if (old || !process_alive(pid)) && fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// The writer's pid in a temporary file's name `.NAME.tmp-PID-N`.
+fn temp_owner(name: &str) -> Option<i32> {
+    let rest = name.strip_prefix('.')?;
+    let (_, tail) = rest.rsplit_once(".tmp-")?;
+    let (pid, n) = tail.split_once('-')?;
+    n.parse::<u64>().ok()?;
+    pid.parse().ok().filter(|p| *p > 0)
+}
+
+fn process_alive(pid: i32) -> bool {
+    // Signal 0 checks existence; EPERM means it exists under another user.
+    !matches!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None), Err(nix::errno::Errno::ESRCH))
 }
 
 fn parent_of(path: &Path) -> &Path {
@@ -201,6 +260,43 @@ mod tests {
         assert!(deep.is_dir());
         fs::write(dir.path().join("file"), b"").unwrap();
         assert_eq!(create_dir_all_durably(&dir.path().join("file/sub")).unwrap_err().action, "create");
+    }
+
+    #[test]
+    fn orphans_of_dead_or_old_writers_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let staging = dir.path();
+        // A pid that is surely dead: a child that has been reaped.
+        let mut child = crate::process::command("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let live = temp_path_in(staging, Path::new("logs/ab/abc.log.gz"));
+        fs::write(&live, b"in flight").unwrap();
+        let orphan = staging.join(format!(".abc.log.gz.tmp-{dead}-7"));
+        fs::write(&orphan, b"left by a SIGKILL").unwrap();
+        let stale = staging.join(format!(".q.tar.gz.tmp-{}-3", std::process::id()));
+        fs::write(&stale, b"old").unwrap();
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        fs::File::options().write(true).open(&stale).unwrap().set_modified(hour_ago).unwrap();
+        for other in ["notes.txt", ".hidden", ".x.tmp-abc-1", ".y.tmp-12"] {
+            fs::write(staging.join(other), b"").unwrap();
+        }
+        assert_eq!(remove_orphans(staging, std::time::Duration::from_secs(600)), 2);
+        let mut left = names(staging);
+        left.retain(|n| n.contains(".tmp-") && !n.starts_with(".x") && !n.starts_with(".y"));
+        assert_eq!(left, [live.file_name().unwrap().to_string_lossy()]);
+        assert_eq!(names(staging).len(), 5);
+    }
+
+    #[test]
+    fn a_file_staged_elsewhere_commits_to_its_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let (staging, target) = (dir.path().join("tmp"), dir.path().join("store/a"));
+        fs::create_dir_all(&staging).unwrap();
+        fs::create_dir_all(target.parent().unwrap()).unwrap();
+        write_in(&staging, &target, b"whole").unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"whole");
+        assert!(names(&staging).is_empty());
     }
 
     #[test]

@@ -1,6 +1,12 @@
 //! Opening a SQLite database with its schema brought up to date, as crater does: an ordered
 //! list of named migrations, each applied once in its own transaction and recorded in a
 //! `migrations` table; foreign keys on for every connection.
+//!
+//! Opening is safe for many processes at once on a database that does not exist yet (BOINC
+//! starts its daemons together, and a nonzero exit stops one): creation, the switch to WAL
+//! and the migrations run under an exclusive `flock` on a sibling `NAME.lock` file, so one
+//! opener does them and the others wait for it instead of failing with `database is locked`
+//! (SQLite answers some of those races with SQLITE_BUSY at once, without its busy handler).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -54,6 +60,15 @@ pub enum SqliteError {
         #[source]
         source: rusqlite::Error,
     },
+    /// The sibling lock file that serialises openers could not be made or locked.
+    #[error("lock {}", path.display())]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// A migration failed; the database keeps every step before it.
     #[error("migration {name} of {}", path.display())]
     Migration {
@@ -68,19 +83,43 @@ pub enum SqliteError {
 }
 
 /// Opens (creating it and its folder if needed) the database at `path` in WAL mode with
-/// foreign keys on, and applies the `migrations` it has not applied yet.
+/// foreign keys on, and applies the `migrations` it has not applied yet. Concurrent openers
+/// of the same file wait for each other (see the module docs).
 pub fn open(path: &Path, migrations: &[Migration], options: Options) -> Result<Connection, SqliteError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| SqliteError::Folder { path: dir.to_path_buf(), source })?;
     }
+    let _lock = lock_openers(path)?;
     let open_err = |source| SqliteError::Open { path: path.to_path_buf(), source };
     let mut conn = Connection::open(path).map_err(open_err)?;
+    // Before any statement: the first ones are the likeliest to meet another writer.
     conn.busy_timeout(options.busy_timeout).map_err(open_err)?;
-    conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
+    // Switching to WAL takes an exclusive lock; a database already in WAL needs no switch.
+    let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).map_err(open_err)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
+    }
     conn.pragma_update(None, "synchronous", if options.synchronous_full { "FULL" } else { "NORMAL" }).map_err(open_err)?;
     conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
     migrate(&mut conn, migrations).map_err(|(name, source)| SqliteError::Migration { path: path.to_path_buf(), name, source })?;
     Ok(conn)
+}
+
+/// Takes the exclusive `flock` on `PATH.lock` that serialises openers of `path`; released
+/// when the returned guard drops (or the process dies: a killed opener blocks nobody).
+fn lock_openers(path: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, SqliteError> {
+    let mut name = path.file_name().map(std::ffi::OsStr::to_os_string).unwrap_or_default();
+    name.push(".lock");
+    let lock_path = path.with_file_name(name);
+    let lock_err = |source| SqliteError::Lock { path: lock_path.clone(), source };
+    let mut file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(lock_err)?;
+    loop {
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive) {
+            Ok(lock) => return Ok(lock),
+            Err((again, nix::errno::Errno::EINTR)) => file = again,
+            Err((_, errno)) => return Err(lock_err(errno.into())),
+        }
+    }
 }
 
 /// Applies the migrations `conn` has not recorded, each in its own transaction.
@@ -91,7 +130,9 @@ pub fn migrate(conn: &mut Connection, migrations: &[Migration]) -> Result<(), (&
     .map_err(|e| ("migrations table", e))?;
     for m in migrations {
         let step = |conn: &mut Connection| -> rusqlite::Result<()> {
-            let tx = conn.transaction()?;
+            // IMMEDIATE: take the write lock first, so the busy timeout applies to it; a
+            // deferred transaction that reads, then writes, gets SQLITE_BUSY at once.
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let done: Option<String> = tx.query_row("SELECT name FROM migrations WHERE name = ?1", [m.name], |r| r.get(0)).optional()?;
             if done.is_none() {
                 tx.execute_batch(m.sql)?;
@@ -135,5 +176,26 @@ mod tests {
         let names: Vec<String> =
             conn.prepare("SELECT name FROM migrations").unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
         assert_eq!(names, ["0001_a"]);
+    }
+
+    #[test]
+    fn many_openers_of_a_fresh_database_all_succeed() {
+        for round in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("fresh/db.sqlite");
+            let start = std::sync::Barrier::new(40);
+            let failures: Vec<String> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..40)
+                    .map(|_| {
+                        s.spawn(|| {
+                            start.wait();
+                            open(&path, STEPS, Options::default()).map(drop).map_err(|e| crate::error_chain(&e))
+                        })
+                    })
+                    .collect();
+                handles.into_iter().filter_map(|h| h.join().unwrap().err()).collect()
+            });
+            assert!(failures.is_empty(), "round {round}: {} of 40 failed: {:?}", failures.len(), failures.first());
+        }
     }
 }

@@ -220,6 +220,14 @@ pub fn load_with(path: &Path, limits: Limits) -> Result<OutcomeArchive, LoadErro
     archive::read(&bytes, limits).map_err(|source| LoadError::Rejected { path: path.to_path_buf(), source })
 }
 
+/// [`load`], then [`archive::check_workunit`]: the upload must answer workunit `wu_name`
+/// (the assimilator's check; it knows the workunit's name, not its job file).
+pub fn load_for_workunit(path: &Path, wu_name: &str) -> Result<OutcomeArchive, LoadError> {
+    let archive = load(path)?;
+    archive::check_workunit(&archive, wu_name).map_err(|source| LoadError::Rejected { path: path.to_path_buf(), source })?;
+    Ok(archive)
+}
+
 /// Checks that a (structurally valid) archive answers the workunit's `job`: the same job,
 /// package, USE assignment and compiler, and a `job.json` identical to the one issued.
 pub fn check_job(archive: &OutcomeArchive, job: &Job) -> Result<(), String> {

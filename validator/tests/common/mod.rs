@@ -239,6 +239,37 @@ pub fn hostile(abs_target: &str) -> Vec<Case> {
             m[0] = Member::file("outcome.json", &serde_json::to_vec(&v).unwrap());
             refreshed(m)
         }),
+        case("trailing-data", "follow the gzip stream", || {
+            let job = job();
+            let mut bytes = good(&job, &outcome(&job, Status::TestFailed), b"log\n");
+            bytes.extend_from_slice(b"#!/bin/sh\necho unchecked\n");
+            bytes
+        }),
+        case("second-gzip-member", "follow the gzip stream", || {
+            // gzip -d would unpack both: the second one was never checked.
+            let job = job();
+            let mut bytes = good(&job, &outcome(&job, Status::TestFailed), b"log\n");
+            let second = good(&job, &outcome(&job, Status::Success), b"other log\n");
+            bytes.extend_from_slice(&second);
+            bytes
+        }),
+        case("summary-over-cap", "field `summary`", || {
+            let mut m = base();
+            let job = job();
+            let mut big = outcome(&job, Status::TestFailed);
+            big.summary = "A".repeat(64 << 10);
+            m[0] = Member::file("outcome.json", &big.to_json());
+            refreshed(m)
+        }),
+        case("foreign-job-id", "is not the id of the configuration", || {
+            // Another package's result under this job's id, job.json forged to agree.
+            let mut m = base();
+            let mut forged = job();
+            forged.cpv = "sys-libs/glibc-2.40".into();
+            m[0] = Member::file("outcome.json", &outcome(&forged, Status::TestFailed).to_json());
+            m[1] = Member::file("job.json", &forged.to_json());
+            refreshed(m)
+        }),
         case("inconsistent-outcome", "without a failed phase", || {
             let mut m = base();
             let job = job();
