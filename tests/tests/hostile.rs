@@ -162,7 +162,7 @@ fn suite(backend: &str, who: Who, attacks: &[Attack]) {
     let only: Option<Vec<String>> = std::env::var("GAH_HOSTILE_JOBS").ok().map(|s| s.split(',').map(|p| format!("hostile/{p}")).collect());
     let attacks: Vec<&Attack> = attacks.iter().filter(|a| only.as_ref().is_none_or(|o| o.iter().any(|p| p == a.cp))).collect();
     let host = HostGuard::new();
-    let lab = Lab::new(backend, who);
+    let mut lab = Lab::new(backend, who);
     let mut reports = Vec::new();
     for attack in attacks {
         reports.push(lab.run(attack, &host));
@@ -304,7 +304,10 @@ struct Lab {
     image_files: BTreeMap<PathBuf, String>,
     /// The image's own setuid files (relative paths): an unpacked rootfs.tar may hold them.
     image_setuid: BTreeSet<PathBuf>,
+    /// The inputs as the last run left them: each run is judged on what it changed.
     inputs_before: BTreeMap<PathBuf, String>,
+    /// Setuid files already reported by an earlier run.
+    setuid_seen: BTreeSet<PathBuf>,
     disk_cap_supported: bool,
 }
 
@@ -352,6 +355,7 @@ impl Lab {
             image_files,
             image_setuid,
             inputs_before: BTreeMap::new(),
+            setuid_seen: BTreeSet::new(),
             disk_cap_supported,
         };
         lab.inputs_before = lab.snapshot_inputs();
@@ -362,7 +366,7 @@ impl Lab {
         [&self.repo, &self.distfiles, &self.binpkgs].iter().flat_map(|d| walk(d)).map(|(p, m)| (p.clone(), describe(&p, &m))).collect()
     }
 
-    fn run(&self, attack: &Attack, host: &HostGuard) -> RunReport {
+    fn run(&mut self, attack: &Attack, host: &HostGuard) -> RunReport {
         let short = attack.cp.trim_start_matches("hostile/");
         let name = format!("{} {} as {}", self.backend, short, self.who.name());
         let mut violations = Vec::new();
@@ -597,7 +601,7 @@ impl Lab {
 
     /// Inputs unchanged; the binary package folder may only gain the job's own packages
     /// (with `--update-binpkgs`), as plain single-link files without setuid bits.
-    fn check_inputs(&self, violations: &mut Vec<String>) {
+    fn check_inputs(&mut self, violations: &mut Vec<String>) {
         let now = self.snapshot_inputs();
         for (path, before) in &self.inputs_before {
             let is_index = path.starts_with(&self.binpkgs) && path.file_name().is_some_and(|n| n == "Packages");
@@ -618,24 +622,26 @@ impl Lab {
                 violations.push(format!("inputs: new {} ({after})", path.display()));
             }
         }
-        for (path, kind) in &self.image_files {
+        for (path, kind) in &mut self.image_files {
             let after = describe(path, &fs::symlink_metadata(path).unwrap());
             if &after != kind {
-                violations.push(format!("inputs: the image's {} changed", path.display()));
+                violations.push(format!("inputs: the image's {} changed: {kind} -> {after}", path.display()));
+                *kind = after;
             }
         }
+        self.inputs_before = now;
     }
 
     /// No secret in any file and no setuid or setgid file (but the image's own, in the
     /// unpacked guest root) under the test's folders.
-    fn check_tree(&self, host: &HostGuard, violations: &mut Vec<String>) {
+    fn check_tree(&mut self, host: &HostGuard, violations: &mut Vec<String>) {
         let unpacked_root = self.dir.path().join("image/rootfs.tar.d");
         let secrets = host.secrets();
         let mut leaks = BTreeSet::new();
         for (path, meta) in walk(self.dir.path()) {
             if meta.is_file() && meta.mode() & 0o6000 != 0 {
                 let image_own = path.strip_prefix(&unpacked_root).is_ok_and(|rel| self.image_setuid.contains(rel));
-                if !image_own {
+                if !image_own && self.setuid_seen.insert(path.clone()) {
                     violations.push(format!("setuid: {} has mode {:o} (owner {})", path.display(), meta.mode() & 0o7777, meta.uid()));
                 }
             }
