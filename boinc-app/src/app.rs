@@ -143,10 +143,27 @@ pub enum AppError {
         #[source]
         source: AtomicError,
     },
-    /// The job's binary packages could not be added to the cache.
-    #[error("add the job's binary packages to {}", path.display())]
-    UpdateBinpkgs {
-        /// The cache.
+    /// `--keep-binpkgs` names the guest's own input, or a folder inside or around it.
+    #[error("--keep-binpkgs {} overlaps --binpkgs {}: gah-app never writes into its inputs", keep.display(), input.display())]
+    KeepIntoInput {
+        /// The folder asked for.
+        keep: PathBuf,
+        /// The input.
+        input: PathBuf,
+    },
+    /// The binary packages the guest is to see could not be put together.
+    #[error("gather the binary packages for the guest in {}", path.display())]
+    GatherBinpkgs {
+        /// The private folder.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: PkgdirError,
+    },
+    /// The job's binary packages could not be copied into the `--keep-binpkgs` folder.
+    #[error("keep the job's binary packages in {}", path.display())]
+    KeepBinpkgs {
+        /// The folder.
         path: PathBuf,
         /// The cause.
         #[source]
@@ -172,9 +189,12 @@ fn create_dir(path: &Path) -> Result<(), AppError> {
 ///           --binpkgs .cache/binpkgs --image .cache/images/test --output outcome.tar.gz
 ///
 /// Under BOINC the defaults are the logical names: job.json, repo.tar and distfiles.tar
-/// (workunit inputs), vmlinux, initramfs.cpio.gz, rootfs.ext4 (the vm app version's files),
-/// rootfs.tar (the sandbox's: unpacked once per host into the project folder),
-/// outcome.tar.gz (the result).
+/// (workunit inputs), binpkgs (a tar, only if the workunit or app version brings one),
+/// vmlinux, initramfs.cpio.gz, rootfs.ext4 (the vm app version's files), rootfs.tar (the
+/// sandbox's: unpacked once per host into the project folder), outcome.tar.gz (the result).
+///
+/// gah-app never writes into its inputs: what a job builds reaches another job only through
+/// whoever runs gah-app (--keep-binpkgs), after it has validated the job.
 #[derive(Debug, Parser)]
 #[command(name = "gah-app", version, verbatim_doc_comment)]
 pub struct Args {
@@ -190,12 +210,16 @@ pub struct Args {
     /// The distfiles: a folder, or a tar file unpacked into the slot.
     #[arg(long, default_value = "distfiles.tar")]
     pub distfiles: String,
-    /// Cached binary packages (read-only to the guest).
+    /// Binary packages for the guest (read-only there): a folder, or a tar file unpacked into
+    /// the slot; none if absent.
     #[arg(long, default_value = "binpkgs")]
     pub binpkgs: String,
-    /// Add the binary packages the job built to --binpkgs afterwards.
+    /// Copy the binary packages this job built (regular files only, and Portage's index) into
+    /// this folder afterwards: a fresh folder the caller owns and has given to no guest. What
+    /// is in it is the guest's doing; it should reach another job only once the job's
+    /// replicas have been validated (as `gah run` does).
     #[arg(long)]
-    pub update_binpkgs: bool,
+    pub keep_binpkgs: Option<PathBuf>,
     /// A guest image folder holding vmlinux, initramfs.cpio.gz, rootfs.ext4 and rootfs/;
     /// sets the four options below at once (for runs by hand).
     #[arg(long)]
@@ -229,6 +253,11 @@ pub struct Args {
     /// Guest memory in MiB.
     #[arg(long, default_value_t = 2048)]
     pub memory_mib: u64,
+    /// Most the guest may write, in MiB (its scratch disk and its outputs together). Under
+    /// BOINC the workunit's disk bound, less the inputs' share, is used instead. Past it the
+    /// job ends with status resource_limit.
+    #[arg(long, default_value_t = 20480)]
+    pub max_disk_mib: u64,
     /// Guest CPUs (default: what the client allots, else the CPUs this host has).
     #[arg(long)]
     pub cpus: Option<u32>,
@@ -269,7 +298,8 @@ pub fn main(args: Args) -> Result<(), AppError> {
     };
     let output = resolve(&args.output)?;
     let binpkgs = resolve(&args.binpkgs)?;
-    create_dir(&binpkgs)?;
+    // Checked now, not after hours of building.
+    let keep = args.keep_binpkgs.as_deref().map(|dir| keep_folder(dir, &binpkgs)).transpose()?;
     let slot = absolute(&args.slot.clone().unwrap_or_else(|| PathBuf::from("slot")))?;
 
     let backend = match choose(args.backend, &image, rootfs_tree) {
@@ -286,10 +316,7 @@ pub fn main(args: Args) -> Result<(), AppError> {
     // binary packages an earlier attempt built (the sandbox resumes by phase).
     match backend.resumes_from(&slot) {
         Some(checkpoint) => tracing::info!(target: SAY, "resuming from the checkpoint in {}", checkpoint.display()),
-        None => {
-            salvage_binpkgs(&slot.join("out/binpkgs"), &binpkgs);
-            let _ = fs::remove_dir_all(&slot);
-        }
+        None => start_afresh(&slot),
     }
     create_dir(&slot)?;
     let agent = match &args.agent {
@@ -306,13 +333,19 @@ pub fn main(args: Args) -> Result<(), AppError> {
         Some(bytes) => ((bytes / (1 << 20)) * 9 / 10).clamp(512, args.memory_mib.max(512)),
         None => args.memory_mib,
     };
+    // The client aborts a task past its disk bound; stop the guest first, with a clear status.
+    let disk_mib = match limits.disk_bound_bytes {
+        Some(bytes) => ((bytes / (1 << 20)) * 8 / 10).max(256),
+        None => args.max_disk_mib,
+    };
     let input = GuestInput {
         staged,
         repo: folder_or_unpacked(&resolve(&args.repo)?, &slot.join("inputs/repo"))?,
         distfiles: folder_or_unpacked(&resolve(&args.distfiles)?, &slot.join("inputs/distfiles"))?,
-        binpkgs: absolute(&binpkgs)?,
+        binpkgs: guest_binpkgs(&binpkgs, &slot.join(EARLIER_BINPKGS), &slot.join("inputs/binpkgs"))?,
         slot: slot.clone(),
         memory_mib,
+        disk_mib,
         cpus,
     };
     tracing::info!(target: SAY, "{} on backend {} ({})", job.job_id, backend.kind().as_str(), backend.accelerator().as_str());
@@ -385,7 +418,7 @@ pub fn main(args: Args) -> Result<(), AppError> {
                 .map_err(AppError::TemporaryExit)?;
             match never {}
         }
-        Ending::TimedOut | Ending::GuestExited { .. } => {}
+        Ending::TimedOut | Ending::GuestExited { .. } | Ending::LimitExceeded { .. } => {}
     }
 
     let out_dir = input.output_dir();
@@ -408,12 +441,8 @@ pub fn main(args: Args) -> Result<(), AppError> {
     gah_core::archive::write(&mut file, &job, &outcome, &log, info.as_deref())
         .map_err(|source| AppError::WriteOutcome { path: output.clone(), source })?;
     file.commit().map_err(place)?;
-    if args.update_binpkgs {
-        let merged = gah_util::pkgdir::merge(&out_dir.join("binpkgs"), &binpkgs)
-            .map_err(|source| AppError::UpdateBinpkgs { path: binpkgs.clone(), source })?;
-        for why in &merged.skipped {
-            tracing::warn!("binary package not taken from the guest: {why}");
-        }
+    if let Some(keep) = &keep {
+        keep_built_binpkgs(&out_dir.join("binpkgs"), &input.binpkgs, keep)?;
     }
     tracing::info!(target: SAY, "{} {} ({}) -> {}", job.job_id, outcome.status, outcome.summary, output.display());
     let _ = fs::remove_dir_all(&slot);
@@ -492,6 +521,17 @@ fn read_outcome(out_dir: &Path, job: &Job, ending: &Ending, console: &Path, back
             _ => infra(job, "no outcome"),
         },
     };
+    if let Ending::LimitExceeded { limit, detail } = ending {
+        // A build that finished well despite a refused fork keeps its verdict; any other
+        // result is the limit's doing, and says which.
+        if outcome.status != Status::Success {
+            let mut limited = Outcome::for_job(job, Status::ResourceLimit);
+            limited.failed_phase = outcome.failed_phase.clone().or_else(|| Some("build".into()));
+            limited.summary = format!("{} limit: {detail}", limit.as_str());
+            limited.phases = std::mem::take(&mut outcome.phases);
+            outcome = limited;
+        }
+    }
     outcome.backend = backend.kind().as_str().to_owned();
     outcome.accelerator = backend.accelerator().as_str().to_owned();
     outcome
@@ -503,14 +543,85 @@ fn infra(job: &Job, summary: &str) -> Outcome {
     o
 }
 
-/// Keeps the binary packages an interrupted attempt built, so a restart does not rebuild
-/// the dependencies.
-fn salvage_binpkgs(from: &Path, to: &Path) {
-    if from.is_dir() {
-        if let Err(e) = gah_util::pkgdir::merge(from, to) {
-            tracing::warn!("could not keep the binary packages of the earlier attempt: {}", error_chain(&e));
+/// Where a task keeps, in its own slot, the binary packages its earlier attempts built.
+const EARLIER_BINPKGS: &str = "earlier-binpkgs";
+
+/// Empties the slot for a fresh start but keeps the binary packages an interrupted attempt
+/// built, so a restart does not rebuild the dependencies. They stay in the slot: they are
+/// this task's guest's own doing and reach no other task.
+fn start_afresh(slot: &Path) {
+    let earlier = slot.join(EARLIER_BINPKGS);
+    match gah_util::pkgdir::merge(&slot.join("out/binpkgs"), &earlier) {
+        Ok(merged) => {
+            for why in &merged.skipped {
+                tracing::warn!("binary package of the earlier attempt not kept: {why}");
+            }
         }
+        Err(e) => tracing::warn!("could not keep the binary packages of the earlier attempt: {}", error_chain(&e)),
     }
+    let Ok(entries) = fs::read_dir(slot) else { return };
+    for entry in entries.flatten() {
+        if entry.file_name() == EARLIER_BINPKGS {
+            continue;
+        }
+        let path = entry.path();
+        // DirEntry::file_type does not follow links: a link is removed, not what it names.
+        let _ = if entry.file_type().is_ok_and(|t| t.is_dir()) { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+    }
+}
+
+/// The folder the guest reads as `/gah/in/binpkgs`: `given` itself (a folder, or a tar
+/// unpacked into `private`), or, when an earlier attempt of this task left packages in
+/// `earlier`, a copy of both in `private`. Never `given` written to.
+fn guest_binpkgs(given: &Path, earlier: &Path, private: &Path) -> Result<PathBuf, AppError> {
+    let given = if given.exists() { Some(folder_or_unpacked(given, private)?) } else { None };
+    let private = absolute(private)?;
+    match given {
+        Some(dir) if !earlier.is_dir() => return Ok(dir),
+        Some(dir) if dir != private => merge_into(&dir, &private)?,
+        _ => {}
+    }
+    create_dir(&private)?;
+    if earlier.is_dir() {
+        merge_into(earlier, &private)?;
+    }
+    Ok(private)
+}
+
+fn merge_into(from: &Path, to: &Path) -> Result<(), AppError> {
+    let merged = gah_util::pkgdir::merge(from, to).map_err(|source| AppError::GatherBinpkgs { path: to.to_path_buf(), source })?;
+    for why in &merged.skipped {
+        tracing::warn!("binary package not given to the guest: {why}");
+    }
+    Ok(())
+}
+
+/// The folder `--keep-binpkgs` names, made absolute; refused when it overlaps `input` (the
+/// folder the guest is given, or its tar), links resolved where the paths exist.
+fn keep_folder(dir: &Path, input: &Path) -> Result<PathBuf, AppError> {
+    let keep = absolute(dir)?;
+    let real = |p: &Path| fs::canonicalize(p).ok();
+    let keep_real = real(&keep).or_else(|| Some(real(keep.parent()?)?.join(keep.file_name()?))).unwrap_or_else(|| keep.clone());
+    let input_real = match real(input) {
+        Some(path) => path,
+        None => absolute(input)?,
+    };
+    if keep_real.starts_with(&input_real) || input_real.starts_with(&keep_real) {
+        return Err(AppError::KeepIntoInput { keep, input: input.to_path_buf() });
+    }
+    Ok(keep)
+}
+
+/// Copies what the guest built (`out`, beyond the `given` packages it was seeded from) into
+/// the caller's `keep` folder: regular files only, links and special files skipped and said.
+fn keep_built_binpkgs(out: &Path, given: &Path, keep: &Path) -> Result<gah_util::pkgdir::Merged, AppError> {
+    let merged =
+        gah_util::pkgdir::merge_new(out, given, keep).map_err(|source| AppError::KeepBinpkgs { path: keep.to_path_buf(), source })?;
+    for why in &merged.skipped {
+        tracing::warn!("binary package not taken from the guest: {why}");
+    }
+    tracing::info!("{} files of binary packages kept in {}", merged.copied, keep.display());
+    Ok(merged)
 }
 
 #[cfg(test)]
@@ -539,5 +650,97 @@ mod tests {
         assert_eq!(folder_or_unpacked(&tree, &dir.path().join("unused")).unwrap(), tree);
         let e = folder_or_unpacked(&dir.path().join("absent.tar"), &dir.path().join("x")).unwrap_err();
         assert!(error_chain(&e).starts_with(&format!("open input {}: ", dir.path().join("absent.tar").display())), "{}", error_chain(&e));
+    }
+
+    /// Every file beneath `dir`, as relative paths, sorted (links and FIFOs included).
+    fn files(dir: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if entry.file_type().unwrap().is_dir() {
+                out.extend(files(&entry.path()).into_iter().map(|f| format!("{name}/{f}")));
+            } else {
+                out.push(name);
+            }
+        }
+        out.sort();
+        out
+    }
+
+    fn package(dir: &Path, name: &str, content: &[u8]) {
+        let path = dir.join(name);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, content).unwrap();
+    }
+
+    /// Issue 15 item 4: --keep-binpkgs takes what the job built as regular files, nothing the
+    /// guest could point elsewhere, and not the packages it was given.
+    #[test]
+    fn kept_binary_packages_are_the_jobs_regular_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (given, out, keep) = (dir.path().join("given"), dir.path().join("out"), dir.path().join("keep"));
+        package(&given, "app-arch/bzip2/bzip2-1.0.8-1.gpkg.tar", b"seed");
+        package(&out, "app-arch/bzip2/bzip2-1.0.8-1.gpkg.tar", b"seed");
+        package(&out, "dev-libs/jemalloc/jemalloc-5.3.1-1.gpkg.tar", b"built");
+        package(&out, "Packages", b"index");
+        let secret = dir.path().join("secret");
+        fs::write(&secret, b"host secret").unwrap();
+        std::os::unix::fs::symlink(&secret, out.join("dev-libs/jemalloc/jemalloc-5.3.1-2.gpkg.tar")).unwrap();
+        nix::unistd::mkfifo(&out.join("dev-libs/jemalloc/jemalloc-5.3.1-3.gpkg.tar"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+
+        let merged = keep_built_binpkgs(&out, &given, &keep).unwrap();
+        assert_eq!((merged.copied, merged.skipped.len()), (2, 2), "{merged:?}");
+        assert_eq!(files(&keep), ["Packages", "dev-libs/jemalloc/jemalloc-5.3.1-1.gpkg.tar"]);
+        assert_eq!(fs::read(keep.join("dev-libs/jemalloc/jemalloc-5.3.1-1.gpkg.tar")).unwrap(), b"built");
+        assert_eq!(files(&given), ["app-arch/bzip2/bzip2-1.0.8-1.gpkg.tar"], "the input is never written");
+    }
+
+    #[test]
+    fn the_keep_folder_never_overlaps_the_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("cache/binpkgs");
+        fs::create_dir_all(&input).unwrap();
+        std::os::unix::fs::symlink(&input, dir.path().join("alias")).unwrap();
+        for overlapping in
+            [input.clone(), input.join("sub"), dir.path().join("cache"), dir.path().join("alias"), dir.path().join("alias/new")]
+        {
+            let e = keep_folder(&overlapping, &input).unwrap_err();
+            assert!(matches!(e, AppError::KeepIntoInput { .. }), "{}: {e:?}", overlapping.display());
+        }
+        let fresh = dir.path().join("run/replica-1-binpkgs");
+        assert_eq!(keep_folder(&fresh, &input).unwrap(), fresh);
+        // An input that does not exist is compared as it is spelled.
+        assert!(keep_folder(&dir.path().join("none/x"), &dir.path().join("none")).is_err());
+    }
+
+    /// A restarted task keeps its earlier attempt's packages in its own slot; the guest then
+    /// gets a private copy of the input and them, and the input is left as it was.
+    #[test]
+    fn a_restart_keeps_its_packages_without_writing_into_the_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let (input, slot) = (dir.path().join("cache"), dir.path().join("slot"));
+        package(&input, "app-arch/bzip2/bzip2-1.0.8-1.gpkg.tar", b"seed");
+        package(&input, "Packages", b"index 1");
+        package(&slot, "out/binpkgs/app-arch/bzip2/bzip2-1.0.8-1.gpkg.tar", b"seed");
+        package(&slot, "out/binpkgs/dev-libs/jemalloc/jemalloc-5.3.1-1.gpkg.tar", b"built");
+        package(&slot, "out/binpkgs/Packages", b"index 2");
+        package(&slot, "vm/output.raw", b"disk");
+
+        // No earlier packages: the input as it is.
+        let private = slot.join("inputs/binpkgs");
+        assert_eq!(guest_binpkgs(&input, &slot.join(EARLIER_BINPKGS), &private).unwrap(), input);
+        start_afresh(&slot);
+        assert_eq!(fs::read_dir(&slot).unwrap().map(|e| e.unwrap().file_name()).collect::<Vec<_>>(), [EARLIER_BINPKGS]);
+        let seen = guest_binpkgs(&input, &slot.join(EARLIER_BINPKGS), &private).unwrap();
+        assert_eq!(seen, private);
+        assert_eq!(files(&seen), ["Packages", "app-arch/bzip2/bzip2-1.0.8-1.gpkg.tar", "dev-libs/jemalloc/jemalloc-5.3.1-1.gpkg.tar"]);
+        assert_eq!(fs::read(seen.join("Packages")).unwrap(), b"index 2");
+        assert_eq!(files(&input), ["Packages", "app-arch/bzip2/bzip2-1.0.8-1.gpkg.tar"]);
+        assert_eq!(fs::read(input.join("Packages")).unwrap(), b"index 1");
+        // No input at all: an empty private folder, and nothing made where the input was named.
+        let empty = guest_binpkgs(&dir.path().join("absent"), &dir.path().join("no-earlier"), &dir.path().join("empty")).unwrap();
+        assert!(files(&empty).is_empty());
+        assert!(!dir.path().join("absent").exists());
     }
 }

@@ -13,6 +13,8 @@ pub struct Limits {
     pub ncpus: Option<u32>,
     /// The workunit's `<rsc_memory_bound>` in bytes.
     pub memory_bound_bytes: Option<u64>,
+    /// The workunit's `<rsc_disk_bound>` in bytes.
+    pub disk_bound_bytes: Option<u64>,
     /// CPU seconds earlier runs of this task used up to their last checkpoint
     /// (`<wu_cpu_time>`): what this run's reports build on.
     pub earlier_cpu_secs: f64,
@@ -41,6 +43,7 @@ pub fn parse(text: &str) -> Limits {
                 match name.as_slice() {
                     b"ncpus" if number >= 1.0 => limits.ncpus = Some(whole_u32(number.ceil())),
                     b"rsc_memory_bound" if number > 0.0 => limits.memory_bound_bytes = Some(whole_u64(number)),
+                    b"rsc_disk_bound" if number > 0.0 => limits.disk_bound_bytes = Some(whole_u64(number)),
                     b"wu_cpu_time" if number > 0.0 => limits.earlier_cpu_secs = number,
                     _ => {}
                 }
@@ -72,8 +75,16 @@ mod tests {
 
     #[test]
     fn reads_cpus_and_memory_bound() {
-        let text = "<app_init_data>\n<ncpus>1.500000</ncpus>\n<rsc_memory_bound>4000000000.000000</rsc_memory_bound>\n<project_dir>/x</project_dir><wu_cpu_time>12.5</wu_cpu_time></app_init_data>";
-        assert_eq!(parse(text), Limits { ncpus: Some(2), memory_bound_bytes: Some(4_000_000_000), earlier_cpu_secs: 12.5 });
+        let text = "<app_init_data>\n<ncpus>1.500000</ncpus>\n<rsc_memory_bound>4000000000.000000</rsc_memory_bound>\n<rsc_disk_bound>9000000000.000000</rsc_disk_bound><project_dir>/x</project_dir><wu_cpu_time>12.5</wu_cpu_time></app_init_data>";
+        assert_eq!(
+            parse(text),
+            Limits {
+                ncpus: Some(2),
+                memory_bound_bytes: Some(4_000_000_000),
+                disk_bound_bytes: Some(9_000_000_000),
+                earlier_cpu_secs: 12.5
+            }
+        );
         assert_eq!(parse("garbage"), Limits::default());
     }
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use gah_core::progress::{AppReport, Phase};
 
-use crate::backend::{BackendError, Guest, GuestEvent};
+use crate::backend::{BackendError, Guest, GuestEvent, Limit};
 
 /// Where the supervisor is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +50,8 @@ pub enum Command {
 pub enum Ending {
     /// The guest finished; `ok` is false when the guest itself failed.
     GuestExited { ok: bool, detail: String },
+    /// The guest passed one of the host's limits.
+    LimitExceeded { limit: Limit, detail: String },
     /// The wall-clock limit passed; the guest was killed.
     TimedOut,
     /// The client asked to quit; the guest was killed.
@@ -102,6 +104,9 @@ pub struct Supervisor {
     pub fraction: f64,
     /// Last phase reported by the guest.
     pub phase: Phase,
+    /// Furthest phase said so far: only a move past it is logged, so a guest that flips
+    /// between phases cannot flood the task's stderr.
+    furthest_phase: Phase,
     deadline: Instant,
     suspended_at: Option<Instant>,
     /// Highest guest CPU time read so far: once qemu or the sandbox's cgroup is gone, a read
@@ -118,6 +123,7 @@ impl Supervisor {
             state: State::Booting,
             fraction: 0.0,
             phase: Phase::Boot,
+            furthest_phase: Phase::Boot,
             deadline: Instant::now() + limit,
             suspended_at: None,
             cpu_high_water: std::cell::Cell::new(0.0),
@@ -208,10 +214,15 @@ impl Supervisor {
         }
         // Drain what is already there, so the fraction reported next is the newest: a burst of
         // lines (a restored VM replays its progress log) must not show as old progress.
+        // At most so many at a time: a guest that floods progress must not keep the supervisor
+        // from its deadline and the client's commands.
+        const MOST_EVENTS_A_POLL: usize = 1024;
         let mut event = self.guest.next_event(timeout).map_err(SupervisorError::Events)?;
+        let mut drained = 0;
         while let Some(GuestEvent::Progress { fraction, phase }) = event {
             self.fraction = fraction;
-            if phase != self.phase {
+            if phase > self.furthest_phase {
+                self.furthest_phase = phase;
                 tracing::info!(fraction, %phase, "guest progress");
                 // For whoever runs gah-app (gah run follows these).
                 tracing::info!(target: crate::SAY, "{}", AppReport::Progress { fraction, phase }.to_message());
@@ -220,12 +231,21 @@ impl Supervisor {
             if self.state == State::Booting {
                 self.transition(State::Running, "first progress");
             }
+            drained += 1;
+            if drained == MOST_EVENTS_A_POLL {
+                return Ok(None);
+            }
             event = self.guest.next_event(Duration::ZERO).map_err(SupervisorError::Events)?;
         }
         match event {
             Some(GuestEvent::Exited { ok, detail }) => {
                 self.transition(State::Finished, "guest exited");
                 Ok(Some(Ending::GuestExited { ok, detail }))
+            }
+            Some(GuestEvent::LimitExceeded { limit, detail }) => {
+                self.transition(State::Finished, "guest passed a limit");
+                tracing::warn!(limit = limit.as_str(), "{detail}");
+                Ok(Some(Ending::LimitExceeded { limit, detail }))
             }
             _ => Ok(None),
         }

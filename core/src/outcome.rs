@@ -27,12 +27,22 @@ pub enum Status {
     Timeout,
     /// The platform failed (VM did not boot, disk full, agent crashed): says nothing about the package.
     InfraError,
+    /// The guest passed one of the volunteer's limits (disk written, memory, processes); the
+    /// summary names it. Not spurious: a retry on the same limits gives the same answer.
+    ResourceLimit,
 }
 
 impl Status {
     /// Every status, for exhaustive tests and listings.
-    pub const ALL: [Status; 6] =
-        [Status::Success, Status::DepsFailed, Status::BuildFailed, Status::TestFailed, Status::Timeout, Status::InfraError];
+    pub const ALL: [Status; 7] = [
+        Status::Success,
+        Status::DepsFailed,
+        Status::BuildFailed,
+        Status::TestFailed,
+        Status::Timeout,
+        Status::InfraError,
+        Status::ResourceLimit,
+    ];
 
     /// The stable string code.
     pub fn as_str(self) -> &'static str {
@@ -43,6 +53,7 @@ impl Status {
             Status::TestFailed => "test_failed",
             Status::Timeout => "timeout",
             Status::InfraError => "infra_error",
+            Status::ResourceLimit => "resource_limit",
         }
     }
 

@@ -16,7 +16,9 @@ use clap::{Parser, Subcommand};
 /// `gah run` runs the whole chain locally on the embedded default (the test overlay in
 /// vm-images/overlay): the work generator plans every valid USE configuration × compiler,
 /// each job runs as two replicas through gah-app, the validator checks and compares them,
-/// the assimilator stores the canonical outcome in the results database.
+/// the assimilator stores the canonical outcome in the results database. Only an accepted
+/// job's canonical replica adds its binary packages to the cache (.cache/binpkgs) that later
+/// jobs' guests read.
 ///
 /// Examples:
 ///   gah run                          # everything, backend chosen automatically

@@ -1,6 +1,10 @@
 //! `gah run`: the whole pipeline on one machine, as the BOINC server and its volunteers
 //! would run it: generate jobs, run each as two replicas through `gah-app`, validate,
 //! compare, assimilate, and print the results.
+//!
+//! It also plays the project's part for binary packages: each replica's packages land in a
+//! folder of their own, and only an accepted job's canonical replica's join the cache that
+//! later jobs' guests read (`settle_binpkgs`).
 
 use std::fs;
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
@@ -8,9 +12,12 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
+use gah_core::archive::OutcomeArchive;
 use gah_core::db::Database;
 use gah_core::job::Job;
 use gah_core::progress::AppReport;
+use gah_util::pkgdir::Merged;
 
 use crate::layout::Layout;
 
@@ -88,7 +95,7 @@ pub fn run(layout: &Layout, config: &RunConfig) -> anyhow::Result<()> {
         fs::create_dir_all(&dir)?;
         let job_file = dir.join("job.json");
         fs::write(&job_file, job.to_json())?;
-        let mut archives = Vec::new();
+        let (mut archives, mut binpkgs) = (Vec::new(), Vec::new());
         for replica in 1..=config.replicas {
             let label = format!(
                 "[{:>2}/{total}] {} {} ({}) replica {replica}/{}",
@@ -98,10 +105,20 @@ pub fn run(layout: &Layout, config: &RunConfig) -> anyhow::Result<()> {
                 job.use_flags.summary(),
                 config.replicas
             );
-            let archive = run_replica(&app, layout, config, &dir, &job_file, replica, &label)?;
+            let (archive, built) = run_replica(&app, layout, config, &dir, &job_file, replica, &label)?;
             archives.push(archive);
+            binpkgs.push(built);
         }
-        let row = validate_and_assimilate(&mut db, snapshot, &job, &archives, started.elapsed());
+        let verdict = validate(&job, &archives);
+        match settle_binpkgs(verdict.canonical(), &binpkgs, &layout.binpkgs) {
+            Ok(merged) => {
+                for why in &merged.skipped {
+                    eprintln!("gah run: binary package not cached: {why}");
+                }
+            }
+            Err(e) => eprintln!("gah run: binary packages not cached: {e:#}"),
+        }
+        let row = assimilate(&mut db, snapshot, &job, verdict, started.elapsed());
         println!("        -> {} {} {}", row.status, row.failed_phase, row.note);
         rows.push(row);
     }
@@ -159,6 +176,8 @@ pub fn sibling_program(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// Runs one replica; returns its archive and the folder holding the binary packages it
+/// built (the guest's doing: see `settle_binpkgs`).
 fn run_replica(
     app: &Path,
     layout: &Layout,
@@ -167,10 +186,12 @@ fn run_replica(
     job_file: &Path,
     replica: u32,
     label: &str,
-) -> anyhow::Result<PathBuf> {
+) -> anyhow::Result<(PathBuf, PathBuf)> {
     let slot = dir.join(format!("replica-{replica}"));
     fs::create_dir_all(&slot)?;
     let archive = dir.join(format!("replica-{replica}.tar.gz"));
+    // Fresh (the job's folder was emptied), this replica's own, and read by no guest.
+    let binpkgs = dir.join(format!("replica-{replica}-binpkgs"));
     let mut cmd = gah_util::process::command(app);
     cmd.current_dir(&slot)
         .arg("--job")
@@ -183,7 +204,8 @@ fn run_replica(
         .arg(&layout.distfiles)
         .arg("--binpkgs")
         .arg(&layout.binpkgs)
-        .arg("--update-binpkgs")
+        .arg("--keep-binpkgs")
+        .arg(&binpkgs)
         .arg("--image")
         .arg(&layout.image)
         .arg("--backend")
@@ -225,7 +247,7 @@ fn run_replica(
         let tail = fs::read(&stderr_txt).map(|b| gah_util::process::tail(&b, 5)).unwrap_or_default();
         anyhow::bail!("gah-app failed for {label} ({status}): {tail}");
     }
-    Ok(archive)
+    Ok((archive, binpkgs))
 }
 
 fn new_lines(path: &Path, offset: &mut u64) -> Vec<String> {
@@ -246,7 +268,68 @@ fn new_lines(path: &Path, offset: &mut u64) -> Vec<String> {
     lines
 }
 
-fn validate_and_assimilate(db: &mut Database, snapshot: i64, job: &Job, archives: &[PathBuf], elapsed: Duration) -> Row {
+/// What the validator made of a job's replicas, as BOINC's would.
+enum Verdict {
+    /// Every replica passed the checks and they agree; the first is canonical.
+    Accepted(Vec<OutcomeArchive>),
+    /// A replica failed the checks (the reason names it).
+    Invalid(String),
+    /// The replicas disagree.
+    Disagree(String),
+}
+
+impl Verdict {
+    /// The replica whose binary packages may feed later jobs: an accepted job's canonical
+    /// one, else none.
+    fn canonical(&self) -> Option<usize> {
+        match self {
+            Verdict::Accepted(_) => Some(0),
+            Verdict::Invalid(_) | Verdict::Disagree(_) => None,
+        }
+    }
+}
+
+/// Checks each upload (once; the checks are the validator's own) and compares them.
+fn validate(job: &Job, archives: &[PathBuf]) -> Verdict {
+    let mut loaded = Vec::with_capacity(archives.len());
+    for path in archives {
+        let checked =
+            gah_validator::load(path).map_err(|e| gah_util::error_chain(&e)).and_then(|a| gah_validator::check_job(&a, job).map(|()| a));
+        match checked {
+            Ok(archive) => loaded.push(archive),
+            Err(why) => return Verdict::Invalid(format!("validator rejected {}: {}", path.display(), gah_validator::one_line(&why))),
+        }
+    }
+    if loaded.is_empty() {
+        return Verdict::Invalid("no replica to validate".into());
+    }
+    for pair in loaded.windows(2) {
+        let comparison = gah_validator::compare::compare_outcomes(&pair[0].outcome, &pair[1].outcome);
+        if !comparison.agrees() {
+            return Verdict::Disagree(format!("replicas disagree: {}", comparison.mismatches.join("; ")));
+        }
+    }
+    Verdict::Accepted(loaded)
+}
+
+/// Lets the `canonical` replica's binary packages (from its folder in `kept`) into `cache`,
+/// the folder later jobs' guests read as `/gah/in/binpkgs`; without one (the job was not
+/// accepted), nothing. Only regular files are taken (`gah_util::pkgdir::merge`, each file
+/// placed whole, the index last). Every other replica's folder is deleted first; the
+/// canonical one once merged, or kept where it is, and named, when the merge fails.
+fn settle_binpkgs(canonical: Option<usize>, kept: &[PathBuf], cache: &Path) -> anyhow::Result<Merged> {
+    let chosen = canonical.and_then(|i| kept.get(i));
+    for folder in kept.iter().filter(|f| Some(*f) != chosen) {
+        let _ = fs::remove_dir_all(folder);
+    }
+    let Some(folder) = chosen else { return Ok(Merged::default()) };
+    let merged = gah_util::pkgdir::merge(folder, cache)
+        .with_context(|| format!("merge {} into {} (left in place)", folder.display(), cache.display()))?;
+    let _ = fs::remove_dir_all(folder);
+    Ok(merged)
+}
+
+fn assimilate(db: &mut Database, snapshot: i64, job: &Job, verdict: Verdict, elapsed: Duration) -> Row {
     let minutes = elapsed.as_secs_f64() / 60.0;
     let row = |status: &str, phase: &str, note: String| Row {
         job: job.clone(),
@@ -255,22 +338,11 @@ fn validate_and_assimilate(db: &mut Database, snapshot: i64, job: &Job, archives
         minutes,
         note,
     };
-    // Each upload is read and checked once; the checks are the validator's own.
-    let mut loaded = Vec::with_capacity(archives.len());
-    for path in archives {
-        let checked =
-            gah_validator::load(path).map_err(|e| gah_util::error_chain(&e)).and_then(|a| gah_validator::check_job(&a, job).map(|()| a));
-        match checked {
-            Ok(archive) => loaded.push(archive),
-            Err(why) => return row("invalid", "-", format!("validator rejected {}: {}", path.display(), gah_validator::one_line(&why))),
-        }
-    }
-    for pair in loaded.windows(2) {
-        let comparison = gah_validator::compare::compare_outcomes(&pair[0].outcome, &pair[1].outcome);
-        if !comparison.agrees() {
-            return row("disagree", "-", format!("replicas disagree: {}", comparison.mismatches.join("; ")));
-        }
-    }
+    let loaded = match verdict {
+        Verdict::Accepted(loaded) => loaded,
+        Verdict::Invalid(why) => return row("invalid", "-", why),
+        Verdict::Disagree(why) => return row("disagree", "-", why),
+    };
     let canonical = &loaded[0];
     match gah_assimilator::store_at(db, snapshot, &job.job_id, canonical) {
         Ok(_) => {
@@ -315,4 +387,105 @@ fn print_table(rows: &[Row]) {
         count("deps_failed"),
         rows.len() - count("success") - count("build_failed") - count("test_failed") - count("deps_failed")
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gah_core::job::{Compiler, UseAssignment};
+    use gah_core::outcome::{Outcome, Status};
+
+    fn job() -> Job {
+        Job::new("gah", "app-arch/bzip2-1.0.8", UseAssignment::default(), Compiler::Gcc, 60)
+    }
+
+    fn outcome(job: &Job, status: Status) -> Outcome {
+        let mut o = Outcome::for_job(job, status);
+        o.test_ran = true;
+        if status == Status::BuildFailed {
+            o.failed_phase = Some("compile".into());
+        }
+        o
+    }
+
+    /// Replica `n` of `job` as gah-app leaves it: its archive and its own package folder.
+    fn replica(dir: &Path, n: u32, job: &Job, outcome: Option<&Outcome>) -> (PathBuf, PathBuf) {
+        let archive = dir.join(format!("replica-{n}.tar.gz"));
+        match outcome {
+            Some(o) => gah_core::archive::write(fs::File::create(&archive).unwrap(), job, o, b"log\n", None).unwrap(),
+            None => fs::write(&archive, b"not an archive").unwrap(),
+        }
+        let binpkgs = dir.join(format!("replica-{n}-binpkgs"));
+        fs::create_dir_all(binpkgs.join("app-arch/bzip2")).unwrap();
+        fs::write(binpkgs.join(format!("app-arch/bzip2/bzip2-1.0.8-{n}.gpkg.tar")), format!("replica {n}")).unwrap();
+        fs::write(binpkgs.join("Packages"), format!("index of replica {n}")).unwrap();
+        (archive, binpkgs)
+    }
+
+    fn cache_files(cache: &Path) -> Vec<String> {
+        let mut found = Vec::new();
+        for entry in walk(cache) {
+            found.push(entry.strip_prefix(cache).unwrap().to_string_lossy().into_owned());
+        }
+        found.sort();
+        found
+    }
+
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let Ok(entries) = fs::read_dir(dir) else { return vec![] };
+        entries
+            .flat_map(|e| {
+                let path = e.unwrap().path();
+                if path.is_dir() {
+                    walk(&path)
+                } else {
+                    vec![path]
+                }
+            })
+            .collect()
+    }
+
+    /// Issue 15 item 4: no job feeds another unless the validator accepted its replicas, and
+    /// then only through the canonical replica.
+    #[test]
+    fn only_an_accepted_jobs_canonical_packages_reach_the_cache() {
+        let job = job();
+        let ok = outcome(&job, Status::Success);
+        let failed = outcome(&job, Status::BuildFailed);
+        let cases = [
+            ("accepted", Some(&ok), Some(&ok), vec!["Packages", "app-arch/bzip2/bzip2-1.0.8-1.gpkg.tar"]),
+            ("invalid", Some(&ok), None, vec![]),
+            ("disagree", Some(&ok), Some(&failed), vec![]),
+        ];
+        for (name, first, second, cached) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let cache = dir.path().join("cache");
+            let (a1, b1) = replica(dir.path(), 1, &job, first);
+            let (a2, b2) = replica(dir.path(), 2, &job, second);
+            let verdict = validate(&job, &[a1, a2]);
+            let merged = settle_binpkgs(verdict.canonical(), &[b1.clone(), b2.clone()], &cache).unwrap();
+            assert_eq!(cache_files(&cache), cached, "{name}");
+            assert!(merged.skipped.is_empty(), "{name}: {merged:?}");
+            if !cached.is_empty() {
+                assert_eq!(fs::read(cache.join("Packages")).unwrap(), b"index of replica 1", "{name}");
+            }
+            assert!(!b1.exists() && !b2.exists(), "{name}: every replica's folder is gone once settled");
+        }
+    }
+
+    /// A merge that fails loses nothing: the canonical folder stays, and the error names it.
+    #[test]
+    fn a_failed_merge_keeps_the_canonical_packages() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = job();
+        let (_, kept) = replica(dir.path(), 1, &job, None);
+        let cache = dir.path().join("cache");
+        // A file where the cache's category folder should go.
+        fs::create_dir_all(&cache).unwrap();
+        fs::write(cache.join("app-arch"), b"in the way").unwrap();
+        let e = settle_binpkgs(Some(0), std::slice::from_ref(&kept), &cache).unwrap_err();
+        assert!(format!("{e:#}").contains(&kept.display().to_string()), "{e:#}");
+        assert!(kept.join("app-arch/bzip2/bzip2-1.0.8-1.gpkg.tar").is_file());
+        assert!(!cache.join("Packages").exists(), "no index naming packages that are not there");
+    }
 }

@@ -293,6 +293,10 @@ fn emerge_command(config: &AgentConfig, job: &Job, pkgdir: &Path) -> std::proces
         .env("CC", cc)
         .env("CXX", cxx)
         .env("MAKEOPTS", format!("-j{}", config.jobs.max(1)))
+        // The guest is already its own pid and mount namespace, and the sandbox's filter
+        // refuses new mounts: Portage's own pid/mount sandboxes (which mount a /proc) would
+        // fail the build. Off in both backends, so their results stay comparable.
+        .env("FEATURES", "-pid-sandbox -mount-sandbox")
         .env("PYTHONUNBUFFERED", "1");
     cmd
 }

@@ -53,6 +53,28 @@ pub fn die_with_parent(cmd: &mut Command) -> &mut Command {
     cmd
 }
 
+/// Makes `cmd` run as `uid`/`gid` with only `groups` as supplementary groups (a root parent
+/// dropping privileges for a child that handles untrusted data). Call it before
+/// [`die_with_parent`]: changing credentials clears the parent-death signal, so that must be
+/// set after.
+pub fn run_as(cmd: &mut Command, uid: u32, gid: u32, groups: Vec<u32>) -> &mut Command {
+    use nix::unistd::{Gid, Uid};
+    use std::os::unix::process::CommandExt;
+    let groups: Vec<Gid> = groups.into_iter().map(Gid::from_raw).collect();
+    let (uid, gid) = (Uid::from_raw(uid), Gid::from_raw(gid));
+    // SAFETY: setgroups, setresgid and setresuid are async-signal-safe system calls; the
+    // closure allocates nothing (the groups were collected before the fork).
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::unistd::setgroups(&groups)?;
+            nix::unistd::setresgid(gid, gid, gid)?;
+            nix::unistd::setresuid(uid, uid, uid)?;
+            Ok(())
+        });
+    }
+    cmd
+}
+
 /// Runs `cmd` to completion with its output captured; a nonzero exit becomes
 /// [`ProcessError::Failed`] carrying stderr's last lines.
 pub fn run_checked(cmd: &mut Command) -> Result<Output, ProcessError> {

@@ -187,7 +187,7 @@ Jobs already submitted (submitted/<job_id>) are never submitted again.")]
         queue: PathBuf,
         /// The job id (the workunit name).
         job_id: String,
-        /// success, deps_failed, build_failed, test_failed, timeout or infra_error.
+        /// success, deps_failed, build_failed, test_failed, timeout, infra_error or resource_limit.
         status: gah_core::outcome::Status,
     },
 }

@@ -58,7 +58,9 @@ where
     // The sandbox over its root, if that root can be had, and whether it runs here.
     let sandbox = move || -> Result<SandboxBackend, Box<dyn std::error::Error + Send + Sync>> {
         let rootfs = rootfs_tree()?;
-        let sandbox = SandboxBackend { rootfs, helper };
+        // The test double of the hostile-host tests (tests/tests/hostile.rs), named as one.
+        let simulate_userns_without_caps = std::env::var_os("GAH_SIMULATE_USERNS_WITHOUT_CAPS").is_some();
+        let sandbox = SandboxBackend { rootfs, helper, simulate_userns_without_caps };
         sandbox.probe()?;
         Ok(sandbox)
     };

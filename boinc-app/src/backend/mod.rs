@@ -78,6 +78,8 @@ pub struct GuestInput {
     pub slot: PathBuf,
     /// Memory for the guest, in MiB.
     pub memory_mib: u64,
+    /// Most the guest may write (scratch and outputs), in MiB.
+    pub disk_mib: u64,
     /// CPUs for the guest.
     pub cpus: u32,
 }
@@ -89,6 +91,12 @@ impl GuestInput {
     }
 }
 
+/// The host id that guests and everything facing them run as when `gah-app` is root: the
+/// first of a range that `/etc/subuid`, systemd-nspawn (up to 0x6FFFFFFF) and systemd's
+/// foreign range (0x7FFE0000) leave alone, so no host user or container owns it. The
+/// sandbox maps guest ids `0..65536` onto `GUEST_ID_BASE..`; qemu runs as `GUEST_ID_BASE`.
+pub const GUEST_ID_BASE: u32 = 0x7F00_0000;
+
 /// Something the guest reported.
 #[derive(Debug, Clone, PartialEq)]
 pub enum GuestEvent {
@@ -97,6 +105,36 @@ pub enum GuestEvent {
     /// The guest has finished (whatever the job's own outcome); its output is in
     /// [`GuestInput::output_dir`]. `ok` is false when the guest itself failed.
     Exited { ok: bool, detail: String },
+    /// The guest passed one of the volunteer's limits (and was killed, or had a process
+    /// refused or killed by it); its output is whatever it left.
+    LimitExceeded { limit: Limit, detail: String },
+}
+
+/// A limit the host sets on a guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// Bytes written to the guest's scratch disk and outputs.
+    Disk,
+    /// Resident memory of the guest's processes.
+    Memory,
+    /// Processes and threads of the guest.
+    Processes,
+}
+
+impl Limit {
+    /// The limit's name in statuses and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::Disk => "disk",
+            Limit::Memory => "memory",
+            Limit::Processes => "processes",
+        }
+    }
+
+    /// The limit named by [`Limit::as_str`].
+    pub fn parse(name: &str) -> Option<Limit> {
+        [Limit::Disk, Limit::Memory, Limit::Processes].into_iter().find(|l| l.as_str() == name)
+    }
 }
 
 /// A running guest. Owned by exactly one supervisor.

@@ -37,6 +37,15 @@ pub enum VmError {
     /// A file of the guest image is missing.
     #[error(transparent)]
     Image(#[from] MissingImageFile),
+    /// A file could not be given to qemu's unprivileged user.
+    #[error("give {} to qemu's user", path.display())]
+    HandOver {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
     /// A file or folder in the slot could not be created.
     #[error("create {}", path.display())]
     Create {
@@ -281,7 +290,13 @@ impl VmBackend {
         };
         let qmp_path = dir.join("qmp.sock");
         let _ = fs::remove_file(&qmp_path);
-        let mut cmd = self.command(&dir, &launch, &qmp_path, &progress, &console)?;
+        let runs_as = unprivileged_qemu_user();
+        if let Some(id) = runs_as {
+            // qemu's user may pass through the slot to its own folder, and list nothing else.
+            fs::set_permissions(&input.slot, std::os::unix::fs::PermissionsExt::from_mode(0o711)).map_err(create(&input.slot))?;
+            hand_over(&dir, id)?;
+        }
+        let mut cmd = self.command(&dir, &launch, &qmp_path, &progress, &console, runs_as)?;
         if let Some(memory) = incoming.as_deref() {
             cmd.arg("-incoming").arg(format!("exec:cat {}", quote_path(memory)));
         }
@@ -315,6 +330,7 @@ impl VmBackend {
         qmp_path: &Path,
         progress: &Path,
         console: &Path,
+        runs_as: Option<u32>,
     ) -> Result<std::process::Command, VmError> {
         let format_of = |p: &Path| if p.extension().is_some_and(|e| e == "qcow2") { "qcow2" } else { "raw" };
         let drive = |id: &str, file: &Path, ro: bool| {
@@ -354,11 +370,54 @@ impl VmBackend {
             .args(["-device", &format!("virtserialport,chardev=progress,name={PROGRESS_PORT}")])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(stderr)
-            .process_group(0);
+            .stderr(stderr);
+        // SAFETY: setsid and setrlimit are async-signal-safe; nothing is allocated.
+        unsafe {
+            cmd.pre_exec(|| {
+                // A session of its own (no controlling terminal), leading its process group.
+                nix::unistd::setsid()?;
+                // No file qemu writes (console, progress, layers, memory) grows past this.
+                nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_FSIZE, QEMU_MAX_FILE_BYTES, QEMU_MAX_FILE_BYTES)?;
+                Ok(())
+            });
+        }
+        if let Some(id) = runs_as {
+            // /dev/kvm's group, if it has one: the only host resource qemu needs beyond its files.
+            let kvm_group = fs::metadata("/dev/kvm").ok().map(|m| std::os::unix::fs::MetadataExt::gid(&m)).filter(|&g| g != 0);
+            gah_util::process::run_as(&mut cmd, id, id, kvm_group.into_iter().collect());
+        }
         gah_util::process::die_with_parent(&mut cmd);
         Ok(cmd)
     }
+}
+
+/// Largest file qemu may write: a layer over the 4 GiB root, the output disk, a memory
+/// state, the console and progress logs all stay well below it.
+const QEMU_MAX_FILE_BYTES: u64 = 16 << 30;
+
+/// The unprivileged id qemu runs as when `gah-app` is root ([`super::GUEST_ID_BASE`]): the
+/// guest's kernel is untrusted, and qemu is what it talks to.
+fn unprivileged_qemu_user() -> Option<u32> {
+    nix::unistd::geteuid().is_root().then_some(super::GUEST_ID_BASE)
+}
+
+/// Gives qemu's user the VM folder and what qemu writes in it (layers, output disk, logs,
+/// sockets, checkpoints). The input disk stays root's: qemu opens it read-only, and could
+/// not write it even if it tried.
+fn hand_over(dir: &Path, id: u32) -> Result<(), VmError> {
+    let owner = (Some(nix::unistd::Uid::from_raw(id)), Some(nix::unistd::Gid::from_raw(id)));
+    let chown = |path: &Path| {
+        nix::unistd::chown(path, owner.0, owner.1).map_err(|e| VmError::HandOver { path: path.to_path_buf(), source: e.into() })
+    };
+    chown(dir)?;
+    for entry in fs::read_dir(dir).map_err(create(dir))?.flatten() {
+        let path = entry.path();
+        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+        if is_file && entry.file_name() != "input.ext4" {
+            chown(&path)?;
+        }
+    }
+    Ok(())
 }
 
 fn layer_name(drive: &str, layer: u32) -> String {

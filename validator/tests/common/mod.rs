@@ -28,6 +28,7 @@ pub fn outcome(job: &Job, status: Status) -> Outcome {
         }
         Status::BuildFailed => o.failed_phase = Some("compile".into()),
         Status::DepsFailed => o.failed_phase = Some("deps".into()),
+        Status::ResourceLimit => o.failed_phase = Some("compile".into()),
         Status::Timeout | Status::InfraError => {}
     }
     o.backend = "sandbox".into();
