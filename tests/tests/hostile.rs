@@ -10,8 +10,8 @@
 //!   password appear in no byte of the outcome archive (decompressed) nor of any file under
 //!   the test's folders;
 //! - inputs: every file of the repository, distfiles and binary package folders and of the
-//!   guest image is unchanged (kind, mode, owner, sha256), and nothing new appears in them
-//!   (the binary package folder may gain the job's own packages, as plain files);
+//!   guest image is unchanged (kind, mode, owner, sha256), and nothing new appears in them;
+//!   what `--keep-binpkgs` takes from the guest is plain files only, none of the planted ones;
 //! - kernel: vm.swappiness, kernel.core_pattern and kernel.hostname unchanged (restored if
 //!   not, so a failing run does not leave the host changed);
 //! - no setuid or setgid file appears under the test's folders, no process of the run is
@@ -76,14 +76,15 @@ struct Attack {
     cp: &'static str,
     timeout_secs: u64,
     expect: Expect,
-    /// Pass `--update-binpkgs`, as `gah run` does: the planted links must not reach the cache.
-    update_binpkgs: bool,
+    /// Pass `--keep-binpkgs` (a fresh folder), as `gah run` does: of what the guest planted
+    /// among its packages (links, hard links, FIFOs, setuid files) only plain files may come out.
+    keep_binpkgs: bool,
 }
 
-const ESCAPE: Attack = Attack { cp: "hostile/escape", timeout_secs: 900, expect: Expect::Anything, update_binpkgs: true };
-const FORKBOMB: Attack = Attack { cp: "hostile/forkbomb", timeout_secs: 600, expect: Expect::NotStuck, update_binpkgs: false };
-const DISKFILL: Attack = Attack { cp: "hostile/diskfill", timeout_secs: 600, expect: Expect::DiskLimit, update_binpkgs: false };
-const SPIN: Attack = Attack { cp: "hostile/spin", timeout_secs: 60, expect: Expect::Timeout, update_binpkgs: false };
+const ESCAPE: Attack = Attack { cp: "hostile/escape", timeout_secs: 900, expect: Expect::Anything, keep_binpkgs: true };
+const FORKBOMB: Attack = Attack { cp: "hostile/forkbomb", timeout_secs: 600, expect: Expect::NotStuck, keep_binpkgs: false };
+const DISKFILL: Attack = Attack { cp: "hostile/diskfill", timeout_secs: 600, expect: Expect::DiskLimit, keep_binpkgs: false };
+const SPIN: Attack = Attack { cp: "hostile/spin", timeout_secs: 60, expect: Expect::Timeout, keep_binpkgs: false };
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Who {
@@ -430,9 +431,12 @@ impl Lab {
                     .arg(self.dir.path().join("image/rootfs.tar"));
             }
         }
-        if attack.update_binpkgs {
-            cmd.arg("--update-binpkgs");
+        let kept = run_dir.join("kept-binpkgs");
+        if attack.keep_binpkgs {
+            cmd.arg("--keep-binpkgs").arg(&kept);
         }
+        // What gah-app says before the BOINC runtime takes its stderr (argument errors).
+        cmd.stderr(fs::File::create(run_dir.join("launch-stderr.txt")).unwrap());
         if attack.expect == Expect::DiskLimit {
             if self.disk_cap_supported {
                 cmd.arg("--max-disk-mib").arg(DISK_CAP_MIB.to_string());
@@ -460,7 +464,8 @@ impl Lab {
             std::thread::sleep(Duration::from_millis(250));
         };
         let seconds = started.elapsed().as_secs_f64();
-        let stderr = fs::read_to_string(run_dir.join("stderr.txt")).unwrap_or_default();
+        let stderr = fs::read_to_string(run_dir.join("launch-stderr.txt")).unwrap_or_default()
+            + &fs::read_to_string(run_dir.join("stderr.txt")).unwrap_or_default();
         match status {
             Some(s) if s.success() => {}
             Some(s) => violations.push(format!("gah-app failed ({s}): {}", gah_util::process::tail(stderr.as_bytes(), 5))),
@@ -534,6 +539,9 @@ impl Lab {
         }
 
         // The host, as the run left it.
+        if attack.keep_binpkgs {
+            check_kept(&kept, &mut violations);
+        }
         host.check(&mut violations);
         self.check_processes(app_pid, &mut violations);
         self.check_inputs(&mut violations);
@@ -599,26 +607,19 @@ impl Lab {
         }
     }
 
-    /// Inputs unchanged; the binary package folder may only gain the job's own packages
-    /// (with `--update-binpkgs`), as plain single-link files without setuid bits.
+    /// Inputs unchanged, nothing new in them (the binary package folder included: a job's
+    /// packages go only to `--keep-binpkgs`).
     fn check_inputs(&mut self, violations: &mut Vec<String>) {
         let now = self.snapshot_inputs();
         for (path, before) in &self.inputs_before {
-            let is_index = path.starts_with(&self.binpkgs) && path.file_name().is_some_and(|n| n == "Packages");
             match now.get(path) {
-                Some(after) if after == before || is_index => {}
+                Some(after) if after == before => {}
                 Some(after) => violations.push(format!("inputs: {} changed: {before} -> {after}", path.display())),
                 None => violations.push(format!("inputs: {} is gone", path.display())),
             }
         }
         for (path, after) in &now {
-            if self.inputs_before.contains_key(path) {
-                continue;
-            }
-            let name = path.file_name().unwrap_or_default().to_string_lossy();
-            let plain_package = path.starts_with(self.binpkgs.join("hostile"))
-                && (after.starts_with("dir ") || (after.starts_with("file ") && name.ends_with(".gpkg.tar")));
-            if !plain_package || name.contains("gah-hostile") {
+            if !self.inputs_before.contains_key(path) {
                 violations.push(format!("inputs: new {} ({after})", path.display()));
             }
         }
@@ -654,6 +655,19 @@ impl Lab {
                     }
                 }
             }
+        }
+    }
+}
+
+/// What `--keep-binpkgs` took from the guest: folders and plain single-link files without
+/// setuid or setgid bits, none of them one the escape package planted.
+fn check_kept(kept: &Path, violations: &mut Vec<String>) {
+    for (path, meta) in walk(kept) {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let planted = ["suid-", "evil-", "twin-", "fifo-", "app-misc"].iter().any(|p| name.starts_with(p));
+        let plain = meta.is_dir() || (meta.is_file() && meta.nlink() == 1 && meta.mode() & 0o6000 == 0);
+        if planted || !plain {
+            violations.push(format!("outputs: --keep-binpkgs took {} ({})", path.display(), describe(&path, &meta)));
         }
     }
 }
