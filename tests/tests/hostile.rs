@@ -26,7 +26,8 @@
 //!
 //! Every run executes even when an earlier one failed: the test prints a table of what each
 //! attempt did, then fails listing every violation. Slow (`RUN_SLOW_TESTS=1`); set
-//! `GAH_HOSTILE_JOBS=escape,spin` to run only some packages by hand.
+//! `GAH_HOSTILE_JOBS=escape,spin` to run only some packages by hand, `GAH_HOSTILE_KEEP=1` to
+//! keep the test's folder for a look.
 
 #![allow(clippy::print_stderr)] // The table of attempts and the timings go to the CI log.
 
@@ -186,6 +187,9 @@ fn suite(backend: &str, who: Who, attacks: &[Attack]) {
         }
     }
     eprintln!("{table}");
+    if std::env::var_os("GAH_HOSTILE_KEEP").is_some() {
+        eprintln!("kept {} (GAH_HOSTILE_KEEP)", lab.dir.keep().display());
+    }
     assert!(violations.is_empty(), "{backend} as {}: {} violations:\n{}", who.name(), violations.len(), violations.join("\n"));
 }
 
@@ -213,8 +217,8 @@ fn sysctl(name: &str) -> String {
 
 impl HostGuard {
     fn new() -> HostGuard {
-        use std::os::unix::fs::OpenOptionsExt;
         use std::os::linux::net::SocketAddrExt;
+        use std::os::unix::fs::OpenOptionsExt;
         use std::os::unix::net::{SocketAddr, UnixListener};
         let secret = random_token();
         let _ = fs::remove_file(SECRET_FILE);
@@ -592,7 +596,8 @@ impl Lab {
                 }
                 let cwd = fs::read_link(p.join("cwd")).unwrap_or_default();
                 let in_cgroup = fs::read_to_string(p.join("cgroup")).unwrap_or_default().contains(&cgroup);
-                let uid = status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|u| u.split_whitespace().next()?.parse::<u32>().ok());
+                let uid =
+                    status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|u| u.split_whitespace().next()?.parse::<u32>().ok());
                 let by_user = matches!(self.who, Who::User(u, _) if uid == Some(u));
                 if in_cgroup || by_user || cmdline.contains(&test_dir) || cwd.starts_with(self.dir.path()) {
                     found.push((pid, cmdline.chars().take(80).collect()));
@@ -603,7 +608,11 @@ impl Lab {
             }
             std::thread::sleep(Duration::from_millis(250));
         }
-        violations.push(format!("processes: {} left after gah-app ended, e.g. {:?}", found.len(), found.iter().take(3).collect::<Vec<_>>()));
+        violations.push(format!(
+            "processes: {} left after gah-app ended, e.g. {:?}",
+            found.len(),
+            found.iter().take(3).collect::<Vec<_>>()
+        ));
         for (pid, _) in &found {
             let _ = gah_util::process::command("kill").args(["-KILL", &pid.to_string()]).status();
         }
@@ -682,8 +691,7 @@ fn sandbox_must_deny(id: &str) -> bool {
         || id.starts_with("input.chmod")
         || id.starts_with("input.append")
         || id.starts_with("input.suid-copy")
-        || id.starts_with("file.")
-            && id != "file.shadow"
+        || id.starts_with("file.") && id != "file.shadow"
         || id.starts_with("dev.")
         || matches!(
             id,
