@@ -15,7 +15,8 @@
 //! - kernel: vm.swappiness, kernel.core_pattern and kernel.hostname unchanged (restored if
 //!   not, so a failing run does not leave the host changed);
 //! - no setuid or setgid file appears under the test's folders, no process of the run is
-//!   left, no host path (the test's folder) shows in what the guest saw;
+//!   left, nor its slot (or a hard link to the image), no host path (the test's folder)
+//!   shows in what the guest saw;
 //! - `gah-app` exits 0 with an archive, ends in bounded time, and the resource attacks end
 //!   with the right status: forkbomb stopped below its cap and not kept alive past the
 //!   agent, diskfill `resource_limit` (with `--max-disk-mib 256`), spin `timeout`.
@@ -543,6 +544,12 @@ impl Lab {
         }
 
         // The host, as the run left it.
+        let slot = run_dir.join("slot");
+        if slot.exists() {
+            let left: Vec<PathBuf> = walk(&slot).into_iter().filter(|(_, m)| !m.is_dir()).map(|(p, _)| p).collect();
+            let examples: Vec<_> = left.iter().take(4).filter_map(|p| p.strip_prefix(&slot).ok()).collect();
+            violations.push(format!("leftovers: gah-app left its slot {} ({} files, e.g. {examples:?})", slot.display(), left.len()));
+        }
         if attack.keep_binpkgs {
             check_kept(&kept, &mut violations);
         }
@@ -635,11 +642,20 @@ impl Lab {
             }
         }
         for (path, kind) in &mut self.image_files {
-            let after = describe(path, &fs::symlink_metadata(path).unwrap());
-            if &after != kind {
+            let meta = fs::symlink_metadata(path).unwrap();
+            let after = describe(path, &meta);
+            if without_nlink(&after) != without_nlink(kind) {
                 violations.push(format!("inputs: the image's {} changed: {kind} -> {after}", path.display()));
-                *kind = after;
+            } else if &after != kind {
+                // Same content, mode and owner, one more name: a hard link left somewhere.
+                let twins: Vec<PathBuf> = walk(self.dir.path())
+                    .into_iter()
+                    .filter(|(_, m)| m.dev() == meta.dev() && m.ino() == meta.ino())
+                    .map(|(p, _)| p)
+                    .collect();
+                violations.push(format!("leftovers: the image's {} has {} names after the run ({twins:?})", path.display(), meta.nlink()));
             }
+            *kind = after;
         }
         self.inputs_before = now;
     }
@@ -765,6 +781,15 @@ fn describe(path: &Path, meta: &fs::Metadata) -> String {
     }
 }
 
+/// A [`describe`] line without its link count.
+fn without_nlink(description: &str) -> String {
+    let mut words: Vec<&str> = description.split(' ').collect();
+    if let Some(at) = words.iter().position(|w| *w == "nlink") {
+        words.drain(at..(at + 2).min(words.len()));
+    }
+    words.join(" ")
+}
+
 fn copy_tree(from: &Path, to: &Path) {
     fs::create_dir_all(to).unwrap();
     for entry in fs::read_dir(from).unwrap_or_else(|e| panic!("{}: {e}: run scripts/setup.sh", from.display())) {
@@ -797,4 +822,5 @@ fn attempt_lines_are_parsed_from_a_portage_log() {
     assert_eq!(a[1].0, "forkbomb.limited");
     assert!(sandbox_must_deny("input.remount-rw_gah_in_repo") && sandbox_must_deny("file.secret") && !sandbox_must_deny("file.shadow"));
     assert!(!sandbox_must_deny("mount.tmpfs") && !sandbox_must_deny("env.self"));
+    assert_eq!(without_nlink("file 644 0:0 nlink 2 sha256 ab"), "file 644 0:0 sha256 ab");
 }
