@@ -59,7 +59,12 @@ pub fn artefacts() -> Artefacts {
 
 /// The overlay's job for `cp` with its default-most valid configuration and `compiler`.
 pub fn overlay_job(cp: &str, compiler: Compiler, timeout_secs: u64) -> Job {
-    let overlay = project_root().join("vm-images/overlay");
+    repo_job(&project_root().join("vm-images/overlay"), cp, compiler, timeout_secs)
+}
+
+/// The job for `cp` in the repository at `repo` (for example the hostile one,
+/// `vm-images/overlay-hostile`) with its default-most valid configuration and `compiler`.
+pub fn repo_job(repo: &Path, cp: &str, compiler: Compiler, timeout_secs: u64) -> Job {
     let config = gah_workgen::plan::Config {
         compilers: vec![compiler],
         strategy: gah_ebuild::Strategy::Exhaustive { limit: 64 },
@@ -67,7 +72,7 @@ pub fn overlay_job(cp: &str, compiler: Compiler, timeout_secs: u64) -> Job {
         timeout_secs,
         threads: 1,
     };
-    let (repos, _) = gah_workgen::plan::load_repos(&[overlay]);
+    let (repos, _) = gah_workgen::plan::load_repos(&[repo.to_path_buf()]);
     let plan = gah_workgen::plan::plan(&repos, &config);
     plan.jobs
         .into_iter()
@@ -80,7 +85,7 @@ pub fn overlay_job(cp: &str, compiler: Compiler, timeout_secs: u64) -> Job {
                 j.use_flags.enabled().count(),
             )
         })
-        .unwrap_or_else(|| panic!("the overlay has no job for {cp}"))
+        .unwrap_or_else(|| panic!("{} has no job for {cp}", repo.display()))
 }
 
 /// Runs `gah-app` for `job` with `backend` in a fresh folder; returns the archive's path and
