@@ -409,7 +409,7 @@ pub fn main(args: Args) -> Result<(), AppError> {
     drop(supervisor);
     match ending {
         Ending::Aborted => {
-            let _ = fs::remove_dir_all(&slot);
+            let _ = gah_util::untrusted::remove_tree(&slot);
             runtime.abort_exit();
         }
         Ending::Quit => {
@@ -445,7 +445,7 @@ pub fn main(args: Args) -> Result<(), AppError> {
         keep_built_binpkgs(&out_dir.join("binpkgs"), &input.binpkgs, keep)?;
     }
     tracing::info!(target: SAY, "{} {} ({}) -> {}", job.job_id, outcome.status, outcome.summary, output.display());
-    let _ = fs::remove_dir_all(&slot);
+    let _ = gah_util::untrusted::remove_tree(&slot);
     runtime.fraction_done(1.0);
     runtime.finish(0)
 }
@@ -566,7 +566,7 @@ fn start_afresh(slot: &Path) {
         }
         let path = entry.path();
         // DirEntry::file_type does not follow links: a link is removed, not what it names.
-        let _ = if entry.file_type().is_ok_and(|t| t.is_dir()) { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+        let _ = if entry.file_type().is_ok_and(|t| t.is_dir()) { gah_util::untrusted::remove_tree(&path) } else { fs::remove_file(&path) };
     }
 }
 

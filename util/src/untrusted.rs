@@ -7,7 +7,7 @@
 //! a file it could not read itself, or a tree of links. Each is refused here with a typed
 //! error that names the file.
 
-use std::fs::File;
+use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
@@ -323,5 +323,34 @@ mod tests {
         assert!(walk_nofollow(&d, Path::new("real/x")).is_ok());
         assert!(matches!(walk_nofollow(&d, Path::new("via/x")).unwrap_err(), UntrustedError::Link { .. }));
         assert!(walk_nofollow(&d, Path::new("nope")).unwrap_err().is_missing());
+    }
+}
+
+/// Removes a folder a guest wrote into, whatever modes it left (a folder of mode 000 stops
+/// `remove_dir_all`; overlayfs leaves one in its work folder). Links are removed, never
+/// followed.
+pub fn remove_tree(path: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(_) => {
+            open_up(path);
+            fs::remove_dir_all(path)
+        }
+    }
+}
+
+/// Makes every folder under `dir` (itself included) searchable and writable by its owner.
+fn open_up(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if !fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
+        return;
+    }
+    let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            open_up(&entry.path());
+        }
     }
 }

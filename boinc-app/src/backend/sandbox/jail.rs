@@ -9,7 +9,7 @@
 //!    none;
 //! 3. the pid namespace's PID 1 (non-dumpable, so nothing in the guest can ptrace it) mounts
 //!    the guest root: an overlay over the image (idmapped onto the guest's id range when
-//!    root), `/gah/in` parts read-only, `/gah/out` writable, a fresh `/proc` with `/proc/sys`
+//!    root), `/gah/in` parts as read-only overlays, `/gah/out` in the upper layer, a fresh `/proc` with `/proc/sys`
 //!    and friends read-only and kernel files masked, a minimal `/dev`; then `pivot_root`;
 //! 4. resource limits (core, file size, open files);
 //! 5. the *guest* namespace: the agent's process unshares a user and mount namespace whose
@@ -87,16 +87,14 @@ impl GuestIds {
 /// Ids a guest has when `gah-app` is root: the usual 16-bit range Portage's users live in.
 pub const GUEST_ID_COUNT: u32 = 65536;
 
-/// One bind mount into the sandbox.
+/// One read-only input folder of the guest.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Bind {
-    /// Host path.
+pub struct Input {
+    /// Host folder.
     pub source: PathBuf,
     /// Absolute path inside the sandbox.
     pub target: PathBuf,
-    /// False for a read-only bind.
-    pub writable: bool,
 }
 
 /// Everything the helper needs; written by the backend as JSON into the slot.
@@ -107,8 +105,11 @@ pub struct SandboxSpec {
     pub lower: PathBuf,
     /// The job's scratch folder: `upper/`, `work/`, `root/` go here.
     pub scratch: PathBuf,
-    /// Bind mounts, applied in order.
-    pub binds: Vec<Bind>,
+    /// Read-only inputs, mounted in order (a later one may sit inside an earlier one).
+    pub inputs: Vec<Input>,
+    /// Folders the guest writes its results into (`/gah/out`): made in the overlay's upper
+    /// layer, owned by guest root; the backend takes them from there once the guest is gone.
+    pub outputs: Vec<PathBuf>,
     /// The program and its arguments, as seen inside the sandbox.
     pub argv: Vec<String>,
     /// The whole environment of the program.
@@ -330,10 +331,8 @@ fn pid_one(spec: &SandboxSpec, idmap: Option<&OwnedFd>) -> Result<i32, SandboxEr
             .map(|fd| unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
             .map_err(|source| SandboxError::Mount { what: "open", path: path.to_path_buf(), source })
     };
-    let mut watched = vec![open_dir(&spec.scratch.join("upper"))?];
-    for bind in spec.binds.iter().filter(|b| b.writable) {
-        watched.push(open_dir(&root.join(bind.target.strip_prefix("/").unwrap_or(&bind.target)))?);
-    }
+    // Everything the guest writes lands in the upper layer, its outputs too.
+    let watched = vec![open_dir(&spec.scratch.join("upper"))?];
     nix::unistd::chdir(&root).map_err(|e| SandboxError::Pivot { path: root.clone(), source: e })?;
     nix::unistd::pivot_root(".", ".").map_err(|e| SandboxError::Pivot { path: root.clone(), source: e })?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| SandboxError::Pivot { path: root.clone(), source: e })?;
@@ -605,6 +604,13 @@ fn mount_filesystems(spec: &SandboxSpec, root: &Path, idmap: Option<&OwnedFd>) -
             lower
         }
     };
+    for output in &spec.outputs {
+        let dir = upper.join(output.strip_prefix("/").unwrap_or(output));
+        fs::create_dir_all(&dir).map_err(prep(&dir))?;
+        if let Some(host_root) = spec.ids.host_root() {
+            nix::unistd::chown(&dir, Some(Uid::from_raw(host_root)), Some(Gid::from_raw(host_root))).map_err(mnt("chown", &dir))?;
+        }
+    }
     // Relative to the scratch folder, so the guest's mountinfo does not show where it is.
     nix::unistd::chdir(&spec.scratch).map_err(mnt("chdir", &spec.scratch))?;
     let relative = |p: &Path| p.strip_prefix(&spec.scratch).map(Path::to_path_buf).unwrap_or_else(|_| p.to_path_buf());
@@ -612,25 +618,31 @@ fn mount_filesystems(spec: &SandboxSpec, root: &Path, idmap: Option<&OwnedFd>) -
         format!("lowerdir={},upperdir={},workdir={}", relative(&lower).display(), relative(&upper).display(), relative(&work).display());
     mount(Some("overlay"), root, Some("overlay"), MsFlags::empty(), Some(options.as_str())).map_err(mnt("mount overlay on", root))?;
 
-    for bind in &spec.binds {
-        let target = root.join(bind.target.strip_prefix("/").unwrap_or(&bind.target));
-        if bind.source.is_dir() {
+    // Inputs: each a read-only overlay over a private bind of its folder, so the guest's
+    // mountinfo names only `lowerdir=<n>:empty`, never where the folder is on the host. The
+    // binds themselves live outside the new root: the guest never sees them.
+    let staging = spec.scratch.join("inputs");
+    let empty = staging.join("empty");
+    fs::create_dir_all(&empty).map_err(prep(&empty))?;
+    for (n, input) in spec.inputs.iter().enumerate() {
+        let private = staging.join(n.to_string());
+        fs::create_dir_all(&private).map_err(prep(&private))?;
+        mount(Some(&input.source), &private, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+            .map_err(mnt("bind", &input.source))?;
+        let target = root.join(input.target.strip_prefix("/").unwrap_or(&input.target));
+        if !target.is_dir() {
             fs::create_dir_all(&target).map_err(prep(&target))?;
-        } else {
-            if let Some(parent) = target.parent() {
-                fs::create_dir_all(parent).map_err(prep(parent))?;
-            }
-            if !target.exists() {
-                fs::write(&target, b"").map_err(prep(&target))?;
-            }
         }
-        mount(Some(&bind.source), &target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-            .map_err(mnt("bind-mount onto", &target))?;
-        let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-        if !bind.writable {
-            flags |= MsFlags::MS_RDONLY;
-        }
-        remount_bind(&target, flags).map_err(mnt("remount", &target))?;
+        nix::unistd::chdir(&staging).map_err(mnt("chdir", &staging))?;
+        let options = format!("lowerdir={n}:empty");
+        mount(
+            Some("overlay"),
+            &target,
+            Some("overlay"),
+            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(options.as_str()),
+        )
+        .map_err(mnt("mount the read-only input on", &target))?;
     }
 
     let dev = root.join("dev");

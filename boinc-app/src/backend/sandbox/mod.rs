@@ -24,7 +24,7 @@ use nix::unistd::Pid;
 mod jail;
 pub mod seccomp;
 
-pub use jail::{enter, Bind, GuestIds, SandboxError, SandboxSpec, GUEST_ID_COUNT, LIMIT_EXCEEDED, REPORT_FD, SETUP_FAILED};
+pub use jail::{enter, GuestIds, Input, SandboxError, SandboxSpec, GUEST_ID_COUNT, LIMIT_EXCEEDED, REPORT_FD, SETUP_FAILED};
 
 use super::{
     parse_progress, Accelerator, Backend, BackendError, BackendKind, Guest, GuestEvent, GuestInput, GuestProgress, Limit,
@@ -189,7 +189,8 @@ impl SandboxBackend {
         let spec = SandboxSpec {
             lower: self.rootfs.clone(),
             scratch: scratch.path().to_path_buf(),
-            binds: vec![],
+            inputs: vec![],
+            outputs: vec![],
             argv: vec!["/bin/sh".into(), "-c".into(), "exit 0".into()],
             env: vec![("PATH".into(), "/usr/bin:/bin".into())],
             cgroups: vec![],
@@ -265,21 +266,16 @@ impl SandboxBackend {
             );
         }
         let ids = self.guest_ids();
-        if let Some(host_root) = ids.host_root() {
-            // The guest's root writes its outputs; nothing else of the host is its.
-            nix::unistd::chown(&out, Some(nix::unistd::Uid::from_raw(host_root)), Some(nix::unistd::Gid::from_raw(host_root)))
-                .map_err(|e| SandboxGuestError::Create { path: out.clone(), source: e.into() })?;
-        }
         let spec = SandboxSpec {
             lower: self.rootfs.clone(),
             scratch: scratch.clone(),
-            binds: vec![
-                Bind { source: input.staged.clone(), target: "/gah/in".into(), writable: false },
-                Bind { source: input.repo.clone(), target: "/gah/in/repo".into(), writable: false },
-                Bind { source: input.distfiles.clone(), target: "/gah/in/distfiles".into(), writable: false },
-                Bind { source: input.binpkgs.clone(), target: "/gah/in/binpkgs".into(), writable: false },
-                Bind { source: out.clone(), target: "/gah/out".into(), writable: true },
+            inputs: vec![
+                Input { source: input.staged.clone(), target: "/gah/in".into() },
+                Input { source: input.repo.clone(), target: "/gah/in/repo".into() },
+                Input { source: input.distfiles.clone(), target: "/gah/in/distfiles".into() },
+                Input { source: input.binpkgs.clone(), target: "/gah/in/binpkgs".into() },
             ],
+            outputs: vec![GUEST_OUT.into()],
             argv: vec![
                 "/gah/in/gah-agent".into(),
                 "--job".into(),
@@ -363,9 +359,12 @@ impl SandboxBackend {
             text
         });
         tracing::info!(pid = child.id(), cgroups = ?cgroups, "sandbox started");
-        Ok(SandboxGuest { child, events: rx, reports: Some(reports), cgroups, console, scratch, finished: false })
+        Ok(SandboxGuest { child, events: rx, reports: Some(reports), cgroups, console, scratch, out, finished: false })
     }
 }
+
+/// The guest's output folder.
+const GUEST_OUT: &str = "/gah/out";
 
 /// Most of the guest's stderr kept in the console log.
 const CONSOLE_MAX_BYTES: u64 = 16 << 20;
@@ -411,6 +410,8 @@ struct SandboxGuest {
     cgroups: Vec<PathBuf>,
     console: PathBuf,
     scratch: PathBuf,
+    /// Where the guest's `/gah/out` goes on the host once it is gone.
+    out: PathBuf,
     finished: bool,
 }
 
@@ -460,12 +461,27 @@ impl SandboxGuest {
         None
     }
 
+    /// Takes the guest's `/gah/out` from the upper layer (the guest is gone: nothing can
+    /// swap it now), then removes the cgroups and the scratch disk.
     fn cleanup(&mut self) {
+        let guest_out = self.scratch.join("upper").join(GUEST_OUT.trim_start_matches('/'));
+        if fs::symlink_metadata(&guest_out).is_ok_and(|m| m.is_dir()) {
+            let _ = gah_util::untrusted::remove_tree(&self.out);
+            if let Err(e) = fs::rename(&guest_out, &self.out) {
+                tracing::warn!("could not take the guest's outputs from {}: {e}", guest_out.display());
+            }
+        }
+        // A link or a file where the folder was is no output: the readers get an empty folder.
+        if !fs::symlink_metadata(&self.out).is_ok_and(|m| m.is_dir()) {
+            let _ = fs::remove_file(&self.out);
+            let _ = fs::create_dir_all(&self.out);
+        }
         for cg in &self.cgroups {
             let _ = fs::remove_dir(cg);
         }
-        // The overlay's upper layer is the guest's scratch disk: gone with the job.
-        let _ = fs::remove_dir_all(&self.scratch);
+        // The overlay's upper layer is the guest's scratch disk: gone with the job, whatever
+        // modes the guest (or overlayfs's work folder) left.
+        let _ = gah_util::untrusted::remove_tree(&self.scratch);
     }
 }
 
