@@ -228,6 +228,35 @@ impl<R: io::BufRead> LineReader<R> {
     }
 }
 
+/// Removes a folder a guest wrote into, whatever modes it left (a folder of mode 000 stops
+/// `remove_dir_all`; overlayfs leaves one in its work folder). Links are removed, never
+/// followed.
+pub fn remove_tree(path: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(_) => {
+            open_up(path);
+            fs::remove_dir_all(path)
+        }
+    }
+}
+
+/// Makes every folder under `dir` (itself included) searchable and writable by its owner.
+fn open_up(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if !fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
+        return;
+    }
+    let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            open_up(&entry.path());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,33 +353,19 @@ mod tests {
         assert!(matches!(walk_nofollow(&d, Path::new("via/x")).unwrap_err(), UntrustedError::Link { .. }));
         assert!(walk_nofollow(&d, Path::new("nope")).unwrap_err().is_missing());
     }
-}
 
-/// Removes a folder a guest wrote into, whatever modes it left (a folder of mode 000 stops
-/// `remove_dir_all`; overlayfs leaves one in its work folder). Links are removed, never
-/// followed.
-pub fn remove_tree(path: &Path) -> io::Result<()> {
-    match fs::remove_dir_all(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(_) => {
-            open_up(path);
-            fs::remove_dir_all(path)
-        }
-    }
-}
-
-/// Makes every folder under `dir` (itself included) searchable and writable by its owner.
-fn open_up(dir: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    if !fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
-        return;
-    }
-    let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
-    let Ok(entries) = fs::read_dir(dir) else { return };
-    for entry in entries.flatten() {
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            open_up(&entry.path());
-        }
+    #[test]
+    fn a_tree_with_closed_folders_is_removed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("slot");
+        fs::create_dir_all(tree.join("work/work/deep")).unwrap();
+        fs::write(tree.join("work/work/deep/file"), b"x").unwrap();
+        std::os::unix::fs::symlink("/etc", tree.join("link")).unwrap();
+        fs::set_permissions(tree.join("work/work/deep"), fs::Permissions::from_mode(0o000)).unwrap();
+        fs::set_permissions(tree.join("work/work"), fs::Permissions::from_mode(0o000)).unwrap();
+        remove_tree(&tree).unwrap();
+        assert!(!tree.exists());
+        assert!(Path::new("/etc").is_dir(), "the link was followed");
     }
 }
