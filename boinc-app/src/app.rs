@@ -261,6 +261,15 @@ pub struct Args {
     /// Guest CPUs (default: what the client allots, else the CPUs this host has).
     #[arg(long)]
     pub cpus: Option<u32>,
+    /// Added by BOINC's scheduler when the plan class sets `nthreads_cmdline`
+    /// (sched/plan_class_spec.cpp): the CPUs this task was given. Same as --cpus.
+    #[arg(long, value_name = "N")]
+    pub nthreads: Option<u32>,
+    /// Added by BOINC's scheduler when the plan class sets `mem_usage_base_mb` or
+    /// `mem_usage_per_cpu_mb` (sched/plan_class_spec.cpp): the memory it counted for this
+    /// task, in MB. Caps the guest's memory like the workunit's memory bound.
+    #[arg(long = "memory_size_mb", value_name = "MB")]
+    pub memory_size_mb: Option<f64>,
     /// Also checkpoint every this many seconds (without a client, BOINC's runtime asks
     /// every 300 s). 0 never checkpoints, not even when asked: for measuring the overhead.
     #[arg(long)]
@@ -327,9 +336,13 @@ pub fn main(args: Args) -> Result<(), AppError> {
     let limits = crate::init_data::read(Path::new(boinc_api::INIT_DATA_FILE));
     // Far fewer CPUs than u32::MAX.
     let host_cpus = std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX));
-    let cpus = args.cpus.or(limits.ncpus).unwrap_or(host_cpus).clamp(1, host_cpus);
-    // The workunit's memory bound, less the VMM's own share, caps the guest.
-    let memory_mib = match limits.memory_bound_bytes {
+    let cpus = args.cpus.or(args.nthreads).or(limits.ncpus).unwrap_or(host_cpus).clamp(1, host_cpus);
+    // The workunit's memory bound (or what the scheduler counted for the plan class), less
+    // the VMM's own share, caps the guest.
+    // BOINC's MB is 2^20 bytes (lib/util.h MEGA); a count from its command line, far below 2^53.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let scheduler_bytes = args.memory_size_mb.filter(|mb| mb.is_finite() && *mb > 0.0).map(|mb| (mb * 1_048_576.0) as u64);
+    let memory_mib = match limits.memory_bound_bytes.into_iter().chain(scheduler_bytes).min() {
         Some(bytes) => ((bytes / (1 << 20)) * 9 / 10).clamp(512, args.memory_mib.max(512)),
         None => args.memory_mib,
     };
@@ -626,6 +639,17 @@ fn keep_built_binpkgs(out: &Path, given: &Path, keep: &Path) -> Result<gah_util:
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
+    /// Issue 9: BOINC's scheduler appends these for plan classes with memory usage or
+    /// nthreads_cmdline (sched/plan_class_spec.cpp); gah-app refused them.
+    #[test]
+    fn the_schedulers_command_line_additions_are_taken() {
+        let args = Args::try_parse_from(["gah-app", "--memory_size_mb", "1536", "--nthreads", "2"]).expect("parsed");
+        assert_eq!(args.memory_size_mb, Some(1536.0));
+        assert_eq!(args.nthreads, Some(2));
+    }
+
     use super::*;
 
     #[test]
