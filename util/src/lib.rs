@@ -6,7 +6,7 @@
 //! - [`process`]: the one place that spawns programs ([`process::command`]), with the tail of
 //!   stderr in errors and [`process::KillOnDrop`].
 //! - [`untrusted`]: reading what the guest left: regular files only, beneath a folder, no
-//!   link followed, never blocking, capped.
+//!   link followed, never blocking, capped; and removing it, whatever modes it left.
 //! - [`pkgdir`]: merging binary package folders (Portage's PKGDIR), guest-made ones too.
 //! - [`sqlite`]: opening a database with its named migrations ([`sqlite::open`]).
 //! - [`shell`]: quoting for `sh`; [`error_chain`]: a typed error and its causes on one line.
