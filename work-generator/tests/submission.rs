@@ -364,3 +364,36 @@ impl Submitter for RecordingSubmitter {
         Ok(())
     }
 }
+
+/// Issue 9, item 6: the daemon takes its results database and queue from the project
+/// (`../gah.conf` from `tmp_<host>/`) and refuses to start without a results database.
+#[test]
+fn the_daemon_is_configured_by_the_project_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let project = tmp.path().join("project");
+    let cwd = project.join("tmp_host");
+    std::fs::create_dir_all(&cwd).unwrap();
+    let daemon = |extra: &[&str]| {
+        let mut cmd = command(env!("CARGO_BIN_EXE_gah-workgen"));
+        cmd.args(["daemon", "--keep-unsent", "0", "--unsent-cmd", "echo 0", "--rounds", "1", "--boinc-project", ".."])
+            .args(extra)
+            .current_dir(&cwd)
+            .env_remove("GAH_RESULTS_DB")
+            .env_remove("GAH_QUEUE_DIR");
+        let out = cmd.output().unwrap();
+        (out.status.code(), String::from_utf8(out.stderr).unwrap())
+    };
+    let (code, stderr) = daemon(&[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("no results database configured") && stderr.contains("GAH_RESULTS_DB"), "{stderr}");
+    assert_eq!(std::fs::read_dir(&cwd).unwrap().count(), 0, "nothing created under tmp_<host>/");
+
+    std::fs::write(project.join("gah.conf"), "results_db = results/results.sqlite\nqueue_dir = queue\n").unwrap();
+    let (code, stderr) = daemon(&[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("nothing to fold") && project.join("queue/state.sqlite").exists(), "{stderr}");
+    // The command line wins over the file.
+    let (code, stderr) = daemon(&["--queue", tmp.path().join("q2").to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(tmp.path().join("q2/state.sqlite").exists());
+}
