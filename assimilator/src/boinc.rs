@@ -19,15 +19,26 @@
 //! With `WU_ID`, the workunit's name is read from the upload's physical name, which BOINC
 //! makes `<wu_name>_<n>_r<random>_<i>` (before late 2015: `<wu_name>_<n>_<i>`), see
 //! [`wu_name_of_upload`]. An old-style `--error` names no workunit: the failure is recorded
-//! as `wu#<WU_ID>` and the work generator's rotation is not told.
+//! as `wu#<WU_ID>`.
 //!
-//! Settings come from the environment ([`Settings::from_env`]): `GAH_RESULTS_DB`,
-//! `GAH_SNAPSHOT`, `GAH_QUEUE_DIR`.
+//! Settings come from the project, not from whoever started the daemon
+//! ([`Settings::resolve`], [`gah_core::project`]): the project's `gah.conf` (found from the
+//! daemon's working directory `tmp_<host>/` as `../gah.conf`), else `GAH_RESULTS_DB` and
+//! `GAH_SNAPSHOT`. With no results database anywhere it refuses, naming all three places,
+//! rather than create one under `tmp_<host>/`.
+//!
+//! ## Exit codes
+//!
+//! A problem with one result never stops BOINC's daemon (it stops on any nonzero exit): a
+//! quarantined archive, a missing canonical upload, an upload whose name names no workunit
+//! are recorded (the `quarantine` table, and a log line) and the program exits 0 ([`Done`]).
+//! Only what may pass (the database busy, the disk full) or a misconfigured project exits
+//! nonzero.
 
 use std::path::{Path, PathBuf};
 
 use gah_core::db::{Database, DbError, Recorded, NO_SNAPSHOT};
-use gah_core::outcome::Status;
+use gah_core::project::{Overrides, ProjectError};
 
 use crate::{AssimilateError, Assimilated};
 
@@ -38,20 +49,15 @@ pub struct Settings {
     pub db: PathBuf,
     /// The tree snapshot label the outcomes belong to (`None`: snapshot 0).
     pub snapshot: Option<String>,
-    /// The work generator's queue folder, whose rotation newly stored outcomes update.
-    pub queue: Option<PathBuf>,
 }
 
 impl Settings {
-    /// `$GAH_RESULTS_DB` (else [`crate::default_db_path`]), `$GAH_SNAPSHOT`, `$GAH_QUEUE_DIR`;
-    /// empty values count as unset.
-    pub fn from_env() -> Settings {
-        let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
-        Settings {
-            db: crate::default_db_path(),
-            snapshot: var("GAH_SNAPSHOT").map(|v| v.to_string_lossy().into_owned()),
-            queue: var("GAH_QUEUE_DIR").map(PathBuf::from),
-        }
+    /// The results database and snapshot from `over`, the project file, then the
+    /// environment ([`gah_core::project::resolve_here`]); an error naming every place when
+    /// no results database is configured.
+    pub fn resolve(over: &Overrides) -> Result<Settings, ProjectError> {
+        let r = gah_core::project::resolve_here(over)?;
+        Ok(Settings { db: r.require_results_db()?.to_owned(), snapshot: r.snapshot })
     }
 
     fn open(&self) -> Result<(Database, i64), DbError> {
@@ -72,6 +78,14 @@ pub enum Call {
         /// The workunit's name (given, or read from the upload's name).
         wu_name: String,
         /// The canonical result's output file.
+        file: PathBuf,
+    },
+    /// A canonical result whose upload's name names no workunit (see
+    /// [`wu_name_of_upload`]): recorded in quarantine as `wu#<WU_ID>`.
+    Unnamed {
+        /// The workunit's id.
+        wu_id: i64,
+        /// The upload.
         file: PathBuf,
     },
     /// The workunit failed as a whole (no canonical result).
@@ -119,14 +133,13 @@ pub fn parse_args(args: &[String]) -> Result<Call, ArgsError> {
         }
         [wu, file] => {
             let file = PathBuf::from(file);
-            let wu_name = if is_id(wu) {
-                wu_name_of_upload(&file)
-                    .ok_or_else(|| err("the upload's name is not BOINC's `<wu_name>_<n>_r<random>_<i>`, so it names no workunit"))?
-                    .to_owned()
-            } else {
-                wu.clone()
-            };
-            Ok(Call::Result { wu_name, file })
+            if !is_id(wu) {
+                return Ok(Call::Result { wu_name: wu.clone(), file });
+            }
+            Ok(match wu_name_of_upload(&file) {
+                Some(wu_name) => Call::Result { wu_name: wu_name.to_owned(), file },
+                None => Call::Unnamed { wu_id: int(wu, "WU_ID")?, file },
+            })
         }
         _ => Err(err("expected WU_ID FILE (--script gah-assimilate), WU_NAME FILE, or --error MASK ...")),
     }
@@ -148,46 +161,64 @@ pub fn wu_name_of_upload(path: &Path) -> Option<&str> {
     (!wu.is_empty()).then_some(wu)
 }
 
-/// Stores the canonical result `file` of workunit `wu_name` ([`crate::assimilate_at`]) and,
-/// for a newly stored outcome, updates the rotation. Returns what was done and the
-/// rotation's log line, if any.
-pub fn assimilate_result(settings: &Settings, wu_name: &str, file: &Path) -> Result<(Assimilated, Option<String>), AssimilateError> {
+/// What one call did: always exit 0 (the line is logged).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Done(pub String);
+
+/// Does what `script_assimilator` asked: stores the result, quarantines it, or records the
+/// failure. An error is transient or a misconfiguration: exit nonzero.
+pub fn perform(settings: &Settings, call: &Call) -> Result<Done, AssimilateError> {
+    match call {
+        Call::Result { wu_name, file } => match assimilate_result(settings, wu_name, file) {
+            Ok(done) => Ok(Done(format!("{wu_name}: {done}"))),
+            // BOINC will not make a missing canonical upload appear: recorded, not retried.
+            Err(AssimilateError::Read(e)) if crate::is_missing(&e) => {
+                let reason = gah_validator::one_line(&gah_util::error_chain(&e));
+                let (mut db, _) = settings.open()?;
+                let recorded = db.record_quarantine(wu_name, &file.to_string_lossy(), None, &reason)?;
+                Ok(Done(format!("{wu_name}: {}", Assimilated::Quarantined { reason, recorded })))
+            }
+            Err(e) => Err(e),
+        },
+        Call::Unnamed { wu_id, file } => {
+            let name = format!("wu#{wu_id}");
+            let reason =
+                format!("{}: the upload's name is not BOINC's `<wu_name>_<n>_r<random>_<i>`, so it names no workunit", file.display());
+            let (mut db, _) = settings.open()?;
+            let recorded = db.record_quarantine(&name, &file.to_string_lossy(), None, &reason)?;
+            Ok(Done(format!("{name}: {}", Assimilated::Quarantined { reason, recorded })))
+        }
+        Call::Failed { mask, wu_name, wu_id, batch_id } => {
+            let (name, recorded) = record_failed(settings, *mask, wu_name.as_deref(), *wu_id, *batch_id)?;
+            let what = match recorded {
+                Recorded::Inserted => "recorded",
+                Recorded::AlreadyPresent => "already recorded",
+            };
+            Ok(Done(format!("{name}: infrastructure failure (error mask {mask:#x}) {what}")))
+        }
+    }
+}
+
+/// Stores the canonical result `file` of workunit `wu_name` ([`crate::assimilate_at`]).
+pub fn assimilate_result(settings: &Settings, wu_name: &str, file: &Path) -> Result<Assimilated, AssimilateError> {
     let (mut db, snapshot) = settings.open()?;
-    let done = crate::assimilate_at(&mut db, snapshot, wu_name, file)?;
-    let rotation = match (&settings.queue, &done) {
-        (Some(queue), Assimilated::Stored(Recorded::Inserted)) => Some(match db.stored_job(wu_name, snapshot)? {
-            // The row is durable; its job and status feed the rotation.
-            Some((job_id, status)) => match status.parse::<Status>() {
-                Ok(status) => crate::update_rotation(queue, &job_id, status),
-                Err(e) => format!("rotation not updated for {job_id} (ignored): {e}"),
-            },
-            None => format!("rotation not updated for {wu_name} (ignored): the row just stored is not there"),
-        }),
-        _ => None,
-    };
-    Ok((done, rotation))
+    crate::assimilate_at(&mut db, snapshot, wu_name, file)
 }
 
 /// Records that workunit `wu_name` (or `wu#<wu_id>` when BOINC gave no name) failed as a
-/// whole ([`crate::record_error`]) and, when newly recorded and named, tells the rotation of
-/// its job ([`gah_core::job::job_id_of_wu`]) as an infrastructure error.
+/// whole ([`crate::record_error`]). The work generator's rotation reads it from the results
+/// database (as an infrastructure error of the job [`gah_core::job::job_id_of_wu`] names).
 pub fn record_failed(
     settings: &Settings,
     mask: i64,
     wu_name: Option<&str>,
     wu_id: i64,
     batch_id: i64,
-) -> Result<(String, Recorded, Option<String>), DbError> {
+) -> Result<(String, Recorded), DbError> {
     let name = wu_name.map_or_else(|| format!("wu#{wu_id}"), str::to_owned);
     let mut db = Database::open(&settings.db)?;
     let recorded = crate::record_error(&mut db, mask, &name, wu_id, batch_id)?;
-    let rotation = match (&settings.queue, wu_name, recorded) {
-        (Some(queue), Some(wu), Recorded::Inserted) => {
-            Some(crate::update_rotation(queue, gah_core::job::job_id_of_wu(wu), Status::InfraError))
-        }
-        _ => None,
-    };
-    Ok((name, recorded, rotation))
+    Ok((name, recorded))
 }
 
 #[cfg(test)]
@@ -217,7 +248,8 @@ mod tests {
             Call::Failed { mask: 4, wu_name: Some("wu_c".into()), wu_id: 42, batch_id: 7 }
         );
         assert_eq!(parse_args(&args("--error 4 42")).unwrap(), Call::Failed { mask: 4, wu_name: None, wu_id: 42, batch_id: 0 });
-        for bad in ["42 /u/outcome.tar.gz", "only-one", "--error x 1", "--error 1 a b", "a b c"] {
+        assert_eq!(parse_args(&args("42 /u/outcome.tar.gz")).unwrap(), Call::Unnamed { wu_id: 42, file: "/u/outcome.tar.gz".into() });
+        for bad in ["only-one", "--error x 1", "--error 1 a b", "a b c"] {
             assert!(parse_args(&args(bad)).is_err(), "{bad}");
         }
     }

@@ -14,12 +14,9 @@
 //!   Same idempotence and durability as the single path. A batch is bounded by count and by
 //!   the bytes its checked archives hold ([`Batching`]), so memory stays bounded whatever
 //!   the uploads.
-//! - [`update_rotation`] feeds each newly stored outcome to the work generator's failcount
-//!   rotation ([`gah_workgen::record_result`]). The results database is the record; the
-//!   rotation is advisory, so its failures (an unknown job id, a locked queue) are reported
-//!   and never fail the assimilation. It is updated only for rows this call inserted, so a
-//!   redelivered workunit never counts twice (a kill between the row's commit and the update
-//!   loses that one update, which the next result of the cell corrects).
+//! - The assimilator writes the results database and nothing else: the work generator's
+//!   failcount rotation reads what was stored from there, past its own watermark
+//!   (`gah_workgen::Queue::fold_results`), so data flows one way.
 //! - [`boinc`] is what `gah-assimilate`, the program BOINC's `script_assimilator` runs,
 //!   does with the arguments BOINC's keywords give (`WU_ID FILE`, `--error MASK ...`).
 //!
@@ -41,6 +38,8 @@
 //!   reason to stop every later workunit: it is *quarantined* ([`Assimilated::Quarantined`]):
 //!   a row in the `quarantine` table with the reason, and a copy of the upload (when under
 //!   the archive size cap) at `quarantine/<sha256>.tar.gz` beside the database. Exit 0.
+//!   For BOINC's daemon ([`boinc::perform`]), a canonical upload that is **missing** is
+//!   quarantined too (no copy, only the reason): BOINC will not make it appear.
 //! - a **transient** problem (the upload unreadable right now, the database locked past its
 //!   busy timeout, the disk full) is an [`AssimilateError`]: exit nonzero, so the daemon
 //!   stops, an administrator sees it, and the workunit is assimilated on restart. Nothing is
@@ -70,7 +69,6 @@ use std::path::{Path, PathBuf};
 
 use gah_core::archive::{self, Limits, OutcomeArchive};
 use gah_core::db::{Database, DbError, NewOutcome, Recorded, NO_SNAPSHOT};
-use gah_core::outcome::Status;
 use gah_validator::LoadError;
 
 /// What [`assimilate`] did with a workunit's canonical result.
@@ -149,9 +147,9 @@ impl From<DbError> for AssimilateError {
     }
 }
 
-/// The results database used when none is given: `$GAH_RESULTS_DB`, else
-/// `./results/results.sqlite`. (`script_assimilator` passes only its own tokens, so the
-/// environment is how a BOINC project names the database.)
+/// The results database `gah-assimilator` (the tool for humans) uses when none is
+/// configured: `$GAH_RESULTS_DB`, else `./results/results.sqlite`. The daemon's program,
+/// `gah-assimilate`, never falls back: see [`boinc::Settings::resolve`].
 pub fn default_db_path() -> PathBuf {
     std::env::var_os("GAH_RESULTS_DB").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("results/results.sqlite"))
 }
@@ -169,6 +167,12 @@ pub fn assimilate_at(db: &mut Database, snapshot: i64, wu_name: &str, path: &Pat
         Err(e) if e.is_transient() => Err(AssimilateError::Read(e)),
         Err(e) => quarantine(db, wu_name, path, &e),
     }
+}
+
+/// A canonical upload that is not there. Transient for the library and `gah-assimilator`
+/// (it may still arrive); BOINC's daemon path quarantines it ([`boinc::perform`]).
+pub(crate) fn is_missing(e: &LoadError) -> bool {
+    matches!(e, LoadError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
 }
 
 fn quarantine(db: &mut Database, wu_name: &str, path: &Path, e: &LoadError) -> Result<Assimilated, AssimilateError> {
@@ -203,8 +207,6 @@ pub struct BatchItem {
     pub file: PathBuf,
     /// Stored or quarantined, or a transient error (assimilate it again later).
     pub result: Result<Assimilated, AssimilateError>,
-    /// The outcome's job id and status, when stored (for [`update_rotation`]).
-    pub job: Option<(String, Status)>,
 }
 
 /// How [`assimilate_batch`] cuts its work.
@@ -229,7 +231,6 @@ pub struct Batching {
 pub fn assimilate_batch(db: &mut Database, snapshot: i64, items: &[(String, PathBuf)], batching: Batching) -> Vec<BatchItem> {
     let threads = batching.threads.max(1);
     let mut results: Vec<Option<Result<Assimilated, AssimilateError>>> = (0..items.len()).map(|_| None).collect();
-    let mut jobs: Vec<Option<(String, Status)>> = vec![None; items.len()];
     let mut held: Vec<(usize, OutcomeArchive)> = Vec::new();
     let mut held_bytes = 0;
     let mut next = 0;
@@ -246,20 +247,19 @@ pub fn assimilate_batch(db: &mut Database, snapshot: i64, items: &[(String, Path
                 Err(e) => results[i] = Some(quarantine(db, wu_name, file, &e)),
             }
             if held.len() >= batching.max_items.max(1) || held_bytes >= batching.max_bytes {
-                store_held(db, snapshot, items, &mut held, &mut results, &mut jobs);
+                store_held(db, snapshot, items, &mut held, &mut results);
                 held_bytes = 0;
             }
         }
     }
-    store_held(db, snapshot, items, &mut held, &mut results, &mut jobs);
+    store_held(db, snapshot, items, &mut held, &mut results);
     items
         .iter()
         .zip(results)
-        .zip(jobs)
-        .map(|(((wu_name, file), result), job)| {
-            let result = result.expect("every item has a result");
-            let job = if result.is_ok() { job } else { None };
-            BatchItem { wu_name: wu_name.clone(), file: file.clone(), result, job }
+        .map(|((wu_name, file), result)| BatchItem {
+            wu_name: wu_name.clone(),
+            file: file.clone(),
+            result: result.expect("every item has a result"),
         })
         .collect()
 }
@@ -271,7 +271,6 @@ fn store_held(
     items: &[(String, PathBuf)],
     held: &mut Vec<(usize, OutcomeArchive)>,
     results: &mut [Option<Result<Assimilated, AssimilateError>>],
-    jobs: &mut [Option<(String, Status)>],
 ) {
     if held.is_empty() {
         return;
@@ -290,9 +289,7 @@ fn store_held(
             }
         }
     }
-    for (i, a) in held.drain(..) {
-        jobs[i] = Some((a.outcome.job_id.clone(), a.outcome.status));
-    }
+    held.clear();
 }
 
 /// Reads and checks `chunk` on `threads` threads, results in order.
@@ -305,16 +302,6 @@ fn load_parallel(chunk: &[(String, PathBuf)], threads: usize) -> Vec<Result<Outc
             .collect();
         handles.into_iter().flat_map(|h| h.join().expect("archive reading does not panic")).collect()
     })
-}
-
-/// Feeds one newly stored outcome to the work generator's failcount rotation in the queue
-/// folder `queue_dir`. Never fails: returns the line to log (the new failcount, or why the
-/// rotation was not updated, e.g. a job id the queue does not know).
-pub fn update_rotation(queue_dir: &Path, job_id: &str, status: Status) -> String {
-    match gah_workgen::record_result(queue_dir, job_id, status) {
-        Ok(r) => format!("rotation: {job_id} failcount {} -> {}", r.before, r.after),
-        Err(e) => format!("rotation not updated for {job_id} (ignored): {}", gah_validator::one_line(&gah_util::error_chain(&e))),
-    }
 }
 
 /// A snapshot label for the ebuild repository at `repo`: `md5-cache:` and the first 16 hex

@@ -7,16 +7,17 @@
 //!                 [--threads N] [--batch-size N] [--batch-mib MIB]  # a transaction: N outcomes or MIB of them at most
 //! ```
 //!
-//! Options: `--db PATH` (else `$GAH_RESULTS_DB`, else `./results/results.sqlite`);
-//! `--snapshot LABEL` (else `$GAH_SNAPSHOT`) or `--snapshot-of REPO` names the tree snapshot
-//! the outcomes belong to; `--queue DIR` (else `$GAH_QUEUE_DIR`) updates the work generator's
-//! failcount rotation from each newly stored outcome.
+//! Options: `--db PATH` (else `results_db` in the project file, `--config FILE` or
+//! `./gah.conf` or `../gah.conf`, else `$GAH_RESULTS_DB`, else `./results/results.sqlite`);
+//! `--snapshot LABEL` (else the project file's `snapshot`, else `$GAH_SNAPSHOT`) or
+//! `--snapshot-of REPO` names the tree snapshot the outcomes belong to. It writes only the
+//! results database: the work generator's rotation reads from there.
 //!
 //! Exit 0 once the row is durable (or the upload is quarantined, see the library docs);
 //! 1 on a transient failure or wrong arguments (with `--batch`: if any workunit had one; every
 //! other workunit is stored, and running the same list again is harmless), 2 on a command line
 //! that does not parse. Any nonzero exit stops BOINC's assimilator daemon, so that an
-//! administrator looks. A rotation that cannot be updated is logged, never an error.
+//! administrator looks.
 //!
 //! For humans and tools. BOINC's `script_assimilator` runs `gah-assimilate` (see
 //! `gah_assimilator::boinc`): it passes only its keywords' values, never these options.
@@ -33,14 +34,19 @@ use clap::Parser;
 use gah_assimilator::boinc::{self, Settings};
 use gah_assimilator::Assimilated;
 use gah_core::db::{Database, Recorded, NO_SNAPSHOT};
+use gah_core::project::Overrides;
 
 /// Stores gentoo@home outcomes in the results database, for BOINC's script_assimilator.
 #[derive(Parser)]
 #[command(name = "gah-assimilator", version)]
 struct Cli {
-    /// The results database [default: $GAH_RESULTS_DB or results/results.sqlite].
+    /// The results database [default: results_db in the project file, else $GAH_RESULTS_DB,
+    /// else results/results.sqlite].
     #[arg(long, value_name = "PATH")]
     db: Option<PathBuf>,
+    /// The project file [default: ./gah.conf, else ../gah.conf].
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// The tree snapshot the outcomes belong to (e.g. git:COMMIT) [default: $GAH_SNAPSHOT;
     /// none: snapshot 0, `unrecorded`].
     #[arg(long, value_name = "LABEL", conflicts_with = "snapshot_of")]
@@ -49,10 +55,6 @@ struct Cli {
     /// cache: prefer setting GAH_SNAPSHOT once per sync on a large tree).
     #[arg(long, value_name = "REPO")]
     snapshot_of: Option<PathBuf>,
-    /// The work generator's queue folder, whose failcount rotation each newly stored outcome
-    /// updates [default: $GAH_QUEUE_DIR; none: not updated].
-    #[arg(long, value_name = "DIR")]
-    queue: Option<PathBuf>,
     /// The workunit failed as a whole, with this BOINC error mask: the arguments are then
     /// WU_NAME WU_ID BATCH_ID.
     #[arg(long, value_name = "MASK", allow_negative_numbers = true, conflicts_with = "batch")]
@@ -93,12 +95,12 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<String> {
-    let db_path = cli.db.clone().unwrap_or_else(gah_assimilator::default_db_path);
-    let queue = cli.queue.clone().or_else(|| std::env::var_os("GAH_QUEUE_DIR").map(PathBuf::from));
-    let label = match (&cli.snapshot, &cli.snapshot_of) {
-        (Some(label), _) => Some(label.clone()),
-        (None, Some(repo)) => Some(gah_assimilator::md5_cache_snapshot(repo).with_context(|| format!("snapshot of {}", repo.display()))?),
-        (None, None) => std::env::var("GAH_SNAPSHOT").ok().filter(|s| !s.is_empty()),
+    let over = Overrides { config: cli.config.clone(), results_db: cli.db.clone(), queue_dir: None, snapshot: cli.snapshot.clone() };
+    let project = gah_core::project::resolve_here(&over)?;
+    let db_path = project.results_db.clone().unwrap_or_else(gah_assimilator::default_db_path);
+    let label = match (&cli.snapshot_of, &project.snapshot) {
+        (Some(repo), _) => Some(gah_assimilator::md5_cache_snapshot(repo).with_context(|| format!("snapshot of {}", repo.display()))?),
+        (None, label) => label.clone(),
     };
     let open = || -> anyhow::Result<(Database, i64)> {
         let mut db = Database::open(&db_path)?;
@@ -112,24 +114,18 @@ fn run(cli: Cli) -> anyhow::Result<String> {
         anyhow::ensure!(cli.args.is_empty(), "--batch takes no other arguments");
         let items = read_list(list)?;
         let (mut db, snapshot) = open()?;
-        return batch(&mut db, snapshot, &items, &cli, queue.as_deref());
+        return batch(&mut db, snapshot, &items, &cli);
     }
-    let settings = Settings { db: db_path, snapshot: label, queue };
+    let settings = Settings { db: db_path, snapshot: label };
     match (cli.error, cli.args.as_slice()) {
         (None, [wu_name, file]) => {
-            let (done, rotation) = boinc::assimilate_result(&settings, wu_name, file.as_ref())?;
-            if let Some(rotation) = rotation {
-                eprintln!("gah-assimilator: {rotation}");
-            }
+            let done = boinc::assimilate_result(&settings, wu_name, file.as_ref())?;
             Ok(format!("{wu_name}: {done}"))
         }
         (Some(mask), [wu_name, wu_id, batch_id]) => {
             let wu_id: i64 = wu_id.parse().with_context(|| format!("WU_ID `{wu_id}` is not an integer"))?;
             let batch_id: i64 = batch_id.parse().with_context(|| format!("BATCH_ID `{batch_id}` is not an integer"))?;
-            let (_, recorded, rotation) = boinc::record_failed(&settings, mask, Some(wu_name), wu_id, batch_id)?;
-            if let Some(rotation) = rotation {
-                eprintln!("gah-assimilator: {rotation}");
-            }
+            let (_, recorded) = boinc::record_failed(&settings, mask, Some(wu_name), wu_id, batch_id)?;
             let what = match recorded {
                 Recorded::Inserted => "recorded",
                 Recorded::AlreadyPresent => "already recorded",
@@ -164,19 +160,14 @@ fn read_list(list: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
     Ok(items)
 }
 
-fn batch(db: &mut Database, snapshot: i64, items: &[(String, PathBuf)], cli: &Cli, queue: Option<&Path>) -> anyhow::Result<String> {
+fn batch(db: &mut Database, snapshot: i64, items: &[(String, PathBuf)], cli: &Cli) -> anyhow::Result<String> {
     let started = std::time::Instant::now();
     let batching = gah_assimilator::Batching { threads: cli.threads, max_items: cli.batch_size, max_bytes: cli.batch_mib << 20 };
     let done = gah_assimilator::assimilate_batch(db, snapshot, items, batching);
     let (mut stored, mut already, mut quarantined, mut failed) = (0, 0, 0, 0);
     for item in &done {
         match &item.result {
-            Ok(Assimilated::Stored(Recorded::Inserted)) => {
-                stored += 1;
-                if let (Some(queue), Some((job_id, status))) = (queue, &item.job) {
-                    eprintln!("gah-assimilator: {}", gah_assimilator::update_rotation(queue, job_id, *status));
-                }
-            }
+            Ok(Assimilated::Stored(Recorded::Inserted)) => stored += 1,
             Ok(Assimilated::Stored(Recorded::AlreadyPresent)) => already += 1,
             Ok(q @ Assimilated::Quarantined { .. }) => {
                 quarantined += 1;

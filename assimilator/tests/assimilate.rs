@@ -209,40 +209,82 @@ fn a_new_snapshot_adds_a_row_the_same_snapshot_does_not() {
     assert_eq!(db.outcomes().unwrap().iter().map(|r| r.snapshot).collect::<Vec<_>>(), [1, 2]);
 }
 
+/// `gah-assimilate` as BOINC's daemon runs it: from `tmp_<host>/` of the project, with
+/// nothing but the environment `env`.
+fn assimilate_daemon(project: &Path, args: &[&str], env: &[(&str, &Path)]) -> (i32, String) {
+    let cwd = project.join("tmp_host");
+    std::fs::create_dir_all(&cwd).unwrap();
+    let mut cmd = gah_util::process::command(env!("CARGO_BIN_EXE_gah-assimilate"));
+    cmd.args(args).current_dir(&cwd).env_remove("GAH_RESULTS_DB").env_remove("GAH_SNAPSHOT").env_remove("GAH_QUEUE_DIR");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (out.status.code().expect("exited"), String::from_utf8(out.stderr).unwrap())
+}
+
+/// Issue 9, item 6: the daemon's database comes from the project (`../gah.conf` from
+/// `tmp_<host>/`) before the environment, and with neither it refuses, creating nothing.
 #[test]
-fn each_new_outcome_updates_the_failcount_rotation_once() {
+fn the_daemon_reads_the_project_file_and_refuses_without_a_database() {
     let tmp = tempfile::tempdir().unwrap();
-    let db_path = tmp.path().join("results.sqlite");
-    let queue = tmp.path().join("queue");
-    let (path, job) = job_archive(tmp.path(), "r.tar.gz", "app-misc/a-1", Status::BuildFailed);
-    let plan = gah_workgen::Plan { jobs: vec![job.clone()], ..Default::default() };
-    gah_workgen::Queue::open(&queue).unwrap().add(&plan).unwrap();
-    let failcount = || gah_workgen::Queue::open(&queue).unwrap().fails().unwrap().first().map_or(0, |c| c.failcount);
+    let project = tmp.path().join("project");
+    let (path, job) = job_archive(tmp.path(), "up", "app-misc/a-1", Status::Success);
+    let upload = tmp.path().join(format!("{}_0_r1_0", gah_core::job::wu_name(&job.job_id, 1)));
+    std::fs::rename(&path, &upload).unwrap();
+    let file = upload.to_str().unwrap();
 
-    let file = path.to_str().unwrap();
-    let (code, stderr) = run(&["--queue", queue.to_str().unwrap(), &job.job_id, file], &db_path);
-    assert_eq!(code, 0, "{stderr}");
-    assert!(stderr.contains("failcount 0 -> 1"), "{stderr}");
-    // A redelivery stores nothing and counts nothing.
-    let out = gah_util::process::command(BIN)
-        .args([&job.job_id, file])
-        .env("GAH_RESULTS_DB", &db_path)
-        .env("GAH_QUEUE_DIR", &queue)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    assert_eq!(failcount(), 1);
+    let (code, stderr) = assimilate_daemon(&project, &["42", file], &[]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("no results database configured") && stderr.contains("../gah.conf") && stderr.contains("GAH_RESULTS_DB"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_dir(project.join("tmp_host")).unwrap().count(), 0, "nothing created under tmp_<host>/");
 
-    // An outcome whose job the queue does not know: logged, exit 0, still stored.
-    let (other, other_job) = job_archive(tmp.path(), "o.tar.gz", "app-misc/unknown-1", Status::BuildFailed);
-    let (code, stderr) = run(&["--queue", queue.to_str().unwrap(), &other_job.job_id, other.to_str().unwrap()], &db_path);
+    std::fs::write(project.join("gah.conf"), "results_db = results/results.sqlite\nsnapshot = git:abc\n").unwrap();
+    let env_db = tmp.path().join("env.sqlite");
+    let (code, stderr) = assimilate_daemon(&project, &["42", file], &[("GAH_RESULTS_DB", &env_db)]);
     assert_eq!(code, 0, "{stderr}");
-    let stored = format!("{}: stored", other_job.job_id);
-    assert!(stderr.contains("rotation not updated for app-misc_unknown-1") && stderr.contains(&stored), "{stderr}");
-    // The --error path counts as spurious: runs go up, the failcount does not.
-    let (code, stderr) = run(&["--queue", queue.to_str().unwrap(), "--error", "8", &job.job_id, "1", "0"], &db_path);
+    assert!(!env_db.exists(), "the project file wins over the environment");
+    let db = Database::open(&project.join("results/results.sqlite")).unwrap();
+    assert_eq!(count(&db, "outcomes"), 1);
+    assert_eq!(db.snapshots().unwrap().last().unwrap().label, "git:abc");
+}
+
+/// Issue 9, item 6: a problem with one result is recorded and the daemon goes on (exit 0);
+/// only a transient one (the database busy past its timeout) exits nonzero.
+#[test]
+fn one_results_problem_never_stops_the_daemon() {
+    let tmp = tempfile::tempdir().unwrap();
+    let project = tmp.path().join("project");
+    let db_path = tmp.path().join("r/results.sqlite");
+    let env = [("GAH_RESULTS_DB", db_path.as_path())];
+    // A canonical upload that is not there.
+    let missing = tmp.path().join("wu_a_1_r5_0");
+    let (code, stderr) = assimilate_daemon(&project, &["42", missing.to_str().unwrap()], &env);
     assert_eq!(code, 0, "{stderr}");
-    assert_eq!(failcount(), 1);
+    assert!(stderr.contains("wu_a: quarantined"), "{stderr}");
+    // An upload whose name names no workunit.
+    let (path, _) = archive(tmp.path(), "outcome.tar.gz", Status::Success, b"log\n");
+    let (code, stderr) = assimilate_daemon(&project, &["43", path.to_str().unwrap()], &env);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("wu#43: quarantined") && stderr.contains("names no workunit"), "{stderr}");
+    // A hostile archive.
+    let bad = tmp.path().join("wu_b_1_r5_0");
+    std::fs::write(&bad, b"not a gzip").unwrap();
+    let (code, stderr) = assimilate_daemon(&project, &["44", bad.to_str().unwrap()], &env);
+    assert_eq!(code, 0, "{stderr}");
+    let db = Database::open(&db_path).unwrap();
+    let reasons: Vec<String> = db
+        .connection()
+        .prepare("SELECT wu_name FROM quarantine ORDER BY wu_name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(reasons, ["wu#43", "wu_a", "wu_b"]);
 }
 
 /// Issue 9, item 10: BOINC starts its daemons together, and a nonzero exit stops one. Many

@@ -205,6 +205,20 @@ pub struct OutcomeRow {
     pub log_path: String,
 }
 
+/// One stored result as the work generator's rotation reads it
+/// ([`Database::outcomes_since`], [`Database::infra_failures_since`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredStatus {
+    /// The row's id in its table (`outcomes.seq` or `infra_failures.rowid`): increasing.
+    pub id: i64,
+    /// The BOINC workunit name.
+    pub wu_name: String,
+    /// The job (cell) it is a result of.
+    pub job_id: String,
+    /// Its status.
+    pub status: crate::outcome::Status,
+}
+
 /// An open results database.
 pub struct Database {
     conn: Connection,
@@ -437,6 +451,43 @@ impl Database {
             .map_err(|e| self.sql_err(e))
     }
 
+    /// The stored outcomes after row `seq` (exclusive), oldest first, at most `limit`: what
+    /// the work generator's failcount rotation folds in past its watermark. `seq` only grows,
+    /// so a reader that remembers the last `seq` it folded sees each row once.
+    pub fn outcomes_since(&self, seq: i64, limit: usize) -> Result<Vec<StoredStatus>, DbError> {
+        self.events_since("SELECT seq, wu_name, job_id, status FROM outcomes WHERE seq > ?1 ORDER BY seq LIMIT ?2", seq, limit)
+    }
+
+    /// The infrastructure failures ([`Database::record_infra_failure`]) after row `id`
+    /// (exclusive), oldest first, at most `limit`; each with status
+    /// [`Status::InfraError`](crate::outcome::Status::InfraError) and the job id of its
+    /// workunit name ([`crate::job::job_id_of_wu`]).
+    pub fn infra_failures_since(&self, id: i64, limit: usize) -> Result<Vec<StoredStatus>, DbError> {
+        self.events_since(
+            "SELECT rowid, wu_name, NULL, 'infra_error' FROM infra_failures WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+            id,
+            limit,
+        )
+    }
+
+    fn events_since(&self, sql: &str, after: i64, limit: usize) -> Result<Vec<StoredStatus>, DbError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut stmt = self.conn.prepare(sql).map_err(|e| self.sql_err(e))?;
+        let rows = stmt
+            .query_map(params![after, limit], |r| {
+                let wu_name: String = r.get(1)?;
+                let job_id: Option<String> = r.get(2)?;
+                let status: String = r.get(3)?;
+                let status = status.parse::<crate::outcome::Status>().map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, Box::new(std::io::Error::other(e)))
+                })?;
+                let job_id = job_id.unwrap_or_else(|| crate::job::job_id_of_wu(&wu_name).to_owned());
+                Ok(StoredStatus { id: r.get(0)?, wu_name, job_id, status })
+            })
+            .map_err(|e| self.sql_err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.sql_err(e))
+    }
+
     /// Every stored outcome, ordered by package, USE, compiler, then oldest first.
     pub fn outcomes(&self) -> Result<Vec<OutcomeRow>, DbError> {
         let mut stmt = self
@@ -600,6 +651,28 @@ mod tests {
     fn outcome(cpv: &str, status: Status) -> Outcome {
         let job = Job::new("gah", cpv, UseAssignment::default(), Compiler::Gcc, 60);
         Outcome::for_job(&job, status)
+    }
+
+    #[test]
+    fn results_past_a_watermark_come_once_in_order() {
+        let mut db = Database::temp().unwrap();
+        let (a, b) = (outcome("a/b-1", Status::BuildFailed), outcome("a/c-1", Status::Success));
+        db.record_outcome(&format!("{}_1", a.job_id), &a, b"l").unwrap();
+        db.record_outcome(&format!("{}_1", b.job_id), &b, b"l").unwrap();
+        db.record_outcome(&format!("{}_1", a.job_id), &a, b"l").unwrap(); // redelivered: no row
+        let all = db.outcomes_since(0, 10).unwrap();
+        let seen: Vec<_> = all.iter().map(|r| (r.job_id.as_str(), r.status)).collect();
+        assert_eq!(seen, [(a.job_id.as_str(), Status::BuildFailed), (b.job_id.as_str(), Status::Success)]);
+        assert_eq!(db.outcomes_since(0, 1).unwrap(), all[..1]);
+        assert_eq!(db.outcomes_since(all[0].id, 10).unwrap(), all[1..]);
+        assert!(db.outcomes_since(all[1].id, 10).unwrap().is_empty());
+
+        db.record_infra_failure(&format!("{}_2", a.job_id), 8, 1, 0).unwrap();
+        db.record_infra_failure("wu#7", 8, 7, 0).unwrap();
+        let infra = db.infra_failures_since(0, 10).unwrap();
+        let seen: Vec<_> = infra.iter().map(|r| (r.job_id.as_str(), r.status)).collect();
+        assert_eq!(seen, [(a.job_id.as_str(), Status::InfraError), ("wu#7", Status::InfraError)]);
+        assert_eq!(db.infra_failures_since(infra[0].id, 10).unwrap(), infra[1..]);
     }
 
     #[test]

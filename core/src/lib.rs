@@ -6,6 +6,8 @@
 //! - [`archive`]: the outcome archive a volunteer uploads, written by the app and checked by
 //!   the validator before anything in it is trusted.
 //! - [`db::Database`]: the results database schema, its migrations and its writes.
+//! - [`project`]: where the server programs find the results database and the queue
+//!   (command line, the project's `gah.conf`, environment).
 //!
 //! **Invariant:** this crate knows nothing about qemu, namespaces, BOINC's API or Portage; it
 //! does no process management and no network IO.
@@ -22,6 +24,7 @@ pub mod db;
 pub mod job;
 pub mod outcome;
 pub mod progress;
+pub mod project;
 
 /// Errors from parsing the shared formats.
 #[derive(Debug, thiserror::Error)]

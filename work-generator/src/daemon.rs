@@ -11,10 +11,11 @@
 //! ([`LocalSubmitter`]) or a remote `submit_batch` ([`RemoteSubmitter`]).
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use gah_core::db::Database;
 use gah_util::process::{command, run_checked, ProcessError};
 
 use crate::boinc::{create_work_batch_command, create_work_stdin_line, Submission, Workunit};
@@ -268,9 +269,13 @@ pub struct Round {
 
 /// Runs the loop; `log` gets one line per round. Returns every round's result. A failing
 /// count or submission ends the daemon with the error, as in the sample (a supervisor
-/// restarts it); jobs are marked submitted only after the server accepted them.
+/// restarts it); jobs are marked submitted only after the server accepted them. Each round
+/// first folds the new results of the results database at `results` into the rotation
+/// ([`Queue::fold_results`]), once the assimilator has created it (never created here); a
+/// fold that fails (the database busy) is logged and tried again next round.
 pub fn run(
     queue: &Queue,
+    results: Option<&Path>,
     source: &mut dyn UnsentSource,
     submitter: &mut dyn Submitter,
     cfg: DaemonConfig,
@@ -279,6 +284,15 @@ pub fn run(
     let mut rounds = Vec::new();
     let mut k = 0u64;
     loop {
+        if let Some(results) = results.filter(|p| p.exists()) {
+            match Database::open(results).map_err(QueueError::Results).and_then(|db| queue.fold_results(&db)) {
+                Ok(f) if f.counted + f.unknown > 0 => {
+                    log(&format!("rotation: {} results folded in, {} of jobs not in this queue", f.counted, f.unknown))
+                }
+                Ok(_) => {}
+                Err(e) => log(&format!("rotation not updated this round: {}", gah_util::error_chain(&e))),
+            }
+        }
         let unsent = source.unsent().map_err(DaemonError::Count)?;
         let mut submitted = 0;
         if unsent < cfg.keep_unsent {

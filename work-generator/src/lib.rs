@@ -7,8 +7,9 @@
 //!   its dependencies is in the mirror with its Manifest's size, SHA512 and BLAKE2B
 //!   ([`plan_with`]); otherwise it is listed as blocked on fetch, the files named.
 //! - [`queue`]: the local queue folder (`pending/<job_id>.json`, written atomically, never
-//!   duplicated) and the failcount rotation in `state.sqlite` ([`Queue`], [`record_result`]
-//!   for the assimilator).
+//!   duplicated) and the failcount rotation in `state.sqlite` ([`Queue`]), which folds in
+//!   the results the assimilator stored in the results database past a watermark
+//!   ([`Queue::fold_results`]); [`record_result`] records one by hand.
 //! - [`boinc`]: the BOINC side: input/output templates and a `create_work.sh` that stages
 //!   each job with `dir_hier_path` and submits it with every `rsc_*` value explicit, one
 //!   `create_work` per job or `--stdin` batches.
@@ -49,4 +50,4 @@ pub mod queue;
 pub mod remote;
 
 pub use plan::{load_repos, plan, plan_with, Blocked, BlockedLine, Config, Plan, PlanLine};
-pub use queue::{record_result, Queue, Recorded, Zap, MAX_FAILS};
+pub use queue::{record_result, Folded, Queue, Recorded, Zap, MAX_FAILS};

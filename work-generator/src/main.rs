@@ -4,12 +4,14 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use gah_core::db::Database;
 use gah_core::job::Compiler;
+use gah_core::project::{Overrides, Resolved};
 use gah_ebuild::{Profile, Severity, Strategy};
 use gah_workgen::boinc::{write_submission, Submission};
 use gah_workgen::daemon::{self, CommandCount, DaemonConfig, LocalSubmitter, RemoteSubmitter, Submitter};
@@ -115,14 +117,16 @@ the queue's pending/ folder published over HTTP) with its size and MD5. The auth
 read from --authenticator-file or GAH_BOINC_AUTHENTICATOR, never from the command line.\n\n\
 Example:\n  gah-workgen submit --queue q -n 50 --remote-url https://gah.example.org/gah/ \\\n      --job-url-base https://gah.example.org/jobs/ --authenticator-file ~/.gah-auth")]
     Submit {
-        /// The queue folder.
+        /// The queue folder [default: queue_dir in the project file, else $GAH_QUEUE_DIR].
         #[arg(long)]
-        queue: PathBuf,
+        queue: Option<PathBuf>,
         /// How many jobs.
         #[arg(short, default_value_t = 10)]
         n: usize,
         #[command(flatten)]
         target: TargetArgs,
+        #[command(flatten)]
+        results: ResultsArgs,
     },
     /// Keep N unsent results on the BOINC server (BOINC's sample_work_generator loop).
     #[command(long_about = "Keep N unsent results on the BOINC server, like BOINC's sample_work_generator:\n\
@@ -130,11 +134,16 @@ each round runs --unsent-cmd (which prints the number of unsent results; on a re
 query such as `select count(*) from result where server_state<=2 and appid=...`, as BOINC's\n\
 count_unsent_results does), and when it is below --keep-unsent submits\n\
 ceil((keep - unsent) / target_nresults) new jobs in rotation order, then sleeps --interval.\n\
-Jobs already submitted (submitted/<job_id>) are never submitted again.")]
+Jobs already submitted (submitted/<job_id>) are never submitted again.\n\n\
+Each round first folds the results the assimilator stored since the last round into the\n\
+rotation (past a watermark kept in the queue). The results database and the queue come from\n\
+the command line, else the project's gah.conf (./gah.conf, else ../gah.conf: the project\n\
+folder seen from a BOINC daemon's tmp_<host>/), else GAH_RESULTS_DB and GAH_QUEUE_DIR; the\n\
+daemon refuses to start without a results database.")]
     Daemon {
-        /// The queue folder.
+        /// The queue folder [default: queue_dir in the project file, else $GAH_QUEUE_DIR].
         #[arg(long)]
-        queue: PathBuf,
+        queue: Option<PathBuf>,
         /// Unsent results to keep.
         #[arg(long)]
         keep_unsent: u64,
@@ -149,6 +158,8 @@ Jobs already submitted (submitted/<job_id>) are never submitted again.")]
         rounds: Option<u64>,
         #[command(flatten)]
         target: TargetArgs,
+        #[command(flatten)]
+        results: ResultsArgs,
     },
     /// Print the next jobs of the rotation (changed ebuilds, then never tested, then lowest failcount).
     Next {
@@ -161,12 +172,16 @@ Jobs already submitted (submitted/<job_id>) are never submitted again.")]
         /// Print the job ids only.
         #[arg(long)]
         ids: bool,
+        #[command(flatten)]
+        results: ResultsArgs,
     },
     /// List cells with failures, highest failcount first (3 = out of rotation).
     Fails {
         /// The queue folder.
         #[arg(long)]
         queue: PathBuf,
+        #[command(flatten)]
+        results: ResultsArgs,
     },
     /// Reset failcounts: of the cells matching a job id, cat/pkg-ver or cat/pkg, or all with --all.
     Zap {
@@ -180,7 +195,7 @@ Jobs already submitted (submitted/<job_id>) are never submitted again.")]
         #[arg(required_unless_present = "all")]
         selectors: Vec<String>,
     },
-    /// Record a result by hand (the assimilator calls gah_workgen::record_result itself).
+    /// Record a result by hand (results the assimilator stores are folded in from the results database).
     Record {
         /// The queue folder.
         #[arg(long)]
@@ -190,6 +205,59 @@ Jobs already submitted (submitted/<job_id>) are never submitted again.")]
         /// success, deps_failed, build_failed, test_failed, timeout, infra_error or resource_limit.
         status: gah_core::outcome::Status,
     },
+}
+
+/// Where the rotation reads results from: the results database the assimilator writes.
+#[derive(Args)]
+struct ResultsArgs {
+    /// The results database whose new outcomes are folded into the rotation first
+    /// [default: results_db in the project file, else $GAH_RESULTS_DB; none: nothing folded].
+    #[arg(long, value_name = "PATH")]
+    results_db: Option<PathBuf>,
+    /// The project file [default: ./gah.conf, else ../gah.conf (from a BOINC daemon's tmp_<host>/)].
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+impl ResultsArgs {
+    /// The settings: the command line, the project file, then the environment.
+    fn resolve(&self, queue: Option<&Path>) -> anyhow::Result<Resolved> {
+        let over = Overrides {
+            config: self.config.clone(),
+            results_db: self.results_db.clone(),
+            queue_dir: queue.map(Path::to_path_buf),
+            snapshot: None,
+        };
+        Ok(gah_core::project::resolve_here(&over)?)
+    }
+
+    /// Folds the new results into `q`'s rotation when a results database is configured
+    /// and exists (the assimilator creates it), saying what it did on stderr.
+    fn fold(&self, q: &Queue) -> anyhow::Result<()> {
+        let project = self.resolve(None)?;
+        if let Some(results) = open_results(&project)? {
+            let f = q.fold_results(&results)?;
+            if f.counted + f.unknown > 0 {
+                eprintln!("gah-workgen: rotation: {} results folded in, {} of jobs not in this queue", f.counted, f.unknown);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The configured results database if it exists: never created here.
+fn open_results(project: &Resolved) -> anyhow::Result<Option<Database>> {
+    match &project.results_db {
+        Some(path) if path.exists() => Ok(Some(Database::open(path)?)),
+        _ => Ok(None),
+    }
+}
+
+/// The queue folder: `--queue`, else the project file's `queue_dir`, else `$GAH_QUEUE_DIR`.
+fn queue_of(project: &Resolved) -> anyhow::Result<PathBuf> {
+    project.queue_dir.clone().context(
+        "no queue folder configured: give --queue, or `queue_dir = PATH` in the project's gah.conf (./gah.conf or ../gah.conf), or set GAH_QUEUE_DIR",
+    )
 }
 
 /// Where jobs are submitted: a local project folder or a remote project.
@@ -401,8 +469,10 @@ fn run(mode: Mode) -> anyhow::Result<ExitCode> {
             let text = std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
             out.write_all(text.as_bytes())?;
         }
-        Mode::Submit { queue, n, target } => {
+        Mode::Submit { queue, n, target, results } => {
+            let queue = queue_of(&results.resolve(queue.as_deref())?)?;
             let q = Queue::open(&queue)?;
+            results.fold(&q)?;
             let jobs = q.next_unsubmitted(n)?;
             if !jobs.is_empty() {
                 let wus = q.reserve(&jobs)?;
@@ -411,8 +481,17 @@ fn run(mode: Mode) -> anyhow::Result<ExitCode> {
             }
             writeln!(out, "{} jobs submitted", jobs.len())?;
         }
-        Mode::Daemon { queue, keep_unsent, interval, unsent_cmd, rounds, target } => {
+        Mode::Daemon { queue, keep_unsent, interval, unsent_cmd, rounds, target, results } => {
+            let project = results.resolve(queue.as_deref())?;
+            let db_path = project.require_results_db()?;
+            let queue = queue_of(&project)?;
             let q = Queue::open(&queue)?;
+            if !db_path.exists() {
+                eprintln!(
+                    "gah-workgen daemon: no results database at {} yet: nothing to fold until the assimilator makes it",
+                    db_path.display()
+                );
+            }
             let mut submitter = target.submitter(&queue)?;
             let cfg = DaemonConfig {
                 keep_unsent,
@@ -420,10 +499,13 @@ fn run(mode: Mode) -> anyhow::Result<ExitCode> {
                 interval: std::time::Duration::from_secs(interval),
                 rounds,
             };
-            daemon::run(&q, &mut CommandCount(unsent_cmd), submitter.as_mut(), cfg, &mut |line| eprintln!("gah-workgen daemon: {line}"))?;
+            daemon::run(&q, Some(db_path), &mut CommandCount(unsent_cmd), submitter.as_mut(), cfg, &mut |line| {
+                eprintln!("gah-workgen daemon: {line}")
+            })?;
         }
-        Mode::Next { queue, n, ids } => {
+        Mode::Next { queue, n, ids, results } => {
             let q = Queue::open(&queue)?;
+            results.fold(&q)?;
             for cell in q.cells(false)?.into_iter().take(n) {
                 if ids {
                     writeln!(out, "{}", cell.job_id)?;
@@ -439,8 +521,9 @@ fn run(mode: Mode) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Mode::Fails { queue } => {
+        Mode::Fails { queue, results } => {
             let q = Queue::open(&queue)?;
+            results.fold(&q)?;
             for c in q.fails()? {
                 let mark = if c.failcount >= gah_workgen::MAX_FAILS { " (out of rotation)" } else { "" };
                 writeln!(

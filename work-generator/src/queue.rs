@@ -10,6 +10,9 @@
 //!   [`gah_core::job::wu_name`]`(job_id, n)` with `n` the cell's `submissions` counter
 //!   ([`Queue::reserve`]): BOINC never takes a workunit name twice.
 //!
+//! Results reach the rotation one way: the assimilator writes only the results database, and
+//! [`Queue::fold_results`] reads what it stored past a watermark kept here (`watermarks`).
+//!
 //! Rotation, in the spirit of Funtoo Metro's buildrepo: a real failure
 //! ([`Status::is_failure`]) raises the cell's failcount, a success resets it, a spurious
 //! result (timeout, infra error) leaves it; cells at [`MAX_FAILS`] are out of rotation until
@@ -20,6 +23,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use gah_core::db::Database;
 use gah_core::job::{split_cpv, Job};
 use gah_core::outcome::Status;
 use gah_util::atomic::AtomicError;
@@ -74,6 +78,9 @@ pub enum QueueError {
         #[source]
         source: std::io::Error,
     },
+    /// The results database could not be read.
+    #[error("read the results for the rotation")]
+    Results(#[source] gah_core::db::DbError),
     /// A result for a job the queue does not know.
     #[error("no cell {job_id} in {}", dir.display())]
     NoCell {
@@ -166,6 +173,9 @@ const MIGRATIONS: &[Migration] = &[
     },
     // Workunit names are `<job_id>_<n>`: n counts the cell's submissions.
     Migration { name: "0002_submissions", sql: "ALTER TABLE cells ADD COLUMN submissions INTEGER NOT NULL DEFAULT 0" },
+    // The rotation reads results from the results database: per source table, the highest
+    // row id folded in (see `Queue::fold_results`).
+    Migration { name: "0003_watermarks", sql: "CREATE TABLE watermarks (source TEXT PRIMARY KEY, last_id INTEGER NOT NULL)" },
 ];
 
 fn now() -> i64 {
@@ -182,8 +192,7 @@ impl Queue {
     pub fn open(dir: &Path) -> Result<Queue, QueueError> {
         let pending = dir.join("pending");
         std::fs::create_dir_all(&pending).map_err(|source| QueueError::Folder { path: pending, source })?;
-        // The assimilator records results while `generate` or `next` may run: wait for its
-        // lock. synchronous=NORMAL: a power cut may lose the last rotation updates, never
+        // A daemon folds results while `generate` or `next` may run: wait for its lock. synchronous=NORMAL: a power cut may lose the last rotation updates, never
         // corrupt the file; the results database, not the queue, is the record.
         let options = Options { busy_timeout: Duration::from_secs(30), synchronous_full: false };
         let db = gah_util::sqlite::open(&dir.join("state.sqlite"), MIGRATIONS, options)?;
@@ -204,7 +213,7 @@ impl Queue {
     pub fn add(&mut self, plan: &Plan) -> Result<AddStats, QueueError> {
         let mut stats = AddStats::default();
         // Job files first, outside the transaction: their fsyncs must not hold the database's
-        // write lock, which the assimilator's rotation updates wait for.
+        // write lock, which a fold of the results waits for.
         for job in &plan.jobs {
             let path = self.job_path(&job.job_id);
             if path.exists() {
@@ -374,33 +383,91 @@ impl Queue {
         update(&mut self.db).map_err(db_err(&self.dir))
     }
 
-    /// Records a result for `job_id` (see the module docs for the rule).
+    /// Records a result for `job_id` (see the module docs for the rule). By hand only: the
+    /// results the assimilator stores reach the rotation through [`Queue::fold_results`].
     pub fn record(&mut self, job_id: &str, status: Status) -> Result<Recorded, QueueError> {
         let tx = self.db.transaction().map_err(db_err(&self.dir))?;
-        let before: Option<u32> =
-            tx.query_row("SELECT failcount FROM cells WHERE job_id = ?1", [job_id], |r| r.get(0)).optional().map_err(db_err(&self.dir))?;
-        let Some(before) = before else {
+        let Some(r) = apply(&tx, job_id, status).map_err(db_err(&self.dir))? else {
             return Err(QueueError::NoCell { job_id: job_id.to_owned(), dir: self.dir.clone() });
         };
-        let after = if status == Status::Success {
-            0
-        } else if status.is_failure() {
-            before.saturating_add(1)
-        } else {
-            before
-        };
-        tx.execute(
-            "UPDATE cells SET failcount = ?2, runs = runs + 1, last_status = ?3, last_run = ?4, tested_md5 = md5 WHERE job_id = ?1",
-            params![job_id, after, status.as_str(), now()],
-        )
-        .map_err(db_err(&self.dir))?;
         tx.commit().map_err(db_err(&self.dir))?;
-        Ok(Recorded { before, after })
+        Ok(r)
+    }
+
+    /// Folds into the rotation every result the results database `results` stored since the
+    /// last fold: outcomes ([`Database::outcomes_since`]) and whole-workunit failures
+    /// ([`Database::infra_failures_since`], spurious: a run, no failcount). Each page of
+    /// results and the watermark past it (the highest row id folded, per table, in
+    /// `state.sqlite`) commit in one transaction, so a result is counted exactly once however
+    /// often this runs, and a restart resumes at the watermark. A result of a job this queue
+    /// does not know (another queue's, `gah run`'s) is passed over.
+    ///
+    /// The watermarks belong to one results database: point a queue at another one and it
+    /// folds that one from its old watermarks.
+    pub fn fold_results(&self, results: &Database) -> Result<Folded, QueueError> {
+        const PAGE: usize = 1000;
+        let mut folded = Folded::default();
+        for source in ["outcomes", "infra_failures"] {
+            loop {
+                let tx = self.db.unchecked_transaction().map_err(db_err(&self.dir))?;
+                let mark: i64 = tx
+                    .query_row("SELECT last_id FROM watermarks WHERE source = ?1", [source], |r| r.get(0))
+                    .optional()
+                    .map_err(db_err(&self.dir))?
+                    .unwrap_or(0);
+                let page = if source == "outcomes" { results.outcomes_since(mark, PAGE) } else { results.infra_failures_since(mark, PAGE) };
+                let page = page.map_err(QueueError::Results)?;
+                let Some(last) = page.last() else { break };
+                for row in &page {
+                    match apply(&tx, &row.job_id, row.status).map_err(db_err(&self.dir))? {
+                        Some(_) => folded.counted += 1,
+                        None => folded.unknown += 1,
+                    }
+                }
+                tx.execute(
+                    "INSERT INTO watermarks (source, last_id) VALUES (?1, ?2) ON CONFLICT (source) DO UPDATE SET last_id = ?2",
+                    params![source, last.id],
+                )
+                .map_err(db_err(&self.dir))?;
+                tx.commit().map_err(db_err(&self.dir))?;
+                if page.len() < PAGE {
+                    break;
+                }
+            }
+        }
+        Ok(folded)
     }
 }
 
-/// Records a result in the queue at `queue_dir`: the entry point for the assimilator.
-/// `job_id` is the job's identifier (the BOINC workunit name).
+/// What [`Queue::fold_results`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Folded {
+    /// Results counted in a cell of this queue.
+    pub counted: usize,
+    /// Results of jobs this queue does not know (passed over).
+    pub unknown: usize,
+}
+
+/// Applies one result to its cell in `tx`; `None` when the queue has no such cell.
+fn apply(tx: &Connection, job_id: &str, status: Status) -> rusqlite::Result<Option<Recorded>> {
+    let before: Option<u32> = tx.query_row("SELECT failcount FROM cells WHERE job_id = ?1", [job_id], |r| r.get(0)).optional()?;
+    let Some(before) = before else { return Ok(None) };
+    let after = if status == Status::Success {
+        0
+    } else if status.is_failure() {
+        before.saturating_add(1)
+    } else {
+        before
+    };
+    tx.execute(
+        "UPDATE cells SET failcount = ?2, runs = runs + 1, last_status = ?3, last_run = ?4, tested_md5 = md5 WHERE job_id = ?1",
+        params![job_id, after, status.as_str(), now()],
+    )?;
+    Ok(Some(Recorded { before, after }))
+}
+
+/// Records a result in the queue at `queue_dir` by hand (`gah-workgen record`). `job_id` is
+/// the job's identifier ([`gah_core::job::job_id_of_wu`] of a workunit name).
 pub fn record_result(queue_dir: &Path, job_id: &str, status: Status) -> Result<Recorded, QueueError> {
     Queue::open(queue_dir)?.record(job_id, status)
 }
@@ -436,12 +503,12 @@ mod tests {
         // Not applied twice, and the old table (without applied_at) still takes new names.
         let names: Vec<String> =
             q.db.prepare("SELECT name FROM migrations").unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
-        assert_eq!(names, ["0001_cells", "0002_submissions"]);
+        assert_eq!(names, ["0001_cells", "0002_submissions", "0003_watermarks"]);
         gah_util::sqlite::migrate(&mut q.db, &[Migration { name: "0003_test", sql: "CREATE TABLE t (x)" }]).unwrap();
         drop(q);
         let q = Queue::open(dir.path()).unwrap();
         let n: i64 = q.db.query_row("SELECT count(*) FROM migrations", [], |r| r.get(0)).unwrap();
-        assert_eq!(n, 3);
+        assert_eq!(n, 4);
     }
 
     #[test]

@@ -311,7 +311,7 @@ fn daemon_keeps_the_cushion_and_never_resubmits() {
     let remote = Remote { project_url: url, authenticator: "a".into(), job_url_base: "http://x/".into() };
     let mut sub = RemoteSubmitter { remote, sub: Submission::standard(), client: remote::client().unwrap(), batches: Vec::new() };
     let mut log = Vec::new();
-    let rounds = daemon::run(&q, &mut Counts(vec![0, 6, 1, 5, 0]), &mut sub, cfg, &mut |l| log.push(l.to_owned())).unwrap();
+    let rounds = daemon::run(&q, None, &mut Counts(vec![0, 6, 1, 5, 0]), &mut sub, cfg, &mut |l| log.push(l.to_owned())).unwrap();
     let submitted: Vec<usize> = rounds.iter().map(|r| r.submitted).collect();
     assert_eq!(submitted, [3, 0, 3, 1, 3]);
     assert_eq!(sub.batches, [1, 2, 3, 4]);
@@ -329,20 +329,20 @@ fn daemon_keeps_the_cushion_and_never_resubmits() {
     let q = Queue::open(&qdir).unwrap();
     let mut none = RecordingSubmitter(0);
     let cfg = DaemonConfig { rounds: Some(1), ..cfg };
-    let rounds = daemon::run(&q, &mut CommandCount("echo ' 2 '".into()), &mut none, cfg, &mut |_| {}).unwrap();
+    let rounds = daemon::run(&q, None, &mut CommandCount("echo ' 2 '".into()), &mut none, cfg, &mut |_| {}).unwrap();
     assert_eq!((rounds[0].unsent, rounds[0].submitted, none.0), (2, 0, 0));
-    let err = daemon::run(&q, &mut CommandCount("echo lots".into()), &mut none, cfg, &mut |_| {}).unwrap_err();
+    let err = daemon::run(&q, None, &mut CommandCount("echo lots".into()), &mut none, cfg, &mut |_| {}).unwrap_err();
     assert!(matches!(err, DaemonError::Count(UnsentError::NotACount { .. })), "{err:?}");
     assert_eq!(
         format!("{:#}", anyhow::Error::from(err)),
         "count unsent results: `echo lots` printed `lots`, not a count: invalid digit found in string"
     );
-    let err = daemon::run(&q, &mut CommandCount("echo oops >&2; exit 3".into()), &mut none, cfg, &mut |_| {}).unwrap_err();
+    let err = daemon::run(&q, None, &mut CommandCount("echo oops >&2; exit 3".into()), &mut none, cfg, &mut |_| {}).unwrap_err();
     assert!(format!("{:#}", anyhow::Error::from(err)).ends_with("failed (exit status: 3): oops"));
 
     // A submitter's failure names the batch; nothing is marked submitted.
     let (q, order) = fixture_queue(&dir.path().join("queue2"));
-    let err = daemon::run(&q, &mut Counts(vec![0]), &mut Refusing, cfg, &mut |_| {}).unwrap_err();
+    let err = daemon::run(&q, None, &mut Counts(vec![0]), &mut Refusing, cfg, &mut |_| {}).unwrap_err();
     assert_eq!(format!("{:#}", anyhow::Error::from(err)), format!("submit 3 jobs from {}: full", order[0].job_id));
     assert_eq!(q.next_unsubmitted(10).unwrap().len(), 10);
 }
@@ -363,4 +363,37 @@ impl Submitter for RecordingSubmitter {
         self.0 += wus.len();
         Ok(())
     }
+}
+
+/// Issue 9, item 6: the daemon takes its results database and queue from the project
+/// (`../gah.conf` from `tmp_<host>/`) and refuses to start without a results database.
+#[test]
+fn the_daemon_is_configured_by_the_project_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let project = tmp.path().join("project");
+    let cwd = project.join("tmp_host");
+    std::fs::create_dir_all(&cwd).unwrap();
+    let daemon = |extra: &[&str]| {
+        let mut cmd = command(env!("CARGO_BIN_EXE_gah-workgen"));
+        cmd.args(["daemon", "--keep-unsent", "0", "--unsent-cmd", "echo 0", "--rounds", "1", "--boinc-project", ".."])
+            .args(extra)
+            .current_dir(&cwd)
+            .env_remove("GAH_RESULTS_DB")
+            .env_remove("GAH_QUEUE_DIR");
+        let out = cmd.output().unwrap();
+        (out.status.code(), String::from_utf8(out.stderr).unwrap())
+    };
+    let (code, stderr) = daemon(&[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("no results database configured") && stderr.contains("GAH_RESULTS_DB"), "{stderr}");
+    assert_eq!(std::fs::read_dir(&cwd).unwrap().count(), 0, "nothing created under tmp_<host>/");
+
+    std::fs::write(project.join("gah.conf"), "results_db = results/results.sqlite\nqueue_dir = queue\n").unwrap();
+    let (code, stderr) = daemon(&[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("nothing to fold") && project.join("queue/state.sqlite").exists(), "{stderr}");
+    // The command line wins over the file.
+    let (code, stderr) = daemon(&["--queue", tmp.path().join("q2").to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(tmp.path().join("q2/state.sqlite").exists());
 }

@@ -177,6 +177,45 @@ fn submission_script_runs_against_a_fake_project_and_is_idempotent() {
     assert_eq!(std::fs::read_dir(proj.join("download/ab")).unwrap().count(), 20);
 }
 
+/// Issue 9, item 9: the rotation reads the results database (which only the assimilator
+/// writes) past its watermark: each result counts once, however often the fold runs, and a
+/// reopened queue resumes where it stopped.
+#[test]
+fn the_rotation_folds_each_stored_result_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let qdir = dir.path().join("queue");
+    let (p, _) = fixture_plan(Strategy::Exhaustive { limit: 64 });
+    Queue::open(&qdir).unwrap().add(&p).unwrap();
+    let (a, b) = (&p.jobs[0], &p.jobs[1]);
+    let mut results = gah_core::db::Database::open(&dir.path().join("results.sqlite")).unwrap();
+    let store = |db: &mut gah_core::db::Database, job: &gah_core::job::Job, n: u64, status: Status| {
+        let outcome = gah_core::outcome::Outcome::for_job(job, status);
+        db.record_outcome(&gah_core::job::wu_name(&job.job_id, n), &outcome, b"log").unwrap();
+    };
+    let failcount = |id: &str| Queue::open(&qdir).unwrap().cells(true).unwrap().into_iter().find(|c| c.job_id == id).unwrap();
+
+    store(&mut results, a, 1, Status::BuildFailed);
+    store(&mut results, b, 1, Status::Success);
+    store(&mut results, a, 1, Status::BuildFailed); // redelivered: no new row
+    let other = gah_core::job::Job::new("elsewhere", "x/y-1", Default::default(), gah_core::job::Compiler::Gcc, 60);
+    store(&mut results, &other, 1, Status::BuildFailed);
+    let folded = Queue::open(&qdir).unwrap().fold_results(&results).unwrap();
+    assert_eq!((folded.counted, folded.unknown), (2, 1));
+    assert_eq!(Queue::open(&qdir).unwrap().fold_results(&results).unwrap(), gah_workgen::Folded::default());
+    assert_eq!((failcount(&a.job_id).failcount, failcount(&a.job_id).runs), (1, 1));
+    assert_eq!((failcount(&b.job_id).runs, failcount(&b.job_id).last_status.as_deref()), (1, Some("success")));
+
+    // Later results, and a whole-workunit failure (spurious: a run, no failcount).
+    store(&mut results, a, 2, Status::TestFailed);
+    results.record_infra_failure(&gah_core::job::wu_name(&a.job_id, 3), 8, 3, 0).unwrap();
+    results.record_infra_failure("wu#9", 8, 9, 0).unwrap();
+    let q = Queue::open(&qdir).unwrap();
+    assert_eq!(q.fold_results(&results).unwrap(), gah_workgen::Folded { counted: 2, unknown: 1 });
+    assert_eq!(q.fold_results(&results).unwrap(), gah_workgen::Folded::default());
+    let cell = failcount(&a.job_id);
+    assert_eq!((cell.failcount, cell.runs, cell.last_status.as_deref()), (2, 3, Some("infra_error")));
+}
+
 #[test]
 fn rotation_failcounts_persist_and_zap_restores() {
     let dir = tempfile::tempdir().unwrap();
