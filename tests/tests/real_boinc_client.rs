@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use gah_boinc_harness::boinc_scripts::BoincServer;
 use gah_boinc_harness::client::{qemus_of, Client, ClientConfig, Task};
-use gah_boinc_harness::server::{client_state, Daemons, Harness, HarnessConfig, Snapshot, WorkunitSpec, WuOutcome};
+use gah_boinc_harness::server::{client_state, content_name, Daemons, Harness, HarnessConfig, Snapshot, WorkunitSpec, WuOutcome};
 use gah_boinc_harness::wait::{self, Ended, Step, WaitError};
 use gah_core::db::Database;
 use gah_core::job::Compiler;
@@ -72,14 +72,7 @@ fn start(test: &str) -> Run {
     let a = artefacts();
     launch(
         test,
-        |tmp, spec| {
-            // The workunit's inputs: the overlay and the distfiles as tar files.
-            let inputs = tmp.join("inputs");
-            std::fs::create_dir_all(&inputs).unwrap();
-            tar_dir(&a.overlay, &inputs.join("repo.tar"));
-            tar_dir(&a.distfiles, &inputs.join("distfiles.tar"));
-            spec.inputs = vec![("repo.tar".into(), inputs.join("repo.tar")), ("distfiles.tar".into(), inputs.join("distfiles.tar"))];
-        },
+        |tmp, harness, spec| stage_shared_inputs(tmp, harness, spec, &a.overlay, &a.distfiles),
         |project_dir, _| {
             let guest = if is_vm() { "vm" } else { "sandbox" };
             package_app_version(project_dir, &a.image, guest, std::env::var("GAH_BOINC_CMDLINE").ok().as_deref());
@@ -87,9 +80,26 @@ fn start(test: &str) -> Run {
     )
 }
 
-/// [`start`]'s steps, with the workunit (`workunit(tmp, spec)`) and the app version
+/// The workunit's shared inputs as `templates/gah_in` declares them: the ebuild repository
+/// `repo` and the distfiles folder `distfiles` as tar files, content-named
+/// (`gah-repo-<sha256:16>.tar`, `gah-distfiles-<sha256:16>.tar`), staged once into the
+/// download folder and named on create_work's command line after the job file.
+fn stage_shared_inputs(tmp: &Path, harness: &Harness, spec: &mut WorkunitSpec, repo: &Path, distfiles: &Path) {
+    let inputs = tmp.join("inputs");
+    std::fs::create_dir_all(&inputs).unwrap();
+    spec.files.clear();
+    for (prefix, dir) in [("gah-repo", repo), ("gah-distfiles", distfiles)] {
+        let tar = inputs.join(format!("{prefix}.tar"));
+        tar_dir(dir, &tar);
+        let named = inputs.join(content_name(prefix, "tar", &tar).expect("content name"));
+        std::fs::rename(&tar, &named).unwrap();
+        spec.files.push(harness.stage_file(&named).expect("stage"));
+    }
+}
+
+/// [`start`]'s steps, with the workunit (`workunit(tmp, harness, spec)`) and the app version
 /// (`package(project_dir, tmp)`) up to the test.
-fn launch(test: &str, workunit: impl FnOnce(&Path, &mut WorkunitSpec), package: impl FnOnce(&Path, &Path)) -> Run {
+fn launch(test: &str, workunit: impl FnOnce(&Path, &Harness, &mut WorkunitSpec), package: impl FnOnce(&Path, &Path)) -> Run {
     let started = Instant::now();
     let tmp_dir = tempfile::Builder::new().prefix(&format!("gah-{test}-")).tempdir_in(std::env::temp_dir()).expect("temp dir");
     let tmp = tmp_dir.path().to_path_buf();
@@ -109,7 +119,7 @@ fn launch(test: &str, workunit: impl FnOnce(&Path, &mut WorkunitSpec), package: 
     // The assimilator takes only outcomes of the workunit's job: its name starts with the job id.
     let wu = format!("{}_{test}", job.job_id);
     let mut spec = WorkunitSpec::new(&wu, job);
-    workunit(&tmp, &mut spec);
+    workunit(&tmp, &harness, &mut spec);
     let result = harness.add_workunit(spec).expect("workunit").remove(0);
 
     let mut config = ClientConfig::new(&tmp.join("client"), &harness.master_url(), harness.authenticator());
@@ -480,7 +490,14 @@ fn real_boinc_client_fails_fast_on_a_compute_error() {
     let _one = serial();
     let mut run = launch(
         "failfast",
-        |_, spec| spec.command_line = BAD_OPTION.into(),
+        |tmp, harness, spec| {
+            // Every input the template declares, or create_work refuses the workunit: empty
+            // ones will do, gah-app fails on its command line first.
+            let empty = tmp.join("empty-inputs");
+            std::fs::create_dir_all(&empty).unwrap();
+            stage_shared_inputs(tmp, harness, spec, &empty, &empty);
+            spec.command_line = BAD_OPTION.into();
+        },
         |project_dir, tmp| {
             // The sandbox flavour packs the image's root: an empty one will do, nothing runs it.
             let (empty, image) = (tmp.join("empty"), tmp.join("no-image"));

@@ -9,6 +9,13 @@
 //! the project folder. It is idempotent: a job submitted once leaves `submitted/<job_id>`
 //! and is skipped on the next run.
 //!
+//! Every workunit also carries the ebuild repository and the distfiles as tar files
+//! ([`SharedInput`], `templates/gah_in`'s files 1 and 2): content-named, staged once into the
+//! download hierarchy and named on every create_work line after the job file; the template
+//! marks them `<sticky/>` and `<no_delete/>`. The template sets no bound: create_work applies
+//! the template's `<workunit>` values after its command line (BOINC's
+//! `tools/process_input_template.cpp`), so the per-job values here would lose to them.
+//!
 //! Every submission is a [`Workunit`] of its own: named `<job_id>_<n>`
 //! ([`gah_core::job::wu_name`], `n` from [`Queue::reserve`]), its job file staged as
 //! `<wu_name>.json` (download files never change under a name), so a resubmission or a changed
@@ -58,7 +65,8 @@ pub enum ScriptError {
     },
 }
 
-/// The input template (`templates/gah_in`): one file, opened as `job.json`.
+/// The input template (`templates/gah_in`): the job (`job.json`), then the shared repository
+/// (`repo.tar`) and distfiles (`distfiles.tar`).
 pub const INPUT_TEMPLATE: &str = include_str!("../../templates/gah_in");
 /// The output template (`templates/gah_out`): one file, `outcome.tar.gz`, at most 16 MB.
 pub const OUTPUT_TEMPLATE: &str = include_str!("../../templates/gah_out");
@@ -91,6 +99,38 @@ pub struct Submission {
     /// One `create_work --stdin` per group of jobs with the same bounds (a single database
     /// round trip for the whole batch) instead of one `create_work` per job.
     pub stdin_batch: bool,
+    /// The inputs every workunit shares, in the input template's order after the job file:
+    /// the repository tar, then the distfiles tar ([`SharedInput::content_named`]). Empty in
+    /// [`Submission::standard`]; create_work refuses a workunit without them.
+    pub shared: Vec<SharedInput>,
+}
+
+/// An input file shared by every workunit, staged once under a name that changes with its
+/// content (BOINC never changes a download file, and clients keep it: `<sticky/>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedInput {
+    /// Its physical name in the download hierarchy, `<prefix>-<sha256:16>.tar`.
+    pub name: String,
+    /// The local file staged under that name.
+    pub path: PathBuf,
+}
+
+impl SharedInput {
+    /// `path` named `<prefix>-<first 16 hex digits of its sha256>.tar`, e.g.
+    /// `gah-repo-0123456789abcdef.tar`.
+    pub fn content_named(prefix: &str, path: &Path) -> std::io::Result<SharedInput> {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
+        let sha = hex::encode(hasher.finalize());
+        // create_work.sh copies it from the project folder: an absolute path.
+        Ok(SharedInput { name: format!("{prefix}-{}.tar", &sha[..16]), path: std::fs::canonicalize(path)? })
+    }
+
+    /// The repository tar (`repo.tar` in the slot) and the distfiles tar (`distfiles.tar`).
+    pub fn repo_and_distfiles(repo_tar: &Path, distfiles_tar: &Path) -> std::io::Result<Vec<SharedInput>> {
+        Ok(vec![SharedInput::content_named("gah-repo", repo_tar)?, SharedInput::content_named("gah-distfiles", distfiles_tar)?])
+    }
 }
 
 impl Submission {
@@ -109,6 +149,7 @@ impl Submission {
             max_total_results: 8,
             max_success_results: 4,
             stdin_batch: false,
+            shared: Vec::new(),
         }
     }
 
@@ -148,14 +189,19 @@ impl Workunit {
     }
 }
 
-/// The `create_work` command for one workunit (its job file staged as `<wu_name>.json`).
+/// The `create_work` command for one workunit (its job file staged as `<wu_name>.json`,
+/// then the shared inputs).
 pub fn create_work_command(wu: &Workunit, sub: &Submission) -> String {
+    let mut files = shell::quote(&wu.job_file());
+    for f in &sub.shared {
+        files.push(' ');
+        files.push_str(&shell::quote(&f.name));
+    }
     format!(
-        "bin/create_work --appname {app} --wu_name {name} {bounds} {file}",
+        "bin/create_work --appname {app} --wu_name {name} {bounds} {files}",
         app = shell::quote(&sub.appname),
         name = shell::quote(&wu.name),
         bounds = create_work_bounds(&wu.job, sub),
-        file = shell::quote(&wu.job_file()),
     )
 }
 
@@ -165,10 +211,16 @@ pub fn create_work_batch_command(job: &Job, sub: &Submission) -> String {
     format!("bin/create_work --appname {} {} --stdin", shell::quote(&sub.appname), create_work_bounds(job, sub))
 }
 
-/// One stdin line of `create_work --stdin`: the workunit's name and its input file.
-/// create_work splits these lines on blanks itself (no shell): workunit names have none.
-pub fn create_work_stdin_line(wu: &Workunit) -> String {
-    format!("--wu_name {} {}", wu.name, wu.job_file())
+/// One stdin line of `create_work --stdin`: the workunit's name and its input files (the job
+/// file, then the shared inputs). create_work splits these lines on blanks itself (no shell):
+/// workunit names and content names have none.
+pub fn create_work_stdin_line(wu: &Workunit, sub: &Submission) -> String {
+    let mut line = format!("--wu_name {} {}", wu.name, wu.job_file());
+    for f in &sub.shared {
+        line.push(' ');
+        line.push_str(&f.name);
+    }
+    line
 }
 
 /// Templates, every `rsc_*` bound, the deadline and the replication, explicitly.
@@ -232,6 +284,11 @@ stage() {{
     dest=$(bin/dir_hier_path "$2.json")
     cp "$QUEUE/pending/$1.json" "$dest"
 }}
+# stage_shared NAME FILE: copy a shared input into the download hierarchy once.
+stage_shared() {{
+    dest=$(bin/dir_hier_path "$1")
+    [ -e "$dest" ] || cp "$2" "$dest"
+}}
 done_() {{
     touch "$QUEUE/submitted/$1"
     submitted=$((submitted + 1))
@@ -240,6 +297,9 @@ done_() {{
         queue = shell::quote(&abs.display().to_string()),
         project = shell::quote(&project),
     );
+    for f in &sub.shared {
+        let _ = writeln!(s, "stage_shared {} {}", shell::quote(&f.name), shell::quote(&f.path.display().to_string()));
+    }
     if sub.stdin_batch {
         // One create_work --stdin per group of equal bounds (jobs differ only in timeout).
         let mut groups: Vec<(String, Vec<&Workunit>)> = Vec::new();
@@ -258,7 +318,7 @@ done_() {{
                     s,
                     "if [ -e \"$QUEUE/submitted/\"{id} ]; then skipped=$((skipped + 1)); else\n    stage {id} {}\n    echo {} >> \"$list\"\n    ids=\"$ids {}\"\nfi",
                     shell::quote(&wu.name),
-                    shell::quote(&create_work_stdin_line(wu)),
+                    shell::quote(&create_work_stdin_line(wu, sub)),
                     wu.job.job_id
                 );
             }

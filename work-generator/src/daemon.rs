@@ -18,7 +18,7 @@ use std::time::Duration;
 use gah_core::db::Database;
 use gah_util::process::{command, run_checked, ProcessError};
 
-use crate::boinc::{create_work_batch_command, create_work_stdin_line, Submission, Workunit};
+use crate::boinc::{create_work_batch_command, create_work_stdin_line, SharedInput, Submission, Workunit};
 use crate::queue::{Queue, QueueError};
 use crate::remote::{self, Remote, RemoteError};
 
@@ -174,6 +174,22 @@ impl LocalSubmitter {
         Ok(())
     }
 
+    /// Copies a shared input to where `bin/dir_hier_path` says its name goes, unless it is
+    /// there (content-named: the same name is the same bytes).
+    fn stage_shared(&self, f: &SharedInput) -> Result<(), SubmitError> {
+        let out = run_checked(command(self.project.join("bin/dir_hier_path")).arg(&f.name).current_dir(&self.project))
+            .map_err(|source| SubmitError::DirHierPath { file: f.name.clone(), source })?;
+        let to = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        let to = if to.is_absolute() { to } else { self.project.join(to) };
+        if to.exists() {
+            return Ok(());
+        }
+        match std::fs::copy(&f.path, &to) {
+            Ok(_) => Ok(()),
+            Err(source) => Err(SubmitError::Stage { from: f.path.clone(), to, source }),
+        }
+    }
+
     /// Copies a workunit's job file to where `bin/dir_hier_path` says `<wu_name>.json` goes.
     fn stage(&self, wu: &Workunit) -> Result<(), SubmitError> {
         let file = wu.job_file();
@@ -193,10 +209,13 @@ impl Submitter for LocalSubmitter {
     fn submit(&mut self, wus: &[Workunit]) -> Result<(), SubmitError> {
         let Some(first) = wus.first() else { return Ok(()) };
         self.install_templates()?;
+        for f in &self.sub.shared {
+            self.stage_shared(f)?;
+        }
         let mut lines = String::new();
         for wu in wus {
             self.stage(wu)?;
-            lines.push_str(&create_work_stdin_line(wu));
+            lines.push_str(&create_work_stdin_line(wu, &self.sub));
             lines.push('\n');
         }
         let mut cmd = command("sh");

@@ -13,7 +13,7 @@ use gah_core::db::Database;
 use gah_core::job::Compiler;
 use gah_core::project::{Overrides, Resolved};
 use gah_ebuild::{Profile, Severity, Strategy};
-use gah_workgen::boinc::{write_submission, Submission};
+use gah_workgen::boinc::{write_submission, SharedInput, Submission};
 use gah_workgen::daemon::{self, CommandCount, DaemonConfig, LocalSubmitter, RemoteSubmitter, Submitter};
 use gah_workgen::distfiles::Mirror;
 use gah_workgen::remote::Remote;
@@ -83,8 +83,10 @@ they are), state.sqlite (the rotation), templates/gah_in and templates/gah_out, 
 create_work.sh, which a BOINC administrator runs from the project folder: it installs the\n\
 templates, stages each job file with bin/dir_hier_path and calls bin/create_work with every\n\
 rsc_* bound, the deadline and the replication (quorum 2) set explicitly. Re-running it skips\n\
-jobs already submitted.\n\n\
-Example:\n  gah-workgen generate --repo vm-images/overlay --queue .cache/queue --boinc-project ~/projects/gah")]
+jobs already submitted. --repo-tar and --distfiles-tar give the inputs every workunit shares\n\
+(templates/gah_in's repo.tar and distfiles.tar; create_work refuses workunits without them):\n\
+staged once under content names, named on every create_work line after the job file.\n\n\
+Example:\n  gah-workgen generate --repo vm-images/overlay --queue .cache/queue --boinc-project ~/projects/gah \\\n      --repo-tar repo.tar --distfiles-tar distfiles.tar")]
     Generate {
         #[command(flatten)]
         plan: PlanArgs,
@@ -101,6 +103,8 @@ Example:\n  gah-workgen generate --repo vm-images/overlay --queue .cache/queue -
         /// Submit with one `create_work --stdin` per batch instead of one create_work per job.
         #[arg(long)]
         stdin_batch: bool,
+        #[command(flatten)]
+        shared: SharedArgs,
     },
     /// List the jobs the last `generate` held back because distfiles are missing or corrupt.
     Blocked {
@@ -260,6 +264,30 @@ fn queue_of(project: &Resolved) -> anyhow::Result<PathBuf> {
     )
 }
 
+/// The inputs every workunit shares: `templates/gah_in`'s `repo.tar` and `distfiles.tar`.
+#[derive(Args)]
+struct SharedArgs {
+    /// The ebuild repository as a tar (each workunit's repo.tar), staged once as
+    /// gah-repo-<sha256:16>.tar. BOINC's create_work refuses workunits without it.
+    #[arg(long, requires = "distfiles_tar")]
+    repo_tar: Option<PathBuf>,
+    /// The distfiles as a tar (each workunit's distfiles.tar), staged once as
+    /// gah-distfiles-<sha256:16>.tar.
+    #[arg(long, requires = "repo_tar")]
+    distfiles_tar: Option<PathBuf>,
+}
+
+impl SharedArgs {
+    fn inputs(&self) -> anyhow::Result<Vec<SharedInput>> {
+        match (&self.repo_tar, &self.distfiles_tar) {
+            (Some(r), Some(d)) => {
+                SharedInput::repo_and_distfiles(r, d).with_context(|| format!("read {} and {}", r.display(), d.display()))
+            }
+            _ => Ok(Vec::new()),
+        }
+    }
+}
+
 /// Where jobs are submitted: a local project folder or a remote project.
 #[derive(Args)]
 struct TargetArgs {
@@ -278,11 +306,13 @@ struct TargetArgs {
     /// The BOINC application name.
     #[arg(long, default_value = "gah")]
     appname: String,
+    #[command(flatten)]
+    shared: SharedArgs,
 }
 
 impl TargetArgs {
     fn submitter(&self, queue: &std::path::Path) -> anyhow::Result<Box<dyn Submitter>> {
-        let sub = Submission { appname: self.appname.clone(), stdin_batch: true, ..Submission::standard() };
+        let sub = Submission { appname: self.appname.clone(), stdin_batch: true, shared: self.shared.inputs()?, ..Submission::standard() };
         if let Some(project) = &self.boinc_project {
             return Ok(Box::new(LocalSubmitter { project: project.clone(), queue: queue.to_owned(), sub }));
         }
@@ -436,7 +466,7 @@ fn run(mode: Mode) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Mode::Generate { plan, queue, boinc_project, appname, stdin_batch } => {
+        Mode::Generate { plan, queue, boinc_project, appname, stdin_batch, shared } => {
             let (p, _) = plan.run();
             let mut q = Queue::open(&queue)?;
             let stats = q.add(&p)?;
@@ -448,7 +478,7 @@ fn run(mode: Mode) -> anyhow::Result<ExitCode> {
             }
             gah_util::atomic::write(&queue.join("blocked.jsonl"), &listing)?;
             let order = q.next(usize::MAX)?;
-            let sub = Submission { appname, stdin_batch, ..Submission::standard() };
+            let sub = Submission { appname, stdin_batch, shared: shared.inputs()?, ..Submission::standard() };
             // Names for this script's submissions (a job it skips as submitted leaves a gap).
             let wus = q.reserve(&order)?;
             let script = write_submission(&q, &wus, &sub, boinc_project.as_deref())?;

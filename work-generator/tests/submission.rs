@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use gah_core::job::{Compiler, Job};
 use gah_ebuild::{Profile, Strategy};
 use gah_util::process::command;
-use gah_workgen::boinc::{write_submission, Submission, Workunit};
+use gah_workgen::boinc::{write_submission, SharedInput, Submission, Workunit};
 use gah_workgen::daemon::{
     self, CommandCount, DaemonConfig, DaemonError, LocalSubmitter, RemoteSubmitter, SubmitError, Submitter, UnsentError, UnsentSource,
 };
@@ -130,7 +130,12 @@ fn create_work_stdin_batches_against_a_fake_project() {
     };
     fake("dir_hier_path", "mkdir -p download/ab && echo \"$(pwd)/download/ab/$1\"");
     fake("create_work", "echo \"args: $*\" >> create_work.log; while read -r line; do echo \"job: $line\" >> create_work.log; done");
-    let sub = Submission { stdin_batch: true, ..Submission::standard() };
+    let (repo, distfiles) = (dir.path().join("repo.tar"), dir.path().join("distfiles.tar"));
+    std::fs::write(&repo, "repo").unwrap();
+    std::fs::write(&distfiles, "distfiles").unwrap();
+    let shared = SharedInput::repo_and_distfiles(&repo, &distfiles).unwrap();
+    let names = format!("{} {}", shared[0].name, shared[1].name);
+    let sub = Submission { stdin_batch: true, shared, ..Submission::standard() };
     let wus = q.reserve(&order).unwrap();
     let script = write_submission(&q, &wus, &sub, Some(&proj)).unwrap();
     for expected in ["10 submitted, 0 already submitted", "0 submitted, 10 already submitted"] {
@@ -144,8 +149,9 @@ fn create_work_stdin_batches_against_a_fake_project() {
     assert!(args[0].ends_with("--stdin") && args[0].contains("--min_quorum 2 --target_nresults 2"), "{}", args[0]);
     let jobs: Vec<&str> = log.lines().filter(|l| l.starts_with("job: ")).collect();
     assert_eq!(jobs.len(), 10);
-    assert_eq!(jobs[0], format!("job: --wu_name {id}_1 {id}_1.json", id = order[0].job_id));
-    assert_eq!(std::fs::read_dir(proj.join("download/ab")).unwrap().count(), 10);
+    assert_eq!(jobs[0], format!("job: --wu_name {id}_1 {id}_1.json {names}", id = order[0].job_id));
+    // The job files and the two shared inputs, staged once.
+    assert_eq!(std::fs::read_dir(proj.join("download/ab")).unwrap().count(), 12);
 
     // The daemon's local submitter drives the same tools directly. Submitting a job again
     // (issue 9, item 5) is a new workunit with a new name and its own job file.
@@ -156,8 +162,8 @@ fn create_work_stdin_batches_against_a_fake_project() {
     let log = std::fs::read_to_string(proj.join("create_work.log")).unwrap();
     let jobs: Vec<&str> = log.lines().filter(|l| l.starts_with("job: ")).collect();
     assert_eq!(jobs.len(), 12);
-    assert_eq!(jobs[10], format!("job: --wu_name {id}_2 {id}_2.json", id = order[0].job_id));
-    assert_eq!(std::fs::read_dir(proj.join("download/ab")).unwrap().count(), 12);
+    assert_eq!(jobs[10], format!("job: --wu_name {id}_2 {id}_2.json {names}", id = order[0].job_id));
+    assert_eq!(std::fs::read_dir(proj.join("download/ab")).unwrap().count(), 14);
     let names: std::collections::BTreeSet<&str> = jobs.iter().map(|l| l.split(' ').nth(2).unwrap()).collect();
     assert_eq!(names.len(), 12, "every workunit name is new: {jobs:?}");
     assert_eq!(gah_core::job::job_id_of_wu(&again[0].name), order[0].job_id);

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use gah_core::job::Compiler;
 use gah_core::outcome::Status;
 use gah_ebuild::{Profile, Severity, Strategy};
-use gah_workgen::boinc::{create_work_command, write_submission, Submission, Workunit};
+use gah_workgen::boinc::{create_work_command, write_submission, SharedInput, Submission, Workunit};
 use gah_workgen::{load_repos, plan, record_result, Config, Plan, Queue, Zap};
 
 fn fixture() -> PathBuf {
@@ -166,7 +166,15 @@ fn submission_script_runs_against_a_fake_project_and_is_idempotent() {
     let mut q = Queue::open(&qdir).unwrap();
     q.add(&p).unwrap();
     let order = q.reserve(&q.next(usize::MAX).unwrap()).unwrap();
-    let script = write_submission(&q, &order, &Submission::standard(), Some(&proj)).unwrap();
+    // The shared inputs templates/gah_in declares after the job file.
+    let (repo, distfiles) = (dir.path().join("repo.tar"), dir.path().join("distfiles.tar"));
+    std::fs::write(&repo, "repo").unwrap();
+    std::fs::write(&distfiles, "distfiles").unwrap();
+    let shared = SharedInput::repo_and_distfiles(&repo, &distfiles).unwrap();
+    assert!(shared[0].name.starts_with("gah-repo-") && shared[1].name.starts_with("gah-distfiles-"), "{shared:?}");
+    assert_eq!(shared[0].name.len(), "gah-repo-".len() + 16 + ".tar".len());
+    let sub = Submission { shared: shared.clone(), ..Submission::standard() };
+    let script = write_submission(&q, &order, &sub, Some(&proj)).unwrap();
     for expected in ["20 submitted, 0 already submitted", "0 submitted, 20 already submitted"] {
         let out = gah_util::process::command("sh").arg(&script).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -174,7 +182,12 @@ fn submission_script_runs_against_a_fake_project_and_is_idempotent() {
     }
     let log = std::fs::read_to_string(proj.join("create_work.log")).unwrap();
     assert_eq!(log.lines().count(), 20);
-    assert_eq!(std::fs::read_dir(proj.join("download/ab")).unwrap().count(), 20);
+    // Every workunit names the job file, then the shared files, in the template's order.
+    let tail = format!(".json {} {}", shared[0].name, shared[1].name);
+    assert!(log.lines().all(|l| l.ends_with(&tail)), "{log}");
+    // 20 job files and the two shared ones, each staged once.
+    assert_eq!(std::fs::read_dir(proj.join("download/ab")).unwrap().count(), 22);
+    assert_eq!(std::fs::read(proj.join("download/ab").join(&shared[0].name)).unwrap(), b"repo");
 }
 
 /// Issue 9, item 9: the rotation reads the results database (which only the assimilator

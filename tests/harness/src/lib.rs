@@ -13,6 +13,11 @@
 //!   With [`server::HarnessConfig::daemons`] set, validation and assimilation instead run
 //!   the installed programs through [`boinc_scripts`], BOINC's own command-line rules, with
 //!   the `config.xml` lines of `templates/README.md`.
+//! - [`create_work`]: what the real server does around the scheduler, copied with its BOINC
+//!   source named: workunits built from `templates/gah_in` by `create_work`'s rules (every
+//!   `<file_info>` needs a staged file, the template's `<workunit>` values win), `file_deleter`
+//!   removing a decided workunit's inputs unless `<no_delete/>`, and the plan class additions
+//!   to the app's command line.
 //! - [`client::Client`] runs `/usr/bin/boinc` in a private `--dir`, attached through an
 //!   account file, and talks to it with `boinccmd`; dropping it kills the client, its app and
 //!   any guest, so no qemu outlives a test, even a failing one.
@@ -45,6 +50,7 @@
 
 pub mod boinc_scripts;
 pub mod client;
+pub mod create_work;
 pub mod server;
 pub mod xml;
 

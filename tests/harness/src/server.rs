@@ -22,9 +22,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use gah_core::db::Database;
 use gah_core::job::Job;
-use md5::{Digest, Md5};
 
 use crate::boinc_scripts::{self, AssimilatorWorkunit, BoincServer, Canonical, ValidatorDecision, ValidatorResult};
+use crate::create_work::{self, InputFile, InputTemplate, WorkunitValues};
 use crate::wait::{self, Ended, Step, WaitError};
 use crate::xml::{self, esc, ReportedResult, SchedulerRequest};
 
@@ -77,6 +77,9 @@ pub struct HarnessConfig {
     /// Run validation and assimilation as a real server does, through the installed
     /// programs and BOINC's command-line rules; `None`: call the libraries in process.
     pub daemons: Option<Daemons>,
+    /// The input template `create_work` builds workunits from (default: the product's
+    /// `templates/gah_in`).
+    pub input_template: InputTemplate,
 }
 
 /// BOINC's `script_validator` and `script_assimilator`, as the harness plays them when
@@ -145,19 +148,24 @@ impl HarnessConfig {
             app_name: "gah".into(),
             request_delay_secs: 5.0,
             daemons: None,
+            input_template: InputTemplate::gah_in(),
         }
     }
 }
 
-/// One workunit to hand out, with BOINC's knobs (`create_work`'s, set explicitly).
+/// One workunit to hand out: what the work generator gives `create_work` (its command line).
+/// The input template ([`HarnessConfig::input_template`]) then has the last word, as with
+/// the real `create_work` ([`crate::create_work`]).
 #[derive(Debug, Clone)]
 pub struct WorkunitSpec {
     /// Workunit name.
     pub name: String,
-    /// Its `job.json` (sent as input `job.json`).
+    /// Its job: staged as `<name>.json` and given to create_work as the first input file.
     pub job: Job,
-    /// Further inputs: (open name, local file), e.g. `("repo.tar", path)`.
-    pub inputs: Vec<(String, PathBuf)>,
+    /// The further input files named on create_work's command line, in the template's order,
+    /// each already staged ([`Harness::stage_file`]): for `templates/gah_in` the repository
+    /// and distfiles tars.
+    pub files: Vec<String>,
     /// `<command_line>` (appended to the app version's `<cmdline>`); empty for none.
     pub command_line: String,
     /// `rsc_fpops_est`.
@@ -188,7 +196,7 @@ impl WorkunitSpec {
         WorkunitSpec {
             name: name.into(),
             job,
-            inputs: Vec::new(),
+            files: Vec::new(),
             command_line: String::new(),
             fpops_est: 3.6e12,
             fpops_bound: 1e17,
@@ -223,20 +231,11 @@ pub enum WuOutcome {
     },
 }
 
-/// One served file.
-#[derive(Debug, Clone)]
-struct Served {
-    physical: String,
-    open_name: String,
-    nbytes: u64,
-    md5: String,
-}
-
 #[derive(Debug, Clone)]
 struct Wu {
     id: i64,
     spec: WorkunitSpec,
-    inputs: Vec<Served>,
+    inputs: Vec<InputFile>,
     results: Vec<String>,
     outcome: WuOutcome,
 }
@@ -368,14 +367,53 @@ impl Harness {
         self.config.state_dir.join("upload")
     }
 
-    /// Queues a workunit and its `target_nresults` results; returns the result names.
-    pub fn add_workunit(&self, spec: WorkunitSpec) -> anyhow::Result<Vec<String>> {
-        let download = self.config.state_dir.join("download");
-        let mut inputs = vec![serve_bytes(&download, "job.json", &spec.job.to_json())?];
-        for (open_name, path) in &spec.inputs {
-            let bytes = fs::read(path).with_context(|| format!("read input {}", path.display()))?;
-            inputs.push(serve_bytes(&download, open_name, &bytes)?);
-        }
+    /// The download folder (BOINC's download hierarchy, with no fan-out).
+    pub fn download_dir(&self) -> PathBuf {
+        self.config.state_dir.join("download")
+    }
+
+    /// Stages `path` into the download folder under its own file name, as `dir_hier_path` and
+    /// a copy (or `stage_file`) do; returns that name. Download files are immutable in BOINC
+    /// (`tools/stage_file`: "file exists with different contents"): a name already staged
+    /// with other bytes is refused, the same bytes are fine.
+    pub fn stage_file(&self, path: &Path) -> anyhow::Result<String> {
+        let name = path.file_name().and_then(|n| n.to_str()).with_context(|| format!("{} has no file name", path.display()))?;
+        let bytes = fs::read(path).with_context(|| format!("read {}", path.display()))?;
+        stage_bytes(&self.download_dir(), name, &bytes)?;
+        Ok(name.to_owned())
+    }
+
+    /// Queues a workunit and its `target_nresults` results as `create_work` would
+    /// ([`InputTemplate::create_work`]): the job staged as `<name>.json`, then the job file and
+    /// `spec.files` given to the input template, whose `<workunit>` values win over the
+    /// spec's. Returns the result names.
+    pub fn add_workunit(&self, mut spec: WorkunitSpec) -> anyhow::Result<Vec<String>> {
+        let download = self.download_dir();
+        let job_file = format!("{}.json", spec.name);
+        stage_bytes(&download, &job_file, &spec.job.to_json())?;
+        let mut infiles = vec![job_file.as_str()];
+        infiles.extend(spec.files.iter().map(String::as_str));
+        let mut values = WorkunitValues {
+            fpops_est: spec.fpops_est,
+            fpops_bound: spec.fpops_bound,
+            memory_bound: spec.memory_bound,
+            disk_bound: spec.disk_bound,
+            delay_bound_secs: spec.delay_bound_secs,
+            min_quorum: spec.min_quorum,
+            target_nresults: spec.target_nresults,
+            max_error_results: spec.max_error_results,
+            max_total_results: spec.max_total_results,
+        };
+        let inputs = self.config.input_template.create_work(&download, &infiles, &mut values).context("create_work")?;
+        spec.fpops_est = values.fpops_est;
+        spec.fpops_bound = values.fpops_bound;
+        spec.memory_bound = values.memory_bound;
+        spec.disk_bound = values.disk_bound;
+        spec.delay_bound_secs = values.delay_bound_secs;
+        spec.min_quorum = values.min_quorum;
+        spec.target_nresults = values.target_nresults;
+        spec.max_error_results = values.max_error_results;
+        spec.max_total_results = values.max_total_results;
         let mut st = self.state.lock().unwrap();
         if st.wus.contains_key(&spec.name) {
             bail!("workunit {} exists", spec.name);
@@ -445,18 +483,30 @@ pub fn project_dir_name(master_url: &str) -> String {
     out
 }
 
-fn serve_bytes(download: &Path, open_name: &str, bytes: &[u8]) -> anyhow::Result<Served> {
-    use sha2::Sha256;
-    let sha = hex::encode(Sha256::digest(bytes));
-    // Content-addressed, like a real project's download hierarchy would be.
-    let physical = format!("gah_{}_{}", &sha[..16], open_name);
-    let path = download.join(&physical);
-    if !path.exists() {
-        let tmp = path.with_extension("tmp");
-        fs::write(&tmp, bytes)?;
-        fs::rename(&tmp, &path)?;
+/// Puts `bytes` into the download folder as `name`, unless the same bytes are there;
+/// different bytes under a staged name are refused (BOINC never changes a download file).
+fn stage_bytes(download: &Path, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
+    if name.is_empty() || name.contains('/') || name.contains("..") {
+        bail!("bad download file name {name:?}");
     }
-    Ok(Served { physical, open_name: open_name.into(), nbytes: bytes.len() as u64, md5: hex::encode(Md5::digest(bytes)) })
+    let path = download.join(name);
+    match fs::read(&path) {
+        Ok(old) if old == bytes => return Ok(()),
+        Ok(_) => bail!("stage {name}: file exists with different contents"),
+        Err(_) => {}
+    }
+    let tmp = download.join(format!(".{name}.tmp"));
+    fs::write(&tmp, bytes).with_context(|| format!("write {}", tmp.display()))?;
+    fs::rename(&tmp, &path).with_context(|| format!("rename to {}", path.display()))?;
+    Ok(())
+}
+
+/// `<name>-<sha256 of the file, 16 hex digits>.<ext>`: the content-named physical name of a
+/// shared input, e.g. `gah-repo-0123456789abcdef.tar`.
+pub fn content_name(prefix: &str, ext: &str, path: &Path) -> anyhow::Result<String> {
+    use sha2::{Digest, Sha256};
+    let bytes = fs::read(path).with_context(|| format!("read {}", path.display()))?;
+    Ok(format!("{prefix}-{}.{ext}", &hex::encode(Sha256::digest(&bytes))[..16]))
 }
 
 /// A byte count or offset the client sent as a double (BOINC's XML does).
@@ -568,11 +618,13 @@ impl State {
         for f in &w.inputs {
             let _ = writeln!(
                 reply,
-                "<file_info>\n    <name>{}</name>\n    <url>{base}/gah/download/{}</url>\n    <md5_cksum>{}</md5_cksum>\n    <nbytes>{}</nbytes>\n</file_info>",
+                "<file_info>\n    <name>{}</name>\n    <url>{base}/gah/download/{}</url>\n    <md5_cksum>{}</md5_cksum>\n    <nbytes>{}</nbytes>\n{}{}</file_info>",
                 esc(&f.physical),
                 esc(&f.physical),
                 f.md5,
-                f.nbytes
+                f.nbytes,
+                if f.sticky { "    <sticky/>\n" } else { "" },
+                if f.no_delete { "    <no_delete/>\n" } else { "" },
             );
         }
         let _ = writeln!(
@@ -818,9 +870,19 @@ impl State {
         }
     }
 
+    /// Records a workunit's outcome; a decided workunit is assimilated (also a failed one:
+    /// BOINC's assimilator gets it with its error mask), and then `file_deleter` removes its
+    /// input files unless `<no_delete/>` ([`create_work::delete_input_files`]).
     fn set_outcome(&mut self, wu_name: &str, outcome: WuOutcome) {
-        self.wus.get_mut(wu_name).expect("wu").outcome = outcome.clone();
+        let decided = outcome != WuOutcome::Pending;
+        let w = self.wus.get_mut(wu_name).expect("wu");
+        w.outcome = outcome.clone();
+        let inputs = w.inputs.clone();
         self.snap.workunits.insert(wu_name.into(), outcome);
+        if decided {
+            let removed = create_work::delete_input_files(&self.config.state_dir.join("download"), &inputs);
+            self.log(format!("file_deleter: {wu_name}: removed {removed:?}"));
+        }
     }
 
     fn upload(&mut self, body: &[u8]) -> String {
@@ -994,8 +1056,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("gah-harness-settled-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         let h = Harness::start(HarnessConfig::new(&dir)).unwrap();
-        let job = Job::new("test", "app-arch/bzip2-1.0.8", Default::default(), gah_core::job::Compiler::Gcc, 60);
-        let result = h.add_workunit(WorkunitSpec::new("wu", job)).unwrap().remove(0);
+        let mut spec = WorkunitSpec::new("wu", job());
+        spec.files = shared_inputs(&h, &dir, "a");
+        let result = h.add_workunit(spec).unwrap().remove(0);
         // Unsent work can still come back: only the time limit ends this wait.
         let e = h.wait_until(Duration::from_millis(300), |_| false).unwrap_err();
         assert_eq!(e.ended, Ended::TimedOut(Duration::from_millis(300)));
@@ -1019,6 +1082,166 @@ mod tests {
         drop(h);
         let _ = fs::remove_dir_all(&dir);
     }
+
+    fn job() -> Job {
+        Job::new("test", "app-arch/bzip2-1.0.8", Default::default(), gah_core::job::Compiler::Gcc, 60)
+    }
+
+    /// A repository and a distfiles tar (stand-ins whose bytes depend on `seed`), content-named
+    /// and staged.
+    fn shared_inputs(h: &Harness, dir: &Path, seed: &str) -> Vec<String> {
+        ["gah-repo", "gah-distfiles"]
+            .iter()
+            .map(|prefix| {
+                let tmp = dir.join(format!("{prefix}.{seed}"));
+                fs::write(&tmp, format!("{prefix} {seed}")).unwrap();
+                let named = dir.join(content_name(prefix, "tar", &tmp).unwrap());
+                fs::rename(&tmp, &named).unwrap();
+                h.stage_file(&named).unwrap()
+            })
+            .collect()
+    }
+
+    fn temp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("gah-harness-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// What the scheduler sends for the next unsent result, to an anonymous-platform client.
+    fn send(h: &Harness) -> String {
+        let req = SchedulerRequest {
+            app_versions: vec![xml::ClientAppVersion { app_name: "gah".into(), version_num: 100, ..Default::default() }],
+            ..Default::default()
+        };
+        let mut reply = String::new();
+        h.state.lock().unwrap().send_work(&req, &mut reply);
+        reply
+    }
+
+    #[test]
+    fn workunits_are_built_from_gah_in_by_create_works_rules() {
+        let dir = temp("gah-in");
+        let h = Harness::start(HarnessConfig::new(&dir.join("server"))).unwrap();
+        let files = shared_inputs(&h, &dir, "a");
+        assert!(files[0].starts_with("gah-repo-") && files[0].ends_with(".tar"), "{files:?}");
+
+        // Every <file_info> of the template needs a file, and a staged one.
+        let e = h.add_workunit(WorkunitSpec::new("wu-bare", job())).unwrap_err();
+        assert!(format!("{e:#}").contains("Too few var input files given; need at least 2"), "{e:#}");
+        let mut spec = WorkunitSpec::new("wu-unstaged", job());
+        spec.files = vec![files[0].clone(), "gah-distfiles-not-staged.tar".into()];
+        let e = h.add_workunit(spec).unwrap_err();
+        assert!(format!("{e:#}").contains("md5_file: can't open"), "{e:#}");
+        let mut spec = WorkunitSpec::new("wu-extra", job());
+        spec.files = vec![files[0].clone(), files[1].clone(), files[1].clone()];
+        let e = h.add_workunit(spec).unwrap_err();
+        assert!(format!("{e:#}").contains("4 input files given, but template has 3"), "{e:#}");
+
+        // The template sets no per-job value: the command line's stand.
+        let mut spec = WorkunitSpec::new("wu", job());
+        spec.files = files.clone();
+        spec.fpops_bound = 1.25e15;
+        spec.min_quorum = 2;
+        spec.target_nresults = 2;
+        spec.delay_bound_secs = 1234;
+        let results = h.add_workunit(spec).unwrap();
+        assert_eq!(results.len(), 2);
+        {
+            let st = h.state.lock().unwrap();
+            let w = &st.wus["wu"];
+            assert_eq!((w.spec.fpops_bound, w.spec.min_quorum, w.spec.delay_bound_secs), (1.25e15, 2, 1234));
+            let names: Vec<_> = w.inputs.iter().map(|f| (f.physical.as_str(), f.open_name.as_str(), f.sticky, f.no_delete)).collect();
+            assert_eq!(
+                names,
+                [
+                    ("wu.json", "job.json", false, false),
+                    (files[0].as_str(), "repo.tar", true, true),
+                    (files[1].as_str(), "distfiles.tar", true, true)
+                ]
+            );
+        }
+        let reply = send(&h);
+        assert!(reply.contains(&format!("<name>{}</name>\n    <url>", files[0])), "{reply}");
+        assert!(reply.contains("<sticky/>\n    <no_delete/>\n</file_info>"), "{reply}");
+        assert!(reply.contains("<open_name>repo.tar</open_name>") && reply.contains("<open_name>distfiles.tar</open_name>"), "{reply}");
+        assert!(reply.contains("<rsc_fpops_bound>1.25e15</rsc_fpops_bound>"), "{reply}");
+        drop(h);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn template_workunit_values_win_over_the_command_line() {
+        let dir = temp("template-wins");
+        let mut config = HarnessConfig::new(&dir.join("server"));
+        config.input_template = InputTemplate::parse(
+            "<input_template><file_info><number>0</number></file_info><workunit><file_ref><file_number>0</file_number>\
+             <open_name>job.json</open_name></file_ref><rsc_fpops_bound>7.2e13</rsc_fpops_bound><min_quorum>3</min_quorum>\
+             </workunit></input_template>",
+        )
+        .unwrap();
+        let h = Harness::start(config).unwrap();
+        let mut spec = WorkunitSpec::new("wu", job());
+        spec.fpops_bound = 1e17;
+        assert_eq!(h.add_workunit(spec).unwrap().len(), 1);
+        let st = h.state.lock().unwrap();
+        assert_eq!((st.wus["wu"].spec.fpops_bound, st.wus["wu"].spec.min_quorum), (7.2e13, 3));
+        drop(st);
+        drop(h);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn file_deleter_keeps_shared_inputs_for_the_next_workunit() {
+        let dir = temp("file-deleter");
+        let h = Harness::start(HarnessConfig::new(&dir.join("server"))).unwrap();
+        let files = shared_inputs(&h, &dir, "a");
+        for wu in ["wu1", "wu2"] {
+            let mut spec = WorkunitSpec::new(wu, job());
+            spec.files = files.clone();
+            h.add_workunit(spec).unwrap();
+        }
+        let first = send(&h);
+        assert!(first.contains("<name>wu1</name>") && first.contains(&files[0]), "{first}");
+        h.state.lock().unwrap().set_outcome("wu1", WuOutcome::Assimilated { canonical: "wu1_0".into(), detail: "stored".into() });
+        // wu1's own job file is gone; the shared files stay for wu2 and for later workunits.
+        let download = h.download_dir();
+        assert!(!download.join("wu1.json").exists());
+        assert!(files.iter().all(|f| download.join(f).exists()));
+        let second = send(&h);
+        assert!(second.contains("<name>wu2</name>") && second.contains(&files[0]) && second.contains(&files[1]), "{second}");
+        let mut spec = WorkunitSpec::new("wu3", job());
+        spec.files = files.clone();
+        h.add_workunit(spec).expect("a later workunit finds the shared inputs");
+        drop(h);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn file_deleter_removes_inputs_without_no_delete() {
+        // The old template: shared inputs without <no_delete/> are gone once the first
+        // workunit is assimilated, and the next create_work fails as on a real server.
+        let dir = temp("file-deleter-old");
+        let mut config = HarnessConfig::new(&dir.join("server"));
+        config.input_template = InputTemplate::parse(&GAH_IN_WITHOUT_NO_DELETE).unwrap();
+        let h = Harness::start(config).unwrap();
+        let files = shared_inputs(&h, &dir, "a");
+        let mut spec = WorkunitSpec::new("wu1", job());
+        spec.files = files.clone();
+        h.add_workunit(spec).unwrap();
+        h.state.lock().unwrap().set_outcome("wu1", WuOutcome::Failed { detail: "too many errors".into() });
+        assert!(files.iter().all(|f| !h.download_dir().join(f).exists()));
+        let mut spec = WorkunitSpec::new("wu2", job());
+        spec.files = files;
+        let e = h.add_workunit(spec).unwrap_err();
+        assert!(format!("{e:#}").contains("md5_file: can't open"), "{e:#}");
+        drop(h);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    static GAH_IN_WITHOUT_NO_DELETE: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| create_work::GAH_IN.replace("<no_delete/>", "").replace("<sticky/>", ""));
 
     #[test]
     fn project_dir_name_is_boincs() {

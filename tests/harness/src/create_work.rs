@@ -1,0 +1,390 @@
+//! What a stock BOINC server does with workunits outside the scheduler, copied where it
+//! matters for gentoo@home, each rule with the BOINC source it comes from (BOINC's git
+//! `master`; read with `git -C /work/.mirror/BOINC+boinc/repo show HEAD:<file>`):
+//!
+//! - [`InputTemplate::create_work`]: `create_work` building a workunit from an input template
+//!   (`tools/process_input_template.cpp`, `process_input_template`, `process_file_info`,
+//!   `process_workunit`):
+//!   - every `<file_info>` without a `<physical_name>` takes the next input file named on the
+//!     command line, in order; too few is an error ("Too few var input files given; need at
+//!     least N"), and so is too many ("N input files given, but template has M");
+//!   - an input file must already be in the download hierarchy (staged by `dir_hier_path`
+//!     or `stage_file`): create_work reads its md5 and size there (`got_md5_info`, else
+//!     `md5_file`, which fails on a missing file);
+//!   - every element of a `<file_info>` other than `number`, `physical_name`, `url`, `md5_cksum`,
+//!     `nbytes`, `gzipped_nbytes`, `gzip` is copied into the workunit's XML as is (so
+//!     `<sticky/>` and `<no_delete/>` reach the client and `file_deleter`);
+//!   - the number of `<file_ref>`s must equal the number of `<file_info>`s ("#file refs !=
+//!     #file infos");
+//!   - `<workunit>` values (`rsc_fpops_est`, `rsc_fpops_bound`, `rsc_memory_bound`,
+//!     `rsc_disk_bound`, `delay_bound`, `min_quorum`, `target_nresults`, `max_error_results`,
+//!     `max_total_results`, ...) are parsed **after** create_work has set the command line's
+//!     (`tools/create_work.cpp` sets `wu` from its options, then calls `create_work2` →
+//!     `process_input_template`), so the template's values win.
+//! - [`PlanClass::cmdline`]: what the scheduler appends to the app's command line for a CPU
+//!   plan class (`sched/plan_class_spec.cpp`, `PLAN_CLASS_SPEC::check`, the "CPU only" branch).
+//! - [`delete_input_files`]: `file_deleter` removing a workunit's input files once it is
+//!   assimilated, except those whose `<file_info>` has `<no_delete/>`
+//!   (`sched/file_deleter.cpp`, `wu_delete_files`).
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use md5::{Digest, Md5};
+use quick_xml::events::Event;
+use quick_xml::Reader;
+
+/// An XML element, as much of it as templates need.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Element {
+    /// Tag name.
+    pub name: String,
+    /// Text directly inside, trimmed.
+    pub text: String,
+    /// Child elements, in order.
+    pub children: Vec<Element>,
+}
+
+impl Element {
+    /// Parses a document; returns its root element.
+    pub fn parse(text: &str) -> anyhow::Result<Element> {
+        let mut reader = Reader::from_str(text);
+        reader.config_mut().trim_text(true);
+        let mut stack: Vec<Element> = vec![Element::default()];
+        loop {
+            match reader.read_event().with_context(|| format!("XML error at byte {}", reader.buffer_position()))? {
+                Event::Start(e) => {
+                    stack.push(Element { name: String::from_utf8_lossy(e.name().as_ref()).into_owned(), ..Default::default() })
+                }
+                Event::Empty(e) => {
+                    let el = Element { name: String::from_utf8_lossy(e.name().as_ref()).into_owned(), ..Default::default() };
+                    stack.last_mut().expect("root").children.push(el);
+                }
+                Event::Text(t) => {
+                    let s = t.unescape().map(|c| c.into_owned()).unwrap_or_default();
+                    stack.last_mut().expect("root").text.push_str(s.trim());
+                }
+                Event::End(_) => {
+                    let el = stack.pop().expect("balanced");
+                    stack.last_mut().context("unbalanced end tag")?.children.push(el);
+                }
+                Event::Eof => break,
+                _ => {}
+            }
+        }
+        let mut doc = stack.pop().context("empty document")?;
+        if !stack.is_empty() || doc.children.len() != 1 {
+            bail!("not one root element");
+        }
+        Ok(doc.children.remove(0))
+    }
+
+    /// The children named `name`.
+    pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Element> + 'a {
+        self.children.iter().filter(move |c| c.name == name)
+    }
+
+    /// The first child named `name`.
+    pub fn child(&self, name: &str) -> Option<&Element> {
+        self.children.iter().find(|c| c.name == name)
+    }
+
+    /// The text of the first child named `name`.
+    pub fn value(&self, name: &str) -> Option<&str> {
+        self.child(name).map(|c| c.text.as_str())
+    }
+}
+
+/// One `<file_info>` of an input template.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TemplateFile {
+    /// `<physical_name>`: a constant file, not taken from the command line.
+    pub physical_name: Option<String>,
+    /// `<sticky/>`: the client keeps the file after the task.
+    pub sticky: bool,
+    /// `<no_delete/>`: `file_deleter` leaves the file on the server.
+    pub no_delete: bool,
+}
+
+/// An input template (`templates/gah_in`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputTemplate {
+    /// The `<file_info>`s, in order.
+    pub files: Vec<TemplateFile>,
+    /// The `<file_ref>`s: (file number, open name).
+    pub file_refs: Vec<(usize, String)>,
+    /// The `<workunit>` values other than `<file_ref>`, by tag name.
+    pub workunit: Vec<(String, String)>,
+}
+
+/// An input file of a workunit, as `create_work` records it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputFile {
+    /// The name in the download hierarchy.
+    pub physical: String,
+    /// The name the app opens.
+    pub open_name: String,
+    /// Size.
+    pub nbytes: u64,
+    /// md5, hex.
+    pub md5: String,
+    /// `<sticky/>`.
+    pub sticky: bool,
+    /// `<no_delete/>`.
+    pub no_delete: bool,
+}
+
+/// The workunit values `create_work` takes on its command line and the template may set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkunitValues {
+    /// `rsc_fpops_est`.
+    pub fpops_est: f64,
+    /// `rsc_fpops_bound`.
+    pub fpops_bound: f64,
+    /// `rsc_memory_bound`.
+    pub memory_bound: f64,
+    /// `rsc_disk_bound`.
+    pub disk_bound: f64,
+    /// `delay_bound`, seconds.
+    pub delay_bound_secs: u64,
+    /// `min_quorum`.
+    pub min_quorum: u32,
+    /// `target_nresults`.
+    pub target_nresults: u32,
+    /// `max_error_results`.
+    pub max_error_results: u32,
+    /// `max_total_results`.
+    pub max_total_results: u32,
+}
+
+/// The product's input template, `templates/gah_in`.
+pub const GAH_IN: &str = include_str!("../../../templates/gah_in");
+
+impl InputTemplate {
+    /// Parses an input template.
+    pub fn parse(text: &str) -> anyhow::Result<InputTemplate> {
+        let root = Element::parse(text).context("input template")?;
+        if root.name != "input_template" {
+            bail!("input template: root element is <{}>", root.name);
+        }
+        let files = root
+            .all("file_info")
+            .map(|f| TemplateFile {
+                physical_name: f.value("physical_name").map(str::to_owned),
+                sticky: f.child("sticky").is_some(),
+                no_delete: f.child("no_delete").is_some(),
+            })
+            .collect();
+        // process_input_template: "bad WU template - no <workunit>".
+        let wu = root.child("workunit").context("process_input_template: bad WU template - no <workunit>")?;
+        let mut file_refs = Vec::new();
+        let mut workunit = Vec::new();
+        for c in &wu.children {
+            if c.name == "file_ref" {
+                let n = c.value("file_number").context("<file_ref> without <file_number>")?;
+                let n: usize = n.parse().with_context(|| format!("<file_number> {n}"))?;
+                // process_workunit: "No open name found and copy_file not specified".
+                let open = c.value("open_name").context("No open name found and copy_file not specified")?;
+                file_refs.push((n, open.to_owned()));
+            } else {
+                workunit.push((c.name.clone(), c.text.clone()));
+            }
+        }
+        Ok(InputTemplate { files, file_refs, workunit })
+    }
+
+    /// The product's `templates/gah_in`.
+    pub fn gah_in() -> InputTemplate {
+        InputTemplate::parse(GAH_IN).expect("templates/gah_in parses")
+    }
+
+    /// `create_work` with `infiles` named on its command line (files already staged in
+    /// `download`) and `values` from its options: the workunit's input files, and `values`
+    /// after the template's `<workunit>` values (which win) are applied.
+    pub fn create_work(&self, download: &Path, infiles: &[&str], values: &mut WorkunitValues) -> anyhow::Result<Vec<InputFile>> {
+        let var = self.files.iter().filter(|f| f.physical_name.is_none()).count();
+        if infiles.len() < var {
+            bail!("Too few var input files given; need at least {}", infiles.len() + 1);
+        }
+        if infiles.len() != var {
+            bail!("process_input_template: {} input files given, but template has {var}", infiles.len());
+        }
+        if self.file_refs.len() != self.files.len() {
+            bail!("#file refs != #file infos");
+        }
+        let mut given = infiles.iter();
+        let mut files = Vec::new();
+        for (i, f) in self.files.iter().enumerate() {
+            let physical = match &f.physical_name {
+                Some(p) => p.clone(),
+                None => (*given.next().expect("counted")).to_owned(),
+            };
+            let bytes = fs::read(download.join(&physical))
+                .with_context(|| format!("md5_file: can't open {}", download.join(&physical).display()))?;
+            let open_name = self
+                .file_refs
+                .iter()
+                .find(|(n, _)| *n == i)
+                .map(|(_, o)| o.clone())
+                .with_context(|| format!("no <file_ref> for file {i}"))?;
+            files.push(InputFile {
+                physical,
+                open_name,
+                nbytes: bytes.len() as u64,
+                md5: hex::encode(Md5::digest(&bytes)),
+                sticky: f.sticky,
+                no_delete: f.no_delete,
+            });
+        }
+        for (tag, v) in &self.workunit {
+            let num = || v.trim().parse::<f64>().with_context(|| format!("<{tag}> {v}"));
+            let int = || v.trim().parse::<u32>().with_context(|| format!("<{tag}> {v}"));
+            match tag.as_str() {
+                "rsc_fpops_est" => values.fpops_est = num()?,
+                "rsc_fpops_bound" => values.fpops_bound = num()?,
+                "rsc_memory_bound" => values.memory_bound = num()?,
+                "rsc_disk_bound" => values.disk_bound = num()?,
+                "delay_bound" => values.delay_bound_secs = u64::from(int()?),
+                "min_quorum" => values.min_quorum = int()?,
+                "target_nresults" => values.target_nresults = int()?,
+                "max_error_results" => values.max_error_results = int()?,
+                "max_total_results" => values.max_total_results = int()?,
+                _ => {}
+            }
+        }
+        Ok(files)
+    }
+}
+
+/// `file_deleter` for one assimilated workunit (`sched/file_deleter.cpp`, `wu_delete_files`):
+/// removes each input file from `download` unless its `<file_info>` has `<no_delete/>`
+/// (also its `.gz` and `.md5` companions). Returns the names removed.
+pub fn delete_input_files(download: &Path, files: &[InputFile]) -> Vec<String> {
+    let mut removed = Vec::new();
+    for f in files.iter().filter(|f| !f.no_delete) {
+        let path = download.join(&f.physical);
+        if fs::remove_file(&path).is_ok() {
+            removed.push(f.physical.clone());
+        }
+        for ext in ["gz", "md5"] {
+            let _ = fs::remove_file(download.join(format!("{}.{ext}", f.physical)));
+        }
+    }
+    removed
+}
+
+/// A CPU plan class of `plan_class_spec.xml`, the parts that make the command line.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PlanClass {
+    /// `<name>`.
+    pub name: String,
+    /// `<min_ncpus>`.
+    pub min_ncpus: f64,
+    /// `<max_threads>`.
+    pub max_threads: f64,
+    /// `<avg_ncpus>`.
+    pub avg_ncpus: f64,
+    /// `<mem_usage_base_mb>`, in bytes.
+    pub mem_usage_base: f64,
+    /// `<mem_usage_per_cpu_mb>`, in bytes.
+    pub mem_usage_per_cpu: f64,
+    /// `<nthreads_cmdline>`.
+    pub nthreads_cmdline: bool,
+}
+
+/// BOINC's MEGA (`lib/util.h`): its MB is 2^20 bytes.
+const MEGA: f64 = 1_048_576.0;
+
+impl PlanClass {
+    /// The plan classes of a `plan_class_spec.xml`.
+    pub fn parse_spec(text: &str) -> anyhow::Result<Vec<PlanClass>> {
+        let root = Element::parse(text).context("plan_class_spec.xml")?;
+        let num = |e: &Element, n: &str| e.value(n).and_then(|v| v.trim().parse::<f64>().ok()).unwrap_or(0.0);
+        Ok(root
+            .all("plan_class")
+            .map(|p| PlanClass {
+                name: p.value("name").unwrap_or_default().to_owned(),
+                min_ncpus: num(p, "min_ncpus"),
+                max_threads: num(p, "max_threads"),
+                avg_ncpus: num(p, "avg_ncpus"),
+                mem_usage_base: num(p, "mem_usage_base_mb") * MEGA,
+                mem_usage_per_cpu: num(p, "mem_usage_per_cpu_mb") * MEGA,
+                // parse_bool: <nthreads_cmdline/> or <nthreads_cmdline>1</nthreads_cmdline>.
+                nthreads_cmdline: p.child("nthreads_cmdline").is_some_and(|c| c.text.is_empty() || c.text.trim() != "0"),
+            })
+            .collect())
+    }
+
+    /// What the scheduler appends to the app's command line (`hu.cmdline`) for a host with
+    /// `effective_ncpus` usable CPUs and `usable_ram` bytes, or None when the host is refused
+    /// (too little memory). `PLAN_CLASS_SPEC::check`, CPU only: `max_threads` > 1 or
+    /// `nthreads_cmdline` makes it multicore (`can_use_multicore`); the CPUs are
+    /// min(max_threads, effective_ncpus), cut to what the memory allows when
+    /// `mem_usage_per_cpu_mb` is set, and then `" --memory_size_mb %.0f"` of base + n·per_cpu;
+    /// `nthreads_cmdline` adds `" --nthreads %d"`.
+    /// The server-sent app version carries it as `<cmdline>`, which the client puts after the
+    /// workunit's command line (`client/app_start.cpp`); under anonymous platform the
+    /// scheduler never calls `app_plan` (`sched/sched_version.cpp`,
+    /// `get_app_version_anonymous`), so nothing is appended there.
+    pub fn cmdline(&self, effective_ncpus: f64, usable_ram: f64) -> Option<String> {
+        let mut cmdline = String::new();
+        let can_use_multicore = self.max_threads > 1.0 || self.nthreads_cmdline;
+        let mut avg_ncpus = 1.0;
+        if self.avg_ncpus > 0.0 {
+            avg_ncpus = self.avg_ncpus;
+        } else if can_use_multicore {
+            avg_ncpus = if self.max_threads > effective_ncpus { effective_ncpus } else { self.max_threads };
+            if self.mem_usage_per_cpu > 0.0 {
+                let min_ncpus = if self.min_ncpus > 0.0 { self.min_ncpus } else { 1.0 };
+                if self.mem_usage_base + min_ncpus * self.mem_usage_per_cpu > usable_ram {
+                    return None;
+                }
+                // `int n = (usable_ram - mem_usage_base)/mem_usage_per_cpu;` truncates.
+                let n = ((usable_ram - self.mem_usage_base) / self.mem_usage_per_cpu).trunc();
+                if n < avg_ncpus {
+                    avg_ncpus = n;
+                }
+                let mem_usage = self.mem_usage_base + avg_ncpus * self.mem_usage_per_cpu;
+                let _ = write!(cmdline, " --memory_size_mb {:.0}", mem_usage / MEGA);
+            }
+        }
+        if self.nthreads_cmdline {
+            // `(int)hu.avg_ncpus`.
+            let _ = write!(cmdline, " --nthreads {}", avg_ncpus.trunc());
+        }
+        Some(cmdline)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gah_in_declares_every_input_and_no_per_job_value() {
+        let t = InputTemplate::gah_in();
+        let opens: Vec<_> = t.file_refs.iter().map(|(n, o)| (*n, o.as_str())).collect();
+        assert_eq!(opens, [(0, "job.json"), (1, "repo.tar"), (2, "distfiles.tar")]);
+        let shared: Vec<_> = t.files.iter().map(|f| (f.physical_name.is_none(), f.sticky, f.no_delete)).collect();
+        assert_eq!(shared, [(true, false, false), (true, true, true), (true, true, true)]);
+        // create_work applies these after its command line: the generator's per-job values
+        // would lose to any of them.
+        assert_eq!(t.workunit, []);
+    }
+
+    #[test]
+    fn plan_class_cmdline_is_the_schedulers() {
+        let spec = PlanClass::parse_spec(include_str!("../../../templates/plan_class_spec.xml")).unwrap();
+        let vm = spec.iter().find(|p| p.name == "vm").unwrap();
+        // max_threads 2 on an 8-CPU host with 16 GiB: 1024 + 2*512 MB.
+        assert_eq!(vm.cmdline(8.0, 16.0 * 1024.0 * MEGA).unwrap(), " --memory_size_mb 2048");
+        // Memory cuts the CPUs: (1800-1024)/512 = 1.
+        assert_eq!(vm.cmdline(8.0, 1800.0 * MEGA).unwrap(), " --memory_size_mb 1536");
+        assert_eq!(vm.cmdline(8.0, 1000.0 * MEGA), None);
+        let threads = PlanClass { nthreads_cmdline: true, max_threads: 4.0, ..PlanClass::default() };
+        assert_eq!(threads.cmdline(3.0, 1e12).unwrap(), " --nthreads 3");
+        assert_eq!(PlanClass::default().cmdline(8.0, 1e12).unwrap(), "");
+    }
+}
