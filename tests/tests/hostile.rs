@@ -326,7 +326,14 @@ impl Lab {
         copy_tree(&root.join("vm-images/overlay-hostile"), &repo);
         copy_tree(&root.join(".cache/distfiles"), &distfiles);
         // Real packages in the cache, as a volunteer's would hold: the guest must not change them.
-        copy_tree(&root.join(".cache/binpkgs"), &binpkgs);
+        // `gah run` fills the binary package cache; a fresh checkout has none, and then the
+        // guest gets an empty folder (the escape package plants its files all the same).
+        let cache = root.join(".cache/binpkgs");
+        if cache.is_dir() {
+            copy_tree(&cache, &binpkgs);
+        } else {
+            fs::create_dir_all(&binpkgs).unwrap();
+        }
         let image = root.join(".cache/images/test");
         let mut parts = vec![image.join("rootfs.tar")];
         if backend == "vm" {
