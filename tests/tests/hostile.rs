@@ -335,6 +335,7 @@ impl Lab {
             fs::create_dir_all(&binpkgs).unwrap();
         }
         let image = root.join(".cache/images/test");
+        ensure_rootfs_tar(&root, &image);
         let mut parts = vec![image.join("rootfs.tar")];
         if backend == "vm" {
             parts.extend([image.join("vmlinux"), image.join("initramfs.cpio.gz"), image.join("rootfs.ext4")]);
@@ -795,6 +796,24 @@ fn without_nlink(description: &str) -> String {
         words.drain(at..(at + 2).min(words.len()));
     }
     words.join(" ")
+}
+
+/// The sandbox's root as BOINC ships it (`rootfs.tar`), which the unprivileged runs unpack.
+/// `scripts/package-app-version.sh` packs it into the image folder when absent (a fresh
+/// checkout has none until the real-client tests run), so it is made the one way.
+fn ensure_rootfs_tar(root: &Path, image: &Path) {
+    if image.join("rootfs.tar").is_file() {
+        return;
+    }
+    let out = tempfile::Builder::new().prefix("gah-hostile-appver-").tempdir().unwrap();
+    let status = gah_util::process::command("bash")
+        .arg(root.join("scripts/package-app-version.sh"))
+        .args(["--guest", "sandbox"])
+        .arg(out.path().join("app"))
+        .current_dir(root)
+        .status()
+        .expect("run scripts/package-app-version.sh");
+    assert!(status.success(), "scripts/package-app-version.sh --guest sandbox failed ({status})");
 }
 
 fn copy_tree(from: &Path, to: &Path) {
