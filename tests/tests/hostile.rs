@@ -566,6 +566,14 @@ impl Lab {
         self.check_inputs(&mut violations);
         self.check_tree(host, &mut violations);
         let test_dir = self.dir.path().to_string_lossy().into_owned();
+        // The job's host cgroups are `gah-<pid>-…`: a cgroup namespace shows the guest none.
+        match attempts.iter().find(|(id, _, _)| id == "cgroup") {
+            Some((_, _, detail)) if detail.contains("/gah-") => {
+                violations.push(format!("host paths: the guest saw its host cgroup ({})", detail.chars().take(160).collect::<String>()))
+            }
+            None if attack.cp == ESCAPE.cp => violations.push("guest: the escape package did not report /proc/self/cgroup".into()),
+            _ => {}
+        }
         for (id, _, detail) in &attempts {
             if let Some(at) = detail.find(&test_dir).filter(|_| id == "mountinfo" || id.starts_with("env.")) {
                 let from = detail[..at].char_indices().rev().nth(120).map_or(0, |(i, _)| i);

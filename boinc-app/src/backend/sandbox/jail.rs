@@ -44,7 +44,7 @@ use nix::unistd::{fork, ForkResult, Gid, Pid, Uid};
 use serde::{Deserialize, Serialize};
 
 use super::seccomp;
-use crate::backend::GUEST_ID_BASE;
+use crate::backend::{Limit, GUEST_ID_BASE};
 
 /// Exit code of the helper when setting up the sandbox failed (the step is on stderr).
 pub const SETUP_FAILED: i32 = 125;
@@ -171,18 +171,55 @@ pub const REPORT_FD: i32 = 3;
 /// Whether [`REPORT_FD`] is the report channel (set once at the start of [`enter`]).
 static REPORT_TO_FD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Says why the sandbox could not be set up, or which limit the guest passed, as one
-/// `gah sandbox: …` line. The helper has no tracing (it stays single-threaded and small):
-/// the report descriptor when the backend gave one, else stderr (the probe, a person).
+/// One line of the jail's report channel: written by the helper, read by the backend.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Report {
+    /// A setup step failed (the step and its cause).
+    SetupFailed(String),
+    /// PID 1 ended the guest past one of its limits.
+    LimitExceeded { limit: Limit, detail: String },
+}
+
+impl Report {
+    const PREFIX: &'static str = "gah sandbox: ";
+
+    /// The report a line says, if it is one.
+    pub fn parse(line: &str) -> Option<Report> {
+        let rest = line.strip_prefix(Self::PREFIX)?;
+        let limit = rest.strip_prefix("limit ").and_then(|l| l.split_once(": ")).and_then(|(name, detail)| Some((Limit::parse(name)?, detail)));
+        Some(match limit {
+            Some((limit, detail)) => Report::LimitExceeded { limit, detail: detail.to_owned() },
+            None => Report::SetupFailed(rest.to_owned()),
+        })
+    }
+}
+
+impl Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Report::SetupFailed(what) => write!(f, "{}{what}", Self::PREFIX),
+            Report::LimitExceeded { limit, detail } => write!(f, "{}limit {}: {detail}", Self::PREFIX, limit.as_str()),
+        }
+    }
+}
+
+/// Sends a report, as one line: the report descriptor when the backend gave one, else
+/// stderr (the probe, a person). The helper has no tracing (it stays single-threaded and
+/// small).
 #[allow(clippy::print_stderr)]
-fn report(what: impl Display) {
+fn send(report: &Report) {
     if REPORT_TO_FD.load(std::sync::atomic::Ordering::Relaxed) {
         // SAFETY: REPORT_FD was checked open at start; ManuallyDrop keeps it open after the write.
         let mut channel = std::mem::ManuallyDrop::new(unsafe { <fs::File as std::os::fd::FromRawFd>::from_raw_fd(REPORT_FD) });
-        let _ = writeln!(channel, "gah sandbox: {what}");
+        let _ = writeln!(channel, "{report}");
     } else {
-        eprintln!("gah sandbox: {what}");
+        eprintln!("{report}");
     }
+}
+
+/// Says why the sandbox could not be set up.
+fn report(what: impl Display) {
+    send(&Report::SetupFailed(what.to_string()));
 }
 
 /// Runs the whole sandbox in the current (fresh, single-threaded) process and returns the
@@ -199,8 +236,14 @@ pub fn enter(spec: &SandboxSpec) -> Result<i32, SandboxError> {
         fs::write(&procs, format!("{}\n", std::process::id())).map_err(|source| SandboxError::Cgroup { path: procs.clone(), source })?;
     }
     // Step 2.
-    let outer =
-        CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWNET;
+    // A cgroup namespace too, rooted at the job's cgroup (joined in step 1): the guest's
+    // /proc/self/cgroup names no host cgroup.
+    let outer = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWNET
+        | CloneFlags::CLONE_NEWCGROUP;
     let namespaces = |idmap: Option<&OwnedFd>| -> i32 {
         if spec.simulate_userns_without_caps && spec.ids == GuestIds::Caller {
             drop_all_capabilities();
@@ -438,23 +481,23 @@ impl Watch {
             for dir in &self.dirs {
                 match disk_usage(dir, 0, &mut seen) {
                     Some(bytes) => disk += bytes,
-                    None => self.exceeded("disk", format_args!("a folder tree deeper than {MAX_DEPTH} levels, which cannot be measured")),
+                    None => self.exceeded(Limit::Disk, format_args!("a folder tree deeper than {MAX_DEPTH} levels, which cannot be measured")),
                 }
             }
             if disk > self.max_disk_bytes {
-                self.exceeded("disk", format_args!("the guest wrote {} MiB, more than its {} MiB", disk >> 20, self.max_disk_bytes >> 20));
+                self.exceeded(Limit::Disk, format_args!("the guest wrote {} MiB, more than its {} MiB", disk >> 20, self.max_disk_bytes >> 20));
             }
             if let Some(max) = self.max_memory_bytes {
                 let memory = resident_memory() + open.memory_bytes + shm_used();
                 if memory > max {
-                    self.exceeded("memory", format_args!("the guest held {} MiB, more than its {} MiB", memory >> 20, max >> 20));
+                    self.exceeded(Limit::Memory, format_args!("the guest held {} MiB, more than its {} MiB", memory >> 20, max >> 20));
                 }
             }
         }
     }
 
-    fn exceeded(&self, limit: &str, detail: impl Display) -> ! {
-        report(format_args!("limit {limit}: {detail}"));
+    fn exceeded(&self, limit: Limit, detail: impl Display) -> ! {
+        send(&Report::LimitExceeded { limit, detail: detail.to_string() });
         // PID 1's exit kills every process of its namespace.
         std::process::exit(LIMIT_EXCEEDED);
     }

@@ -24,7 +24,7 @@ use nix::unistd::Pid;
 mod jail;
 pub mod seccomp;
 
-pub use jail::{enter, GuestIds, Input, SandboxError, SandboxSpec, GUEST_ID_COUNT, LIMIT_EXCEEDED, REPORT_FD, SETUP_FAILED};
+pub use jail::{enter, GuestIds, Input, Report, SandboxError, SandboxSpec, GUEST_ID_COUNT, LIMIT_EXCEEDED, REPORT_FD, SETUP_FAILED};
 
 use super::{
     parse_progress, Accelerator, Backend, BackendError, BackendKind, Guest, GuestEvent, GuestInput, GuestProgress, Limit,
@@ -214,7 +214,12 @@ impl SandboxBackend {
             return Ok(());
         }
         let stderr_tail = gah_util::process::tail(&out.stderr, 3);
-        if spec.ids == GuestIds::Caller && stderr_tail.contains("EPERM") {
+        // The helper's own report: the outer namespaces (step 2) refused for want of a capability.
+        let powerless = String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .filter_map(Report::parse)
+            .any(|r| matches!(r, Report::SetupFailed(ref what) if what.starts_with("step 2") && what.contains("EPERM")));
+        if spec.ids == GuestIds::Caller && powerless {
             // Created, but powerless: what Ubuntu's AppArmor default does (24.04 and later).
             return Err(SandboxGuestError::UserNamespaceWithoutCapabilities { stderr_tail, apparmor: apparmor_restricts_userns() });
         }
@@ -506,13 +511,12 @@ impl Guest for SandboxGuest {
                 self.cleanup();
                 let code = status.code().unwrap_or(-1);
                 // Only the jail writes its report channel; the guest cannot forge a line there.
-                let reports = self.reports.take().and_then(|r| r.join().ok()).unwrap_or_default();
-                let helper_said = |prefix: &str| reports.lines().rev().find_map(|l| l.strip_prefix(prefix)).map(str::to_owned);
+                let text = self.reports.take().and_then(|r| r.join().ok()).unwrap_or_default();
+                let reports: Vec<Report> = text.lines().filter_map(Report::parse).collect();
                 if code == LIMIT_EXCEEDED {
-                    let said = helper_said("gah sandbox: limit ").unwrap_or_default();
-                    let (name, detail) = said.split_once(": ").unwrap_or(("disk", said.as_str()));
-                    let limit = Limit::parse(name).unwrap_or(Limit::Disk);
-                    return Ok(Some(GuestEvent::LimitExceeded { limit, detail: detail.to_owned() }));
+                    if let Some(Report::LimitExceeded { limit, detail }) = reports.iter().rev().find(|r| matches!(r, Report::LimitExceeded { .. })) {
+                        return Ok(Some(GuestEvent::LimitExceeded { limit: *limit, detail: detail.clone() }));
+                    }
                 }
                 if let Some((limit, detail)) = cgroup_limit {
                     return Ok(Some(GuestEvent::LimitExceeded { limit, detail }));
@@ -520,7 +524,11 @@ impl Guest for SandboxGuest {
                 let detail = if code == SETUP_FAILED {
                     // Nothing reported: the helper failed before its jail (its own stderr says why).
                     let console = || gah_util::process::tail(&gah_util::untrusted::read_tail(&self.console, CONSOLE_TAIL_BYTES), 2);
-                    format!("sandbox setup failed: {}", helper_said("gah sandbox: ").unwrap_or_else(console))
+                    let said = reports.iter().rev().find_map(|r| match r {
+                        Report::SetupFailed(what) => Some(what.clone()),
+                        Report::LimitExceeded { .. } => None,
+                    });
+                    format!("sandbox setup failed: {}", said.unwrap_or_else(console))
                 } else {
                     format!("agent exited with {status}")
                 };

@@ -104,6 +104,7 @@ for p in /proc/[0-9]*; do
 	[ -r "$p/environ" ] && echo "GAH-HOSTILE env.proc-${p#/proc/} info $(tr '\0' ' ' < "$p/environ" 2>/dev/null | head -c 4000)"
 done
 LIMIT=20000 info mountinfo cat /proc/self/mountinfo
+LIMIT=4000 info cgroup cat /proc/self/cgroup
 LIMIT=4000 info partitions cat /proc/partitions
 
 echo "### taking the inputs away (last: it breaks the build's view)"
