@@ -325,7 +325,10 @@ pub fn main(args: Args) -> Result<(), AppError> {
     // binary packages an earlier attempt built (the sandbox resumes by phase).
     match backend.resumes_from(&slot) {
         Some(checkpoint) => tracing::info!(target: SAY, "resuming from the checkpoint in {}", checkpoint.display()),
-        None => start_afresh(&slot),
+        None => {
+            backend.recover_output(&slot);
+            start_afresh(&slot);
+        }
     }
     create_dir(&slot)?;
     let agent = match &args.agent {
@@ -639,6 +642,7 @@ fn keep_built_binpkgs(out: &Path, given: &Path, keep: &Path) -> Result<gah_util:
 
 #[cfg(test)]
 mod tests {
+    use super::*;
     use clap::Parser;
 
     /// Issue 9: BOINC's scheduler appends these for plan classes with memory usage or
@@ -649,8 +653,6 @@ mod tests {
         assert_eq!(args.memory_size_mb, Some(1536.0));
         assert_eq!(args.nthreads, Some(2));
     }
-
-    use super::*;
 
     #[test]
     fn an_input_tar_lands_as_plain_files() {

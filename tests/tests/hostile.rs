@@ -495,7 +495,9 @@ impl Lab {
             let mut plain = Vec::new();
             let _ = flate2::read::GzDecoder::new(&raw[..]).read_to_end(&mut plain);
             for (what, secret) in host.secrets() {
-                if contains(&plain, &secret) || contains(&raw, &secret) {
+                // In the decompressed stream (the log lies there as plain text); the
+                // compressed bytes could never show it.
+                if contains(&plain, &secret) {
                     violations.push(format!("secrets: {what} is in the outcome archive"));
                 }
             }
@@ -515,7 +517,16 @@ impl Lab {
         // What the run expects of its attack.
         let verdict = |id: &str| attempts.iter().find(|(i, _, _)| i == id).map(|(_, v, d)| (v.clone(), d.clone()));
         match attack.expect {
-            Expect::Anything => {}
+            // Whatever the status, the attack must have run: otherwise every check below
+            // passes for want of anything to see.
+            Expect::Anything => {
+                let log_done = attempts.iter().any(|(id, _, _)| id == "net.tcp-host")
+                    && attempts.iter().any(|(id, _, _)| id == "file.secret")
+                    && attempts.iter().any(|(id, _, _)| id.starts_with("input.remount-rw"));
+                if !log_done {
+                    violations.push(format!("guest: the escape package's attempts are missing from the build log ({outcome_status})"));
+                }
+            }
             Expect::NotStuck => {
                 match verdict("forkbomb.limited") {
                     Some((v, d)) if v == "denied" => eprintln!("{name}: {d}"),
@@ -706,6 +717,13 @@ impl Lab {
 /// setuid or setgid bits, none of the links, hard links or FIFOs the escape package planted.
 /// (Its setuid copy of `sh` may come out as a plain file: bytes are the guest's to choose.)
 fn check_kept(kept: &Path, backend: &str, violations: &mut Vec<String>) {
+    // The planted setuid package must come out as a plain file: proof the keep step ran.
+    let suid = kept.join("hostile/escape/suid-1-1.gpkg.tar");
+    match fs::symlink_metadata(&suid) {
+        Ok(meta) if meta.is_file() && meta.mode() & 0o6000 == 0 => {}
+        Ok(meta) => violations.push(format!("outputs: {} came out as {}", suid.display(), describe(&suid, &meta))),
+        Err(_) => violations.push(format!("outputs: --keep-binpkgs kept nothing of the job ({} is missing)", suid.display())),
+    }
     // The VM's outputs cross as a tar: of a planted hard link's two names, whichever the
     // guest's tar met first arrives as a plain copy of the guest's own file (no host file can
     // be linked from inside a VM), the other is skipped. There only plainness is asked.

@@ -86,11 +86,23 @@ pub enum SqliteError {
 /// foreign keys on, and applies the `migrations` it has not applied yet. Concurrent openers
 /// of the same file wait for each other (see the module docs).
 pub fn open(path: &Path, migrations: &[Migration], options: Options) -> Result<Connection, SqliteError> {
+    let open_err = |source| SqliteError::Open { path: path.to_path_buf(), source };
+    // A database already in WAL with every migration applied needs no lock and no write: a
+    // reader (`gah results` on a server, maybe without write access to the folder) opens it
+    // as it is.
+    if path.is_file() {
+        let conn = Connection::open(path).map_err(open_err)?;
+        conn.busy_timeout(options.busy_timeout).map_err(open_err)?;
+        if is_current(&conn, migrations) {
+            conn.pragma_update(None, "synchronous", if options.synchronous_full { "FULL" } else { "NORMAL" }).map_err(open_err)?;
+            conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
+            return Ok(conn);
+        }
+    }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| SqliteError::Folder { path: dir.to_path_buf(), source })?;
     }
     let _lock = lock_openers(path)?;
-    let open_err = |source| SqliteError::Open { path: path.to_path_buf(), source };
     let mut conn = Connection::open(path).map_err(open_err)?;
     // Before any statement: the first ones are the likeliest to meet another writer.
     conn.busy_timeout(options.busy_timeout).map_err(open_err)?;
@@ -103,6 +115,17 @@ pub fn open(path: &Path, migrations: &[Migration], options: Options) -> Result<C
     conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
     migrate(&mut conn, migrations).map_err(|(name, source)| SqliteError::Migration { path: path.to_path_buf(), name, source })?;
     Ok(conn)
+}
+
+/// True when `conn` is in WAL mode and has applied every one of `migrations` (read only).
+fn is_current(conn: &Connection, migrations: &[Migration]) -> bool {
+    let wal = conn.pragma_query_value(None, "journal_mode", |r| r.get::<_, String>(0)).is_ok_and(|m| m.eq_ignore_ascii_case("wal"));
+    let applied = || -> rusqlite::Result<std::collections::HashSet<String>> {
+        let mut stmt = conn.prepare("SELECT name FROM migrations")?;
+        let names = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+        Ok(names)
+    };
+    wal && applied().is_ok_and(|done| migrations.iter().all(|m| done.contains(m.name)))
 }
 
 /// Takes the exclusive `flock` on `PATH.lock` that serialises openers of `path`; released
@@ -197,5 +220,17 @@ mod tests {
             });
             assert!(failures.is_empty(), "round {round}: {} of 40 failed: {:?}", failures.len(), failures.first());
         }
+    }
+
+    /// A current database opens without its lock file: a reader may lack write access.
+    #[test]
+    fn a_current_database_opens_without_the_lock_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("results.sqlite");
+        let migrations = [Migration { name: "0001", sql: "CREATE TABLE t (x INTEGER)" }];
+        drop(open(&path, &migrations, Options::default()).unwrap());
+        std::fs::remove_file(dir.path().join("results.sqlite.lock")).unwrap();
+        drop(open(&path, &migrations, Options::default()).unwrap());
+        assert!(!dir.path().join("results.sqlite.lock").exists(), "a current database was locked to be opened");
     }
 }

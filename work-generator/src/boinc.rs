@@ -284,10 +284,11 @@ stage() {{
     dest=$(bin/dir_hier_path "$2.json")
     cp "$QUEUE/pending/$1.json" "$dest"
 }}
-# stage_shared NAME FILE: copy a shared input into the download hierarchy once.
+# stage_shared NAME FILE: copy a shared input into the download hierarchy once; a copy an
+# interrupted run left half done is replaced, and a new copy lands whole (temp, rename).
 stage_shared() {{
     dest=$(bin/dir_hier_path "$1")
-    [ -e "$dest" ] || cp "$2" "$dest"
+    cmp -s "$2" "$dest" || {{ cp "$2" "$dest.tmp.$$" && mv -f "$dest.tmp.$$" "$dest"; }}
 }}
 done_() {{
     touch "$QUEUE/submitted/$1"

@@ -181,13 +181,18 @@ impl LocalSubmitter {
             .map_err(|source| SubmitError::DirHierPath { file: f.name.clone(), source })?;
         let to = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
         let to = if to.is_absolute() { to } else { self.project.join(to) };
-        if to.exists() {
+        // Content-named, so the same name is the same bytes, unless an interrupted copy left
+        // part of them: a file of another size is replaced. A new copy lands whole (temp,
+        // rename), never as a truncated file that create_work would hash and clients keep.
+        let same_size = |a: &Path, b: &Path| Some(std::fs::metadata(a).ok()?.len() == std::fs::metadata(b).ok()?.len());
+        if same_size(&f.path, &to) == Some(true) {
             return Ok(());
         }
-        match std::fs::copy(&f.path, &to) {
-            Ok(_) => Ok(()),
-            Err(source) => Err(SubmitError::Stage { from: f.path.clone(), to, source }),
-        }
+        let stage_err = |source: std::io::Error| SubmitError::Stage { from: f.path.clone(), to: to.clone(), source };
+        let mut from = std::fs::File::open(&f.path).map_err(stage_err)?;
+        let mut file = gah_util::atomic::AtomicFile::create(&to).map_err(|e| stage_err(std::io::Error::other(e)))?;
+        std::io::copy(&mut from, file.as_file_mut()).map_err(stage_err)?;
+        file.commit().map_err(|e| stage_err(std::io::Error::other(e)))
     }
 
     /// Copies a workunit's job file to where `bin/dir_hier_path` says `<wu_name>.json` goes.

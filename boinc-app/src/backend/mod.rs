@@ -165,6 +165,10 @@ pub trait Backend {
     /// The saved guest state a start in `slot` would resume from, if a good one is there;
     /// `None` when a start begins afresh (always for a backend that resumes by phase).
     fn resumes_from(&self, slot: &Path) -> Option<PathBuf>;
+    /// Puts what an interrupted guest in `slot` left (an app killed before it could clean
+    /// up) where [`GuestInput::output_dir`] is, so a fresh start can keep its binary
+    /// packages. Nothing to do for a backend whose outputs are there already.
+    fn recover_output(&self, _slot: &Path) {}
     /// Starts a guest for the job staged in `input`, from its saved state if there is one.
     fn start(&self, input: &GuestInput) -> Result<Box<dyn Guest>, BackendError>;
 }

@@ -186,7 +186,8 @@ impl Report {
     /// The report a line says, if it is one.
     pub fn parse(line: &str) -> Option<Report> {
         let rest = line.strip_prefix(Self::PREFIX)?;
-        let limit = rest.strip_prefix("limit ").and_then(|l| l.split_once(": ")).and_then(|(name, detail)| Some((Limit::parse(name)?, detail)));
+        let limit =
+            rest.strip_prefix("limit ").and_then(|l| l.split_once(": ")).and_then(|(name, detail)| Some((Limit::parse(name)?, detail)));
         Some(match limit {
             Some((limit, detail)) => Report::LimitExceeded { limit, detail: detail.to_owned() },
             None => Report::SetupFailed(rest.to_owned()),
@@ -481,11 +482,16 @@ impl Watch {
             for dir in &self.dirs {
                 match disk_usage(dir, 0, &mut seen) {
                     Some(bytes) => disk += bytes,
-                    None => self.exceeded(Limit::Disk, format_args!("a folder tree deeper than {MAX_DEPTH} levels, which cannot be measured")),
+                    None => {
+                        self.exceeded(Limit::Disk, format_args!("a folder tree deeper than {MAX_DEPTH} levels, which cannot be measured"))
+                    }
                 }
             }
             if disk > self.max_disk_bytes {
-                self.exceeded(Limit::Disk, format_args!("the guest wrote {} MiB, more than its {} MiB", disk >> 20, self.max_disk_bytes >> 20));
+                self.exceeded(
+                    Limit::Disk,
+                    format_args!("the guest wrote {} MiB, more than its {} MiB", disk >> 20, self.max_disk_bytes >> 20),
+                );
             }
             if let Some(max) = self.max_memory_bytes {
                 let memory = resident_memory() + open.memory_bytes + shm_used();

@@ -405,6 +405,28 @@ impl Backend for SandboxBackend {
     fn start(&self, input: &GuestInput) -> Result<Box<dyn Guest>, BackendError> {
         Ok(Box::new(self.start_sandbox(input)?))
     }
+
+    fn recover_output(&self, slot: &Path) {
+        // The guest's /gah/out lives in its upper layer until cleanup moves it; an app killed
+        // first left it there. No guest runs now (it died with its app).
+        take_output(&slot.join("sandbox"), &slot.join("out"));
+    }
+}
+
+/// Moves the guest's `/gah/out` from the upper layer under `scratch` to `out`, replacing
+/// it; a link or a file where the folder was is no output, and `out` is then empty.
+fn take_output(scratch: &Path, out: &Path) {
+    let guest_out = scratch.join("upper").join(GUEST_OUT.trim_start_matches('/'));
+    if fs::symlink_metadata(&guest_out).is_ok_and(|m| m.is_dir()) {
+        let _ = gah_util::untrusted::remove_tree(out);
+        if let Err(e) = fs::rename(&guest_out, out) {
+            tracing::warn!("could not take the guest's outputs from {}: {e}", guest_out.display());
+        }
+    }
+    if !fs::symlink_metadata(out).is_ok_and(|m| m.is_dir()) {
+        let _ = fs::remove_file(out);
+        let _ = fs::create_dir_all(out);
+    }
 }
 
 struct SandboxGuest {
@@ -469,18 +491,7 @@ impl SandboxGuest {
     /// Takes the guest's `/gah/out` from the upper layer (the guest is gone: nothing can
     /// swap it now), then removes the cgroups and the scratch disk.
     fn cleanup(&mut self) {
-        let guest_out = self.scratch.join("upper").join(GUEST_OUT.trim_start_matches('/'));
-        if fs::symlink_metadata(&guest_out).is_ok_and(|m| m.is_dir()) {
-            let _ = gah_util::untrusted::remove_tree(&self.out);
-            if let Err(e) = fs::rename(&guest_out, &self.out) {
-                tracing::warn!("could not take the guest's outputs from {}: {e}", guest_out.display());
-            }
-        }
-        // A link or a file where the folder was is no output: the readers get an empty folder.
-        if !fs::symlink_metadata(&self.out).is_ok_and(|m| m.is_dir()) {
-            let _ = fs::remove_file(&self.out);
-            let _ = fs::create_dir_all(&self.out);
-        }
+        take_output(&self.scratch, &self.out);
         for cg in &self.cgroups {
             let _ = fs::remove_dir(cg);
         }
@@ -514,7 +525,9 @@ impl Guest for SandboxGuest {
                 let text = self.reports.take().and_then(|r| r.join().ok()).unwrap_or_default();
                 let reports: Vec<Report> = text.lines().filter_map(Report::parse).collect();
                 if code == LIMIT_EXCEEDED {
-                    if let Some(Report::LimitExceeded { limit, detail }) = reports.iter().rev().find(|r| matches!(r, Report::LimitExceeded { .. })) {
+                    if let Some(Report::LimitExceeded { limit, detail }) =
+                        reports.iter().rev().find(|r| matches!(r, Report::LimitExceeded { .. }))
+                    {
                         return Ok(Some(GuestEvent::LimitExceeded { limit: *limit, detail: detail.clone() }));
                     }
                 }
@@ -582,5 +595,40 @@ impl Drop for SandboxGuest {
     fn drop(&mut self) {
         // Last defence: no sandbox outlives its owner.
         let _ = self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An app killed mid-job left the guest's outputs in the upper layer: a fresh start
+    /// finds them where outputs go, and a link planted there is no output.
+    #[test]
+    fn an_interrupted_guests_outputs_are_recovered() {
+        let slot = tempfile::tempdir().unwrap();
+        let pkg = slot.path().join("sandbox/upper/gah/out/binpkgs/app-arch/bzip2/bzip2-1.0.8-1.gpkg.tar");
+        fs::create_dir_all(pkg.parent().unwrap()).unwrap();
+        fs::write(&pkg, b"built").unwrap();
+        take_output(&slot.path().join("sandbox"), &slot.path().join("out"));
+        assert_eq!(fs::read(slot.path().join("out/binpkgs/app-arch/bzip2/bzip2-1.0.8-1.gpkg.tar")).unwrap(), b"built");
+
+        let planted = tempfile::tempdir().unwrap();
+        fs::create_dir_all(planted.path().join("sandbox/upper/gah")).unwrap();
+        std::os::unix::fs::symlink("/etc", planted.path().join("sandbox/upper/gah/out")).unwrap();
+        take_output(&planted.path().join("sandbox"), &planted.path().join("out"));
+        let out = planted.path().join("out");
+        assert!(fs::symlink_metadata(&out).unwrap().is_dir() && fs::read_dir(&out).unwrap().next().is_none());
+    }
+
+    #[test]
+    fn the_jails_reports_read_back_as_written() {
+        for report in [
+            Report::SetupFailed("step 3, mount overlay on /x: EPERM".into()),
+            Report::LimitExceeded { limit: Limit::Disk, detail: "the guest wrote 512 MiB: more than 256".into() },
+        ] {
+            assert_eq!(Report::parse(&report.to_string()), Some(report));
+        }
+        assert_eq!(Report::parse("the guest's own line"), None);
     }
 }
