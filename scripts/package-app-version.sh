@@ -25,12 +25,18 @@
 #   --cmdline ARGS     arguments the client passes to gah-app
 #                      [--backend vm, --backend sandbox or --backend auto, by flavour]
 #   --link             hard-link the big files instead of copying (same file system; tests)
-#   --download DIR     also write the files for a server-sent app version: each file gzipped
-#                      as DIR/<name>.gz (the client gunzips <gzipped_url> downloads) and
-#                      DIR/file_infos.xml with name, nbytes, md5_cksum, gzipped_nbytes
-#                      (@DOWNLOAD_URL@ is the placeholder for the download server's URL).
-#                      Content-named image files are compressed once; the programs and
-#                      libraries every time (their names do not change with their contents).
+#   --boinc-apps DIR   also lay out the server-sent app version as BOINC's update_versions
+#                      reads it (tools/update_versions): DIR/gah/<version>/
+#                      x86_64-pc-linux-gnu__<plan class>/ with every file named by its
+#                      content (BOINC download files are immutable: a new gah-app is a new
+#                      name) and a version.xml giving each its logical name. The BOINC
+#                      libraries are <copy_file/>, so they land in the slot under their
+#                      sonames (the client puts the slot on LD_LIBRARY_PATH). DIR is
+#                      normally the project's apps/; then run the project's
+#                      bin/update_versions, which signs the files with its code-signing
+#                      key, gzips them (<gzip/>) and stages them in download/.
+#                      A server-sent version carries no <cmdline>: gah-app picks its
+#                      backend from the plan class in init_data.xml.
 set -euo pipefail
 shopt -u patsub_replacement 2>/dev/null || true  # bash 5.2: '&' in ${x//p/r} is literal
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -42,7 +48,7 @@ avg_ncpus=1
 cmdline=""
 guest=vm
 link=0
-download=""
+boinc_apps=""
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -54,7 +60,7 @@ while [ $# -gt 0 ]; do
     --cmdline) cmdline="$2"; shift 2 ;;
     --guest) guest="$2"; shift 2 ;;
     --link) link=1; shift ;;
-    --download) download="$2"; shift 2 ;;
+    --boinc-apps) boinc_apps="$2"; shift 2 ;;
     -h|--help) usage ;;
     -*) echo "package-app-version: unknown option $1" >&2; usage ;;
     *) break ;;
@@ -166,20 +172,50 @@ t="${t//@CMDLINE@/$(xml_escape "$cmdline")}"
 printf '%s\n' "$t" > "$out/app_info.xml.tmp"
 mv "$out/app_info.xml.tmp" "$out/app_info.xml"
 
-if [ -n "$download" ]; then
-  mkdir -p "$download"
+if [ -n "$boinc_apps" ]; then
+  vdir="$boinc_apps/gah/$version_num/x86_64-pc-linux-gnu__$plan_class"
+  mkdir -p "$vdir"
+  # "physical name|logical name|tags" for version.xml; the physical name carries the hash.
+  entries=()
+  content_name() { # NAME: NAME-<sha> before the first dot, else at the end
+    local name="$1" h; h="$(hash_of "$out/$name")"
+    case "$name" in *.*) echo "${name%%.*}-$h.${name#*.}" ;; *) echo "$name-$h" ;; esac
+  }
+  entries+=("$(content_name gah-app)||<main_program/> <gzip/>")
+  entries+=("$(content_name gah-agent)|gah-agent|<gzip/>")
+  entries+=("$(content_name libboinc_api.so.7)|libboinc_api.so.7|<copy_file/>")
+  entries+=("$(content_name libboinc.so.7)|libboinc.so.7|<copy_file/>")
+  for i in "${images[@]}"; do
+    IFS='|' read -r physical logical _ <<< "$i"
+    # The initramfs is compressed already.
+    case "$physical" in initramfs-*) tags="" ;; *) tags="<gzip/>" ;; esac
+    entries+=("$physical|$logical|$tags")
+  done
+  sources=(gah-app gah-agent libboinc_api.so.7 libboinc.so.7 "${image_names[@]}")
+  # A version folder holds exactly its files: update_versions would ship any other one.
+  keep=(! -name version.xml)
+  for e in "${entries[@]}"; do keep+=(! -name "${e%%|*}"); done
+  find "$vdir" -maxdepth 1 -type f "${keep[@]}" -delete
   {
-    echo "<!-- file_infos of app version $version_num ($plan_class); replace @DOWNLOAD_URL@ -->"
-    for name in gah-app gah-agent libboinc_api.so.7 libboinc.so.7 "${image_names[@]}"; do
-      f="$out/$name"
-      content_named=0; case " ${image_names[*]} " in *" $name "*) content_named=1 ;; esac
-      if [ "$content_named" = 0 ] || [ ! -f "$download/$name.gz" ]; then
-        gzip -6 -n -c "$f" > "$download/$name.gz.tmp" && mv "$download/$name.gz.tmp" "$download/$name.gz"
+    echo "<!-- gentoo@home app version $version_num ($plan_class), made by scripts/package-app-version.sh -->"
+    echo "<version>"
+    for n in "${!entries[@]}"; do
+      IFS='|' read -r physical logical tags <<< "${entries[$n]}"
+      src="$out/${sources[$n]}"
+      if [ ! -f "$vdir/$physical" ]; then
+        ln "$(readlink -f "$src")" "$vdir/$physical" 2>/dev/null || cp "$src" "$vdir/$physical"
       fi
-      exec_tag=""; case "$name" in gah-app|gah-agent) exec_tag="    <executable/>"$'\n' ;; esac
-      printf '<file_info>\n    <name>%s</name>\n    <gzipped_url>@DOWNLOAD_URL@/%s.gz</gzipped_url>\n    <nbytes>%s</nbytes>\n    <md5_cksum>%s</md5_cksum>\n    <gzipped_nbytes>%s</gzipped_nbytes>\n%s</file_info>\n' \
-        "$name" "$name" "$(stat -c %s "$f")" "$(md5sum "$f" | cut -d' ' -f1)" "$(stat -c %s "$download/$name.gz")" "$exec_tag"
+      # update_versions marks a file <executable/> by its owner-x bit.
+      case "${sources[$n]}" in gah-app|gah-agent) chmod 0755 "$vdir/$physical" ;; *) chmod 0644 "$vdir/$physical" ;; esac
+      printf '    <file>\n        <physical_name>%s</physical_name>\n' "$physical"
+      [ -z "$logical" ] || printf '        <logical_name>%s</logical_name>\n' "$logical"
+      [ -z "$tags" ] || printf '        %s\n' "$tags"
+      printf '    </file>\n'
     done
-  } > "$download/file_infos.xml"
+    echo "    <api_version>7.20.5</api_version>"
+    echo "</version>"
+  } > "$vdir/version.xml.tmp"
+  mv "$vdir/version.xml.tmp" "$vdir/version.xml"
+  echo "package-app-version: $vdir (server-sent; run the project's bin/update_versions)"
 fi
 echo "package-app-version: $out (app version $version_num, plan class $plan_class, guest $guest: ${image_names[*]})"

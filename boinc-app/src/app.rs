@@ -6,6 +6,7 @@
 
 use std::fs;
 use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -28,6 +29,8 @@ use crate::SAY;
 /// workunit's disk bound (`rsc_disk_bound` in `templates/gah_in`), past which the client
 /// would abort the task anyway.
 const MAX_INPUT_BYTES: u64 = 10_000_000_000;
+/// The guest agent's logical name in the app version (templates/app_info.xml, version.xml).
+const AGENT_LOGICAL_NAME: &str = "gah-agent";
 
 /// What the guest leaves is hostile until checked (`gah_util::untrusted`): these caps bound
 /// what gah-app reads of it. The log's cap is the outcome archive's own, so a longer log
@@ -241,7 +244,8 @@ pub struct Args {
     /// once beside itself (`<file>.d/`) and shared by later tasks.
     #[arg(long, default_value = "rootfs.tar")]
     pub rootfs_archive: String,
-    /// The guest agent program (default: `gah-agent` beside this program).
+    /// The guest agent program (default: the app version's `gah-agent` under BOINC, else
+    /// `gah-agent` beside this program).
     #[arg(long)]
     pub agent: Option<PathBuf>,
     /// Which isolation backend.
@@ -331,9 +335,14 @@ pub fn main(args: Args) -> Result<(), AppError> {
         }
     }
     create_dir(&slot)?;
+    // Under BOINC the agent is a file of the app version, found by its logical name (a
+    // server-sent version names it by content); run by hand, it is beside this program.
     let agent = match &args.agent {
         Some(a) => a.clone(),
-        None => std::env::current_exe().map_err(AppError::CurrentExe)?.with_file_name("gah-agent"),
+        None => match resolve(AGENT_LOGICAL_NAME) {
+            Ok(path) if !runtime.is_standalone() && path.is_file() => path,
+            _ => std::env::current_exe().map_err(AppError::CurrentExe)?.with_file_name(AGENT_LOGICAL_NAME),
+        },
     };
     let staged = stage_input(&slot, &job_path, &agent)?;
     let limits = crate::init_data::read(Path::new(boinc_api::INIT_DATA_FILE));
@@ -499,9 +508,13 @@ fn folder_or_unpacked(path: &Path, into: &Path) -> Result<PathBuf, AppError> {
 fn stage_input(slot: &Path, job: &Path, agent: &Path) -> Result<PathBuf, AppError> {
     let staged = slot.join("in");
     create_dir(&staged)?;
-    for (from, name) in [(job, "job.json"), (agent, "gah-agent")] {
+    for (from, name) in [(job, "job.json"), (agent, AGENT_LOGICAL_NAME)] {
         fs::copy(from, staged.join(name)).map_err(|source| AppError::Stage { path: from.to_path_buf(), source })?;
     }
+    // A downloaded file keeps the mode the client gave it; the guest must be able to run this.
+    let staged_agent = staged.join(AGENT_LOGICAL_NAME);
+    fs::set_permissions(&staged_agent, fs::Permissions::from_mode(0o755))
+        .map_err(|source| AppError::Stage { path: staged_agent.clone(), source })?;
     for dir in ["repo", "distfiles", "binpkgs"] {
         create_dir(&staged.join(dir))?;
     }

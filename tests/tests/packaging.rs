@@ -1,5 +1,5 @@
-//! `scripts/package-app-version.sh`: the app version layout and the files for a server-sent
-//! app version (`--download`), checked file by file, and the sandbox's root tar round-tripped
+//! `scripts/package-app-version.sh`: the app version layout and the server-sent version's
+//! folder for BOINC's `update_versions` (`--boinc-apps`), checked file by file, and the sandbox's root tar round-tripped
 //! through gah-app's own unpacking.
 //!
 //! The guest image here is a **stand-in** (a few small files named like the real ones): the
@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use gah_tests::{program, project_root};
@@ -29,12 +29,12 @@ fn stand_in_image(dir: &Path) {
     std::os::unix::fs::symlink("bin", dir.join("rootfs/sbin")).unwrap();
 }
 
-fn package(bin: &Path, image: &Path, out: &Path, download: &Path, guest: &str) -> String {
+fn package(bin: &Path, image: &Path, out: &Path, apps: &Path, guest: &str) -> String {
     let output = gah_util::process::command("bash")
         .arg(project_root().join("scripts/package-app-version.sh"))
         .args(["--bin".as_ref(), bin.as_os_str(), "--image".as_ref(), image.as_os_str(), "--guest".as_ref(), guest.as_ref()])
-        .arg("--download")
-        .arg(download)
+        .arg("--boinc-apps")
+        .arg(apps)
         .arg(out)
         .output()
         .expect("run package-app-version.sh");
@@ -87,17 +87,17 @@ fn file_refs(xml: &str) -> BTreeMap<String, String> {
 }
 
 #[test]
-fn app_version_layout_and_download_files() {
+fn app_version_layout_and_update_versions_folder() {
     let tmp = tempfile::tempdir().unwrap();
-    let (image, out, download, bin) =
-        (tmp.path().join("image"), tmp.path().join("project"), tmp.path().join("download"), tmp.path().join("bin"));
+    let (image, out, apps, bin) =
+        (tmp.path().join("image"), tmp.path().join("project"), tmp.path().join("apps"), tmp.path().join("bin"));
     stand_in_image(&image);
     // Copies of the real programs, so the test can change one.
     fs::create_dir_all(&bin).unwrap();
     for p in ["gah-app", "gah-agent"] {
         fs::copy(program(p), bin.join(p)).unwrap();
     }
-    package(&bin, &image, &out, &download, "both");
+    package(&bin, &image, &out, &apps, "both");
 
     // Image files are named by their content; the app opens them by logical name.
     let kernel = format!("vmlinux-{}", sha16(&image.join("vmlinux")));
@@ -115,32 +115,62 @@ fn app_version_layout_and_download_files() {
         assert!(out.join(name).is_file(), "app_info.xml names {name}, which is not in the folder");
     }
 
-    // --download: each file gzipped, and its file_info true to the file.
-    let check_downloads = || {
-        let listed = file_infos(&fs::read_to_string(download.join("file_infos.xml")).unwrap());
-        assert_eq!(listed.keys().collect::<Vec<_>>(), declared.keys().collect::<Vec<_>>());
-        for (name, info) in &listed {
-            let original = fs::read(out.join(name)).unwrap();
-            let gz = download.join(format!("{name}.gz"));
-            let mut unpacked = Vec::new();
-            flate2::read::GzDecoder::new(fs::File::open(&gz).unwrap()).read_to_end(&mut unpacked).unwrap();
-            assert!(unpacked == original, "{name}.gz does not gunzip to {name}");
-            assert_eq!(info["nbytes"], original.len().to_string(), "{name}");
-            assert_eq!(info["gzipped_nbytes"], fs::metadata(&gz).unwrap().len().to_string(), "{name}");
-            assert_eq!(info["gzipped_url"], format!("@DOWNLOAD_URL@/{name}.gz"));
-            let md5 = gah_util::process::command("md5sum").arg(out.join(name)).output().unwrap();
-            assert_eq!(info["md5_cksum"], String::from_utf8_lossy(&md5.stdout)[..32], "{name}");
-            assert_eq!(info.contains_key("executable"), name == "gah-app" || name == "gah-agent", "{name}");
+    // --boinc-apps: the folder update_versions reads. Every file is named by its content
+    // (BOINC download files are immutable) and opened by its logical name; nothing else is
+    // in the folder, since update_versions would ship it.
+    let version_dir = apps.join("gah/100/x86_64-pc-linux-gnu__vm");
+    let check_version_dir = || {
+        let xml = fs::read_to_string(version_dir.join("version.xml")).unwrap();
+        let files = elements(&xml, b"file");
+        let mut present: Vec<String> =
+            fs::read_dir(&version_dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        present.sort();
+        let mut listed: Vec<String> = files.iter().map(|f| f["physical_name"].clone()).collect();
+        listed.push("version.xml".into());
+        listed.sort();
+        assert_eq!(present, listed, "{xml}");
+        assert!(xml.contains("<api_version>"), "{xml}");
+        let mut logical_names = Vec::new();
+        for file in &files {
+            let physical = &file["physical_name"];
+            let path = version_dir.join(physical);
+            assert!(physical.contains(&sha16(&path)), "{physical} is not named by its content");
+            let logical = file.get("logical_name").cloned().unwrap_or_default();
+            // The same bytes as the anonymous-platform file of that role.
+            let role = if file.contains_key("main_program") { "gah-app".to_owned() } else { logical.clone() };
+            let twin = if role.starts_with("vmlinux") || role.starts_with("initramfs") || role.starts_with("rootfs") {
+                out.join(physical)
+            } else {
+                out.join(&role)
+            };
+            assert!(fs::read(&path).unwrap() == fs::read(&twin).unwrap(), "{physical} differs from {}", twin.display());
+            let executable = fs::metadata(&path).unwrap().permissions().mode() & 0o100 != 0;
+            assert_eq!(executable, role == "gah-app" || role == "gah-agent", "{physical}: update_versions reads <executable/> from the mode");
+            assert_eq!(file.contains_key("copy_file"), role.starts_with("libboinc"), "{physical}: the libraries go into the slot");
+            logical_names.push(role);
         }
+        logical_names.sort();
+        assert_eq!(
+            logical_names,
+            ["gah-agent", "gah-app", "initramfs.cpio.gz", "libboinc.so.7", "libboinc_api.so.7", "rootfs.ext4", "vmlinux"],
+            "{xml}"
+        );
+        files.iter().map(|f| f["physical_name"].clone()).collect::<Vec<_>>()
     };
-    check_downloads();
 
-    // A rebuilt program keeps its name: its download must follow its new contents.
+    // vm flavour: what the version folder of plan class vm holds.
+    package(&bin, &image, &out, &apps, "vm");
+    let before = check_version_dir();
+
+    // A rebuilt program gets a new name; the old one leaves the folder.
     let mut agent = fs::read(bin.join("gah-agent")).unwrap();
     agent.extend_from_slice(b"rebuilt");
     fs::write(bin.join("gah-agent"), agent).unwrap();
-    package(&bin, &image, &out, &download, "both");
-    check_downloads();
+    package(&bin, &image, &out, &apps, "vm");
+    let after = check_version_dir();
+    let old_agent = before.iter().find(|n| n.starts_with("gah-agent-")).unwrap();
+    assert!(!after.contains(old_agent), "the rebuilt agent kept its name {old_agent}");
+    package(&bin, &image, &out, &apps, "both");
 
     // The sandbox's root tar is the tree (less dev/), as gah-app unpacks it.
     let tree = gah_app::rootfs_archive::unpacked(&out.join(&root_tar)).unwrap();
@@ -151,12 +181,12 @@ fn app_version_layout_and_download_files() {
 
     // Flavours: the vm one ships no root tar, the sandbox one no kernel or disk, and a new
     // image replaces the old content-named files.
-    package(&bin, &image, &out, &download, "sandbox");
+    package(&bin, &image, &out, &apps, "sandbox");
     let app_info = fs::read_to_string(out.join("app_info.xml")).unwrap();
     assert!(app_info.contains("<plan_class>sandbox</plan_class>") && app_info.contains("--backend sandbox"), "{app_info}");
     assert!(!out.join(&kernel).exists() && !out.join(&disk).exists() && out.join(&root_tar).exists());
     fs::write(image.join("vmlinux"), b"a newer stand-in kernel").unwrap();
-    package(&bin, &image, &out, &download, "vm");
+    package(&bin, &image, &out, &apps, "vm");
     let new_kernel = format!("vmlinux-{}", sha16(&image.join("vmlinux")));
     assert!(out.join(&new_kernel).is_file() && !out.join(&root_tar).exists());
     assert_eq!(file_refs(&fs::read_to_string(out.join("app_info.xml")).unwrap()).get(&new_kernel).map(String::as_str), Some("vmlinux"));

@@ -204,8 +204,7 @@ impl SandboxBackend {
         };
         let spec_path = scratch.path().join("spec.json");
         write_spec(&spec, &spec_path)?;
-        let out = gah_util::process::command(&self.helper)
-            .env_clear()
+        let out = helper_command(&self.helper)
             .arg("__sandbox-init")
             .arg(&spec_path)
             .output()
@@ -315,10 +314,8 @@ impl SandboxBackend {
         let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| SandboxGuestError::Create { path: console.clone(), source: e.into() })?;
         let report_raw = std::os::fd::AsRawFd::as_raw_fd(&report_w);
-        let mut cmd = gah_util::process::command(&self.helper);
-        // The helper becomes the guest's PID 1, whose environment the guest can read in
-        // /proc/1/environ: it gets none of gah-app's (the client's paths, account details).
-        cmd.env_clear().arg("__sandbox-init").arg(&spec_path).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut cmd = helper_command(&self.helper);
+        cmd.arg("__sandbox-init").arg(&spec_path).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         // SAFETY: setsid, dup2 and fcntl are async-signal-safe; the closure allocates nothing.
         unsafe {
             cmd.pre_exec(move || {
@@ -379,6 +376,20 @@ const REPORTS_MAX_BYTES: u64 = 64 << 10;
 
 /// True when AppArmor denies capabilities in unprivileged user namespaces (Ubuntu 24.04's
 /// default).
+/// The helper (this program again, as the guest's PID 1) with none of gah-app's environment
+/// (the client's paths, account details) but the library path the client set
+/// (client/app_start.cpp: `../../projects/X:.:../..`, relative to the slot, where the helper
+/// starts too): a server-sent version has the BOINC libraries only in the slot, under their
+/// sonames, so `$ORIGIN` alone does not find them.
+fn helper_command(helper: &Path) -> std::process::Command {
+    let mut cmd = gah_util::process::command(helper);
+    cmd.env_clear();
+    if let Some(path) = std::env::var_os("LD_LIBRARY_PATH") {
+        cmd.env("LD_LIBRARY_PATH", path);
+    }
+    cmd
+}
+
 fn apparmor_restricts_userns() -> bool {
     fs::read_to_string("/proc/sys/kernel/apparmor_restrict_unprivileged_userns").is_ok_and(|v| v.trim() == "1")
 }
