@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 /// The folders `gah` works with, all derived from the project root.
 #[derive(Debug, Clone)]
 pub struct Layout {
+    /// The checkout itself (scripts/, templates/, target/).
+    pub root: PathBuf,
     /// The embedded test overlay.
     pub overlay: PathBuf,
     /// Repacked upstream sources.
@@ -27,6 +29,7 @@ impl Layout {
         let cache = root.join(".cache");
         let db = std::env::var_os("GAH_RESULTS_DB").map(PathBuf::from).unwrap_or_else(|| root.join("results/results.sqlite"));
         Layout {
+            root: root.to_path_buf(),
             overlay: root.join("vm-images/overlay"),
             distfiles: cache.join("distfiles"),
             image: cache.join("images/test"),

@@ -3,6 +3,7 @@
 // A command-line program: it talks to its user on stdout and stderr.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod deploy;
 mod layout;
 mod results;
 mod run;
@@ -63,6 +64,14 @@ enum Mode {
     },
     /// What the results database says: list, fails, matrix, history, changes, blame, bug.
     Results(results::ResultsArgs),
+    /// Install gentoo@home into a BOINC project made by make_project: programs into bin/,
+    /// templates, plan classes, the app and its versions (BOINC's xadd and update_versions),
+    /// gah.conf and the daemons in config.xml. Idempotent; says what it did. docs/DEPLOY.md.
+    ///
+    /// Example:
+    ///   gah deploy --project ~/projects/gah --repo vm-images/overlay --distfiles .cache/distfiles
+    #[command(verbatim_doc_comment)]
+    Deploy(deploy::DeployArgs),
 }
 
 fn main() -> ExitCode {
@@ -94,6 +103,7 @@ fn main() -> ExitCode {
             Some(db) => results::command(args, &db),
             None => layout::Layout::discover().and_then(|layout| results::command(args, &layout.db)),
         },
+        Mode::Deploy(args) => layout::Layout::discover().and_then(|layout| deploy::deploy(&args, &layout.root)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

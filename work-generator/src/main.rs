@@ -314,7 +314,10 @@ impl TargetArgs {
     fn submitter(&self, queue: &std::path::Path) -> anyhow::Result<Box<dyn Submitter>> {
         let sub = Submission { appname: self.appname.clone(), stdin_batch: true, shared: self.shared.inputs()?, ..Submission::standard() };
         if let Some(project) = &self.boinc_project {
-            return Ok(Box::new(LocalSubmitter { project: project.clone(), queue: queue.to_owned(), sub }));
+            // BOINC's bin/start runs the daemon in tmp_<host>/ with `--boinc-project ..`, and
+            // the project's tools run with the project as their folder: one absolute path.
+            let project = std::fs::canonicalize(project).with_context(|| format!("BOINC project folder {}", project.display()))?;
+            return Ok(Box::new(LocalSubmitter { project, queue: queue.to_owned(), sub }));
         }
         let (Some(url), Some(base)) = (&self.remote_url, &self.job_url_base) else {
             anyhow::bail!("give --boinc-project, or --remote-url with --job-url-base");

@@ -1,0 +1,462 @@
+//! `gah deploy`: installs gentoo@home into a BOINC project made by BOINC's `make_project`, as
+//! an admin would by hand (docs/DEPLOY.md), and says what it did. Running it again changes
+//! nothing that is already in place; a setting the admin changed is kept and named.
+//!
+//! What goes where (BOINC's own rules, with their sources):
+//! - programs into `bin/`: `script_validator`/`script_assimilator` run `../bin/<program>` from
+//!   `tmp_<host>/` (sched/script_validator.cpp, sched/script_assimilator.cpp), and `bin/start`
+//!   runs every `<daemon>` from `bin/` (py/Boinc/boinc_project_path + sched/start);
+//! - the workunit templates into `templates/` (create_work's `--wu_template` path);
+//! - our plan classes into `plan_class_spec.xml` (sched/plan_class_spec.cpp reads it from
+//!   the project folder), keeping the project's other classes;
+//! - the app into `project.xml`, then `bin/xadd` (tools/xadd adds what is missing);
+//! - each plan class's app version under `apps/gah/<version>/x86_64-pc-linux-gnu__<class>/`
+//!   (scripts/package-app-version.sh --boinc-apps), then `bin/update_versions --noconfirm`,
+//!   which signs the files with the project's code-signing key and stages them;
+//! - `gah.conf` (gah_core::project) naming the results database and the queue;
+//! - the validator, assimilator and work generator daemons into `config.xml`'s `<daemons>`,
+//!   the lines of templates/README.md ("Server daemons").
+
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use quick_xml::events::Event;
+
+/// The BOINC app's name (templates/app_info.xml, the work generator's `--appname`).
+const APP_NAME: &str = "gah";
+/// The only platform gah-app is built for.
+const PLATFORM: &str = "x86_64-pc-linux-gnu";
+/// The programs the server runs, installed into `bin/`.
+const SERVER_PROGRAMS: [&str; 7] =
+    ["gah-validate-init", "gah-validate-compare", "gah-assimilate", "gah-workgen", "gah", "gah-validator", "gah-assimilator"];
+/// Where, inside the project, gentoo@home keeps its own data.
+const DATA_DIR: &str = "gah";
+
+/// `gah deploy`'s options.
+#[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct DeployArgs {
+    /// The BOINC project folder made by make_project (holds config.xml, project.xml, bin/).
+    #[arg(long)]
+    pub project: PathBuf,
+    /// Plan classes to publish an app version for (templates/plan_class_spec.xml):
+    /// sandbox gets the sandbox flavour, the vm* classes the vm flavour.
+    #[arg(long, value_delimiter = ',', default_value = "sandbox,vm_vmx,vm_svm,vm")]
+    pub plan_classes: Vec<String>,
+    /// The app version number (update_versions' folder name; a new build needs a new one,
+    /// since BOINC never changes a published version).
+    #[arg(long, default_value_t = 100)]
+    pub version_num: u32,
+    /// The ebuild repository the work generator submits jobs over; packed as the workunits'
+    /// shared repo.tar (`gah/repo.tar`) and named in the daemon line.
+    #[arg(long)]
+    pub repo: Option<PathBuf>,
+    /// The distfiles the jobs need (packed as `gah/distfiles.tar`); with --repo.
+    #[arg(long, requires = "repo")]
+    pub distfiles: Option<PathBuf>,
+    /// Unsent results the work generator keeps on the server.
+    #[arg(long, default_value_t = 100)]
+    pub keep_unsent: u32,
+    /// Where the built programs are [default: target/release of this checkout].
+    #[arg(long)]
+    pub bin: Option<PathBuf>,
+    /// The guest image [default: .cache/images/test of this checkout].
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    /// Skip the app version (no image here, or published already).
+    #[arg(long)]
+    pub no_app_version: bool,
+}
+
+/// What one step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Done {
+    Installed,
+    Updated,
+    Unchanged,
+    /// The admin's own setting differs from ours; it stays.
+    KeptYours,
+}
+
+impl fmt::Display for Done {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Done::Installed => "installed",
+            Done::Updated => "updated",
+            Done::Unchanged => "unchanged",
+            Done::KeptYours => "kept yours (differs from gentoo@home's; see templates/README.md)",
+        })
+    }
+}
+
+fn say(what: impl fmt::Display, done: Done) {
+    println!("deploy: {what}: {done}");
+}
+
+/// Installs gentoo@home into the project; `root` is the source checkout.
+pub fn deploy(args: &DeployArgs, root: &Path) -> anyhow::Result<()> {
+    let project = fs::canonicalize(&args.project).with_context(|| format!("project folder {}", args.project.display()))?;
+    for needed in ["config.xml", "project.xml", "bin", "templates", "html/inc"] {
+        if !project.join(needed).exists() {
+            bail!("{} has no {needed}: not a project made by BOINC's make_project", project.display());
+        }
+    }
+    let bin = args.bin.clone().unwrap_or_else(|| root.join("target/release"));
+    for program in SERVER_PROGRAMS {
+        say(format!("bin/{program}"), install_file(&bin.join(program), &project.join("bin").join(program), 0o755)?);
+    }
+    for template in ["gah_in", "gah_out"] {
+        say(
+            format!("templates/{template}"),
+            install_file(&root.join("templates").join(template), &project.join("templates").join(template), 0o644)?,
+        );
+    }
+    merge_plan_classes(&root.join("templates/plan_class_spec.xml"), &project.join("plan_class_spec.xml"))?;
+    let data = project.join(DATA_DIR);
+    fs::create_dir_all(data.join("queue")).with_context(|| format!("create {}", data.display()))?;
+    fs::create_dir_all(project.join("results")).with_context(|| format!("create {}/results", project.display()))?;
+    say(gah_core::project::FILE_NAME, write_if_absent(&project.join(gah_core::project::FILE_NAME), GAH_CONF)?);
+    if let Some(repo) = &args.repo {
+        say(format!("{DATA_DIR}/repo.tar"), pack(repo, &data.join("repo.tar"))?);
+        match &args.distfiles {
+            Some(distfiles) => say(format!("{DATA_DIR}/distfiles.tar"), pack(distfiles, &data.join("distfiles.tar"))?),
+            None => say(format!("{DATA_DIR}/distfiles.tar (empty: no --distfiles)"), pack_empty(&data.join("distfiles.tar"))?),
+        }
+    }
+    add_app(&project)?;
+    if !args.no_app_version {
+        let image = args.image.clone().unwrap_or_else(|| root.join(".cache/images/test"));
+        for plan_class in &args.plan_classes {
+            lay_out_app_version(root, &project, &bin, &image, plan_class, args.version_num)?;
+        }
+        let out =
+            gah_util::process::run_checked(gah_util::process::command("bin/update_versions").arg("--noconfirm").current_dir(&project))
+                .context("bin/update_versions (BOINC's; needs php-cli and the project's database)")?;
+        for line in String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.trim().is_empty()) {
+            println!("deploy: update_versions: {}", line.trim());
+        }
+    }
+    let config = project.join("config.xml");
+    let daemons = daemon_lines(&config, args)?;
+    add_daemons(&config, &daemons)?;
+    println!("deploy: done. Start the project's daemons with `bin/start` in {} (docs/DEPLOY.md)", project.display());
+    Ok(())
+}
+
+const GAH_CONF: &str = "\
+# gentoo@home's settings for this BOINC project (gah deploy; see templates/README.md).
+# A relative path is relative to this file's folder.
+results_db = results/results.sqlite
+queue_dir = gah/queue
+";
+
+/// Copies `from` to `to` through a temp file and a rename, unless `to` has those bytes already.
+fn install_file(from: &Path, to: &Path, mode: u32) -> anyhow::Result<Done> {
+    use std::os::unix::fs::PermissionsExt;
+    let new = fs::read(from).with_context(|| format!("read {} (build it first: cargo build --release)", from.display()))?;
+    let done = match fs::read(to) {
+        Ok(old) if old == new => return Ok(Done::Unchanged),
+        Ok(_) => Done::Updated,
+        Err(_) => Done::Installed,
+    };
+    write_atomically(to, &new)?;
+    fs::set_permissions(to, fs::Permissions::from_mode(mode)).with_context(|| format!("chmod {}", to.display()))?;
+    Ok(done)
+}
+
+fn write_atomically(to: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = to.with_extension("gah-deploy-tmp");
+    fs::write(&tmp, bytes).with_context(|| format!("write {}", tmp.display()))?;
+    fs::rename(&tmp, to).with_context(|| format!("rename {} to {}", tmp.display(), to.display()))?;
+    Ok(())
+}
+
+fn write_if_absent(path: &Path, text: &str) -> anyhow::Result<Done> {
+    if path.exists() {
+        return Ok(Done::Unchanged);
+    }
+    write_atomically(path, text.as_bytes())?;
+    Ok(Done::Installed)
+}
+
+/// A folder as a tar, sorted and with numeric owners so that the same tree gives the same
+/// bytes (the work generator stages it under a name made of its hash).
+fn pack(dir: &Path, out: &Path) -> anyhow::Result<Done> {
+    if !dir.is_dir() {
+        bail!("{} is not a folder", dir.display());
+    }
+    let tmp = out.with_extension("tar.tmp");
+    let mut tar = gah_util::process::command("tar");
+    tar.args(["--sort=name", "--numeric-owner", "--owner=0", "--group=0", "--mtime=@0", "-C"]).arg(dir).arg("-cf").arg(&tmp).arg(".");
+    gah_util::process::run_checked(&mut tar).with_context(|| format!("pack {}", dir.display()))?;
+    replace_if_changed(&tmp, out)
+}
+
+fn pack_empty(out: &Path) -> anyhow::Result<Done> {
+    let tmp = out.with_extension("tar.tmp");
+    let builder = tar::Builder::new(fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?);
+    builder.into_inner().with_context(|| format!("write {}", tmp.display()))?;
+    replace_if_changed(&tmp, out)
+}
+
+fn replace_if_changed(tmp: &Path, out: &Path) -> anyhow::Result<Done> {
+    let done = match (fs::read(tmp), fs::read(out)) {
+        (Ok(new), Ok(old)) if new == old => {
+            fs::remove_file(tmp).ok();
+            return Ok(Done::Unchanged);
+        }
+        (_, Ok(_)) => Done::Updated,
+        _ => Done::Installed,
+    };
+    fs::rename(tmp, out).with_context(|| format!("rename {} to {}", tmp.display(), out.display()))?;
+    Ok(done)
+}
+
+/// One element found by [`elements`]: its byte span and its children's texts.
+#[derive(Debug)]
+struct Element {
+    start: usize,
+    end: usize,
+    children: Vec<(String, String)>,
+}
+
+impl Element {
+    fn child(&self, name: &str) -> Option<&str> {
+        self.children.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// The elements at `path` (e.g. `["config", "daemons", "daemon"]`) and the offset of their
+/// parent's end tag, where new ones go.
+fn elements(xml: &str, path: &[&str]) -> anyhow::Result<(Vec<Element>, Option<usize>)> {
+    let mut reader = quick_xml::Reader::from_str(xml);
+    let (mut stack, mut found, mut parent_end) = (Vec::<String>::new(), Vec::new(), None);
+    let mut current: Option<Element> = None;
+    loop {
+        let before = usize::try_from(reader.buffer_position()).unwrap_or(usize::MAX);
+        let event = reader.read_event().with_context(|| format!("XML error at byte {before}"))?;
+        let after = usize::try_from(reader.buffer_position()).unwrap_or(usize::MAX);
+        match event {
+            Event::Start(e) => {
+                stack.push(String::from_utf8_lossy(e.name().as_ref()).into_owned());
+                if stack == path {
+                    current = Some(Element { start: before, end: before, children: Vec::new() });
+                }
+            }
+            Event::Empty(e) => {
+                let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
+                if let (Some(c), true) = (current.as_mut(), stack.len() == path.len()) {
+                    c.children.push((name, String::new()));
+                }
+            }
+            Event::Text(t) => {
+                if let (Some(c), true) = (current.as_mut(), stack.len() == path.len() + 1) {
+                    let text = t.unescape().map(|s| s.trim().to_owned()).unwrap_or_default();
+                    c.children.push((stack.last().cloned().unwrap_or_default(), text));
+                }
+            }
+            Event::End(_) => {
+                if stack == path {
+                    if let Some(mut c) = current.take() {
+                        c.end = after;
+                        found.push(c);
+                    }
+                } else if stack.as_slice() == &path[..path.len() - 1] {
+                    parent_end = Some(before);
+                }
+                stack.pop();
+            }
+            Event::Eof => return Ok((found, parent_end)),
+            _ => {}
+        }
+    }
+}
+
+/// Our plan classes into the project's file: a class of the same name is replaced, the
+/// project's others stay.
+fn merge_plan_classes(ours: &Path, theirs: &Path) -> anyhow::Result<()> {
+    let ours_text = fs::read_to_string(ours).with_context(|| format!("read {}", ours.display()))?;
+    let Ok(mut text) = fs::read_to_string(theirs) else {
+        write_atomically(theirs, ours_text.as_bytes())?;
+        say("plan_class_spec.xml", Done::Installed);
+        return Ok(());
+    };
+    let path = ["plan_classes", "plan_class"];
+    let (our_classes, _) = elements(&ours_text, &path)?;
+    let mut changed = false;
+    for class in &our_classes {
+        let name = class.child("name").unwrap_or_default().to_owned();
+        let block = &ours_text[class.start..class.end];
+        let (existing, end) = elements(&text, &path)?;
+        let done = match existing.iter().find(|c| c.child("name") == Some(name.as_str())) {
+            Some(c) if &text[c.start..c.end] == block => Done::Unchanged,
+            Some(c) => {
+                text.replace_range(c.start..c.end, block);
+                Done::Updated
+            }
+            None => {
+                let end = end.context("the project's plan_class_spec.xml has no </plan_classes>")?;
+                text.insert_str(end, &format!("    {block}\n"));
+                Done::Installed
+            }
+        };
+        changed |= done != Done::Unchanged;
+        say(format!("plan_class_spec.xml plan class {name}"), done);
+    }
+    if changed {
+        write_atomically(theirs, text.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// The app in `project.xml` (and our platform, if missing), then BOINC's `bin/xadd`, which
+/// adds to the database whatever of it is missing there.
+fn add_app(project: &Path) -> anyhow::Result<()> {
+    let path = project.join("project.xml");
+    let mut text = fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+    let mut changed = false;
+    for (kind, name, block) in [
+        ("platform", PLATFORM, format!("<platform>\n        <name>{PLATFORM}</name>\n        <user_friendly_name>Linux running on an AMD x86_64 or Intel EM64T CPU</user_friendly_name>\n    </platform>")),
+        ("app", APP_NAME, format!("<app>\n        <name>{APP_NAME}</name>\n        <user_friendly_name>gentoo@home</user_friendly_name>\n    </app>")),
+    ] {
+        let (existing, end) = elements(&text, &["boinc", kind])?;
+        let done = if existing.iter().any(|e| e.child("name") == Some(name)) {
+            Done::Unchanged
+        } else {
+            let end = end.context("project.xml has no </boinc>")?;
+            text.insert_str(end, &format!("    {block}\n"));
+            changed = true;
+            Done::Installed
+        };
+        say(format!("project.xml {kind} {name}"), done);
+    }
+    if changed {
+        write_atomically(&path, text.as_bytes())?;
+    }
+    let out = gah_util::process::run_checked(gah_util::process::command("bin/xadd").current_dir(project))
+        .context("bin/xadd (BOINC's; needs php-cli and the project's database)")?;
+    for line in String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.trim().is_empty()) {
+        println!("deploy: xadd: {}", line.trim());
+    }
+    Ok(())
+}
+
+/// `scripts/package-app-version.sh --boinc-apps PROJECT/apps`, the anonymous-platform files
+/// kept under `gah/app-version/<class>/` (also what a volunteer may use as app_info.xml).
+fn lay_out_app_version(root: &Path, project: &Path, bin: &Path, image: &Path, plan_class: &str, version_num: u32) -> anyhow::Result<()> {
+    let guest = if plan_class == "sandbox" { "sandbox" } else { "vm" };
+    let version_dir = project.join(format!("apps/{APP_NAME}/{version_num}/{PLATFORM}__{plan_class}"));
+    if version_dir.join("version.xml").is_file() {
+        // update_versions takes a version once and BOINC never changes a published file: a
+        // new build is a new version number.
+        println!(
+            "deploy: app version {version_num} {plan_class}: unchanged (laid out before; a new build needs --version-num above {version_num})"
+        );
+        return Ok(());
+    }
+    let mut script = gah_util::process::command("bash");
+    script
+        .arg(root.join("scripts/package-app-version.sh"))
+        .args(["--link", "--guest", guest, "--plan-class", plan_class, "--version-num", &version_num.to_string()])
+        .arg("--bin")
+        .arg(bin)
+        .arg("--image")
+        .arg(image)
+        .arg("--boinc-apps")
+        .arg(project.join("apps"))
+        .arg(project.join(DATA_DIR).join("app-version").join(plan_class));
+    gah_util::process::run_checked(&mut script).with_context(|| format!("package the {plan_class} app version"))?;
+    say(format!("apps/{APP_NAME}/{version_num}/{PLATFORM}__{plan_class}"), Done::Installed);
+    Ok(())
+}
+
+/// The `<daemon>` command lines: templates/README.md's validator and assimilator, and the
+/// work generator's daemon over the project's database.
+fn daemon_lines(config: &Path, args: &DeployArgs) -> anyhow::Result<Vec<String>> {
+    let text = fs::read_to_string(config).with_context(|| format!("read {}", config.display()))?;
+    let (configs, _) = elements(&text, &["boinc", "config"])?;
+    let setting = |name: &str| configs.first().and_then(|c| c.child(name)).unwrap_or_default().to_owned();
+    let mut lines = vec![VALIDATOR_LINE.to_owned(), ASSIMILATOR_LINE.to_owned()];
+    if args.repo.is_some() {
+        // BOINC's own count of unsent results (sched/sample_work_generator.cpp,
+        // count_unsent_results: server_state 2), through the mysql client with config.xml's
+        // credentials. bin/start splits <cmd> with Python's shlex and execs it (sched/start),
+        // and gah-workgen runs --unsent-cmd with sh -c: one single-quoted word, double
+        // quotes inside.
+        let mut mysql = format!("mysql -N -B -h {} -u {}", or_localhost(&setting("db_host")), setting("db_user"));
+        let password = setting("db_passwd");
+        if password.contains(['\'', '"', '\\', '$', '`']) {
+            bail!("config.xml's db_passwd has quotes or shell characters: add the work generator's <daemon> by hand (templates/README.md)");
+        }
+        if !password.is_empty() {
+            mysql.push_str(&format!(" -p{password}"));
+        }
+        let query = format!(r#"select count(*) from result where server_state=2 and appid=(select id from app where name=\"{APP_NAME}\")"#);
+        lines.push(format!(
+            "gah-workgen daemon --config ../gah.conf --boinc-project .. --repo-tar ../{DATA_DIR}/repo.tar \
+             --distfiles-tar ../{DATA_DIR}/distfiles.tar --keep-unsent {} --unsent-cmd '{mysql} -e \"{query}\" {}'",
+            args.keep_unsent,
+            setting("db_name"),
+        ));
+    }
+    Ok(lines)
+}
+
+fn or_localhost(host: &str) -> &str {
+    if host.is_empty() {
+        "localhost"
+    } else {
+        host
+    }
+}
+
+/// templates/README.md's `config.xml` lines (tests/tests/deploy.rs holds them equal).
+pub const VALIDATOR_LINE: &str = "script_validator --app gah --init_script gah-validate-init --compare_script gah-validate-compare";
+/// See [`VALIDATOR_LINE`].
+pub const ASSIMILATOR_LINE: &str = "script_assimilator --app gah --script gah-assimilate";
+
+/// Adds each line as a `<daemon>` unless one for the same program and app is there already.
+fn add_daemons(config: &Path, lines: &[String]) -> anyhow::Result<()> {
+    let mut text = fs::read_to_string(config).with_context(|| format!("read {}", config.display()))?;
+    let mut changed = false;
+    for line in lines {
+        let (daemons, end) = elements(&text, &["boinc", "daemons", "daemon"])?;
+        let program = line.split_whitespace().next().unwrap_or_default();
+        let ours = |cmd: &str| {
+            let words: Vec<&str> = cmd.split_whitespace().collect();
+            words.first() == Some(&program) && (program.starts_with("gah-") || words.windows(2).any(|w| w == ["--app", APP_NAME]))
+        };
+        let done = match daemons.iter().filter_map(|d| d.child("cmd")).find(|cmd| ours(cmd)) {
+            Some(cmd) if cmd == line => Done::Unchanged,
+            Some(_) => Done::KeptYours,
+            None => {
+                let end = end.context("config.xml has no <daemons> section: not made by make_project?")?;
+                text.insert_str(end, &format!("    <daemon>\n            <cmd>{line}</cmd>\n        </daemon>\n    "));
+                changed = true;
+                Done::Installed
+            }
+        };
+        say(format!("config.xml daemon {program}"), done);
+    }
+    if changed {
+        write_atomically(config, text.as_bytes())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn elements_finds_spans_children_and_the_parents_end() {
+        let xml = "<boinc>\n <daemons>\n  <daemon><cmd>feeder -d 3</cmd></daemon>\n </daemons>\n</boinc>\n";
+        let (found, end) = elements(xml, &["boinc", "daemons", "daemon"]).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(&xml[found[0].start..found[0].end], "<daemon><cmd>feeder -d 3</cmd></daemon>");
+        assert_eq!(found[0].child("cmd"), Some("feeder -d 3"));
+        assert!(xml[end.unwrap()..].starts_with("</daemons>"));
+    }
+}
