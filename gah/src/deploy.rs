@@ -56,6 +56,10 @@ pub struct DeployArgs {
     /// The distfiles the jobs need (packed as `gah/distfiles.tar`); with --repo.
     #[arg(long, requires = "repo")]
     pub distfiles: Option<PathBuf>,
+    /// More options for the queue's `gah-workgen generate` (e.g. `--workgen-arg=--strategy
+    /// --workgen-arg=pairwise`); with --repo.
+    #[arg(long, requires = "repo", allow_hyphen_values = true)]
+    pub workgen_arg: Vec<String>,
     /// Unsent results the work generator keeps on the server.
     #[arg(long, default_value_t = 100)]
     pub keep_unsent: u32,
@@ -124,6 +128,9 @@ pub fn deploy(args: &DeployArgs, root: &Path) -> anyhow::Result<()> {
             Some(distfiles) => say(format!("{DATA_DIR}/distfiles.tar"), pack(distfiles, &data.join("distfiles.tar"))?),
             None => say(format!("{DATA_DIR}/distfiles.tar (empty: no --distfiles)"), pack_empty(&data.join("distfiles.tar"))?),
         }
+    }
+    if let Some(repo) = &args.repo {
+        generate_queue(&project, repo, args)?;
     }
     add_app(&project)?;
     if !args.no_app_version {
@@ -307,6 +314,25 @@ fn merge_plan_classes(ours: &Path, theirs: &Path) -> anyhow::Result<()> {
     }
     if changed {
         write_atomically(theirs, text.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// The work generator's queue over the repository: the installed `gah-workgen generate`,
+/// which adds only jobs not queued yet (a second run adds none).
+fn generate_queue(project: &Path, repo: &Path, args: &DeployArgs) -> anyhow::Result<()> {
+    let repo = fs::canonicalize(repo).with_context(|| format!("repository {}", repo.display()))?;
+    let mut generate = gah_util::process::command(project.join("bin/gah-workgen"));
+    generate.arg("generate").arg("--repo").arg(&repo).arg("--queue").arg(format!("{DATA_DIR}/queue")).arg("--boinc-project").arg(project);
+    if let Some(distfiles) = &args.distfiles {
+        generate.arg("--distfiles").arg(fs::canonicalize(distfiles).with_context(|| format!("distfiles {}", distfiles.display()))?);
+    }
+    generate.args(&args.workgen_arg).current_dir(project);
+    let out = gah_util::process::run_checked(&mut generate).context("gah-workgen generate")?;
+    for line in String::from_utf8_lossy(&out.stdout).lines().chain(String::from_utf8_lossy(&out.stderr).lines()) {
+        if !line.trim().is_empty() {
+            println!("deploy: queue: {}", line.trim());
+        }
     }
     Ok(())
 }

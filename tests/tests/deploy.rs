@@ -1,0 +1,221 @@
+//! `gah deploy` into a project folder shaped as BOINC's `make_project` leaves it: what goes
+//! where, that a second run changes nothing, that the admin's own settings stay, and that the
+//! daemon lines are templates/README.md's.
+//!
+//! The project is a **stand-in**, and so are its `bin/xadd` and `bin/update_versions` (test
+//! doubles: shell scripts that log their call and check what the real ones would read).
+//! What the stand-in copies from BOINC (checked against a real project made by make_project
+//! from BOINC master c5c6cb79b9, 2026-12-01):
+//! - `config.xml` (py/Boinc/setup_project.py): `<boinc><config>` with `db_user`, `db_name`,
+//!   and `db_passwd`/`db_host` written as blank multi-line elements when unset; `<daemons>`
+//!   with feeder, transitioner and file_deleter; `<tasks>` after it;
+//! - `project.xml` (tools/project.xml): `<boinc>` with `<platform>` entries and no app;
+//! - the folders `bin/`, `templates/`, `html/inc/`, `apps/`, `download/`.
+//!
+//! The real tools were run by hand on that project (the issue note says what ran).
+
+use std::fs;
+use std::path::Path;
+
+use gah_tests::{program, project_root};
+
+const CONFIG_XML: &str = "<boinc>
+    <config>
+        <db_user>boincadm</db_user>
+        <db_name>gah</db_name>
+        <db_passwd>
+            
+        </db_passwd>
+        <db_host>
+            
+        </db_host>
+        <download_dir>/stand-in/download</download_dir>
+        <key_dir>/stand-in/keys/</key_dir>
+    </config>
+    <tasks>
+        <task>
+            <cmd>db_dump -d 2 --dump_spec ../db_dump_spec.xml</cmd>
+            <period>24 hours</period>
+        </task>
+    </tasks>
+    <daemons>
+        <daemon>
+            <cmd>feeder -d 3 </cmd>
+        </daemon>
+        <daemon>
+            <cmd>transitioner -d 3 </cmd>
+        </daemon>
+        <daemon>
+            <cmd>file_deleter -d 3 </cmd>
+        </daemon>
+    </daemons>
+</boinc>
+";
+
+const PROJECT_XML: &str = "<boinc>
+    <platform>
+        <name>x86_64-pc-linux-gnu</name>
+        <user_friendly_name>Linux running on an AMD x86_64 or Intel EM64T CPU</user_friendly_name>
+    </platform>
+</boinc>
+";
+
+/// A plan class of the project's own, which must survive the merge.
+const OWN_PLAN_CLASSES: &str = "<plan_classes>
+    <plan_class>
+        <name>their_own</name>
+        <min_ncpus>1</min_ncpus>
+    </plan_class>
+</plan_classes>
+";
+
+fn stand_in_project(dir: &Path) {
+    for sub in ["bin", "templates", "html/inc", "apps", "download", "keys"] {
+        fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    fs::write(dir.join("config.xml"), CONFIG_XML).unwrap();
+    fs::write(dir.join("project.xml"), PROJECT_XML).unwrap();
+    fs::write(dir.join("plan_class_spec.xml"), OWN_PLAN_CLASSES).unwrap();
+    // Test doubles of BOINC's tools: they log each call; update_versions checks that every
+    // version folder has a version.xml naming files that are there, as the real one reads it.
+    let xadd = "#!/bin/sh\necho \"xadd $(pwd)\" >> calls.log\necho 'app gah already in DB'\n";
+    let update_versions = r#"#!/bin/sh
+echo "update_versions $*" >> calls.log
+for v in apps/gah/*/*/version.xml; do
+  d=$(dirname "$v")
+  for f in $(sed -n 's:.*<physical_name>\(.*\)</physical_name>.*:\1:p' "$v"); do
+    [ -f "$d/$f" ] || { echo "missing $d/$f" >&2; exit 1; }
+  done
+done
+echo "App version added successfully; ID=1"
+"#;
+    for (name, text) in [("xadd", xadd), ("update_versions", update_versions)] {
+        fs::write(dir.join("bin").join(name), text).unwrap();
+        gah_util::process::run_checked(gah_util::process::command("chmod").arg("0755").arg(dir.join("bin").join(name))).unwrap();
+    }
+}
+
+fn stand_in_image(dir: &Path) {
+    fs::create_dir_all(dir.join("rootfs/bin")).unwrap();
+    fs::write(dir.join("rootfs/bin/sh"), b"#!stand-in shell").unwrap();
+}
+
+fn deploy(project: &Path, image: &Path, repo: &Path, extra: &[&str]) -> (bool, String) {
+    let bin = program("gah").parent().unwrap().to_path_buf();
+    let out = gah_util::process::command(program("gah"))
+        .arg("deploy")
+        .arg("--project")
+        .arg(project)
+        .args(["--plan-classes", "sandbox"])
+        .arg("--bin")
+        .arg(&bin)
+        .arg("--image")
+        .arg(image)
+        .arg("--repo")
+        .arg(repo)
+        .args(extra)
+        .env("GAH_ROOT", project_root())
+        .output()
+        .unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// The `<cmd>` lines of templates/README.md's config.xml blocks.
+fn readme_daemon_lines() -> Vec<String> {
+    let readme = fs::read_to_string(project_root().join("templates/README.md")).unwrap();
+    readme
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("<cmd>").and_then(|l| l.strip_suffix("</cmd>")))
+        .filter(|l| l.starts_with("script_"))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn daemon_cmds(config: &str) -> Vec<String> {
+    config.lines().filter_map(|l| l.trim().strip_prefix("<cmd>").and_then(|l| l.strip_suffix("</cmd>"))).map(str::to_owned).collect()
+}
+
+#[test]
+fn deploy_installs_everything_once_and_keeps_the_admins_settings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (project, image, repo) = (tmp.path().join("project"), tmp.path().join("image"), tmp.path().join("repo"));
+    stand_in_project(&project);
+    stand_in_image(&image);
+    fs::create_dir_all(repo.join("profiles")).unwrap();
+    fs::write(repo.join("profiles/repo_name"), "gah-overlay\n").unwrap();
+
+    let (ok, said) = deploy(&project, &image, &repo, &[]);
+    assert!(ok, "{said}");
+    for program in ["gah-validate-init", "gah-validate-compare", "gah-assimilate", "gah-workgen", "gah"] {
+        assert!(said.contains(&format!("deploy: bin/{program}: installed")), "{said}");
+        assert_eq!(fs::read(project.join("bin").join(program)).unwrap(), fs::read(self::program(program)).unwrap());
+    }
+    for template in ["gah_in", "gah_out"] {
+        assert_eq!(
+            fs::read(project.join("templates").join(template)).unwrap(),
+            fs::read(project_root().join("templates").join(template)).unwrap()
+        );
+    }
+    assert!(fs::read_to_string(project.join("gah.conf")).unwrap().contains("results_db = results/results.sqlite"));
+    assert!(project.join("gah/repo.tar").is_file() && project.join("gah/distfiles.tar").is_file(), "{said}");
+    // The queue the work generator's daemon submits from, generated over the repository.
+    assert!(said.contains("deploy: queue: ") && project.join("gah/queue/state.sqlite").is_file(), "{said}");
+
+    // Plan classes: ours added, the project's own kept.
+    let classes = fs::read_to_string(project.join("plan_class_spec.xml")).unwrap();
+    for name in ["their_own", "sandbox", "vm_vmx", "vm_svm", "vm"] {
+        assert_eq!(classes.matches(&format!("<name>{name}</name>")).count(), 1, "{classes}");
+    }
+    // The app: in project.xml, then BOINC's xadd and update_versions ran in the project.
+    let project_xml = fs::read_to_string(project.join("project.xml")).unwrap();
+    assert!(project_xml.contains("<name>gah</name>"), "{project_xml}");
+    let calls = fs::read_to_string(project.join("calls.log")).unwrap();
+    assert!(calls.contains("xadd") && calls.contains("update_versions --noconfirm"), "{calls}");
+    let version_xml = fs::read_to_string(project.join("apps/gah/100/x86_64-pc-linux-gnu__sandbox/version.xml")).unwrap();
+    assert!(version_xml.contains("<main_program/>") && version_xml.contains("<logical_name>rootfs.tar</logical_name>"), "{version_xml}");
+
+    // Daemons: make_project's stay; ours are the README's lines, each once.
+    let config = fs::read_to_string(project.join("config.xml")).unwrap();
+    let cmds = daemon_cmds(&config);
+    let readme_lines = readme_daemon_lines();
+    assert_eq!(readme_lines.len(), 2, "templates/README.md's config.xml lines");
+    for line in readme_lines.iter().map(String::as_str).chain(["feeder -d 3 ", "transitioner -d 3 ", "file_deleter -d 3 "]) {
+        assert_eq!(cmds.iter().filter(|c| c.as_str() == line).count(), 1, "{line} in\n{config}");
+    }
+    let workgen: Vec<&String> = cmds.iter().filter(|c| c.starts_with("gah-workgen daemon")).collect();
+    assert_eq!(workgen.len(), 1, "{config}");
+    assert!(workgen[0].contains("--boinc-project .. ") && workgen[0].contains("-u boincadm "), "{}", workgen[0]);
+    assert!(config.contains("<cmd>db_dump -d 2"), "the tasks stay");
+
+    // A second run changes nothing.
+    let before: Vec<Vec<u8>> =
+        ["config.xml", "project.xml", "plan_class_spec.xml", "gah.conf"].iter().map(|f| fs::read(project.join(f)).unwrap()).collect();
+    let (ok, said) = deploy(&project, &image, &repo, &[]);
+    assert!(ok, "{said}");
+    assert!(!said.contains(": installed") && !said.contains(": updated"), "{said}");
+    let after: Vec<Vec<u8>> =
+        ["config.xml", "project.xml", "plan_class_spec.xml", "gah.conf"].iter().map(|f| fs::read(project.join(f)).unwrap()).collect();
+    assert!(before == after, "a second deploy changed a file:\n{said}");
+
+    // The admin's own work generator line stays, and is named.
+    let edited = config.replace("--keep-unsent 100", "--keep-unsent 7");
+    fs::write(project.join("config.xml"), &edited).unwrap();
+    let (ok, said) = deploy(&project, &image, &repo, &[]);
+    assert!(ok, "{said}");
+    assert!(said.contains("config.xml daemon gah-workgen: kept yours"), "{said}");
+    assert_eq!(fs::read_to_string(project.join("config.xml")).unwrap(), edited);
+}
+
+#[test]
+fn deploy_refuses_a_folder_that_is_no_boinc_project() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = gah_util::process::command(program("gah"))
+        .args(["deploy", "--project"])
+        .arg(tmp.path())
+        .env("GAH_ROOT", project_root())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(said.contains("has no config.xml") && said.contains("make_project"), "{said}");
+}
