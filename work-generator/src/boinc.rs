@@ -113,6 +113,10 @@ pub struct SharedInput {
     pub name: String,
     /// The local file staged under that name.
     pub path: PathBuf,
+    /// Its size, for a remote submission's `<nbytes>`.
+    pub nbytes: u64,
+    /// Its MD5 in hex, for a remote submission's `<md5>` (BOINC's file checksum).
+    pub md5: String,
 }
 
 impl SharedInput {
@@ -120,11 +124,24 @@ impl SharedInput {
     /// `gah-repo-0123456789abcdef.tar`.
     pub fn content_named(prefix: &str, path: &Path) -> std::io::Result<SharedInput> {
         use sha2::{Digest, Sha256};
-        let mut hasher = Sha256::new();
-        std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
-        let sha = hex::encode(hasher.finalize());
+        // One read for both digests: the distfiles tar can be GBs.
+        struct Both(Sha256, md5::Md5);
+        impl std::io::Write for Both {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.update(buf);
+                md5::Digest::update(&mut self.1, buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut both = Both(Sha256::new(), <md5::Md5 as md5::Digest>::new());
+        let nbytes = std::io::copy(&mut std::fs::File::open(path)?, &mut both)?;
+        let sha = hex::encode(both.0.finalize());
+        let md5 = hex::encode(md5::Digest::finalize(both.1));
         // create_work.sh copies it from the project folder: an absolute path.
-        Ok(SharedInput { name: format!("{prefix}-{}.tar", &sha[..16]), path: std::fs::canonicalize(path)? })
+        Ok(SharedInput { name: format!("{prefix}-{}.tar", &sha[..16]), path: std::fs::canonicalize(path)?, nbytes, md5 })
     }
 
     /// The repository tar (`repo.tar` in the slot) and the distfiles tar (`distfiles.tar`).

@@ -181,18 +181,7 @@ impl LocalSubmitter {
             .map_err(|source| SubmitError::DirHierPath { file: f.name.clone(), source })?;
         let to = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
         let to = if to.is_absolute() { to } else { self.project.join(to) };
-        // Content-named, so the same name is the same bytes, unless an interrupted copy left
-        // part of them: a file of another size is replaced. A new copy lands whole (temp,
-        // rename), never as a truncated file that create_work would hash and clients keep.
-        let same_size = |a: &Path, b: &Path| Some(std::fs::metadata(a).ok()?.len() == std::fs::metadata(b).ok()?.len());
-        if same_size(&f.path, &to) == Some(true) {
-            return Ok(());
-        }
-        let stage_err = |source: std::io::Error| SubmitError::Stage { from: f.path.clone(), to: to.clone(), source };
-        let mut from = std::fs::File::open(&f.path).map_err(stage_err)?;
-        let mut file = gah_util::atomic::AtomicFile::create(&to).map_err(|e| stage_err(std::io::Error::other(e)))?;
-        std::io::copy(&mut from, file.as_file_mut()).map_err(stage_err)?;
-        file.commit().map_err(|e| stage_err(std::io::Error::other(e)))
+        put_shared(f, &to)
     }
 
     /// Copies a workunit's job file to where `bin/dir_hier_path` says `<wu_name>.json` goes.
@@ -250,6 +239,9 @@ impl Submitter for LocalSubmitter {
 pub struct RemoteSubmitter {
     /// Where and as whom.
     pub remote: Remote,
+    /// The folder published under the remote's `job_url_base` (the queue's `pending/`): the
+    /// shared inputs are put there for the server to fetch.
+    pub served: PathBuf,
     /// The per-workunit values.
     pub sub: Submission,
     /// The HTTP client.
@@ -262,11 +254,29 @@ impl Submitter for RemoteSubmitter {
     fn submit(&mut self, wus: &[Workunit]) -> Result<(), SubmitError> {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let name = format!("gah-{now}-{}", self.batches.len());
+        for f in &self.sub.shared {
+            put_shared(f, &self.served.join(&f.name))?;
+        }
         let req = remote::submit_batch_request(wus, &self.sub, &self.remote, &name);
         let id = remote::send(&self.client, &self.remote, &req)?;
         self.batches.push(id);
         Ok(())
     }
+}
+
+/// Puts a shared input at `to`. Content-named, so the same name is the same bytes, unless an
+/// interrupted copy left part of them: a file of another size is replaced. A new copy lands
+/// whole (temp, rename), never as a truncated file that create_work would hash and clients
+/// keep.
+fn put_shared(f: &SharedInput, to: &Path) -> Result<(), SubmitError> {
+    if std::fs::metadata(to).is_ok_and(|m| m.len() == f.nbytes) {
+        return Ok(());
+    }
+    let stage_err = |source: std::io::Error| SubmitError::Stage { from: f.path.clone(), to: to.to_path_buf(), source };
+    let mut from = std::fs::File::open(&f.path).map_err(stage_err)?;
+    let mut file = gah_util::atomic::AtomicFile::create(to).map_err(|e| stage_err(std::io::Error::other(e)))?;
+    std::io::copy(&mut from, file.as_file_mut()).map_err(stage_err)?;
+    file.commit().map_err(|e| stage_err(std::io::Error::other(e)))
 }
 
 /// How the daemon runs.

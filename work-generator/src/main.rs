@@ -46,7 +46,7 @@ Examples:
 
   # Keep 100 results unsent on a BOINC server, like its sample work generator:
   gah-workgen daemon --queue /var/lib/gah/queue --boinc-project ~/projects/gah --keep-unsent 100 \
-      --interval 60 --unsent-cmd 'mysql -N -e \"select count(*) from result where server_state<=2\" gah'
+      --interval 60 --unsent-cmd 'mysql -N -e \"select count(*) from result where server_state=2\" gah'
 
   # The rotation: what runs next, what keeps failing, put it back:
   gah-workgen next --queue /var/lib/gah/queue -n 20
@@ -135,7 +135,7 @@ Example:\n  gah-workgen submit --queue q -n 50 --remote-url https://gah.example.
     /// Keep N unsent results on the BOINC server (BOINC's sample_work_generator loop).
     #[command(long_about = "Keep N unsent results on the BOINC server, like BOINC's sample_work_generator:\n\
 each round runs --unsent-cmd (which prints the number of unsent results; on a real project a\n\
-query such as `select count(*) from result where server_state<=2 and appid=...`, as BOINC's\n\
+query such as `select count(*) from result where server_state=2 and appid=...`, as BOINC's\n\
 count_unsent_results does), and when it is below --keep-unsent submits\n\
 ceil((keep - unsent) / target_nresults) new jobs in rotation order, then sleeps --interval.\n\
 Jobs already submitted (submitted/<job_id>) are never submitted again.\n\n\
@@ -327,7 +327,8 @@ impl TargetArgs {
             None => std::env::var("GAH_BOINC_AUTHENTICATOR").context("no --authenticator-file and no GAH_BOINC_AUTHENTICATOR")?,
         };
         let remote = Remote { project_url: url.clone(), authenticator, job_url_base: base.clone() };
-        Ok(Box::new(RemoteSubmitter { remote, sub, client: gah_workgen::remote::client()?, batches: Vec::new() }))
+        let served = queue.join("pending");
+        Ok(Box::new(RemoteSubmitter { remote, sub, served, client: gah_workgen::remote::client()?, batches: Vec::new() }))
     }
 }
 

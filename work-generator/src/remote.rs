@@ -4,8 +4,10 @@
 //! The reply is `<batch_id>N</batch_id>` or `<error><error_num>N</error_num><error_msg>…
 //! </error_msg></error>`.
 //!
-//! Each job's one input file (`job.json`) is given in `remote` mode: a URL the server
-//! fetches from (the queue's `pending/` folder published over HTTP), with its size and MD5.
+//! Each job's input files are given in `remote` mode: a URL the server fetches from (the
+//! queue's `pending/` folder published over HTTP), with its size and MD5: its `job.json`,
+//! then the shared repository and distfiles tars, which the submitter puts into that folder
+//! under their content names.
 //! Batch-level `job_params` carry the `rsc_*` bounds and the deadline; the replication
 //! (quorum 2) comes from the app's input template (`templates/gah_in`), which the RPC does
 //! not override.
@@ -135,6 +137,21 @@ pub fn submit_batch_request(wus: &[Workunit], sub: &Submission, remote: &Remote,
             url = escape(format!("{}{}.json", remote.job_url_base, job.job_id).as_str()),
             n = bytes.len(),
         );
+        // The shared inputs after it, in the input template's order; the server names a
+        // remote file by its MD5 (create_work --remote_file), so all jobs share one file,
+        // and the template's <sticky/> and <no_delete/> apply to it.
+        let job_end = s.len() - "    </job>\n".len();
+        let mut shared = String::new();
+        for f in &sub.shared {
+            let _ = write!(
+                shared,
+                "        <input_file>\n            <mode>remote</mode>\n            <url>{url}</url>\n            <nbytes>{n}</nbytes>\n            <md5>{md5}</md5>\n        </input_file>\n",
+                url = escape(format!("{}{}", remote.job_url_base, f.name).as_str()),
+                n = f.nbytes,
+                md5 = escape(f.md5.as_str()),
+            );
+        }
+        s.insert_str(job_end, &shared);
     }
     s.push_str("</batch>\n</submit_batch>\n");
     s

@@ -292,6 +292,29 @@ fn remote_submit_batch_against_a_test_double() {
     );
     assert!(xml.contains(&expected), "{expected}\nnot in\n{xml}");
     assert!(!format!("{remote:?}").contains("s3cret"), "the authenticator stays out of Debug");
+
+    // With the shared inputs: each job names them after its job file, as remote files under
+    // their content names, with their sizes and MD5s (the input template's order).
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, distfiles) = (dir.path().join("repo.tar"), dir.path().join("distfiles.tar"));
+    std::fs::write(&repo, b"a repository").unwrap();
+    std::fs::write(&distfiles, b"some distfiles").unwrap();
+    let shared = SharedInput::repo_and_distfiles(&repo, &distfiles).unwrap();
+    let sub = Submission { shared: shared.clone(), ..Submission::standard() };
+    let xml = remote::submit_batch_request(&wus, &sub, &remote, "nightly");
+    let md5_of = |b: &[u8]| {
+        use md5::{Digest, Md5};
+        hex::encode(Md5::digest(b))
+    };
+    for job in xml.split("<job>").skip(1) {
+        let urls: Vec<&str> = job.split("<url>").skip(1).map(|u| u.split('<').next().unwrap()).collect();
+        assert_eq!(urls.len(), 3, "{job}");
+        assert!(urls[0].ends_with(".json"), "{job}");
+        assert_eq!(urls[1], format!("https://files.example.org/jobs/{}", shared[0].name));
+        assert_eq!(urls[2], format!("https://files.example.org/jobs/{}", shared[1].name));
+        assert!(job.contains(&format!("<nbytes>12</nbytes>\n            <md5>{}</md5>", md5_of(b"a repository"))), "{job}");
+        assert!(job.contains(&format!("<nbytes>14</nbytes>\n            <md5>{}</md5>", md5_of(b"some distfiles"))), "{job}");
+    }
 }
 
 /// Unsent counts read in order, like a server draining between rounds.
@@ -315,12 +338,20 @@ fn daemon_keeps_the_cushion_and_never_resubmits() {
     let (url, server) =
         rpc_test_double(vec!["<batch_id>1</batch_id>", "<batch_id>2</batch_id>", "<batch_id>3</batch_id>", "<batch_id>4</batch_id>"]);
     let remote = Remote { project_url: url, authenticator: "a".into(), job_url_base: "http://x/".into() };
-    let mut sub = RemoteSubmitter { remote, sub: Submission::standard(), client: remote::client().unwrap(), batches: Vec::new() };
+    let repo_tar = dir.path().join("repo.tar");
+    std::fs::write(&repo_tar, b"a repository").unwrap();
+    let shared = SharedInput::repo_and_distfiles(&repo_tar, &repo_tar).unwrap();
+    let submission = Submission { shared: shared.clone(), ..Submission::standard() };
+    let mut sub =
+        RemoteSubmitter { remote, sub: submission, served: qdir.join("pending"), client: remote::client().unwrap(), batches: Vec::new() };
     let mut log = Vec::new();
     let rounds = daemon::run(&q, None, &mut Counts(vec![0, 6, 1, 5, 0]), &mut sub, cfg, &mut |l| log.push(l.to_owned())).unwrap();
     let submitted: Vec<usize> = rounds.iter().map(|r| r.submitted).collect();
     assert_eq!(submitted, [3, 0, 3, 1, 3]);
     assert_eq!(sub.batches, [1, 2, 3, 4]);
+    for f in &shared {
+        assert_eq!(std::fs::read(qdir.join("pending").join(&f.name)).unwrap(), b"a repository", "published for the server to fetch");
+    }
     assert_eq!(log[0], "unsent 0 (keeping 6): submitted 3 jobs");
     let seen = server.join().unwrap();
     // Rotation order, each job once, as its first workunit.
