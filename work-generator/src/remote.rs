@@ -98,12 +98,27 @@ pub enum ReplyError {
 
 /// An `<error>` reply of the RPC handler.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("BOINC submit_batch error {num}: {msg}")]
+#[error("BOINC submit_batch error {num}: {msg}{}", known_server_bug(msg))]
 pub struct RpcError {
     /// `error_num`.
     pub num: i64,
     /// `error_msg`.
     pub msg: String,
+}
+
+/// What we know about a server's error, said after it. BOINC master since its XXE change
+/// (BOINC/boinc#6946, 2026-03) parses the request with `safe_simplexml_load_string`, which
+/// turns libxml's entity loader off for the rest of the request; on PHP 8 with libxml2 2.9
+/// (Debian bookworm) the handler then cannot read the app's input template from disk.
+/// Seen on a real server built from BOINC master c5c6cb79b9 (docs/DEPLOY.md).
+fn known_server_bug(msg: &str) -> &'static str {
+    if msg.contains("couldn't parse input template file") {
+        " (a BOINC server bug, not the template: since BOINC/boinc#6946 the handler turns libxml's entity loader off before \
+         reading templates/<app>_in, which fails on PHP 8 with libxml2 2.9; submit on the server with --boinc-project, \
+         see docs/DEPLOY.md)"
+    } else {
+        ""
+    }
 }
 
 /// The `<submit_batch>` request for `wus` (one new batch named `batch_name`; the bounds of
@@ -193,4 +208,20 @@ pub fn send(client: &reqwest::blocking::Client, remote: &Remote, request: &str) 
 /// A blocking client with rustls and a timeout (a stuck server must not stall the daemon).
 pub fn client() -> Result<reqwest::blocking::Client, RemoteError> {
     reqwest::blocking::Client::builder().timeout(std::time::Duration::from_secs(60)).build().map_err(RemoteError::Client)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_known_server_bug_is_named_after_the_servers_message() {
+        let reply = "<error>\n<error_num>-1</error_num>\n<error_msg>couldn't parse input template file /p/html/inc/../../templates/gah_in</error_msg>\n</error>";
+        let ReplyError::Refused(rpc) = parse_reply(reply).unwrap_err() else { panic!("not a refusal") };
+        let said = rpc.to_string();
+        assert!(said.starts_with("BOINC submit_batch error -1: couldn't parse input template file"), "{said}");
+        assert!(said.contains("BOINC/boinc#6946") && said.contains("--boinc-project"), "{said}");
+        let other = RpcError { num: -1, msg: "no app named gah".into() };
+        assert_eq!(other.to_string(), "BOINC submit_batch error -1: no app named gah");
+    }
 }
