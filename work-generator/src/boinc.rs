@@ -71,6 +71,23 @@ pub const INPUT_TEMPLATE: &str = include_str!("../../templates/gah_in");
 /// The output template (`templates/gah_out`): one file, `outcome.tar.gz`, at most 16 MB.
 pub const OUTPUT_TEMPLATE: &str = include_str!("../../templates/gah_out");
 
+/// [`INPUT_TEMPLATE`] with `sub`'s replication in its `<workunit>`, for remote submission:
+/// BOINC's `submit_batch` RPC passes create_work only the `rsc_*` bounds and the deadline
+/// (html/user/submit_rpc_handler.php: "could add quorum-related stuff"), so the quorum must
+/// come from a template, and a job's own `<input_template>` is the RPC's way to give one.
+/// No `rsc_*` value goes in: create_work applies template values after the command line.
+pub fn input_template_with_replication(sub: &Submission) -> String {
+    let replication = format!(
+        "    <min_quorum>{}</min_quorum>\n        <target_nresults>{}</target_nresults>\n        <max_error_results>{}</max_error_results>\n        <max_total_results>{}</max_total_results>\n        <max_success_results>{}</max_success_results>\n    ",
+        sub.min_quorum, sub.target_nresults, sub.max_error_results, sub.max_total_results, sub.max_success_results
+    );
+    let mut template = INPUT_TEMPLATE.trim().to_owned();
+    if let Some(end) = template.rfind("</workunit>") {
+        template.insert_str(end, &replication);
+    }
+    template
+}
+
 /// The per-workunit values passed to `create_work`. No `Default`: [`Submission::standard`]
 /// documents the choices.
 #[derive(Debug, Clone, PartialEq)]

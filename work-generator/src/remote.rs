@@ -8,9 +8,9 @@
 //! queue's `pending/` folder published over HTTP), with its size and MD5: its `job.json`,
 //! then the shared repository and distfiles tars, which the submitter puts into that folder
 //! under their content names.
-//! Batch-level `job_params` carry the `rsc_*` bounds and the deadline; the replication
-//! (quorum 2) comes from the app's input template (`templates/gah_in`), which the RPC does
-//! not override.
+//! Batch-level `job_params` carry the `rsc_*` bounds and the deadline; the RPC has no
+//! replication values, so each job carries its own `<input_template>`: `templates/gah_in`
+//! with the quorum ([`crate::boinc::input_template_with_replication`]).
 
 use std::fmt::Write as _;
 
@@ -140,6 +140,8 @@ pub fn submit_batch_request(wus: &[Workunit], sub: &Submission, remote: &Remote,
         mem = sub.memory_bound,
         delay = sub.delay_bound,
     );
+    // The same text for every job: the handler writes one template file for all of them.
+    let template = format!("        {}\n", crate::boinc::input_template_with_replication(sub));
     for wu in wus {
         let job = &wu.job;
         let bytes = job.to_json();
@@ -167,6 +169,8 @@ pub fn submit_batch_request(wus: &[Workunit], sub: &Submission, remote: &Remote,
             );
         }
         s.insert_str(job_end, &shared);
+        let job_end = s.len() - "    </job>\n".len();
+        s.insert_str(job_end, &template);
     }
     s.push_str("</batch>\n</submit_batch>\n");
     s

@@ -314,6 +314,14 @@ fn remote_submit_batch_against_a_test_double() {
         assert_eq!(urls[2], format!("https://files.example.org/jobs/{}", shared[1].name));
         assert!(job.contains(&format!("<nbytes>12</nbytes>\n            <md5>{}</md5>", md5_of(b"a repository"))), "{job}");
         assert!(job.contains(&format!("<nbytes>14</nbytes>\n            <md5>{}</md5>", md5_of(b"some distfiles"))), "{job}");
+        // The RPC has no quorum values: the job's own input template carries them, and no
+        // rsc_* value (template values would override the command line's bounds).
+        let template = job.split("<input_template>").nth(1).expect("a job input template").split("</input_template>").next().unwrap();
+        for needle in ["<min_quorum>2</min_quorum>", "<target_nresults>2</target_nresults>", "<max_total_results>8</max_total_results>"] {
+            assert!(template.contains(needle), "{needle} missing: {template}");
+        }
+        assert!(!template.contains("<rsc_"), "{template}");
+        assert_eq!(template.matches("<file_info>").count(), 3, "{template}");
     }
 }
 
