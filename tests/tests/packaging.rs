@@ -89,8 +89,7 @@ fn file_refs(xml: &str) -> BTreeMap<String, String> {
 #[test]
 fn app_version_layout_and_update_versions_folder() {
     let tmp = tempfile::tempdir().unwrap();
-    let (image, out, apps, bin) =
-        (tmp.path().join("image"), tmp.path().join("project"), tmp.path().join("apps"), tmp.path().join("bin"));
+    let (image, out, apps, bin) = (tmp.path().join("image"), tmp.path().join("project"), tmp.path().join("apps"), tmp.path().join("bin"));
     stand_in_image(&image);
     // Copies of the real programs, so the test can change one.
     fs::create_dir_all(&bin).unwrap();
@@ -145,7 +144,11 @@ fn app_version_layout_and_update_versions_folder() {
             };
             assert!(fs::read(&path).unwrap() == fs::read(&twin).unwrap(), "{physical} differs from {}", twin.display());
             let executable = fs::metadata(&path).unwrap().permissions().mode() & 0o100 != 0;
-            assert_eq!(executable, role == "gah-app" || role == "gah-agent", "{physical}: update_versions reads <executable/> from the mode");
+            assert_eq!(
+                executable,
+                role == "gah-app" || role == "gah-agent",
+                "{physical}: update_versions reads <executable/> from the mode"
+            );
             assert_eq!(file.contains_key("copy_file"), role.starts_with("libboinc"), "{physical}: the libraries go into the slot");
             logical_names.push(role);
         }
