@@ -457,13 +457,7 @@ impl Harness {
     /// download folder, gzipped where `<gzip/>`. From now on the scheduler sends a client
     /// without anonymous platform the best of them for its host, and the key.
     pub fn add_app_versions(&self, apps: &Path) -> anyhow::Result<Vec<AppVersion>> {
-        let key = match self.code_sign_key() {
-            Some(k) => k,
-            None => {
-                let k = CodeSignKey::generate()?;
-                self.state.lock().unwrap().code_sign_key.get_or_insert(k).clone()
-            }
-        };
+        let key = self.make_code_sign_key()?;
         let url = format!("http://127.0.0.1:{}/gah/download", self.port);
         let avs = app_versions::update_versions(apps, &self.config.app_name, &key, &self.download_dir(), &url)?;
         let mut st = self.state.lock().unwrap();
@@ -472,6 +466,15 @@ impl Harness {
         }
         st.app_versions.extend(avs.iter().cloned());
         Ok(avs)
+    }
+
+    /// The project's code-signing key, made now if there is none (`crypt_prog -genkey`).
+    pub fn make_code_sign_key(&self) -> anyhow::Result<CodeSignKey> {
+        if let Some(k) = self.code_sign_key() {
+            return Ok(k);
+        }
+        let k = CodeSignKey::generate()?;
+        Ok(self.state.lock().unwrap().code_sign_key.get_or_insert(k).clone())
     }
 
     /// The project's code-signing key, once there is one.
