@@ -658,9 +658,11 @@ impl State {
 
     fn send_work(&mut self, req: &SchedulerRequest, reply: &mut String) {
         let app = self.config.app_name.clone();
-        // Anonymous platform: the client names its app versions (`<app_versions>`); else the
-        // server's own, sent with the result (`sched/sched_send.cpp` `add_result_to_reply`).
-        let (av, server_sent) = if !req.app_versions.is_empty() {
+        // Anonymous platform when the client says its platform is "anonymous"
+        // (`sched/sched_send.cpp` `send_work_setup`, `is_anonymous`; the client sends
+        // `<app_versions>` in every request, `client/cs_scheduler.cpp`): its `app_info.xml`
+        // versions. Else the server's own, sent with the result (`add_result_to_reply`).
+        let (av, server_sent) = if req.platform_name == "anonymous" {
             let Some(av) = req.app_versions.iter().find(|a| a.app_name == app).cloned() else {
                 self.log("scheduler: anonymous platform without an app version of the app: nothing sent".into());
                 let _ = writeln!(reply, "<message priority=\"notice\">harness: app_info.xml has no app {}</message>", esc(&app));
@@ -1260,6 +1262,7 @@ mod tests {
     /// What the scheduler sends for the next unsent result, to an anonymous-platform client.
     fn send(h: &Harness) -> String {
         let req = SchedulerRequest {
+            platform_name: "anonymous".into(),
             app_versions: vec![xml::ClientAppVersion { app_name: "gah".into(), version_num: 100, ..Default::default() }],
             ..Default::default()
         };

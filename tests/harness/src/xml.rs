@@ -53,7 +53,8 @@ pub struct SchedulerRequest {
     pub cpu_req_secs: f64,
     /// `<cpu_req_instances>`.
     pub cpu_req_instances: f64,
-    /// `<app_versions>` (only under anonymous platform).
+    /// `<app_versions>`: the versions the client has (under anonymous platform, those of its
+    /// `app_info.xml`).
     pub app_versions: Vec<ClientAppVersion>,
     /// Completed results being reported.
     pub results: Vec<ReportedResult>,
