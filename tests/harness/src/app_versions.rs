@@ -105,7 +105,7 @@ pub fn print_hex_data(data: &[u8]) -> String {
             out.push('\n');
         }
     }
-    if data.len() % 32 != 0 {
+    if !data.len().is_multiple_of(32) {
         out.push('\n');
     }
     out.push_str(".\n");
@@ -595,11 +595,9 @@ mod tests {
         }
         let clear = &em[3 + ff..];
         // clear_buf[MD5_LEN]; strncmp(md5_buf, clear_buf, strlen(md5_buf)).
-        let n = md5.len();
-        let a = md5.as_bytes();
-        for i in 0..n {
+        for (i, &a) in md5.as_bytes().iter().enumerate() {
             let c = clear.get(i).copied().unwrap_or(0);
-            if a[i] != c {
+            if a != c {
                 return Ok(false);
             }
             if c == 0 {
