@@ -6,6 +6,12 @@
 //! by running `gah-validate-init`, `gah-validate-compare` and `gah-assimilate` with the
 //! `config.xml` lines of `templates/README.md`, under BOINC's own command-line rules.
 //!
+//! `real_boinc_client_runs_a_server_sent_app_version` runs the job with the app version
+//! server-sent instead (no `app_info.xml`: `package-app-version.sh --boinc-apps`, signed and
+//! sent by the harness as `update_versions` and the scheduler do), and
+//! `real_boinc_client_refuses_a_badly_signed_app_file` checks the client refuses a file whose
+//! signature is not the project key's.
+//!
 //! `cargo test --release real_boinc_client` runs them (with `RUN_SLOW_TESTS=1`), one at a
 //! time. `GAH_BOINC_BACKEND=sandbox` runs gah-app's sandbox backend instead of the VM (TCG
 //! here): ~1 min a test instead of ~6. `GAH_KEEP_TMP=1` keeps the temp folders;
@@ -27,6 +33,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use gah_boinc_harness::app_versions::CodeSignKey;
 use gah_boinc_harness::boinc_scripts::BoincServer;
 use gah_boinc_harness::client::{qemus_of, Client, ClientConfig, Task};
 use gah_boinc_harness::server::{client_state, content_name, Daemons, Harness, HarnessConfig, Snapshot, WorkunitSpec, WuOutcome};
@@ -73,7 +80,7 @@ fn start(test: &str) -> Run {
     launch(
         test,
         |tmp, harness, spec| stage_shared_inputs(tmp, harness, spec, &a.overlay, &a.distfiles),
-        |project_dir, _| {
+        |project_dir, _, _| {
             let guest = if is_vm() { "vm" } else { "sandbox" };
             package_app_version(project_dir, &a.image, guest, std::env::var("GAH_BOINC_CMDLINE").ok().as_deref());
         },
@@ -97,9 +104,47 @@ fn stage_shared_inputs(tmp: &Path, harness: &Harness, spec: &mut WorkunitSpec, r
     }
 }
 
+/// [`start`], with the app version server-sent instead of anonymous platform:
+/// `scripts/package-app-version.sh --boinc-apps` lays out the version folder as
+/// `tools/update_versions` reads it, the harness signs, stages and sends it
+/// ([`Harness::add_app_versions`]); the client's project folder has no `app_info.xml`.
+fn start_server_sent(test: &str) -> Run {
+    let a = artefacts();
+    launch(
+        test,
+        |tmp, harness, spec| stage_shared_inputs(tmp, harness, spec, &a.overlay, &a.distfiles),
+        |_, tmp, harness| {
+            let guest = if is_vm() { "vm" } else { "sandbox" };
+            package_server_sent(tmp, harness, &a.image, guest, |_| {});
+        },
+    )
+}
+
+/// The server-sent app version of flavour `guest` from `image`: `--boinc-apps TMP/apps`
+/// (the anonymous-platform folder it also makes goes to `TMP/anonymous`, unused), `edit` on
+/// the version folder, then the harness's `update_versions`. Returns the version folder.
+fn package_server_sent(tmp: &Path, harness: &Harness, image: &Path, guest: &str, edit: impl FnOnce(&Path)) -> PathBuf {
+    let apps = tmp.join("apps");
+    let mut script = package_script(image, guest);
+    let out = script.arg("--boinc-apps").arg(&apps).arg(tmp.join("anonymous")).output().expect("package-app-version.sh");
+    assert!(
+        out.status.success(),
+        "package-app-version.sh: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan_class = guest.replace("both", "vm");
+    let vdir = apps.join("gah/100").join(format!("x86_64-pc-linux-gnu__{plan_class}"));
+    assert!(vdir.join("version.xml").is_file(), "no {}", vdir.join("version.xml").display());
+    edit(&vdir);
+    let avs = harness.add_app_versions(&apps).expect("update_versions");
+    assert_eq!(avs.len(), 1, "{avs:?}");
+    vdir
+}
+
 /// [`start`]'s steps, with the workunit (`workunit(tmp, harness, spec)`) and the app version
 /// (`package(project_dir, tmp)`) up to the test.
-fn launch(test: &str, workunit: impl FnOnce(&Path, &Harness, &mut WorkunitSpec), package: impl FnOnce(&Path, &Path)) -> Run {
+fn launch(test: &str, workunit: impl FnOnce(&Path, &Harness, &mut WorkunitSpec), package: impl FnOnce(&Path, &Path, &Harness)) -> Run {
     let started = Instant::now();
     let tmp_dir = tempfile::Builder::new().prefix(&format!("gah-{test}-")).tempdir_in(std::env::temp_dir()).expect("temp dir");
     let tmp = tmp_dir.path().to_path_buf();
@@ -125,7 +170,7 @@ fn launch(test: &str, workunit: impl FnOnce(&Path, &Harness, &mut WorkunitSpec),
     let mut config = ClientConfig::new(&tmp.join("client"), &harness.master_url(), harness.authenticator());
     config.checkpoint_secs = 60;
     config.write().expect("client config");
-    package(&config.project_dir(), &tmp);
+    package(&config.project_dir(), &tmp, &harness);
     let client = Client::start(&config).expect("start boinc");
     eprintln!(
         "{test}: {} {} (backend {}), master URL {}, data folder {}",
@@ -155,12 +200,7 @@ fn tar_dir(dir: &Path, out: &Path) {
 /// Anonymous platform: `scripts/package-app-version.sh --link` straight into the project
 /// folder (hard links: the root disk is GBs), in flavour `guest`.
 fn package_app_version(project_dir: &Path, image: &Path, guest: &str, cmdline: Option<&str>) {
-    let bin = program("gah-app").parent().unwrap().to_path_buf();
-    let mut script = gah_util::process::command("bash");
-    script.arg(project_root().join("scripts/package-app-version.sh")).arg("--link").arg("--bin").arg(&bin).arg("--image").arg(image);
-    // The flavour's own files: the vm's kernel and disks, or the sandbox's root as a tar that
-    // gah-app unpacks into the project folder.
-    script.arg("--guest").arg(guest);
+    let mut script = package_script(image, guest);
     if let Some(c) = cmdline {
         script.arg("--cmdline").arg(c);
     }
@@ -171,6 +211,17 @@ fn package_app_version(project_dir: &Path, image: &Path, guest: &str, cmdline: O
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `scripts/package-app-version.sh --link --bin <ours> --image IMAGE --guest GUEST`: the
+/// flavour's own files, the vm's kernel and disks or the sandbox's root as a tar that gah-app
+/// unpacks into the project folder.
+fn package_script(image: &Path, guest: &str) -> std::process::Command {
+    let bin = program("gah-app").parent().unwrap().to_path_buf();
+    let mut script = gah_util::process::command("bash");
+    script.arg(project_root().join("scripts/package-app-version.sh")).arg("--link").arg("--bin").arg(&bin).arg("--image").arg(image);
+    script.arg("--guest").arg(guest);
+    script
 }
 
 impl Run {
@@ -498,7 +549,7 @@ fn real_boinc_client_fails_fast_on_a_compute_error() {
             stage_shared_inputs(tmp, harness, spec, &empty, &empty);
             spec.command_line = BAD_OPTION.into();
         },
-        |project_dir, tmp| {
+        |project_dir, tmp, _| {
             // The sandbox flavour packs the image's root: an empty one will do, nothing runs it.
             let (empty, image) = (tmp.join("empty"), tmp.join("no-image"));
             std::fs::create_dir_all(&empty).unwrap();
@@ -539,4 +590,123 @@ fn real_boinc_client_fails_fast_on_a_compute_error() {
     assert!(matches!(err.ended, Ended::ClientExited(_)), "{err}");
     assert!(t1.elapsed() < Duration::from_secs(5), "{err}");
     run.assert_clean("after the compute error");
+}
+
+/// Server-sent, end to end: no `app_info.xml`; the client gets the app version from the
+/// scheduler with the project's code-signing key, downloads every file (gunzipping the
+/// `<gzip/>` ones), checks each signature, copies the BOINC libraries into the slot, runs
+/// gah-app with the plan class's `--memory_size_mb`, and the job is validated and assimilated
+/// as in [`real_boinc_client_runs_a_job_end_to_end`].
+#[test]
+fn real_boinc_client_runs_a_server_sent_app_version() {
+    if !slow_tests_enabled("real_boinc_client_runs_a_server_sent_app_version") {
+        return;
+    }
+    let _one = serial();
+    let mut run = start_server_sent("serversent");
+    let project_dir = run.client.data_dir().join("projects").join(run.harness.project_dir_name());
+    assert!(!project_dir.join("app_info.xml").exists(), "a server-sent run has no app_info.xml");
+    let snap = run.wait_decided();
+    run.assert_stored_success(&snap);
+    assert_eq!(snap.uploads.len(), 1, "{:?}", snap.uploads);
+    let stderr = &snap.report(&run.result).expect("report").stderr_out;
+    if !is_vm() {
+        let unpacked = stderr.lines().find(|l| l.contains("gah-app: guest root unpacked"));
+        assert!(unpacked.is_some(), "the app did not unpack rootfs.tar; stderr:\n{}", tail(stderr, 40));
+    }
+    // The scheduler's plan class additions were made, and the client took the key.
+    assert!(snap.log.iter().any(|l| l.contains("server-sent app version") && l.contains("--memory_size_mb")), "{}", snap.log.join("\n"));
+    let state = std::fs::read_to_string(run.client.data_dir().join("client_state.xml")).expect("client_state.xml");
+    let key = run.harness.code_sign_key().expect("the harness made a key").public_hex();
+    assert!(state.contains(key.trim()), "the client did not keep the project's code-signing key");
+    assert!(state.contains("<signature_required/>"), "the client did not require signatures on the app version's files");
+    assert!(!state.contains("<anonymous_platform/>"), "the project should not be anonymous platform");
+    run.client.wait_exit(Duration::from_secs(120)).unwrap_or_else(|e| panic!("the client did not exit when idle: {e}"));
+    run.assert_clean("after the server-sent job");
+}
+
+/// Server-sent app files whose signatures are wrong: the real client refuses them and never
+/// runs the app. Cheap: no guest, an empty root. The bad signatures come the way
+/// update_versions takes one, a `NAME.sig` beside the file: gah-agent's is made with another
+/// key (above `ASYNC_FILE_THRESHOLD`, 10 MB, the client checks it in `ASYNC_VERIFY::finish`:
+/// `decrypt_public` fails, -231 `ERR_CRYPTO`), libboinc's is the project key's signature of
+/// another file (`FILE_INFO::verify_file`: "Signature verification failed", -120
+/// `ERR_RSA_FAILED`). The task ends as a download error (-186 `ERR_RESULT_DOWNLOAD`,
+/// "app_version download error") naming both files.
+#[test]
+fn real_boinc_client_refuses_a_badly_signed_app_file() {
+    if !slow_tests_enabled("real_boinc_client_refuses_a_badly_signed_app_file") {
+        return;
+    }
+    let _one = serial();
+    let bad = Mutex::new(Vec::<String>::new());
+    let mut run = launch(
+        "badsig",
+        |tmp, harness, spec| {
+            let empty = tmp.join("empty-inputs");
+            std::fs::create_dir_all(&empty).unwrap();
+            stage_shared_inputs(tmp, harness, spec, &empty, &empty);
+        },
+        |_, tmp, harness| {
+            let (empty, image) = (tmp.join("empty"), tmp.join("no-image"));
+            std::fs::create_dir_all(&empty).unwrap();
+            std::fs::create_dir_all(&image).unwrap();
+            tar_dir(&empty, &image.join("rootfs.tar"));
+            package_server_sent(tmp, harness, &image, "sandbox", |vdir| {
+                let named = |prefix: &str| {
+                    std::fs::read_dir(vdir)
+                        .unwrap()
+                        .flatten()
+                        .map(|e| e.path())
+                        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(prefix)))
+                        .unwrap_or_else(|| panic!("no {prefix}* in {}", vdir.display()))
+                };
+                let sig_of = |p: &Path| p.with_file_name(format!("{}.sig", p.file_name().unwrap().to_string_lossy()));
+                let agent = named("gah-agent-");
+                let stranger = CodeSignKey::generate().expect("key");
+                std::fs::write(sig_of(&agent), stranger.sign_file(&agent).expect("sign")).unwrap();
+                let lib = named("libboinc-");
+                let project_key = harness.make_code_sign_key().expect("key");
+                std::fs::write(sig_of(&lib), project_key.sign_file(&vdir.join("version.xml")).expect("sign")).unwrap();
+                let mut bad = bad.lock().unwrap();
+                for p in [agent, lib] {
+                    bad.push(p.file_name().unwrap().to_string_lossy().into_owned());
+                }
+            });
+        },
+    );
+    let bad = bad.into_inner().unwrap();
+    let result = run.result.clone();
+    let snap = run
+        .client
+        .watch()
+        .task(&result)
+        .server(&run.harness)
+        .until("the task's report", Duration::from_secs(600), |s| s.snap.clone().filter(|snap| snap.report(&result).is_some()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let report = snap.report(&result).unwrap();
+    let log = run.client.log();
+    eprintln!(
+        "badsig: reported state {} ({}), exit status {}; stderr:\n{}\nclient log:\n{}",
+        report.state,
+        client_state::name(report.state),
+        report.exit_status,
+        report.stderr_out,
+        log.lines().filter(|l| bad.iter().any(|b| l.contains(b)) || l.to_lowercase().contains("signature")).collect::<Vec<_>>().join("\n")
+    );
+    // ERR_RESULT_DOWNLOAD: the app version's files could not be had.
+    assert_eq!(report.exit_status, -186, "{report:?}");
+    assert!(report.stderr_out.contains("app_version download error"), "{}", report.stderr_out);
+    for (name, code) in bad.iter().zip(["-231", "-120"]) {
+        let at = report
+            .stderr_out
+            .find(&format!("<file_name>{name}</file_name>"))
+            .unwrap_or_else(|| panic!("{name} not refused: {}", report.stderr_out));
+        assert!(report.stderr_out[at..].contains(&format!("<error_code>{code} ")), "{name} should be {code}: {}", report.stderr_out);
+    }
+    assert!(log.contains(&format!("Signature verification failed for {}", bad[1])), "log:\n{}", tail(&log, 60));
+    assert!(!log.contains("Starting task"), "the app ran:\n{}", tail(&log, 60));
+    assert!(matches!(snap.outcome(&run.wu), WuOutcome::Failed { .. }), "{:?}", snap.outcome(&run.wu));
+    let _ = run.client.wait_exit(Duration::from_secs(120));
+    run.assert_clean("after the refused files");
 }

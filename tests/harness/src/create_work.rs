@@ -22,7 +22,9 @@
 //!     (`tools/create_work.cpp` sets `wu` from its options, then calls `create_work2` →
 //!     `process_input_template`), so the template's values win.
 //! - [`PlanClass::cmdline`]: what the scheduler appends to the app's command line for a CPU
-//!   plan class (`sched/plan_class_spec.cpp`, `PLAN_CLASS_SPEC::check`, the "CPU only" branch).
+//!   plan class (`sched/plan_class_spec.cpp`, `PLAN_CLASS_SPEC::check`, the "CPU only" branch),
+//!   sent as the server-sent app version's `<cmdline>` (the harness's scheduler uses it for
+//!   every server-sent version, [`crate::app_versions`]).
 //! - [`delete_input_files`]: `file_deleter` removing a workunit's input files once it is
 //!   assimilated, except those whose `<file_info>` has `<no_delete/>`
 //!   (`sched/file_deleter.cpp`, `wu_delete_files`).
@@ -292,6 +294,8 @@ pub struct PlanClass {
     pub mem_usage_per_cpu: f64,
     /// `<nthreads_cmdline>`.
     pub nthreads_cmdline: bool,
+    /// `<projected_flops_scale>` (1 when absent).
+    pub projected_flops_scale: f64,
 }
 
 /// BOINC's MEGA (`lib/util.h`): its MB is 2^20 bytes.
@@ -313,6 +317,7 @@ impl PlanClass {
                 mem_usage_per_cpu: num(p, "mem_usage_per_cpu_mb") * MEGA,
                 // parse_bool: <nthreads_cmdline/> or <nthreads_cmdline>1</nthreads_cmdline>.
                 nthreads_cmdline: p.child("nthreads_cmdline").is_some_and(|c| c.text.is_empty() || c.text.trim() != "0"),
+                projected_flops_scale: p.value("projected_flops_scale").and_then(|v| v.trim().parse().ok()).unwrap_or(1.0),
             })
             .collect())
     }
@@ -329,6 +334,12 @@ impl PlanClass {
     /// scheduler never calls `app_plan` (`sched/sched_version.cpp`,
     /// `get_app_version_anonymous`), so nothing is appended there.
     pub fn cmdline(&self, effective_ncpus: f64, usable_ram: f64) -> Option<String> {
+        self.usage(effective_ncpus, usable_ram).map(|(_, cmdline)| cmdline)
+    }
+
+    /// [`PlanClass::cmdline`] with the CPUs it budgets (`hu.avg_ncpus`, the app version's
+    /// `<avg_ncpus>` in the reply).
+    pub fn usage(&self, effective_ncpus: f64, usable_ram: f64) -> Option<(f64, String)> {
         let mut cmdline = String::new();
         let can_use_multicore = self.max_threads > 1.0 || self.nthreads_cmdline;
         let mut avg_ncpus = 1.0;
@@ -354,7 +365,7 @@ impl PlanClass {
             // `(int)hu.avg_ncpus`.
             let _ = write!(cmdline, " --nthreads {}", avg_ncpus.trunc());
         }
-        Some(cmdline)
+        Some((avg_ncpus, cmdline))
     }
 }
 
@@ -383,6 +394,8 @@ mod tests {
         // Memory cuts the CPUs: (1800-1024)/512 = 1.
         assert_eq!(vm.cmdline(8.0, 1800.0 * MEGA).unwrap(), " --memory_size_mb 1536");
         assert_eq!(vm.cmdline(8.0, 1000.0 * MEGA), None);
+        assert_eq!(vm.usage(8.0, 1800.0 * MEGA).unwrap().0, 1.0);
+        assert_eq!(vm.usage(8.0, 16.0 * 1024.0 * MEGA).unwrap().0, 2.0);
         let threads = PlanClass { nthreads_cmdline: true, max_threads: 4.0, ..PlanClass::default() };
         assert_eq!(threads.cmdline(3.0, 1e12).unwrap(), " --nthreads 3");
         assert_eq!(PlanClass::default().cmdline(8.0, 1e12).unwrap(), "");

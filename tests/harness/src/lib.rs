@@ -9,7 +9,11 @@
 //!   client reports a result it runs `gah_validator::init` (and `compare` once a quorum of two
 //!   or more is valid) and `gah_assimilator::assimilate` into `results/results.sqlite`, like
 //!   BOINC's `script_validator`/`script_assimilator` would with the `gah-*` binaries.
-//!   Only anonymous platform is supported (the client's `app_info.xml` provides the app).
+//!   The app comes by anonymous platform (the client's `app_info.xml`) or server-sent
+//!   ([`server::Harness::add_app_versions`]): [`app_versions`] plays `update_versions`
+//!   (signing every file with the project's code-signing key in BOINC's format, staging,
+//!   gzip) and the scheduler's app version XML, with the key and the plan class's
+//!   `avg_ncpus` and `--memory_size_mb`/`--nthreads` command line in the reply.
 //!   With [`server::HarnessConfig::daemons`] set, validation and assimilation instead run
 //!   the installed programs through [`boinc_scripts`], BOINC's own command-line rules, with
 //!   the `config.xml` lines of `templates/README.md`.
@@ -48,6 +52,7 @@
 //! happen ([`wait::Ended`]), with the evidence in its [`wait::WaitError`]; the time limit is
 //! only the last resort.
 
+pub mod app_versions;
 pub mod boinc_scripts;
 pub mod client;
 pub mod create_work;

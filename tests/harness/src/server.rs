@@ -7,7 +7,10 @@
 //!   (`<scheduler>` and `<link rel="boinc_scheduler">`);
 //! - `POST /gah_cgi/cgi` scheduler RPC;
 //! - `POST /gah_cgi/file_upload_handler` upload handler (`get_file_size`, `file_upload`);
-//! - `GET /gah/download/NAME` input files (with `Range: bytes=N-`).
+//! - `GET /gah/download/NAME` input and app version files (with `Range: bytes=N-`).
+//!
+//! App versions: anonymous platform (the client's `app_info.xml`) or server-sent
+//! ([`Harness::add_app_versions`], signed and sent as [`crate::app_versions`] says).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -23,8 +26,9 @@ use anyhow::{bail, Context};
 use gah_core::db::Database;
 use gah_core::job::Job;
 
+use crate::app_versions::{self, AppVersion, CodeSignKey};
 use crate::boinc_scripts::{self, AssimilatorWorkunit, BoincServer, Canonical, ValidatorDecision, ValidatorResult};
-use crate::create_work::{self, InputFile, InputTemplate, WorkunitValues};
+use crate::create_work::{self, InputFile, InputTemplate, PlanClass, WorkunitValues};
 use crate::wait::{self, Ended, Step, WaitError};
 use crate::xml::{self, esc, ReportedResult, SchedulerRequest};
 
@@ -80,6 +84,10 @@ pub struct HarnessConfig {
     /// The input template `create_work` builds workunits from (default: the product's
     /// `templates/gah_in`).
     pub input_template: InputTemplate,
+    /// The project's `plan_class_spec.xml` (default: the product's
+    /// `templates/plan_class_spec.xml`): a server-sent version's plan class gives its
+    /// `avg_ncpus` and `cmdline` ([`PlanClass::usage`]).
+    pub plan_classes: Vec<PlanClass>,
 }
 
 /// BOINC's `script_validator` and `script_assimilator`, as the harness plays them when
@@ -149,9 +157,13 @@ impl HarnessConfig {
             request_delay_secs: 5.0,
             daemons: None,
             input_template: InputTemplate::gah_in(),
+            plan_classes: PlanClass::parse_spec(PLAN_CLASS_SPEC).expect("templates/plan_class_spec.xml parses"),
         }
     }
 }
+
+/// The product's `templates/plan_class_spec.xml`.
+pub const PLAN_CLASS_SPEC: &str = include_str!("../../../templates/plan_class_spec.xml");
 
 /// One workunit to hand out: what the work generator gives `create_work` (its command line).
 /// The input template ([`HarnessConfig::input_template`]) then has the last word, as with
@@ -292,6 +304,10 @@ struct State {
     results: BTreeMap<String, ResultRec>,
     snap: Snapshot,
     next_wu_id: i64,
+    /// The project's code-signing key, made with the first server-sent app version.
+    code_sign_key: Option<CodeSignKey>,
+    /// Server-sent app versions ([`Harness::add_app_versions`]).
+    app_versions: Vec<AppVersion>,
 }
 
 /// The running harness; stops its server thread on drop.
@@ -320,6 +336,8 @@ impl Harness {
             results: BTreeMap::new(),
             snap: Snapshot::default(),
             next_wu_id: 1,
+            code_sign_key: None,
+            app_versions: Vec::new(),
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -430,6 +448,38 @@ impl Harness {
         }
         st.log(format!("workunit {name} (id {id}) queued with results {names:?}"));
         Ok(names)
+    }
+
+    /// Adds the server-sent app versions laid out under `apps` (a project's `apps/`, as
+    /// `scripts/package-app-version.sh --boinc-apps` writes it), as the project's
+    /// `bin/update_versions` does ([`app_versions::update_versions`]): every file signed with
+    /// the project's code-signing key (made now if there is none yet), staged into the
+    /// download folder, gzipped where `<gzip/>`. From now on the scheduler sends a client
+    /// without anonymous platform the best of them for its host, and the key.
+    pub fn add_app_versions(&self, apps: &Path) -> anyhow::Result<Vec<AppVersion>> {
+        let key = self.make_code_sign_key()?;
+        let url = format!("http://127.0.0.1:{}/gah/download", self.port);
+        let avs = app_versions::update_versions(apps, &self.config.app_name, &key, &self.download_dir(), &url)?;
+        let mut st = self.state.lock().unwrap();
+        for av in &avs {
+            st.log(format!("update_versions: app version {} {} {} added", av.version_num, av.platform, av.plan_class));
+        }
+        st.app_versions.extend(avs.iter().cloned());
+        Ok(avs)
+    }
+
+    /// The project's code-signing key, made now if there is none (`crypt_prog -genkey`).
+    pub fn make_code_sign_key(&self) -> anyhow::Result<CodeSignKey> {
+        if let Some(k) = self.code_sign_key() {
+            return Ok(k);
+        }
+        let k = CodeSignKey::generate()?;
+        Ok(self.state.lock().unwrap().code_sign_key.get_or_insert(k).clone())
+    }
+
+    /// The project's code-signing key, once there is one.
+    pub fn code_sign_key(&self) -> Option<CodeSignKey> {
+        self.state.lock().unwrap().code_sign_key.clone()
     }
 
     /// A copy of what the harness saw so far.
@@ -585,7 +635,21 @@ impl State {
             self.handle_report(r);
         }
 
-        if req.wants_work() {
+        // sched/handle_request.cpp `send_code_sign_key`: a client without the key gets it; one
+        // with another key would need a signature of the new key by the old one, which the
+        // harness has none of: such a client gets no work.
+        let mut key_ok = true;
+        if let Some(key) = &self.code_sign_key {
+            let public = key.public_hex();
+            let public = public.trim();
+            if req.code_sign_key.is_empty() {
+                let _ = writeln!(reply, "<code_sign_key>\n{public}\n</code_sign_key>");
+            } else if req.code_sign_key.trim() != public {
+                key_ok = false;
+                self.log("scheduler: the client has another code-signing key: no work".into());
+            }
+        }
+        if req.wants_work() && key_ok {
             self.send_work(&req, &mut reply);
         }
         reply.push_str("</scheduler_reply>\n");
@@ -594,14 +658,22 @@ impl State {
 
     fn send_work(&mut self, req: &SchedulerRequest, reply: &mut String) {
         let app = self.config.app_name.clone();
-        let Some(av) = req.app_versions.iter().find(|a| a.app_name == app).cloned() else {
-            self.log("scheduler: no anonymous-platform app version for the app: nothing sent".into());
-            let _ = writeln!(
-                reply,
-                "<message priority=\"notice\">harness: only anonymous platform (app_info.xml with app {}) is supported</message>",
-                esc(&app)
-            );
-            return;
+        // Anonymous platform when the client says its platform is "anonymous"
+        // (`sched/sched_send.cpp` `send_work_setup`, `is_anonymous`; the client sends
+        // `<app_versions>` in every request, `client/cs_scheduler.cpp`): its `app_info.xml`
+        // versions. Else the server's own, sent with the result (`add_result_to_reply`).
+        let (av, server_sent) = if req.platform_name == "anonymous" {
+            let Some(av) = req.app_versions.iter().find(|a| a.app_name == app).cloned() else {
+                self.log("scheduler: anonymous platform without an app version of the app: nothing sent".into());
+                let _ = writeln!(reply, "<message priority=\"notice\">harness: app_info.xml has no app {}</message>", esc(&app));
+                return;
+            };
+            (av, None)
+        } else {
+            match self.server_sent_version(req, reply) {
+                Some((av, xml)) => (av, Some(xml)),
+                None => return,
+            }
         };
         let Some(result) = self.results.values().find(|r| r.sent.is_none()).map(|r| r.name.clone()) else {
             let _ = writeln!(reply, "<message priority=\"low\">harness: no work available</message>");
@@ -615,6 +687,9 @@ impl State {
         let base = self.base_url.clone();
         let platform = if av.platform.is_empty() { req.platform_name.clone() } else { av.platform.clone() };
         let _ = writeln!(reply, "<app>\n    <name>{}</name>\n    <user_friendly_name>gentoo@home</user_friendly_name>\n</app>", esc(&app));
+        if let Some(xml) = &server_sent {
+            reply.push_str(xml);
+        }
         for f in &w.inputs {
             let _ = writeln!(
                 reply,
@@ -677,6 +752,78 @@ impl State {
         self.results.get_mut(&result).expect("result").sent = Some(now());
         self.snap.sent.push(result.clone());
         self.log(format!("scheduler: sent {result} of {wu_name} (app version {} {})", av.version_num, av.plan_class));
+    }
+
+    /// The server-sent app version for the requesting host, as the scheduler picks and writes
+    /// it: versions of the request's platform whose plan class accepts the host, the highest
+    /// version number, then the most projected flops (`sched/sched_version.cpp`
+    /// `get_app_version`); `avg_ncpus` and `cmdline` from the plan class for the host's
+    /// usable CPUs (`sched/sched_send.cpp` `get_job_limits`: `p_ncpus` cut by
+    /// `max_ncpus_pct`) and memory (`get_mem_sizes`: `m_nbytes` times the larger of the
+    /// `ram_max_used_*` fractions), `flops` = `p_fpops` · `avg_ncpus` ·
+    /// `projected_flops_scale` (`plan_class_spec.cpp`). None (with a message) when none fits.
+    fn server_sent_version(&mut self, req: &SchedulerRequest, reply: &mut String) -> Option<(xml::ClientAppVersion, String)> {
+        let mut n = req.p_ncpus.trunc();
+        if req.max_ncpus_pct > 0.0 && req.max_ncpus_pct < 100.0 {
+            n = (n * req.max_ncpus_pct / 100.0).trunc();
+        }
+        let effective_ncpus = n.max(1.0);
+        // DEFAULT_RAM_SIZE (sched/sched_send.h).
+        let ram = if req.m_nbytes > 0.0 { req.m_nbytes } else { 64_000_000.0 };
+        let (busy, idle) = (req.ram_max_used_busy_pct / 100.0, req.ram_max_used_idle_pct / 100.0);
+        let usable_ram = if busy > 0.0 && idle > 0.0 { ram * busy.max(idle).min(1.0) } else { ram };
+        let fpops = if req.p_fpops > 0.0 { req.p_fpops } else { 1e9 };
+        let mut best: Option<(i64, f64, usize, f64, String)> = None;
+        let mut refused = Vec::new();
+        for (i, av) in self.app_versions.iter().enumerate() {
+            if av.app_name != self.config.app_name || av.platform != req.platform_name {
+                continue;
+            }
+            let (avg_ncpus, cmdline, scale) = if av.plan_class.is_empty() {
+                (1.0, String::new(), 1.0)
+            } else {
+                let Some(pc) = self.config.plan_classes.iter().find(|p| p.name == av.plan_class) else {
+                    refused.push(format!("{}: unknown plan class", av.plan_class));
+                    continue;
+                };
+                let Some((avg, cmdline)) = pc.usage(effective_ncpus, usable_ram) else {
+                    refused.push(format!("{}: not enough memory", av.plan_class));
+                    continue;
+                };
+                (avg, cmdline, pc.projected_flops_scale)
+            };
+            let flops = fpops * avg_ncpus * scale;
+            if best.as_ref().is_none_or(|b| (av.version_num, flops) > (b.0, b.1)) {
+                best = Some((av.version_num, flops, i, avg_ncpus, cmdline));
+            }
+        }
+        let Some((_, flops, i, avg_ncpus, cmdline)) = best else {
+            self.log(format!(
+                "scheduler: no app version for platform {} ({} known; {refused:?}): nothing sent",
+                req.platform_name,
+                self.app_versions.len()
+            ));
+            let _ = writeln!(
+                reply,
+                "<message priority=\"notice\">harness: no app version for your platform {}</message>",
+                esc(&req.platform_name)
+            );
+            return None;
+        };
+        let av = self.app_versions[i].clone();
+        let client_av = xml::ClientAppVersion {
+            app_name: av.app_name.clone(),
+            version_num: av.version_num,
+            platform: av.platform.clone(),
+            plan_class: av.plan_class.clone(),
+        };
+        self.log(format!(
+            "scheduler: server-sent app version {} {} for {effective_ncpus} CPUs, {:.0} MB: avg_ncpus {avg_ncpus}, cmdline {cmdline:?}",
+            av.version_num,
+            av.plan_class,
+            usable_ram / 1_048_576.0
+        ));
+        Some((client_av, av.scheduler_xml(avg_ncpus, flops, &cmdline)))
     }
 
     fn handle_report(&mut self, r: &ReportedResult) {
@@ -1022,12 +1169,13 @@ fn download(request: tiny_http::Request, dir: &Path, name: &str, state: &Mutex<S
     if name.is_empty() || name.contains('/') || name.contains("..") {
         return request.respond(tiny_http::Response::empty(400));
     }
-    let Ok(bytes) = fs::read(dir.join(name)) else {
+    // Streamed from the file: an app version's root tar is most of a GB.
+    let Ok(mut file) = fs::File::open(dir.join(name)) else {
         state.lock().unwrap().log(format!("download: 404 {name}"));
         return request.respond(tiny_http::Response::empty(404));
     };
+    let total = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
     let range = request.headers().iter().find(|h| h.field.equiv("Range")).map(|h| h.value.as_str().to_owned());
-    let total = bytes.len();
     let (start, end) = match range.as_deref().and_then(|r| r.strip_prefix("bytes=")).and_then(|r| r.split_once('-')) {
         Some((a, b)) => {
             let start: usize = a.trim().parse().unwrap_or(0);
@@ -1038,13 +1186,15 @@ fn download(request: tiny_http::Request, dir: &Path, name: &str, state: &Mutex<S
     };
     state.lock().unwrap().log(format!("download: {name} bytes {start}..{end} of {total}"));
     let partial = range.is_some();
-    let mut response =
-        tiny_http::Response::from_data(bytes[start..end.max(start)].to_vec()).with_status_code(if partial { 206 } else { 200 });
+    file.seek(SeekFrom::Start(start as u64))?;
+    let len = end.saturating_sub(start);
+    let mut headers = Vec::new();
     if partial {
         let v = format!("bytes {start}-{}/{total}", end.saturating_sub(1));
-        response = response.with_header(tiny_http::Header::from_bytes(&b"Content-Range"[..], v.as_bytes()).expect("header"));
+        headers.push(tiny_http::Header::from_bytes(&b"Content-Range"[..], v.as_bytes()).expect("header"));
     }
-    request.respond(response)
+    let body = std::io::Read::take(file, len as u64);
+    request.respond(tiny_http::Response::new(tiny_http::StatusCode(if partial { 206 } else { 200 }), headers, body, Some(len), None))
 }
 
 #[cfg(test)]
@@ -1112,6 +1262,7 @@ mod tests {
     /// What the scheduler sends for the next unsent result, to an anonymous-platform client.
     fn send(h: &Harness) -> String {
         let req = SchedulerRequest {
+            platform_name: "anonymous".into(),
             app_versions: vec![xml::ClientAppVersion { app_name: "gah".into(), version_num: 100, ..Default::default() }],
             ..Default::default()
         };

@@ -53,7 +53,8 @@ pub struct SchedulerRequest {
     pub cpu_req_secs: f64,
     /// `<cpu_req_instances>`.
     pub cpu_req_instances: f64,
-    /// `<app_versions>` (only under anonymous platform).
+    /// `<app_versions>`: the versions the client has (under anonymous platform, those of its
+    /// `app_info.xml`).
     pub app_versions: Vec<ClientAppVersion>,
     /// Completed results being reported.
     pub results: Vec<ReportedResult>,
@@ -61,6 +62,21 @@ pub struct SchedulerRequest {
     pub other_results: Vec<String>,
     /// The client's version, `major.minor.release`.
     pub client_version: String,
+    /// `<code_sign_key>`: the project's key the client holds (empty: none yet).
+    pub code_sign_key: String,
+    /// `<host_info><p_ncpus>`.
+    pub p_ncpus: f64,
+    /// `<host_info><p_fpops>`.
+    pub p_fpops: f64,
+    /// `<host_info><m_nbytes>`.
+    pub m_nbytes: f64,
+    /// `<working_global_preferences>`: `max_ncpus_pct`, `ram_max_used_busy_pct`,
+    /// `ram_max_used_idle_pct` (0 when absent).
+    pub max_ncpus_pct: f64,
+    /// See `max_ncpus_pct`.
+    pub ram_max_used_busy_pct: f64,
+    /// See `max_ncpus_pct`.
+    pub ram_max_used_idle_pct: f64,
 }
 
 impl SchedulerRequest {
@@ -143,6 +159,19 @@ pub fn parse_scheduler_request(body: &[u8]) -> anyhow::Result<SchedulerRequest> 
                     "scheduler_request/app_versions/app_version/plan_class" => av.plan_class = v,
                     "scheduler_request/app_versions/app_version" => req.app_versions.push(std::mem::take(&mut av)),
                     "scheduler_request/other_results/other_result/name" => req.other_results.push(v),
+                    // The key's text keeps its lines (the scheduler compares it after
+                    // strip_whitespace, which trims only the ends).
+                    "scheduler_request/code_sign_key" => req.code_sign_key = v,
+                    "scheduler_request/host_info/p_ncpus" => req.p_ncpus = num(&v),
+                    "scheduler_request/host_info/p_fpops" => req.p_fpops = num(&v),
+                    "scheduler_request/host_info/m_nbytes" => req.m_nbytes = num(&v),
+                    "scheduler_request/working_global_preferences/global_preferences/max_ncpus_pct" => req.max_ncpus_pct = num(&v),
+                    "scheduler_request/working_global_preferences/global_preferences/ram_max_used_busy_pct" => {
+                        req.ram_max_used_busy_pct = num(&v)
+                    }
+                    "scheduler_request/working_global_preferences/global_preferences/ram_max_used_idle_pct" => {
+                        req.ram_max_used_idle_pct = num(&v)
+                    }
                     _ => {}
                 }
                 path.pop();
