@@ -39,6 +39,8 @@ fn project(root: &Path, server: BoincServer) -> Daemons {
     let readme = std::fs::read_to_string(project_root().join("templates/README.md")).unwrap();
     let daemons = Daemons::from_readme(&readme, &root.join(format!("{server:?}")), server).unwrap();
     daemons.install(&[program("gah-validate-init"), program("gah-validate-compare"), program("gah-assimilate")]).unwrap();
+    // As `gah deploy` writes it: relative to the project folder, where gah.conf is.
+    daemons.configure(Path::new("results/results.sqlite")).unwrap();
     daemons
 }
 
@@ -47,7 +49,7 @@ fn db_path(d: &Daemons) -> PathBuf {
 }
 
 fn validate(d: &Daemons, cmd: &str) -> ValidatorDecision {
-    let out = boinc_scripts::run_like_a_daemon(&d.project, cmd, &[]).unwrap();
+    let out = boinc_scripts::run_like_a_daemon(&d.project, cmd).unwrap();
     let decision = boinc_scripts::validator_decision(out.status.code());
     eprintln!("{:?}: {cmd} -> {:?} {decision:?}: {}", d.server, out.status.code(), String::from_utf8_lossy(&out.stderr).trim());
     decision
@@ -56,7 +58,7 @@ fn validate(d: &Daemons, cmd: &str) -> ValidatorDecision {
 /// Runs the assimilator for `wu`; its exit code.
 fn assimilate(d: &Daemons, wu: &AssimilatorWorkunit) -> Option<i32> {
     let cmd = boinc_scripts::assimilator_command(&d.assimilator_script, wu, d.server);
-    let out = boinc_scripts::run_like_a_daemon(&d.project, &cmd, &[("GAH_RESULTS_DB", &db_path(d))]).unwrap();
+    let out = boinc_scripts::run_like_a_daemon(&d.project, &cmd).unwrap();
     eprintln!("{:?}: {cmd} -> {:?}: {}", d.server, out.status.code(), String::from_utf8_lossy(&out.stderr).trim());
     out.status.code()
 }

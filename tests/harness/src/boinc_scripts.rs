@@ -216,15 +216,16 @@ pub fn assimilator_command(arg: &str, wu: &AssimilatorWorkunit, server: BoincSer
 }
 
 /// Runs `cmd` as `system()` does (`/bin/sh -c`) from `project/tmp_<host>/`, the folder BOINC's
-/// daemons run in (so `../bin/` is the project's `bin/`), with `env` added to the daemon's
-/// environment.
-pub fn run_like_a_daemon(project: &Path, cmd: &str, env: &[(&str, &Path)]) -> std::io::Result<Output> {
+/// daemons run in (so `../bin/` is the project's `bin/`). Without gentoo@home's variables:
+/// `bin/start` gives a daemon only its starter's environment (sched/start), so the programs
+/// must find their settings in the project's `gah.conf`, as on a real server.
+pub fn run_like_a_daemon(project: &Path, cmd: &str) -> std::io::Result<Output> {
     let cwd = project.join("tmp_harness");
     std::fs::create_dir_all(&cwd)?;
     let mut command = gah_util::process::command("/bin/sh");
     command.arg("-c").arg(cmd).current_dir(&cwd);
-    for (k, v) in env {
-        command.env(k, v);
+    for var in ["GAH_RESULTS_DB", "GAH_QUEUE_DIR", "GAH_SNAPSHOT"] {
+        command.env_remove(var);
     }
     command.output()
 }

@@ -93,8 +93,8 @@ pub struct HarnessConfig {
 /// BOINC's `script_validator` and `script_assimilator`, as the harness plays them when
 /// [`HarnessConfig::daemons`] is set: each command is built by [`crate::boinc_scripts`] from
 /// the daemon's option (as written in `config.xml`) and run from `project/tmp_harness/`, so
-/// `../bin/NAME` is `project/bin/NAME`; the assimilator gets `GAH_RESULTS_DB` (the harness's
-/// database) in its environment.
+/// `../bin/NAME` is `project/bin/NAME`; the project's `gah.conf` names the harness's results
+/// database ([`Daemons::configure`]), and no daemon gets it from its environment.
 #[derive(Debug, Clone)]
 pub struct Daemons {
     /// The project folder; its `bin/` holds the programs.
@@ -133,6 +133,13 @@ impl Daemons {
 
     /// Puts `programs` into the project's `bin/` under their own names (symbolic links), as
     /// the administrator installs them.
+    /// Writes the project's `gah.conf` naming `results_db`, as an admin (or `gah deploy`) does.
+    pub fn configure(&self, results_db: &Path) -> anyhow::Result<()> {
+        let conf = self.project.join(gah_core::project::FILE_NAME);
+        fs::create_dir_all(&self.project).with_context(|| format!("create {}", self.project.display()))?;
+        fs::write(&conf, format!("results_db = {}\n", results_db.display())).with_context(|| format!("write {}", conf.display()))
+    }
+
     pub fn install(&self, programs: &[PathBuf]) -> anyhow::Result<()> {
         let bin = self.project.join("bin");
         fs::create_dir_all(&bin).with_context(|| format!("create {}", bin.display()))?;
@@ -324,6 +331,9 @@ impl Harness {
     pub fn start(config: HarnessConfig) -> anyhow::Result<Harness> {
         for d in ["download", "upload", "results"] {
             fs::create_dir_all(config.state_dir.join(d)).with_context(|| format!("create {}", config.state_dir.join(d).display()))?;
+        }
+        if let Some(d) = &config.daemons {
+            d.configure(&config.state_dir.join("results/results.sqlite"))?;
         }
         let server =
             tiny_http::Server::http(("127.0.0.1", config.port)).map_err(|e| anyhow::anyhow!("bind 127.0.0.1:{}: {e}", config.port))?;
@@ -981,7 +991,7 @@ impl State {
     /// line (or why it did not run).
     fn validator_script(&mut self, d: &Daemons, cmd: &str) -> (ValidatorDecision, String) {
         self.log(format!("script_validator: {cmd}"));
-        match boinc_scripts::run_like_a_daemon(&d.project, cmd, &[]) {
+        match boinc_scripts::run_like_a_daemon(&d.project, cmd) {
             Ok(out) => {
                 let said = String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or_default().to_owned();
                 (boinc_scripts::validator_decision(out.status.code()), format!("exit {:?}: {said}", out.status.code()))
@@ -995,9 +1005,7 @@ impl State {
     fn assimilator_script(&mut self, d: &Daemons, wu: &AssimilatorWorkunit) -> Result<String, String> {
         let cmd = boinc_scripts::assimilator_command(&d.assimilator_script, wu, d.server);
         self.log(format!("script_assimilator: {cmd}"));
-        let db = self.config.state_dir.join("results/results.sqlite");
-        let out =
-            boinc_scripts::run_like_a_daemon(&d.project, &cmd, &[("GAH_RESULTS_DB", &db)]).map_err(|e| format!("sh did not start: {e}"))?;
+        let out = boinc_scripts::run_like_a_daemon(&d.project, &cmd).map_err(|e| format!("sh did not start: {e}"))?;
         let said = String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or_default().to_owned();
         if out.status.success() {
             Ok(said)
