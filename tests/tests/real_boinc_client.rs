@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use gah_boinc_harness::app_versions::CodeSignKey;
 use gah_boinc_harness::boinc_scripts::BoincServer;
 use gah_boinc_harness::client::{qemus_of, Client, ClientConfig, Task};
-use gah_boinc_harness::server::{client_state, content_name, Daemons, Harness, HarnessConfig, Snapshot, WorkunitSpec, WuOutcome};
+use gah_boinc_harness::server::{client_state, Daemons, Harness, HarnessConfig, Snapshot, WorkunitSpec, WuOutcome};
 use gah_boinc_harness::wait::{self, Ended, Step, WaitError};
 use gah_core::db::Database;
 use gah_core::job::Compiler;
@@ -88,18 +88,20 @@ fn start(test: &str) -> Run {
 }
 
 /// The workunit's shared inputs as `templates/gah_in` declares them: the ebuild repository
-/// `repo` and the distfiles folder `distfiles` as tar files, content-named
-/// (`gah-repo-<sha256:16>.tar`, `gah-distfiles-<sha256:16>.tar`), staged once into the
-/// download folder and named on create_work's command line after the job file.
+/// `repo` and the distfiles folder `distfiles` as tar files, named as the work generator names
+/// them (`SharedInput::repo_and_distfiles`: `gah-repo-<sha256:16>.tar`,
+/// `gah-distfiles-<sha256:16>.tar`), staged once into the download folder and named on
+/// create_work's command line after the job file.
 fn stage_shared_inputs(tmp: &Path, harness: &Harness, spec: &mut WorkunitSpec, repo: &Path, distfiles: &Path) {
     let inputs = tmp.join("inputs");
     std::fs::create_dir_all(&inputs).unwrap();
     spec.files.clear();
-    for (prefix, dir) in [("gah-repo", repo), ("gah-distfiles", distfiles)] {
-        let tar = inputs.join(format!("{prefix}.tar"));
-        tar_dir(dir, &tar);
-        let named = inputs.join(content_name(prefix, "tar", &tar).expect("content name"));
-        std::fs::rename(&tar, &named).unwrap();
+    let (repo_tar, distfiles_tar) = (inputs.join("repo.tar"), inputs.join("distfiles.tar"));
+    tar_dir(repo, &repo_tar);
+    tar_dir(distfiles, &distfiles_tar);
+    for shared in gah_workgen::boinc::SharedInput::repo_and_distfiles(&repo_tar, &distfiles_tar).expect("hash the inputs") {
+        let named = inputs.join(&shared.name);
+        std::fs::rename(&shared.path, &named).unwrap();
         spec.files.push(harness.stage_file(&named).expect("stage"));
     }
 }
