@@ -985,7 +985,7 @@ impl State {
                 ServerOutcome::NoReply | ServerOutcome::DidntNeed => {}
             }
         }
-        let ntotal = recs.len() as u32;
+        let ntotal = u32::try_from(recs.len()).unwrap_or(u32::MAX);
         let mut error_mask = 0;
         if nerrors > w.spec.max_error_results {
             error_mask |= WU_ERROR_TOO_MANY_ERROR_RESULTS;
