@@ -137,7 +137,8 @@ pub enum LoadError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// The path is a directory, FIFO or device: a server-side problem, never read.
+    /// The path is a symbolic link (not followed), directory, FIFO, socket or device: a
+    /// server-side problem, never read.
     NotRegular {
         /// The upload.
         path: PathBuf,
@@ -202,12 +203,27 @@ pub fn load(path: &Path) -> Result<OutcomeArchive, LoadError> {
 }
 
 /// [`load`] with explicit caps.
+///
+/// The upload is checked to be a regular file before it is opened, and opened so that
+/// nothing else can be: `lstat` first (a symbolic link, FIFO, socket, device or folder is
+/// [`LoadError::NotRegular`], never opened, so a link is not followed and a FIFO never blocks
+/// the daemon), then `open` with `O_NOFOLLOW | O_NONBLOCK` (a link or FIFO put in its place in
+/// between fails or does not block) and the opened file's own metadata checked again.
 pub fn load_with(path: &Path, limits: Limits) -> Result<OutcomeArchive, LoadError> {
+    use std::os::unix::fs::OpenOptionsExt;
     let io = |source| LoadError::Io { path: path.to_path_buf(), source };
-    let file = std::fs::File::open(path).map_err(io)?;
+    let not_regular = || LoadError::NotRegular { path: path.to_path_buf() };
+    if !std::fs::symlink_metadata(path).map_err(io)?.is_file() {
+        return Err(not_regular());
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| if e.raw_os_error() == Some(nix::libc::ELOOP) { not_regular() } else { io(e) })?;
     let meta = file.metadata().map_err(io)?;
     if !meta.is_file() {
-        return Err(LoadError::NotRegular { path: path.to_path_buf() });
+        return Err(not_regular());
     }
     if meta.len() > limits.max_compressed {
         let source = ArchiveError::TooLarge { size: meta.len(), max: limits.max_compressed };
@@ -310,5 +326,41 @@ mod tests {
         assert_eq!(Verdict::valid(Vec::new()).exit_code(), 0);
         assert_eq!(Verdict::invalid("x").exit_code(), 1);
         assert_eq!(Verdict::retry_later("x").exit_code(), 3);
+    }
+
+    #[test]
+    fn a_symlink_or_fifo_upload_is_refused_unfollowed_and_unblocked() {
+        let dir = tempfile::tempdir().unwrap();
+        // A link to a readable regular file: following it would read the target.
+        let target = dir.path().join("target");
+        std::fs::write(&target, b"not an archive").unwrap();
+        let link = dir.path().join("link_0_r1_0");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let e = load(&link).unwrap_err();
+        assert!(matches!(e, LoadError::NotRegular { .. }), "{e:?}");
+        // A link to a FIFO: neither followed nor opened.
+        let fifo = dir.path().join("fifo_0_r1_0");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR).unwrap();
+        let fifo_link = dir.path().join("fifo_link_0_r1_0");
+        std::os::unix::fs::symlink(&fifo, &fifo_link).unwrap();
+        // A FIFO with no writer: an open for reading without O_NONBLOCK would block forever.
+        // Run in a thread, so a regression fails the test instead of hanging it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let paths = [fifo.clone(), fifo_link.clone()];
+        std::thread::spawn(move || {
+            for p in paths {
+                tx.send((p.clone(), load(&p).map(|_| ()))).unwrap();
+            }
+        });
+        for _ in 0..2 {
+            let (p, got) = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("load blocked on a FIFO");
+            let e = got.unwrap_err();
+            assert!(matches!(e, LoadError::NotRegular { .. }), "{}: {e:?}", p.display());
+            assert!(e.is_transient());
+        }
+        // Through init, a not-regular upload is "retry later", as a missing one is.
+        assert_eq!(init(&link, None).kind(), VerdictKind::RetryLater);
+        // The regular file itself is read (and refused for its bytes: invalid).
+        assert_eq!(init(&target, None).kind(), VerdictKind::Invalid);
     }
 }

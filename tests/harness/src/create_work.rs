@@ -14,20 +14,33 @@
 //!   - every element of a `<file_info>` other than `number`, `physical_name`, `url`, `md5_cksum`,
 //!     `nbytes`, `gzipped_nbytes`, `gzip` is copied into the workunit's XML as is (so
 //!     `<sticky/>` and `<no_delete/>` reach the client and `file_deleter`);
+//!   - the n-th `<file_ref>` of `<workunit>` names the n-th `<file_info>` of the template, by
+//!     order alone: `process_file_info` ignores `<number>` (line 193) and `process_workunit`
+//!     ignores `<file_number>` (line 450), taking `infiles[n_file_refs]` (line 440), so numbers
+//!     out of order change nothing; a `<file_ref>` beyond the `<file_info>`s read so far is
+//!     "too many <file_ref>s" (line 436), and one with `<copy_file/>` and no `<open_name>` is
+//!     opened under the file's own name (lines 459-461);
 //!   - the number of `<file_ref>`s must equal the number of `<file_info>`s ("#file refs !=
-//!     #file infos");
+//!     #file infos", line 530);
 //!   - `<workunit>` values (`rsc_fpops_est`, `rsc_fpops_bound`, `rsc_memory_bound`,
 //!     `rsc_disk_bound`, `delay_bound`, `min_quorum`, `target_nresults`, `max_error_results`,
 //!     `max_total_results`, ...) are parsed **after** create_work has set the command line's
 //!     (`tools/create_work.cpp` sets `wu` from its options, then calls `create_work2` →
-//!     `process_input_template`), so the template's values win.
+//!     `process_input_template`), so the template's values win;
+//!   - then `process_workunit` fills in: `target_nresults` > `max_total_results` raises
+//!     `max_total_results` to `target_nresults` (lines 526-528; the transitioner does not
+//!     correct it, `sched/transitioner.cpp` 367-398 would fail the workunit "too many total
+//!     results" instead), and `create_work2` refuses `max_error_results` >
+//!     `max_total_results` (`tools/backend_lib.cpp` 368-371).
 //! - [`PlanClass::cmdline`]: what the scheduler appends to the app's command line for a CPU
 //!   plan class (`sched/plan_class_spec.cpp`, `PLAN_CLASS_SPEC::check`, the "CPU only" branch),
 //!   sent as the server-sent app version's `<cmdline>` (the harness's scheduler uses it for
-//!   every server-sent version, [`crate::app_versions`]).
-//! - [`delete_input_files`]: `file_deleter` removing a workunit's input files once it is
-//!   assimilated, except those whose `<file_info>` has `<no_delete/>`
-//!   (`sched/file_deleter.cpp`, `wu_delete_files`).
+//!   every server-sent version, [`crate::app_versions`]). A spec without `<max_threads>` has
+//!   `max_threads` 1 (`PLAN_CLASS_SPEC::PLAN_CLASS_SPEC`, line 1406).
+//! - [`delete_input_files`]: `file_deleter` removing a workunit's input files, except those
+//!   whose `<file_info>` has `<no_delete/>` (`sched/file_deleter.cpp`, `wu_delete_files`),
+//!   once the transitioner lets it: assimilated and every result over
+//!   (`sched/transitioner.cpp` 546-559; the harness's `server.rs` decides when).
 
 use std::fmt::Write as _;
 use std::fs;
@@ -115,8 +128,10 @@ pub struct TemplateFile {
 pub struct InputTemplate {
     /// The `<file_info>`s, in order.
     pub files: Vec<TemplateFile>,
-    /// The `<file_ref>`s: (file number, open name).
-    pub file_refs: Vec<(usize, String)>,
+    /// The `<file_ref>`s, in order: the `<file_number>` as written (which create_work
+    /// ignores: the n-th `<file_ref>` is the n-th `<file_info>`'s) and the open name (`None`:
+    /// `<copy_file/>` without `<open_name>`, opened under the file's own name).
+    pub file_refs: Vec<(Option<usize>, Option<String>)>,
     /// The `<workunit>` values other than `<file_ref>`, by tag name.
     pub workunit: Vec<(String, String)>,
 }
@@ -185,11 +200,13 @@ impl InputTemplate {
         let mut workunit = Vec::new();
         for c in &wu.children {
             if c.name == "file_ref" {
-                let n = c.value("file_number").context("<file_ref> without <file_number>")?;
-                let n: usize = n.parse().with_context(|| format!("<file_number> {n}"))?;
-                // process_workunit: "No open name found and copy_file not specified".
-                let open = c.value("open_name").context("No open name found and copy_file not specified")?;
-                file_refs.push((n, open.to_owned()));
+                let n = c.value("file_number").and_then(|n| n.trim().parse().ok());
+                let open = c.value("open_name").map(str::to_owned);
+                if open.is_none() && c.child("copy_file").is_none() {
+                    // process_workunit, line 457.
+                    bail!("No open name found and copy_file not specified");
+                }
+                file_refs.push((n, open));
             } else {
                 workunit.push((c.name.clone(), c.text.clone()));
             }
@@ -213,6 +230,9 @@ impl InputTemplate {
         if infiles.len() != var {
             bail!("process_input_template: {} input files given, but template has {var}", infiles.len());
         }
+        if self.file_refs.len() > self.files.len() {
+            bail!("too many <file_ref>s");
+        }
         if self.file_refs.len() != self.files.len() {
             bail!("#file refs != #file infos");
         }
@@ -225,12 +245,8 @@ impl InputTemplate {
             };
             let bytes = fs::read(download.join(&physical))
                 .with_context(|| format!("md5_file: can't open {}", download.join(&physical).display()))?;
-            let open_name = self
-                .file_refs
-                .iter()
-                .find(|(n, _)| *n == i)
-                .map(|(_, o)| o.clone())
-                .with_context(|| format!("no <file_ref> for file {i}"))?;
+            // The i-th <file_ref> whatever its <file_number> (process_workunit, line 440).
+            let open_name = self.file_refs[i].1.clone().unwrap_or_else(|| physical.clone());
             files.push(InputFile {
                 physical,
                 open_name,
@@ -256,23 +272,34 @@ impl InputTemplate {
                 _ => {}
             }
         }
+        // process_workunit's fill-ins (lines 526-528), then create_work2's check.
+        if values.target_nresults > values.max_total_results {
+            values.max_total_results = values.target_nresults;
+        }
+        if values.max_error_results > values.max_total_results {
+            bail!("max_error_results > max_total_results; can't create job");
+        }
         Ok(files)
     }
 }
 
-/// `file_deleter` for one assimilated workunit (`sched/file_deleter.cpp`, `wu_delete_files`):
-/// removes each input file from `download` unless its `<file_info>` has `<no_delete/>`
-/// (also its `.gz` and `.md5` companions). Returns the names removed.
-pub fn delete_input_files(download: &Path, files: &[InputFile]) -> Vec<String> {
+/// `file_deleter` for one workunit whose `file_delete_state` is READY (`sched/file_deleter.cpp`,
+/// `wu_delete_files`, lines 140-236; when that is, the harness's transitioner decides:
+/// `State::file_deleter` in `server.rs`): nothing when the workunit's name contains
+/// `nodelete` (line 146); else each input file is removed from `download` unless its
+/// `<file_info>` has `<no_delete/>`, with its `.gz` (lines 202-210); a `.md5` only with
+/// `<cache_md5_info>`, which the harness does not set. Returns the names removed.
+pub fn delete_input_files(download: &Path, wu_name: &str, files: &[InputFile]) -> Vec<String> {
     let mut removed = Vec::new();
+    if wu_name.contains("nodelete") {
+        return removed;
+    }
     for f in files.iter().filter(|f| !f.no_delete) {
         let path = download.join(&f.physical);
         if fs::remove_file(&path).is_ok() {
             removed.push(f.physical.clone());
         }
-        for ext in ["gz", "md5"] {
-            let _ = fs::remove_file(download.join(format!("{}.{ext}", f.physical)));
-        }
+        let _ = fs::remove_file(download.join(format!("{}.gz", f.physical)));
     }
     removed
 }
@@ -311,7 +338,8 @@ impl PlanClass {
             .map(|p| PlanClass {
                 name: p.value("name").unwrap_or_default().to_owned(),
                 min_ncpus: num(p, "min_ncpus"),
-                max_threads: num(p, "max_threads"),
+                // PLAN_CLASS_SPEC's constructor: max_threads = 1 unless the spec says.
+                max_threads: p.value("max_threads").and_then(|v| v.trim().parse::<f64>().ok()).unwrap_or(1.0),
                 avg_ncpus: num(p, "avg_ncpus"),
                 mem_usage_base: num(p, "mem_usage_base_mb") * MEGA,
                 mem_usage_per_cpu: num(p, "mem_usage_per_cpu_mb") * MEGA,
@@ -376,8 +404,8 @@ mod tests {
     #[test]
     fn gah_in_declares_every_input_and_no_per_job_value() {
         let t = InputTemplate::gah_in();
-        let opens: Vec<_> = t.file_refs.iter().map(|(n, o)| (*n, o.as_str())).collect();
-        assert_eq!(opens, [(0, "job.json"), (1, "repo.tar"), (2, "distfiles.tar")]);
+        let opens: Vec<_> = t.file_refs.iter().map(|(n, o)| (*n, o.as_deref())).collect();
+        assert_eq!(opens, [(Some(0), Some("job.json")), (Some(1), Some("repo.tar")), (Some(2), Some("distfiles.tar"))]);
         let shared: Vec<_> = t.files.iter().map(|f| (f.physical_name.is_none(), f.sticky, f.no_delete)).collect();
         assert_eq!(shared, [(true, false, false), (true, true, true), (true, true, true)]);
         // create_work applies these after its command line: the generator's per-job values
@@ -399,5 +427,90 @@ mod tests {
         let threads = PlanClass { nthreads_cmdline: true, max_threads: 4.0, ..PlanClass::default() };
         assert_eq!(threads.cmdline(3.0, 1e12).unwrap(), " --nthreads 3");
         assert_eq!(PlanClass::default().cmdline(8.0, 1e12).unwrap(), "");
+    }
+
+    #[test]
+    fn max_threads_defaults_to_one() {
+        // sched/plan_class_spec.cpp line 1406: without <max_threads> a multicore-by-cmdline
+        // class gets one thread, not zero.
+        let spec = PlanClass::parse_spec(
+            "<plan_classes><plan_class><name>t</name><nthreads_cmdline/></plan_class>\
+             <plan_class><name>u</name><max_threads>3</max_threads><nthreads_cmdline/></plan_class></plan_classes>",
+        )
+        .unwrap();
+        assert_eq!(spec[0].max_threads, 1.0);
+        assert_eq!(spec[0].usage(8.0, 1e12).unwrap(), (1.0, " --nthreads 1".to_owned()));
+        assert_eq!(spec[1].cmdline(8.0, 1e12).unwrap(), " --nthreads 3");
+    }
+
+    /// A fresh folder holding `names` (each file's bytes are its name).
+    fn staged(test: &str, names: &[&str]) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("gah-create-work-{test}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        for n in names {
+            fs::write(dir.join(n), n.as_bytes()).unwrap();
+        }
+        dir
+    }
+
+    fn values() -> WorkunitValues {
+        WorkunitValues {
+            fpops_est: 1.0,
+            fpops_bound: 1.0,
+            memory_bound: 1.0,
+            disk_bound: 1.0,
+            delay_bound_secs: 1,
+            min_quorum: 1,
+            target_nresults: 1,
+            max_error_results: 1,
+            max_total_results: 1,
+        }
+    }
+
+    #[test]
+    fn file_refs_pair_with_files_by_order_not_by_number() {
+        let dir = staged("order", &["a", "b", "c"]);
+        // The <file_number>s are out of order: process_workunit ignores them.
+        let t = InputTemplate::parse(
+            "<input_template><file_info><number>0</number></file_info><file_info><number>1</number></file_info>\
+             <file_info><number>2</number></file_info><workunit>\
+             <file_ref><file_number>2</file_number><open_name>first</open_name></file_ref>\
+             <file_ref><file_number>0</file_number><open_name>second</open_name></file_ref>\
+             <file_ref><file_number>1</file_number><copy_file/></file_ref></workunit></input_template>",
+        )
+        .unwrap();
+        let files = t.create_work(&dir, &["a", "b", "c"], &mut values()).unwrap();
+        let pairs: Vec<_> = files.iter().map(|f| (f.physical.as_str(), f.open_name.as_str())).collect();
+        assert_eq!(pairs, [("a", "first"), ("b", "second"), ("c", "c")]);
+        // Every <file_ref> needs an open name or <copy_file/>.
+        let e = InputTemplate::parse(
+            "<input_template><file_info/><workunit><file_ref><file_number>0</file_number></file_ref></workunit></input_template>",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("No open name found"), "{e}");
+        // More <file_ref>s than <file_info>s.
+        let t = InputTemplate::parse(
+            "<input_template><file_info/><workunit><file_ref><open_name>x</open_name></file_ref>\
+             <file_ref><open_name>y</open_name></file_ref></workunit></input_template>",
+        )
+        .unwrap();
+        let e = t.create_work(&dir, &["a"], &mut values()).unwrap_err();
+        assert!(e.to_string().contains("too many <file_ref>s"), "{e}");
+    }
+
+    #[test]
+    fn target_nresults_raises_max_total_results() {
+        let dir = staged("nresults", &["a"]);
+        let t = InputTemplate::parse(
+            "<input_template><file_info/><workunit><file_ref><open_name>x</open_name></file_ref></workunit></input_template>",
+        )
+        .unwrap();
+        let mut v = WorkunitValues { target_nresults: 3, max_total_results: 2, ..values() };
+        t.create_work(&dir, &["a"], &mut v).unwrap();
+        assert_eq!((v.target_nresults, v.max_total_results), (3, 3));
+        let mut v = WorkunitValues { max_error_results: 4, max_total_results: 2, ..values() };
+        let e = t.create_work(&dir, &["a"], &mut v).unwrap_err();
+        assert!(e.to_string().contains("max_error_results > max_total_results"), "{e}");
     }
 }

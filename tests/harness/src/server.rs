@@ -59,8 +59,14 @@ pub mod client_state {
     }
 }
 
-/// BOINC's `WU_ERROR_TOO_MANY_ERROR_RESULTS`, the error mask of a workunit given up.
+/// BOINC's `WU_ERROR_TOO_MANY_ERROR_RESULTS` (`db/boinc_db_types.h`): more error results
+/// than `max_error_results`.
 pub const WU_ERROR_TOO_MANY_ERROR_RESULTS: i64 = 2;
+/// BOINC's `WU_ERROR_TOO_MANY_TOTAL_RESULTS`: another result needed, `max_total_results` made.
+pub const WU_ERROR_TOO_MANY_TOTAL_RESULTS: i64 = 8;
+/// BOINC's `EXIT_ABORTED_VIA_GUI` (`lib/error_numbers.h`): the exit status of a task the
+/// user aborted, which the transitioner does not count as an error.
+pub const EXIT_ABORTED_VIA_GUI: i32 = 203;
 
 /// How the harness presents itself.
 #[derive(Debug, Clone)]
@@ -201,16 +207,19 @@ pub struct WorkunitSpec {
     pub min_quorum: u32,
     /// Replicas created up front.
     pub target_nresults: u32,
-    /// Error results after which the workunit fails as a whole.
+    /// More error results than this fail the workunit as a whole
+    /// (`WU_ERROR_TOO_MANY_ERROR_RESULTS`).
     pub max_error_results: u32,
-    /// Results ever created, at most.
+    /// Results ever created, at most; needing one more fails the workunit
+    /// (`WU_ERROR_TOO_MANY_TOTAL_RESULTS`). create_work raises it to `target_nresults`.
     pub max_total_results: u32,
     /// `max_nbytes` of the output file.
     pub max_output_bytes: u64,
 }
 
 impl WorkunitSpec {
-    /// One replica, quorum 1, generous bounds.
+    /// One replica, quorum 1, generous bounds, no second chance: one failed result fails the
+    /// workunit (one result at most, so the next one needed is one too many).
     pub fn new(name: &str, job: Job) -> WorkunitSpec {
         WorkunitSpec {
             name: name.into(),
@@ -225,7 +234,7 @@ impl WorkunitSpec {
             min_quorum: 1,
             target_nresults: 1,
             max_error_results: 1,
-            max_total_results: 2,
+            max_total_results: 1,
             max_output_bytes: 16_000_000,
         }
     }
@@ -257,6 +266,10 @@ struct Wu {
     inputs: Vec<InputFile>,
     results: Vec<String>,
     outcome: WuOutcome,
+    /// The transitioner's error mask (0: none).
+    error_mask: i64,
+    /// `file_delete_state` DONE.
+    inputs_deleted: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -267,8 +280,56 @@ struct ResultRec {
     output: String,
     sent: Option<f64>,
     report: Option<ReportedResult>,
-    /// "valid", "invalid: ...", "retry: ...", "error: ...".
+    /// The init script's word or the client's failure: "valid", "invalid: ...",
+    /// "retry: ...", "error: ...".
     verdict: Option<String>,
+    /// BOINC's `validate_state`, which the validator's compare pass sets.
+    validate_state: ValidateState,
+    /// Outcome `DIDNT_NEED`: never to be sent.
+    didnt_need: bool,
+}
+
+/// BOINC's `VALIDATE_STATE_*` (`db/boinc_db_types.h`), the ones the harness reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ValidateState {
+    Init,
+    Valid,
+    Invalid,
+    Inconclusive,
+}
+
+/// A result's server state and outcome as the transitioner counts them
+/// (`sched/transitioner.cpp` 216-319).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ServerOutcome {
+    Unsent,
+    InProgress,
+    Success,
+    ClientError,
+    /// The init script refused it (`RESULT_OUTCOME_VALIDATE_ERROR`, `check_set` 111-118).
+    ValidateError,
+    /// A user abort (exit status 203), counted as no reply, not as an error.
+    NoReply,
+    DidntNeed,
+}
+
+impl ResultRec {
+    fn server_outcome(&self) -> ServerOutcome {
+        match &self.report {
+            _ if self.didnt_need => ServerOutcome::DidntNeed,
+            None if self.sent.is_none() => ServerOutcome::Unsent,
+            None => ServerOutcome::InProgress,
+            Some(r) if r.state == client_state::FILES_UPLOADED && r.exit_status == 0 => {
+                if self.verdict.as_deref().is_some_and(|v| v.starts_with("invalid")) {
+                    ServerOutcome::ValidateError
+                } else {
+                    ServerOutcome::Success
+                }
+            }
+            Some(r) if r.exit_status == i64::from(EXIT_ABORTED_VIA_GUI) => ServerOutcome::NoReply,
+            Some(_) => ServerOutcome::ClientError,
+        }
+    }
 }
 
 /// Everything the harness saw, for tests to wait on and assert.
@@ -450,7 +511,10 @@ impl Harness {
         st.next_wu_id += 1;
         let name = spec.name.clone();
         let n = spec.target_nresults.max(1);
-        st.wus.insert(name.clone(), Wu { id, spec, inputs, results: Vec::new(), outcome: WuOutcome::Pending });
+        st.wus.insert(
+            name.clone(),
+            Wu { id, spec, inputs, results: Vec::new(), outcome: WuOutcome::Pending, error_mask: 0, inputs_deleted: false },
+        );
         st.snap.workunits.insert(name.clone(), WuOutcome::Pending);
         let mut names = Vec::new();
         for _ in 0..n {
@@ -585,12 +649,12 @@ impl State {
         self.snap.log.push(line);
     }
 
-    /// Nothing can change any more: every workunit decided, every result sent and reported
-    /// (the harness would still send a decided workunit's unsent results).
+    /// Nothing can change any more: every workunit decided, every result reported or no
+    /// longer needed.
     fn settled(&self) -> bool {
         !self.wus.is_empty()
             && self.wus.values().all(|w| w.outcome != WuOutcome::Pending)
-            && self.results.values().all(|r| r.sent.is_some() && r.report.is_some())
+            && self.results.values().all(|r| r.didnt_need || (r.sent.is_some() && r.report.is_some()))
     }
 
     fn new_result(&mut self, wu: &str) -> String {
@@ -599,7 +663,17 @@ impl State {
         w.results.push(name.clone());
         let output = format!("{name}_r0_0");
         let id = self.results.len() as u64 + 1;
-        let rec = ResultRec { id, name: name.clone(), wu: wu.into(), output, sent: None, report: None, verdict: None };
+        let rec = ResultRec {
+            id,
+            name: name.clone(),
+            wu: wu.into(),
+            output,
+            sent: None,
+            report: None,
+            verdict: None,
+            validate_state: ValidateState::Init,
+            didnt_need: false,
+        };
         self.results.insert(name.clone(), rec);
         name
     }
@@ -685,7 +759,7 @@ impl State {
                 None => return,
             }
         };
-        let Some(result) = self.results.values().find(|r| r.sent.is_none()).map(|r| r.name.clone()) else {
+        let Some(result) = self.results.values().find(|r| r.sent.is_none() && !r.didnt_need).map(|r| r.name.clone()) else {
             let _ = writeln!(reply, "<message priority=\"low\">harness: no work available</message>");
             return;
         };
@@ -848,34 +922,10 @@ impl State {
         }
         rec.report = Some(r.clone());
         let wu_name = rec.wu.clone();
-        let output = rec.output.clone();
         let name = r.name.clone();
         let verdict = if r.state == client_state::FILES_UPLOADED && r.exit_status == 0 {
-            let path = self.config.state_dir.join("upload").join(&output);
-            let job = self.wus[&wu_name].spec.job.clone();
-            if !path.is_file() {
-                "error: output not uploaded".to_owned()
-            } else if let Some(d) = self.config.daemons.clone() {
-                let r = ValidatorResult {
-                    id: self.results[&name].id,
-                    elapsed_time: r.final_elapsed_time,
-                    paths: vec![path.display().to_string()],
-                };
-                let cmd = boinc_scripts::validator_init_command(&d.init_script, &r, d.server);
-                let (decision, said) = self.validator_script(&d, &cmd);
-                match decision {
-                    ValidatorDecision::Valid => "valid".to_owned(),
-                    ValidatorDecision::Invalid => format!("invalid: {said}"),
-                    ValidatorDecision::RetryLater => format!("retry: {said}"),
-                }
-            } else {
-                let v = gah_validator::init(&path, Some(&job));
-                match v.kind() {
-                    gah_validator::VerdictKind::Valid => "valid".to_owned(),
-                    gah_validator::VerdictKind::Invalid => format!("invalid: {}", v.reason()),
-                    gah_validator::VerdictKind::RetryLater => format!("retry: {}", v.reason()),
-                }
-            }
+            // Also when the upload is missing: script_validator passes its path regardless.
+            self.init_verdict(&name)
         } else {
             let lines: Vec<&str> = r.stderr_out.lines().collect();
             let tail = lines[lines.len().saturating_sub(15)..].join("\n    ");
@@ -888,103 +938,284 @@ impl State {
         self.transition(&wu_name);
     }
 
-    /// BOINC's transitioner + validator + assimilator for one workunit, in one step.
+    /// BOINC's validator, transitioner and assimilator for one workunit, in one step, each
+    /// doing what its source says (BOINC master, c5c6cb79b9):
+    /// - the validator (`sched/validator.cpp` 420-438, 454-469, 572-646, 687-743;
+    ///   `sched/validate_util2.cpp` `check_set`, 64-197) runs once a reported success has not
+    ///   been validated and there are `min_quorum` viable results (success, not invalid): the
+    ///   init script on each (exit 3, "retry later", leaves the result viable; any other
+    ///   failure makes it a validate error); with `min_quorum` good ones, each is compared
+    ///   with the others, and one that matches `min_quorum/2+1` (itself included) is
+    ///   canonical. A compare exit 3 (`VAL_RESULT_TRANSIENT_ERROR`, `script_validator.cpp`
+    ///   221-222; `check_set` 162-165) ends the pass at once with no canonical result, as
+    ///   "retry later", never as a disagreement: no result is marked invalid. Every viable
+    ///   result not decided is then inconclusive, and with no canonical result and as many
+    ///   viable results as `target_nresults` the target grows by one (an exit 3 too: the
+    ///   6-hour `DELAYED` re-transition it asks for is then overridden by `IMMEDIATE`, and
+    ///   otherwise re-transitions a workunit whose results are all inconclusive, which
+    ///   validates nothing; the harness has no such timer). A canonical result is
+    ///   assimilated and the unsent results become "didn't need" (703-711).
+    /// - the transitioner (`sched/transitioner.cpp` 216-319, 357-447): errors are client
+    ///   errors (not a user abort, exit status 203) and validate errors;
+    ///   `WU_ERROR_TOO_MANY_ERROR_RESULTS` when there are **more** than `max_error_results`;
+    ///   new results for `target_nresults` − unsent − in progress − successes, at most
+    ///   `max_total_results` in all, and `WU_ERROR_TOO_MANY_TOTAL_RESULTS` when more are
+    ///   needed and none allowed. A workunit with an error mask loses its unsent results and
+    ///   goes to the assimilator without a canonical result, which `script_assimilator`
+    ///   passes as `--error MASK ...` (`sched/script_assimilator.cpp` 137-140).
+    /// - `file_deleter` ([`State::file_deleter`]) once it is assimilated and every result is over.
     fn transition(&mut self, wu_name: &str) {
-        let w = self.wus[wu_name].clone();
-        if w.outcome != WuOutcome::Pending {
+        if self.wus[wu_name].outcome != WuOutcome::Pending {
+            self.file_deleter(wu_name);
             return;
         }
+        if let Some(canonical) = self.validate(wu_name) {
+            self.assimilate_canonical(wu_name, &canonical);
+            return;
+        }
+        let w = self.wus[wu_name].clone();
         let recs: Vec<ResultRec> = w.results.iter().map(|n| self.results[n].clone()).collect();
-        let valid: Vec<&ResultRec> = recs.iter().filter(|r| r.verdict.as_deref() == Some("valid")).collect();
-        let errors =
-            recs.iter().filter(|r| r.verdict.as_deref().is_some_and(|v| !v.starts_with("valid") && !v.starts_with("retry"))).count();
-        let upload_dir = self.config.state_dir.join("upload");
-        let upload = |r: &ResultRec| upload_dir.join(&r.output);
-        if valid.len() >= w.spec.min_quorum.max(1) as usize {
-            let canonical = valid[0];
-            for other in &valid[1..] {
-                let (agree, v) = match self.config.daemons.clone() {
-                    Some(d) => {
-                        let side = |r: &ResultRec| ValidatorResult {
-                            id: r.id,
-                            elapsed_time: r.report.as_ref().map_or(0.0, |x| x.final_elapsed_time),
-                            paths: vec![upload(r).display().to_string()],
-                        };
-                        let cmd = boinc_scripts::validator_compare_command(&d.compare_script, &side(canonical), &side(other), d.server);
-                        let (decision, said) = self.validator_script(&d, &cmd);
-                        (decision == ValidatorDecision::Valid, format!("{decision:?}: {said}"))
+        let (mut nerrors, mut nsuccess, mut nunsent, mut ninprogress) = (0u32, 0u32, 0u32, 0u32);
+        for r in &recs {
+            match r.server_outcome() {
+                ServerOutcome::Unsent => nunsent += 1,
+                ServerOutcome::InProgress => ninprogress += 1,
+                ServerOutcome::Success => nsuccess += u32::from(r.validate_state != ValidateState::Invalid),
+                ServerOutcome::ClientError | ServerOutcome::ValidateError => nerrors += 1,
+                ServerOutcome::NoReply | ServerOutcome::DidntNeed => {}
+            }
+        }
+        let ntotal = u32::try_from(recs.len()).unwrap_or(u32::MAX);
+        let mut error_mask = 0;
+        if nerrors > w.spec.max_error_results {
+            error_mask |= WU_ERROR_TOO_MANY_ERROR_RESULTS;
+        }
+        let needed = w.spec.target_nresults.saturating_sub(nunsent + ninprogress + nsuccess);
+        let allowed = i64::from(w.spec.max_total_results) - i64::from(ntotal);
+        if allowed < 0 || (allowed == 0 && needed > 0) {
+            error_mask |= WU_ERROR_TOO_MANY_TOTAL_RESULTS;
+        }
+        if error_mask != 0 {
+            self.log(format!(
+                "transitioner: {wu_name}: error mask {error_mask} ({nerrors} errors, {ntotal} results of at most {}, {needed} more needed)",
+                w.spec.max_total_results
+            ));
+            self.assimilate_error(wu_name, error_mask, nerrors);
+            return;
+        }
+        let new = needed.min(u32::try_from(allowed).unwrap_or(0));
+        for _ in 0..new {
+            let r = self.new_result(wu_name);
+            self.log(format!("transitioner: {wu_name}: new result {r}"));
+        }
+    }
+
+    /// The validator's pass over `wu_name` (see [`State::transition`]); the canonical result's
+    /// name when it found one.
+    fn validate(&mut self, wu_name: &str) -> Option<String> {
+        let w = self.wus[wu_name].clone();
+        let viable: Vec<String> = w
+            .results
+            .iter()
+            .filter(|n| {
+                self.results[*n].server_outcome() == ServerOutcome::Success && self.results[*n].validate_state != ValidateState::Invalid
+            })
+            .cloned()
+            .collect();
+        // transitioner.cpp 270-290, 329: a new result to validate and min_quorum successes.
+        let new = viable.iter().any(|n| self.results[n].validate_state == ValidateState::Init);
+        if !new || viable.len() < w.spec.min_quorum as usize {
+            return None;
+        }
+        // check_set: init_result on each (re-run where it asked to retry).
+        let mut good = Vec::new();
+        let mut retry = false;
+        for n in &viable {
+            if self.results[n].verdict.as_deref().is_some_and(|v| v.starts_with("retry")) {
+                let verdict = self.init_verdict(n);
+                self.log(format!("validator: {n}: {verdict}"));
+                self.results.get_mut(n).expect("result").verdict = Some(verdict.clone());
+                self.snap.verdicts.insert(n.clone(), verdict);
+            }
+            match self.results[n].verdict.as_deref() {
+                Some("valid") => good.push(n.clone()),
+                Some(v) if v.starts_with("retry") => retry = true,
+                _ => {}
+            }
+        }
+        let min_valid = w.spec.min_quorum as usize / 2 + 1;
+        let mut canonical = None;
+        if good.len() >= w.spec.min_quorum as usize {
+            'sets: for (i, a) in good.iter().enumerate() {
+                let mut matches = vec![false; good.len()];
+                matches[i] = true;
+                for (j, b) in good.iter().enumerate() {
+                    if i == j {
+                        continue;
                     }
-                    None => {
-                        let v = gah_validator::compare(&upload(canonical), &upload(other));
-                        (v.is_valid(), v.to_string())
+                    match self.compare(a, b) {
+                        ValidatorDecision::Valid => matches[j] = true,
+                        ValidatorDecision::Invalid => {}
+                        // check_set 162-165: `retry = true; goto cleanup`.
+                        ValidatorDecision::RetryLater => {
+                            retry = true;
+                            break 'sets;
+                        }
                     }
-                };
-                self.log(format!("validator: compare {} {}: {v}", canonical.name, other.name));
-                if !agree {
-                    self.retry_or_fail(wu_name, &format!("replicas disagree: {v}"));
-                    return;
+                }
+                if matches.iter().filter(|m| **m).count() >= min_valid {
+                    for (n, m) in good.iter().zip(&matches) {
+                        self.results.get_mut(n).expect("result").validate_state =
+                            if *m { ValidateState::Valid } else { ValidateState::Invalid };
+                    }
+                    canonical = Some(a.clone());
+                    break;
                 }
             }
-            let db_path = self.config.state_dir.join("results/results.sqlite");
-            if let Some(d) = self.config.daemons.clone() {
-                let wu = AssimilatorWorkunit {
-                    id: w.id as u64,
-                    name: wu_name.to_owned(),
-                    batch: 0,
-                    error_mask: 0,
-                    canonical: Some(Canonical {
-                        result_id: canonical.id,
-                        elapsed_time: canonical.report.as_ref().map_or(0.0, |x| x.final_elapsed_time),
-                        files: vec![(upload(canonical).display().to_string(), "outcome.tar.gz".to_owned())],
-                    }),
-                };
-                let outcome = match self.assimilator_script(&d, &wu) {
-                    Ok(said) => WuOutcome::Assimilated { canonical: canonical.name.clone(), detail: said },
-                    Err(said) => WuOutcome::Failed { detail: format!("assimilator: {said}") },
-                };
-                self.log(format!("assimilator: {wu_name}: {outcome:?}"));
-                self.set_outcome(wu_name, outcome);
-                return;
+        }
+        let mut n_viable = 0;
+        for n in &viable {
+            let r = self.results.get_mut(n).expect("result");
+            if r.server_outcome() == ServerOutcome::Success && r.validate_state != ValidateState::Invalid {
+                n_viable += 1;
             }
-            let outcome = match Database::open(&db_path) {
-                Ok(mut db) => match gah_assimilator::assimilate(&mut db, wu_name, &upload(canonical)) {
-                    Ok(done) => WuOutcome::Assimilated { canonical: canonical.name.clone(), detail: done.to_string() },
+            if r.validate_state == ValidateState::Init {
+                r.validate_state = ValidateState::Inconclusive;
+            }
+        }
+        if canonical.is_none() {
+            let w = self.wus.get_mut(wu_name).expect("wu");
+            let why = if retry { "retry later (a script said so)" } else { "no consensus" };
+            if n_viable >= w.spec.target_nresults {
+                w.spec.target_nresults = n_viable + 1;
+                let t = w.spec.target_nresults;
+                self.log(format!("validator: {wu_name}: {why}: target_nresults now {t}"));
+            } else {
+                self.log(format!("validator: {wu_name}: {why}"));
+            }
+        }
+        canonical
+    }
+
+    /// The init script's verdict on `result`'s upload ("valid", "invalid: ...", "retry: ..."):
+    /// run whether or not the file is there, as `script_validator` passes the path
+    /// `get_output_file_paths` builds without looking (`sched/validate_util.cpp` 103-157).
+    fn init_verdict(&mut self, result: &str) -> String {
+        let r = self.results[result].clone();
+        let path = self.config.state_dir.join("upload").join(&r.output);
+        if let Some(d) = self.config.daemons.clone() {
+            let v = ValidatorResult {
+                id: r.id,
+                elapsed_time: r.report.as_ref().map_or(0.0, |x| x.final_elapsed_time),
+                paths: vec![path.display().to_string()],
+            };
+            let cmd = boinc_scripts::validator_init_command(&d.init_script, &v, d.server);
+            let (decision, said) = self.validator_script(&d, &cmd);
+            match decision {
+                ValidatorDecision::Valid => "valid".to_owned(),
+                ValidatorDecision::Invalid => format!("invalid: {said}"),
+                ValidatorDecision::RetryLater => format!("retry: {said}"),
+            }
+        } else {
+            let job = self.wus[&r.wu].spec.job.clone();
+            let v = gah_validator::init(&path, Some(&job));
+            match v.kind() {
+                gah_validator::VerdictKind::Valid => "valid".to_owned(),
+                gah_validator::VerdictKind::Invalid => format!("invalid: {}", v.reason()),
+                gah_validator::VerdictKind::RetryLater => format!("retry: {}", v.reason()),
+            }
+        }
+    }
+
+    /// The compare script (or `gah_validator::compare`) on two results' uploads.
+    fn compare(&mut self, a: &str, b: &str) -> ValidatorDecision {
+        let upload_dir = self.config.state_dir.join("upload");
+        let (ra, rb) = (self.results[a].clone(), self.results[b].clone());
+        let (decision, v) = match self.config.daemons.clone() {
+            Some(d) => {
+                let side = |r: &ResultRec| ValidatorResult {
+                    id: r.id,
+                    elapsed_time: r.report.as_ref().map_or(0.0, |x| x.final_elapsed_time),
+                    paths: vec![upload_dir.join(&r.output).display().to_string()],
+                };
+                let cmd = boinc_scripts::validator_compare_command(&d.compare_script, &side(&ra), &side(&rb), d.server);
+                let (decision, said) = self.validator_script(&d, &cmd);
+                (decision, said)
+            }
+            None => {
+                let v = gah_validator::compare(&upload_dir.join(&ra.output), &upload_dir.join(&rb.output));
+                let decision = match v.kind() {
+                    gah_validator::VerdictKind::Valid => ValidatorDecision::Valid,
+                    gah_validator::VerdictKind::Invalid => ValidatorDecision::Invalid,
+                    gah_validator::VerdictKind::RetryLater => ValidatorDecision::RetryLater,
+                };
+                (decision, v.to_string())
+            }
+        };
+        self.log(format!("validator: compare {a} {b}: {decision:?}: {v}"));
+        decision
+    }
+
+    /// The assimilator on a workunit with a canonical result.
+    fn assimilate_canonical(&mut self, wu_name: &str, canonical: &str) {
+        let w = self.wus[wu_name].clone();
+        let c = self.results[canonical].clone();
+        let upload = self.config.state_dir.join("upload").join(&c.output);
+        self.log(format!("validator: {wu_name}: canonical result {canonical}"));
+        let outcome = if let Some(d) = self.config.daemons.clone() {
+            let wu = AssimilatorWorkunit {
+                id: w.id as u64,
+                name: wu_name.to_owned(),
+                batch: 0,
+                error_mask: 0,
+                canonical: Some(Canonical {
+                    result_id: c.id,
+                    elapsed_time: c.report.as_ref().map_or(0.0, |x| x.final_elapsed_time),
+                    files: vec![(upload.display().to_string(), "outcome.tar.gz".to_owned())],
+                }),
+            };
+            match self.assimilator_script(&d, &wu) {
+                Ok(said) => WuOutcome::Assimilated { canonical: canonical.to_owned(), detail: said },
+                Err(said) => WuOutcome::Failed { detail: format!("assimilator: {said}") },
+            }
+        } else {
+            let db_path = self.config.state_dir.join("results/results.sqlite");
+            match Database::open(&db_path) {
+                Ok(mut db) => match gah_assimilator::assimilate(&mut db, wu_name, &upload) {
+                    Ok(done) => WuOutcome::Assimilated { canonical: canonical.to_owned(), detail: done.to_string() },
                     Err(e) => WuOutcome::Failed { detail: format!("assimilator: {e}") },
                 },
                 Err(e) => WuOutcome::Failed { detail: format!("open {}: {}", db_path.display(), gah_util::error_chain(&e)) },
-            };
-            self.log(format!("assimilator: {wu_name}: {outcome:?}"));
-            self.set_outcome(wu_name, outcome);
-        } else if errors >= w.spec.max_error_results.max(1) as usize {
-            if let Some(d) = self.config.daemons.clone() {
-                let wu = AssimilatorWorkunit {
-                    id: w.id as u64,
-                    name: wu_name.to_owned(),
-                    batch: 0,
-                    error_mask: WU_ERROR_TOO_MANY_ERROR_RESULTS,
-                    canonical: None,
-                };
-                let detail = match self.assimilator_script(&d, &wu) {
-                    Ok(said) => format!("{errors} error result(s); {said}"),
-                    Err(said) => format!("{errors} error result(s); assimilator failed: {said}"),
-                };
-                self.log(format!("assimilator: {wu_name}: failed: {detail}"));
-                self.set_outcome(wu_name, WuOutcome::Failed { detail });
-                return;
             }
+        };
+        self.log(format!("assimilator: {wu_name}: {outcome:?}"));
+        self.set_outcome(wu_name, outcome);
+    }
+
+    /// The assimilator on a workunit the transitioner gave up, with its error mask.
+    fn assimilate_error(&mut self, wu_name: &str, error_mask: i64, nerrors: u32) {
+        let w = self.wus[wu_name].clone();
+        self.wus.get_mut(wu_name).expect("wu").error_mask = error_mask;
+        let detail = if let Some(d) = self.config.daemons.clone() {
+            let wu = AssimilatorWorkunit { id: w.id as u64, name: wu_name.to_owned(), batch: 0, error_mask, canonical: None };
+            match self.assimilator_script(&d, &wu) {
+                Ok(said) => format!("error mask {error_mask}, {nerrors} error result(s); {said}"),
+                Err(said) => format!("error mask {error_mask}, {nerrors} error result(s); assimilator failed: {said}"),
+            }
+        } else {
             let db_path = self.config.state_dir.join("results/results.sqlite");
-            let detail = match Database::open(&db_path)
-                .map(|mut db| gah_assimilator::record_error(&mut db, WU_ERROR_TOO_MANY_ERROR_RESULTS, wu_name, w.id, 0))
-            {
-                Ok(Ok(r)) => format!("{errors} error result(s); infrastructure failure recorded ({r:?})"),
-                Ok(Err(e)) => format!("{errors} error result(s); recording failed: {}", gah_util::error_chain(&e)),
-                Err(e) => format!("{errors} error result(s); open {}: {}", db_path.display(), gah_util::error_chain(&e)),
-            };
-            self.log(format!("assimilator: {wu_name}: failed: {detail}"));
-            self.set_outcome(wu_name, WuOutcome::Failed { detail });
-        } else if recs.iter().all(|r| r.report.is_some()) {
-            self.retry_or_fail(wu_name, "no quorum yet");
-        }
+            match Database::open(&db_path).map(|mut db| gah_assimilator::record_error(&mut db, error_mask, wu_name, w.id, 0)) {
+                Ok(Ok(r)) => format!("error mask {error_mask}, {nerrors} error result(s); infrastructure failure recorded ({r:?})"),
+                Ok(Err(e)) => {
+                    format!("error mask {error_mask}, {nerrors} error result(s); recording failed: {}", gah_util::error_chain(&e))
+                }
+                Err(e) => {
+                    format!("error mask {error_mask}, {nerrors} error result(s); open {}: {}", db_path.display(), gah_util::error_chain(&e))
+                }
+            }
+        };
+        self.log(format!("assimilator: {wu_name}: failed: {detail}"));
+        self.set_outcome(wu_name, WuOutcome::Failed { detail });
     }
 
     /// Runs a validator command as `script_validator` does; its decision and its last stderr
@@ -1014,30 +1245,47 @@ impl State {
         }
     }
 
-    fn retry_or_fail(&mut self, wu_name: &str, why: &str) {
-        let w = &self.wus[wu_name];
-        if (w.results.len() as u64) < u64::from(w.spec.max_total_results) {
-            let r = self.new_result(wu_name);
-            self.log(format!("transitioner: {wu_name}: {why}: new result {r}"));
-        } else {
-            self.log(format!("transitioner: {wu_name}: {why}: too many results"));
-            self.set_outcome(wu_name, WuOutcome::Failed { detail: format!("{why}; too many total results") });
-        }
-    }
-
-    /// Records a workunit's outcome; a decided workunit is assimilated (also a failed one:
-    /// BOINC's assimilator gets it with its error mask), and then `file_deleter` removes its
-    /// input files unless `<no_delete/>` ([`create_work::delete_input_files`]).
+    /// Records a workunit's outcome (assimilation done, or given up). Its unsent results are
+    /// no longer needed (`sched/validator.cpp` 703-711 with a canonical result,
+    /// `sched/transitioner.cpp` 403-417 with an error mask); then [`State::file_deleter`].
     fn set_outcome(&mut self, wu_name: &str, outcome: WuOutcome) {
         let decided = outcome != WuOutcome::Pending;
         let w = self.wus.get_mut(wu_name).expect("wu");
         w.outcome = outcome.clone();
-        let inputs = w.inputs.clone();
+        let results = w.results.clone();
         self.snap.workunits.insert(wu_name.into(), outcome);
         if decided {
-            let removed = create_work::delete_input_files(&self.config.state_dir.join("download"), &inputs);
-            self.log(format!("file_deleter: {wu_name}: removed {removed:?}"));
+            for n in results {
+                let r = self.results.get_mut(&n).expect("result");
+                if r.sent.is_none() {
+                    r.didnt_need = true;
+                }
+            }
+            self.file_deleter(wu_name);
         }
+    }
+
+    /// `file_deleter` for a decided workunit, when BOINC's transitioner would let it:
+    /// `file_delete_state` becomes READY only once the workunit is assimilated (also one that
+    /// failed: the assimilator gets those too) and every result is over and validated, none
+    /// unsent or in progress (`sched/transitioner.cpp` 504-528, 546-559; the project's
+    /// `delete_delay` is 0 by default). Then its input files go, except those whose
+    /// `<file_info>` has `<no_delete/>` ([`create_work::delete_input_files`]). Once.
+    fn file_deleter(&mut self, wu_name: &str) {
+        let w = &self.wus[wu_name];
+        if w.outcome == WuOutcome::Pending || w.inputs_deleted {
+            return;
+        }
+        let busy: Vec<String> =
+            w.results.iter().filter(|n| !self.results[*n].didnt_need && self.results[*n].report.is_none()).cloned().collect();
+        if !busy.is_empty() {
+            self.log(format!("file_deleter: {wu_name}: not yet, results not over: {busy:?}"));
+            return;
+        }
+        let (name, inputs) = (w.spec.name.clone(), w.inputs.clone());
+        self.wus.get_mut(wu_name).expect("wu").inputs_deleted = true;
+        let removed = create_work::delete_input_files(&self.config.state_dir.join("download"), &name, &inputs);
+        self.log(format!("file_deleter: {wu_name}: removed {removed:?}"));
     }
 
     fn upload(&mut self, body: &[u8]) -> String {
@@ -1364,8 +1612,12 @@ mod tests {
         let first = send(&h);
         assert!(first.contains("<name>wu1</name>") && first.contains(&files[0]), "{first}");
         h.state.lock().unwrap().set_outcome("wu1", WuOutcome::Assimilated { canonical: "wu1_0".into(), detail: "stored".into() });
-        // wu1's own job file is gone; the shared files stay for wu2 and for later workunits.
+        // wu1_0 is still in progress: the transitioner leaves file_delete_state alone
+        // (sched/transitioner.cpp 524-526, 553), so wu1's job file stays until it is over.
         let download = h.download_dir();
+        assert!(download.join("wu1.json").exists());
+        report(&h, "wu1_0", client_state::COMPUTE_ERROR, 1);
+        // Now it is gone; the shared files stay for wu2 and for later workunits.
         assert!(!download.join("wu1.json").exists());
         assert!(files.iter().all(|f| download.join(f).exists()));
         let second = send(&h);
@@ -1395,6 +1647,123 @@ mod tests {
         spec.files = files;
         let e = h.add_workunit(spec).unwrap_err();
         assert!(format!("{e:#}").contains("md5_file: can't open"), "{e:#}");
+        drop(h);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// The client reports `result` (marked sent first, if it was not).
+    fn report(h: &Harness, result: &str, state: i64, exit_status: i64) {
+        let mut st = h.state.lock().unwrap();
+        let r = st.results.get_mut(result).unwrap();
+        r.sent.get_or_insert_with(now);
+        let report = ReportedResult { name: result.into(), state, exit_status, final_elapsed_time: 60.0, ..Default::default() };
+        st.handle_report(&report);
+    }
+
+    /// A harness whose daemons run the shell scripts `init`, `cmp` and `asm` (each logs its
+    /// arguments to `<name>.log` in the project, then exits with the number in `<name>.exit`).
+    fn scripted(dir: &Path) -> Harness {
+        let project = dir.join("project");
+        fs::create_dir_all(project.join("bin")).unwrap();
+        for name in ["init", "cmp", "asm"] {
+            let script = format!("#!/bin/sh\necho \"$*\" >> {0}/{name}.log\nexit $(cat {0}/{name}.exit)\n", project.display());
+            let path = project.join("bin").join(name);
+            fs::write(&path, script).unwrap();
+            fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+            fs::write(project.join(format!("{name}.exit")), "0").unwrap();
+        }
+        let mut config = HarnessConfig::new(&dir.join("server"));
+        config.daemons = Some(Daemons {
+            project,
+            init_script: "init".into(),
+            compare_script: "cmp".into(),
+            assimilator_script: "asm".into(),
+            server: BoincServer::Release8_2_4,
+        });
+        Harness::start(config).unwrap()
+    }
+
+    fn script_log(dir: &Path, name: &str) -> String {
+        fs::read_to_string(dir.join("project").join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    #[test]
+    fn a_compare_exit_3_is_retry_later_and_too_many_total_goes_to_the_assimilator() {
+        let dir = temp("compare-retry");
+        let h = scripted(&dir);
+        fs::write(dir.join("project/cmp.exit"), "3").unwrap();
+        let mut spec = WorkunitSpec::new("wu", job());
+        spec.files = shared_inputs(&h, &dir, "a");
+        (spec.min_quorum, spec.target_nresults, spec.max_error_results, spec.max_total_results) = (2, 2, 1, 3);
+        let results = h.add_workunit(spec).unwrap();
+        // Neither upload exists: script_validator runs the init script on their paths anyway.
+        report(&h, &results[0], client_state::FILES_UPLOADED, 0);
+        report(&h, &results[1], client_state::FILES_UPLOADED, 0);
+        let init = script_log(&dir, "init");
+        assert!(init.contains(&h.upload_dir().join("wu_0_r0_0").display().to_string()), "{init}");
+        assert!(!h.upload_dir().join("wu_0_r0_0").exists());
+        {
+            let st = h.state.lock().unwrap();
+            // check_set stopped at the first compare: nobody is invalid, both inconclusive,
+            // and (as many viable results as the target) one more result is made.
+            let states: Vec<_> = results.iter().map(|r| st.results[r].validate_state).collect();
+            assert_eq!(states, [ValidateState::Inconclusive; 2]);
+            assert_eq!(st.wus["wu"].results.len(), 3);
+            assert_eq!(st.wus["wu"].spec.target_nresults, 3);
+            assert_eq!(st.wus["wu"].outcome, WuOutcome::Pending);
+        }
+        assert_eq!(script_log(&dir, "cmp").lines().count(), 1, "one compare, then retry later");
+        // The third fails on the client: another is needed, three made of at most three:
+        // WU_ERROR_TOO_MANY_TOTAL_RESULTS, passed to the assimilator script as --error.
+        report(&h, "wu_2", client_state::COMPUTE_ERROR, 1);
+        assert_eq!(script_log(&dir, "asm").trim(), "--error 8 wu 1 0");
+        assert!(matches!(h.snapshot().outcome("wu"), WuOutcome::Failed { .. }));
+        drop(h);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_compare_exit_1_is_no_consensus_until_a_majority_agrees() {
+        let dir = temp("compare-majority");
+        let h = scripted(&dir);
+        let mut spec = WorkunitSpec::new("wu", job());
+        spec.files = shared_inputs(&h, &dir, "a");
+        (spec.min_quorum, spec.target_nresults, spec.max_error_results, spec.max_total_results) = (2, 2, 1, 3);
+        let results = h.add_workunit(spec).unwrap();
+        fs::write(dir.join("project/cmp.exit"), "1").unwrap();
+        report(&h, &results[0], client_state::FILES_UPLOADED, 0);
+        report(&h, &results[1], client_state::FILES_UPLOADED, 0);
+        // No consensus: both inconclusive, a third result.
+        assert_eq!(h.state.lock().unwrap().wus["wu"].results.len(), 3);
+        fs::write(dir.join("project/cmp.exit"), "0").unwrap();
+        report(&h, "wu_2", client_state::FILES_UPLOADED, 0);
+        // Now everything matches: the first is canonical and assimilated with its file.
+        let snap = h.snapshot();
+        assert_eq!(snap.outcome("wu"), WuOutcome::Assimilated { canonical: "wu_0".into(), detail: String::new() });
+        let asm = script_log(&dir, "asm");
+        assert!(asm.starts_with("1 ") && asm.contains("wu_0_r0_0"), "{asm}");
+        drop(h);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn more_errors_than_max_error_results_fail_the_workunit_with_mask_2() {
+        let dir = temp("too-many-errors");
+        let h = scripted(&dir);
+        let mut spec = WorkunitSpec::new("wu", job());
+        spec.files = shared_inputs(&h, &dir, "a");
+        (spec.max_error_results, spec.max_total_results) = (1, 4);
+        h.add_workunit(spec).unwrap();
+        // One error is not more than max_error_results: a new result.
+        report(&h, "wu_0", client_state::COMPUTE_ERROR, 1);
+        assert_eq!(h.snapshot().outcome("wu"), WuOutcome::Pending);
+        // A user abort (exit 203) is no error either: another new result.
+        report(&h, "wu_1", client_state::ABORTED, i64::from(EXIT_ABORTED_VIA_GUI));
+        assert_eq!(h.snapshot().outcome("wu"), WuOutcome::Pending);
+        report(&h, "wu_2", client_state::COMPUTE_ERROR, 1);
+        assert_eq!(script_log(&dir, "asm").trim(), "--error 2 wu 1 0");
+        assert!(h.state.lock().unwrap().settled());
+        assert!(!h.download_dir().join("wu.json").exists(), "all results over: file_deleter ran");
         drop(h);
         let _ = fs::remove_dir_all(&dir);
     }
