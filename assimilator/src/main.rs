@@ -102,7 +102,7 @@ fn run(cli: Cli) -> anyhow::Result<String> {
         (Some(repo), _) => Some(gah_assimilator::md5_cache_snapshot(repo).with_context(|| format!("snapshot of {}", repo.display()))?),
         (None, label) => label.clone(),
     };
-    let open = || -> anyhow::Result<(Database, i64)> {
+    let open = || -> anyhow::Result<(Database, SnapshotId)> {
         let mut db = Database::open(&db_path)?;
         let snapshot = match &label {
             Some(label) => db.snapshot(label)?,

@@ -135,6 +135,6 @@ mod tests {
         assert!(ex.contains(" * ERROR: a/b-1::gah failed") && ex.contains("[... line 45 ...]"), "{ex}");
         assert!(!ex.contains("file100.c"), "{ex}");
         assert_eq!(excerpt_windows(&log.join("\n")), [44..57, 184..197]);
-        assert_eq!(excerpt_windows("a\nb"), [0..2]);
+        assert_eq!(excerpt_windows("a\nb"), vec![Range { start: 0, end: 2 }]);
     }
 }

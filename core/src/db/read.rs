@@ -140,10 +140,11 @@ impl Filter {
         if let Some(cp) = &self.package {
             // PMS: a package name never ends in `-` and a valid version, so the version starts
             // with the digit right after `cp-` (as split_cpv reads it).
-            params.push(Value::Text(format!("{}-%", like_escape(cp))));
-            let n = params.len();
-            params.push(Value::Integer(i64::try_from(cp.len()).unwrap_or(i64::MAX) + 2));
-            sql.push(format!("{p}cpv LIKE ?{n} ESCAPE '\\' AND substr({p}cpv, ?{}, 1) BETWEEN '0' AND '9'", params.len()));
+            // `cp-` and a digit: a range of the binary collation (`:` follows `9`), which the
+            // index on cpv answers.
+            params.push(Value::Text(format!("{cp}-0")));
+            params.push(Value::Text(format!("{cp}-:")));
+            sql.push(format!("{p}cpv >= ?{} AND {p}cpv < ?{}", params.len() - 1, params.len()));
         }
         if let Some(text) = &self.text {
             params.push(Value::Text(format!("%{}%", like_escape(text))));
@@ -903,6 +904,8 @@ mod tests {
         assert_eq!(db.outcomes(&text, Page::ALL).unwrap().len(), 6, "case-insensitive substring of the cpv");
         let package = Filter { package: Some("a/b".into()), ..Filter::default() };
         assert!(db.outcomes(&package, Page::ALL).unwrap().iter().all(|r| r.cell.cpv == "a/b-1"), "a/bc-1 is another package");
+        assert_eq!(db.outcomes(&package, Page::ALL).unwrap().len(), 6);
+        assert!(db.outcomes(&Filter { package: Some("A/B".into()), ..Filter::default() }, Page::ALL).unwrap().is_empty());
         let s1 = db.find_snapshot("git:s1").unwrap().unwrap().id;
         let failed_in_s1 = Filter { snapshot: Some(s1), statuses: vec![Status::BuildFailed, Status::TestFailed], ..Filter::default() };
         assert_eq!(
