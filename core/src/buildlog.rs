@@ -41,6 +41,33 @@ impl fmt::Display for FailedDependency {
     }
 }
 
+impl FailedDependency {
+    /// How the results database stores it: a stable kind code (`package`, `unsatisfiable`,
+    /// `conflict`, `unnamed`, `unreadable`), the package and the phase (or the reason, for
+    /// `unreadable`).
+    pub fn to_columns(&self) -> (&'static str, Option<&str>, Option<&str>) {
+        match self {
+            FailedDependency::Package { cpv, phase } => ("package", Some(cpv), phase.as_deref()),
+            FailedDependency::Unsatisfiable => ("unsatisfiable", None, None),
+            FailedDependency::Conflict => ("conflict", None, None),
+            FailedDependency::Unnamed => ("unnamed", None, None),
+            FailedDependency::Unreadable(why) => ("unreadable", None, Some(why)),
+        }
+    }
+
+    /// [`FailedDependency::to_columns`] undone; `None` for a kind it does not know.
+    pub fn from_columns(kind: &str, cpv: Option<String>, phase: Option<String>) -> Option<FailedDependency> {
+        Some(match kind {
+            "package" => FailedDependency::Package { cpv: cpv?, phase },
+            "unsatisfiable" => FailedDependency::Unsatisfiable,
+            "conflict" => FailedDependency::Conflict,
+            "unnamed" => FailedDependency::Unnamed,
+            "unreadable" => FailedDependency::Unreadable(phase.unwrap_or_default()),
+            _ => return None,
+        })
+    }
+}
+
 /// The package a `deps_failed` build log blames: Portage's ` * ERROR: cat/pkg-ver::repo
 /// failed (PHASE phase):` line, else a dependency-resolution failure.
 pub fn failed_dependency(log: &[u8]) -> FailedDependency {
@@ -123,6 +150,11 @@ mod tests {
         assert_eq!(none.to_string(), "(dependency resolution: no ebuild satisfies a dependency)");
         assert_eq!(failed_dependency(b"slot conflict"), FailedDependency::Conflict);
         assert_eq!(failed_dependency(b"nothing").to_string(), "(the log names no failing package)");
+        for d in [dep, none, FailedDependency::Conflict, FailedDependency::Unnamed, FailedDependency::Unreadable("gone".into())] {
+            let (kind, cpv, phase) = d.to_columns();
+            assert_eq!(FailedDependency::from_columns(kind, cpv.map(Into::into), phase.map(Into::into)), Some(d.clone()));
+        }
+        assert_eq!(FailedDependency::from_columns("package", None, None), None);
     }
 
     #[test]

@@ -111,6 +111,16 @@ const MIGRATIONS: &[Migration] = &[
     CREATE INDEX outcomes_cell ON outcomes (repo, cpv, use_flags, compiler, snapshot);
     CREATE INDEX outcomes_cpv ON outcomes (cpv);",
     },
+    // The dependency a deps_failed build blames (`crate::buildlog::failed_dependency`), read
+    // from its log once, when the row is stored, so that grouping failures by dependency reads
+    // no log: `dep_kind` is `FailedDependency`'s code, `dep_cpv` and `dep_phase` its package.
+    // NULL on other rows, and on deps_failed rows stored before (readers read their log).
+    Migration {
+        name: "0004_failed_dependency",
+        sql: "ALTER TABLE outcomes ADD COLUMN dep_kind TEXT;
+    ALTER TABLE outcomes ADD COLUMN dep_cpv TEXT;
+    ALTER TABLE outcomes ADD COLUMN dep_phase TEXT;",
+    },
 ];
 
 /// A temporary file in the staging folder older than this is an orphan even when its
@@ -483,12 +493,17 @@ fn insert_outcome(
     let failing = serde_json::to_string(&o.failing_tests).expect("strings serialise");
     let phases = serde_json::to_string(&o.phases).expect("phases serialise");
     let json = String::from_utf8(o.to_json()).expect("JSON is UTF-8");
+    let dep = (o.status == crate::outcome::Status::DepsFailed).then(|| crate::buildlog::failed_dependency(new.log));
+    let (dep_kind, dep_cpv, dep_phase) = dep.as_ref().map_or((None, None, None), |d| {
+        let (kind, cpv, phase) = d.to_columns();
+        (Some(kind), cpv, phase)
+    });
     let changed = tx
         .prepare_cached(
             "INSERT INTO outcomes (wu_name, snapshot, job_id, repo, cpv, use_flags, compiler, status, failed_phase,
                 test_ran, failing_tests, phases, duration_secs, backend, accelerator, summary, log_sha256,
-                emerge_info_sha256, outcome_json)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)
+                emerge_info_sha256, outcome_json, dep_kind, dep_cpv, dep_phase)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)
              ON CONFLICT (wu_name, snapshot) DO NOTHING",
         )?
         .execute(params![
@@ -511,6 +526,9 @@ fn insert_outcome(
             log_sha,
             info_sha,
             json,
+            dep_kind,
+            dep_cpv,
+            dep_phase,
         ])?;
     Ok(if changed == 1 { Recorded::Inserted } else { Recorded::AlreadyPresent })
 }

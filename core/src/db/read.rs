@@ -88,6 +88,10 @@ pub struct StoredOutcome {
     pub emerge_info: Option<BlobId>,
     /// When it was stored (UTC, `YYYY-MM-DDTHH:MM:SSZ`).
     pub assimilated_at: String,
+    /// For a `deps_failed` row, the dependency its log blames, as read when it was stored
+    /// (`None` for other rows, and for rows stored before the database read it: see
+    /// [`Database::failed_dependency`]).
+    pub failed_dependency: Option<FailedDependency>,
 }
 
 /// Which rows a query considers; every field narrows, the default is everything.
@@ -395,7 +399,7 @@ pub struct Quarantined {
 /// The columns of a [`StoredOutcome`], from `outcomes` as `o` and `snapshots` as `s`.
 const COLUMNS: &str = "o.seq, o.wu_name, o.job_id, o.snapshot, coalesce(s.label, o.snapshot) AS snapshot_label, o.repo, o.cpv,
     o.use_flags, o.compiler, o.status, o.failed_phase, o.test_ran, o.failing_tests, o.phases, o.duration_secs, o.backend,
-    o.accelerator, o.summary, o.log_sha256, o.emerge_info_sha256, o.assimilated_at";
+    o.accelerator, o.summary, o.log_sha256, o.emerge_info_sha256, o.assimilated_at, o.dep_kind, o.dep_cpv, o.dep_phase";
 
 /// The latest row of each cell among `outcomes` rows meeting `{}`, with its rank as `n`.
 fn latest_of(conditions: &str) -> String {
@@ -479,6 +483,13 @@ fn stored_outcome(r: &Row<'_>) -> rusqlite::Result<StoredOutcome> {
         log: BlobId(r.get("log_sha256")?),
         emerge_info: r.get::<_, Option<String>>("emerge_info_sha256")?.map(BlobId),
         assimilated_at: r.get("assimilated_at")?,
+        failed_dependency: match r.get::<_, Option<String>>("dep_kind")? {
+            Some(kind) => Some(
+                FailedDependency::from_columns(&kind, r.get("dep_cpv")?, r.get("dep_phase")?)
+                    .ok_or_else(|| conversion(r, "dep_kind", format!("unknown kind `{kind}`")))?,
+            ),
+            None => None,
+        },
     })
 }
 
@@ -757,21 +768,30 @@ impl Database {
     }
 
     /// The cells `filter` keeps whose latest row is `deps_failed`, grouped by the dependency
-    /// their build log names ([`crate::buildlog::failed_dependency`]), the largest group
-    /// first. Reads every such cell's log: narrow `filter` on a large database.
+    /// their build log names ([`Database::failed_dependency`]: read when the row was stored;
+    /// only rows stored before that are read from their log now), the largest group first.
     pub fn dependency_roots(&self, filter: &Filter) -> Result<Vec<DependencyRoot>, DbError> {
         let filter = Filter { statuses: vec![Status::DepsFailed], ..filter.clone() };
         let mut groups: BTreeMap<FailedDependency, Vec<StoredOutcome>> = BTreeMap::new();
         for r in self.latest(&filter, Page::ALL)? {
-            let dependency = match self.read_blob(r.log.sha256()) {
-                Ok(log) => crate::buildlog::failed_dependency(&log),
-                Err(e) => FailedDependency::Unreadable(gah_util::error_chain(&e)),
-            };
-            groups.entry(dependency).or_default().push(r);
+            groups.entry(self.failed_dependency(&r)).or_default().push(r);
         }
         let mut out: Vec<DependencyRoot> = groups.into_iter().map(|(dependency, blocked)| DependencyRoot { dependency, blocked }).collect();
         out.sort_by(|a, b| b.blocked.len().cmp(&a.blocked.len()).then(a.dependency.to_string().cmp(&b.dependency.to_string())));
         Ok(out)
+    }
+
+    /// The dependency `row` blames: the one read when it was stored, else read from its log now
+    /// (rows stored before migration `0004_failed_dependency`). Meaningful for `deps_failed`
+    /// rows only.
+    pub fn failed_dependency(&self, row: &StoredOutcome) -> FailedDependency {
+        if let Some(d) = &row.failed_dependency {
+            return d.clone();
+        }
+        match self.read_blob(row.log.sha256()) {
+            Ok(log) => crate::buildlog::failed_dependency(&log),
+            Err(e) => FailedDependency::Unreadable(gah_util::error_chain(&e)),
+        }
     }
 
     /// Workunits BOINC reported failed as a whole, newest first, one page of them (the page's
@@ -1060,6 +1080,12 @@ mod tests {
         assert_eq!(roots.len(), 1);
         assert_eq!(roots[0].dependency, FailedDependency::Package { cpv: "dev-libs/foo-1.2".into(), phase: Some("configure".into()) });
         assert_eq!(roots[0].blocked.iter().map(|r| r.cell.cpv.as_str()).collect::<Vec<_>>(), ["e/f-1", "e/g-1"]);
+        assert_eq!(roots[0].blocked[0].failed_dependency.as_ref(), Some(&roots[0].dependency), "read when stored");
+        // A row stored before the database read it at storing time: its log is read instead.
+        db.conn.execute("UPDATE outcomes SET dep_kind = NULL, dep_cpv = NULL, dep_phase = NULL WHERE cpv = 'e/g-1'", []).unwrap();
+        let again = db.dependency_roots(&Filter::default()).unwrap();
+        assert_eq!((again.len(), &again[0].dependency, again[0].blocked.len()), (1, &roots[0].dependency, 2));
+        assert_eq!(again[0].blocked[1].failed_dependency, None);
         assert!(db.dependency_roots(&Filter { text: Some("a/".into()), ..Filter::default() }).unwrap().is_empty());
     }
 

@@ -38,6 +38,9 @@ pub struct Outcome {
     pub log: String,
     /// `emerge --info`, relative to the database's folder.
     pub emerge_info: Option<String>,
+    /// For `deps_failed`: the dependency its log blames, for people (as `blame`'s
+    /// `dependency`), when it was read as the row was stored.
+    pub failed_dependency: Option<String>,
 }
 
 impl From<&StoredOutcome> for Outcome {
@@ -63,6 +66,7 @@ impl From<&StoredOutcome> for Outcome {
             assimilated_at: r.assimilated_at.clone(),
             log: r.log.relative_path(),
             emerge_info: r.emerge_info.as_ref().map(|b| b.relative_path()),
+            failed_dependency: r.failed_dependency.as_ref().map(ToString::to_string),
         }
     }
 }
