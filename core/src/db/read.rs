@@ -409,6 +409,26 @@ fn latest_of(conditions: &str) -> String {
     )
 }
 
+/// The latest row of each cell `filter` keeps, as `o` (the columns of `outcomes`), and the
+/// conditions that select it; the order's column prefix. Without a snapshot bound it is
+/// `cell_latest`'s (kept by a trigger on every insert, migration `0005_cell_latest`), which
+/// its index answers page by page; with one, a window over the rows up to the bound.
+fn latest_from(filter: &Filter, order: Order, params: &mut Vec<Value>) -> (String, Vec<String>, &'static str) {
+    let mut conditions = Vec::new();
+    if filter.snapshot.is_none() && filter.up_to.is_none() {
+        filter.cell_conditions("c.", &mut conditions, params);
+        filter.status_condition("o.", &mut conditions);
+        let prefix = if order == Order::Slowest { "o." } else { "c." };
+        ("cell_latest c JOIN outcomes o ON o.seq = c.seq".into(), conditions, prefix)
+    } else {
+        let mut inner = Vec::new();
+        filter.cell_conditions("", &mut inner, params);
+        conditions.push("o.n = 1".to_owned());
+        filter.status_condition("o.", &mut conditions);
+        (format!("{} o", latest_of(&and(&inner))), conditions, "o.")
+    }
+}
+
 /// `'a', 'b'`: the codes of the statuses `pick` keeps, for `status IN (...)`; built from the
 /// enum (the codes are fixed identifiers, no quoting needed).
 fn status_list(pick: impl Fn(Status) -> bool) -> String {
@@ -550,17 +570,10 @@ impl Database {
     }
 
     fn latest_sql(filter: &Filter, page: Page) -> (String, Vec<Value>) {
-        let (mut inner, mut params) = (Vec::new(), Vec::new());
-        filter.cell_conditions("", &mut inner, &mut params);
-        let mut outer = vec!["o.n = 1".to_owned()];
-        filter.status_condition("o.", &mut outer);
-        let tail = page.sql("o.", &mut params);
-        let sql = format!(
-            "SELECT {COLUMNS} FROM {} o LEFT JOIN snapshots s ON s.id = o.snapshot WHERE {}{tail}",
-            latest_of(&and(&inner)),
-            and(&outer)
-        );
-        (sql, params)
+        let mut params = Vec::new();
+        let (from, conditions, prefix) = latest_from(filter, page.order, &mut params);
+        let tail = page.sql(prefix, &mut params);
+        (format!("SELECT {COLUMNS} FROM {from} LEFT JOIN snapshots s ON s.id = o.snapshot WHERE {}{tail}", and(&conditions)), params)
     }
 
     /// The latest row of each cell `filter` keeps (its status filter applies to that latest
@@ -594,14 +607,12 @@ impl Database {
 
     /// (repo, cpv, status, cells) over the latest row of each cell `filter` keeps.
     fn counts_by_package(&self, filter: &Filter) -> Result<Vec<(String, String, Status, u64)>, DbError> {
-        let (mut inner, mut params) = (Vec::new(), Vec::new());
-        filter.cell_conditions("", &mut inner, &mut params);
-        let mut outer = vec!["n = 1".to_owned()];
-        filter.status_condition("", &mut outer);
+        let mut params = Vec::new();
+        let (from, conditions, _) = latest_from(filter, Order::Cell, &mut params);
         let sql = format!(
-            "SELECT repo, cpv, status, count(*) AS cells FROM {} WHERE {} GROUP BY repo, cpv, status ORDER BY cpv, repo",
-            latest_of(&and(&inner)),
-            and(&outer)
+            "SELECT o.repo AS repo, o.cpv AS cpv, o.status AS status, count(*) AS cells FROM {from} WHERE {}
+             GROUP BY o.repo, o.cpv, o.status ORDER BY o.cpv, o.repo",
+            and(&conditions)
         );
         let mut stmt = self.conn.prepare(&sql).map_err(|e| self.sql_err(e))?;
         let rows = stmt
@@ -616,7 +627,7 @@ impl Database {
             |sql: &str| -> Result<u64, DbError> { self.conn.query_row(sql, [], |r| r.get(0)).map(count).map_err(|e| self.sql_err(e)) };
         Ok(Totals {
             outcomes: one("SELECT count(*) FROM outcomes")?,
-            cells: one("SELECT count(*) FROM (SELECT 1 FROM outcomes GROUP BY repo, cpv, use_flags, compiler)")?,
+            cells: one("SELECT count(*) FROM cell_latest")?,
             infra_failures: one("SELECT count(*) FROM infra_failures")?,
             quarantined: one("SELECT count(*) FROM quarantine")?,
         })
@@ -982,6 +993,31 @@ mod tests {
         assert_eq!(history.iter().map(|r| r.status).collect::<Vec<_>>(), [Status::Success, Status::BuildFailed]);
         assert_eq!(db.outcome(history[1].seq).unwrap().as_ref(), Some(&history[1]));
         assert_eq!(db.outcome(-1).unwrap(), None);
+    }
+
+    #[test]
+    fn the_kept_latest_rows_are_the_windows_answer_even_for_late_rows() {
+        let mut db = scenario();
+        // A row of an older snapshot stored last: not the cell's state.
+        put(&mut db, "git:s1", "e/f-1", "", Compiler::Gcc, Status::Success, "ok");
+        let fresh = |db: &Database| db.latest(&Filter::default(), Page::ALL).unwrap();
+        let last = db.latest_snapshot().unwrap();
+        let window = db.latest(&Filter { up_to: last, ..Filter::default() }, Page::ALL).unwrap();
+        assert_eq!(fresh(&db), window);
+        assert!(names(&window).contains(&"e/f-1 [] gcc deps_failed git:s2".to_owned()));
+        // A database from before the table: the migration fills it from the rows.
+        db.conn
+            .execute_batch("DELETE FROM cell_latest; DELETE FROM migrations WHERE name = '0005_cell_latest'; DROP TRIGGER outcomes_cell_latest; DROP TABLE cell_latest;")
+            .unwrap();
+        let again = Database::open(db.path()).unwrap();
+        assert_eq!(fresh(&again), window);
+        for order in [Order::Newest, Order::Slowest] {
+            let page = Page::first(3, order);
+            assert_eq!(
+                again.latest(&Filter::default(), page).unwrap(),
+                again.latest(&Filter { up_to: last, ..Filter::default() }, page).unwrap()
+            );
+        }
     }
 
     #[test]
