@@ -123,7 +123,8 @@ const MIGRATIONS: &[Migration] = &[
     },
     // Each cell's latest row (highest snapshot, then latest stored), kept by a trigger on
     // every insert, so that a page of cell states reads its rows through an index instead of
-    // ranking every row (`read::Database::latest`). Keyed in the order listings use.
+    // ranking every row (`read::Database::latest`). Keyed in the order listings use. And the
+    // rows of one snapshot by index (`read::Database::changes`).
     Migration {
         name: "0005_cell_latest",
         sql: "CREATE TABLE cell_latest (
@@ -136,6 +137,7 @@ const MIGRATIONS: &[Migration] = &[
         PRIMARY KEY (cpv, use_flags, compiler, repo)
     ) WITHOUT ROWID;
     CREATE INDEX cell_latest_seq ON cell_latest (seq);
+    CREATE INDEX outcomes_snapshot ON outcomes (snapshot, seq);
     INSERT INTO cell_latest (cpv, use_flags, compiler, repo, snapshot, seq)
         SELECT cpv, use_flags, compiler, repo, snapshot, seq FROM (
             SELECT *, row_number() OVER (PARTITION BY repo, cpv, use_flags, compiler ORDER BY snapshot DESC, seq DESC) AS n

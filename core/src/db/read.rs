@@ -703,15 +703,20 @@ impl Database {
             recorded_at: String::new(),
         });
         let spurious = status_list(Status::is_spurious);
+        // Each cell's previous row is one index seek (outcomes_cell) per row of the snapshot,
+        // whose rows the index on snapshot finds.
         let sql = format!(
             "SELECT {COLUMNS}, p.seq AS prev_seq, p.status AS prev_status
-             FROM {now} o
-             LEFT JOIN {prev} p ON p.n = 1 AND p.repo = o.repo AND p.cpv = o.cpv AND p.use_flags = o.use_flags AND p.compiler = o.compiler
+             FROM (SELECT t.*,
+                     (SELECT q.seq FROM outcomes q
+                      WHERE q.repo = t.repo AND q.cpv = t.cpv AND q.use_flags = t.use_flags AND q.compiler = t.compiler
+                        AND q.snapshot <= ?2 AND q.status NOT IN ({spurious})
+                      ORDER BY q.snapshot DESC, q.seq DESC LIMIT 1) AS prev
+                   FROM {now} t WHERE t.n = 1 AND t.status NOT IN ({spurious})) o
+             LEFT JOIN outcomes p ON p.seq = o.prev
              LEFT JOIN snapshots s ON s.id = o.snapshot
-             WHERE o.n = 1 AND o.status NOT IN ({spurious})
              ORDER BY {order}",
             now = latest_of("snapshot = ?1"),
-            prev = latest_of(&format!("snapshot <= ?2 AND status NOT IN ({spurious})")),
             order = Order::Cell.sql("o."),
         );
         let mut changed: Vec<(i64, StoredOutcome, bool)> = Vec::new();
@@ -1007,7 +1012,7 @@ mod tests {
         assert!(names(&window).contains(&"e/f-1 [] gcc deps_failed git:s2".to_owned()));
         // A database from before the table: the migration fills it from the rows.
         db.conn
-            .execute_batch("DELETE FROM cell_latest; DELETE FROM migrations WHERE name = '0005_cell_latest'; DROP TRIGGER outcomes_cell_latest; DROP TABLE cell_latest;")
+            .execute_batch("DELETE FROM cell_latest; DELETE FROM migrations WHERE name = '0005_cell_latest'; DROP TRIGGER outcomes_cell_latest; DROP TABLE cell_latest; DROP INDEX outcomes_snapshot;")
             .unwrap();
         let again = Database::open(db.path()).unwrap();
         assert_eq!(fresh(&again), window);
