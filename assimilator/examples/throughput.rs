@@ -140,10 +140,10 @@ fn main() {
     let mut db = Database::open(&tmp.path().join("batch/results.sqlite")).unwrap();
     let t = Meter::start(false);
     let batching = gah_assimilator::Batching { threads, max_items: 500, max_bytes: 256 << 20 };
-    let done = gah_assimilator::assimilate_batch(&mut db, 0, &items, batching);
+    let done = gah_assimilator::assimilate_batch(&mut db, gah_core::db::NO_SNAPSHOT, &items, batching);
     let batch = t.rates(n);
     assert!(done.iter().all(|d| matches!(d.result, Ok(gah_assimilator::Assimilated::Stored(_)))));
-    let rows: i64 = db.connection().query_row("SELECT count(*) FROM outcomes", [], |r| r.get(0)).unwrap();
+    let rows = db.totals().unwrap().outcomes;
     assert_eq!(usize::try_from(rows).ok(), Some(n));
     report("assimilator, batch", batch, &format!("{threads} reader threads, 500 per transaction, 2 syncfs per batch"));
 

@@ -60,7 +60,7 @@ impl Settings {
         Ok(Settings { db: r.require_results_db()?.to_owned(), snapshot: r.snapshot })
     }
 
-    fn open(&self) -> Result<(Database, i64), DbError> {
+    fn open(&self) -> Result<(Database, gah_core::db::SnapshotId), DbError> {
         let mut db = Database::open(&self.db)?;
         let snapshot = match &self.snapshot {
             Some(label) => db.snapshot(label)?,

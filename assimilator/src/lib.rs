@@ -68,7 +68,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use gah_core::archive::{self, Limits, OutcomeArchive};
-use gah_core::db::{Database, DbError, NewOutcome, Recorded, NO_SNAPSHOT};
+use gah_core::db::{Database, DbError, NewOutcome, Recorded, SnapshotId, NO_SNAPSHOT};
 use gah_validator::LoadError;
 
 /// What [`assimilate`] did with a workunit's canonical result.
@@ -161,7 +161,7 @@ pub fn assimilate(db: &mut Database, wu_name: &str, path: &Path) -> Result<Assim
 }
 
 /// [`assimilate`] under tree snapshot `snapshot` (an id from [`Database::snapshot`]).
-pub fn assimilate_at(db: &mut Database, snapshot: i64, wu_name: &str, path: &Path) -> Result<Assimilated, AssimilateError> {
+pub fn assimilate_at(db: &mut Database, snapshot: SnapshotId, wu_name: &str, path: &Path) -> Result<Assimilated, AssimilateError> {
     match gah_validator::load_for_workunit(path, wu_name) {
         Ok(archive) => Ok(Assimilated::Stored(store_at(db, snapshot, wu_name, &archive)?)),
         Err(e) if e.is_transient() => Err(AssimilateError::Read(e)),
@@ -190,11 +190,11 @@ pub fn store(db: &mut Database, wu_name: &str, archive: &OutcomeArchive) -> Resu
 
 /// [`store`] under tree snapshot `snapshot`. The log and `emerge --info` are both kept,
 /// content-addressed, beside the database.
-pub fn store_at(db: &mut Database, snapshot: i64, wu_name: &str, archive: &OutcomeArchive) -> Result<Recorded, DbError> {
+pub fn store_at(db: &mut Database, snapshot: SnapshotId, wu_name: &str, archive: &OutcomeArchive) -> Result<Recorded, DbError> {
     db.record(&new_outcome(snapshot, wu_name, archive))
 }
 
-fn new_outcome<'a>(snapshot: i64, wu_name: &'a str, archive: &'a OutcomeArchive) -> NewOutcome<'a> {
+fn new_outcome<'a>(snapshot: SnapshotId, wu_name: &'a str, archive: &'a OutcomeArchive) -> NewOutcome<'a> {
     NewOutcome { wu_name, snapshot, outcome: &archive.outcome, log: &archive.build_log, emerge_info: archive.emerge_info.as_deref() }
 }
 
@@ -228,7 +228,7 @@ pub struct Batching {
 /// held. Items come back in the input's order. A transient read error affects only its item;
 /// a database error fails every item of its transaction (none of it is stored; all of it
 /// may be retried).
-pub fn assimilate_batch(db: &mut Database, snapshot: i64, items: &[(String, PathBuf)], batching: Batching) -> Vec<BatchItem> {
+pub fn assimilate_batch(db: &mut Database, snapshot: SnapshotId, items: &[(String, PathBuf)], batching: Batching) -> Vec<BatchItem> {
     let threads = batching.threads.max(1);
     let mut results: Vec<Option<Result<Assimilated, AssimilateError>>> = (0..items.len()).map(|_| None).collect();
     let mut held: Vec<(usize, OutcomeArchive)> = Vec::new();
@@ -267,7 +267,7 @@ pub fn assimilate_batch(db: &mut Database, snapshot: i64, items: &[(String, Path
 /// Stores the archives `held` (indices into `items`) in one transaction and empties it.
 fn store_held(
     db: &mut Database,
-    snapshot: i64,
+    snapshot: SnapshotId,
     items: &[(String, PathBuf)],
     held: &mut Vec<(usize, OutcomeArchive)>,
     results: &mut [Option<Result<Assimilated, AssimilateError>>],

@@ -33,7 +33,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use gah_assimilator::boinc::{self, Settings};
 use gah_assimilator::Assimilated;
-use gah_core::db::{Database, Recorded, NO_SNAPSHOT};
+use gah_core::db::{Database, Recorded, SnapshotId, NO_SNAPSHOT};
 use gah_core::project::Overrides;
 
 /// Stores gentoo@home outcomes in the results database, for BOINC's script_assimilator.
@@ -102,7 +102,7 @@ fn run(cli: Cli) -> anyhow::Result<String> {
         (Some(repo), _) => Some(gah_assimilator::md5_cache_snapshot(repo).with_context(|| format!("snapshot of {}", repo.display()))?),
         (None, label) => label.clone(),
     };
-    let open = || -> anyhow::Result<(Database, i64)> {
+    let open = || -> anyhow::Result<(Database, SnapshotId)> {
         let mut db = Database::open(&db_path)?;
         let snapshot = match &label {
             Some(label) => db.snapshot(label)?,
@@ -160,7 +160,7 @@ fn read_list(list: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
     Ok(items)
 }
 
-fn batch(db: &mut Database, snapshot: i64, items: &[(String, PathBuf)], cli: &Cli) -> anyhow::Result<String> {
+fn batch(db: &mut Database, snapshot: SnapshotId, items: &[(String, PathBuf)], cli: &Cli) -> anyhow::Result<String> {
     let started = std::time::Instant::now();
     let batching = gah_assimilator::Batching { threads: cli.threads, max_items: cli.batch_size, max_bytes: cli.batch_mib << 20 };
     let done = gah_assimilator::assimilate_batch(db, snapshot, items, batching);

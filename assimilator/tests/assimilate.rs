@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use gah_assimilator::Assimilated;
-use gah_core::db::{Database, Recorded};
+use gah_core::db::read::Totals;
+use gah_core::db::{Database, Filter, Page, Recorded, SnapshotId};
 use gah_core::job::{Compiler, Job, UseAssignment};
 use gah_core::outcome::{Outcome, Status};
 
@@ -22,8 +23,8 @@ fn archive(dir: &Path, name: &str, status: Status, log: &[u8]) -> (PathBuf, Outc
     (path, outcome)
 }
 
-fn count(db: &Database, table: &str) -> i64 {
-    db.connection().query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)).unwrap()
+fn totals(db: &Database) -> Totals {
+    db.totals().unwrap()
 }
 
 fn run(args: &[&str], db: &Path) -> (i32, String) {
@@ -39,11 +40,11 @@ fn the_same_workunit_twice_is_one_row() {
     let wu = outcome.job_id.as_str();
     assert_eq!(gah_assimilator::assimilate(&mut db, wu, &path).unwrap(), Assimilated::Stored(Recorded::Inserted));
     assert_eq!(gah_assimilator::assimilate(&mut db, wu, &path).unwrap(), Assimilated::Stored(Recorded::AlreadyPresent));
-    let rows = db.outcomes().unwrap();
+    let rows = db.outcomes(&Filter::default(), Page::ALL).unwrap();
     assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].status, outcome.status.as_str());
+    assert_eq!(rows[0].status, outcome.status);
     assert_eq!(rows[0].failed_phase.as_deref(), Some("test"));
-    assert!(db.path().parent().unwrap().join(&rows[0].log_path).exists());
+    assert!(db.path().parent().unwrap().join(rows[0].log.relative_path()).exists());
 }
 
 #[test]
@@ -57,7 +58,7 @@ fn the_binary_stores_once_and_exits_zero() {
     let (code, stderr) = run(&["--db", db_path.to_str().unwrap(), wu, file], Path::new("/nonexistent/ignored.sqlite"));
     assert_eq!((code, stderr), (0, format!("gah-assimilator: {wu}: already stored\n")));
     let db = Database::open(&db_path).unwrap();
-    assert_eq!(count(&db, "outcomes"), 1);
+    assert_eq!(totals(&db).outcomes, 1);
 }
 
 #[test]
@@ -74,13 +75,12 @@ fn a_permanently_bad_file_is_quarantined_not_fatal() {
     assert!(stderr.contains("already quarantined"), "{stderr}");
 
     let db = Database::open(&db_path).unwrap();
-    assert_eq!(count(&db, "outcomes"), 0);
-    let (file, sha, reason): (String, String, String) = db
-        .connection()
-        .query_row("SELECT file, file_sha256, reason FROM quarantine WHERE wu_name = 'wu_bad'", [], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })
-        .unwrap();
+    assert_eq!(totals(&db).outcomes, 0);
+    let q = db.quarantined(Page::ALL).unwrap();
+    let (file, sha, reason) = match &q[..] {
+        [q] if q.wu_name == "wu_bad" => (q.file.clone(), q.file_sha256.clone().unwrap(), q.reason.clone()),
+        other => panic!("{other:?}"),
+    };
     assert_eq!(file, bad.to_str().unwrap());
     assert!(reason.contains("bad.tar.gz") && reason.contains("not a readable tar.gz"), "{reason}");
     let copy = tmp.path().join("quarantine").join(format!("{sha}.tar.gz"));
@@ -97,7 +97,7 @@ fn transient_failures_exit_nonzero_and_record_nothing() {
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("gone.tar.gz: cannot read"), "{stderr}");
     let db = Database::open(&db_path).unwrap();
-    assert_eq!(count(&db, "outcomes") + count(&db, "quarantine"), 0);
+    assert_eq!(totals(&db).outcomes + totals(&db).quarantined, 0);
 
     // A database that cannot be opened (its folder is a file).
     let (path, _) = archive(tmp.path(), "r.tar.gz", Status::Success, b"log\n");
@@ -118,14 +118,10 @@ fn the_error_path_records_an_infrastructure_failure_once() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("already recorded"), "{stderr}");
     let db = Database::open(&db_path).unwrap();
-    let row: (i64, i64, i64) = db
-        .connection()
-        .query_row("SELECT error_mask, wu_id, batch_id FROM infra_failures WHERE wu_name = 'wu_failed'", [], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })
-        .unwrap();
-    assert_eq!(row, (8, 1234, 7));
-    assert_eq!(count(&db, "infra_failures"), 1);
+    let infra = db.infra_failures(Page::ALL).unwrap();
+    let row: Vec<_> = infra.iter().map(|f| (f.wu_name.as_str(), f.error_mask, f.wu_id, f.batch_id)).collect();
+    assert_eq!(row, [("wu_failed", 8, 1234, 7)]);
+    assert_eq!(totals(&db).infra_failures, 1);
 
     let mut db = Database::temp().unwrap();
     assert_eq!(gah_assimilator::record_error(&mut db, 4, "wu_x", 1, 0).unwrap(), Recorded::Inserted);
@@ -183,11 +179,10 @@ fn a_batch_stores_quarantines_and_can_be_rerun() {
     assert!(stderr.contains("1 stored, 7 already stored, 1 quarantined, 0 failed"), "{stderr}");
 
     let db = Database::open(&db_path).unwrap();
-    assert_eq!((count(&db, "outcomes"), count(&db, "quarantine")), (8, 1));
-    let rows = db.outcomes().unwrap();
-    assert!(rows.iter().all(|r| db.path().parent().unwrap().join(&r.log_path).exists()));
-    let info: i64 =
-        db.connection().query_row("SELECT count(*) FROM outcomes WHERE emerge_info_sha256 IS NOT NULL", [], |r| r.get(0)).unwrap();
+    assert_eq!((totals(&db).outcomes, totals(&db).quarantined), (8, 1));
+    let rows = db.outcomes(&Filter::default(), Page::ALL).unwrap();
+    assert!(rows.iter().all(|r| db.path().parent().unwrap().join(r.log.relative_path()).exists()));
+    let info = rows.iter().filter(|r| r.emerge_info.is_some()).count();
     assert_eq!(info, 8, "emerge --info is kept");
 }
 
@@ -206,7 +201,8 @@ fn a_new_snapshot_adds_a_row_the_same_snapshot_does_not() {
     let db = Database::open(&db_path).unwrap();
     let labels: Vec<String> = db.snapshots().unwrap().into_iter().map(|s| s.label).collect();
     assert_eq!(labels, ["unrecorded", "git:aaa", "git:bbb"]);
-    assert_eq!(db.outcomes().unwrap().iter().map(|r| r.snapshot).collect::<Vec<_>>(), [1, 2]);
+    let snapshots: Vec<SnapshotId> = db.outcomes(&Filter::default(), Page::ALL).unwrap().iter().map(|r| r.snapshot).collect();
+    assert_eq!(snapshots, [SnapshotId(1), SnapshotId(2)]);
 }
 
 /// `gah-assimilate` as BOINC's daemon runs it: from `tmp_<host>/` of the project, with
@@ -248,7 +244,7 @@ fn the_daemon_reads_the_project_file_and_refuses_without_a_database() {
     assert_eq!(code, 0, "{stderr}");
     assert!(!env_db.exists(), "the project file wins over the environment");
     let db = Database::open(&project.join("results/results.sqlite")).unwrap();
-    assert_eq!(count(&db, "outcomes"), 1);
+    assert_eq!(totals(&db).outcomes, 1);
     assert_eq!(db.snapshots().unwrap().last().unwrap().label, "git:abc");
 }
 
@@ -276,14 +272,8 @@ fn one_results_problem_never_stops_the_daemon() {
     let (code, stderr) = assimilate_daemon(&project, &["44", bad.to_str().unwrap()], &env);
     assert_eq!(code, 0, "{stderr}");
     let db = Database::open(&db_path).unwrap();
-    let reasons: Vec<String> = db
-        .connection()
-        .prepare("SELECT wu_name FROM quarantine ORDER BY wu_name")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let mut reasons: Vec<String> = db.quarantined(Page::ALL).unwrap().into_iter().map(|q| q.wu_name).collect();
+    reasons.sort();
     assert_eq!(reasons, ["wu#43", "wu_a", "wu_b"]);
 }
 
@@ -317,7 +307,7 @@ fn assimilators_started_together_on_a_fresh_database_all_succeed() {
         .collect();
     assert!(failed.is_empty(), "{} of {N} failed, e.g. {:?}", failed.len(), failed.first());
     let db = Database::open(&db_path).unwrap();
-    assert_eq!((count(&db, "outcomes"), count(&db, "infra_failures")), (1, N as i64 / 2));
+    assert_eq!((totals(&db).outcomes, totals(&db).infra_failures), (1, N as u64 / 2));
 }
 
 /// Issue 9, item 11: an upload that answers another job than the workunit's is quarantined,
@@ -337,5 +327,5 @@ fn an_upload_for_another_job_is_quarantined() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("1 stored, 0 already stored, 1 quarantined"), "{stderr}");
     let db = Database::open(&db_path).unwrap();
-    assert_eq!((count(&db, "outcomes"), count(&db, "quarantine")), (1, 2));
+    assert_eq!((totals(&db).outcomes, totals(&db).quarantined), (1, 2));
 }

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use gah_core::db::Database;
+use gah_core::db::{Database, Filter, Page};
 use gah_core::job::{Compiler, Job, UseAssignment};
 use gah_core::outcome::{Outcome, Status};
 
@@ -153,22 +153,20 @@ fn leftovers(dir: &Path) -> Vec<PathBuf> {
 fn verify(db_path: &Path, outcomes: &[(String, PathBuf, Outcome)]) -> (usize, i64, i64) {
     let n = outcomes.len();
     let db = Database::open(db_path).unwrap();
-    let integrity: String = db.connection().query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
-    assert_eq!(integrity, "ok");
-    let mut stored: BTreeMap<String, (i64, String, String, String)> = BTreeMap::new();
-    let mut stmt = db.connection().prepare("SELECT wu_name, count(*), job_id, status, log_sha256 FROM outcomes GROUP BY wu_name").unwrap();
-    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))).unwrap() {
-        let (wu, rest) = row.unwrap();
-        stored.insert(wu, rest);
+    assert_eq!(db.integrity_check().unwrap(), "ok");
+    let rows = db.outcomes(&Filter::default(), Page::ALL).unwrap();
+    let mut stored: BTreeMap<String, (String, Status, String)> = BTreeMap::new();
+    for r in &rows {
+        stored.insert(r.wu_name.clone(), (r.job_id.clone(), r.status, r.log.sha256().to_owned()));
     }
-    let total: i64 = db.connection().query_row("SELECT count(*) FROM outcomes", [], |r| r.get(0)).unwrap();
-    let distinct_jobs: i64 = db.connection().query_row("SELECT count(DISTINCT job_id) FROM outcomes", [], |r| r.get(0)).unwrap();
+    let total = rows.len() as i64;
+    let distinct_jobs = rows.iter().map(|r| r.job_id.as_str()).collect::<std::collections::BTreeSet<_>>().len() as i64;
     let mut lost = 0;
     for (wu, _, outcome) in outcomes {
         match stored.get(wu) {
             None => lost += 1,
-            Some((_, job_id, status, log_sha)) => {
-                assert_eq!((job_id, status.as_str()), (&outcome.job_id, outcome.status.as_str()), "{wu}");
+            Some((job_id, status, log_sha)) => {
+                assert_eq!((job_id, *status), (&outcome.job_id, outcome.status), "{wu}");
                 let log = db.path().parent().unwrap().join(Database::log_relative_path(log_sha));
                 let mut text = Vec::new();
                 flate2::read::GzDecoder::new(std::fs::File::open(&log).unwrap()).read_to_end(&mut text).unwrap();
@@ -177,7 +175,7 @@ fn verify(db_path: &Path, outcomes: &[(String, PathBuf, Outcome)]) -> (usize, i6
         }
     }
     let duplicated = (total - n as i64) + (total - distinct_jobs);
-    let quarantined: i64 = db.connection().query_row("SELECT count(*) FROM quarantine", [], |r| r.get(0)).unwrap();
+    let quarantined = db.totals().unwrap().quarantined as i64;
     (lost, duplicated, quarantined)
 }
 

@@ -77,6 +77,28 @@ impl UseAssignment {
         words.join(" ")
     }
 
+    /// Parses Portage's `package.use` notation (`a -b +c`), the inverse of
+    /// [`UseAssignment::to_package_use`]; the error names the word that is not a flag.
+    pub fn from_package_use(text: &str) -> Result<UseAssignment, String> {
+        let mut flags = BTreeMap::new();
+        for word in text.split_whitespace() {
+            let (flag, on) = match word.strip_prefix('-') {
+                Some(f) => (f, false),
+                None => (word.strip_prefix('+').unwrap_or(word), true),
+            };
+            if flag.is_empty() || flag.starts_with(['-', '+']) {
+                return Err(format!("`{word}` is not a USE flag"));
+            }
+            flags.insert(flag.to_owned(), on);
+        }
+        Ok(UseAssignment(flags))
+    }
+
+    /// True when every flag of `wanted` has the same value here (other flags any value).
+    pub fn has_all(&self, wanted: &UseAssignment) -> bool {
+        wanted.0.iter().all(|(flag, on)| self.0.get(flag) == Some(on))
+    }
+
     /// A compact, human-readable form: the enabled flags, or `-` when none is.
     pub fn summary(&self) -> String {
         let on: Vec<&str> = self.enabled().collect();
@@ -109,7 +131,39 @@ pub struct Job {
     pub timeout_secs: u64,
 }
 
+/// A cell: one configuration of one ebuild, the identity results are filed under. A job is
+/// a cell with a time limit; every submission of the job, in every tree snapshot, is a row
+/// of the same cell in the results database.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Cell {
+    /// The repository's `repo_name`.
+    pub repo: String,
+    /// `category/package-version`.
+    pub cpv: String,
+    /// Every IUSE flag of the ebuild, on or off.
+    pub use_flags: UseAssignment,
+    /// The toolchain.
+    pub compiler: Compiler,
+}
+
+impl Cell {
+    /// The id of the cell's job ([`job_id`]).
+    pub fn job_id(&self) -> String {
+        job_id(&self.repo, &self.cpv, &self.use_flags, self.compiler)
+    }
+
+    /// `category/package`.
+    pub fn cp(&self) -> &str {
+        split_cpv(&self.cpv).map(|(cp, _)| cp).unwrap_or(&self.cpv)
+    }
+}
+
 impl Job {
+    /// The cell this job builds.
+    pub fn cell(&self) -> Cell {
+        Cell { repo: self.repo.clone(), cpv: self.cpv.clone(), use_flags: self.use_flags.clone(), compiler: self.compiler }
+    }
+
     /// Builds a job and derives its identifier from its content, so the same configuration
     /// always gets the same identifier.
     pub fn new(repo: &str, cpv: &str, use_flags: UseAssignment, compiler: Compiler, timeout_secs: u64) -> Job {
@@ -235,6 +289,20 @@ mod tests {
         assert!(job.job_id.starts_with("app-arch_bzip2-1.0.8-clang-"));
         assert_eq!(Job::from_json(&job.to_json()).unwrap(), job);
         assert_eq!(job.use_flags.to_package_use(), "debug -static");
+    }
+
+    #[test]
+    fn package_use_notation_round_trips() {
+        let flags = UseAssignment::from_package_use("ssl -static +doc").unwrap();
+        assert_eq!(flags.to_package_use(), "doc ssl -static");
+        assert_eq!(UseAssignment::from_package_use(&flags.to_package_use()).unwrap(), flags);
+        assert_eq!(UseAssignment::from_package_use("").unwrap(), UseAssignment::default());
+        assert!(UseAssignment::from_package_use("-").is_err() && UseAssignment::from_package_use("--x").is_err());
+        assert!(flags.has_all(&UseAssignment::from_package_use("ssl -static").unwrap()));
+        assert!(!flags.has_all(&UseAssignment::from_package_use("ssl static").unwrap()));
+        assert!(!flags.has_all(&UseAssignment::from_package_use("test").unwrap()));
+        let job = Job::new("gah", "a/b-1", flags, Compiler::Gcc, 1);
+        assert_eq!(job.cell().job_id(), job.job_id);
     }
 
     #[test]

@@ -5,12 +5,16 @@
 //! - [`outcome::Outcome`] and [`outcome::Status`]: what a job produced (`outcome.json`).
 //! - [`archive`]: the outcome archive a volunteer uploads, written by the app and checked by
 //!   the validator before anything in it is trusted.
-//! - [`db::Database`]: the results database schema, its migrations and its writes.
+//! - [`db::Database`]: the results database: its schema, migrations and writes, and every
+//!   read of it ([`db::read`]: typed rows keyed by [`job::Cell`], latest state, history,
+//!   matrix, changes between snapshots, failures by package and by dependency, counts).
+//! - [`buildlog`]: what a stored build log says (the dependency it blames, its excerpt).
 //! - [`project`]: where the server programs find the results database and the queue
 //!   (command line, the project's `gah.conf`, environment).
 //!
-//! **Invariant:** this crate knows nothing about qemu, namespaces, BOINC's API or Portage; it
-//! does no process management and no network IO.
+//! **Invariant:** this crate knows nothing about qemu, namespaces or BOINC's API, and of
+//! Portage only the text of its build logs ([`buildlog`]); it does no process management and
+//! no network IO.
 //!
 //! ```
 //! use gah_core::job::{Compiler, Job, UseAssignment};
@@ -20,6 +24,7 @@
 #![deny(missing_docs)]
 
 pub mod archive;
+pub mod buildlog;
 pub mod db;
 pub mod job;
 pub mod outcome;

@@ -120,6 +120,12 @@ impl Status {
         matches!(self, Status::Timeout | Status::InfraError)
     }
 
+    /// True when the package itself failed: its build (`build_failed`) or its tests
+    /// (`test_failed`); not a dependency's failure, a limit or a spurious result.
+    pub fn is_own_failure(self) -> bool {
+        matches!(self, Status::BuildFailed | Status::TestFailed)
+    }
+
     /// True for the failures that count against the package in the failcount rotation.
     pub fn is_failure(self) -> bool {
         !matches!(self, Status::Success) && !self.is_spurious()

@@ -99,17 +99,34 @@ fn main() -> ExitCode {
             })
         }
         // A server has the database and no checkout: with --db or $GAH_RESULTS_DB, no layout.
-        Mode::Results(args) => match results::explicit_db(&args) {
-            Some(db) => results::command(args, &db),
-            None => layout::Layout::discover().and_then(|layout| results::command(args, &layout.db)),
-        },
+        Mode::Results(args) => {
+            let mut out = std::io::stdout().lock();
+            match results::explicit_db(&args) {
+                Some(db) => results::command(args, &db, &mut out),
+                None => layout::Layout::discover().and_then(|layout| results::command(args, &layout.db, &mut out)),
+            }
+        }
         Mode::Deploy(args) => layout::Layout::discover().and_then(|layout| deploy::deploy(&args, &layout.root)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // As ripgrep does: a reader that stopped reading (`gah results | head`) is not an
+        // error; there is nobody left to tell.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("gah: error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// True when `e` comes from writing to a closed pipe.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        let kind = cause
+            .downcast_ref::<std::io::Error>()
+            .map(std::io::Error::kind)
+            .or_else(|| cause.downcast_ref::<serde_json::Error>().and_then(serde_json::Error::io_error_kind));
+        kind == Some(std::io::ErrorKind::BrokenPipe)
+    })
 }

@@ -329,7 +329,7 @@ fn settle_binpkgs(canonical: Option<usize>, kept: &[PathBuf], cache: &Path) -> a
     Ok(merged)
 }
 
-fn assimilate(db: &mut Database, snapshot: i64, job: &Job, verdict: Verdict, elapsed: Duration) -> Row {
+fn assimilate(db: &mut Database, snapshot: gah_core::db::SnapshotId, job: &Job, verdict: Verdict, elapsed: Duration) -> Row {
     let minutes = elapsed.as_secs_f64() / 60.0;
     let row = |status: &str, phase: &str, note: String| Row {
         job: job.clone(),

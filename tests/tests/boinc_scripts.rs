@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use gah_boinc_harness::boinc_scripts::{self, AssimilatorWorkunit, BoincServer, Canonical, ValidatorDecision, ValidatorResult};
 use gah_boinc_harness::server::Daemons;
-use gah_core::db::Database;
+use gah_core::db::{Database, Filter, Page};
 use gah_core::job::{Compiler, Job, UseAssignment};
 use gah_core::outcome::{Outcome, Status};
 use gah_tests::{program, project_root};
@@ -115,9 +115,9 @@ fn the_readme_lines_validate_and_assimilate_on_every_boinc_release() {
         assert_eq!(assimilate(&d, &failed), Some(0), "{server:?}");
 
         let db = Database::open(&db_path(&d)).unwrap();
-        let rows = db.outcomes().unwrap();
+        let rows = db.outcomes(&Filter::default(), Page::ALL).unwrap();
         assert_eq!(rows.iter().map(|r| r.wu_name.as_str()).collect::<Vec<_>>(), [wu.as_str()], "{server:?}");
-        let infra: String = db.connection().query_row("SELECT wu_name FROM infra_failures", [], |r| r.get(0)).unwrap();
+        let infra = db.infra_failures(Page::ALL).unwrap().into_iter().map(|f| f.wu_name).collect::<Vec<_>>().join(" ");
         // BOINC 7 passes no workunit name with --error.
         assert_eq!(infra, if server == BoincServer::Release7 { "wu#42" } else { "gone_1" }, "{server:?}");
     }
@@ -151,11 +151,10 @@ fn two_submissions_of_a_job_are_two_workunits_of_one_cell() {
     assert_eq!(assimilate(&d, &workunit(1, &first, Some((1, &a)))), Some(0));
     assert_eq!(assimilate(&d, &workunit(2, &second, Some((2, &b)))), Some(0));
     let db = Database::open(&db_path(&d)).unwrap();
-    let rows = db.outcomes().unwrap();
+    let rows = db.outcomes(&Filter::default(), Page::ALL).unwrap();
     assert_eq!(rows.len(), 2);
-    let cells: std::collections::BTreeSet<_> = rows.iter().map(|r| (r.cpv.clone(), r.use_flags.clone(), r.compiler.clone())).collect();
+    let cells: std::collections::BTreeSet<_> = rows.iter().map(|r| r.cell.clone()).collect();
     assert_eq!(cells.len(), 1, "{rows:?}");
-    let jobs: std::collections::BTreeSet<String> =
-        db.connection().prepare("SELECT job_id FROM outcomes").unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+    let jobs: std::collections::BTreeSet<String> = rows.iter().map(|r| r.job_id.clone()).collect();
     assert_eq!(jobs.into_iter().collect::<Vec<_>>(), [job.job_id]);
 }

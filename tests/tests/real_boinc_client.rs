@@ -280,10 +280,10 @@ impl Run {
             self.client.log_tail(60)
         );
         let db = Database::open(&self.harness.results_db()).expect("results db");
-        let rows = db.outcomes().expect("rows");
+        let rows = db.outcomes(&gah_core::db::Filter::default(), gah_core::db::Page::ALL).expect("rows");
         let row = rows.iter().find(|r| r.wu_name == self.wu).unwrap_or_else(|| panic!("no row for {} in {:?}", self.wu, rows));
-        assert_eq!(row.cpv, "app-arch/bzip2-1.0.8");
-        assert_eq!(row.status, "success", "{row:?}");
+        assert_eq!(row.cell.cpv, "app-arch/bzip2-1.0.8");
+        assert_eq!(row.status, gah_core::outcome::Status::Success, "{row:?}");
         assert_eq!(row.failed_phase, None, "{row:?}");
         assert!(row.test_ran, "{row:?}");
         let report = snap.report(&self.result).expect("report");
@@ -299,9 +299,9 @@ impl Run {
         eprintln!(
             "{}: row {} {} {} {:.0} s in the guest; task {:.0} s elapsed, {:.0} s CPU; test {:.0} s",
             self.wu,
-            row.cpv,
+            row.cell.cpv,
             row.status,
-            row.compiler,
+            row.cell.compiler,
             row.duration_secs,
             report.final_elapsed_time,
             report.final_cpu_time,

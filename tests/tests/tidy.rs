@@ -9,7 +9,9 @@
 //!   for the workspace; this also covers code clippy does not build, such as `fuzz/`);
 //! - the crate graph is the table in ARCHITECTURE.md's code map, edge for edge, and no
 //!   product crate depends on test support;
-//! - gah-app's `app` and `supervisor` name no concrete backend.
+//! - gah-app's `app` and `supervisor` name no concrete backend;
+//! - no SQL over the results database outside gah-core: no SQL string naming its tables, and
+//!   `rusqlite` only in gah-core and the crates with SQLite databases of their own.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -224,4 +226,77 @@ fn the_supervisor_and_the_app_know_only_the_backend_traits() {
         }
     }
     fail_with("a concrete backend is named outside backend::choose; go through the Backend/Guest traits", &offenders);
+}
+
+/// The results database's tables (`core/src/db/mod.rs`'s migrations).
+const RESULTS_TABLES: &[&str] = &["outcomes", "outcomes_v3", "infra_failures", "quarantine", "snapshots"];
+
+/// Files outside gah-core that keep SQLite databases of their own and so may use rusqlite:
+/// the migration helper, the work generator's queue (`state.sqlite`) and the validator's
+/// host statistics.
+const OWN_SQLITE_FILES: &[&str] =
+    &["util/src/sqlite.rs", "work-generator/src/queue.rs", "validator/src/hosts.rs", "validator/src/boinc.rs"];
+/// The crates those files are in, and gah-core: the only ones that may depend on rusqlite.
+const SQLITE_CRATES: &[&str] = &["gah-core", "gah-util", "gah-workgen", "gah-validator"];
+
+/// The results table `text` names after an SQL keyword written as this project writes SQL,
+/// in capitals (`FROM outcomes`, `JOIN snapshots`, `INTO quarantine`, ...), if any. Capitals
+/// keep Rust (`Totals::from(outcomes)`) and prose apart from SQL.
+fn names_a_results_table(text: &str) -> Option<&'static str> {
+    let words: Vec<&str> = text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| !w.is_empty()).collect();
+    words.windows(2).find_map(|w| {
+        let keyword = ["FROM", "JOIN", "INTO", "UPDATE", "TABLE", "EXISTS"].contains(&w[0]);
+        keyword.then(|| RESULTS_TABLES.iter().find(|t| **t == w[1]).copied()).flatten()
+    })
+}
+
+/// ARCHITECTURE.md: gah-core owns the results database, reads included.
+#[test]
+fn sql_over_the_results_database_stays_in_gah_core() {
+    let core = project_root().join("core");
+    let mut offenders = Vec::new();
+    for f in scanned_for_code_rules().filter(|f| !f.starts_with(&core)) {
+        let rel = relative(&f);
+        let text = fs::read_to_string(&f).unwrap_or_default();
+        let lines: Vec<(usize, &str)> = code_lines(&text).collect();
+        for (i, (n, line)) in lines.iter().enumerate() {
+            if line.contains("rusqlite") && !OWN_SQLITE_FILES.contains(&rel.as_str()) {
+                offenders.push(format!("{rel}:{n}: uses rusqlite"));
+            }
+            // A statement may break its line between keyword and table.
+            let next = lines.get(i + 1).map_or("", |(_, l)| l);
+            // (Reported on the keyword's line: a match wholly on the next line is the next one's.)
+            if let Some(table) = names_a_results_table(&format!("{line} {next}")) {
+                if names_a_results_table(line).is_some() || names_a_results_table(next).is_none() {
+                    offenders.push(format!("{rel}:{n}: SQL over `{table}`"));
+                }
+            }
+        }
+    }
+    let meta = metadata();
+    for package in meta["packages"].as_array().expect("packages") {
+        let name = package["name"].as_str().unwrap_or_default();
+        let uses = package["dependencies"].as_array().into_iter().flatten().any(|d| d["name"] == "rusqlite");
+        if uses && !SQLITE_CRATES.contains(&name) {
+            offenders.push(format!("{name}: depends on rusqlite"));
+        }
+    }
+    fail_with(
+        "SQL over the results database belongs in gah-core: add the query to gah_core::db::read (typed rows, \
+         columns by name, a unit test there) and call it; only gah-core and the crates with databases of their own \
+         (the queue, the validator's host statistics, gah_util::sqlite) use rusqlite",
+        &offenders,
+    );
+}
+
+#[test]
+fn the_results_sql_rule_sees_what_it_should() {
+    assert_eq!(names_a_results_table(r#""SELECT count(*) FROM outcomes WHERE x""#), Some("outcomes"));
+    assert_eq!(names_a_results_table(r#""INSERT INTO quarantine (wu_name)"#), Some("quarantine"));
+    assert_eq!(names_a_results_table("LEFT JOIN snapshots s"), Some("snapshots"));
+    assert_eq!(names_a_results_table("FROM\n outcomes"), Some("outcomes"));
+    assert_eq!(names_a_results_table("Totals::from(outcomes)"), None);
+    assert_eq!(names_a_results_table(r#""quarantined: {reason}""#), None);
+    assert_eq!(names_a_results_table(r#""SELECT md5 FROM cells WHERE job_id = ?1""#), None);
+    assert_eq!(names_a_results_table("the outcomes from a batch"), None);
 }

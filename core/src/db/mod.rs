@@ -1,4 +1,5 @@
-//! The results database: schema, migrations and the writes the assimilator makes.
+//! The results database: schema, migrations and the writes the assimilator makes here;
+//! every read in [`read`] (typed rows, no SQL outside this module).
 //!
 //! SQLite in WAL mode. Logs are stored beside the database, gzip-compressed and
 //! content-addressed by the sha256 of the uncompressed log (`logs/ab/abcd….log.gz`), so the
@@ -14,9 +15,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use gah_util::sqlite::Migration;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 
 use crate::outcome::Outcome;
+
+pub mod read;
+
+pub use read::{BlobId, Filter, Order, Page, StoredOutcome};
 
 /// Named migrations, applied in order, each in its own transaction (as crater does).
 const MIGRATIONS: &[Migration] = &[
@@ -106,6 +111,46 @@ const MIGRATIONS: &[Migration] = &[
     CREATE INDEX outcomes_cell ON outcomes (repo, cpv, use_flags, compiler, snapshot);
     CREATE INDEX outcomes_cpv ON outcomes (cpv);",
     },
+    // The dependency a deps_failed build blames (`crate::buildlog::failed_dependency`), read
+    // from its log once, when the row is stored, so that grouping failures by dependency reads
+    // no log: `dep_kind` is `FailedDependency`'s code, `dep_cpv` and `dep_phase` its package.
+    // NULL on other rows, and on deps_failed rows stored before (readers read their log).
+    Migration {
+        name: "0004_failed_dependency",
+        sql: "ALTER TABLE outcomes ADD COLUMN dep_kind TEXT;
+    ALTER TABLE outcomes ADD COLUMN dep_cpv TEXT;
+    ALTER TABLE outcomes ADD COLUMN dep_phase TEXT;",
+    },
+    // Each cell's latest row (highest snapshot, then latest stored), kept by a trigger on
+    // every insert, so that a page of cell states reads its rows through an index instead of
+    // ranking every row (`read::Database::latest`). Keyed in the order listings use. And the
+    // rows of one snapshot by index (`read::Database::changes`).
+    Migration {
+        name: "0005_cell_latest",
+        sql: "CREATE TABLE cell_latest (
+        cpv       TEXT NOT NULL,
+        use_flags TEXT NOT NULL,
+        compiler  TEXT NOT NULL,
+        repo      TEXT NOT NULL,
+        snapshot  INTEGER NOT NULL,
+        seq       INTEGER NOT NULL,
+        PRIMARY KEY (cpv, use_flags, compiler, repo)
+    ) WITHOUT ROWID;
+    CREATE INDEX cell_latest_seq ON cell_latest (seq);
+    CREATE INDEX outcomes_snapshot ON outcomes (snapshot, seq);
+    INSERT INTO cell_latest (cpv, use_flags, compiler, repo, snapshot, seq)
+        SELECT cpv, use_flags, compiler, repo, snapshot, seq FROM (
+            SELECT *, row_number() OVER (PARTITION BY repo, cpv, use_flags, compiler ORDER BY snapshot DESC, seq DESC) AS n
+            FROM outcomes)
+        WHERE n = 1;
+    CREATE TRIGGER outcomes_cell_latest AFTER INSERT ON outcomes BEGIN
+        INSERT INTO cell_latest (cpv, use_flags, compiler, repo, snapshot, seq)
+            VALUES (new.cpv, new.use_flags, new.compiler, new.repo, new.snapshot, new.seq)
+            ON CONFLICT (cpv, use_flags, compiler, repo) DO UPDATE SET snapshot = excluded.snapshot, seq = excluded.seq
+            WHERE excluded.snapshot > cell_latest.snapshot
+               OR (excluded.snapshot = cell_latest.snapshot AND excluded.seq > cell_latest.seq);
+    END;",
+    },
 ];
 
 /// A temporary file in the staging folder older than this is an orphan even when its
@@ -113,7 +158,30 @@ const MIGRATIONS: &[Migration] = &[
 const ORPHAN_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// The snapshot id of rows recorded without one (and of rows from before snapshots existed).
-pub const NO_SNAPSHOT: i64 = 0;
+pub const NO_SNAPSHOT: SnapshotId = SnapshotId(0);
+
+/// A tree snapshot's id in the results database: a later snapshot has a larger id (ids
+/// follow first sight). [`NO_SNAPSHOT`] is the one of rows recorded without a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SnapshotId(pub i64);
+
+impl std::fmt::Display for SnapshotId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl rusqlite::ToSql for SnapshotId {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        self.0.to_sql()
+    }
+}
+
+impl rusqlite::types::FromSql for SnapshotId {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        i64::column_result(value).map(SnapshotId)
+    }
+}
 
 /// Errors from the results database.
 #[derive(Debug, thiserror::Error)]
@@ -147,7 +215,7 @@ pub struct NewOutcome<'a> {
     pub wu_name: &'a str,
     /// The tree snapshot the outcome belongs to (from [`Database::snapshot`]), or
     /// [`NO_SNAPSHOT`].
-    pub snapshot: i64,
+    pub snapshot: SnapshotId,
     /// The checked outcome.
     pub outcome: &'a Outcome,
     /// The (capped) build log.
@@ -160,7 +228,7 @@ pub struct NewOutcome<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
     /// Its id; a later snapshot has a larger id (ids follow first sight).
-    pub id: i64,
+    pub id: SnapshotId,
     /// What identifies the tree, e.g. `git:<commit>` or `md5-cache:<sha256>`.
     pub label: String,
     /// When it was first recorded (UTC).
@@ -174,35 +242,6 @@ pub enum Recorded {
     Inserted,
     /// The workunit already had a row; nothing changed.
     AlreadyPresent,
-}
-
-/// One stored outcome, as listings read it.
-#[derive(Debug, Clone)]
-pub struct OutcomeRow {
-    /// The BOINC workunit name.
-    pub wu_name: String,
-    /// The tree snapshot's id ([`NO_SNAPSHOT`] when none was recorded).
-    pub snapshot: i64,
-    /// The repository's `repo_name`.
-    pub repo: String,
-    /// `category/package-version`.
-    pub cpv: String,
-    /// Every flag in `package.use` notation.
-    pub use_flags: String,
-    /// `gcc` or `clang`.
-    pub compiler: String,
-    /// The status code.
-    pub status: String,
-    /// The failed phase, if any.
-    pub failed_phase: Option<String>,
-    /// Whether the test phase ran.
-    pub test_ran: bool,
-    /// Whole-job seconds.
-    pub duration_secs: f64,
-    /// Per-phase durations as JSON.
-    pub phases: String,
-    /// Where the compressed log is, relative to the database's folder.
-    pub log_path: String,
 }
 
 /// One stored result as the work generator's rotation reads it
@@ -266,11 +305,6 @@ impl Database {
     /// `gah_util::atomic::AtomicFile::create_in`, so a killed writer's leftovers are found.
     pub fn staging_dir(&self) -> &Path {
         &self.staging
-    }
-
-    /// The raw connection, for read-only queries by the results commands.
-    pub fn connection(&self) -> &Connection {
-        &self.conn
     }
 
     fn sql_err(&self, source: rusqlite::Error) -> DbError {
@@ -382,7 +416,7 @@ impl Database {
     }
 
     /// The id of the tree snapshot labelled `label`, recorded now if it is new.
-    pub fn snapshot(&mut self, label: &str) -> Result<i64, DbError> {
+    pub fn snapshot(&mut self, label: &str) -> Result<SnapshotId, DbError> {
         let path = self.path.clone();
         let sql = |source| DbError::Sqlite { path: path.clone(), source };
         self.conn.execute("INSERT INTO snapshots (label) VALUES (?1) ON CONFLICT (label) DO NOTHING", [label]).map_err(sql)?;
@@ -441,16 +475,6 @@ impl Database {
         Ok(if changed == 1 { Recorded::Inserted } else { Recorded::AlreadyPresent })
     }
 
-    /// The job id and status stored for workunit `wu_name` in `snapshot`, if any.
-    pub fn stored_job(&self, wu_name: &str, snapshot: i64) -> Result<Option<(String, String)>, DbError> {
-        self.conn
-            .query_row("SELECT job_id, status FROM outcomes WHERE wu_name = ?1 AND snapshot = ?2", params![wu_name, snapshot], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()
-            .map_err(|e| self.sql_err(e))
-    }
-
     /// The stored outcomes after row `seq` (exclusive), oldest first, at most `limit`: what
     /// the work generator's failcount rotation folds in past its watermark. `seq` only grows,
     /// so a reader that remembers the last `seq` it folded sees each row once.
@@ -487,38 +511,6 @@ impl Database {
             .map_err(|e| self.sql_err(e))?;
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.sql_err(e))
     }
-
-    /// Every stored outcome, ordered by package, USE, compiler, then oldest first.
-    pub fn outcomes(&self) -> Result<Vec<OutcomeRow>, DbError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT wu_name, cpv, use_flags, compiler, status, failed_phase, test_ran, duration_secs, phases, log_sha256,
-                        snapshot, repo
-                 FROM outcomes ORDER BY cpv, use_flags, compiler, snapshot, seq",
-            )
-            .map_err(|e| self.sql_err(e))?;
-        let rows = stmt
-            .query_map([], |r| {
-                let sha: String = r.get(9)?;
-                Ok(OutcomeRow {
-                    wu_name: r.get(0)?,
-                    snapshot: r.get(10)?,
-                    repo: r.get(11)?,
-                    cpv: r.get(1)?,
-                    use_flags: r.get(2)?,
-                    compiler: r.get(3)?,
-                    status: r.get(4)?,
-                    failed_phase: r.get(5)?,
-                    test_ran: r.get(6)?,
-                    duration_secs: r.get(7)?,
-                    phases: r.get(8)?,
-                    log_path: Database::log_relative_path(&sha),
-                })
-            })
-            .map_err(|e| self.sql_err(e))?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.sql_err(e))
-    }
 }
 
 fn insert_outcome(
@@ -531,12 +523,17 @@ fn insert_outcome(
     let failing = serde_json::to_string(&o.failing_tests).expect("strings serialise");
     let phases = serde_json::to_string(&o.phases).expect("phases serialise");
     let json = String::from_utf8(o.to_json()).expect("JSON is UTF-8");
+    let dep = (o.status == crate::outcome::Status::DepsFailed).then(|| crate::buildlog::failed_dependency(new.log));
+    let (dep_kind, dep_cpv, dep_phase) = dep.as_ref().map_or((None, None, None), |d| {
+        let (kind, cpv, phase) = d.to_columns();
+        (Some(kind), cpv, phase)
+    });
     let changed = tx
         .prepare_cached(
             "INSERT INTO outcomes (wu_name, snapshot, job_id, repo, cpv, use_flags, compiler, status, failed_phase,
                 test_ran, failing_tests, phases, duration_secs, backend, accelerator, summary, log_sha256,
-                emerge_info_sha256, outcome_json)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)
+                emerge_info_sha256, outcome_json, dep_kind, dep_cpv, dep_phase)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)
              ON CONFLICT (wu_name, snapshot) DO NOTHING",
         )?
         .execute(params![
@@ -559,6 +556,9 @@ fn insert_outcome(
             log_sha,
             info_sha,
             json,
+            dep_kind,
+            dep_cpv,
+            dep_phase,
         ])?;
     Ok(if changed == 1 { Recorded::Inserted } else { Recorded::AlreadyPresent })
 }
@@ -643,9 +643,9 @@ mod tests {
         let outcome = Outcome::for_job(&job, Status::Success);
         assert_eq!(db.record_outcome("wu1", &outcome, b"log").unwrap(), Recorded::Inserted);
         assert_eq!(db.record_outcome("wu1", &outcome, b"log").unwrap(), Recorded::AlreadyPresent);
-        let rows = db.outcomes().unwrap();
+        let rows = db.outcomes(&Filter::default(), Page::ALL).unwrap();
         assert_eq!(rows.len(), 1);
-        assert!(db.path().parent().unwrap().join(&rows[0].log_path).exists());
+        assert!(db.path().parent().unwrap().join(rows[0].log.relative_path()).exists());
     }
 
     fn outcome(cpv: &str, status: Status) -> Outcome {
@@ -687,7 +687,7 @@ mod tests {
         let done = db.record_outcomes(&batch).unwrap();
         assert_eq!(done, [Recorded::Inserted, Recorded::Inserted, Recorded::AlreadyPresent]);
         assert_eq!(db.record_outcomes(&batch[..2]).unwrap(), [Recorded::AlreadyPresent; 2]);
-        assert_eq!(db.outcomes().unwrap().len(), 2);
+        assert_eq!(db.outcomes(&Filter::default(), Page::ALL).unwrap().len(), 2);
         assert_eq!(db.read_blob(&crate::archive::sha256_hex(b"same")).unwrap(), b"same");
         assert_eq!(db.read_blob(&crate::archive::sha256_hex(b"info")).unwrap(), b"info");
         // No temporary file is left in the store.
@@ -705,7 +705,7 @@ mod tests {
         for (snapshot, o) in [(s1, &bad), (s2, &good), (s2, &good)] {
             db.record(&NewOutcome { wu_name: &o.job_id, snapshot, outcome: o, log: b"l", emerge_info: None }).unwrap();
         }
-        let rows = db.outcomes().unwrap();
+        let rows = db.outcomes(&Filter::default(), Page::ALL).unwrap();
         assert_eq!(rows.iter().map(|r| r.snapshot).collect::<Vec<_>>(), [s1, s2]);
         let labels: Vec<String> = db.snapshots().unwrap().into_iter().map(|s| s.label).collect();
         assert_eq!(labels, ["unrecorded", "git:111", "git:222"]);
@@ -732,7 +732,7 @@ mod tests {
             .unwrap();
         }
         let mut db = Database::open(&path).unwrap();
-        let rows = db.outcomes().unwrap();
+        let rows = db.outcomes(&Filter::default(), Page::ALL).unwrap();
         assert_eq!((rows.len(), rows[0].wu_name.as_str(), rows[0].snapshot), (1, "old", NO_SNAPSHOT));
         let o = outcome("a/b-1", Status::BuildFailed);
         assert_eq!(db.record_outcome("old", &o, b"l").unwrap(), Recorded::AlreadyPresent);
@@ -765,7 +765,7 @@ mod tests {
         let db = Database::temp().unwrap();
         let path = db.path().to_path_buf();
         let again = Database::open(&path).unwrap();
-        let n: i64 = again.connection().query_row("SELECT count(*) FROM migrations", [], |r| r.get(0)).unwrap();
+        let n: i64 = again.conn.query_row("SELECT count(*) FROM migrations", [], |r| r.get(0)).unwrap();
         assert_eq!(n, MIGRATIONS.len() as i64);
         drop(db);
     }

@@ -1,0 +1,373 @@
+//! The JSON that `gah results --json` prints: typed, stable shapes, documented in
+//! `docs/FORMATS.md` ("`gah results --json`"). The same shapes are meant to be the web page's
+//! JSON API. Status and compiler are their lowercase codes; a USE configuration is a string
+//! in `package.use` notation (`"ssl -static"`); a snapshot is its label, with its id beside it
+//! where a page needs to link. Fields are only ever added.
+
+use std::collections::BTreeMap;
+
+use gah_core::db::read::{Change, DependencyRoot, Matrix, PackageFailures, SnapshotSummary, StatusCounts};
+use gah_core::db::StoredOutcome;
+use gah_core::job::Compiler;
+use gah_core::outcome::Status;
+use serde::Serialize;
+
+/// One stored row (`list`, one per line; `history`).
+#[derive(Debug, Serialize)]
+pub struct Outcome {
+    pub seq: i64,
+    pub wu_name: String,
+    pub job_id: String,
+    pub snapshot: String,
+    pub snapshot_id: i64,
+    pub repo: String,
+    pub cpv: String,
+    #[serde(rename = "use")]
+    pub use_flags: String,
+    pub compiler: Compiler,
+    pub status: Status,
+    pub failed_phase: Option<String>,
+    pub test_ran: bool,
+    pub failing_tests: Vec<String>,
+    pub summary: String,
+    pub duration_secs: f64,
+    pub backend: String,
+    pub accelerator: String,
+    pub assimilated_at: String,
+    /// The build log, relative to the database's folder.
+    pub log: String,
+    /// `emerge --info`, relative to the database's folder.
+    pub emerge_info: Option<String>,
+    /// For `deps_failed`: the dependency its log blames, for people (as `blame`'s
+    /// `dependency`), when it was read as the row was stored.
+    pub failed_dependency: Option<String>,
+}
+
+impl From<&StoredOutcome> for Outcome {
+    fn from(r: &StoredOutcome) -> Outcome {
+        Outcome {
+            seq: r.seq,
+            wu_name: r.wu_name.clone(),
+            job_id: r.job_id.clone(),
+            snapshot: r.snapshot_label.clone(),
+            snapshot_id: r.snapshot.0,
+            repo: r.cell.repo.clone(),
+            cpv: r.cell.cpv.clone(),
+            use_flags: r.cell.use_flags.to_package_use(),
+            compiler: r.cell.compiler,
+            status: r.status,
+            failed_phase: r.failed_phase.clone(),
+            test_ran: r.test_ran,
+            failing_tests: r.failing_tests.clone(),
+            summary: r.summary.clone(),
+            duration_secs: r.duration_secs,
+            backend: r.backend.clone(),
+            accelerator: r.accelerator.clone(),
+            assimilated_at: r.assimilated_at.clone(),
+            log: r.log.relative_path(),
+            emerge_info: r.emerge_info.as_ref().map(|b| b.relative_path()),
+            failed_dependency: r.failed_dependency.as_ref().map(ToString::to_string),
+        }
+    }
+}
+
+/// A cell in brief: where a list names cells (`fails`, `blame`, `bug`'s `also_fails`).
+#[derive(Debug, Serialize)]
+pub struct CellState {
+    pub seq: i64,
+    pub cpv: String,
+    pub repo: String,
+    #[serde(rename = "use")]
+    pub use_flags: String,
+    pub compiler: Compiler,
+    pub status: Status,
+    pub failed_phase: Option<String>,
+    pub summary: String,
+    pub snapshot: String,
+}
+
+impl From<&StoredOutcome> for CellState {
+    fn from(r: &StoredOutcome) -> CellState {
+        CellState {
+            seq: r.seq,
+            cpv: r.cell.cpv.clone(),
+            repo: r.cell.repo.clone(),
+            use_flags: r.cell.use_flags.to_package_use(),
+            compiler: r.cell.compiler,
+            status: r.status,
+            failed_phase: r.failed_phase.clone(),
+            summary: r.summary.clone(),
+            snapshot: r.snapshot_label.clone(),
+        }
+    }
+}
+
+/// Cells by status: every status code, zeros included.
+pub fn counts(c: &StatusCounts) -> BTreeMap<&'static str, u64> {
+    c.iter().map(|(s, n)| (s.as_str(), n)).collect()
+}
+
+/// `fails`.
+#[derive(Debug, Serialize)]
+pub struct Fails {
+    pub packages: Vec<PackageFails>,
+    /// Workunits BOINC reported failed as a whole.
+    pub infra_failures: u64,
+    /// Uploads refused for good.
+    pub quarantined: u64,
+}
+
+/// A package version in `fails`.
+#[derive(Debug, Serialize)]
+pub struct PackageFails {
+    pub cpv: String,
+    pub repo: String,
+    pub cells: u64,
+    pub success: u64,
+    /// `build_failed` + `test_failed`.
+    pub own_failures: u64,
+    pub deps_failed: u64,
+    /// `timeout` + `infra_error`.
+    pub spurious: u64,
+    pub resource_limit: u64,
+    pub by_status: BTreeMap<&'static str, u64>,
+    pub failing_cells: Vec<CellState>,
+}
+
+impl From<&PackageFailures> for PackageFails {
+    fn from(p: &PackageFailures) -> PackageFails {
+        PackageFails {
+            cpv: p.cpv.clone(),
+            repo: p.repo.clone(),
+            cells: p.counts.total(),
+            success: p.counts.get(Status::Success),
+            own_failures: p.counts.sum(Status::is_own_failure),
+            deps_failed: p.counts.get(Status::DepsFailed),
+            spurious: p.counts.sum(Status::is_spurious),
+            resource_limit: p.counts.get(Status::ResourceLimit),
+            by_status: counts(&p.counts),
+            failing_cells: p.own_failures.iter().map(CellState::from).collect(),
+        }
+    }
+}
+
+/// `matrix`.
+#[derive(Debug, Serialize)]
+pub struct MatrixDoc {
+    pub package: String,
+    pub versions: Vec<Version>,
+}
+
+/// One version's matrix.
+#[derive(Debug, Serialize)]
+pub struct Version {
+    pub cpv: String,
+    pub repo: String,
+    pub compilers: Vec<Compiler>,
+    pub rows: Vec<MatrixRow>,
+}
+
+/// A USE row: the built cells by compiler name.
+#[derive(Debug, Serialize)]
+pub struct MatrixRow {
+    #[serde(rename = "use")]
+    pub use_flags: String,
+    pub cells: BTreeMap<Compiler, MatrixCell>,
+}
+
+/// A cell of the matrix: its latest row.
+#[derive(Debug, Serialize)]
+pub struct MatrixCell {
+    pub status: Status,
+    pub failed_phase: Option<String>,
+    pub snapshot: String,
+    pub wu_name: String,
+    pub seq: i64,
+}
+
+impl From<&Matrix> for Version {
+    fn from(m: &Matrix) -> Version {
+        let rows = m
+            .rows
+            .iter()
+            .map(|row| MatrixRow {
+                use_flags: row.use_flags.to_package_use(),
+                cells: m
+                    .compilers
+                    .iter()
+                    .zip(&row.cells)
+                    .filter_map(|(c, cell)| {
+                        let r = cell.as_ref()?;
+                        let cell = MatrixCell {
+                            status: r.status,
+                            failed_phase: r.failed_phase.clone(),
+                            snapshot: r.snapshot_label.clone(),
+                            wu_name: r.wu_name.clone(),
+                            seq: r.seq,
+                        };
+                        Some((*c, cell))
+                    })
+                    .collect(),
+            })
+            .collect();
+        Version { cpv: m.cpv.clone(), repo: m.repo.clone(), compilers: m.compilers.clone(), rows }
+    }
+}
+
+/// `history`: one entry per cell.
+#[derive(Debug, Serialize)]
+pub struct History {
+    pub cells: Vec<CellHistory>,
+}
+
+/// A cell and its rows, oldest first.
+#[derive(Debug, Serialize)]
+pub struct CellHistory {
+    pub repo: String,
+    pub cpv: String,
+    #[serde(rename = "use")]
+    pub use_flags: String,
+    pub compiler: Compiler,
+    pub history: Vec<Outcome>,
+}
+
+/// `changes`.
+#[derive(Debug, Serialize)]
+pub struct Changes {
+    pub snapshot: String,
+    pub snapshot_id: i64,
+    /// The latest snapshot compared against.
+    pub base_id: i64,
+    pub newly_failing: Vec<ChangeItem>,
+    pub newly_fixed: Vec<ChangeItem>,
+    pub new_cells: u64,
+}
+
+/// A changed cell.
+#[derive(Debug, Serialize)]
+pub struct ChangeItem {
+    pub seq: i64,
+    pub cpv: String,
+    pub repo: String,
+    #[serde(rename = "use")]
+    pub use_flags: String,
+    pub compiler: Compiler,
+    pub status: Status,
+    pub failed_phase: Option<String>,
+    /// True when it fails because a dependency did.
+    pub dependency: bool,
+    pub previous_seq: i64,
+    pub previous_status: Status,
+    pub previous_snapshot: String,
+    pub summary: String,
+}
+
+impl From<&Change> for ChangeItem {
+    fn from(c: &Change) -> ChangeItem {
+        let r = &c.after;
+        ChangeItem {
+            seq: r.seq,
+            cpv: r.cell.cpv.clone(),
+            repo: r.cell.repo.clone(),
+            use_flags: r.cell.use_flags.to_package_use(),
+            compiler: r.cell.compiler,
+            status: r.status,
+            failed_phase: r.failed_phase.clone(),
+            dependency: r.status == Status::DepsFailed,
+            previous_seq: c.before.seq,
+            previous_status: c.before.status,
+            previous_snapshot: c.before.snapshot_label.clone(),
+            summary: r.summary.clone(),
+        }
+    }
+}
+
+/// `blame`.
+#[derive(Debug, Serialize)]
+pub struct Blame {
+    pub dependencies: Vec<Blamed>,
+    /// Cells failing on their own (`build_failed`/`test_failed`).
+    pub own_failures: u64,
+}
+
+/// One failing dependency and the cells it blocks.
+#[derive(Debug, Serialize)]
+pub struct Blamed {
+    /// For people: `cat/pkg-ver (phase)` or a parenthesised reason.
+    pub dependency: String,
+    /// The dependency's `category/package-version`, when the log names one.
+    pub package: Option<String>,
+    /// The phase it failed in, when the log says.
+    pub phase: Option<String>,
+    pub blocked: Vec<CellState>,
+}
+
+impl From<&DependencyRoot> for Blamed {
+    fn from(d: &DependencyRoot) -> Blamed {
+        let (package, phase) = match &d.dependency {
+            gah_core::buildlog::FailedDependency::Package { cpv, phase } => (Some(cpv.clone()), phase.clone()),
+            _ => (None, None),
+        };
+        Blamed { dependency: d.dependency.to_string(), package, phase, blocked: d.blocked.iter().map(CellState::from).collect() }
+    }
+}
+
+/// `bug`.
+#[derive(Debug, Serialize)]
+pub struct Bug {
+    pub summary: String,
+    pub comment: String,
+    pub seq: i64,
+    pub cpv: String,
+    pub repo: String,
+    #[serde(rename = "use")]
+    pub use_flags: String,
+    pub compiler: Compiler,
+    pub status: Status,
+    pub failed_phase: Option<String>,
+    pub failing_tests: Vec<String>,
+    pub wu_name: String,
+    pub snapshot: String,
+    pub excerpt: String,
+    pub emerge_info: Option<String>,
+    pub attachments: Vec<Attachment>,
+    pub also_fails: Vec<CellState>,
+    pub written_to: Option<String>,
+}
+
+/// A file to attach to the bug.
+#[derive(Debug, Serialize)]
+pub struct Attachment {
+    pub name: &'static str,
+    pub bytes: usize,
+    pub sha256: String,
+    /// Where it is stored, relative to the database's folder.
+    pub stored: String,
+    pub content_type: &'static str,
+}
+
+/// `snapshots`.
+#[derive(Debug, Serialize)]
+pub struct Snapshots {
+    pub snapshots: Vec<SnapshotItem>,
+}
+
+/// A snapshot with its number of rows.
+#[derive(Debug, Serialize)]
+pub struct SnapshotItem {
+    pub id: i64,
+    pub label: String,
+    pub recorded_at: String,
+    pub outcomes: u64,
+}
+
+impl From<&SnapshotSummary> for SnapshotItem {
+    fn from(s: &SnapshotSummary) -> SnapshotItem {
+        SnapshotItem {
+            id: s.snapshot.id.0,
+            label: s.snapshot.label.clone(),
+            recorded_at: s.snapshot.recorded_at.clone(),
+            outcomes: s.outcomes,
+        }
+    }
+}
