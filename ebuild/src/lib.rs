@@ -158,7 +158,9 @@ pub fn configurations(ebuild: &Ebuild, profile: &Profile, strategy: Strategy) ->
 pub fn plan_ebuild(ebuild: &Ebuild, profile: &Profile, strategy: Strategy, budget: &Budget) -> Planned {
     let t0 = Instant::now();
     let mut space = Space::new(ebuild, profile);
-    space.set_deadline(t0 + budget.time);
+    if let Some(deadline) = t0.checked_add(budget.time) {
+        space.set_deadline(deadline);
+    }
     let n = space.vars().len();
     let mut stats = Stats { flags: n, ..Stats::default() };
     let refuse = |message: String, stats: Stats| Planned { configs: Vec::new(), notes: vec![(Severity::Error, message)], stats };

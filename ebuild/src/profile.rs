@@ -11,7 +11,9 @@
 //! profiles first (depth first, in order), then the folder itself; `make.defaults` variables
 //! are incremental for `USE`, `USE_EXPAND*`, `IUSE_IMPLICIT` and every `USE_EXPAND`
 //! variable (`-flag` removes, `-*` clears), and mask/force files are incremental line by
-//! line (`-flag` unmasks). This and [`crate::repo`] are the crate's only IO.
+//! line (`-flag` unmasks). A `repo:path` parent is `profiles/path` of the named repository
+//! ([`Profile::read_in`]); a level whose `eapi` file names an unsupported EAPI is refused.
+//! This and [`crate::repo`] are the crate's only IO.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -417,7 +417,10 @@ impl PlanArgs {
             profile,
             timeout_secs: self.timeout_secs,
             threads: self.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
-            budget: Budget { time: std::time::Duration::from_secs_f64(self.ebuild_time_budget.max(0.0)), ..Budget::default() },
+            budget: Budget {
+                time: std::time::Duration::try_from_secs_f64(self.ebuild_time_budget.max(0.0)).unwrap_or(std::time::Duration::MAX),
+                ..Budget::default()
+            },
         }
     }
 

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use gah_core::job::{Compiler, Job};
-use gah_ebuild::{plan_ebuild, read_repository, Budget, Diagnostic, Profile, Repository, Stats, Strategy};
+use gah_ebuild::{plan_ebuild, read_repository, Budget, Diagnostic, Planned, Profile, Repository, Severity, Stats, Strategy};
 use serde::Serialize;
 
 use crate::distfiles::{Index, Mirror, MissingFile};
@@ -122,8 +122,7 @@ pub fn plan_with(repos: &[Repository], config: &Config, mirror: Option<&Mirror>)
     let mut out = Plan::default();
     let index = mirror.map(|_| Index::new(repos));
     for (ri, repo) in repos.iter().enumerate() {
-        let per_ebuild =
-            map_parallel(&repo.ebuilds, config.threads.max(1), |e| plan_ebuild(e, &config.profile, config.strategy, &config.budget));
+        let per_ebuild = map_parallel(&repo.ebuilds, config.threads.max(1), |e| plan_one(e, config));
         for (ebuild, planned) in repo.ebuilds.iter().zip(per_ebuild) {
             out.ebuilds += 1;
             let path = repo.path.join("metadata/md5-cache").join(&ebuild.cpv);
@@ -155,6 +154,20 @@ pub fn plan_with(repos: &[Repository], config: &Config, mirror: Option<&Mirror>)
         }
     }
     out
+}
+
+/// One ebuild's [`plan_ebuild`]; a panic (a bug of ours) ends that ebuild with an error
+/// naming it instead of the whole run.
+fn plan_one(e: &gah_ebuild::Ebuild, config: &Config) -> Planned {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| plan_ebuild(e, &config.profile, config.strategy, &config.budget)))
+        .unwrap_or_else(|panic| {
+            let what = panic.downcast_ref::<String>().map(String::as_str).or_else(|| panic.downcast_ref::<&str>().copied()).unwrap_or("?");
+            Planned {
+                configs: Vec::new(),
+                notes: vec![(Severity::Error, format!("internal error while planning (a bug of gah-workgen): {what}"))],
+                stats: Stats::default(),
+            }
+        })
 }
 
 /// `f` over `items` on `threads` scoped threads, results in input order.

@@ -51,6 +51,11 @@ fn no_input_stops_the_run_and_each_culprit_is_named() {
     std::fs::create_dir_all(repo.join("metadata/md5-cache/cat/dir-1")).unwrap();
     std::os::unix::fs::symlink("loop-1", repo.join("metadata/md5-cache/cat/loop-1")).unwrap();
     std::os::unix::fs::symlink(".", repo.join("metadata/md5-cache/cat/dot-1")).unwrap();
+    std::os::unix::fs::symlink("nowhere", repo.join("metadata/md5-cache/cat/dangling-1")).unwrap();
+    // A FIFO would block a reader forever: refused unread. (Unreadable files are "cannot
+    // read: Permission denied", which root, as CI runs, cannot be shown.)
+    let fifo = repo.join("metadata/md5-cache/cat/fifo-1");
+    assert!(command("mkfifo").arg(&fifo).status().unwrap().success());
 
     let repo_arg = repo.to_str().unwrap();
     let (code, stdout, stderr) =
@@ -66,7 +71,9 @@ fn no_input_stops_the_run_and_each_culprit_is_named() {
     assert_named(&stderr, "cat/eapi-1", "EAPI `999` is not supported (Portage masks the ebuild: EAPI unsupported)");
     assert_named(&stderr, "cat/dir-1", "a folder where an md5-cache entry file should be");
     assert_named(&stderr, "cat/dot-1", "a folder where an md5-cache entry file should be");
-    assert_named(&stderr, "cat/loop-1", "cannot read");
+    assert_named(&stderr, "cat/loop-1", "cannot read: Too many levels of symbolic links");
+    assert_named(&stderr, "cat/dangling-1", "cannot read: No such file or directory");
+    assert_named(&stderr, "cat/fifo-1", "not a regular file (a special file): skipped");
     // The rest is planned: good-1 fully (3 valid configurations), big-1 with a few rows.
     let planned = |cpv: &str| stdout.lines().filter(|l| l.split_whitespace().nth(1) == Some(cpv)).count();
     assert_eq!(planned("cat/good-1"), 3, "{stdout}");
