@@ -184,6 +184,30 @@ pub fn parse_entry(cpv: &str, text: &str, warnings: &mut Vec<(Option<usize>, Str
         }
         keys.insert(key.to_owned(), (lineno, value.to_owned()));
     }
+    // The other dependency-spec strings are kept raw and read leniently; Portage takes any
+    // depth, and so do we where it matters, but `reduce_depend` ignores what lies deeper than
+    // MAX_DEPTH (it never recurses that far), so say so.
+    for key in ["DEPEND", "BDEPEND", "RDEPEND", "PDEPEND", "IDEPEND", "RESTRICT", "PROPERTIES", "SRC_URI", "LICENSE"] {
+        let Some((line, value)) = keys.get(key) else { continue };
+        let (mut depth, mut deepest) = (0usize, 0usize);
+        for tok in value.split_whitespace() {
+            match tok {
+                "(" => {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                }
+                ")" => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        if deepest > required_use::MAX_DEPTH {
+            warnings.push((
+                Some(*line),
+                format!("{key}: groups nested {deepest} deep; what lies deeper than {} levels is ignored", required_use::MAX_DEPTH),
+            ));
+        }
+    }
+
     let mut take = |k: &str| keys.remove(k);
     let raw = |v: Option<(usize, String)>| v.map(|(_, s)| s).unwrap_or_default();
     let split = |v: Option<(usize, String)>| -> Vec<String> { raw(v).split_whitespace().map(str::to_owned).collect() };
@@ -402,6 +426,15 @@ mod tests {
         );
         check("EAPI=8\n", "error None: no _md5_ key (not an md5-dict cache entry)");
         check("IUSE=a\nEAPI=999\n_md5_=1\n", "error Some(2): EAPI `999` is not supported (Portage masks the ebuild: EAPI unsupported)");
+    }
+
+    #[test]
+    fn deep_dependency_strings_are_kept_with_a_warning() {
+        let deep = format!("{}a/b{}", "x? ( ".repeat(30_000), " )".repeat(30_000));
+        let mut w = Vec::new();
+        let e = parse_entry("c/p-1", &format!("EAPI=8\nRDEPEND={deep}\nSLOT=0\n_md5_=1\n"), &mut w).unwrap();
+        assert_eq!(e.rdepend.len(), deep.len());
+        assert_eq!(w, [(Some(2), "RDEPEND: groups nested 30000 deep; what lies deeper than 100 levels is ignored".to_owned())]);
     }
 
     #[test]

@@ -40,6 +40,8 @@ fn no_input_stops_the_run_and_each_culprit_is_named() {
     entry(&repo, "cat/good-1", &ok("a b", "?? ( a b )"));
     // REQUIRED_USE nested 30,000 deep: once a stack overflow of the whole process.
     entry(&repo, "cat/deep-1", &ok("a", &format!("{}a{}", "|| ( ".repeat(30_000), " )".repeat(30_000))));
+    // The other dependency-spec strings nested as deep: kept (Portage takes them), warned.
+    entry(&repo, "cat/deepdep-1", &format!("EAPI=8\nRDEPEND={}a/b{}\nSLOT=0\n_md5_=1\n", "x? ( ".repeat(30_000), " )".repeat(30_000)));
     // `^^` over 10,000 flags: once a stack overflow; now refused by the per-ebuild budget.
     entry(&repo, "cat/wide-1", &ok(&flags("w", 10_000), &format!("^^ ( {} )", flags("w", 10_000))));
     // IUSE of 10,000 flags: once minutes and GBs; now planned (near-linear).
@@ -61,6 +63,7 @@ fn no_input_stops_the_run_and_each_culprit_is_named() {
     let (code, stdout, stderr) =
         plan(&["--repo", repo_arg, "--strategy", "pairwise", "--compiler", "gcc", "--threads", "2", "--stats", "--format", "text"]);
     assert_eq!(code, Some(0), "{stderr}");
+    assert_named(&stderr, "cat/deepdep-1", "RDEPEND: groups nested 30000 deep; what lies deeper than 100 levels is ignored");
     assert_named(&stderr, "cat/deep-1", "groups nested deeper than 100 levels");
     assert_named(
         &stderr,
@@ -79,9 +82,10 @@ fn no_input_stops_the_run_and_each_culprit_is_named() {
     assert_eq!(planned("cat/good-1"), 3, "{stdout}");
     let big = planned("cat/big-1");
     assert!((2..=40).contains(&big), "big-1: {big} rows");
-    assert_eq!(stdout.lines().count(), 3 + big, "nothing else planned:\n{stderr}");
+    assert_eq!(planned("cat/deepdep-1"), 1, "{stdout}");
+    assert_eq!(stdout.lines().count(), 3 + big + 1, "nothing else planned:\n{stderr}");
     // --stats: a table of the slowest ebuilds.
-    assert!(stderr.contains("gah-workgen: stats: 4 ebuilds") && stderr.contains("cat/big-1::bad"), "{stderr}");
+    assert!(stderr.contains("gah-workgen: stats: 5 ebuilds") && stderr.contains("cat/big-1::bad"), "{stderr}");
 }
 
 #[test]
