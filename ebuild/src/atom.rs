@@ -193,31 +193,36 @@ impl Atom {
 
 /// The dependencies of a `*DEPEND` string under a USE assignment: each item is a list of
 /// alternatives (one atom, or the members of an `|| ( )` group, nested groups flattened in
-/// order). Conditionals are evaluated with `is_on`; blockers and unparsable tokens dropped.
+/// order). Conditionals are evaluated with `is_on`; blockers and unparsable tokens dropped,
+/// and so are groups nested deeper than [`crate::required_use::MAX_DEPTH`] (skipped without
+/// recursion, so no string can overflow the stack).
 pub fn reduce_depend(s: &str, is_on: &dyn Fn(&str) -> bool) -> Vec<Vec<Atom>> {
     let tokens: Vec<&str> = s.split_whitespace().collect();
     let mut out = Vec::new();
     let mut i = 0;
-    walk(&tokens, &mut i, is_on, &mut |alts| out.push(alts), false);
+    walk(&tokens, &mut i, is_on, &mut |alts| out.push(alts), false, 0);
     out
 }
 
 /// Reads tokens up to the matching `)` (or the end), calling `emit` with each dependency.
 /// Inside an `||` group (`any_of`), everything is collected into one alternative list.
-fn walk(t: &[&str], i: &mut usize, is_on: &dyn Fn(&str) -> bool, emit: &mut dyn FnMut(Vec<Atom>), any_of: bool) {
+fn walk(t: &[&str], i: &mut usize, is_on: &dyn Fn(&str) -> bool, emit: &mut dyn FnMut(Vec<Atom>), any_of: bool, depth: usize) {
+    if depth > crate::required_use::MAX_DEPTH {
+        return skip_group(t, i);
+    }
     let mut group: Vec<Atom> = Vec::new();
     while *i < t.len() {
         let tok = t[*i];
         *i += 1;
         match tok {
             ")" => break,
-            "(" => walk(t, i, is_on, &mut |a| group_or_emit(any_of, &mut group, emit, a), false),
+            "(" => walk(t, i, is_on, &mut |a| group_or_emit(any_of, &mut group, emit, a), false, depth + 1),
             "||" => {
                 if t.get(*i) == Some(&"(") {
                     *i += 1;
                 }
                 let mut alts = Vec::new();
-                walk(t, i, is_on, &mut |a| alts.extend(a), true);
+                walk(t, i, is_on, &mut |a| alts.extend(a), true, depth + 1);
                 if !alts.is_empty() {
                     group_or_emit(any_of, &mut group, emit, alts);
                 }
@@ -232,7 +237,7 @@ fn walk(t: &[&str], i: &mut usize, is_on: &dyn Fn(&str) -> bool, emit: &mut dyn 
                     *i += 1;
                 }
                 if active {
-                    walk(t, i, is_on, &mut |a| group_or_emit(any_of, &mut group, emit, a), false);
+                    walk(t, i, is_on, &mut |a| group_or_emit(any_of, &mut group, emit, a), false, depth + 1);
                 } else {
                     skip_group(t, i);
                 }
@@ -328,5 +333,8 @@ mod tests {
         let s = "a/b x? ( >=c/d-1 !e/f ) !x? ( g/h ) || ( i/j y? ( k/l ) ( m/n o/p ) ) ( q/r )";
         assert_eq!(show(s, &[]), "a/b g/h i/j|m/n|o/p q/r");
         assert_eq!(show(s, &["x", "y"]), "a/b c/d i/j|k/l|m/n|o/p q/r");
+        // 30,000 levels: the part past the depth limit is dropped, the rest kept, no overflow.
+        let deep = format!("a/b {}c/d{} e/f", "x? ( ".repeat(30_000), " )".repeat(30_000));
+        assert_eq!(show(&deep, &["x"]), "a/b e/f");
     }
 }

@@ -37,7 +37,27 @@ pub struct Cover {
     /// Combinations dropped as infeasible (none of them is reachable by a valid
     /// configuration, unless [`Space::budget_exhausted`]).
     pub infeasible: usize,
+    /// Combinations left uncovered because the ebuild's time budget ran out
+    /// ([`Space::out_of_time`]); 0 for a complete array.
+    pub uncovered: usize,
+    /// Every t-way combination of values (feasible or not) the array was asked to cover.
+    pub combinations: u128,
 }
+
+/// The number of t-way value combinations over `n` binary variables: `C(n, t) * 2^t`.
+pub fn combinations(n: usize, t: usize) -> u128 {
+    let t = t.min(n);
+    let mut c: u128 = 1;
+    for k in 0..t {
+        c = c * (n - k) as u128 / (k as u128 + 1);
+    }
+    c << t
+}
+
+/// Above this many variables, pairwise arrays keep pair bookkeeping only for the
+/// constrained variables; the unconstrained ones get a direct construction (see
+/// [`covering_array`]), so the cost grows with |IUSE| linearly, not quadratically.
+pub const SPLIT_N: usize = 512;
 
 /// Small deterministic generator (splitmix64): seeded shuffles without a dependency.
 struct Rng(u64);
@@ -253,8 +273,19 @@ impl Tuples {
 /// Builds a t-wise covering array of `space`'s valid configurations. `t` is capped at the
 /// number of variables; with no variables the result is the single valid configuration
 /// (if any).
+///
+/// Pairwise arrays over more than [`SPLIT_N`] variables, some unconstrained, are built in
+/// two parts: an array over the constrained variables alone (this construction, on the
+/// space without the others), each row taken twice, with every unconstrained flag off and
+/// on (so every constrained value meets both values of every unconstrained flag), plus a
+/// strength-2 binary covering array of the unconstrained flags (distinct columns of equal
+/// weight greater than half: any two show all four value pairs), O(|IUSE| log |IUSE|).
 pub fn covering_array(space: &Space, t: usize, seed: u64) -> Cover {
     let n = space.vars().len();
+    let free = (0..n).filter(|&v| !space.is_constrained(v)).count();
+    if t == 2 && n > SPLIT_N && free > 0 {
+        return split_cover(space, seed);
+    }
     let mut rows: Vec<Config> = Vec::new();
     for target in [space.defaults().to_vec(), vec![true; n], vec![false; n]] {
         if let Some(c) = space.closest(&target) {
@@ -263,13 +294,14 @@ pub fn covering_array(space: &Space, t: usize, seed: u64) -> Cover {
             }
         }
     }
+    let t = t.min(n);
+    let total = combinations(n, t);
     if rows.is_empty() {
         // No valid configuration at all (or the budget ran out before finding one).
-        return Cover { rows, infeasible: 0 };
+        return Cover { rows, infeasible: 0, uncovered: 0, combinations: total };
     }
-    let t = t.min(n);
     if t == 0 {
-        return Cover { rows, infeasible: 0 };
+        return Cover { rows, infeasible: 0, uncovered: 0, combinations: total };
     }
     let mut base = Tuples::new(n, t);
     for r in &rows {
@@ -279,7 +311,8 @@ pub fn covering_array(space: &Space, t: usize, seed: u64) -> Cover {
     // a solver call (flags tied to another architecture, say).
     let lit_ok: Vec<[bool; 2]> = (0..n)
         .map(|v| {
-            if !space.is_constrained(v) {
+            if !space.is_constrained(v) || space.out_of_time() {
+                // Past the deadline nothing more is asked: both values count as possible.
                 return [true, true];
             }
             [false, true].map(|val| {
@@ -305,9 +338,10 @@ pub fn covering_array(space: &Space, t: usize, seed: u64) -> Cover {
     // Small valid spaces: every greedy step takes the best valid configuration outright.
     let all = space.enumerate(ENUMERATE_LIMIT).map(|v| v.into_iter().filter(|c| space.is_valid(c)).collect::<Vec<_>>());
     let candidates = (CANDIDATES_PER_FLAG / n).clamp(1, MAX_CANDIDATES);
-    let mut best: Option<Vec<Config>> = None;
+    // The smallest complete build wins; one the deadline cut short only if nothing better.
+    let mut best: Option<(usize, Vec<Config>)> = None;
     for restart in 0..MAX_RESTARTS {
-        if restart > 1 && b.work >= WORK_BUDGET {
+        if (restart > 1 && b.work >= WORK_BUDGET) || (restart > 0 && space.out_of_time()) {
             break;
         }
         let mut tuples = base.clone();
@@ -318,12 +352,92 @@ pub fn covering_array(space: &Space, t: usize, seed: u64) -> Cover {
             None => b.greedy(&mut tuples, candidates, &mut rng),
         };
         prune(&rows, &mut extra, &base);
-        if best.as_ref().is_none_or(|b| extra.len() < b.len()) {
-            best = Some(extra);
+        // A build the deadline cut short leaves combinations uncovered (not infeasible).
+        let left = if space.out_of_time() { tuples.left } else { 0 };
+        if best.as_ref().is_none_or(|(l, b)| (left, extra.len()) < (*l, b.len())) {
+            best = Some((left, extra));
         }
     }
-    rows.extend(best.unwrap_or_default());
-    Cover { rows, infeasible: b.infeasible }
+    let (uncovered, extra) = best.unwrap_or_default();
+    rows.extend(extra);
+    Cover { rows, infeasible: b.infeasible, uncovered, combinations: total }
+}
+
+/// [`covering_array`] for t = 2 over many variables: see its docs.
+fn split_cover(space: &Space, seed: u64) -> Cover {
+    let n = space.vars().len();
+    let ebuild = space.ebuild();
+    let constrained: std::collections::HashSet<&str> =
+        (0..n).filter(|&v| space.is_constrained(v)).map(|v| space.vars()[v].as_str()).collect();
+    let mut reduced = ebuild.clone();
+    reduced.iuse.retain(|f| f.name == "test" || constrained.contains(f.name.as_str()));
+    let mut sub = Space::new(&reduced, space.profile());
+    if let Some(d) = space.deadline() {
+        sub.set_deadline(d);
+    }
+    let inner = covering_array(&sub, 2, seed);
+    let index: HashMap<&str, usize> = space.vars().iter().enumerate().map(|(i, f)| (f.as_str(), i)).collect();
+    let map: Vec<usize> = sub.vars().iter().map(|f| index[f.as_str()]).collect();
+    let free: Vec<usize> = (0..n).filter(|&v| !space.is_constrained(v)).collect();
+    let lift = |r: &Config, free_value: Option<bool>| -> Config {
+        let mut c = space.defaults().to_vec();
+        for (k, &v) in map.iter().enumerate() {
+            c[v] = r[k];
+        }
+        if let Some(x) = free_value {
+            for &v in &free {
+                c[v] = x;
+            }
+        }
+        c
+    };
+    let mut rows: Vec<Config> = Vec::new();
+    let push = |c: Config, rows: &mut Vec<Config>| {
+        if !rows.contains(&c) {
+            rows.push(c);
+        }
+    };
+    if let Some(r0) = inner.rows.first() {
+        // The seed first (the default configuration as the profile and IUSE give it).
+        push(lift(r0, None), &mut rows);
+        for r in &inner.rows {
+            push(lift(r, Some(false)), &mut rows);
+            push(lift(r, Some(true)), &mut rows);
+        }
+        for pattern in free_pairs(free.len()) {
+            let mut c = lift(r0, None);
+            for (k, &v) in free.iter().enumerate() {
+                c[v] = pattern[k];
+            }
+            push(c, &mut rows);
+        }
+    }
+    Cover { rows, infeasible: inner.infeasible, uncovered: inner.uncovered, combinations: combinations(n, 2) }
+}
+
+/// A strength-2 binary covering array of `k` columns, as rows: row 0 all off, the others
+/// give each column a distinct pattern of `w` ones over `m` rows, `w > m / 2`. Two such
+/// columns differ (so both `(on, off)` and `(off, on)` appear), overlap (`(on, on)`), and
+/// share row 0 (`(off, off)`).
+fn free_pairs(k: usize) -> Vec<Vec<bool>> {
+    let binom = |m: u32, w: u32| (0..w).fold(1u128, |c, i| c * u128::from(m - i) / u128::from(i + 1));
+    let mut m = 2u32;
+    while binom(m, m / 2 + 1) < k as u128 {
+        m += 1;
+    }
+    let w = m / 2 + 1;
+    let mut rows = vec![vec![false; k]; m as usize + 1];
+    // Gosper's hack: the next larger integer with the same number of ones.
+    let mut v: u64 = (1u64 << w) - 1;
+    for col in 0..k {
+        for (j, row) in rows.iter_mut().skip(1).enumerate() {
+            row[col] = v >> j & 1 == 1;
+        }
+        let c = v & v.wrapping_neg();
+        let r = v + c;
+        v = (((r ^ v) >> 2) / c) | r;
+    }
+    rows
 }
 
 /// Valid spaces up to this size are enumerated, and each greedy step picks the best of them.
@@ -399,7 +513,7 @@ impl Builder<'_, '_> {
         let sets: Vec<Vec<u64>> = all.iter().map(|c| bit_set(c)).collect();
         let mut out = Vec::new();
         let mut ties = Vec::new();
-        while tuples.left > 0 {
+        while tuples.left > 0 && !self.space.out_of_time() {
             let mut best = 0;
             ties.clear();
             for (k, c) in all.iter().enumerate() {
@@ -438,7 +552,7 @@ impl Builder<'_, '_> {
         }
         let mut out = Vec::new();
         let mut first = 0;
-        while tuples.left > 0 {
+        while tuples.left > 0 && !self.space.out_of_time() {
             let mut best: Option<(usize, Config)> = None;
             for c in 0..candidates {
                 if tuples.left == 0 {
@@ -586,6 +700,47 @@ mod tests {
         check("+a b c", "", 2, 5);
         check("a b c d e f g h i j", "", 2, 8);
         check("a b c d e", "", 3, 10);
+    }
+
+    #[test]
+    fn free_pairs_cover_every_pair() {
+        for k in [1, 2, 3, 5, 17, 100] {
+            let rows = free_pairs(k);
+            for a in 0..k {
+                for b in a + 1..k {
+                    for (x, y) in [(false, false), (false, true), (true, false), (true, true)] {
+                        assert!(rows.iter().any(|r| r[a] == x && r[b] == y), "k={k} ({a},{b})=({x},{y})");
+                    }
+                }
+            }
+        }
+        // Logarithmic: 10,000 columns in 17 rows.
+        assert_eq!(free_pairs(10_000).len(), 17);
+    }
+
+    #[test]
+    fn many_flags_are_split_and_still_cover_every_pair() {
+        // 600 flags, 3 of them constrained: every pair covered, few rows, no n^2 row scans.
+        let names: Vec<String> = (0..600).map(|i| format!("f{i}")).collect();
+        let e = ebuild(&names.join(" "), "^^ ( f0 f1 ) f2? ( f0 )", "");
+        let p = crate::Profile::none();
+        let s = Space::new(&e, &p);
+        let cover = covering_array(&s, 2, 1);
+        assert!(cover.rows.iter().all(|r| s.is_valid(r)));
+        assert_eq!(cover.uncovered, 0);
+        let lits = |v: usize| -> Vec<bool> { [false, true].into_iter().filter(|&x| cover.rows.iter().any(|r| r[v] == x)).collect() };
+        for a in 0..600 {
+            for b in a + 1..600 {
+                for x in lits(a) {
+                    for y in lits(b) {
+                        let feasible = !(a < 2 && b < 2 && x == y) && !(a == 1 && b == 2 && x && y) && !(a == 0 && b == 2 && !x && y);
+                        let shown = cover.rows.iter().any(|r| r[a] == x && r[b] == y);
+                        assert_eq!(shown, feasible, "({a}={x}, {b}={y})");
+                    }
+                }
+            }
+        }
+        assert!(cover.rows.len() < 30, "{} rows", cover.rows.len());
     }
 
     #[test]

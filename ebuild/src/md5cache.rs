@@ -184,6 +184,30 @@ pub fn parse_entry(cpv: &str, text: &str, warnings: &mut Vec<(Option<usize>, Str
         }
         keys.insert(key.to_owned(), (lineno, value.to_owned()));
     }
+    // The other dependency-spec strings are kept raw and read leniently; Portage takes any
+    // depth, and so do we where it matters, but `reduce_depend` ignores what lies deeper than
+    // MAX_DEPTH (it never recurses that far), so say so.
+    for key in ["DEPEND", "BDEPEND", "RDEPEND", "PDEPEND", "IDEPEND", "RESTRICT", "PROPERTIES", "SRC_URI", "LICENSE"] {
+        let Some((line, value)) = keys.get(key) else { continue };
+        let (mut depth, mut deepest) = (0usize, 0usize);
+        for tok in value.split_whitespace() {
+            match tok {
+                "(" => {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                }
+                ")" => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        if deepest > required_use::MAX_DEPTH {
+            warnings.push((
+                Some(*line),
+                format!("{key}: groups nested {deepest} deep; what lies deeper than {} levels is ignored", required_use::MAX_DEPTH),
+            ));
+        }
+    }
+
     let mut take = |k: &str| keys.remove(k);
     let raw = |v: Option<(usize, String)>| v.map(|(_, s)| s).unwrap_or_default();
     let split = |v: Option<(usize, String)>| -> Vec<String> { raw(v).split_whitespace().map(str::to_owned).collect() };
@@ -193,9 +217,14 @@ pub fn parse_entry(cpv: &str, text: &str, warnings: &mut Vec<(Option<usize>, Str
         return Err((None, "no _md5_ key (not an md5-dict cache entry)".into()));
     };
 
-    let eapi = take("EAPI").map(|(_, v)| v).unwrap_or_else(|| "0".to_owned());
+    let (eapi_line, eapi) = take("EAPI").map(|(l, v)| (Some(l), v)).unwrap_or_else(|| (None, "0".to_owned()));
+    if !is_supported_eapi(&eapi) {
+        // Portage masks such an ebuild ("EAPI unsupported") and reads none of its metadata.
+        return Err((eapi_line, format!("EAPI `{}` is not supported (Portage masks the ebuild: EAPI unsupported)", truncate(&eapi))));
+    }
 
-    let mut iuse = Vec::new();
+    let mut iuse: Vec<IuseFlag> = Vec::new();
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     if let Some((line, value)) = take("IUSE") {
         for tok in value.split_whitespace() {
             let (default, name) = match tok.as_bytes()[0] {
@@ -208,28 +237,23 @@ pub fn parse_entry(cpv: &str, text: &str, warnings: &mut Vec<(Option<usize>, Str
             }
             // Eclasses and ebuilds often both list a flag: legal, and a `+` anywhere wins,
             // as in Portage's IUSE defaults.
-            if let Some(f) = iuse.iter_mut().find(|f: &&mut IuseFlag| f.name == name) {
+            if let Some(&k) = seen.get(name) {
+                let f = &mut iuse[k];
                 if default == Some(true) || f.default.is_none() {
                     f.default = default.or(f.default);
                 }
                 continue;
             }
+            seen.insert(name.to_owned(), iuse.len());
             iuse.push(IuseFlag { name: name.to_owned(), default });
         }
     }
 
     let required_use = match take("REQUIRED_USE") {
+        // A flag outside IUSE is checked against the profile's implicit IUSE when planning
+        // (`Profile::in_iuse_effective`): only the profile knows `kernel_linux` and the like.
         Some((line, value)) => match RequiredUse::parse(&value) {
-            Ok(r) => {
-                let missing: Vec<&str> = r.flags().iter().map(String::as_str).filter(|f| !iuse.iter().any(|i| i.name == *f)).collect();
-                if !missing.is_empty() {
-                    warnings.push((
-                        Some(line),
-                        format!("REQUIRED_USE names flags not in IUSE (the profile decides, else off): {}", missing.join(" ")),
-                    ));
-                }
-                r
-            }
+            Ok(r) => r,
             Err(e) => return Err((Some(line), format!("REQUIRED_USE: {e}"))),
         },
         None => RequiredUse::parse("").expect("the empty REQUIRED_USE parses"),
@@ -277,6 +301,15 @@ pub fn parse_entry(cpv: &str, text: &str, warnings: &mut Vec<(Option<usize>, Str
         warnings.push((None, "no SLOT".into()));
     }
     Ok(ebuild)
+}
+
+/// The EAPIs Portage 3.0 supports (`portage.eapi.eapi_is_supported`: 0 to 9). An entry in
+/// any other EAPI is refused, as Portage masks it.
+pub const SUPPORTED_EAPIS: &[&str] = &["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+
+/// Whether Portage supports `eapi` (surrounding whitespace ignored, as Portage strips it).
+pub fn is_supported_eapi(eapi: &str) -> bool {
+    SUPPORTED_EAPIS.contains(&eapi.trim())
 }
 
 fn truncate(s: &str) -> String {
@@ -377,8 +410,7 @@ mod tests {
         check("SLOT=0\n_md5_=1\n", "eapi=0 iuse=[] required_use=[] restrict=[] eclasses=0 phases= md5=1 other=[]");
         check(
             "EAPI=8\nIUSE=a b +a -b\nREQUIRED_USE=^^ ( a kernel_linux )\nSLOT=0\nDEFINED_PHASES=-\n_md5_=1\n",
-            "eapi=8 iuse=[+a -b] required_use=[^^ ( a kernel_linux )] restrict=[] eclasses=0 phases= md5=1 other=[]\n\
-             warning Some(3): REQUIRED_USE names flags not in IUSE (the profile decides, else off): kernel_linux",
+            "eapi=8 iuse=[+a -b] required_use=[^^ ( a kernel_linux )] restrict=[] eclasses=0 phases= md5=1 other=[]",
         );
     }
 
@@ -393,6 +425,16 @@ mod tests {
             "error Some(2): _eclasses_: odd number of tab-separated fields (expected name/md5 pairs)",
         );
         check("EAPI=8\n", "error None: no _md5_ key (not an md5-dict cache entry)");
+        check("IUSE=a\nEAPI=999\n_md5_=1\n", "error Some(2): EAPI `999` is not supported (Portage masks the ebuild: EAPI unsupported)");
+    }
+
+    #[test]
+    fn deep_dependency_strings_are_kept_with_a_warning() {
+        let deep = format!("{}a/b{}", "x? ( ".repeat(30_000), " )".repeat(30_000));
+        let mut w = Vec::new();
+        let e = parse_entry("c/p-1", &format!("EAPI=8\nRDEPEND={deep}\nSLOT=0\n_md5_=1\n"), &mut w).unwrap();
+        assert_eq!(e.rdepend.len(), deep.len());
+        assert_eq!(w, [(Some(2), "RDEPEND: groups nested 30000 deep; what lies deeper than 100 levels is ignored".to_owned())]);
     }
 
     #[test]

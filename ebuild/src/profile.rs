@@ -11,7 +11,9 @@
 //! profiles first (depth first, in order), then the folder itself; `make.defaults` variables
 //! are incremental for `USE`, `USE_EXPAND*`, `IUSE_IMPLICIT` and every `USE_EXPAND`
 //! variable (`-flag` removes, `-*` clears), and mask/force files are incremental line by
-//! line (`-flag` unmasks). This and [`crate::repo`] are the crate's only IO.
+//! line (`-flag` unmasks). A `repo:path` parent is `profiles/path` of the named repository
+//! ([`Profile::read_in`]); a level whose `eapi` file names an unsupported EAPI is refused.
+//! This and [`crate::repo`] are the crate's only IO.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -46,7 +48,50 @@ pub struct Profile {
     set_groups: Vec<String>,
     /// Every USE_EXPAND group, as flag prefixes.
     groups: Vec<String>,
+    /// The implicit part of IUSE_EFFECTIVE, when known: which flags outside IUSE
+    /// `REQUIRED_USE` may name ([`Profile::in_iuse_effective`]).
+    iuse_implicit: Option<ImplicitIuse>,
 }
+
+/// The flags a profile adds to every ebuild's IUSE_EFFECTIVE: names, and prefixes standing
+/// for every flag of a group (`elibc_`); `old_*` are the extra ones of EAPIs 0 to 4 (ARCH,
+/// USE_EXPAND_HIDDEN groups, masked and forced flags, `build`, `bootstrap`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ImplicitIuse {
+    names: BTreeSet<String>,
+    prefixes: Vec<String>,
+    old_names: BTreeSet<String>,
+    old_prefixes: Vec<String>,
+}
+
+/// Gentoo's `profiles/arch.list` (PORTAGE_ARCHLIST), for the built-in profile.
+const ARCH_LIST: &[&str] = &[
+    "alpha",
+    "amd64",
+    "arm",
+    "arm64",
+    "hppa",
+    "ia64",
+    "loong",
+    "m68k",
+    "mips",
+    "ppc",
+    "ppc64",
+    "riscv",
+    "s390",
+    "sparc",
+    "x86",
+    "amd64-linux",
+    "arm-linux",
+    "arm64-linux",
+    "ppc64-linux",
+    "riscv-linux",
+    "x86-linux",
+    "arm64-macos",
+    "ppc-macos",
+    "x64-macos",
+    "x64-solaris",
+];
 
 impl Profile {
     /// No profile at all: every flag outside IUSE is off, nothing masked or forced.
@@ -59,6 +104,7 @@ impl Profile {
             use_off: BTreeSet::new(),
             set_groups: Vec::new(),
             groups: Vec::new(),
+            iuse_implicit: None,
         }
     }
 
@@ -67,7 +113,34 @@ impl Profile {
     pub fn amd64_linux() -> Profile {
         let mut p = Profile::none();
         p.implicit_on = ["amd64", "kernel_linux", "elibc_glibc"].iter().map(|s| (*s).to_owned()).collect();
+        // ::gentoo's profiles/base: IUSE_IMPLICIT="prefix prefix-guest prefix-stack",
+        // USE_EXPAND_IMPLICIT="ARCH ELIBC KERNEL" (every value of ELIBC and KERNEL).
+        let mut names: BTreeSet<String> = ["prefix", "prefix-guest", "prefix-stack"].iter().map(|s| (*s).to_owned()).collect();
+        names.extend(ARCH_LIST.iter().map(|s| (*s).to_owned()));
+        p.iuse_implicit = Some(ImplicitIuse {
+            names,
+            prefixes: vec!["elibc_".into(), "kernel_".into()],
+            old_names: ["build", "bootstrap"].iter().map(|s| (*s).to_owned()).collect(),
+            old_prefixes: vec!["userland_".into()],
+        });
         p
+    }
+
+    /// Whether `REQUIRED_USE` of an ebuild in `eapi` may name `flag` although IUSE does not
+    /// list it: the flag is in the profile's implicit IUSE (IUSE_IMPLICIT and the
+    /// USE_EXPAND_IMPLICIT values; before EAPI 5 also ARCH, the USE_EXPAND_HIDDEN groups, masked and forced
+    /// flags, `build` and `bootstrap`), as Portage's `iuse_effective` says. Portage refuses
+    /// any other (`InvalidDependString: USE flag 'x' is not in IUSE`). A profile that
+    /// declares no implicit IUSE (as [`Profile::none`]) allows every flag.
+    pub fn in_iuse_effective(&self, flag: &str, eapi: &str) -> bool {
+        let Some(i) = &self.iuse_implicit else { return true };
+        if i.names.contains(flag) || i.prefixes.iter().any(|p| flag.starts_with(p.as_str())) {
+            return true;
+        }
+        let old = matches!(eapi.trim(), "0" | "1" | "2" | "3" | "4");
+        old && (i.old_names.contains(flag)
+            || i.old_prefixes.iter().any(|p| flag.starts_with(p.as_str()))
+            || self.pinned("", flag).is_some())
     }
 
     /// Adds `use.mask` entries (a leading `-` unmasks, as in Portage).
@@ -137,9 +210,19 @@ impl Profile {
     /// Reads the profile folder `path` with its parents. Problems (unreadable files, bad
     /// lines, a parent cycle) are diagnostics; what could be read is used.
     pub fn read(path: &Path) -> (Profile, Vec<Diagnostic>) {
+        Profile::read_in(path, &[])
+    }
+
+    /// [`Profile::read`], resolving `repo:path` parents (portage-2 profiles, as
+    /// `gentoo:default/linux/amd64/23.0`) against `repos`, (name, folder) pairs: the parent is
+    /// `profiles/path` of the repository of that name, so an overlay's profile stacks over
+    /// ::gentoo's. A parent naming a repository not in `repos` is an error diagnostic naming
+    /// the parent line. A profile folder whose `eapi` file names an EAPI Portage does not
+    /// support is refused (with its parents) and diagnosed, as Portage refuses it.
+    pub fn read_in(path: &Path, repos: &[(String, PathBuf)]) -> (Profile, Vec<Diagnostic>) {
         let mut diags = Vec::new();
         let mut stack = Vec::new();
-        collect_stack(path, &mut stack, &mut Vec::new(), &mut diags);
+        collect_stack(path, repos, &mut stack, &mut Vec::new(), &mut diags);
         let mut p = Profile::none();
         let mut vars: BTreeMap<String, String> = BTreeMap::new();
         // Flags turned off with `-flag` in USE or a USE_EXPAND variable, kept apart from
@@ -229,6 +312,17 @@ impl Profile {
                 p.implicit_on.insert(r.flag.clone());
             }
         }
+        if !implicit_vars.is_empty() || vars.contains_key("IUSE_IMPLICIT") {
+            let hidden = words("USE_EXPAND_HIDDEN");
+            let mut old_names: BTreeSet<String> = ["build", "bootstrap"].iter().map(|s| (*s).to_owned()).collect();
+            old_names.extend(vars.get("ARCH").map(|a| a.trim().to_owned()).filter(|a| !a.is_empty()));
+            p.iuse_implicit = Some(ImplicitIuse {
+                names: implicit.clone(),
+                prefixes: Vec::new(),
+                old_names,
+                old_prefixes: hidden.iter().map(|h| format!("{}_", h.to_ascii_lowercase())).collect(),
+            });
+        }
         p.use_off = removed.into_iter().filter(|f| !use_on.contains(f)).collect();
         p.use_on = use_on;
         (p, diags)
@@ -262,7 +356,13 @@ fn read_optional(path: &Path, diags: &mut Vec<Diagnostic>) -> Option<String> {
 }
 
 /// Appends `dir`'s parents (recursively) and then `dir` to `stack`.
-fn collect_stack(dir: &Path, stack: &mut Vec<PathBuf>, visiting: &mut Vec<PathBuf>, diags: &mut Vec<Diagnostic>) {
+fn collect_stack(
+    dir: &Path,
+    repos: &[(String, PathBuf)],
+    stack: &mut Vec<PathBuf>,
+    visiting: &mut Vec<PathBuf>,
+    diags: &mut Vec<Diagnostic>,
+) {
     let canon = match std::fs::canonicalize(dir) {
         Ok(c) if c.is_dir() => c,
         Ok(c) => return diags.push(diag(&c, None, "profile is not a folder".into())),
@@ -270,6 +370,18 @@ fn collect_stack(dir: &Path, stack: &mut Vec<PathBuf>, visiting: &mut Vec<PathBu
     };
     if visiting.contains(&canon) {
         return diags.push(diag(&canon, None, "parent cycle".into()));
+    }
+    let eapi_file = canon.join("eapi");
+    if let Some(text) = read_optional(&eapi_file, diags) {
+        let eapi = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("0");
+        if !crate::md5cache::is_supported_eapi(eapi) {
+            // Portage: "Profile contains unsupported EAPI": the profile is not used.
+            return diags.push(diag(
+                &eapi_file,
+                Some(1),
+                format!("profile EAPI `{eapi}` is not supported: this profile and its parents are not used"),
+            ));
+        }
     }
     visiting.push(canon.clone());
     let parent_file = canon.join("parent");
@@ -280,11 +392,23 @@ fn collect_stack(dir: &Path, stack: &mut Vec<PathBuf>, visiting: &mut Vec<PathBu
                 continue;
             }
             if !line.starts_with('.') && !line.starts_with('/') && line.contains(':') {
-                // portage-2 `repo:path` parents need the repository map; not supported.
-                diags.push(diag(&parent_file, Some(i + 1), format!("`{line}`: repo:path parents are not supported")));
+                // portage-2 `repo:path`: `path` under the named repository's profiles/.
+                let (repo, rel) = line.split_once(':').expect("has a colon");
+                match repos.iter().find(|(name, _)| name == repo) {
+                    Some((_, root)) => collect_stack(&root.join("profiles").join(rel), repos, stack, visiting, diags),
+                    None => {
+                        let known: Vec<&str> = repos.iter().map(|(n, _)| n.as_str()).collect();
+                        let known = if known.is_empty() { "none".to_owned() } else { known.join(", ") };
+                        diags.push(diag(
+                            &parent_file,
+                            Some(i + 1),
+                            format!("`{line}`: no repository named `{repo}` among those given (--repo: {known}); this parent is not used"),
+                        ));
+                    }
+                }
                 continue;
             }
-            collect_stack(&canon.join(line), stack, visiting, diags);
+            collect_stack(&canon.join(line), repos, stack, visiting, diags);
         }
     }
     visiting.pop();
@@ -397,6 +521,11 @@ mod tests {
     /// Writes a profile tree (`path: content` per file) and renders what [`Profile::read`]
     /// makes of the leaf `leaf`, probing `flags` of `cpv`.
     fn check(files: &[(&str, &str)], leaf: &str, cpv: &str, flags: &[&str], expected: &str) {
+        check_in(files, &[], leaf, cpv, flags, expected);
+    }
+
+    /// [`check`] with repositories (name, folder under the tree) for `repo:path` parents.
+    fn check_in(files: &[(&str, &str)], repos: &[(&str, &str)], leaf: &str, cpv: &str, flags: &[&str], expected: &str) {
         let dir = std::env::temp_dir().join(format!("gah-profile-test-{}-{}", std::process::id(), leaf.replace('/', "_")));
         let _ = std::fs::remove_dir_all(&dir);
         for (path, content) in files {
@@ -404,7 +533,8 @@ mod tests {
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(p, content).unwrap();
         }
-        let (p, diags) = Profile::read(&dir.join(leaf));
+        let repos: Vec<(String, PathBuf)> = repos.iter().map(|(n, r)| ((*n).to_owned(), dir.join(r))).collect();
+        let (p, diags) = Profile::read_in(&dir.join(leaf), &repos);
         let mut got = format!("implicit: {}\n", p.implicit_on.iter().cloned().collect::<Vec<_>>().join(" "));
         for f in flags {
             let pin = match p.pinned(cpv, f) {
@@ -454,7 +584,7 @@ X: free, default on
 python_targets_python3_10: free, default off
 python_targets_python3_11: free, default off
 python_targets_python3_13: free, default on
-leaf/parent:Some(3): `gentoo:targets/desktop`: repo:path parents are not supported
+leaf/parent:Some(3): `gentoo:targets/desktop`: no repository named `gentoo` among those given (--repo: none); this parent is not used
 ",
         );
         // `>=dev-libs/foo-2` does not match foo-1; the unversioned force line does.
@@ -468,9 +598,43 @@ implicit: amd64 elibc_glibc kernel_linux
 ssl: free, default on
 sse2: free, default off
 gtk: forced, default off
-leaf/parent:Some(3): `gentoo:targets/desktop`: repo:path parents are not supported
+leaf/parent:Some(3): `gentoo:targets/desktop`: no repository named `gentoo` among those given (--repo: none); this parent is not used
 ",
         );
+    }
+
+    #[test]
+    fn repo_path_parents_stack_across_repositories() {
+        let files = [
+            ("gentoo/profiles/base/make.defaults", "ARCH=\"amd64\"\nUSE_EXPAND=\"KERNEL\"\nUSE_EXPAND_IMPLICIT=\"ARCH KERNEL\"\nUSE_EXPAND_UNPREFIXED=\"ARCH\"\nUSE_EXPAND_VALUES_ARCH=\"amd64\"\nUSE_EXPAND_VALUES_KERNEL=\"linux\"\nKERNEL=\"linux\"\nIUSE_IMPLICIT=\"prefix\"\n"),
+            ("gentoo/profiles/default/linux/amd64/parent", "../../../base\n"),
+            ("gentoo/profiles/default/linux/amd64/use.mask", "x\n"),
+            ("overlay/profiles/hardened/parent", "gentoo:default/linux/amd64\nnosuch:base\n"),
+            ("overlay/profiles/hardened/use.force", "y\n"),
+            ("overlay/profiles/old/eapi", "999\n"),
+            ("overlay/profiles/old/use.force", "z\n"),
+            ("overlay/profiles/leaf/parent", "../hardened\n../old\n"),
+        ];
+        check_in(
+            &files,
+            &[("gentoo", "gentoo"), ("overlay", "overlay")],
+            "overlay/profiles/leaf",
+            "c/p-1",
+            &["x", "y", "z"],
+            "
+implicit: amd64 kernel_linux
+x: masked, default off
+y: forced, default off
+z: free, default off
+overlay/profiles/hardened/parent:Some(2): `nosuch:base`: no repository named `nosuch` among those given (--repo: gentoo, overlay); this parent is not used
+overlay/profiles/old/eapi:Some(1): profile EAPI `999` is not supported: this profile and its parents are not used
+",
+        );
+        let (p, _) = Profile::read(Path::new("/nonexistent"));
+        assert!(p.in_iuse_effective("anything", "8"), "no implicit IUSE known: every flag allowed");
+        let b = Profile::amd64_linux();
+        assert!(b.in_iuse_effective("kernel_linux", "8") && b.in_iuse_effective("x86", "8") && b.in_iuse_effective("prefix", "8"));
+        assert!(!b.in_iuse_effective("miniz", "8") && !b.in_iuse_effective("build", "8") && b.in_iuse_effective("build", "4"));
     }
 
     #[test]

@@ -50,10 +50,22 @@ pub fn read_repository(path: &Path) -> (Repository, Vec<Diagnostic>) {
         Err(e) => diags.push(error(&cache, format!("cannot read md5-cache folder: {e}"))),
         Ok(categories) => {
             for cat_path in categories {
-                let Some(category) = file_name(&cat_path) else { continue };
-                if !cat_path.is_dir() {
-                    // layout.conf-era caches may hold stray files; they are not entries.
+                let Some(category) = file_name(&cat_path) else {
+                    diags.push(error(&cat_path, "file name is not valid UTF-8".into()));
                     continue;
+                };
+                match std::fs::metadata(&cat_path) {
+                    Ok(m) if m.is_dir() => {}
+                    // layout.conf-era caches may hold stray files; they are not entries.
+                    Ok(m) if m.is_file() => continue,
+                    Ok(_) => {
+                        diags.push(error(&cat_path, "not a category folder (a special file): skipped".into()));
+                        continue;
+                    }
+                    Err(e) => {
+                        diags.push(error(&cat_path, format!("cannot read category folder: {e}")));
+                        continue;
+                    }
                 }
                 let entries = match sorted_dir(&cat_path) {
                     Ok(e) => e,
@@ -67,8 +79,25 @@ pub fn read_repository(path: &Path) -> (Repository, Vec<Diagnostic>) {
                         diags.push(error(&entry, "file name is not valid UTF-8".into()));
                         continue;
                     };
-                    if pf.starts_with('.') || !entry.is_file() {
+                    if pf.starts_with('.') {
                         continue;
+                    }
+                    // Whatever is skipped is said: a folder (or a link to one, `.` included),
+                    // a link loop or a dangling link, a special file that could block a read.
+                    match std::fs::metadata(&entry) {
+                        Ok(m) if m.is_file() => {}
+                        Ok(m) if m.is_dir() => {
+                            diags.push(error(&entry, "a folder where an md5-cache entry file should be: skipped".into()));
+                            continue;
+                        }
+                        Ok(_) => {
+                            diags.push(error(&entry, "not a regular file (a special file): skipped".into()));
+                            continue;
+                        }
+                        Err(e) => {
+                            diags.push(error(&entry, format!("cannot read: {e}")));
+                            continue;
+                        }
                     }
                     let cpv = format!("{category}/{pf}");
                     if gah_core::job::split_cpv(&cpv).is_none() {

@@ -11,6 +11,7 @@
 //! ([`RequiredUse::eval_partial`]) over partial assignments, which the solver uses to prune:
 //! it over-approximates what a completion could give and is exact once every flag is set.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 /// A parsed `REQUIRED_USE` (the top level is an implicit all-of group).
@@ -33,18 +34,24 @@ enum C {
     All(Vec<C>),
 }
 
-fn compile(nodes: &[Node], flags: &[String]) -> Vec<C> {
-    let id = |name: &str| flags.iter().position(|f| f == name).expect("collect_flags saw every flag");
+fn compile(nodes: &[Node], ids: &HashMap<&str, usize>) -> Vec<C> {
+    let id = |name: &str| ids[name];
     nodes
         .iter()
         .map(|n| match n {
             Node::Flag { name, negated } => C::Lit(id(name), *negated),
-            Node::Conditional { flag, negated, children } => C::Cond(id(flag), *negated, compile(children, flags)),
-            Node::Group { op, children } => C::Group(*op, compile(children, flags)),
-            Node::All(children) => C::All(compile(children, flags)),
+            Node::Conditional { flag, negated, children } => C::Cond(id(flag), *negated, compile(children, ids)),
+            Node::Group { op, children } => C::Group(*op, compile(children, ids)),
+            Node::All(children) => C::All(compile(children, ids)),
         })
         .collect()
 }
+
+/// Deepest nesting of groups and conditionals a `REQUIRED_USE` may have. Real ebuilds nest
+/// a handful of levels; Portage's own parser has no limit, but every walker here recurses
+/// once per level, so a deeper string is refused (with this reason) rather than allowed to
+/// overflow the stack.
+pub const MAX_DEPTH: usize = 100;
 
 /// One element of a `REQUIRED_USE` expression.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,6 +165,8 @@ struct Parser<'a> {
     toks: Vec<(usize, &'a str)>,
     pos: usize,
     len: usize,
+    /// Groups open around the current position.
+    depth: usize,
 }
 
 impl<'a> Parser<'a> {
@@ -183,7 +192,7 @@ impl<'a> Parser<'a> {
                         None => Err(self.err(off, "`)` without a matching `(`")),
                     }
                 }
-                "(" => nodes.push(Node::All(self.members(Some(off))?)),
+                "(" => nodes.push(Node::All(self.nested(off)?)),
                 "||" | "^^" | "??" => {
                     let op = match tok {
                         "||" => Op::AnyOf,
@@ -219,12 +228,23 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// The members of a group opened at byte `open`, within [`MAX_DEPTH`].
+    fn nested(&mut self, open: usize) -> Result<Vec<Node>, ParseError> {
+        if self.depth >= MAX_DEPTH {
+            return Err(self.err(open, format!("groups nested deeper than {MAX_DEPTH} levels")));
+        }
+        self.depth += 1;
+        let r = self.members(Some(open));
+        self.depth -= 1;
+        r
+    }
+
     /// The `( ... )` an operator or conditional must be followed by.
     fn group_body(&mut self, op_off: usize, op: &str) -> Result<Vec<Node>, ParseError> {
         match self.toks.get(self.pos) {
             Some(&(off, "(")) => {
                 self.pos += 1;
-                self.members(Some(off))
+                self.nested(off)
             }
             Some(&(off, other)) => Err(self.err(off, format!("expected `(` after `{op}` (byte {op_off}), found `{other}`"))),
             None => Err(self.err(self.len, format!("expected `(` after `{op}` (byte {op_off}), found the end"))),
@@ -235,11 +255,12 @@ impl<'a> Parser<'a> {
 impl RequiredUse {
     /// Parses a `REQUIRED_USE` value.
     pub fn parse(input: &str) -> Result<RequiredUse, ParseError> {
-        let mut p = Parser { toks: tokens(input), pos: 0, len: input.len() };
+        let mut p = Parser { toks: tokens(input), pos: 0, len: input.len(), depth: 0 };
         let nodes = p.members(None)?;
         let mut flags = Vec::new();
-        collect_flags(&nodes, &mut flags);
-        let compiled = compile(&nodes, &flags);
+        collect_flags(&nodes, &mut flags, &mut HashSet::new());
+        let ids: HashMap<&str, usize> = flags.iter().enumerate().map(|(i, f)| (f.as_str(), i)).collect();
+        let compiled = compile(&nodes, &ids);
         Ok(RequiredUse { nodes, flags, compiled })
     }
 
@@ -329,20 +350,20 @@ fn write_nodes(f: &mut fmt::Formatter<'_>, nodes: &[Node]) -> fmt::Result {
     Ok(())
 }
 
-fn collect_flags(nodes: &[Node], out: &mut Vec<String>) {
-    let add = |name: &str, out: &mut Vec<String>| {
-        if !out.iter().any(|f| f == name) {
+fn collect_flags(nodes: &[Node], out: &mut Vec<String>, seen: &mut HashSet<String>) {
+    let add = |name: &str, out: &mut Vec<String>, seen: &mut HashSet<String>| {
+        if seen.insert(name.to_owned()) {
             out.push(name.to_owned());
         }
     };
     for n in nodes {
         match n {
-            Node::Flag { name, .. } => add(name, out),
+            Node::Flag { name, .. } => add(name, out, seen),
             Node::Conditional { flag, children, .. } => {
-                add(flag, out);
-                collect_flags(children, out);
+                add(flag, out, seen);
+                collect_flags(children, out, seen);
             }
-            Node::Group { children, .. } | Node::All(children) => collect_flags(children, out),
+            Node::Group { children, .. } | Node::All(children) => collect_flags(children, out, seen),
         }
     }
 }
@@ -583,6 +604,20 @@ mod tests {
         check("a b? ( c ) ?", &[], "error at byte 11: `?` is not a valid USE conditional");
         check("!!a", &[], "error at byte 0: `!!a` is not a valid USE flag");
         check("-a", &[], "error at byte 0: `-a` is not a valid USE flag");
+    }
+
+    #[test]
+    fn nesting_is_limited_not_a_stack_overflow() {
+        let ok = format!("{}a{}", "( ".repeat(MAX_DEPTH), " )".repeat(MAX_DEPTH));
+        assert!(RequiredUse::parse(&ok).is_ok());
+        // 30,000 levels: refused at the first level too deep, never recursed into.
+        let deep = format!("{}a{}", "|| ( ".repeat(30_000), " )".repeat(30_000));
+        let e = RequiredUse::parse(&deep).unwrap_err();
+        assert_eq!(e.to_string(), format!("at byte {}: groups nested deeper than {MAX_DEPTH} levels", MAX_DEPTH * 5 + 3));
+        // A flat group of 10,000 flags is fine.
+        let wide: Vec<String> = (0..10_000).map(|i| format!("f{i}")).collect();
+        let r = RequiredUse::parse(&format!("^^ ( {} )", wide.join(" "))).unwrap();
+        assert_eq!(r.flags().len(), 10_000);
     }
 
     #[test]

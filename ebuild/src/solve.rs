@@ -52,6 +52,9 @@ pub struct Space<'e> {
     /// Upper bound on search nodes per query; see [`Space::budget_exhausted`].
     node_budget: u64,
     exhausted: std::cell::Cell<bool>,
+    /// When the ebuild's time budget ends ([`Space::set_deadline`]); `timed_out` says it did.
+    deadline: Option<std::time::Instant>,
+    timed_out: std::cell::Cell<bool>,
 }
 
 /// Where the value of a flag named in REQUIRED_USE comes from.
@@ -132,7 +135,33 @@ impl<'e> Space<'e> {
             empty_groups_true: ebuild.empty_groups_true(),
             node_budget: 200_000,
             exhausted: std::cell::Cell::new(false),
+            deadline: None,
+            timed_out: std::cell::Cell::new(false),
         }
+    }
+
+    /// Ends every search, and the covering-array builds, at `deadline`: what was found by then
+    /// is kept, and [`Space::out_of_time`] says so.
+    pub fn set_deadline(&mut self, deadline: std::time::Instant) {
+        self.deadline = Some(deadline);
+    }
+
+    /// The deadline given with [`Space::set_deadline`].
+    pub fn deadline(&self) -> Option<std::time::Instant> {
+        self.deadline
+    }
+
+    /// True once the deadline has passed (checked now, and remembered).
+    pub fn out_of_time(&self) -> bool {
+        if !self.timed_out.get() && self.deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            self.timed_out.set(true);
+        }
+        self.timed_out.get()
+    }
+
+    /// The profile.
+    pub fn profile(&self) -> &'e Profile {
+        self.profile
     }
 
     /// The ebuild.
@@ -257,6 +286,9 @@ impl<'e> Space<'e> {
     fn solve_bounded(&self, fixed: &[Option<bool>], prefer: &[bool], budget: u64) -> (Option<Config>, bool) {
         // Fixed values are visible to the pruning from the start, not only when the search
         // reaches their variable: an infeasible request fails at the root.
+        if self.out_of_time() {
+            return (None, true);
+        }
         let Some(fixed) = self.with_pinned(fixed) else { return (None, false) };
         let fixed = &fixed[..];
         let mut partial: Vec<Option<bool>> = fixed.to_vec();
@@ -305,6 +337,9 @@ impl<'e> Space<'e> {
         leaf: &mut dyn FnMut(&[Option<bool>]) -> bool,
     ) -> bool {
         *nodes += 1;
+        if *nodes & 1023 == 0 && self.out_of_time() {
+            *nodes = budget.saturating_add(1);
+        }
         if *nodes > budget {
             // The caller sees `nodes > budget` and decides whether that is worth recording.
             return true;
@@ -336,6 +371,10 @@ impl<'e> Space<'e> {
     /// bound; ties go to the first found with `target`'s values tried first. After the node
     /// budget the best found so far is returned.
     pub fn closest(&self, target: &[bool]) -> Option<Config> {
+        if self.out_of_time() {
+            self.exhausted.set(true);
+            return None;
+        }
         let fixed = self.with_pinned(&vec![None; self.vars.len()])?;
         let mut best: Option<(usize, Config)> = None;
         let mut partial: Vec<Option<bool>> = fixed.clone();
@@ -356,8 +395,9 @@ impl<'e> Space<'e> {
         best: &mut Option<(usize, Config)>,
     ) {
         *nodes += 1;
-        if *nodes > self.node_budget {
+        if *nodes > self.node_budget || (*nodes & 1023 == 0 && self.out_of_time()) {
             self.exhausted.set(true);
+            *nodes = self.node_budget.saturating_add(1);
             return;
         }
         if best.as_ref().is_some_and(|(b, _)| cost >= *b) {
@@ -395,6 +435,9 @@ impl<'e> Space<'e> {
         let mut partial: Vec<Option<bool>> = fixed.clone();
         let mut constrained_solutions: Vec<Vec<Option<bool>>> = Vec::new();
         let mut nodes = 0u64;
+        if self.out_of_time() {
+            return None;
+        }
         let per_free = 1usize << free.len();
         let mut too_many = false;
         self.dfs(0, &mut partial, &fixed, &prefer, &mut nodes, self.node_budget, &mut |p| {

@@ -151,3 +151,90 @@ fn portage_agrees() {
     assert!(invalid_emitted.is_empty(), "Portage rejects emitted configurations: {:#?}", &invalid_emitted[..invalid_emitted.len().min(5)]);
     assert!(disagreements.is_empty(), "evaluator disagrees with Portage: {:#?}", &disagreements[..disagreements.len().min(5)]);
 }
+
+const REFUSALS: &str = r#"
+import json, sys
+from portage.dep import check_required_use
+from portage.exception import InvalidDependString
+for line in sys.stdin:
+    q = json.loads(line)
+    known = frozenset(q["known"])
+    try:
+        check_required_use(q["r"], frozenset(), lambda f: f in known, eapi=q["eapi"])
+        print("ok")
+    except InvalidDependString as e:
+        print(str(e).replace("\n", " "))
+"#;
+
+/// Issue 12, item 2: we refuse an ebuild for a REQUIRED_USE flag outside IUSE exactly when
+/// Portage's `check_required_use` raises `InvalidDependString` for it, naming the same flag.
+/// Portage is given, as IUSE_EFFECTIVE, IUSE plus the flags our profile model says are
+/// implicit: what is checked is which flags count (all those named, taken branch or not) and
+/// which one is reported.
+#[test]
+fn portage_refuses_what_we_refuse() {
+    let Some(py) = python() else { return };
+    let profile = Profile::amd64_linux();
+    let mut ebuilds = Vec::new();
+    let root = PathBuf::from("/work/shared/data/md5-cache");
+    for name in ["guru", "funtoo-core-kit"] {
+        if root.join(name).is_dir() {
+            ebuilds.extend(read_repository(&root.join(name)).0.ebuilds.into_iter().filter(|e| !e.required_use.is_empty()));
+        }
+    }
+    let cases = [
+        ("8", "a", "|| ( a miniz )"),
+        ("8", "a", "a? ( x )"),
+        ("8", "a", "!a? ( ^^ ( a x y ) )"),
+        ("8", "a", "x? ( a ) y"),
+        ("8", "a", "^^ ( a kernel_linux elibc_musl x86 prefix )"),
+        ("8", "a", "a? ( build )"),
+        ("4", "a", "a? ( build userland_GNU )"),
+        ("6", "a", "|| ( a ( b ) )"),
+    ];
+    for (i, (eapi, iuse, ru)) in cases.iter().enumerate() {
+        let text = format!("EAPI={eapi}\nIUSE={iuse}\nREQUIRED_USE={ru}\nSLOT=0\n_md5_=0\n");
+        ebuilds.push(gah_ebuild::md5cache::parse_entry(&format!("case/c{i}-1"), &text, &mut Vec::new()).unwrap());
+    }
+    let lines: String = ebuilds
+        .iter()
+        .map(|e| {
+            let known: Vec<&str> = e
+                .required_use
+                .flags()
+                .iter()
+                .map(String::as_str)
+                .filter(|f| e.has_iuse(f) || profile.in_iuse_effective(f, &e.eapi))
+                .collect();
+            format!("{}\n", serde_json::json!({ "r": e.required_use.to_string(), "eapi": e.eapi, "known": known }))
+        })
+        .collect();
+    let mut child = gah_util::process::command(&py)
+        .args(["-c", REFUSALS])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the oracle");
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(lines.as_bytes()));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(out.status.success(), "oracle failed: {}", String::from_utf8_lossy(&out.stderr));
+    let verdicts: Vec<String> = String::from_utf8(out.stdout).unwrap().lines().map(str::to_owned).collect();
+    assert_eq!(verdicts.len(), ebuilds.len());
+    let mut refused = 0;
+    for (e, portage) in ebuilds.iter().zip(&verdicts) {
+        let planned = gah_ebuild::plan_ebuild(e, &profile, Strategy::Covering { t: 2, seed: 0 }, &gah_ebuild::Budget::default());
+        let ours = planned.notes.iter().find(|(s, m)| *s == gah_ebuild::Severity::Error && m.contains("is not in IUSE"));
+        match ours {
+            Some((_, m)) => {
+                refused += 1;
+                assert!(m.contains(portage.as_str()), "{}: we say `{m}`, Portage `{portage}`", e.cpv);
+            }
+            None => assert_eq!(portage, "ok", "{}: Portage refuses it, we do not", e.cpv),
+        }
+    }
+    eprintln!("{} ebuilds, {refused} refused for a REQUIRED_USE flag outside IUSE, as Portage does", ebuilds.len());
+    assert!(refused >= 6, "the synthetic cases refuse");
+}

@@ -136,6 +136,7 @@ fn plan_jobs(layout: &Layout, t: usize, timeout_secs: u64) -> anyhow::Result<Vec
         profile: gah_ebuild::Profile::amd64_linux(),
         timeout_secs,
         threads: 1,
+        budget: gah_ebuild::Budget::default(),
     };
     let (repos, mut diagnostics) = gah_workgen::plan::load_repos(std::slice::from_ref(&layout.overlay));
     let plan = gah_workgen::plan::plan(&repos, &config);

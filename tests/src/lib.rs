@@ -71,6 +71,7 @@ pub fn repo_job(repo: &Path, cp: &str, compiler: Compiler, timeout_secs: u64) ->
         profile: gah_ebuild::Profile::amd64_linux(),
         timeout_secs,
         threads: 1,
+        budget: gah_ebuild::Budget::default(),
     };
     let (repos, _) = gah_workgen::plan::load_repos(&[repo.to_path_buf()]);
     let plan = gah_workgen::plan::plan(&repos, &config);

@@ -27,7 +27,7 @@
 //!
 //! ```no_run
 //! use gah_core::job::Compiler;
-//! use gah_ebuild::{Profile, Strategy};
+//! use gah_ebuild::{Budget, Profile, Strategy};
 //! use gah_workgen::{load_repos, plan, Config};
 //! let (repos, diags) = load_repos(&["vm-images/overlay".into()]);
 //! let config = Config {
@@ -36,6 +36,7 @@
 //!     profile: Profile::amd64_linux(),
 //!     timeout_secs: 3600,
 //!     threads: 2,
+//!     budget: Budget::default(),
 //! };
 //! let plan = plan(&repos, &config);
 //! println!("{} jobs, {} diagnostics", plan.jobs.len(), diags.len() + plan.diagnostics.len());
@@ -49,5 +50,5 @@ pub mod plan;
 pub mod queue;
 pub mod remote;
 
-pub use plan::{load_repos, plan, plan_with, Blocked, BlockedLine, Config, Plan, PlanLine};
+pub use plan::{load_repos, plan, plan_with, Blocked, BlockedLine, Config, EbuildStats, Plan, PlanLine};
 pub use queue::{record_result, Folded, Queue, Recorded, Zap, MAX_FAILS};

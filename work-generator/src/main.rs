@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use gah_core::db::Database;
 use gah_core::job::Compiler;
 use gah_core::project::{Overrides, Resolved};
-use gah_ebuild::{Profile, Severity, Strategy};
+use gah_ebuild::{Budget, Profile, Severity, Strategy};
 use gah_workgen::boinc::{write_submission, SharedInput, Submission};
 use gah_workgen::daemon::{self, CommandCount, DaemonConfig, LocalSubmitter, RemoteSubmitter, Submitter};
 use gah_workgen::distfiles::Mirror;
@@ -53,7 +53,18 @@ Examples:
   gah-workgen fails --queue /var/lib/gah/queue
   gah-workgen zap --queue /var/lib/gah/queue dev-libs/libffi
 
-Broken md5-cache entries are reported on stderr (file:line) and skipped; they never stop a run.";
+Broken md5-cache entries are reported on stderr (file:line) and skipped; they never stop a run.
+Skipped too, each with its reason: entries that are folders, links that loop or dangle,
+ebuilds in an EAPI Portage does not support (it masks them), and ebuilds whose REQUIRED_USE
+names a flag outside IUSE and the profile's implicit IUSE (Portage: InvalidDependString).
+Each ebuild is planned within a budget (--ebuild-time-budget; at most 1024 constrained
+flags; a bounded number of tracked combinations): past it the ebuild ends with a diagnostic
+naming its file, and the run moves on. --stats shows where the time goes.
+
+--profile reads a Portage profile with its parent stack; a parent written `repo:path`
+(`gentoo:default/linux/amd64/23.0`) is profiles/path of the --repo of that name, so give
+::gentoo with --repo when an overlay's profile stacks on it. A profile folder whose `eapi`
+file names an unsupported EAPI is refused with its parents, as Portage refuses it.";
 
 #[derive(Parser)]
 #[command(name = "gah-workgen", version, about = "Generates gentoo@home build jobs and keeps their queue", long_about = LONG_ABOUT)]
@@ -371,6 +382,14 @@ struct PlanArgs {
     /// Keywords that make a dependency visible when resolving it for --distfiles.
     #[arg(long, default_value = "amd64 ~amd64")]
     accept_keywords: String,
+    /// Wall-clock seconds one ebuild may take: past them its configurations found so far are
+    /// kept, with a warning stating their coverage (or, with none found, an error).
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+    ebuild_time_budget: f64,
+    /// Print, on stderr, per-ebuild time, configurations and pair coverage for the 20
+    /// slowest ebuilds (where the planning time goes).
+    #[arg(long)]
+    stats: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -398,6 +417,10 @@ impl PlanArgs {
             profile,
             timeout_secs: self.timeout_secs,
             threads: self.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            budget: Budget {
+                time: std::time::Duration::try_from_secs_f64(self.ebuild_time_budget.max(0.0)).unwrap_or(std::time::Duration::MAX),
+                ..Budget::default()
+            },
         }
     }
 
@@ -407,7 +430,9 @@ impl PlanArgs {
         let (repos, mut diags) = load_repos(&self.repos);
         let profile = match &self.profile {
             Some(path) => {
-                let (p, d) = Profile::read(path);
+                // `repo:path` parents resolve against the repositories given with --repo.
+                let names: Vec<(String, PathBuf)> = repos.iter().map(|r| (r.name.clone(), r.path.clone())).collect();
+                let (p, d) = Profile::read_in(path, &names);
                 diags.extend(d);
                 p
             }
@@ -427,6 +452,9 @@ impl PlanArgs {
             let files: Vec<String> = b.missing.iter().map(|m| format!("{} ({}: {})", m.file, m.needed_by, m.problem)).collect();
             eprintln!("blocked on fetch: {} {} {}: {}", b.job.cpv, b.job.compiler, b.job.use_flags.summary(), files.join(", "));
         }
+        if self.stats {
+            print_stats(&p);
+        }
         let blocked = if self.distfiles.is_some() { format!(", {} blocked on fetch", p.blocked.len()) } else { String::new() };
         eprintln!(
             "gah-workgen: {} ebuilds ({} with jobs), {} jobs{blocked}, {e} errors, {w} warnings, {:.2?}",
@@ -436,6 +464,17 @@ impl PlanArgs {
             t0.elapsed()
         );
         (p, errors)
+    }
+}
+
+/// `--stats`: the slowest ebuilds, one line each, on stderr.
+fn print_stats(p: &Plan) {
+    let total: std::time::Duration = p.stats.iter().map(|s| s.stats.elapsed).sum();
+    eprintln!("gah-workgen: stats: {} ebuilds, {:.2?} planning in all (summed over threads); slowest:", p.stats.len(), total);
+    eprintln!("{:>10} {:>6} {:>6} {:>8}  ebuild", "time", "flags", "rows", "covered");
+    for s in p.slowest(20) {
+        let st = &s.stats;
+        eprintln!("{:>10.2?} {:>6} {:>6} {:>7.1}%  {}::{}", st.elapsed, st.flags, st.rows, st.coverage_percent(), s.cpv, s.repo);
     }
 }
 

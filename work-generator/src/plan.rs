@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use gah_core::job::{Compiler, Job};
-use gah_ebuild::{configurations, read_repository, Diagnostic, Profile, Repository, Severity, Strategy};
+use gah_ebuild::{plan_ebuild, read_repository, Budget, Diagnostic, Planned, Profile, Repository, Severity, Stats, Strategy};
 use serde::Serialize;
 
 use crate::distfiles::{Index, Mirror, MissingFile};
@@ -22,6 +22,9 @@ pub struct Config {
     pub timeout_secs: u64,
     /// Worker threads for the per-ebuild work (1 = in the calling thread).
     pub threads: usize,
+    /// Per-ebuild bounds (time, flags, combinations): an ebuild past one ends with a
+    /// diagnostic naming its file, and the run moves on.
+    pub budget: Budget,
 }
 
 /// The jobs for a set of repositories, with what went wrong on the way.
@@ -42,6 +45,29 @@ pub struct Plan {
     /// Jobs held back by the hermetic check (only with a mirror: [`plan_with`]), with the
     /// distfiles they lack. They are not in `jobs`.
     pub blocked: Vec<Blocked>,
+    /// What each ebuild cost and gave, in planning order (for `--stats`).
+    pub stats: Vec<EbuildStats>,
+}
+
+/// One ebuild's [`Stats`], with where it is.
+#[derive(Debug, Clone)]
+pub struct EbuildStats {
+    /// The repository's name.
+    pub repo: String,
+    /// `category/package-version`.
+    pub cpv: String,
+    /// Time, rows, coverage.
+    pub stats: Stats,
+}
+
+impl Plan {
+    /// The `n` ebuilds that took longest, slowest first.
+    pub fn slowest(&self, n: usize) -> Vec<&EbuildStats> {
+        let mut v: Vec<&EbuildStats> = self.stats.iter().collect();
+        v.sort_by(|a, b| b.stats.elapsed.cmp(&a.stats.elapsed).then_with(|| a.cpv.cmp(&b.cpv)));
+        v.truncate(n);
+        v
+    }
 }
 
 /// A job blocked on fetch: some distfile of it or its dependencies is missing from the
@@ -96,13 +122,15 @@ pub fn plan_with(repos: &[Repository], config: &Config, mirror: Option<&Mirror>)
     let mut out = Plan::default();
     let index = mirror.map(|_| Index::new(repos));
     for (ri, repo) in repos.iter().enumerate() {
-        let per_ebuild = map_parallel(&repo.ebuilds, config.threads.max(1), |e| configurations(e, &config.profile, config.strategy));
-        for (ebuild, (uses, notes)) in repo.ebuilds.iter().zip(per_ebuild) {
+        let per_ebuild = map_parallel(&repo.ebuilds, config.threads.max(1), |e| plan_one(e, config));
+        for (ebuild, planned) in repo.ebuilds.iter().zip(per_ebuild) {
             out.ebuilds += 1;
             let path = repo.path.join("metadata/md5-cache").join(&ebuild.cpv);
-            for message in notes {
-                out.diagnostics.push(Diagnostic { severity: Severity::Warning, path: path.clone(), line: None, message });
+            for (severity, message) in planned.notes {
+                out.diagnostics.push(Diagnostic { severity, path: path.clone(), line: None, message });
             }
+            out.stats.push(EbuildStats { repo: repo.name.clone(), cpv: ebuild.cpv.clone(), stats: planned.stats });
+            let uses = planned.configs;
             if uses.is_empty() {
                 continue;
             }
@@ -126,6 +154,20 @@ pub fn plan_with(repos: &[Repository], config: &Config, mirror: Option<&Mirror>)
         }
     }
     out
+}
+
+/// One ebuild's [`plan_ebuild`]; a panic (a bug of ours) ends that ebuild with an error
+/// naming it instead of the whole run.
+fn plan_one(e: &gah_ebuild::Ebuild, config: &Config) -> Planned {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| plan_ebuild(e, &config.profile, config.strategy, &config.budget)))
+        .unwrap_or_else(|panic| {
+            let what = panic.downcast_ref::<String>().map(String::as_str).or_else(|| panic.downcast_ref::<&str>().copied()).unwrap_or("?");
+            Planned {
+                configs: Vec::new(),
+                notes: vec![(Severity::Error, format!("internal error while planning (a bug of gah-workgen): {what}"))],
+                stats: Stats::default(),
+            }
+        })
 }
 
 /// `f` over `items` on `threads` scoped threads, results in input order.

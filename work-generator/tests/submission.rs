@@ -22,7 +22,7 @@ fn root() -> PathBuf {
 }
 
 fn config(strategy: Strategy, profile: Profile) -> Config {
-    Config { compilers: vec![Compiler::Gcc], strategy, profile, timeout_secs: 1800, threads: 1 }
+    Config { compilers: vec![Compiler::Gcc], strategy, profile, timeout_secs: 1800, threads: 1, budget: gah_ebuild::Budget::default() }
 }
 
 fn fixture_queue(dir: &Path) -> (Queue, Vec<Job>) {

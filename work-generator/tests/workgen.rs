@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use gah_core::job::Compiler;
 use gah_core::outcome::Status;
-use gah_ebuild::{Profile, Severity, Strategy};
+use gah_ebuild::{Budget, Profile, Severity, Strategy};
 use gah_workgen::boinc::{create_work_command, write_submission, SharedInput, Submission, Workunit};
 use gah_workgen::{load_repos, plan, record_result, Config, Plan, Queue, Zap};
 
@@ -14,7 +14,14 @@ fn fixture() -> PathBuf {
 }
 
 fn config(strategy: Strategy) -> Config {
-    Config { compilers: vec![Compiler::Gcc, Compiler::Clang], strategy, profile: Profile::amd64_linux(), timeout_secs: 1800, threads: 2 }
+    Config {
+        compilers: vec![Compiler::Gcc, Compiler::Clang],
+        strategy,
+        profile: Profile::amd64_linux(),
+        timeout_secs: 1800,
+        threads: 2,
+        budget: Budget::default(),
+    }
 }
 
 fn fixture_plan(strategy: Strategy) -> (Plan, Vec<gah_ebuild::Diagnostic>) {
