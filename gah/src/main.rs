@@ -98,12 +98,14 @@ fn main() -> ExitCode {
                 )
             })
         }
-        // A server has the database and no checkout: with --db or $GAH_RESULTS_DB, no layout.
+        // A server has the database and no checkout: with --db, a project's gah.conf or
+        // $GAH_RESULTS_DB, no layout.
         Mode::Results(args) => {
             let mut out = std::io::stdout().lock();
             match results::explicit_db(&args) {
-                Some(db) => results::command(args, &db, &mut out),
-                None => layout::Layout::discover().and_then(|layout| results::command(args, &layout.db, &mut out)),
+                Ok(Some(db)) => results::command(args, &db, &mut out),
+                Ok(None) => layout::Layout::discover().and_then(|layout| results::command(args, &layout.db, &mut out)),
+                Err(e) => Err(e),
             }
         }
         Mode::Deploy(args) => layout::Layout::discover().and_then(|layout| deploy::deploy(&args, &layout.root)),

@@ -107,8 +107,11 @@ enum Query {
 
 /// The database `gah results` reads: `--db`, else `$GAH_RESULTS_DB`, else `None` (then the
 /// checkout's `results/results.sqlite`, which needs a checkout to find).
-pub fn explicit_db(args: &ResultsArgs) -> Option<PathBuf> {
-    args.db.clone().or_else(|| std::env::var_os("GAH_RESULTS_DB").filter(|p| !p.is_empty()).map(PathBuf::from))
+pub fn explicit_db(args: &ResultsArgs) -> anyhow::Result<Option<PathBuf>> {
+    // As the server programs decide it (gah_core::project): --db, else the project's gah.conf
+    // (./ or ../, so `bin/gah results` works in a BOINC project), else GAH_RESULTS_DB.
+    let over = gah_core::project::Overrides { results_db: args.db.clone(), ..Default::default() };
+    Ok(gah_core::project::resolve_here(&over)?.results_db)
 }
 
 /// Runs `gah results` against the database at `db`, writing to `out`. An error writing `out`

@@ -1,5 +1,5 @@
 //! Issue 9, item 8: `gah results` on a BOINC server, which has the results database and no
-//! gentoo@home checkout: `$GAH_RESULTS_DB` or `--db` alone is enough.
+//! gentoo@home checkout: `--db`, the project's `gah.conf` or `$GAH_RESULTS_DB` alone is enough.
 
 use std::path::Path;
 use std::process::Output;
@@ -65,4 +65,19 @@ fn without_a_database_path_outside_a_checkout_gah_results_says_what_to_set() {
     let out = gah(dir.path(), None, &["results"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("GAH_ROOT"));
+}
+
+#[test]
+fn results_reads_the_projects_gah_conf_from_bin() {
+    // `bin/gah results` run in a BOINC project (or its tmp_<host>/): the project's gah.conf
+    // names the database, relative to itself, as `gah deploy` writes it.
+    let dir = tempfile::tempdir().unwrap();
+    server_database(dir.path());
+    std::fs::write(dir.path().join("gah.conf"), "results_db = server/results.sqlite\n").unwrap();
+    std::fs::create_dir_all(dir.path().join("tmp_host")).unwrap();
+    for cwd in [dir.path().to_path_buf(), dir.path().join("tmp_host")] {
+        let out = gah(&cwd, None, &["results"]);
+        assert!(out.status.success(), "gah results in {} failed: {}", cwd.display(), String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("app-arch/bzip2-1.0.8"));
+    }
 }
