@@ -625,14 +625,6 @@ fn stage_bytes(download: &Path, name: &str, bytes: &[u8]) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// `<name>-<sha256 of the file, 16 hex digits>.<ext>`: the content-named physical name of a
-/// shared input, e.g. `gah-repo-0123456789abcdef.tar`.
-pub fn content_name(prefix: &str, ext: &str, path: &Path) -> anyhow::Result<String> {
-    use sha2::{Digest, Sha256};
-    let bytes = fs::read(path).with_context(|| format!("read {}", path.display()))?;
-    Ok(format!("{prefix}-{}.{ext}", &hex::encode(Sha256::digest(&bytes))[..16]))
-}
-
 /// A byte count or offset the client sent as a double (BOINC's XML does).
 #[allow(clippy::cast_possible_truncation)] // `as` saturates: negatives and NaN give 0, and the client sends whole numbers.
 fn byte_count(x: f64) -> u64 {
@@ -1493,16 +1485,14 @@ mod tests {
         Job::new("test", "app-arch/bzip2-1.0.8", Default::default(), gah_core::job::Compiler::Gcc, 60)
     }
 
-    /// A repository and a distfiles tar (stand-ins whose bytes depend on `seed`), content-named
-    /// and staged.
+    /// A repository and a distfiles tar (stand-ins whose bytes depend on `seed`), each named
+    /// after its seed as the work generator names them after their content, and staged.
     fn shared_inputs(h: &Harness, dir: &Path, seed: &str) -> Vec<String> {
         ["gah-repo", "gah-distfiles"]
             .iter()
             .map(|prefix| {
-                let tmp = dir.join(format!("{prefix}.{seed}"));
-                fs::write(&tmp, format!("{prefix} {seed}")).unwrap();
-                let named = dir.join(content_name(prefix, "tar", &tmp).unwrap());
-                fs::rename(&tmp, &named).unwrap();
+                let named = dir.join(format!("{prefix}-{seed}.tar"));
+                fs::write(&named, format!("{prefix} {seed}")).unwrap();
                 h.stage_file(&named).unwrap()
             })
             .collect()
