@@ -97,12 +97,18 @@ const ERROR_MARKERS: &[&str] =
 const CONTEXT: usize = 6;
 const MAX_WINDOWS: usize = 4;
 
+/// True when `line` looks like an error (a compiler's, make's, a test harness's or
+/// Portage's): the lines an excerpt is centred on and a page highlights.
+pub fn is_error_line(line: &str) -> bool {
+    ERROR_MARKERS.iter().any(|m| line.contains(m))
+}
+
 /// The line ranges (0-based, end exclusive) of the log's excerpt: windows around the first
 /// error lines and the last one (Portage's own ` * ERROR:` block), merged where they
 /// overlap; the last 40 lines when no line looks like an error.
 pub fn excerpt_windows(log: &str) -> Vec<Range<usize>> {
     let lines: Vec<&str> = log.lines().collect();
-    let hits: Vec<usize> = lines.iter().enumerate().filter(|(_, l)| ERROR_MARKERS.iter().any(|m| l.contains(m))).map(|(i, _)| i).collect();
+    let hits: Vec<usize> = lines.iter().enumerate().filter(|(_, l)| is_error_line(l)).map(|(i, _)| i).collect();
     let mut windows: Vec<Range<usize>> = Vec::new();
     let mut chosen: Vec<usize> = hits.iter().copied().take(MAX_WINDOWS - 1).collect();
     chosen.extend(hits.last());

@@ -7,6 +7,7 @@ mod deploy;
 mod layout;
 mod results;
 mod run;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -72,6 +73,16 @@ enum Mode {
     ///   gah deploy --project ~/projects/gah --repo vm-images/overlay --distfiles .cache/distfiles
     #[command(verbatim_doc_comment)]
     Deploy(deploy::DeployArgs),
+    /// The QA web page over the results database: overview, package matrices, cell pages
+    /// with the log and the bug text, dependency view, search, Atom feeds and the JSON API
+    /// behind every page. Read-only; listens on 127.0.0.1 unless told otherwise.
+    ///
+    /// Examples:
+    ///   gah serve                                   # the checkout's database, http://127.0.0.1:8080
+    ///   GAH_RESULTS_DB=/srv/gah/results.sqlite gah serve --listen 0.0.0.0:8080 \
+    ///       --public-url https://qa.example.org --repo /var/db/repos/gentoo
+    #[command(verbatim_doc_comment)]
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -109,6 +120,7 @@ fn main() -> ExitCode {
             }
         }
         Mode::Deploy(args) => layout::Layout::discover().and_then(|layout| deploy::deploy(&args, &layout.root)),
+        Mode::Serve(args) => serve::serve(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

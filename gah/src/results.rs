@@ -31,13 +31,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use gah_core::db::read::{Changes, PackageFailures};
+use gah_core::db::read::Changes;
 use gah_core::db::{Database, Filter, Order, Page, StoredOutcome};
-use gah_core::job::{split_cpv, Compiler, UseAssignment};
+use gah_core::job::{Compiler, UseAssignment};
 use gah_core::outcome::Status;
 use serde::Serialize;
 
-mod wire;
+use gah_qa::bug::status_text as short;
+use gah_qa::wire;
 
 /// Options of `gah results`.
 #[derive(Debug, Args)]
@@ -154,14 +155,6 @@ impl Output {
     }
 }
 
-/// `status` or `status (phase)`.
-fn short(r: &StoredOutcome) -> String {
-    match (&r.failed_phase, r.status) {
-        (Some(p), Status::BuildFailed | Status::Timeout) => format!("{} ({p})", r.status),
-        _ => r.status.to_string(),
-    }
-}
-
 /// The filter a cell selector means; the error names a bad `--use`.
 fn cell_filter(cell: &CellArgs) -> anyhow::Result<Filter> {
     let use_flags = match &cell.use_flags {
@@ -224,32 +217,30 @@ fn list(db: &Database, json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
 }
 
 fn fails(db: &Database) -> anyhow::Result<Output> {
-    let failing: Vec<PackageFailures> = db.failures_by_package(&Filter::default(), Page::ALL)?;
-    let totals = db.totals()?;
+    let doc = wire::Fails::read(db)?;
     let mut text = String::new();
-    let w = failing.iter().map(|p| p.cpv.len()).max().unwrap_or(7).max(7);
+    let w = doc.packages.iter().map(|p| p.cpv.len()).max().unwrap_or(7).max(7);
     let _ = writeln!(
         text,
         "{:<w$}  {:>4}  {:>4}  {:>8}  {:>5}  {:>4}  {:>5}  own failures",
         "package", "own", "deps", "spurious", "limit", "ok", "cells"
     );
-    for p in &failing {
-        let c = &p.counts;
-        let phases: BTreeSet<String> = p.own_failures.iter().map(|r| r.failed_phase.clone().unwrap_or_default()).collect();
+    for p in &doc.packages {
+        let phases: BTreeSet<String> = p.failing_cells.iter().map(|r| r.failed_phase.clone().unwrap_or_default()).collect();
         let _ = writeln!(
             text,
             "{:<w$}  {:>4}  {:>4}  {:>8}  {:>5}  {:>4}  {:>5}  {}",
             p.cpv,
-            c.sum(Status::is_own_failure),
-            c.get(Status::DepsFailed),
-            c.sum(Status::is_spurious),
-            c.get(Status::ResourceLimit),
-            c.get(Status::Success),
-            c.total(),
+            p.own_failures,
+            p.deps_failed,
+            p.spurious,
+            p.resource_limit,
+            p.success,
+            p.cells,
             if phases.is_empty() { "-".into() } else { phases.into_iter().collect::<Vec<_>>().join(", ") }
         );
     }
-    if failing.is_empty() {
+    if doc.packages.is_empty() {
         text = "no failures: every cell's latest outcome is a success\n".into();
     }
     let _ = writeln!(
@@ -257,14 +248,9 @@ fn fails(db: &Database) -> anyhow::Result<Output> {
         "\nown = build_failed/test_failed; deps = a dependency failed (see `gah results blame`); spurious = timeout/infra_error; \
          limit = resource_limit.\n\
          Not counted: {} workunit(s) failed as a whole (BOINC error path), {} quarantined upload(s).",
-        totals.infra_failures, totals.quarantined
+        doc.infra_failures, doc.quarantined
     );
-    let json = wire::Fails {
-        packages: failing.iter().map(wire::PackageFails::from).collect(),
-        infra_failures: totals.infra_failures,
-        quarantined: totals.quarantined,
-    };
-    Output::new(text, json)
+    Output::new(text, doc)
 }
 
 fn matrix(db: &Database, package: &str) -> anyhow::Result<Output> {
@@ -368,48 +354,29 @@ fn changes(db: &Database, snapshot: Option<&str>, against: Option<&str>) -> anyh
         }
     }
     let _ = writeln!(text, "\n{} cell(s) built for the first time in this snapshot", c.new_cells);
-    let json = wire::Changes {
-        snapshot: c.snapshot.label.clone(),
-        snapshot_id: c.snapshot.id.0,
-        base_id: c.base.0,
-        newly_failing: c.newly_failing.iter().map(wire::ChangeItem::from).collect(),
-        newly_fixed: c.newly_fixed.iter().map(wire::ChangeItem::from).collect(),
-        new_cells: c.new_cells,
-    };
-    Output::new(text, json)
+    Output::new(text, wire::Changes::from(&c))
 }
 
 fn blame(db: &Database) -> anyhow::Result<Output> {
-    let roots = db.dependency_roots(&Filter::default())?;
-    let own = db.status_counts(&Filter::default())?.sum(Status::is_own_failure);
+    let doc = wire::Blame::read(db)?;
     let mut text = String::new();
-    if roots.is_empty() {
+    if doc.dependencies.is_empty() {
         text.push_str("no cell is blocked by a failing dependency\n");
     }
-    for d in &roots {
+    for d in &doc.dependencies {
         let _ = writeln!(text, "{}: blocks {} cell(s)", d.dependency, d.blocked.len());
         for r in &d.blocked {
-            let _ = writeln!(text, "  {} USE=\"{}\" {}", r.cell.cpv, r.cell.use_flags.to_package_use(), r.cell.compiler);
+            let _ = writeln!(text, "  {} USE=\"{}\" {}", r.cpv, r.use_flags, r.compiler);
         }
     }
-    let _ = writeln!(text, "\n{own} cell(s) fail on their own (build_failed/test_failed): see `gah results fails`");
-    Output::new(text, wire::Blame { dependencies: roots.iter().map(wire::Blamed::from).collect(), own_failures: own })
-}
-
-/// `fails to compile`, `fails tests`, ...: the summary's verb for a failure.
-fn failure_verb(r: &StoredOutcome) -> String {
-    match (r.status, r.failed_phase.as_deref()) {
-        (Status::TestFailed, _) => "fails tests".into(),
-        (Status::BuildFailed, Some(p)) if p != "build" => format!("fails to {p}"),
-        (Status::Timeout, Some(p)) => format!("times out in {p}"),
-        _ => "fails to build".into(),
-    }
+    let _ = writeln!(text, "\n{} cell(s) fail on their own (build_failed/test_failed): see `gah results fails`", doc.own_failures);
+    Output::new(text, doc)
 }
 
 fn bug(db: &Database, cell: &CellArgs, out: Option<&Path>) -> anyhow::Result<Output> {
     let rows = cell_rows(db, cell, false)?;
-    let failing: Vec<&StoredOutcome> = rows.iter().filter(|r| r.status.is_own_failure() || r.status == Status::Timeout).collect();
-    let Some(r) = failing.first().copied() else {
+    let failing: Vec<&StoredOutcome> = rows.iter().filter(|r| gah_qa::bug::is_reportable(r.status)).collect();
+    let Some((r, also)) = failing.split_first() else {
         let deps = rows.iter().filter(|r| r.status == Status::DepsFailed).count();
         if deps > 0 {
             bail!(
@@ -420,99 +387,22 @@ fn bug(db: &Database, cell: &CellArgs, out: Option<&Path>) -> anyhow::Result<Out
         }
         bail!("no failure of {} to report: the latest outcome of every matching cell is {}", cell.cpv, rows[0].status);
     };
-    let log = db.read_blob(r.log.sha256()).context("reading the build log")?;
-    let info = r.emerge_info.as_ref().map(|b| db.read_blob(b.sha256())).transpose().context("reading emerge --info")?;
-    let log_text = String::from_utf8_lossy(&log);
-    let use_flags = r.cell.use_flags.to_package_use();
-    let use_part = if use_flags.is_empty() { String::new() } else { format!(" with USE=\"{use_flags}\"") };
-    let summary = format!("{}: {}{use_part} ({})", r.cell.cpv, failure_verb(r), r.cell.compiler);
-
-    let mut c = String::new();
-    let _ = writeln!(c, "{} {} when built with {}{}.", r.cell.cpv, failure_verb(r), r.cell.compiler, use_part);
-    let _ = writeln!(
-        c,
-        "Found by gentoo@home: workunit {}, tree snapshot {}, assimilated {}, {} backend ({}).",
-        r.wu_name, r.snapshot_label, r.assimilated_at, r.backend, r.accelerator
-    );
-    let _ = writeln!(c, "Result: {} in phase {}: {}", r.status, r.failed_phase.as_deref().unwrap_or("-"), r.summary);
-    if !r.failing_tests.is_empty() {
-        let _ = writeln!(c, "\nFailing tests:");
-        for t in &r.failing_tests {
-            let _ = writeln!(c, "  {t}");
-        }
-    }
-    let (cc, cxx) = r.cell.compiler.cc_cxx();
-    let cp = split_cpv(&r.cell.cpv).map_or(r.cell.cpv.as_str(), |(cp, _)| cp);
-    let _ = writeln!(c, "\nReproduce:\n  echo '{cp} {use_flags}' >> /etc/portage/package.use/gah");
-    let _ = writeln!(c, "  CC={cc} CXX={cxx} emerge --oneshot ={}", r.cell.cpv);
-    let others: Vec<&StoredOutcome> = failing.iter().skip(1).copied().collect();
-    if !others.is_empty() {
-        let _ = writeln!(c, "\nAlso fails with:");
-        for o in &others {
-            let _ = writeln!(c, "  USE=\"{}\" {}: {}", o.cell.use_flags.to_package_use(), o.cell.compiler, short(o));
-        }
-    }
-    let ex = gah_core::buildlog::excerpt(&log_text);
-    let _ = writeln!(c, "\nBuild log excerpt (full log attached):\n{ex}");
-    let info_text = info.as_deref().map(|i| String::from_utf8_lossy(i).into_owned());
-    match &info_text {
-        Some(i) => {
-            let _ = writeln!(c, "emerge --info ={}:\n{}", r.cell.cpv, i.trim_end());
-        }
-        None => {
-            let _ = writeln!(c, "emerge --info: not in the uploaded archive");
-        }
-    }
-    let attachment = |name, bytes: &[u8], blob: &gah_core::db::BlobId| wire::Attachment {
-        name,
-        bytes: bytes.len(),
-        sha256: blob.sha256().to_owned(),
-        stored: blob.relative_path(),
-        content_type: "text/plain",
-    };
-    let mut attachments = vec![attachment("build.log", &log, &r.log)];
-    if let (Some(i), Some(blob)) = (&info, &r.emerge_info) {
-        attachments.push(attachment("emerge-info.txt", i, blob));
-    }
-    let _ = writeln!(c, "\nAttachments:");
-    for a in &attachments {
-        let _ = writeln!(c, "  {} ({} bytes, sha256 {})", a.name, a.bytes, a.sha256);
-    }
-
+    let mut report = gah_qa::bug::report(db, r, also)?;
     if let Some(dir) = out {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let write = |name: &str, bytes: &[u8]| {
             let path = dir.join(name);
             std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))
         };
-        write("summary.txt", format!("{summary}\n").as_bytes())?;
-        write("comment.txt", c.as_bytes())?;
-        write("build.log", &log)?;
-        if let Some(i) = &info {
+        write("summary.txt", format!("{}\n", report.doc.summary).as_bytes())?;
+        write("comment.txt", report.doc.comment.as_bytes())?;
+        write("build.log", &report.log)?;
+        if let Some(i) = &report.emerge_info {
             write("emerge-info.txt", i)?;
         }
+        report.doc.written_to = Some(dir.display().to_string());
     }
-    let text = format!("Summary: {summary}\n\n{c}");
-    let json = wire::Bug {
-        summary,
-        comment: c,
-        seq: r.seq,
-        cpv: r.cell.cpv.clone(),
-        repo: r.cell.repo.clone(),
-        use_flags,
-        compiler: r.cell.compiler,
-        status: r.status,
-        failed_phase: r.failed_phase.clone(),
-        failing_tests: r.failing_tests.clone(),
-        wu_name: r.wu_name.clone(),
-        snapshot: r.snapshot_label.clone(),
-        excerpt: ex,
-        emerge_info: info_text,
-        attachments,
-        also_fails: others.into_iter().map(wire::CellState::from).collect(),
-        written_to: out.map(|d| d.display().to_string()),
-    };
-    Output::new(text, json)
+    Output::new(report.text(), report.doc)
 }
 
 fn snapshots(db: &Database) -> anyhow::Result<Output> {

@@ -151,6 +151,9 @@ const MIGRATIONS: &[Migration] = &[
                OR (excluded.snapshot = cell_latest.snapshot AND excluded.seq > cell_latest.seq);
     END;",
     },
+    // The cells a failing package blocks, by the dependency their log names
+    // (`read::Database::dependents`): the web page's dependency view asks it per page view.
+    Migration { name: "0006_dependents", sql: "CREATE INDEX outcomes_dep_cpv ON outcomes (dep_cpv) WHERE dep_cpv IS NOT NULL;" },
 ];
 
 /// A temporary file in the staging folder older than this is an orphan even when its
@@ -435,6 +438,12 @@ impl Database {
     /// Reads a blob back from the store (a log or `emerge --info`), checking its hash.
     pub fn read_blob(&self, sha256: &str) -> Result<Vec<u8>, DbError> {
         use std::io::Read;
+        // The hash may come from a reader's request (a web page's link): it names a file, so
+        // anything but 64 hex digits is refused before it reaches a path.
+        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let source = std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a sha256 (64 hex digits)");
+            return Err(DbError::Io { path: PathBuf::from(sha256), source });
+        }
         let dir = self.path.parent().map(Path::to_path_buf).unwrap_or_default();
         let file = dir.join(Database::log_relative_path(sha256));
         let mut out = Vec::new();

@@ -30,7 +30,7 @@ use rusqlite::{params_from_iter, OptionalExtension, Row};
 use super::{Database, DbError, Snapshot, SnapshotId};
 use crate::buildlog::FailedDependency;
 use crate::job::{split_cpv, Cell, Compiler, UseAssignment};
-use crate::outcome::{PhaseTime, Status};
+use crate::outcome::{PackageVersion, PhaseTime, Status};
 
 /// A blob in the store beside the database (a build log or `emerge --info`), by the sha256 of
 /// its uncompressed content.
@@ -362,6 +362,18 @@ pub struct DependencyRoot {
     pub dependency: FailedDependency,
     /// The latest rows of the cells it blocks (`deps_failed`), by cell.
     pub blocked: Vec<StoredOutcome>,
+}
+
+/// How far the database has been written: changes whenever anything is stored, so a reader
+/// that keeps a computed view ([`Database::revision`]) knows when to compute it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Revision {
+    /// The latest `outcomes` row (0: none).
+    pub outcomes: i64,
+    /// The latest infrastructure failure (0: none).
+    pub infra_failures: i64,
+    /// The latest quarantined upload (0: none).
+    pub quarantined: i64,
 }
 
 /// A workunit BOINC reported failed as a whole.
@@ -853,6 +865,46 @@ impl Database {
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.sql_err(e))
     }
 
+    /// How far the database has been written (three index reads).
+    pub fn revision(&self) -> Result<Revision, DbError> {
+        let max = |sql: &str| -> Result<i64, DbError> {
+            self.conn.query_row(sql, [], |r| r.get::<_, Option<i64>>(0)).map(Option::unwrap_or_default).map_err(|e| self.sql_err(e))
+        };
+        Ok(Revision {
+            outcomes: max("SELECT max(seq) FROM outcomes")?,
+            infra_failures: max("SELECT max(rowid) FROM infra_failures")?,
+            quarantined: max("SELECT max(rowid) FROM quarantine")?,
+        })
+    }
+
+    /// The packages row `seq`'s job merged (its dependencies and itself, in merge order, each
+    /// built or installed from a binary package), as its outcome recorded them; `None` when
+    /// there is no such row.
+    pub fn merged_packages(&self, seq: i64) -> Result<Option<Vec<PackageVersion>>, DbError> {
+        let json: Option<String> = self
+            .conn
+            .query_row("SELECT outcome_json FROM outcomes WHERE seq = ?1", [seq], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.sql_err(e))?;
+        let Some(json) = json else { return Ok(None) };
+        // Stored after the validator checked it; a row that no longer parses shows no packages
+        // rather than failing the page that asked.
+        Ok(Some(serde_json::from_str::<crate::outcome::Outcome>(&json).map(|o| o.packages).unwrap_or_default()))
+    }
+
+    /// The cells whose latest row is `deps_failed` because the package `cpv` failed (as their
+    /// logs name it), one page of them by cell (the page's order is ignored).
+    pub fn dependents(&self, cpv: &str, page: Page) -> Result<Vec<StoredOutcome>, DbError> {
+        let mut params = vec![Value::Text(cpv.to_owned())];
+        let tail = Page { order: Order::Cell, ..page }.sql("o.", &mut params);
+        let sql = format!(
+            "SELECT {COLUMNS} FROM outcomes o JOIN cell_latest c ON c.seq = o.seq LEFT JOIN snapshots s ON s.id = o.snapshot
+             WHERE o.dep_cpv = ?1 AND o.status = '{}'{tail}",
+            Status::DepsFailed.as_str()
+        );
+        self.collect_rows(&sql, &params)
+    }
+
     /// SQLite's `PRAGMA integrity_check`: `ok`, or what is wrong.
     pub fn integrity_check(&self) -> Result<String, DbError> {
         self.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).map_err(|e| self.sql_err(e))
@@ -1137,5 +1189,33 @@ mod tests {
         let e = db.outcomes(&Filter::default(), Page::ALL).unwrap_err();
         assert!(gah_util::error_chain(&e).contains("unknown status `exploded`"), "{}", gah_util::error_chain(&e));
         assert!(db.latest(&Filter { cpv: Some("a/b-1".into()), ..Filter::default() }, Page::ALL).is_ok());
+    }
+
+    #[test]
+    fn the_revision_moves_with_every_write() {
+        let mut db = scenario();
+        let before = db.revision().unwrap();
+        assert_eq!(before.outcomes, 13);
+        put(&mut db, "git:s2", "z/z-1", "", Compiler::Gcc, Status::Success, "ok");
+        assert!(db.revision().unwrap().outcomes > before.outcomes);
+        db.record_quarantine("wu_1", "up", None, "bad").unwrap();
+        assert!(db.revision().unwrap().quarantined > before.quarantined);
+    }
+
+    #[test]
+    fn dependents_are_the_cells_a_failing_package_blocks() {
+        let db = scenario();
+        let blocked = db.dependents("dev-libs/foo-1.2", Page::ALL).unwrap();
+        assert_eq!(names(&blocked), ["e/f-1 [] gcc deps_failed git:s2", "e/g-1 [] gcc deps_failed git:s2"]);
+        assert_eq!(db.dependents("dev-libs/foo-1.2", Page::first(1, Order::Newest)).unwrap().len(), 1);
+        assert!(db.dependents("a/b-1", Page::ALL).unwrap().is_empty());
+    }
+
+    #[test]
+    fn merged_packages_come_from_the_stored_outcome() {
+        let db = scenario();
+        let first = db.outcomes(&Filter::default(), Page::first(1, Order::Cell)).unwrap().remove(0);
+        assert_eq!(db.merged_packages(first.seq).unwrap(), Some(Vec::new()));
+        assert_eq!(db.merged_packages(999_999).unwrap(), None);
     }
 }

@@ -1,19 +1,18 @@
-//! The JSON that `gah results --json` prints: typed, stable shapes, documented in
-//! `docs/FORMATS.md` ("`gah results --json`"). The same shapes are meant to be the web page's
-//! JSON API. Status and compiler are their lowercase codes; a USE configuration is a string
-//! in `package.use` notation (`"ssl -static"`); a snapshot is its label, with its id beside it
-//! where a page needs to link. Fields are only ever added.
+//! The JSON that `gah results --json` prints and the web page's API answers: typed, stable
+//! shapes, documented in `docs/FORMATS.md`. Status and compiler are their lowercase codes; a
+//! USE configuration is a string in `package.use` notation (`"ssl -static"`); a snapshot is
+//! its label, with its id beside it where a page needs to link. Fields are only ever added.
 
 use std::collections::BTreeMap;
 
 use gah_core::db::read::{Change, DependencyRoot, Matrix, PackageFailures, SnapshotSummary, StatusCounts};
-use gah_core::db::StoredOutcome;
+use gah_core::db::{Database, DbError, Filter, Page, StoredOutcome};
 use gah_core::job::Compiler;
 use gah_core::outcome::Status;
 use serde::Serialize;
 
 /// One stored row (`list`, one per line; `history`).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Outcome {
     pub seq: i64,
     pub wu_name: String,
@@ -72,7 +71,7 @@ impl From<&StoredOutcome> for Outcome {
 }
 
 /// A cell in brief: where a list names cells (`fails`, `blame`, `bug`'s `also_fails`).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct CellState {
     pub seq: i64,
     pub cpv: String,
@@ -108,7 +107,7 @@ pub fn counts(c: &StatusCounts) -> BTreeMap<&'static str, u64> {
 }
 
 /// `fails`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Fails {
     pub packages: Vec<PackageFails>,
     /// Workunits BOINC reported failed as a whole.
@@ -117,8 +116,21 @@ pub struct Fails {
     pub quarantined: u64,
 }
 
+impl Fails {
+    /// Every package version with a failing cell, and the totals beside them.
+    pub fn read(db: &Database) -> Result<Fails, DbError> {
+        let totals = db.totals()?;
+        let packages = db.failures_by_package(&Filter::default(), Page::ALL)?;
+        Ok(Fails {
+            packages: packages.iter().map(PackageFails::from).collect(),
+            infra_failures: totals.infra_failures,
+            quarantined: totals.quarantined,
+        })
+    }
+}
+
 /// A package version in `fails`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct PackageFails {
     pub cpv: String,
     pub repo: String,
@@ -152,14 +164,14 @@ impl From<&PackageFailures> for PackageFails {
 }
 
 /// `matrix`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct MatrixDoc {
     pub package: String,
     pub versions: Vec<Version>,
 }
 
 /// One version's matrix.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Version {
     pub cpv: String,
     pub repo: String,
@@ -168,7 +180,7 @@ pub struct Version {
 }
 
 /// A USE row: the built cells by compiler name.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct MatrixRow {
     #[serde(rename = "use")]
     pub use_flags: String,
@@ -176,7 +188,7 @@ pub struct MatrixRow {
 }
 
 /// A cell of the matrix: its latest row.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct MatrixCell {
     pub status: Status,
     pub failed_phase: Option<String>,
@@ -215,13 +227,13 @@ impl From<&Matrix> for Version {
 }
 
 /// `history`: one entry per cell.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct History {
     pub cells: Vec<CellHistory>,
 }
 
 /// A cell and its rows, oldest first.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct CellHistory {
     pub repo: String,
     pub cpv: String,
@@ -232,7 +244,7 @@ pub struct CellHistory {
 }
 
 /// `changes`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Changes {
     pub snapshot: String,
     pub snapshot_id: i64,
@@ -243,8 +255,21 @@ pub struct Changes {
     pub new_cells: u64,
 }
 
+impl From<&gah_core::db::read::Changes> for Changes {
+    fn from(c: &gah_core::db::read::Changes) -> Changes {
+        Changes {
+            snapshot: c.snapshot.label.clone(),
+            snapshot_id: c.snapshot.id.0,
+            base_id: c.base.0,
+            newly_failing: c.newly_failing.iter().map(ChangeItem::from).collect(),
+            newly_fixed: c.newly_fixed.iter().map(ChangeItem::from).collect(),
+            new_cells: c.new_cells,
+        }
+    }
+}
+
 /// A changed cell.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ChangeItem {
     pub seq: i64,
     pub cpv: String,
@@ -283,15 +308,24 @@ impl From<&Change> for ChangeItem {
 }
 
 /// `blame`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Blame {
     pub dependencies: Vec<Blamed>,
     /// Cells failing on their own (`build_failed`/`test_failed`).
     pub own_failures: u64,
 }
 
+impl Blame {
+    /// The dependency roots, and the count of cells failing on their own.
+    pub fn read(db: &Database) -> Result<Blame, DbError> {
+        let roots = db.dependency_roots(&Filter::default())?;
+        let own = db.status_counts(&Filter::default())?.sum(Status::is_own_failure);
+        Ok(Blame { dependencies: roots.iter().map(Blamed::from).collect(), own_failures: own })
+    }
+}
+
 /// One failing dependency and the cells it blocks.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Blamed {
     /// For people: `cat/pkg-ver (phase)` or a parenthesised reason.
     pub dependency: String,
@@ -313,7 +347,7 @@ impl From<&DependencyRoot> for Blamed {
 }
 
 /// `bug`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Bug {
     pub summary: String,
     pub comment: String,
@@ -336,7 +370,7 @@ pub struct Bug {
 }
 
 /// A file to attach to the bug.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Attachment {
     pub name: &'static str,
     pub bytes: usize,
@@ -347,13 +381,13 @@ pub struct Attachment {
 }
 
 /// `snapshots`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Snapshots {
     pub snapshots: Vec<SnapshotItem>,
 }
 
 /// A snapshot with its number of rows.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct SnapshotItem {
     pub id: i64,
     pub label: String,
@@ -370,4 +404,151 @@ impl From<&SnapshotSummary> for SnapshotItem {
             outcomes: s.outcomes,
         }
     }
+}
+
+/// The web page's overview (`/api/overview`): the latest snapshot at a glance. Computed in the
+/// background whenever the database moves on, so `revision` and `computed_at` say how fresh
+/// it is.
+#[derive(Debug, Clone, Serialize)]
+pub struct Overview {
+    /// The latest snapshot with outcomes, if any.
+    pub snapshot: Option<SnapshotItem>,
+    /// Cells by the status of their latest row, every status code present.
+    pub cells_by_status: BTreeMap<&'static str, u64>,
+    pub cells: u64,
+    pub outcomes: u64,
+    pub infra_failures: u64,
+    pub quarantined: u64,
+    /// Newly failing in the latest snapshot against each cell's previous result (the first
+    /// [`Overview::LISTED`]; `newly_failing_total` counts them all).
+    pub newly_failing: Vec<ChangeItem>,
+    pub newly_failing_total: usize,
+    pub newly_fixed: Vec<ChangeItem>,
+    pub newly_fixed_total: usize,
+    /// The failing dependencies blocking most cells, largest first.
+    pub dependency_roots: Vec<RootBrief>,
+    /// The longest-running cells (latest rows).
+    pub slowest: Vec<SlowCell>,
+    /// How far the sweep is, when the work generator's queue is known.
+    pub progress: Option<Progress>,
+    /// The database's latest outcome `seq` this was computed at.
+    pub revision: i64,
+    /// When it was computed (UTC).
+    pub computed_at: String,
+}
+
+impl Overview {
+    /// How many changes, roots and slow cells the overview lists.
+    pub const LISTED: usize = 50;
+}
+
+/// A dependency root in brief.
+#[derive(Debug, Clone, Serialize)]
+pub struct RootBrief {
+    pub dependency: String,
+    pub package: Option<String>,
+    pub blocked: usize,
+    /// One blocked cell, to link to.
+    pub example_seq: i64,
+}
+
+/// A cell and how long it ran.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlowCell {
+    #[serde(flatten)]
+    pub cell: CellState,
+    pub duration_secs: f64,
+}
+
+/// The sweep's progress: jobs the work generator planned, and how many have an outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct Progress {
+    pub planned: u64,
+    pub done: u64,
+}
+
+/// A cell's page (`/api/cell/{seq}`): one stored row, its cell's history, the log excerpt
+/// and, for a failure of its own, the bug report.
+#[derive(Debug, Clone, Serialize)]
+pub struct CellPage {
+    pub outcome: Outcome,
+    /// Every row of the cell, oldest first.
+    pub history: Vec<Outcome>,
+    /// The build log around its errors, line by line.
+    pub excerpt: Vec<LogLine>,
+    /// Download paths of the whole log and of `emerge --info` (when stored).
+    pub log_url: String,
+    pub emerge_info_url: Option<String>,
+    /// The bug report, when the row is a failure of its own package.
+    pub bug: Option<Bug>,
+    /// Why there is no bug report, otherwise.
+    pub no_bug: Option<String>,
+}
+
+/// A line of a log excerpt.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogLine {
+    /// 1-based; `None` for a `[...]` gap marker.
+    pub number: Option<usize>,
+    pub text: String,
+    /// True for the lines that look like errors.
+    pub error: bool,
+}
+
+/// A package's page (`/api/package/{category}/{name}`).
+#[derive(Debug, Clone, Serialize)]
+pub struct PackagePage {
+    pub package: String,
+    pub versions: Vec<Version>,
+    /// Each version's IUSE defaults (flag → on), when the repository was given to `gah serve`.
+    pub defaults: BTreeMap<String, BTreeMap<String, bool>>,
+}
+
+/// The dependency view of a row (`/api/cell/{seq}/deps`): the package, what its job merged,
+/// and the cells its failure blocks; the failing node marked.
+#[derive(Debug, Clone, Serialize)]
+pub struct DepGraph {
+    pub seq: i64,
+    pub cpv: String,
+    pub status: Status,
+    /// The dependency its log blames, for a `deps_failed` row.
+    pub failed_dependency: Option<String>,
+    /// What the job merged before the package itself, in merge order (the first
+    /// [`DepGraph::SHOWN`]).
+    pub pulled: Vec<DepNode>,
+    pub pulled_total: usize,
+    /// Cells whose latest row failed because this package did (the first [`DepGraph::SHOWN`]).
+    pub dependents: Vec<CellState>,
+    pub dependents_more: bool,
+}
+
+impl DepGraph {
+    /// The most nodes each side shows: the graph is kept small.
+    pub const SHOWN: usize = 12;
+}
+
+/// A package the job merged.
+#[derive(Debug, Clone, Serialize)]
+pub struct DepNode {
+    pub cpv: String,
+    /// Installed from a binary package rather than built.
+    pub binary: bool,
+    /// The one whose failure stopped the job.
+    pub failed: bool,
+}
+
+/// A search's answer (`/api/search`): one page of cells by their latest row.
+#[derive(Debug, Clone, Serialize)]
+pub struct Search {
+    pub page: u64,
+    pub per_page: u64,
+    pub cells: Vec<CellState>,
+    /// True when there is a next page.
+    pub more: bool,
+}
+
+/// An error answer of the JSON API.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiError {
+    pub error: String,
 }

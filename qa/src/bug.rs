@@ -1,0 +1,150 @@
+//! The bug-report bundle for one failure, in the form Gentoo's bugzilla asks for: a summary
+//! line (`cat/pkg-ver: fails to compile with USE="…" (clang)`), a comment (what failed, how
+//! to reproduce, the build log's excerpt, `emerge --info`) and the attachments. `gah results
+//! bug` prints and writes it; the web page's cell page shows it, ready to paste.
+
+use std::fmt::Write as _;
+
+use gah_core::db::{BlobId, Database, StoredOutcome};
+use gah_core::job::split_cpv;
+use gah_core::outcome::Status;
+
+use crate::wire;
+use crate::QaError;
+
+/// A bug report and the files it attaches.
+#[derive(Debug)]
+pub struct BugReport {
+    /// The report (also its JSON form).
+    pub doc: wire::Bug,
+    /// The whole build log.
+    pub log: Vec<u8>,
+    /// `emerge --info`, when the upload had it.
+    pub emerge_info: Option<Vec<u8>>,
+}
+
+impl BugReport {
+    /// The report as one text: the summary line, then the comment.
+    pub fn text(&self) -> String {
+        format!("Summary: {}\n\n{}", self.doc.summary, self.doc.comment)
+    }
+}
+
+/// `status` or `status (phase)`: a cell's state in a few words.
+pub fn status_text(r: &StoredOutcome) -> String {
+    match (&r.failed_phase, r.status) {
+        (Some(p), Status::BuildFailed | Status::Timeout) => format!("{} ({p})", r.status),
+        _ => r.status.to_string(),
+    }
+}
+
+/// True when a cell in this state is worth a bug against its own package.
+pub fn is_reportable(status: Status) -> bool {
+    status.is_own_failure() || status == Status::Timeout
+}
+
+/// `fails to compile`, `fails tests`, ...: the summary's verb for a failure.
+fn failure_verb(r: &StoredOutcome) -> String {
+    match (r.status, r.failed_phase.as_deref()) {
+        (Status::TestFailed, _) => "fails tests".into(),
+        (Status::BuildFailed, Some(p)) if p != "build" => format!("fails to {p}"),
+        (Status::Timeout, Some(p)) => format!("times out in {p}"),
+        _ => "fails to build".into(),
+    }
+}
+
+/// The report for the failure `r`, naming the other failing cells `also` of the same
+/// package beside it. Refuses a row that is not a failure of its own package, saying where
+/// to look instead.
+pub fn report(db: &Database, r: &StoredOutcome, also: &[&StoredOutcome]) -> Result<BugReport, QaError> {
+    if !is_reportable(r.status) {
+        return Err(QaError::Refused(if r.status == Status::DepsFailed {
+            format!(
+                "{} does not fail on its own here: a dependency failed ({}); file the bug against that package",
+                r.cell.cpv,
+                db.failed_dependency(r)
+            )
+        } else {
+            format!("no failure of {} to report: this cell's outcome is {}", r.cell.cpv, r.status)
+        }));
+    }
+    let log = db.read_blob(r.log.sha256())?;
+    let info = r.emerge_info.as_ref().map(|b| db.read_blob(b.sha256())).transpose()?;
+    let log_text = String::from_utf8_lossy(&log);
+    let use_flags = r.cell.use_flags.to_package_use();
+    let use_part = if use_flags.is_empty() { String::new() } else { format!(" with USE=\"{use_flags}\"") };
+    let summary = format!("{}: {}{use_part} ({})", r.cell.cpv, failure_verb(r), r.cell.compiler);
+
+    let mut c = String::new();
+    let _ = writeln!(c, "{} {} when built with {}{}.", r.cell.cpv, failure_verb(r), r.cell.compiler, use_part);
+    let _ = writeln!(
+        c,
+        "Found by gentoo@home: workunit {}, tree snapshot {}, assimilated {}, {} backend ({}).",
+        r.wu_name, r.snapshot_label, r.assimilated_at, r.backend, r.accelerator
+    );
+    let _ = writeln!(c, "Result: {} in phase {}: {}", r.status, r.failed_phase.as_deref().unwrap_or("-"), r.summary);
+    if !r.failing_tests.is_empty() {
+        let _ = writeln!(c, "\nFailing tests:");
+        for t in &r.failing_tests {
+            let _ = writeln!(c, "  {t}");
+        }
+    }
+    let (cc, cxx) = r.cell.compiler.cc_cxx();
+    let cp = split_cpv(&r.cell.cpv).map_or(r.cell.cpv.as_str(), |(cp, _)| cp);
+    let _ = writeln!(c, "\nReproduce:\n  echo '{cp} {use_flags}' >> /etc/portage/package.use/gah");
+    let _ = writeln!(c, "  CC={cc} CXX={cxx} emerge --oneshot ={}", r.cell.cpv);
+    if !also.is_empty() {
+        let _ = writeln!(c, "\nAlso fails with:");
+        for o in also {
+            let _ = writeln!(c, "  USE=\"{}\" {}: {}", o.cell.use_flags.to_package_use(), o.cell.compiler, status_text(o));
+        }
+    }
+    // Cut megabyte lines: bugzilla takes at most 65,535 characters a comment, and the whole
+    // log is attached anyway.
+    let excerpt = crate::text::visible_lines(&gah_core::buildlog::excerpt(&log_text));
+    let _ = writeln!(c, "\nBuild log excerpt (full log attached):\n{excerpt}");
+    let info_text = info.as_deref().map(|i| String::from_utf8_lossy(i).into_owned());
+    match &info_text {
+        Some(i) => {
+            let _ = writeln!(c, "emerge --info ={}:\n{}", r.cell.cpv, i.trim_end());
+        }
+        None => {
+            let _ = writeln!(c, "emerge --info: not in the uploaded archive");
+        }
+    }
+    let attachment = |name, bytes: &[u8], blob: &BlobId| wire::Attachment {
+        name,
+        bytes: bytes.len(),
+        sha256: blob.sha256().to_owned(),
+        stored: blob.relative_path(),
+        content_type: "text/plain",
+    };
+    let mut attachments = vec![attachment("build.log", &log, &r.log)];
+    if let (Some(i), Some(blob)) = (&info, &r.emerge_info) {
+        attachments.push(attachment("emerge-info.txt", i, blob));
+    }
+    let _ = writeln!(c, "\nAttachments:");
+    for a in &attachments {
+        let _ = writeln!(c, "  {} ({} bytes, sha256 {})", a.name, a.bytes, a.sha256);
+    }
+    let doc = wire::Bug {
+        summary,
+        comment: c,
+        seq: r.seq,
+        cpv: r.cell.cpv.clone(),
+        repo: r.cell.repo.clone(),
+        use_flags,
+        compiler: r.cell.compiler,
+        status: r.status,
+        failed_phase: r.failed_phase.clone(),
+        failing_tests: r.failing_tests.clone(),
+        wu_name: r.wu_name.clone(),
+        snapshot: r.snapshot_label.clone(),
+        excerpt,
+        emerge_info: info_text,
+        attachments,
+        also_fails: also.iter().map(|o| wire::CellState::from(*o)).collect(),
+        written_to: None,
+    };
+    Ok(BugReport { doc, log, emerge_info: info })
+}

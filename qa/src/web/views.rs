@@ -1,0 +1,258 @@
+//! What each page shows, computed from the database: the `wire` documents the JSON API
+//! returns and the templates render. Blocking (SQLite): the server runs these on its blocking
+//! pool.
+
+use std::collections::BTreeMap;
+
+use gah_core::db::read::Revision;
+use gah_core::db::{Database, Filter, Order, Page, StoredOutcome};
+use gah_core::job::{Compiler, UseAssignment};
+use gah_core::outcome::Status;
+
+use crate::wire::{self, Overview};
+use crate::QaError;
+
+/// What the server computes in the background and serves from memory: the overview, and every
+/// newly failing cell of the latest snapshot (the feeds').
+#[derive(Debug)]
+pub struct Computed {
+    pub overview: Overview,
+    pub newly_failing: Vec<wire::ChangeItem>,
+}
+
+/// The overview of the latest snapshot at `revision`.
+pub fn overview(db: &Database, revision: Revision, progress: Option<wire::Progress>) -> Result<Computed, QaError> {
+    let totals = db.totals()?;
+    let counts = db.status_counts(&Filter::default())?;
+    let latest = db.latest_snapshot()?;
+    let summaries = db.snapshot_summaries()?;
+    let snapshot = latest.and_then(|id| summaries.iter().find(|s| s.snapshot.id == id)).map(wire::SnapshotItem::from);
+    let (mut newly_failing, mut newly_fixed) = (Vec::new(), Vec::new());
+    if let Some(id) = latest {
+        let changes = db.changes(id, None)?;
+        newly_failing = changes.newly_failing.iter().map(wire::ChangeItem::from).collect();
+        newly_fixed = changes.newly_fixed.iter().map(wire::ChangeItem::from).collect();
+    }
+    let roots = db.dependency_roots(&Filter::default())?;
+    let slowest = db.latest(&Filter::default(), Page::first(Overview::LISTED as u64, Order::Slowest))?;
+    let (newly_failing_total, newly_fixed_total) = (newly_failing.len(), newly_fixed.len());
+    let all_newly_failing = newly_failing.clone();
+    newly_failing.truncate(Overview::LISTED);
+    newly_fixed.truncate(Overview::LISTED);
+    let overview = Overview {
+        snapshot,
+        cells_by_status: wire::counts(&counts),
+        cells: totals.cells,
+        outcomes: totals.outcomes,
+        infra_failures: totals.infra_failures,
+        quarantined: totals.quarantined,
+        newly_failing,
+        newly_failing_total,
+        newly_fixed,
+        newly_fixed_total,
+        dependency_roots: roots
+            .iter()
+            .take(Overview::LISTED)
+            .map(|d| {
+                let blamed = wire::Blamed::from(d);
+                wire::RootBrief {
+                    dependency: blamed.dependency,
+                    package: blamed.package,
+                    blocked: d.blocked.len(),
+                    example_seq: d.blocked.first().map_or(0, |r| r.seq),
+                }
+            })
+            .collect(),
+        slowest: slowest.iter().map(|r| wire::SlowCell { cell: wire::CellState::from(r), duration_secs: r.duration_secs }).collect(),
+        progress,
+        revision: revision.outcomes,
+        computed_at: now_utc(),
+    };
+    Ok(Computed { overview, newly_failing: all_newly_failing })
+}
+
+/// The current time as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn now_utc() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's days-to-civil: the calendar date of a day count since 1970-01-01.
+    let z = i64::try_from(days).unwrap_or(0) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// The row `seq`, or a not-found naming it.
+fn row(db: &Database, seq: i64) -> Result<StoredOutcome, QaError> {
+    db.outcome(seq)?.ok_or_else(|| QaError::NotFound(format!("no stored outcome #{seq}")))
+}
+
+/// The page of row `seq`.
+pub fn cell(db: &Database, seq: i64) -> Result<wire::CellPage, QaError> {
+    let r = row(db, seq)?;
+    let history = db.cell_history(&r.cell)?;
+    let log = db.read_blob(r.log.sha256())?;
+    let log_text = String::from_utf8_lossy(&log);
+    let lines: Vec<&str> = log_text.lines().collect();
+    let mut excerpt = Vec::new();
+    for (k, w) in gah_core::buildlog::excerpt_windows(&log_text).into_iter().enumerate() {
+        if k > 0 || w.start > 0 {
+            excerpt.push(wire::LogLine { number: None, text: format!("[... line {} ...]", w.start + 1), error: false });
+        }
+        for (i, line) in lines[w.clone()].iter().enumerate() {
+            let text = crate::text::visible_lines(line);
+            excerpt.push(wire::LogLine { number: Some(w.start + i + 1), error: gah_core::buildlog::is_error_line(line), text });
+        }
+    }
+    let (bug, no_bug) = if crate::bug::is_reportable(r.status) {
+        let latest =
+            db.latest(&Filter { cpv: Some(r.cell.cpv.clone()), repo: Some(r.cell.repo.clone()), ..Filter::default() }, Page::ALL)?;
+        let also: Vec<&StoredOutcome> = latest.iter().filter(|o| o.cell != r.cell && crate::bug::is_reportable(o.status)).collect();
+        (Some(crate::bug::report(db, &r, &also)?.doc), None)
+    } else {
+        let why = match r.status {
+            Status::DepsFailed => format!("a dependency failed ({}): file the bug against it", db.failed_dependency(&r)),
+            s => format!("nothing to report: the outcome is {s}"),
+        };
+        (None, Some(why))
+    };
+    Ok(wire::CellPage {
+        log_url: format!("/cell/{seq}/build.log"),
+        emerge_info_url: r.emerge_info.as_ref().map(|_| format!("/cell/{seq}/emerge-info.txt")),
+        outcome: wire::Outcome::from(&r),
+        history: history.iter().map(wire::Outcome::from).collect(),
+        excerpt,
+        bug,
+        no_bug,
+    })
+}
+
+/// A stored file of row `seq`: `build.log` or `emerge-info.txt`.
+pub fn download(db: &Database, seq: i64, name: &str) -> Result<Vec<u8>, QaError> {
+    let r = row(db, seq)?;
+    let blob = match name {
+        "build.log" => Some(r.log),
+        "emerge-info.txt" => r.emerge_info,
+        _ => None,
+    };
+    let blob = blob.ok_or_else(|| QaError::NotFound(format!("outcome #{seq} has no {name}")))?;
+    Ok(db.read_blob(blob.sha256())?)
+}
+
+/// The bug report of row `seq`.
+pub fn bug(db: &Database, seq: i64) -> Result<wire::Bug, QaError> {
+    let page = cell(db, seq)?;
+    page.bug.ok_or_else(|| QaError::Refused(page.no_bug.unwrap_or_default()))
+}
+
+/// A package's page: `category/name`, every version.
+pub fn package(
+    db: &Database,
+    package: &str,
+    defaults: &dyn Fn(&str) -> Option<BTreeMap<String, bool>>,
+) -> Result<wire::PackagePage, QaError> {
+    let versions = db.matrix(package)?;
+    if versions.is_empty() {
+        return Err(QaError::NotFound(format!("no outcomes for {package}")));
+    }
+    let versions: Vec<wire::Version> = versions.iter().map(wire::Version::from).collect();
+    let defaults = versions.iter().filter_map(|v| Some((v.cpv.clone(), defaults(&v.cpv)?))).collect();
+    Ok(wire::PackagePage { package: package.to_owned(), versions, defaults })
+}
+
+/// The dependency view of row `seq`.
+pub fn deps(db: &Database, seq: i64) -> Result<wire::DepGraph, QaError> {
+    let r = row(db, seq)?;
+    let failed = (r.status == Status::DepsFailed).then(|| db.failed_dependency(&r));
+    let failed_cpv = match &failed {
+        Some(gah_core::buildlog::FailedDependency::Package { cpv, .. }) => Some(cpv.clone()),
+        _ => None,
+    };
+    let merged = db.merged_packages(seq)?.unwrap_or_default();
+    let mut pulled: Vec<wire::DepNode> = merged
+        .iter()
+        .filter(|p| p.cpv != r.cell.cpv)
+        .map(|p| wire::DepNode { cpv: p.cpv.clone(), binary: p.binary, failed: failed_cpv.as_deref() == Some(&p.cpv) })
+        .collect();
+    if let Some(cpv) = &failed_cpv {
+        if !pulled.iter().any(|p| &p.cpv == cpv) {
+            // It failed before it was merged, so the outcome's list lacks it: show it anyway.
+            pulled.push(wire::DepNode { cpv: cpv.clone(), binary: false, failed: true });
+        }
+    }
+    // The failing node first, so the cut below never hides it.
+    pulled.sort_by_key(|p| !p.failed);
+    let pulled_total = pulled.len();
+    pulled.truncate(wire::DepGraph::SHOWN);
+    let mut dependents = db.dependents(&r.cell.cpv, Page::first(wire::DepGraph::SHOWN as u64 + 1, Order::Cell))?;
+    let dependents_more = dependents.len() > wire::DepGraph::SHOWN;
+    dependents.truncate(wire::DepGraph::SHOWN);
+    Ok(wire::DepGraph {
+        seq,
+        cpv: r.cell.cpv.clone(),
+        status: r.status,
+        failed_dependency: failed.map(|f| f.to_string()),
+        pulled,
+        pulled_total,
+        dependents: dependents.iter().map(wire::CellState::from).collect(),
+        dependents_more,
+    })
+}
+
+/// What a search asks for: every field narrows; empty fields are ignored.
+#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize)]
+#[serde(default)]
+pub struct SearchQuery {
+    /// Text in `category/package-version`.
+    pub q: String,
+    /// Flag values in `package.use` notation (`ssl -static`).
+    #[serde(rename = "use")]
+    pub use_flags: String,
+    pub compiler: String,
+    pub status: String,
+    /// A snapshot label or id: the cells as they were in it.
+    pub snapshot: String,
+    /// 1-based.
+    pub page: Option<u64>,
+}
+
+impl SearchQuery {
+    /// The database filter it means; the error names the field that makes no sense.
+    pub fn filter(&self, db: &Database) -> Result<Filter, QaError> {
+        let bad = |field: &str, why: String| QaError::Refused(format!("{field}: {why}"));
+        let mut f = Filter::default();
+        if !self.q.trim().is_empty() {
+            f.text = Some(self.q.trim().to_owned());
+        }
+        f.use_flags = UseAssignment::from_package_use(self.use_flags.trim()).map_err(|e| bad("use", e))?;
+        if !self.compiler.is_empty() {
+            f.compiler = Some(self.compiler.parse::<Compiler>().map_err(|e| bad("compiler", e.to_string()))?);
+        }
+        if !self.status.is_empty() {
+            f.statuses = vec![self.status.parse::<Status>().map_err(|e| bad("status", e.to_string()))?];
+        }
+        if !self.snapshot.is_empty() {
+            let s = db.find_snapshot(&self.snapshot)?.ok_or_else(|| bad("snapshot", format!("no snapshot `{}`", self.snapshot)))?;
+            f.up_to = Some(s.id);
+        }
+        Ok(f)
+    }
+}
+
+/// Cells a search finds, a page at a time.
+pub fn search(db: &Database, query: &SearchQuery) -> Result<wire::Search, QaError> {
+    const PER_PAGE: usize = 50;
+    let filter = query.filter(db)?;
+    let page = query.page.unwrap_or(1).clamp(1, u64::from(u32::MAX));
+    let offset = (page - 1) * PER_PAGE as u64;
+    let mut rows = db.latest(&filter, Page { offset, limit: Some(PER_PAGE as u64 + 1), order: Order::Cell })?;
+    let more = rows.len() > PER_PAGE;
+    rows.truncate(PER_PAGE);
+    Ok(wire::Search { page, per_page: PER_PAGE as u64, cells: rows.iter().map(wire::CellState::from).collect(), more })
+}
