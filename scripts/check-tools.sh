@@ -42,6 +42,11 @@ check rustfmt "rustup component rustfmt" cargo fmt --version
 check clippy "rustup component clippy" cargo clippy --version
 # The guest image (vm-images/test-image/build.sh) and the distfiles.
 check debootstrap debootstrap debootstrap --version
+# gah serve's browser tests and load benchmark.
+check chromium chromium timeout 120 chromium --headless --no-sandbox --disable-gpu --no-first-run --disable-background-networking --dump-dom about:blank
+check node nodejs node --version
+check playwright-core "npm ci in tests/browser" test -f tests/browser/node_modules/playwright-core/package.json
+check wrk wrk sh -c "wrk -v 2>&1 | grep -q ^wrk"
 check "busybox (static)" busybox-static sh -c 'dpkg -s busybox-static >/dev/null && /bin/busybox true'
 check cpio cpio cpio --version
 check zstd zstd zstd --version

@@ -13,6 +13,7 @@ packages=(
   python3 python3-venv                           # Portage (from PyPI) for the overlay's metadata
   autoconf automake libtool dejagnu pax-utils    # checking the overlay's ebuilds on the host
   socat sqlite3 ca-certificates util-linux
+  chromium wrk                                   # gah serve's browser tests; its load benchmark
 )
 missing=()
 for p in "${packages[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p"); done
@@ -62,6 +63,17 @@ bash vm-images/distfiles/make-distfiles.sh .cache/distfiles
 
 step "guest image (cached in .cache/images/test, rebuilt when its recipe changes)"
 bash vm-images/test-image/build.sh .cache/images/test
+
+# Playwright drives Debian's chromium in the browser tests (tests/browser); the exact version is
+# package-lock.json's. Node.js and npm: the machine's own where it has them, else Debian's.
+if ! command -v npm >/dev/null; then
+  step "installing nodejs and npm"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm
+fi
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+  step "playwright-core for the browser tests (npm ci in tests/browser)"
+  (cd tests/browser && npm ci --no-audit --no-fund --silent)
+fi
 
 step "checking that every program the project runs is here and works"
 bash scripts/check-tools.sh

@@ -46,6 +46,10 @@ enum Mode {
         /// Only packages whose category/name contains this text.
         #[arg(long)]
         only: Option<String>,
+        /// Only configurations with these flag values, e.g. `--use 'fixture-compile-error
+        /// -jemalloc'` (other flags any value).
+        #[arg(long = "use", value_name = "FLAGS", allow_hyphen_values = true)]
+        use_flags: Option<String>,
         /// At most this many configurations.
         #[arg(long)]
         limit: Option<usize>,
@@ -62,6 +66,10 @@ enum Mode {
         /// Print the configurations that would run, and stop.
         #[arg(long)]
         dry_run: bool,
+        /// Store the outcomes in this results database [default: results/results.sqlite in
+        /// the checkout].
+        #[arg(long, value_name = "PATH")]
+        db: Option<std::path::PathBuf>,
     },
     /// What the results database says: list, fails, matrix, history, changes, blame, bug.
     Results(results::ResultsArgs),
@@ -92,14 +100,20 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.mode {
-        Mode::Run { backend, replicas, only, limit, timeout_secs, t, cross_compilers, dry_run } => {
-            layout::Layout::discover().and_then(|layout| {
+        Mode::Run { backend, replicas, only, use_flags, limit, timeout_secs, t, cross_compilers, dry_run, db } => {
+            let use_flags = use_flags.map(|text| gah_core::job::UseAssignment::from_package_use(&text).map_err(anyhow::Error::msg));
+            layout::Layout::discover().and_then(|mut layout| {
+                if let Some(db) = db {
+                    layout.db = db;
+                }
+                let use_flags = use_flags.transpose()?;
                 run::run(
                     &layout,
                     &run::RunConfig {
                         backend,
                         replicas: replicas.max(1),
                         only,
+                        use_flags,
                         limit,
                         timeout_secs,
                         t: t.max(1),

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use gah_core::archive::OutcomeArchive;
 use gah_core::db::Database;
-use gah_core::job::Job;
+use gah_core::job::{Job, UseAssignment};
 use gah_core::progress::AppReport;
 use gah_util::pkgdir::Merged;
 
@@ -30,6 +30,8 @@ pub struct RunConfig {
     pub replicas: u32,
     /// Only jobs whose `category/package` contains this.
     pub only: Option<String>,
+    /// Only jobs whose configuration has these flag values (other flags any value).
+    pub use_flags: Option<UseAssignment>,
     /// At most this many jobs.
     pub limit: Option<usize>,
     /// Wall-clock limit per job in the guest.
@@ -61,6 +63,9 @@ pub fn run(layout: &Layout, config: &RunConfig) -> anyhow::Result<()> {
     }
     if let Some(only) = &config.only {
         jobs.retain(|j| j.cp().contains(only.as_str()));
+    }
+    if let Some(wanted) = &config.use_flags {
+        jobs.retain(|j| wanted.0.iter().all(|(flag, on)| j.use_flags.0.get(flag) == Some(on)));
     }
     if let Some(limit) = config.limit {
         jobs.truncate(limit);
