@@ -393,6 +393,8 @@ impl<'s, 'e> Localiser<'s, 'e> {
 
     /// The next configuration to build, or the conclusion. Until its outcome is recorded, the
     /// same configuration is proposed again.
+    // Not an `Iterator`: each step waits for the outcome `record` brings.
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Step {
         if let Some(c) = &self.done {
             return Step::Done(c.clone());
@@ -513,6 +515,16 @@ impl<'s, 'e> Localiser<'s, 'e> {
             }
             let hyps = self.hyps.as_ref().expect("just built");
             if hyps.is_empty() {
+                // Too many values to search causes of the full size at the start: the failing
+                // follow-ups have narrowed the values since, so search larger causes now.
+                if self.size < self.settings.max_size.min(MAX_SIZE) {
+                    let before = self.size;
+                    let h = self.build_hypotheses();
+                    if self.size > before {
+                        self.hyps = Some(h);
+                        continue;
+                    }
+                }
                 if !self.relaxed && self.obs.iter().any(|o| !o.followup && o.verdict == Verdict::Fail) {
                     self.relaxed = true;
                     self.hyps = None;
