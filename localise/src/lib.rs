@@ -284,9 +284,19 @@ pub enum Error {
     /// The failing configuration's compiler is not among the available ones.
     #[error("compiler {0} is not among the available compilers")]
     UnknownCompiler(Compiler),
+    /// A stored configuration that does not name every flag of the space.
+    #[error("a stored configuration does not name every flag of the ebuild")]
+    Unmatched,
     /// An outcome recorded after the conclusion.
     #[error("the localisation has ended")]
     Finished,
+}
+
+/// The probe of a stored configuration (a cell's USE and compiler) in `space`, the inverse of
+/// [`Space::assignment`]; `None` when it lacks one of the space's flags.
+pub fn probe_of(space: &Space, use_flags: &UseAssignment, compiler: Compiler) -> Option<Probe> {
+    let config = space.vars().iter().map(|f| use_flags.0.get(f).copied()).collect::<Option<Vec<bool>>>()?;
+    Some(Probe { config, compiler })
 }
 
 /// One outcome as the search uses it.
@@ -454,6 +464,18 @@ impl<'s, 'e> Localiser<'s, 'e> {
             }
         }
         self.obs.push(Obs { agree, verdict, followup: true });
+        Ok(())
+    }
+
+    /// Brings a new localiser (same inputs) to the state the stored follow-ups left: each is
+    /// proposed and recorded in turn, as when it ran, so the next proposal is the one the
+    /// original would have made. For a caller that keeps only the [`Evidence`].
+    pub fn replay(&mut self, runs: &[Run]) -> Result<(), Error> {
+        for run in runs {
+            let probe = probe_of(self.space, &run.use_flags, run.compiler).ok_or(Error::Unmatched)?;
+            let _ = self.next();
+            self.record(&probe, run.status)?;
+        }
         Ok(())
     }
 

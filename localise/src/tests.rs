@@ -271,3 +271,66 @@ fn the_conclusion_as_json() {
     let u = UseAssignment::from_package_use("-a b c").unwrap();
     assert!(cause.matches(&u, Compiler::Clang) && !cause.matches(&u, Compiler::Gcc));
 }
+
+#[test]
+fn replaying_the_evidence_gives_the_same_state() {
+    let e = ebuild(IUSE, REQUIRED);
+    let profile = Profile::none();
+    let space = Space::new(&e, &profile);
+    let fault = Fault::parse(&space, "-static-libs threads @clang");
+    let mut fixed = vec![None; 10];
+    fixed[1] = Some(false);
+    fixed[2] = Some(true);
+    let failing = Probe { config: space.solve(&fixed, &[true; 10]).unwrap(), compiler: Compiler::Clang };
+    let start = || Localiser::new(&space, failing.clone(), Status::BuildFailed, &[], &Compiler::ALL, Settings::default()).unwrap();
+    let mut l = start();
+    let mut proposals = Vec::new();
+    let conclusion = loop {
+        match l.next() {
+            Step::Run(p) => {
+                proposals.push(p.clone());
+                l.record(&p, if fault.fails(&p) { Status::BuildFailed } else { Status::Success }).unwrap();
+            }
+            Step::Done(c) => break c,
+        }
+    };
+    assert_eq!(conclusion.to_string(), r#"fails with USE="-static-libs threads" (clang only)"#);
+    let runs = &conclusion.evidence().runs;
+    for cut in [0, 1, 3, runs.len() - 1] {
+        let mut again = start();
+        again.replay(&runs[..cut]).unwrap();
+        assert_eq!(again.next(), Step::Run(proposals[cut].clone()), "after {cut} runs");
+    }
+    let mut again = start();
+    again.replay(runs).unwrap();
+    assert_eq!(again.next(), Step::Done(conclusion));
+}
+
+#[test]
+fn a_second_cause_in_the_array_does_not_mislead() {
+    // The array's rows fail for two reasons (`a` on, or `h` off), both as build failures;
+    // the failing configuration has `h` on, so only `a` explains it: the array's failing rows
+    // contradict every candidate, stop binding, and the follow-ups find `a`.
+    let e = ebuild("a b c d e f g h", "");
+    let profile = Profile::none();
+    let space = Space::new(&e, &profile);
+    let fails = |p: &Probe| p.config[0] || !p.config[7];
+    let rows = cover::covering_array(&space, 2, 0).rows;
+    let known: Vec<(Probe, Status)> = rows
+        .iter()
+        .flat_map(|r| Compiler::ALL.map(|c| Probe { config: r.clone(), compiler: c }))
+        .map(|p| {
+            let s = if fails(&p) { Status::BuildFailed } else { Status::Success };
+            (p, s)
+        })
+        .collect();
+    let failing = known.iter().find(|(p, s)| *s == Status::BuildFailed && p.config[7]).unwrap().0.clone();
+    let mut l = Localiser::new(&space, failing, Status::BuildFailed, &known, &Compiler::ALL, Settings::default()).unwrap();
+    let conclusion = loop {
+        match l.next() {
+            Step::Run(p) => l.record(&p, if fails(&p) { Status::BuildFailed } else { Status::Success }).unwrap(),
+            Step::Done(c) => break c,
+        }
+    };
+    assert_eq!(conclusion.to_string(), r#"fails with USE="a""#);
+}
