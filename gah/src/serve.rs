@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
@@ -35,7 +36,16 @@ pub struct ServeArgs {
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let over = gah_core::project::Overrides { results_db: args.db.clone(), ..Default::default() };
     let checkout = crate::layout::Layout::discover().ok();
-    let db = match gah_core::project::resolve_here(&over)?.results_db {
+    let project = gah_core::project::resolve_here(&over)?;
+    // The sweep's progress, from the work generator's queue when the project names one.
+    let progress = project.queue_dir.clone().map(|dir| {
+        gah_qa::web::ProgressSource(Arc::new(move || {
+            let queue = gah_workgen::queue::Queue::open(&dir).map_err(|e| tracing::warn!(error = %e, "reading the queue")).ok()?;
+            let (planned, done) = queue.progress().map_err(|e| tracing::warn!(error = %e, "reading the queue")).ok()?;
+            Some(gah_qa::wire::Progress { planned, done })
+        }))
+    });
+    let db = match project.results_db {
         Some(db) => db,
         None => match &checkout {
             Some(layout) => layout.db.clone(),
@@ -52,6 +62,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         public_url: args.public_url,
         repos,
         refresh: Duration::from_secs(args.refresh_secs.max(1)),
+        progress,
     };
     gah_qa::web::run(options, |addr| {
         // Scripts and people starting it wait for this line.

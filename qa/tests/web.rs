@@ -129,6 +129,7 @@ fn start(db: &Path) -> SocketAddr {
         public_url: None,
         repos: Vec::new(),
         refresh: Duration::from_millis(200),
+        progress: Some(gah_qa::web::ProgressSource(std::sync::Arc::new(|| Some(gah_qa::wire::Progress { planned: 40, done: 7 })))),
     };
     std::thread::spawn(move || gah_qa::web::run(options, move |addr| tx.send(addr).unwrap()).unwrap());
     rx.recv_timeout(Duration::from_secs(30)).expect("the server starts")
@@ -230,6 +231,8 @@ fn every_page_answers_and_hostile_content_is_text() {
     }
     let overview: serde_json::Value = serde_json::from_str(&get(addr, "/api/overview").body).unwrap();
     assert_eq!(overview["newly_failing_total"], 1, "{overview}");
+    assert_eq!((overview["progress"]["planned"].as_u64(), overview["progress"]["done"].as_u64()), (Some(40), Some(7)));
+    assert!(get(addr, "/").body.contains("7 of 40 planned jobs"), "the overview shows the sweep's progress");
     assert_eq!(overview["newly_failing"][0]["cpv"], "app-arch/bzip2-1.0.8");
     let bug: serde_json::Value = serde_json::from_str(&get(addr, &format!("/api/cell/{bzip2}/bug")).body).unwrap();
     assert!(bug["comment"].as_str().unwrap().contains("CC=clang CXX=clang++ emerge --oneshot =app-arch/bzip2-1.0.8"));

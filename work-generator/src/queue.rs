@@ -285,6 +285,16 @@ impl Queue {
         query().map_err(db_err(&self.dir))
     }
 
+    /// How far the sweep is: cells in the queue, and those with at least one result
+    /// recorded.
+    pub fn progress(&self) -> Result<(u64, u64), QueueError> {
+        self.db
+            .query_row("SELECT count(*), count(*) FILTER (WHERE runs > 0) FROM cells", [], |r| {
+                Ok((u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0), u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0)))
+            })
+            .map_err(db_err(&self.dir))
+    }
+
     /// The job in `job_id`'s file.
     fn read_job(&self, job_id: &str) -> Result<Job, QueueError> {
         let path = self.job_path(job_id);

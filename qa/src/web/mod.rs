@@ -47,6 +47,20 @@ pub struct ServeOptions {
     pub repos: Vec<PathBuf>,
     /// How often to look for new outcomes to recompute the overview.
     pub refresh: Duration,
+    /// How far the sweep is, when the work generator's queue is known (asked at each
+    /// recomputation of the overview).
+    pub progress: Option<ProgressSource>,
+}
+
+/// Where the overview's sweep progress comes from (the work generator's queue, which this
+/// crate does not read itself).
+#[derive(Clone)]
+pub struct ProgressSource(pub Arc<dyn Fn() -> Option<wire::Progress> + Send + Sync>);
+
+impl std::fmt::Debug for ProgressSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProgressSource")
+    }
 }
 
 /// Errors starting the server.
@@ -138,12 +152,14 @@ pub fn run(options: ServeOptions, ready: impl FnOnce(SocketAddr) + Send) -> Resu
 async fn serve(options: ServeOptions, ready: impl FnOnce(SocketAddr) + Send) -> Result<(), ServeError> {
     let io = |source| ServeError::Io { addr: options.listen, source };
     let pool = Arc::new(Pool { path: options.db.clone(), free: Mutex::new(Vec::new()), permits: tokio::sync::Semaphore::new(8) });
-    let first = pool.with(|db| Ok((db.revision()?, views::overview(db, db.revision()?, None)?))).await?;
+    let progress = options.progress.clone();
+    let asked = progress.clone();
+    let first = pool.with(move |db| Ok((db.revision()?, views::overview(db, db.revision()?, asked.and_then(|p| (p.0)()))?))).await?;
     let listener = tokio::net::TcpListener::bind(options.listen).await.map_err(io)?;
     let addr = listener.local_addr().map_err(io)?;
     let base = options.public_url.clone().unwrap_or_else(|| format!("http://{addr}")).trim_end_matches('/').to_owned();
     let app = Arc::new(App { pool, computed: RwLock::new(Arc::new(first.1)), base, repos: options.repos.clone() });
-    tokio::spawn(refresh(Arc::clone(&app), first.0, options.refresh));
+    tokio::spawn(refresh(Arc::clone(&app), first.0, options.refresh, progress));
     tracing::info!(%addr, db = %options.db.display(), "serving");
     ready(addr);
     axum::serve(listener, router(app)).with_graceful_shutdown(stopped()).await.map_err(io)
@@ -160,7 +176,7 @@ async fn stopped() {
 }
 
 /// Recomputes the overview whenever the database's revision moves on.
-async fn refresh(app: Shared, mut seen: Revision, every: Duration) {
+async fn refresh(app: Shared, mut seen: Revision, every: Duration, progress: Option<ProgressSource>) {
     loop {
         tokio::time::sleep(every).await;
         let now = match app.pool.with(|db| Ok(db.revision()?)).await {
@@ -173,7 +189,8 @@ async fn refresh(app: Shared, mut seen: Revision, every: Duration) {
         if now == seen {
             continue;
         }
-        match app.pool.with(move |db| views::overview(db, now, None)).await {
+        let asked = progress.clone();
+        match app.pool.with(move |db| views::overview(db, now, asked.and_then(|p| (p.0)()))).await {
             Ok(o) => {
                 tracing::debug!(revision = now.outcomes, "overview recomputed");
                 *app.computed.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(o);
