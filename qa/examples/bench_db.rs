@@ -101,7 +101,8 @@ fn outcome_for(ebuild: u64, config: u64, compiler: Compiler, status: Status, rng
 fn generate(out: PathBuf, outcomes: u64, ebuilds: u64, snapshots: u64) -> anyhow::Result<()> {
     let mut db = Database::open(&out)?;
     let per_snapshot = outcomes / snapshots;
-    let cells_per_ebuild = (per_snapshot / ebuilds).max(1);
+    // Every ebuild gets `base` cells, the first `extra` one more: N outcomes exactly.
+    let (base_cells, extra) = (per_snapshot / ebuilds, per_snapshot % ebuilds);
     let logs: Vec<(Status, Vec<Vec<u8>>)> = [Status::Success, Status::BuildFailed, Status::TestFailed, Status::DepsFailed, Status::Timeout]
         .into_iter()
         .map(|s| (s, (0..if s == Status::DepsFailed { 300 } else { 50 }).map(|v| log_for(s, v)).collect()))
@@ -114,7 +115,7 @@ fn generate(out: PathBuf, outcomes: u64, ebuilds: u64, snapshots: u64) -> anyhow
         let mut batch_data: Vec<(String, Outcome, usize, usize)> = Vec::new();
         let mut rng_state = Rng(0x5eed);
         for e in 0..ebuilds {
-            for c in 0..cells_per_ebuild {
+            for c in 0..base_cells + u64::from(e < extra) {
                 let config = c / 2;
                 let compiler = if c % 2 == 0 { Compiler::Gcc } else { Compiler::Clang };
                 // The cell's own stream, so its status is stable across snapshots but for flips.
@@ -128,14 +129,16 @@ fn generate(out: PathBuf, outcomes: u64, ebuilds: u64, snapshots: u64) -> anyhow
                 batch_data.push((format!("{}_{s}", o.job_id), o, kind, variant));
                 if batch_data.len() == 5000 {
                     written += flush(&mut db, snapshot, &mut batch_data, &logs, &info)?;
-                    eprint!("\rbench-db: {written} outcomes, {:.0} s", started.elapsed().as_secs_f64());
+                    if written.is_multiple_of(100_000) {
+                        eprintln!("bench-db: {written} outcomes, {:.0} s", started.elapsed().as_secs_f64());
+                    }
                 }
             }
         }
         written += flush(&mut db, snapshot, &mut batch_data, &logs, &info)?;
         let _ = &mut rng_state;
     }
-    eprintln!("\rbench-db: {written} outcomes in {:.0} s: {}", started.elapsed().as_secs_f64(), out.display());
+    eprintln!("bench-db: {written} outcomes in {:.0} s: {}", started.elapsed().as_secs_f64(), out.display());
     Ok(())
 }
 

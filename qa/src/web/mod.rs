@@ -177,8 +177,11 @@ async fn stopped() {
 
 /// Recomputes the overview whenever the database's revision moves on.
 async fn refresh(app: Shared, mut seen: Revision, every: Duration, progress: Option<ProgressSource>) {
+    let mut took = Duration::ZERO;
     loop {
-        tokio::time::sleep(every).await;
+        // At a million rows a recomputation takes seconds: under a steady stream of writes,
+        // spend at most a third of the time on it, so requests keep the cores.
+        tokio::time::sleep(every.max(took * 2)).await;
         let now = match app.pool.with(|db| Ok(db.revision()?)).await {
             Ok(r) => r,
             Err(e) => {
@@ -190,9 +193,12 @@ async fn refresh(app: Shared, mut seen: Revision, every: Duration, progress: Opt
             continue;
         }
         let asked = progress.clone();
-        match app.pool.with(move |db| views::overview(db, now, asked.and_then(|p| (p.0)()))).await {
+        let started = std::time::Instant::now();
+        let computed = app.pool.with(move |db| views::overview(db, now, asked.and_then(|p| (p.0)()))).await;
+        took = started.elapsed();
+        match computed {
             Ok(o) => {
-                tracing::debug!(revision = now.outcomes, "overview recomputed");
+                tracing::debug!(revision = now.outcomes, seconds = took.as_secs_f64(), "overview recomputed");
                 *app.computed.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(o);
                 seen = now;
             }
@@ -291,8 +297,13 @@ async fn overview_page(State(app): State<Shared>) -> Response {
     render(&pages::OverviewHtml::new(&current(&app).overview))
 }
 
+/// A JSON body computed in the background.
+fn cached_json(body: &axum::body::Bytes) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body.clone()).into_response()
+}
+
 async fn overview_json(State(app): State<Shared>) -> Response {
-    Json(current(&app).overview.clone()).into_response()
+    cached_json(&current(&app).overview_json)
 }
 
 /// The IUSE defaults of `cpv` from the first repository whose md5-cache has it.
@@ -398,6 +409,14 @@ struct ChangesQuery {
 }
 
 async fn changes_json(State(app): State<Shared>, Query(q): Query<ChangesQuery>) -> Response {
+    if q.snapshot.is_empty() && q.against.is_empty() {
+        // The latest snapshot's changes: the background's.
+        let c = current(&app);
+        if c.overview.snapshot.is_none() {
+            return error_response(&QaError::NotFound("the database has no outcomes".into()), true);
+        }
+        return cached_json(&c.changes_json);
+    }
     json_or_error(
         app.pool
             .with(move |db| {
@@ -419,11 +438,11 @@ async fn changes_json(State(app): State<Shared>, Query(q): Query<ChangesQuery>) 
 }
 
 async fn fails_json(State(app): State<Shared>) -> Response {
-    json_or_error(app.pool.with(|db| Ok(wire::Fails::read(db)?)).await)
+    cached_json(&current(&app).fails_json)
 }
 
 async fn blame_json(State(app): State<Shared>) -> Response {
-    json_or_error(app.pool.with(|db| Ok(wire::Blame::read(db)?)).await)
+    cached_json(&current(&app).blame_json)
 }
 
 async fn snapshots_doc(app: &Shared) -> Result<wire::Snapshots, QaError> {

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use axum::body::Bytes;
 use gah_core::db::read::Revision;
 use gah_core::db::{Database, Filter, Order, Page, StoredOutcome};
 use gah_core::job::{Compiler, UseAssignment};
@@ -12,28 +13,44 @@ use gah_core::outcome::Status;
 use crate::wire::{self, Overview};
 use crate::QaError;
 
-/// What the server computes in the background and serves from memory: the overview, and every
-/// newly failing cell of the latest snapshot (the feeds').
+/// What the server computes in the background and serves from memory: the reports that rank
+/// the whole database (seconds at a million rows), as the overview page's document and as the
+/// JSON bodies of the API calls that return them whole, serialised once.
 #[derive(Debug)]
 pub struct Computed {
     pub overview: Overview,
+    /// Every newly failing cell of the latest snapshot (the feeds').
     pub newly_failing: Vec<wire::ChangeItem>,
+    /// `/api/overview`, `/api/changes` (latest snapshot, against the previous result),
+    /// `/api/fails`, `/api/blame`.
+    pub overview_json: Bytes,
+    pub changes_json: Bytes,
+    pub fails_json: Bytes,
+    pub blame_json: Bytes,
 }
 
-/// The overview of the latest snapshot at `revision`.
+fn to_json(doc: &impl serde::Serialize) -> Bytes {
+    // Plain data (strings, numbers, maps with string keys): serialising cannot fail.
+    Bytes::from(serde_json::to_vec(doc).unwrap_or_default())
+}
+
+/// The overview of the latest snapshot at `revision`, with the whole-database reports.
 pub fn overview(db: &Database, revision: Revision, progress: Option<wire::Progress>) -> Result<Computed, QaError> {
     let totals = db.totals()?;
     let counts = db.status_counts(&Filter::default())?;
     let latest = db.latest_snapshot()?;
     let summaries = db.snapshot_summaries()?;
     let snapshot = latest.and_then(|id| summaries.iter().find(|s| s.snapshot.id == id)).map(wire::SnapshotItem::from);
-    let (mut newly_failing, mut newly_fixed) = (Vec::new(), Vec::new());
-    if let Some(id) = latest {
-        let changes = db.changes(id, None)?;
-        newly_failing = changes.newly_failing.iter().map(wire::ChangeItem::from).collect();
-        newly_fixed = changes.newly_fixed.iter().map(wire::ChangeItem::from).collect();
-    }
+    let changes = match latest {
+        Some(id) => Some(wire::Changes::from(&db.changes(id, None)?)),
+        None => None,
+    };
+    let (mut newly_failing, mut newly_fixed) =
+        changes.as_ref().map_or((Vec::new(), Vec::new()), |c| (c.newly_failing.clone(), c.newly_fixed.clone()));
     let roots = db.dependency_roots(&Filter::default())?;
+    let blame =
+        wire::Blame { dependencies: roots.iter().map(wire::Blamed::from).collect(), own_failures: counts.sum(Status::is_own_failure) };
+    let fails = wire::Fails::read(db)?;
     let slowest = db.latest(&Filter::default(), Page::first(Overview::LISTED as u64, Order::Slowest))?;
     let (newly_failing_total, newly_fixed_total) = (newly_failing.len(), newly_fixed.len());
     let all_newly_failing = newly_failing.clone();
@@ -50,17 +67,13 @@ pub fn overview(db: &Database, revision: Revision, progress: Option<wire::Progre
         newly_failing_total,
         newly_fixed,
         newly_fixed_total,
-        dependency_roots: roots
-            .iter()
+        dependency_roots: (blame.dependencies.iter().zip(&roots))
             .take(Overview::LISTED)
-            .map(|d| {
-                let blamed = wire::Blamed::from(d);
-                wire::RootBrief {
-                    dependency: blamed.dependency,
-                    package: blamed.package,
-                    blocked: d.blocked.len(),
-                    example_seq: d.blocked.first().map_or(0, |r| r.seq),
-                }
+            .map(|(b, d)| wire::RootBrief {
+                dependency: b.dependency.clone(),
+                package: b.package.clone(),
+                blocked: d.blocked.len(),
+                example_seq: d.blocked.first().map_or(0, |r| r.seq),
             })
             .collect(),
         slowest: slowest.iter().map(|r| wire::SlowCell { cell: wire::CellState::from(r), duration_secs: r.duration_secs }).collect(),
@@ -68,7 +81,18 @@ pub fn overview(db: &Database, revision: Revision, progress: Option<wire::Progre
         revision: revision.outcomes,
         computed_at: now_utc(),
     };
-    Ok(Computed { overview, newly_failing: all_newly_failing })
+    let changes_json = match &changes {
+        Some(c) => to_json(c),
+        None => to_json(&wire::ApiError { error: "the database has no outcomes".into() }),
+    };
+    Ok(Computed {
+        overview_json: to_json(&overview),
+        changes_json,
+        fails_json: to_json(&fails),
+        blame_json: to_json(&blame),
+        overview,
+        newly_failing: all_newly_failing,
+    })
 }
 
 /// The current time as `YYYY-MM-DDTHH:MM:SSZ`.
