@@ -44,7 +44,7 @@ LUA
 printf '%-48s %s\n' "path (32 connections, 10 s each)" "latency"
 for path in / "/package/$pkg" "/cell/$seq" "/cell/$deps/deps" "/search?q=pkg1" "/search?status=test_failed&compiler=clang" \
   /snapshots /feed.atom /api/overview "/api/package/$pkg" "/api/cell/$seq" "/api/cell/$deps/deps" "/api/search?use=ssl%20-doc" \
-  /api/snapshots "/cell/$seq/build.log"; do
+  /api/snapshots /api/changes /api/fails "/api/blame?page=2" "/cell/$seq/build.log"; do
   printf '%-48s ' "$path"
   wrk -t2 -c32 -d10s -s "$work/p95.lua" "$base$path" | tail -1
 done

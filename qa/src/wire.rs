@@ -114,6 +114,35 @@ pub struct Fails {
     pub infra_failures: u64,
     /// Uploads refused for good.
     pub quarantined: u64,
+    /// Which slice of `packages` this is (the web API's pages; absent from the CLI's whole
+    /// answer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paging: Option<Paging>,
+}
+
+/// Where a page of a long list stands.
+#[derive(Debug, Clone, Serialize)]
+pub struct Paging {
+    /// 1-based.
+    pub page: u64,
+    pub per_page: u64,
+    /// Items in the whole list.
+    pub total: u64,
+    pub more: bool,
+}
+
+impl Paging {
+    /// Items per page of the web API's long lists.
+    pub const PER_PAGE: usize = 100;
+
+    /// Page `page` (1-based) of `items`, and where it stands.
+    pub fn slice<T: Clone>(items: &[T], page: u64) -> (Vec<T>, Paging) {
+        let page = page.max(1);
+        let start = usize::try_from(page - 1).unwrap_or(usize::MAX).saturating_mul(Paging::PER_PAGE);
+        let part: Vec<T> = items.iter().skip(start).take(Paging::PER_PAGE).cloned().collect();
+        let more = start.saturating_add(Paging::PER_PAGE) < items.len();
+        (part, Paging { page, per_page: Paging::PER_PAGE as u64, total: items.len() as u64, more })
+    }
 }
 
 impl Fails {
@@ -125,6 +154,7 @@ impl Fails {
             packages: packages.iter().map(PackageFails::from).collect(),
             infra_failures: totals.infra_failures,
             quarantined: totals.quarantined,
+            paging: None,
         })
     }
 }
@@ -313,6 +343,9 @@ pub struct Blame {
     pub dependencies: Vec<Blamed>,
     /// Cells failing on their own (`build_failed`/`test_failed`).
     pub own_failures: u64,
+    /// Which slice of `dependencies` this is (the web API's pages).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paging: Option<Paging>,
 }
 
 impl Blame {
@@ -320,7 +353,7 @@ impl Blame {
     pub fn read(db: &Database) -> Result<Blame, DbError> {
         let roots = db.dependency_roots(&Filter::default())?;
         let own = db.status_counts(&Filter::default())?.sum(Status::is_own_failure);
-        Ok(Blame { dependencies: roots.iter().map(Blamed::from).collect(), own_failures: own })
+        Ok(Blame { dependencies: roots.iter().map(Blamed::from).collect(), own_failures: own, paging: None })
     }
 }
 

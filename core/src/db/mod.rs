@@ -154,6 +154,24 @@ const MIGRATIONS: &[Migration] = &[
     // The cells a failing package blocks, by the dependency their log names
     // (`read::Database::dependents`): the web page's dependency view asks it per page view.
     Migration { name: "0006_dependents", sql: "CREATE INDEX outcomes_dep_cpv ON outcomes (dep_cpv) WHERE dep_cpv IS NOT NULL;" },
+    // Each cell's latest status beside its latest row, so "cells whose state is X" (the web
+    // page's search, the overview's counts' links) is a range of an index rather than a scan
+    // of every cell's row.
+    Migration {
+        name: "0008_cell_latest_status",
+        sql: "ALTER TABLE cell_latest ADD COLUMN status TEXT NOT NULL DEFAULT '';
+    UPDATE cell_latest SET status = (SELECT o.status FROM outcomes o WHERE o.seq = cell_latest.seq);
+    DROP TRIGGER outcomes_cell_latest;
+    CREATE TRIGGER outcomes_cell_latest AFTER INSERT ON outcomes BEGIN
+        INSERT INTO cell_latest (cpv, use_flags, compiler, repo, snapshot, seq, status)
+            VALUES (new.cpv, new.use_flags, new.compiler, new.repo, new.snapshot, new.seq, new.status)
+            ON CONFLICT (cpv, use_flags, compiler, repo) DO UPDATE
+            SET snapshot = excluded.snapshot, seq = excluded.seq, status = excluded.status
+            WHERE excluded.snapshot > cell_latest.snapshot
+               OR (excluded.snapshot = cell_latest.snapshot AND excluded.seq > cell_latest.seq);
+    END;
+    CREATE INDEX cell_latest_status ON cell_latest (status, cpv, use_flags, compiler, repo);",
+    },
 ];
 
 /// A temporary file in the staging folder older than this is an orphan even when its

@@ -429,7 +429,8 @@ fn latest_from(filter: &Filter, order: Order, params: &mut Vec<Value>) -> (Strin
     let mut conditions = Vec::new();
     if filter.snapshot.is_none() && filter.up_to.is_none() {
         filter.cell_conditions("c.", &mut conditions, params);
-        filter.status_condition("o.", &mut conditions);
+        // cell_latest keeps the latest status too (migration 0008), indexed with the cell.
+        filter.status_condition("c.", &mut conditions);
         let prefix = if order == Order::Slowest { "o." } else { "c." };
         ("cell_latest c JOIN outcomes o ON o.seq = c.seq".into(), conditions, prefix)
     } else {

@@ -437,27 +437,33 @@ async fn changes_json(State(app): State<Shared>, Query(q): Query<ChangesQuery>) 
     )
 }
 
-async fn fails_json(State(app): State<Shared>) -> Response {
-    cached_json(&current(&app).fails_json)
+/// `?page=` of the long lists.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct PageQuery {
+    page: u64,
 }
 
-async fn blame_json(State(app): State<Shared>) -> Response {
-    cached_json(&current(&app).blame_json)
+async fn fails_json(State(app): State<Shared>, Query(q): Query<PageQuery>) -> Response {
+    let c = current(&app);
+    let (packages, paging) = wire::Paging::slice(&c.fails.packages, q.page);
+    let whole = &c.fails;
+    Json(wire::Fails { packages, paging: Some(paging), infra_failures: whole.infra_failures, quarantined: whole.quarantined })
+        .into_response()
 }
 
-async fn snapshots_doc(app: &Shared) -> Result<wire::Snapshots, QaError> {
-    app.pool.with(|db| Ok(wire::Snapshots { snapshots: db.snapshot_summaries()?.iter().map(wire::SnapshotItem::from).collect() })).await
+async fn blame_json(State(app): State<Shared>, Query(q): Query<PageQuery>) -> Response {
+    let c = current(&app);
+    let (dependencies, paging) = wire::Paging::slice(&c.blame.dependencies, q.page);
+    Json(wire::Blame { dependencies, paging: Some(paging), own_failures: c.blame.own_failures }).into_response()
 }
 
 async fn snapshots_page(State(app): State<Shared>) -> Response {
-    match snapshots_doc(&app).await {
-        Ok(s) => render(&pages::SnapshotsHtml::new(&s)),
-        Err(e) => error_response(&e, false),
-    }
+    render(&pages::SnapshotsHtml::new(&current(&app).snapshots))
 }
 
 async fn snapshots_json(State(app): State<Shared>) -> Response {
-    json_or_error(snapshots_doc(&app).await)
+    cached_json(&current(&app).snapshots_json)
 }
 
 async fn api_page() -> Response {

@@ -21,12 +21,15 @@ pub struct Computed {
     pub overview: Overview,
     /// Every newly failing cell of the latest snapshot (the feeds').
     pub newly_failing: Vec<wire::ChangeItem>,
-    /// `/api/overview`, `/api/changes` (latest snapshot, against the previous result),
-    /// `/api/fails`, `/api/blame`.
+    /// `/api/overview`, `/api/changes` (latest snapshot, against the previous result); the
+    /// whole `fails` and `blame` documents, which the API serves a page at a time.
     pub overview_json: Bytes,
     pub changes_json: Bytes,
-    pub fails_json: Bytes,
-    pub blame_json: Bytes,
+    pub fails: wire::Fails,
+    pub blame: wire::Blame,
+    /// The snapshots with their row counts (counting is a scan of every row).
+    pub snapshots: wire::Snapshots,
+    pub snapshots_json: Bytes,
 }
 
 fn to_json(doc: &impl serde::Serialize) -> Bytes {
@@ -48,8 +51,11 @@ pub fn overview(db: &Database, revision: Revision, progress: Option<wire::Progre
     let (mut newly_failing, mut newly_fixed) =
         changes.as_ref().map_or((Vec::new(), Vec::new()), |c| (c.newly_failing.clone(), c.newly_fixed.clone()));
     let roots = db.dependency_roots(&Filter::default())?;
-    let blame =
-        wire::Blame { dependencies: roots.iter().map(wire::Blamed::from).collect(), own_failures: counts.sum(Status::is_own_failure) };
+    let blame = wire::Blame {
+        dependencies: roots.iter().map(wire::Blamed::from).collect(),
+        own_failures: counts.sum(Status::is_own_failure),
+        paging: None,
+    };
     let fails = wire::Fails::read(db)?;
     let slowest = db.latest(&Filter::default(), Page::first(Overview::LISTED as u64, Order::Slowest))?;
     let (newly_failing_total, newly_fixed_total) = (newly_failing.len(), newly_fixed.len());
@@ -85,11 +91,14 @@ pub fn overview(db: &Database, revision: Revision, progress: Option<wire::Progre
         Some(c) => to_json(c),
         None => to_json(&wire::ApiError { error: "the database has no outcomes".into() }),
     };
+    let snapshots = wire::Snapshots { snapshots: summaries.iter().map(wire::SnapshotItem::from).collect() };
     Ok(Computed {
+        snapshots_json: to_json(&snapshots),
+        snapshots,
         overview_json: to_json(&overview),
         changes_json,
-        fails_json: to_json(&fails),
-        blame_json: to_json(&blame),
+        fails,
+        blame,
         overview,
         newly_failing: all_newly_failing,
     })
