@@ -135,6 +135,12 @@ impl Paging {
     /// Items per page of the web API's long lists.
     pub const PER_PAGE: usize = 100;
 
+    /// A page after the last of a list of `total` items.
+    pub fn past_end(total: usize) -> Paging {
+        let page = total.div_ceil(Paging::PER_PAGE).max(1) as u64 + 1;
+        Paging { page, per_page: Paging::PER_PAGE as u64, total: total as u64, more: false }
+    }
+
     /// Page `page` (1-based) of `items`, and where it stands.
     pub fn slice<T: Clone>(items: &[T], page: u64) -> (Vec<T>, Paging) {
         let page = page.max(1);

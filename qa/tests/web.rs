@@ -234,6 +234,10 @@ fn every_page_answers_and_hostile_content_is_text() {
     assert_eq!((overview["progress"]["planned"].as_u64(), overview["progress"]["done"].as_u64()), (Some(40), Some(7)));
     assert!(get(addr, "/").body.contains("7 of 40 planned jobs"), "the overview shows the sweep's progress");
     assert_eq!(overview["newly_failing"][0]["cpv"], "app-arch/bzip2-1.0.8");
+    let fails: serde_json::Value = serde_json::from_str(&get(addr, "/api/fails").body).unwrap();
+    assert_eq!((fails["paging"]["page"].as_u64(), fails["paging"]["total"].as_u64()), (Some(1), Some(4)), "{fails}");
+    let past: serde_json::Value = serde_json::from_str(&get(addr, "/api/fails?page=9").body).unwrap();
+    assert_eq!((past["packages"].as_array().map(Vec::len), past["paging"]["total"].as_u64()), (Some(0), Some(4)), "{past}");
     let bug: serde_json::Value = serde_json::from_str(&get(addr, &format!("/api/cell/{bzip2}/bug")).body).unwrap();
     assert!(bug["comment"].as_str().unwrap().contains("CC=clang CXX=clang++ emerge --oneshot =app-arch/bzip2-1.0.8"));
     // The feeds parse as XML even with a NUL in the summary.

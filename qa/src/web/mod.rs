@@ -201,9 +201,23 @@ async fn refresh(app: Shared, mut seen: Revision, every: Duration, progress: Opt
                 tracing::debug!(revision = now.outcomes, seconds = took.as_secs_f64(), "overview recomputed");
                 *app.computed.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(o);
                 seen = now;
+                release_free_memory();
             }
             Err(e) => tracing::warn!(error = %e, "recomputing the overview"),
         }
+    }
+}
+
+/// Hands the memory a recomputation freed back to the system. A recomputation builds tens of
+/// megabytes at a million rows and frees them; glibc keeps freed memory in the arena of the
+/// thread that used it, and the blocking pool's threads each have one, so without this the
+/// server's footprint grows by a recomputation's worth per thread.
+fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim takes no pointers; it only returns free heap memory to the system
+    // and is safe to call from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
@@ -446,16 +460,18 @@ struct PageQuery {
 
 async fn fails_json(State(app): State<Shared>, Query(q): Query<PageQuery>) -> Response {
     let c = current(&app);
-    let (packages, paging) = wire::Paging::slice(&c.fails.packages, q.page);
-    let whole = &c.fails;
-    Json(wire::Fails { packages, paging: Some(paging), infra_failures: whole.infra_failures, quarantined: whole.quarantined })
-        .into_response()
+    match views::page_of(&c.fails_pages, q.page) {
+        Some(page) => cached_json(page),
+        None => Json(&c.fails_past_end).into_response(),
+    }
 }
 
 async fn blame_json(State(app): State<Shared>, Query(q): Query<PageQuery>) -> Response {
     let c = current(&app);
-    let (dependencies, paging) = wire::Paging::slice(&c.blame.dependencies, q.page);
-    Json(wire::Blame { dependencies, paging: Some(paging), own_failures: c.blame.own_failures }).into_response()
+    match views::page_of(&c.blame_pages, q.page) {
+        Some(page) => cached_json(page),
+        None => Json(&c.blame_past_end).into_response(),
+    }
 }
 
 async fn snapshots_page(State(app): State<Shared>) -> Response {

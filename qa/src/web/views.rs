@@ -25,8 +25,12 @@ pub struct Computed {
     /// whole `fails` and `blame` documents, which the API serves a page at a time.
     pub overview_json: Bytes,
     pub changes_json: Bytes,
-    pub fails: wire::Fails,
-    pub blame: wire::Blame,
+    /// `/api/fails?page=N` and `/api/blame?page=N`, each page serialised (index N - 1).
+    pub fails_pages: Vec<Bytes>,
+    pub blame_pages: Vec<Bytes>,
+    /// A page past the end of each (the list's total, no items).
+    pub fails_past_end: wire::Fails,
+    pub blame_past_end: wire::Blame,
     /// The snapshots with their row counts (counting is a scan of every row).
     pub snapshots: wire::Snapshots,
     pub snapshots_json: Bytes,
@@ -35,6 +39,23 @@ pub struct Computed {
 fn to_json(doc: &impl serde::Serialize) -> Bytes {
     // Plain data (strings, numbers, maps with string keys): serialising cannot fail.
     Bytes::from(serde_json::to_vec(doc).unwrap_or_default())
+}
+
+/// Every page of `items` (at least one, maybe empty), each made a document by `doc` and
+/// serialised.
+fn pages<T: Clone, D: serde::Serialize>(items: &[T], doc: impl Fn(Vec<T>, wire::Paging) -> D) -> Vec<Bytes> {
+    let count = items.len().div_ceil(wire::Paging::PER_PAGE).max(1);
+    (1..=count as u64)
+        .map(|page| {
+            let (part, paging) = wire::Paging::slice(items, page);
+            to_json(&doc(part, paging))
+        })
+        .collect()
+}
+
+/// The page of a serialised list that `page` (1-based) asks for; `None` past the end.
+pub fn page_of(pages: &[Bytes], page: u64) -> Option<&Bytes> {
+    usize::try_from(page.max(1) - 1).ok().and_then(|i| pages.get(i))
 }
 
 /// The overview of the latest snapshot at `revision`, with the whole-database reports.
@@ -97,8 +118,28 @@ pub fn overview(db: &Database, revision: Revision, progress: Option<wire::Progre
         snapshots,
         overview_json: to_json(&overview),
         changes_json,
-        fails,
-        blame,
+        fails_past_end: wire::Fails {
+            packages: Vec::new(),
+            paging: Some(wire::Paging::past_end(fails.packages.len())),
+            infra_failures: fails.infra_failures,
+            quarantined: fails.quarantined,
+        },
+        blame_past_end: wire::Blame {
+            dependencies: Vec::new(),
+            paging: Some(wire::Paging::past_end(blame.dependencies.len())),
+            own_failures: blame.own_failures,
+        },
+        fails_pages: pages(&fails.packages, |packages, paging| wire::Fails {
+            packages,
+            paging: Some(paging),
+            infra_failures: fails.infra_failures,
+            quarantined: fails.quarantined,
+        }),
+        blame_pages: pages(&blame.dependencies, |dependencies, paging| wire::Blame {
+            dependencies,
+            paging: Some(paging),
+            own_failures: blame.own_failures,
+        }),
         overview,
         newly_failing: all_newly_failing,
     })
