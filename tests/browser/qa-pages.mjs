@@ -21,6 +21,7 @@ const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
 const problems = [];
 page.on('console', (m) => { if (m.type() === 'error') problems.push(`console: ${m.text()}`); });
 page.on('pageerror', (e) => problems.push(`page error: ${e}`));
+page.on('response', (r) => { if (r.status() >= 400) problems.push(`HTTP ${r.status()}: ${r.url()}`); });
 const step = (what) => console.log(`browser: ${what}`);
 
 // Overview: counts by status, with a success, a build failure and a test failure among them.

@@ -244,6 +244,8 @@ fn router(app: Shared) -> Router {
         .route("/api/blame", get(blame_json))
         .route("/api/snapshots", get(snapshots_json))
         .route("/static/style.css", get(stylesheet))
+        // Browsers ask for it on every site; there is none, and saying so is not an error.
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .fallback(not_found)
         .layer(axum::middleware::map_response(secure_headers))
         .with_state(app)
