@@ -47,21 +47,7 @@ struct Result {
     jobs: usize,
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        usize::try_from(self.next() % n as u64).expect("below n")
-    }
-}
+use gah_util::rng::SplitMix64 as Rng;
 
 /// Builds configurations through the simulated fault, counting new ones; known outcomes are
 /// free. Panics on an invalid configuration: no method may run one.
@@ -277,12 +263,12 @@ fn main() {
         for t in 0..per_model {
             let mut rng = Rng(seed ^ (models as u64).wrapping_mul(0x100_0000_01B3) ^ (t as u64) << 48);
             let size = 1 + t % 3;
-            let row = &rows[rng.below(rows.len())];
-            let compiler = Compiler::ALL[rng.below(2)];
+            let row = &rows[rng.index(rows.len())];
+            let compiler = Compiler::ALL[rng.index(2)];
             let mut dims: Vec<usize> = (0..n).collect();
             let mut flags = Vec::new();
             for _ in 0..size {
-                let d = dims.swap_remove(rng.below(dims.len()));
+                let d = dims.swap_remove(rng.index(dims.len()));
                 flags.push((d, row[d]));
             }
             flags.sort_unstable();

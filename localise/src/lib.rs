@@ -664,7 +664,7 @@ impl<'s, 'e> Localiser<'s, 'e> {
                 out.extend(self.build(&without, &flip_rest));
             }
         }
-        let mut rng = SplitMix(self.settings.seed ^ self.steps.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut rng = gah_util::rng::SplitMix64(self.settings.seed ^ self.steps.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         for q in [0.5, 0.5, 0.5, 0.5, 0.25, 0.25, 0.75, 0.75, 0.1, 0.9, 0.35, 0.65] {
             let prefer: Vec<bool> = literal.iter().map(|&l| !l || rng.unit() >= q).collect();
             out.extend(self.build(&vec![None; dims], &prefer));
@@ -753,25 +753,5 @@ impl<'s, 'e> Localiser<'s, 'e> {
             keep
         });
         Ok(None)
-    }
-}
-
-/// A small deterministic generator (SplitMix64), for the seeded random splits.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        #[allow(clippy::cast_precision_loss)]
-        let x = (self.next() >> 11) as f64;
-        x / (1u64 << 53) as f64
     }
 }

@@ -19,23 +19,7 @@ use std::time::{Duration, Instant};
 use gah_core::db::{Database, NewOutcome, SnapshotId};
 use gah_core::job::{Compiler, Job, UseAssignment};
 use gah_core::outcome::{Outcome, Status};
-
-/// A small deterministic generator (splitmix64): the same arguments give the same database.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
+use gah_util::rng::SplitMix64 as Rng;
 
 const FLAGS: [&str; 6] = ["ssl", "static-libs", "threads", "doc", "test", "jemalloc"];
 
@@ -119,7 +103,7 @@ fn generate(out: PathBuf, outcomes: u64, ebuilds: u64, snapshots: u64) -> anyhow
                 let config = c / 2;
                 let compiler = if c % 2 == 0 { Compiler::Gcc } else { Compiler::Clang };
                 // The cell's own stream, so its status is stable across snapshots but for flips.
-                let mut rng = Rng(rng_state.next() ^ (e << 20) ^ c);
+                let mut rng = Rng(rng_state.next_u64() ^ (e << 20) ^ c);
                 let mut cell_rng = Rng((e << 20) ^ c);
                 let base = status(&mut cell_rng, 0);
                 let st = if rng.below(100) < 1 && s > 0 { status(&mut rng, s) } else { base };

@@ -22,6 +22,7 @@
 pub mod atomic;
 pub mod pkgdir;
 pub mod process;
+pub mod rng;
 pub mod shell;
 pub mod sqlite;
 pub mod untar;
