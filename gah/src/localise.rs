@@ -8,7 +8,7 @@
 //! workunits `<job_id>_<n>` of their cell, so their outcomes are ordinary rows of the results
 //! database. The localisation itself is stored beside them (`Database::save_localisation`)
 //! after every follow-up, so an interrupted run goes on where it stopped (the localiser
-//! replays the stored evidence), and a run over the same tree snapshot reuses a finished one.
+//! takes the stored evidence back: `Localiser::resume`), and a run over the same tree snapshot reuses a finished one.
 
 use std::collections::BTreeMap;
 
@@ -114,7 +114,7 @@ fn localise_one(
     db: &mut Database,
     space: &Space<'_>,
     failing: &StoredOutcome,
-    replayed: &[gah_core::localisation::Run],
+    stored_runs: &[gah_core::localisation::Run],
 ) -> anyhow::Result<Result<Conclusion, String>> {
     let cell = &failing.cell;
     let Some(failing_probe) = probe_of(space, &cell.use_flags, cell.compiler) else {
@@ -134,8 +134,8 @@ fn localise_one(
         Ok(l) => l,
         Err(e) => return Ok(Err(e.to_string())),
     };
-    if let Err(e) = localiser.replay(replayed) {
-        return Ok(Err(format!("the stored evidence does not replay: {e}")));
+    if let Err(e) = localiser.resume(stored_runs) {
+        return Ok(Err(format!("the stored evidence does not fit the ebuild: {e}")));
     }
     let mut n = 0;
     loop {

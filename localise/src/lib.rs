@@ -336,6 +336,18 @@ impl<'s, 'e> Localiser<'s, 'e> {
         Ok(())
     }
 
+    /// Takes stored follow-ups back as evidence, without proposing them again: for a caller
+    /// whose known outcomes have grown since they ran (a server, where the sweep goes on
+    /// meanwhile), so that [`Localiser::replay`]'s proposals would no longer be the ones
+    /// made. The next proposal is then made from everything known and recorded.
+    pub fn resume(&mut self, runs: &[Run]) -> Result<(), Error> {
+        for run in runs {
+            let probe = probe_of(self.space, &run.use_flags, run.compiler).ok_or(Error::Unmatched)?;
+            self.record(&probe, run.status)?;
+        }
+        Ok(())
+    }
+
     /// Follow-ups recorded so far (the rerun included).
     pub fn followups(&self) -> usize {
         self.runs.len()
