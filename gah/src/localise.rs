@@ -21,6 +21,9 @@ use gah_localise::{probe_of, Localiser, Settings, Step};
 
 use crate::run::JobRunner;
 
+/// An ebuild's failure of one kind: repository, cpv, status code.
+type EbuildFailure = (String, String, &'static str);
+
 /// One failure's line in `gah run`'s summary: `cat/pkg-1 build_failed: fails with USE="foo"
 /// (any compiler)`.
 pub fn summary_line(cpv: &str, status: Status, conclusion: &Conclusion) -> String {
@@ -48,7 +51,7 @@ pub fn localise_failures(runner: &JobRunner<'_>, db: &mut Database, failures: &[
     let mut lines = Vec::new();
     // Causes found in this run, per ebuild and failure: a later failure they explain needs
     // no follow-ups of its own.
-    let mut found: BTreeMap<(String, String, &'static str), Vec<(Cause, Cell)>> = BTreeMap::new();
+    let mut found: BTreeMap<EbuildFailure, Vec<(Cause, Cell)>> = BTreeMap::new();
     for job in failures {
         let cell = Cell { repo: job.repo.clone(), cpv: job.cpv.clone(), use_flags: job.use_flags.clone(), compiler: job.compiler };
         let history = db.cell_history(&cell)?;

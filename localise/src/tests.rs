@@ -324,7 +324,7 @@ fn resuming_from_the_evidence_with_more_known_still_localises() {
         l.record(&p, status(&p)).unwrap();
     }
     let runs = l.evidence().runs;
-    let extra = Probe { config: space.solve(&vec![None; 10], &[false; 10]).unwrap(), compiler: Compiler::Gcc };
+    let extra = Probe { config: space.solve(&[None; 10], &[false; 10]).unwrap(), compiler: Compiler::Gcc };
     let known = [(extra.clone(), status(&extra))];
     let mut again = Localiser::new(&space, failing, Status::BuildFailed, &known, &Compiler::ALL, Settings::default()).unwrap();
     again.resume(&runs).unwrap();
