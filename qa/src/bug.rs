@@ -250,4 +250,61 @@ mod tests {
         assert_eq!(localised_summary("fails tests", &cause(&[], Some(Compiler::Clang))), "fails tests with clang");
         assert_eq!(localised_summary(verb, &cause(&[], None)), "fails to compile");
     }
+
+    /// Issue 13: a stored localisation reaches the bug (summary, comment) and the cell page,
+    /// also for another failing cell whose configuration shows the cause.
+    #[test]
+    fn a_localised_failure_shows_on_the_bug_and_the_cell_page() {
+        use gah_core::db::LocalisationProgress;
+        use gah_core::job::{Job, UseAssignment};
+        use gah_core::localisation::{Evidence, Run};
+        use gah_core::outcome::Outcome;
+        let mut db = Database::temp().unwrap();
+        fn put(db: &mut Database, flags: &str, compiler: Compiler, status: Status) -> Job {
+            let job = Job::new("gah", "app-misc/foo-1", UseAssignment::from_package_use(flags).unwrap(), compiler, 60);
+            let mut o = Outcome::for_job(&job, status);
+            o.failed_phase = (status == Status::BuildFailed).then(|| "compile".to_owned());
+            db.record_outcome(&job.job_id, &o, b"cc: error: nope\n").unwrap();
+            job
+        }
+        let failing = put(&mut db, "a b", Compiler::Clang, Status::BuildFailed);
+        put(&mut db, "-a -b", Compiler::Clang, Status::Success);
+        let other = put(&mut db, "-a b", Compiler::Clang, Status::BuildFailed);
+        let rows = db.latest(&Filter::default(), Page::ALL).unwrap();
+        let row = |job: &gah_core::job::Job| rows.iter().find(|r| r.job_id == job.job_id).unwrap().clone();
+        let run = |j: &gah_core::job::Job, status| Run {
+            use_flags: j.use_flags.clone(),
+            compiler: j.compiler,
+            status,
+            verdict: Verdict::of(status, Status::BuildFailed),
+        };
+        let evidence = Evidence {
+            failing: run(&failing, Status::BuildFailed),
+            known: 1,
+            runs: vec![run(&failing, Status::BuildFailed), run(&other, Status::BuildFailed)],
+        };
+        let cause = Cause { flags: [("b".to_owned(), true)].into(), compiler: Some(Compiler::Clang) };
+        db.save_localisation(row(&failing).seq, LocalisationProgress::Done(&Conclusion::Localised { cause, evidence })).unwrap();
+
+        for (job, by_cause) in [(&failing, false), (&other, true)] {
+            let r = row(job);
+            let bug = report(&db, &r, &[]).unwrap().doc;
+            assert_eq!(bug.summary, r#"app-misc/foo-1: fails to compile with USE="b" (clang only)"#);
+            assert!(
+                bug.comment.contains(r#"Minimal failing set: USE="b" (clang only) (localised by gentoo@home with 2 follow-up builds"#),
+                "{}",
+                bug.comment
+            );
+            assert!(bug.comment.contains(r#"  USE="-a b" clang: build_failed (fails)"#), "{}", bug.comment);
+            assert_eq!(bug.localisation.as_ref().unwrap().by_cause, by_cause);
+            let page = crate::web::views::cell(&db, r.seq).unwrap();
+            let json = serde_json::to_value(&page).unwrap();
+            assert_eq!(json["localisation"]["cause_text"], r#"USE="b" (clang only)"#);
+            assert_eq!(json["localisation"]["conclusion"]["kind"], "localised");
+        }
+        // A cell that does not show the cause keeps the whole configuration in its summary.
+        let plain = put(&mut db, "a -b", Compiler::Gcc, Status::BuildFailed);
+        let r = db.latest(&Filter::default(), Page::ALL).unwrap().into_iter().find(|r| r.job_id == plain.job_id).unwrap();
+        assert_eq!(report(&db, &r, &[]).unwrap().doc.summary, r#"app-misc/foo-1: fails to compile with USE="a -b" (gcc)"#);
+    }
 }
