@@ -301,6 +301,9 @@ mod tests {
             let json = serde_json::to_value(&page).unwrap();
             assert_eq!(json["localisation"]["cause_text"], r#"USE="b" (clang only)"#);
             assert_eq!(json["localisation"]["conclusion"]["kind"], "localised");
+            let html = askama::Template::render(&crate::web::pages::CellHtml::new(&page)).unwrap();
+            assert!(html.contains("Minimal failing set") && html.contains("fails with USE=&#34;b&#34; (clang only)"), "{html}");
+            assert!(html.contains("USE=&#34;-a b&#34; clang: build_failed (fails)"), "{html}");
         }
         // A cell that does not show the cause keeps the whole configuration in its summary.
         let plain = put(&mut db, "a -b", Compiler::Gcc, Status::BuildFailed);
