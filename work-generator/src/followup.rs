@@ -268,6 +268,73 @@ mod tests {
         assert!(next_is_empty(&queue));
     }
 
+    /// The daemon's loop with localisation on: a "server" that builds every submitted
+    /// workunit at once and stores its outcome as the assimilator would.
+    #[test]
+    fn the_daemon_submits_follow_ups_and_the_localisation_concludes() {
+        use crate::daemon::{run_localising, DaemonConfig, SubmitError, Submitter, UnsentError, UnsentSource};
+        struct Idle;
+        impl UnsentSource for Idle {
+            fn unsent(&mut self) -> Result<u64, UnsentError> {
+                Ok(0)
+            }
+        }
+        struct Builds<'a>(&'a std::path::Path, Vec<String>);
+        impl Submitter for Builds<'_> {
+            fn submit(&mut self, wus: &[crate::boinc::Workunit]) -> Result<(), SubmitError> {
+                let mut db = Database::open(self.0).unwrap();
+                for wu in wus {
+                    let j = &wu.job;
+                    let fails = j.use_flags.0.get("alpha") == Some(&false) && j.compiler == Compiler::Gcc;
+                    let outcome = Outcome::for_job(j, if fails { Status::TestFailed } else { Status::Success });
+                    db.record_outcome(&wu.name, &outcome, b"log").unwrap();
+                    self.1.push(j.job_id.clone());
+                }
+                Ok(())
+            }
+        }
+        let text = "EAPI=8\nIUSE=+alpha beta gamma\nSLOT=0\nKEYWORDS=amd64\n_md5_=abc\n";
+        let ebuild = parse_entry("app-misc/fixture-1", text, &mut Vec::new()).unwrap();
+        let repos = vec![Repository { name: "gah".into(), path: "/nonexistent".into(), ebuilds: vec![ebuild] }];
+        let profile = Profile::none();
+        let cfg =
+            LocaliseConfig { repos: &repos, profile: &profile, compilers: &Compiler::ALL, settings: Settings::default(), timeout_secs: 60 };
+        let dir = tempfile::tempdir().unwrap();
+        let results = dir.path().join("results.sqlite");
+        drop(Database::open(&results).unwrap());
+        let queue = Queue::open(&dir.path().join("queue")).unwrap();
+        let plan_cfg = crate::plan::Config {
+            compilers: Compiler::ALL.to_vec(),
+            strategy: gah_ebuild::Strategy::Covering { t: 1, seed: 0 },
+            profile: Profile::none(),
+            timeout_secs: 60,
+            threads: 1,
+            budget: gah_ebuild::Budget::default(),
+        };
+        let plan = crate::plan::plan(&repos, &plan_cfg);
+        let mut q = queue;
+        q.add(&plan).unwrap();
+        let daemon = DaemonConfig { keep_unsent: 2, results_per_job: 2, interval: std::time::Duration::ZERO, rounds: Some(30) };
+        let mut server = Builds(&results, Vec::new());
+        let mut log = Vec::new();
+        run_localising(&q, Some(&results), Some(&cfg), &mut Idle, &mut server, daemon, &mut |l| log.push(l.to_owned())).unwrap();
+        let db = Database::open(&results).unwrap();
+        let all = db.localisations(&Filter::default(), None, Page::ALL).unwrap();
+        assert_eq!(all.len(), 1, "{log:#?}");
+        let c = all[0].conclusion.as_ref().unwrap_or_else(|| panic!("not concluded: {log:#?}"));
+        assert_eq!(c.to_string(), r#"fails with USE="-alpha" (gcc only)"#);
+        // Every planned job built once, and each follow-up once more at most (the failing
+        // configuration's rerun; a follow-up that is a planned job not yet built is that job).
+        let built = &server.1;
+        assert!(plan.jobs.iter().all(|j| built.contains(&j.job_id)), "the sweep went on: {built:?}");
+        assert!(built.len() <= plan.jobs.len() + c.evidence().runs.len(), "{built:?}");
+        let mut distinct = built.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(built.len() - distinct.len(), 1, "only the rerun builds a configuration twice: {built:?}");
+        assert!(log.iter().any(|l| l.starts_with("localisation: ")), "{log:#?}");
+    }
+
     fn next_is_empty(queue: &Queue) -> bool {
         queue.next_unsubmitted(1).unwrap().is_empty()
     }
