@@ -36,22 +36,10 @@ fn qa_pages_in_a_real_browser() {
         ("fixture-test-failure -jemalloc", "test_failed"),
     ] {
         let run = command(&gah)
-            .args([
-                "run",
-                "--backend",
-                "sandbox",
-                "--replicas",
-                "1",
-                "--only",
-                "app-arch/bzip2",
-                "--limit",
-                "1",
-                "--no-localise",
-                "--use",
-                flags,
-                "--db",
-            ])
+            .args(["run", "--backend", "sandbox", "--replicas", "1", "--only", "app-arch/bzip2", "--limit", "1", "--use", flags, "--db"])
             .arg(&db)
+            // The failures' follow-up builds (issue 13) are not what this test is about.
+            .arg("--no-localise")
             .current_dir(project_root())
             .output()
             .unwrap();
