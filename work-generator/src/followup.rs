@@ -14,8 +14,12 @@
 //!
 //! The localisation's state is the results database's (`Database::save_localisation`, the
 //! only write the work generator makes there); the queue keeps which follow-ups wait for
-//! which localisation. A follow-up's workunit ends in an infrastructure failure: it is
+//! which localisation. A follow-up's workunit that ends in an infrastructure failure is
 //! recorded as `infra_error` (tells nothing) and the localisation moves on.
+//!
+//! Known limits: a cell that was ever a follow-up (the failing cell itself, through its
+//! rerun) is not localised again when it fails in a later tree snapshot; the localiser's
+//! bounds are its defaults (`Settings::default()`, at most 64 follow-ups a failure).
 
 use gah_core::db::{Database, DbError, Filter, LocalisationProgress, LocalisationState, Order, Page, StoredOutcome};
 use gah_core::job::{Compiler, Job};
