@@ -8,6 +8,8 @@
 //! - [`db::Database`]: the results database: its schema, migrations and writes, and every
 //!   read of it ([`db::read`]: typed rows keyed by [`job::Cell`], latest state, history,
 //!   matrix, changes between snapshots, failures by package and by dependency, counts).
+//! - [`localisation`]: a failure's localisation as stored and shown (cause, evidence,
+//!   conclusion); `gah-localise` finds it.
 //! - [`buildlog`]: what a stored build log says (the dependency it blames, its excerpt).
 //! - [`project`]: where the server programs find the results database and the queue
 //!   (command line, the project's `gah.conf`, environment).
@@ -27,6 +29,7 @@ pub mod archive;
 pub mod buildlog;
 pub mod db;
 pub mod job;
+pub mod localisation;
 pub mod outcome;
 pub mod progress;
 pub mod project;

@@ -5,6 +5,7 @@
 
 mod deploy;
 mod layout;
+mod localise;
 mod results;
 mod run;
 mod serve;
@@ -20,7 +21,9 @@ use clap::{Parser, Subcommand};
 /// each job runs as two replicas through gah-app, the validator checks and compares them,
 /// the assimilator stores the canonical outcome in the results database. Only an accepted
 /// job's canonical replica adds its binary packages to the cache (.cache/binpkgs) that later
-/// jobs' guests read.
+/// jobs' guests read. Then each build or test failure is localised: follow-up builds, chosen
+/// by gah-localise, until its minimal failing set of flags and compiler is known (printed,
+/// and stored for `gah results localised` and `gah results bug`).
 ///
 /// Examples:
 ///   gah run                          # everything, backend chosen automatically
@@ -70,6 +73,13 @@ enum Mode {
         /// the checkout].
         #[arg(long, value_name = "PATH")]
         db: Option<std::path::PathBuf>,
+        /// Do not localise failures: by default each build or test failure gets follow-up
+        /// builds until its minimal failing set of flags (and compiler) is known.
+        #[arg(long)]
+        no_localise: bool,
+        /// Most follow-up builds per failure (its rerun included).
+        #[arg(long, default_value_t = 32)]
+        max_followups: usize,
     },
     /// What the results database says: list, fails, matrix, history, changes, blame, bug.
     Results(results::ResultsArgs),
@@ -100,7 +110,20 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.mode {
-        Mode::Run { backend, replicas, only, use_flags, limit, timeout_secs, t, cross_compilers, dry_run, db } => {
+        Mode::Run {
+            backend,
+            replicas,
+            only,
+            use_flags,
+            limit,
+            timeout_secs,
+            t,
+            cross_compilers,
+            dry_run,
+            db,
+            no_localise,
+            max_followups,
+        } => {
             let use_flags = use_flags.map(|text| gah_core::job::UseAssignment::from_package_use(&text).map_err(anyhow::Error::msg));
             layout::Layout::discover().and_then(|mut layout| {
                 if let Some(db) = db {
@@ -119,6 +142,8 @@ fn main() -> ExitCode {
                         t: t.max(1),
                         cross_compilers,
                         dry_run,
+                        localise: !no_localise,
+                        max_followups: max_followups.max(1),
                     },
                 )
             })

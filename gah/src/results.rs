@@ -20,6 +20,9 @@
 //!   in the form Gentoo's bugzilla asks for (summary line, reproduction, build log excerpt,
 //!   `emerge --info`, attachments).
 //! - `snapshots`: the tree snapshots.
+//! - `localised`: each localised failure's minimal failing set (`gah run`'s follow-ups), with
+//!   its evidence in `--json`; `history` and `matrix` name a cell's localisation too, and
+//!   `bug` puts the minimal set in the summary.
 //!
 //! With `--json` every command prints one JSON document on stdout (except `list`: JSON lines).
 //! A closed stdout (`gah results | head`) ends the command quietly: see `main`.
@@ -104,6 +107,9 @@ enum Query {
     },
     /// The tree snapshots, oldest first.
     Snapshots,
+    /// Localised failures: each failure's minimal failing set of flags and compiler (or
+    /// flaky, or inconclusive) and how many follow-up builds found it, newest first.
+    Localised,
 }
 
 /// The database `gah results` reads: `--db`, else `$GAH_RESULTS_DB`, else `None` (then the
@@ -131,6 +137,7 @@ pub fn command(args: ResultsArgs, db: &Path, out: &mut dyn Write) -> anyhow::Res
         Query::Blame => blame(&db)?,
         Query::Bug { cell, out: dir } => bug(&db, &cell, dir.as_deref())?,
         Query::Snapshots => snapshots(&db)?,
+        Query::Localised => localised(&db)?,
     };
     if json {
         serde_json::to_writer_pretty(&mut *out, &done.json)?;
@@ -278,6 +285,16 @@ fn matrix(db: &Database, package: &str) -> anyhow::Result<Output> {
             }
             text.push('\n');
         }
+        for l in db.localisations(&Filter { cpv: Some(m.cpv.clone()), repo: Some(m.repo.clone()), ..Filter::default() }, None, Page::ALL)? {
+            let _ = writeln!(
+                text,
+                "  localised: {} USE=\"{}\" {}: {}",
+                l.status,
+                l.cell.use_flags.to_package_use(),
+                l.cell.compiler,
+                localisation_text(&wire::Localisation::new(&l, false))
+            );
+        }
         text.push('\n');
     }
     Output::new(text, wire::MatrixDoc { package: package.to_owned(), versions: versions.iter().map(wire::Version::from).collect() })
@@ -311,11 +328,15 @@ fn history(db: &Database, cell: &CellArgs) -> anyhow::Result<Output> {
                 use_flags,
                 compiler: r.cell.compiler,
                 history: Vec::new(),
+                localisation: db.cell_localisation(&r.cell)?.map(|l| wire::Localisation::new(&l, false)),
             });
         }
         let _ = writeln!(text, "  {:<24}  {:<20}  {:<22}  {}", r.snapshot_label, r.assimilated_at, short(r), r.summary);
         if let Some(c) = cells.last_mut() {
             c.history.push(wire::Outcome::from(r));
+            if let Some(l) = c.localisation.as_ref().filter(|l| l.failing_seq == r.seq) {
+                let _ = writeln!(text, "  {:<24}  localised: {}", "", localisation_text(l));
+            }
         }
     }
     Output::new(text, wire::History { cells })
@@ -403,6 +424,26 @@ fn bug(db: &Database, cell: &CellArgs, out: Option<&Path>) -> anyhow::Result<Out
         report.doc.written_to = Some(dir.display().to_string());
     }
     Output::new(report.text(), report.doc)
+}
+
+/// A localisation in a few words: its conclusion, or that it is still running.
+fn localisation_text(l: &wire::Localisation) -> String {
+    match &l.text {
+        Some(t) => format!("{t} [{} follow-ups]", l.evidence.runs.len()),
+        None => format!("running [{} follow-ups so far]", l.evidence.runs.len()),
+    }
+}
+
+/// Every localisation: for each failure localised, its minimal failing set (or flaky, or
+/// inconclusive), newest first.
+fn localised(db: &Database) -> anyhow::Result<Output> {
+    let all = db.localisations(&Filter::default(), None, Page { order: Order::Newest, ..Page::ALL })?;
+    let docs: Vec<wire::Localisation> = all.iter().map(|l| wire::Localisation::new(l, false)).collect();
+    let mut text = String::new();
+    for l in &docs {
+        let _ = writeln!(text, "{} {} (USE=\"{}\" {}): {}", l.cpv, l.status, l.use_flags, l.compiler, localisation_text(l));
+    }
+    Output::new(text, wire::Localisations { localisations: docs })
 }
 
 fn snapshots(db: &Database) -> anyhow::Result<Output> {

@@ -16,6 +16,7 @@ use anyhow::Context;
 use gah_core::archive::OutcomeArchive;
 use gah_core::db::Database;
 use gah_core::job::{Job, UseAssignment};
+use gah_core::outcome::Status;
 use gah_core::progress::AppReport;
 use gah_util::pkgdir::Merged;
 
@@ -43,11 +44,19 @@ pub struct RunConfig {
     pub cross_compilers: bool,
     /// Print the plan and stop.
     pub dry_run: bool,
+    /// After the sweep, localise each real failure (build_failed, test_failed) with
+    /// follow-up builds (`--no-localise` turns it off).
+    pub localise: bool,
+    /// Most follow-ups per failure (the rerun included).
+    pub max_followups: usize,
 }
 
 /// One finished configuration, for the table.
 pub struct Row {
-    job: Job,
+    pub(crate) job: Job,
+    /// The stored outcome's status; `None` when nothing was stored (invalid, disagreeing or
+    /// unstored replicas).
+    pub(crate) outcome: Option<Status>,
     status: String,
     failed_phase: String,
     minutes: f64,
@@ -93,24 +102,53 @@ pub fn run(layout: &Layout, config: &RunConfig) -> anyhow::Result<()> {
     let app = sibling_program("gah-app")?;
     let mut rows = Vec::new();
     let total = jobs.len();
+    let ctx = JobRunner { app: &app, layout, config, snapshot };
     for (i, job) in jobs.into_iter().enumerate() {
+        let prefix = format!("[{:>2}/{total}]", i + 1);
+        // A sweep's workunit is named after its job (a follow-up's gets a number).
+        let wu_name = job.job_id.clone();
+        rows.push(ctx.run_job(&mut db, job, &wu_name, &prefix)?);
+    }
+    print_table(&rows);
+    if config.localise {
+        let failures: Vec<Job> = rows.iter().filter(|r| r.outcome.is_some_and(|s| s.is_own_failure())).map(|r| r.job.clone()).collect();
+        crate::localise::localise_failures(&ctx, &mut db, &failures)?;
+    }
+    println!("\nresults database: {}", layout.db.display());
+    println!("job folders (logs, archives): {}", layout.runs.display());
+    Ok(())
+}
+
+/// What running one job needs: the program, the folders, the options, the snapshot its
+/// outcome is filed under. The sweep and the localiser's follow-ups go through it alike.
+pub struct JobRunner<'a> {
+    /// `gah-app`.
+    pub app: &'a Path,
+    /// The folders.
+    pub layout: &'a Layout,
+    /// `gah run`'s options.
+    pub config: &'a RunConfig,
+    /// The tree snapshot outcomes are filed under.
+    pub snapshot: gah_core::db::SnapshotId,
+}
+
+impl JobRunner<'_> {
+    /// Runs `job` as the workunit `wu_name`: its replicas through `gah-app`, the validator's
+    /// checks and comparison, the accepted job's binary packages into the cache, the
+    /// canonical outcome into the results database. `prefix` starts its progress lines.
+    pub fn run_job(&self, db: &mut Database, job: Job, wu_name: &str, prefix: &str) -> anyhow::Result<Row> {
+        let (layout, config) = (self.layout, self.config);
         let started = Instant::now();
-        let dir = layout.runs.join(&job.job_id);
+        let dir = layout.runs.join(wu_name);
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir)?;
         let job_file = dir.join("job.json");
         fs::write(&job_file, job.to_json())?;
         let (mut archives, mut binpkgs) = (Vec::new(), Vec::new());
         for replica in 1..=config.replicas {
-            let label = format!(
-                "[{:>2}/{total}] {} {} ({}) replica {replica}/{}",
-                i + 1,
-                job.cpv,
-                job.compiler,
-                job.use_flags.summary(),
-                config.replicas
-            );
-            let (archive, built) = run_replica(&app, layout, config, &dir, &job_file, replica, &label)?;
+            let label =
+                format!("{prefix} {} {} ({}) replica {replica}/{}", job.cpv, job.compiler, job.use_flags.summary(), config.replicas);
+            let (archive, built) = run_replica(self.app, layout, config, &dir, &job_file, replica, &label)?;
             archives.push(archive);
             binpkgs.push(built);
         }
@@ -123,14 +161,10 @@ pub fn run(layout: &Layout, config: &RunConfig) -> anyhow::Result<()> {
             }
             Err(e) => eprintln!("gah run: binary packages not cached: {e:#}"),
         }
-        let row = assimilate(&mut db, snapshot, &job, verdict, started.elapsed());
+        let row = assimilate(db, self.snapshot, &job, wu_name, verdict, started.elapsed());
         println!("        -> {} {} {}", row.status, row.failed_phase, row.note);
-        rows.push(row);
+        Ok(row)
     }
-    print_table(&rows);
-    println!("\nresults database: {}", layout.db.display());
-    println!("job folders (logs, archives): {}", layout.runs.display());
-    Ok(())
 }
 
 /// The jobs for the embedded overlay, from the work generator.
@@ -335,10 +369,11 @@ fn settle_binpkgs(canonical: Option<usize>, kept: &[PathBuf], cache: &Path) -> a
     Ok(merged)
 }
 
-fn assimilate(db: &mut Database, snapshot: gah_core::db::SnapshotId, job: &Job, verdict: Verdict, elapsed: Duration) -> Row {
+fn assimilate(db: &mut Database, snapshot: gah_core::db::SnapshotId, job: &Job, wu_name: &str, verdict: Verdict, elapsed: Duration) -> Row {
     let minutes = elapsed.as_secs_f64() / 60.0;
     let row = |status: &str, phase: &str, note: String| Row {
         job: job.clone(),
+        outcome: status.parse().ok(),
         status: status.into(),
         failed_phase: phase.into(),
         minutes,
@@ -350,7 +385,7 @@ fn assimilate(db: &mut Database, snapshot: gah_core::db::SnapshotId, job: &Job, 
         Verdict::Disagree(why) => return row("disagree", "-", why),
     };
     let canonical = &loaded[0];
-    match gah_assimilator::store_at(db, snapshot, &job.job_id, canonical) {
+    match gah_assimilator::store_at(db, snapshot, wu_name, canonical) {
         Ok(_) => {
             let o = &canonical.outcome;
             row(o.status.as_str(), o.failed_phase.as_deref().unwrap_or("-"), o.summary.clone())

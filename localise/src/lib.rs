@@ -73,12 +73,14 @@ mod hypotheses;
 mod tests;
 
 use std::collections::{BTreeMap, HashSet};
-use std::fmt;
 
 use gah_core::job::{Compiler, UseAssignment};
 use gah_core::outcome::Status;
 use gah_ebuild::Space;
-use serde::{Deserialize, Serialize};
+
+// The conclusion's types live in gah-core, which stores them in the results database and
+// which gah-qa shows; they are this crate's vocabulary all the same.
+pub use gah_core::localisation::{Cause, Conclusion, Evidence, Run, Verdict};
 
 pub use hypotheses::MAX_SIZE;
 use hypotheses::{entropy, Hyp};
@@ -91,151 +93,6 @@ pub struct Probe {
     pub config: Vec<bool>,
     /// The toolchain.
     pub compiler: Compiler,
-}
-
-/// What an outcome says about the failure being localised.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    /// The configuration built and passed its tests.
-    Pass,
-    /// It failed the same way (the same status) as the failure being localised.
-    Fail,
-    /// Anything else (another kind of failure, a dependency, a limit, a spurious result): it
-    /// tells nothing either way.
-    Unresolved,
-}
-
-impl Verdict {
-    /// The verdict of `status` when the failure being localised is `failure`.
-    pub fn of(status: Status, failure: Status) -> Verdict {
-        if status == Status::Success {
-            Verdict::Pass
-        } else if status == failure {
-            Verdict::Fail
-        } else {
-            Verdict::Unresolved
-        }
-    }
-}
-
-/// One configuration that ran, and how it ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Run {
-    /// Every IUSE flag (`test` included, as the job has it).
-    #[serde(rename = "use")]
-    pub use_flags: UseAssignment,
-    /// The toolchain.
-    pub compiler: Compiler,
-    /// How it ended.
-    pub status: Status,
-    /// What that says about the failure.
-    pub verdict: Verdict,
-}
-
-/// What a conclusion rests on: the failure, how many outcomes were already known, and the
-/// follow-ups run (the failing configuration's own rerun first), in order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Evidence {
-    /// The failing configuration and its status.
-    pub failing: Run,
-    /// Outcomes of the same ebuild known beforehand (the covering array's), all used.
-    pub known: usize,
-    /// The follow-ups, in the order they were proposed.
-    pub runs: Vec<Run>,
-}
-
-/// A minimal failure-inducing combination: every configuration showing all of it fails.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Cause {
-    /// Flag values (on/off), by flag name. Empty: any USE.
-    pub flags: BTreeMap<String, bool>,
-    /// The compiler, when the failure needs it. `None`: any compiler.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub compiler: Option<Compiler>,
-}
-
-impl Cause {
-    /// True when a configuration shows the whole cause.
-    pub fn matches(&self, use_flags: &UseAssignment, compiler: Compiler) -> bool {
-        self.compiler.is_none_or(|c| c == compiler) && self.flags.iter().all(|(f, v)| use_flags.0.get(f) == Some(v))
-    }
-
-    /// Gentoo's form of the flag values: `USE="-static-libs threads"` (`any USE` when none).
-    pub fn use_string(&self) -> String {
-        if self.flags.is_empty() {
-            return "any USE".to_owned();
-        }
-        let words: Vec<String> = self.flags.iter().map(|(f, on)| if *on { f.clone() } else { format!("-{f}") }).collect();
-        format!("USE=\"{}\"", words.join(" "))
-    }
-}
-
-impl fmt::Display for Cause {
-    /// `USE="jemalloc" (clang only)`, `USE="-static-libs threads"`, `any USE (gcc only)`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.use_string())?;
-        match self.compiler {
-            Some(c) => write!(f, " ({c} only)"),
-            None if self.flags.is_empty() => f.write_str(", any compiler"),
-            None => Ok(()),
-        }
-    }
-}
-
-/// How a localisation ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Conclusion {
-    /// The minimal failure-inducing combination.
-    Localised {
-        /// The combination.
-        cause: Cause,
-        /// What shows it.
-        evidence: Evidence,
-    },
-    /// The failing configuration passed when run again: not localised.
-    Flaky {
-        /// The rerun.
-        evidence: Evidence,
-    },
-    /// No single answer: the reason says why.
-    Inconclusive {
-        /// Why, in one line.
-        why: String,
-        /// What was run.
-        evidence: Evidence,
-    },
-}
-
-impl Conclusion {
-    /// The evidence, whatever the conclusion.
-    pub fn evidence(&self) -> &Evidence {
-        match self {
-            Conclusion::Localised { evidence, .. } | Conclusion::Flaky { evidence } | Conclusion::Inconclusive { evidence, .. } => evidence,
-        }
-    }
-
-    /// The cause, when localised.
-    pub fn cause(&self) -> Option<&Cause> {
-        match self {
-            Conclusion::Localised { cause, .. } => Some(cause),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Conclusion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Conclusion::Localised { cause, .. } => write!(f, "fails with {cause}"),
-            Conclusion::Flaky { .. } => f.write_str("flaky: the failing configuration passed when run again"),
-            Conclusion::Inconclusive { why, .. } => write!(f, "inconclusive: {why}"),
-        }
-    }
 }
 
 /// What [`Localiser::next`] asks for.
@@ -474,6 +331,18 @@ impl<'s, 'e> Localiser<'s, 'e> {
         for run in runs {
             let probe = probe_of(self.space, &run.use_flags, run.compiler).ok_or(Error::Unmatched)?;
             let _ = self.next();
+            self.record(&probe, run.status)?;
+        }
+        Ok(())
+    }
+
+    /// Takes stored follow-ups back as evidence, without proposing them again: for a caller
+    /// whose known outcomes have grown since they ran (a server, where the sweep goes on
+    /// meanwhile), so that [`Localiser::replay`]'s proposals would no longer be the ones
+    /// made. The next proposal is then made from everything known and recorded.
+    pub fn resume(&mut self, runs: &[Run]) -> Result<(), Error> {
+        for run in runs {
+            let probe = probe_of(self.space, &run.use_flags, run.compiler).ok_or(Error::Unmatched)?;
             self.record(&probe, run.status)?;
         }
         Ok(())

@@ -307,6 +307,41 @@ fn replaying_the_evidence_gives_the_same_state() {
 }
 
 #[test]
+fn resuming_from_the_evidence_with_more_known_still_localises() {
+    let e = ebuild(IUSE, REQUIRED);
+    let profile = Profile::none();
+    let space = Space::new(&e, &profile);
+    let fault = Fault::parse(&space, "-static-libs threads @clang");
+    let mut fixed = vec![None; 10];
+    fixed[1] = Some(false);
+    fixed[2] = Some(true);
+    let failing = Probe { config: space.solve(&fixed, &[true; 10]).unwrap(), compiler: Compiler::Clang };
+    let status = |p: &Probe| if fault.fails(p) { Status::BuildFailed } else { Status::Success };
+    let mut l = Localiser::new(&space, failing.clone(), Status::BuildFailed, &[], &Compiler::ALL, Settings::default()).unwrap();
+    // Two follow-ups run; meanwhile the sweep stored an outcome the first localiser never saw.
+    for _ in 0..2 {
+        let Step::Run(p) = l.next() else { panic!("concluded early") };
+        l.record(&p, status(&p)).unwrap();
+    }
+    let runs = l.evidence().runs;
+    let extra = Probe { config: space.solve(&[None; 10], &[false; 10]).unwrap(), compiler: Compiler::Gcc };
+    let known = [(extra.clone(), status(&extra))];
+    let mut again = Localiser::new(&space, failing, Status::BuildFailed, &known, &Compiler::ALL, Settings::default()).unwrap();
+    again.resume(&runs).unwrap();
+    let conclusion = loop {
+        match again.next() {
+            Step::Run(p) => {
+                assert!(!runs.iter().any(|r| probe_of(&space, &r.use_flags, r.compiler).as_ref() == Some(&p)), "{p:?} ran before");
+                again.record(&p, status(&p)).unwrap();
+            }
+            Step::Done(c) => break c,
+        }
+    };
+    assert_eq!(conclusion.to_string(), r#"fails with USE="-static-libs threads" (clang only)"#);
+    assert_eq!(conclusion.evidence().runs[..2], runs[..]);
+}
+
+#[test]
 fn a_second_cause_in_the_array_does_not_mislead() {
     // The array's rows fail for two reasons (`a` on, or `h` off), both as build failures;
     // the failing configuration has `h` on, so only `a` explains it: the array's failing rows

@@ -5,8 +5,9 @@
 
 use std::fmt::Write as _;
 
-use gah_core::db::{BlobId, Database, StoredOutcome};
+use gah_core::db::{BlobId, Database, Filter, LocalisationState, Page, StoredLocalisation, StoredOutcome};
 use gah_core::job::split_cpv;
+use gah_core::localisation::{Cause, Conclusion, Verdict};
 use gah_core::outcome::Status;
 
 use crate::wire;
@@ -73,7 +74,13 @@ pub fn report(db: &Database, r: &StoredOutcome, also: &[&StoredOutcome]) -> Resu
     let log_text = String::from_utf8_lossy(&log);
     let use_flags = r.cell.use_flags.to_package_use();
     let use_part = if use_flags.is_empty() { String::new() } else { format!(" with USE=\"{use_flags}\"") };
-    let summary = format!("{}: {}{use_part} ({})", r.cell.cpv, failure_verb(r), r.cell.compiler);
+    let localisation = localisation_of(db, r)?;
+    let cause = localisation.as_ref().and_then(|(l, _)| l.conclusion.as_ref()).and_then(|c| c.cause());
+    let summary = match cause {
+        // The minimal failing set, in Gentoo's form, instead of the whole configuration.
+        Some(cause) => format!("{}: {}", r.cell.cpv, localised_summary(&failure_verb(r), cause)),
+        None => format!("{}: {}{use_part} ({})", r.cell.cpv, failure_verb(r), r.cell.compiler),
+    };
 
     let mut c = String::new();
     let _ = writeln!(c, "{} {} when built with {}{}.", r.cell.cpv, failure_verb(r), r.cell.compiler, use_part);
@@ -88,6 +95,9 @@ pub fn report(db: &Database, r: &StoredOutcome, also: &[&StoredOutcome]) -> Resu
         for t in &r.failing_tests {
             let _ = writeln!(c, "  {t}");
         }
+    }
+    if let Some((l, by_cause)) = &localisation {
+        localisation_comment(&mut c, r, l, *by_cause);
     }
     let (cc, cxx) = r.cell.compiler.cc_cxx();
     let cp = split_cpv(&r.cell.cpv).map_or(r.cell.cpv.as_str(), |(cp, _)| cp);
@@ -145,6 +155,159 @@ pub fn report(db: &Database, r: &StoredOutcome, also: &[&StoredOutcome]) -> Resu
         attachments,
         also_fails: also.iter().map(|o| wire::CellState::from(*o)).collect(),
         written_to: None,
+        localisation: localisation.as_ref().map(|(l, by_cause)| wire::Localisation::new(l, *by_cause)),
     };
     Ok(BugReport { doc, log, emerge_info: info })
+}
+
+/// The localisation that speaks for the failing row `r`: its cell's own (the newest), else a
+/// finished one of another failing cell of the same ebuild, with the same status, whose cause
+/// `r`'s configuration shows (then `true`: localised by cause).
+pub fn localisation_of(db: &Database, r: &StoredOutcome) -> Result<Option<(StoredLocalisation, bool)>, QaError> {
+    if let Some(own) = db.cell_localisation(&r.cell)? {
+        return Ok(Some((own, false)));
+    }
+    let filter = Filter { repo: Some(r.cell.repo.clone()), cpv: Some(r.cell.cpv.clone()), statuses: vec![r.status], ..Filter::default() };
+    let found = db.localisations(&filter, Some(LocalisationState::Done), Page { order: gah_core::db::Order::Newest, ..Page::ALL })?;
+    Ok(found
+        .into_iter()
+        .find(|l| l.conclusion.as_ref().and_then(Conclusion::cause).is_some_and(|c| c.matches(&r.cell.use_flags, r.cell.compiler)))
+        .map(|l| (l, true)))
+}
+
+/// `fails to compile with USE="foo" (clang only)`, `fails tests with clang`, `fails to
+/// compile`: the summary's words for a failure localised to `cause`.
+pub fn localised_summary(verb: &str, cause: &Cause) -> String {
+    match (cause.flags.is_empty(), cause.compiler) {
+        (true, None) => verb.to_owned(),
+        (true, Some(c)) => format!("{verb} with {c}"),
+        (false, _) => format!("{verb} with {cause}"),
+    }
+}
+
+/// The comment's paragraph on the localisation `l` of the failure `r`: the minimal failing
+/// set (or why there is none) and the evidence, one configuration a line.
+fn localisation_comment(c: &mut String, r: &StoredOutcome, l: &StoredLocalisation, by_cause: bool) {
+    let Some(conclusion) = &l.conclusion else {
+        let _ = writeln!(c, "\nLocalisation: still running ({} follow-up builds so far).", l.evidence.runs.len());
+        return;
+    };
+    let evidence = conclusion.evidence();
+    match conclusion {
+        Conclusion::Localised { cause, .. } => {
+            let _ = writeln!(
+                c,
+                "\nMinimal failing set: {cause}{} (localised by gentoo@home with {} follow-up builds: every configuration \
+                 showing it failed, and leaving out any one of its values made the build pass).",
+                if cause.compiler.is_none() && !cause.flags.is_empty() { ", any compiler" } else { "" },
+                evidence.runs.len()
+            );
+        }
+        Conclusion::Flaky { .. } => {
+            let _ = writeln!(c, "\nNot reproduced: the same configuration passed when built again (flaky); not localised.");
+        }
+        Conclusion::Inconclusive { why, .. } => {
+            let _ = writeln!(c, "\nLocalisation inconclusive: {why}.");
+        }
+    }
+    if by_cause {
+        let _ = writeln!(
+            c,
+            "(Localised from the failure with USE=\"{}\" {}, which {} shares.)",
+            l.cell.use_flags.to_package_use(),
+            l.cell.compiler,
+            r.cell.cpv
+        );
+    }
+    let _ = writeln!(c, "Configurations built to find it, in order (outcomes of {} other configurations were known):", evidence.known);
+    for run in &evidence.runs {
+        let verdict = match run.verdict {
+            Verdict::Fail => "fails",
+            Verdict::Pass => "passes",
+            Verdict::Unresolved => "tells nothing",
+        };
+        let _ = writeln!(c, "  USE=\"{}\" {}: {} ({verdict})", run.use_flags.to_package_use(), run.compiler, run.status);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gah_core::job::Compiler;
+
+    #[test]
+    fn the_summary_names_the_minimal_set_in_gentoos_form() {
+        let cause = |flags: &[(&str, bool)], compiler| Cause { flags: flags.iter().map(|(f, v)| (f.to_string(), *v)).collect(), compiler };
+        let verb = "fails to compile";
+        assert_eq!(
+            localised_summary(verb, &cause(&[("foo", true)], Some(Compiler::Clang))),
+            r#"fails to compile with USE="foo" (clang only)"#
+        );
+        assert_eq!(
+            localised_summary(verb, &cause(&[("static-libs", false), ("threads", true)], None)),
+            r#"fails to compile with USE="-static-libs threads""#
+        );
+        assert_eq!(localised_summary("fails tests", &cause(&[], Some(Compiler::Clang))), "fails tests with clang");
+        assert_eq!(localised_summary(verb, &cause(&[], None)), "fails to compile");
+    }
+
+    /// Issue 13: a stored localisation reaches the bug (summary, comment) and the cell page,
+    /// also for another failing cell whose configuration shows the cause.
+    #[test]
+    fn a_localised_failure_shows_on_the_bug_and_the_cell_page() {
+        use gah_core::db::LocalisationProgress;
+        use gah_core::job::{Job, UseAssignment};
+        use gah_core::localisation::{Evidence, Run};
+        use gah_core::outcome::Outcome;
+        let mut db = Database::temp().unwrap();
+        fn put(db: &mut Database, flags: &str, compiler: Compiler, status: Status) -> Job {
+            let job = Job::new("gah", "app-misc/foo-1", UseAssignment::from_package_use(flags).unwrap(), compiler, 60);
+            let mut o = Outcome::for_job(&job, status);
+            o.failed_phase = (status == Status::BuildFailed).then(|| "compile".to_owned());
+            db.record_outcome(&job.job_id, &o, b"cc: error: nope\n").unwrap();
+            job
+        }
+        let failing = put(&mut db, "a b", Compiler::Clang, Status::BuildFailed);
+        put(&mut db, "-a -b", Compiler::Clang, Status::Success);
+        let other = put(&mut db, "-a b", Compiler::Clang, Status::BuildFailed);
+        let rows = db.latest(&Filter::default(), Page::ALL).unwrap();
+        let row = |job: &gah_core::job::Job| rows.iter().find(|r| r.job_id == job.job_id).unwrap().clone();
+        let run = |j: &gah_core::job::Job, status| Run {
+            use_flags: j.use_flags.clone(),
+            compiler: j.compiler,
+            status,
+            verdict: Verdict::of(status, Status::BuildFailed),
+        };
+        let evidence = Evidence {
+            failing: run(&failing, Status::BuildFailed),
+            known: 1,
+            runs: vec![run(&failing, Status::BuildFailed), run(&other, Status::BuildFailed)],
+        };
+        let cause = Cause { flags: [("b".to_owned(), true)].into(), compiler: Some(Compiler::Clang) };
+        db.save_localisation(row(&failing).seq, LocalisationProgress::Done(&Conclusion::Localised { cause, evidence })).unwrap();
+
+        for (job, by_cause) in [(&failing, false), (&other, true)] {
+            let r = row(job);
+            let bug = report(&db, &r, &[]).unwrap().doc;
+            assert_eq!(bug.summary, r#"app-misc/foo-1: fails to compile with USE="b" (clang only)"#);
+            assert!(
+                bug.comment.contains(r#"Minimal failing set: USE="b" (clang only) (localised by gentoo@home with 2 follow-up builds"#),
+                "{}",
+                bug.comment
+            );
+            assert!(bug.comment.contains(r#"  USE="-a b" clang: build_failed (fails)"#), "{}", bug.comment);
+            assert_eq!(bug.localisation.as_ref().unwrap().by_cause, by_cause);
+            let page = crate::web::views::cell(&db, r.seq).unwrap();
+            let json = serde_json::to_value(&page).unwrap();
+            assert_eq!(json["localisation"]["cause_text"], r#"USE="b" (clang only)"#);
+            assert_eq!(json["localisation"]["conclusion"]["kind"], "localised");
+            let html = askama::Template::render(&crate::web::pages::CellHtml::new(&page)).unwrap();
+            assert!(html.contains("Minimal failing set") && html.contains("fails with USE=&#34;b&#34; (clang only)"), "{html}");
+            assert!(html.contains("USE=&#34;-a b&#34; clang: build_failed (fails)"), "{html}");
+        }
+        // A cell that does not show the cause keeps the whole configuration in its summary.
+        let plain = put(&mut db, "a -b", Compiler::Gcc, Status::BuildFailed);
+        let r = db.latest(&Filter::default(), Page::ALL).unwrap().into_iter().find(|r| r.job_id == plain.job_id).unwrap();
+        assert_eq!(report(&db, &r, &[]).unwrap().doc.summary, r#"app-misc/foo-1: fails to compile with USE="a -b" (gcc)"#);
+    }
 }

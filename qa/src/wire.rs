@@ -277,6 +277,8 @@ pub struct CellHistory {
     pub use_flags: String,
     pub compiler: Compiler,
     pub history: Vec<Outcome>,
+    /// The cell's newest localisation, when one was run (`localised`'s shape).
+    pub localisation: Option<Localisation>,
 }
 
 /// `changes`.
@@ -406,6 +408,9 @@ pub struct Bug {
     pub attachments: Vec<Attachment>,
     pub also_fails: Vec<CellState>,
     pub written_to: Option<String>,
+    /// The failure's localisation, when one was run (its own cell's, or another failing
+    /// cell's of the same ebuild whose cause this cell shows).
+    pub localisation: Option<Localisation>,
 }
 
 /// A file to attach to the bug.
@@ -522,6 +527,8 @@ pub struct CellPage {
     pub bug: Option<Bug>,
     /// Why there is no bug report, otherwise.
     pub no_bug: Option<String>,
+    /// The failure's localisation, when one was run (as the bug report's).
+    pub localisation: Option<Localisation>,
 }
 
 /// A line of a log excerpt.
@@ -590,4 +597,76 @@ pub struct Search {
 #[derive(Debug, Clone, Serialize)]
 pub struct ApiError {
     pub error: String,
+}
+
+/// A failure's localisation (`localised`, the cell page, the bug report): which failing row it
+/// localises, where it stands, and its conclusion with the evidence.
+#[derive(Debug, Clone, Serialize)]
+pub struct Localisation {
+    /// The failing row localised.
+    pub failing_seq: i64,
+    pub cpv: String,
+    pub repo: String,
+    #[serde(rename = "use")]
+    pub use_flags: String,
+    pub compiler: Compiler,
+    pub status: Status,
+    pub snapshot_id: i64,
+    /// `running` or `done`.
+    pub state: &'static str,
+    /// In Gentoo's form: `fails with USE="foo" (clang only)`, `flaky: …`, `inconclusive: …`;
+    /// null while running.
+    pub text: Option<String>,
+    /// The minimal set alone (`USE="foo" (clang only)`), when localised.
+    pub cause_text: Option<String>,
+    /// The conclusion as stored (docs/FORMATS.md), null while running.
+    pub conclusion: Option<gah_core::localisation::Conclusion>,
+    /// The evidence so far (the conclusion's, once done).
+    pub evidence: gah_core::localisation::Evidence,
+    /// True when it is another failing cell's localisation, whose cause this cell shows.
+    pub by_cause: bool,
+    /// The follow-ups for people, one a line (`USE="a -b" clang: build_failed (fails)`); the
+    /// web page's, not in the JSON (which has `evidence`).
+    #[serde(skip)]
+    pub lines: Vec<String>,
+}
+
+impl Localisation {
+    /// The document of a stored localisation; `by_cause` as [`Localisation::by_cause`].
+    pub fn new(l: &gah_core::db::StoredLocalisation, by_cause: bool) -> Localisation {
+        Localisation {
+            failing_seq: l.failing_seq,
+            cpv: l.cell.cpv.clone(),
+            repo: l.cell.repo.clone(),
+            use_flags: l.cell.use_flags.to_package_use(),
+            compiler: l.cell.compiler,
+            status: l.status,
+            snapshot_id: l.snapshot.0,
+            state: l.state.as_str(),
+            text: l.conclusion.as_ref().map(ToString::to_string),
+            cause_text: l.conclusion.as_ref().and_then(|c| c.cause()).map(ToString::to_string),
+            conclusion: l.conclusion.clone(),
+            evidence: l.evidence.clone(),
+            by_cause,
+            lines: l
+                .evidence
+                .runs
+                .iter()
+                .map(|r| {
+                    let verdict = match r.verdict {
+                        gah_core::localisation::Verdict::Fail => "fails",
+                        gah_core::localisation::Verdict::Pass => "passes",
+                        gah_core::localisation::Verdict::Unresolved => "tells nothing",
+                    };
+                    format!("USE=\"{}\" {}: {} ({verdict})", r.use_flags.to_package_use(), r.compiler, r.status)
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `localised`: every localisation, newest first.
+#[derive(Debug, Clone, Serialize)]
+pub struct Localisations {
+    pub localisations: Vec<Localisation>,
 }

@@ -229,7 +229,7 @@ fn the_supervisor_and_the_app_know_only_the_backend_traits() {
 }
 
 /// The results database's tables (`core/src/db/mod.rs`'s migrations).
-const RESULTS_TABLES: &[&str] = &["outcomes", "outcomes_v3", "infra_failures", "quarantine", "snapshots"];
+const RESULTS_TABLES: &[&str] = &["outcomes", "outcomes_v3", "infra_failures", "quarantine", "snapshots", "cell_latest", "localisations"];
 
 /// Files outside gah-core that keep SQLite databases of their own and so may use rusqlite:
 /// the migration helper, the work generator's queue (`state.sqlite`) and the validator's

@@ -315,6 +315,21 @@ pub fn run(
     cfg: DaemonConfig,
     log: &mut dyn FnMut(&str),
 ) -> Result<Vec<Round>, DaemonError> {
+    run_localising(queue, results, None, source, submitter, cfg, log)
+}
+
+/// [`run`], and with `localise`, failure localisation: after each fold, the new results move
+/// the localisations on ([`crate::followup::step`]), whose follow-ups the round then submits
+/// ahead of the rotation. A step that fails is logged and tried again next round.
+pub fn run_localising(
+    queue: &Queue,
+    results: Option<&Path>,
+    localise: Option<&crate::followup::LocaliseConfig<'_>>,
+    source: &mut dyn UnsentSource,
+    submitter: &mut dyn Submitter,
+    cfg: DaemonConfig,
+    log: &mut dyn FnMut(&str),
+) -> Result<Vec<Round>, DaemonError> {
     let mut rounds = Vec::new();
     let mut k = 0u64;
     loop {
@@ -325,6 +340,19 @@ pub fn run(
                 }
                 Ok(_) => {}
                 Err(e) => log(&format!("rotation not updated this round: {}", gah_util::error_chain(&e))),
+            }
+            if let Some(localise) = localise {
+                let stepped = Database::open(results)
+                    .map_err(crate::followup::LocaliseError::Results)
+                    .and_then(|mut db| crate::followup::step(queue, &mut db, localise));
+                match stepped {
+                    Ok(s) if s != crate::followup::Stepped::default() => log(&format!(
+                        "localisation: {} started, {} follow-up results recorded, {} follow-ups queued, {} concluded",
+                        s.started, s.recorded, s.queued, s.concluded
+                    )),
+                    Ok(_) => {}
+                    Err(e) => log(&format!("localisations not moved on this round: {}", gah_util::error_chain(&e))),
+                }
             }
         }
         let unsent = source.unsent().map_err(DaemonError::Count)?;

@@ -17,6 +17,10 @@
 //!   `submit_rpc_handler.php` (reqwest, blocking, rustls).
 //! - [`daemon`]: keeps N unsent results on the server like BOINC's sample work generator,
 //!   with a pluggable unsent count ([`daemon::UnsentSource`]) and submitter.
+//! - [`followup`]: failure localisation on the server: each real failure of the queue's
+//!   cells starts a `gah_localise::Localiser`, whose follow-ups are queued as ordinary jobs
+//!   ahead of the rotation, their results recorded as they come back, the localisation kept
+//!   in the results database (its one write there).
 //!
 //! **Invariants:** never emits a configuration that violates `REQUIRED_USE` (the solver and
 //! a final exact check in `gah-ebuild` see to it); never defines its own job format (jobs are
@@ -46,6 +50,7 @@
 pub mod boinc;
 pub mod daemon;
 pub mod distfiles;
+pub mod followup;
 pub mod plan;
 pub mod queue;
 pub mod remote;

@@ -175,8 +175,21 @@ daemon refuses to start without a results database.")]
         target: TargetArgs,
         #[command(flatten)]
         results: ResultsArgs,
+        /// Localise failures (issue 13): the repositories the queue's jobs were planned from;
+        /// repeat for several. With it, each real failure of the queue's cells gets follow-up
+        /// jobs, submitted ahead of the rotation, until its minimal failing set of flags and
+        /// compiler is known (stored in the results database).
+        #[arg(long = "localise-repo", value_name = "PATH")]
+        localise_repos: Vec<PathBuf>,
+        /// The profile the jobs were planned under, for --localise-repo (default: the
+        /// built-in amd64/Linux/glibc profile).
+        #[arg(long, value_name = "PATH")]
+        localise_profile: Option<PathBuf>,
+        /// The follow-up jobs' wall-clock limit inside the guest, seconds.
+        #[arg(long, default_value_t = 3600)]
+        localise_timeout_secs: u64,
     },
-    /// Print the next jobs of the rotation (changed ebuilds, then never tested, then lowest failcount).
+    /// Print the next jobs of the rotation (localisation follow-ups, then changed ebuilds, then never tested, then lowest failcount).
     Next {
         /// The queue folder.
         #[arg(long)]
@@ -554,7 +567,18 @@ fn run(mode: Mode) -> anyhow::Result<ExitCode> {
             }
             writeln!(out, "{} jobs submitted", jobs.len())?;
         }
-        Mode::Daemon { queue, keep_unsent, interval, unsent_cmd, rounds, target, results } => {
+        Mode::Daemon {
+            queue,
+            keep_unsent,
+            interval,
+            unsent_cmd,
+            rounds,
+            target,
+            results,
+            localise_repos,
+            localise_profile,
+            localise_timeout_secs,
+        } => {
             let project = results.resolve(queue.as_deref())?;
             let db_path = project.require_results_db()?;
             let queue = queue_of(&project)?;
@@ -572,7 +596,30 @@ fn run(mode: Mode) -> anyhow::Result<ExitCode> {
                 interval: std::time::Duration::from_secs(interval),
                 rounds,
             };
-            daemon::run(&q, Some(db_path), &mut CommandCount(unsent_cmd), submitter.as_mut(), cfg, &mut |line| {
+            let (repos, diags) = load_repos(&localise_repos);
+            for d in &diags {
+                eprintln!("{d}");
+            }
+            let profile = match &localise_profile {
+                Some(path) => {
+                    let names: Vec<(String, PathBuf)> = repos.iter().map(|r| (r.name.clone(), r.path.clone())).collect();
+                    let (p, d) = Profile::read_in(path, &names);
+                    for d in &d {
+                        eprintln!("{d}");
+                    }
+                    p
+                }
+                None => Profile::amd64_linux(),
+            };
+            let localise = gah_workgen::followup::LocaliseConfig {
+                repos: &repos,
+                profile: &profile,
+                compilers: &Compiler::ALL,
+                settings: gah_localise::Settings::default(),
+                timeout_secs: localise_timeout_secs,
+            };
+            let localise = (!localise_repos.is_empty()).then_some(&localise);
+            daemon::run_localising(&q, Some(db_path), localise, &mut CommandCount(unsent_cmd), submitter.as_mut(), cfg, &mut |line| {
                 eprintln!("gah-workgen daemon: {line}")
             })?;
         }
@@ -583,7 +630,9 @@ fn run(mode: Mode) -> anyhow::Result<ExitCode> {
                 if ids {
                     writeln!(out, "{}", cell.job_id)?;
                 } else {
-                    let tag = if cell.changed {
+                    let tag = if cell.followup {
+                        "followup".to_owned()
+                    } else if cell.changed {
                         "changed".to_owned()
                     } else if cell.runs == 0 {
                         "new".to_owned()

@@ -132,6 +132,8 @@ pub struct Cell {
     pub last_status: Option<String>,
     /// True when the ebuild changed since its last result.
     pub changed: bool,
+    /// True when a localisation's follow-up of this cell waits to be submitted.
+    pub followup: bool,
 }
 
 /// Which cells [`Queue::zap`] resets.
@@ -176,7 +178,24 @@ const MIGRATIONS: &[Migration] = &[
     // The rotation reads results from the results database: per source table, the highest
     // row id folded in (see `Queue::fold_results`).
     Migration { name: "0003_watermarks", sql: "CREATE TABLE watermarks (source TEXT PRIMARY KEY, last_id INTEGER NOT NULL)" },
+    // Failure localisation (`crate::followup`): the follow-up jobs queued for a localisation
+    // (`failing_seq`: the failing row of the results database it localises), ahead of the
+    // rotation until submitted; `done` once their result was recorded.
+    Migration {
+        name: "0004_followups",
+        sql: "CREATE TABLE followups (
+        job_id      TEXT NOT NULL,
+        failing_seq INTEGER NOT NULL,
+        queued_at   INTEGER NOT NULL,
+        submitted   INTEGER NOT NULL DEFAULT 0,
+        done        INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (job_id, failing_seq)
+    );",
+    },
 ];
+
+/// `1` for a cell with a follow-up waiting to be submitted (for `cells`' SQL).
+const PENDING_FOLLOWUP: &str = "EXISTS (SELECT 1 FROM followups f WHERE f.job_id = cells.job_id AND f.submitted = 0 AND f.done = 0)";
 
 fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)).unwrap_or(0)
@@ -260,13 +279,15 @@ impl Queue {
     /// Every cell in rotation order; with `include_out` also those out of rotation (last).
     pub fn cells(&self, include_out: bool) -> Result<Vec<Cell>, QueueError> {
         let query = || -> rusqlite::Result<Vec<Cell>> {
-            let mut stmt = self.db.prepare(
+            // A follow-up of a localisation goes first, whatever its failcount: someone waits
+            // for the answer.
+            let mut stmt = self.db.prepare(&format!(
                 "SELECT job_id, repo, cpv, compiler, use_summary, failcount, runs, last_status,
-                        (tested_md5 IS NOT NULL AND tested_md5 != md5) AS changed
+                        (tested_md5 IS NOT NULL AND tested_md5 != md5) AS changed, {PENDING_FOLLOWUP} AS followup
                  FROM cells
-                 WHERE ?2 OR failcount < ?1
-                 ORDER BY failcount >= ?1, changed DESC, tested_md5 IS NOT NULL, failcount, COALESCE(last_run, 0), job_id",
-            )?;
+                 WHERE ?2 OR failcount < ?1 OR followup
+                 ORDER BY followup DESC, failcount >= ?1, changed DESC, tested_md5 IS NOT NULL, failcount, COALESCE(last_run, 0), job_id",
+            ))?;
             let rows = stmt.query_map(params![MAX_FAILS, include_out], |r| {
                 Ok(Cell {
                     job_id: r.get(0)?,
@@ -278,6 +299,7 @@ impl Queue {
                     runs: r.get(6)?,
                     last_status: r.get(7)?,
                     changed: r.get(8)?,
+                    followup: r.get(9)?,
                 })
             })?;
             rows.collect()
@@ -314,7 +336,8 @@ impl Queue {
             if out.len() == n {
                 break;
             }
-            if self.dir.join("submitted").join(&cell.job_id).exists() {
+            // A follow-up is a new submission of its cell, submitted before or not.
+            if !cell.followup && self.dir.join("submitted").join(&cell.job_id).exists() {
                 continue;
             }
             out.push(self.read_job(&cell.job_id)?);
@@ -355,8 +378,87 @@ impl Queue {
             if let Err(source) = std::fs::write(&path, format!("{}\n", wu.name)) {
                 return Err(QueueError::Mark { path, source });
             }
+            self.db
+                .execute("UPDATE followups SET submitted = 1 WHERE job_id = ?1 AND done = 0", [&wu.job.job_id])
+                .map_err(db_err(&self.dir))?;
         }
         Ok(())
+    }
+
+    /// Queues `job` as a follow-up of the localisation of the failing row `failing_seq`: its
+    /// job file (if new), its cell (if new; `md5` is its ebuild's `_md5_`), and the follow-up,
+    /// which goes ahead of the rotation until submitted.
+    pub fn add_followup(&self, job: &Job, failing_seq: i64, md5: &str) -> Result<(), QueueError> {
+        let path = self.job_path(&job.job_id);
+        if !path.exists() {
+            gah_util::atomic::write(&path, &job.to_json()).map_err(|source| QueueError::WriteJob { job_id: job.job_id.clone(), source })?;
+        }
+        let tx = self.db.unchecked_transaction().map_err(db_err(&self.dir))?;
+        tx.execute(
+            "INSERT INTO cells (job_id, repo, cpv, compiler, use_summary, md5) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (job_id) DO NOTHING",
+            params![job.job_id, job.repo, job.cpv, job.compiler.as_str(), job.use_flags.summary(), md5],
+        )
+        .map_err(db_err(&self.dir))?;
+        tx.execute(
+            "INSERT INTO followups (job_id, failing_seq, queued_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (job_id, failing_seq) DO UPDATE SET submitted = 0, done = 0, queued_at = excluded.queued_at",
+            params![job.job_id, failing_seq, now()],
+        )
+        .map_err(db_err(&self.dir))?;
+        tx.commit().map_err(db_err(&self.dir))
+    }
+
+    /// The localisations (their failing rows) waiting for a result of `job_id`.
+    pub fn followups_waiting_for(&self, job_id: &str) -> Result<Vec<i64>, QueueError> {
+        let query = || -> rusqlite::Result<Vec<i64>> {
+            let mut stmt = self.db.prepare("SELECT failing_seq FROM followups WHERE job_id = ?1 AND done = 0 ORDER BY failing_seq")?;
+            let rows = stmt.query_map([job_id], |r| r.get(0))?;
+            rows.collect()
+        };
+        query().map_err(db_err(&self.dir))
+    }
+
+    /// Records that the follow-up `job_id` of the localisation of `failing_seq` has its result.
+    pub fn finish_followup(&self, job_id: &str, failing_seq: i64) -> Result<(), QueueError> {
+        self.db
+            .execute("UPDATE followups SET done = 1 WHERE job_id = ?1 AND failing_seq = ?2", params![job_id, failing_seq])
+            .map(|_| ())
+            .map_err(db_err(&self.dir))
+    }
+
+    /// True when `job_id` is a cell of this queue; `followed_up` also when it was ever a
+    /// localisation's follow-up (a follow-up's failure is evidence, not a new failure).
+    pub fn knows(&self, job_id: &str) -> Result<(bool, bool), QueueError> {
+        let query = || -> rusqlite::Result<(bool, bool)> {
+            self.db.query_row(
+                "SELECT EXISTS (SELECT 1 FROM cells WHERE job_id = ?1), EXISTS (SELECT 1 FROM followups WHERE job_id = ?1)",
+                [job_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+        };
+        query().map_err(db_err(&self.dir))
+    }
+
+    /// The highest row id of the results database's table `source` that the consumer named
+    /// `source` has read (0: none).
+    pub fn watermark(&self, source: &str) -> Result<i64, QueueError> {
+        self.db
+            .query_row("SELECT last_id FROM watermarks WHERE source = ?1", [source], |r| r.get(0))
+            .optional()
+            .map(Option::unwrap_or_default)
+            .map_err(db_err(&self.dir))
+    }
+
+    /// Moves the watermark of `source` to `last_id`.
+    pub fn set_watermark(&self, source: &str, last_id: i64) -> Result<(), QueueError> {
+        self.db
+            .execute(
+                "INSERT INTO watermarks (source, last_id) VALUES (?1, ?2) ON CONFLICT (source) DO UPDATE SET last_id = ?2",
+                params![source, last_id],
+            )
+            .map(|_| ())
+            .map_err(db_err(&self.dir))
     }
 
     /// Cells with a nonzero failcount, highest first.
@@ -513,12 +615,12 @@ mod tests {
         // Not applied twice, and the old table (without applied_at) still takes new names.
         let names: Vec<String> =
             q.db.prepare("SELECT name FROM migrations").unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
-        assert_eq!(names, ["0001_cells", "0002_submissions", "0003_watermarks"]);
+        assert_eq!(names, ["0001_cells", "0002_submissions", "0003_watermarks", "0004_followups"]);
         gah_util::sqlite::migrate(&mut q.db, &[Migration { name: "0003_test", sql: "CREATE TABLE t (x)" }]).unwrap();
         drop(q);
         let q = Queue::open(dir.path()).unwrap();
         let n: i64 = q.db.query_row("SELECT count(*) FROM migrations", [], |r| r.get(0)).unwrap();
-        assert_eq!(n, 4);
+        assert_eq!(n, 5);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::outcome::Outcome;
 
 pub mod read;
 
-pub use read::{BlobId, Filter, Order, Page, StoredOutcome};
+pub use read::{BlobId, Filter, LocalisationState, Order, Page, StoredLocalisation, StoredOutcome};
 
 /// Named migrations, applied in order, each in its own transaction (as crater does).
 const MIGRATIONS: &[Migration] = &[
@@ -154,6 +154,34 @@ const MIGRATIONS: &[Migration] = &[
     // The cells a failing package blocks, by the dependency their log names
     // (`read::Database::dependents`): the web page's dependency view asks it per page view.
     Migration { name: "0006_dependents", sql: "CREATE INDEX outcomes_dep_cpv ON outcomes (dep_cpv) WHERE dep_cpv IS NOT NULL;" },
+    // A failure's localisation (issue 13): per failing row (`failing_seq`; its cell, snapshot
+    // and status copied so listings need no join), the state (`running` while follow-ups
+    // run, `done`), the evidence so far and, once done, the conclusion: its kind, its cause
+    // as JSON and in Gentoo's text, and the whole `crate::localisation::Conclusion` as JSON.
+    // The follow-ups' own outcomes are ordinary `outcomes` rows.
+    Migration {
+        name: "0007_localisations",
+        sql: "CREATE TABLE localisations (
+        failing_seq     INTEGER PRIMARY KEY REFERENCES outcomes (seq),
+        repo            TEXT NOT NULL,
+        cpv             TEXT NOT NULL,
+        use_flags       TEXT NOT NULL,
+        compiler        TEXT NOT NULL,
+        snapshot        INTEGER NOT NULL REFERENCES snapshots (id),
+        status          TEXT NOT NULL,
+        state           TEXT NOT NULL CHECK (state IN ('running', 'done')),
+        kind            TEXT CHECK (kind IN ('localised', 'flaky', 'inconclusive')),
+        cause_json      TEXT,
+        cause_text      TEXT,
+        conclusion_json TEXT,
+        evidence_json   TEXT NOT NULL,
+        followups       INTEGER NOT NULL,
+        started_at      TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')),
+        updated_at      TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
+    );
+    CREATE INDEX localisations_cell ON localisations (cpv, use_flags, compiler, repo);
+    CREATE INDEX localisations_running ON localisations (state) WHERE state = 'running';",
+    },
     // Each cell's latest status beside its latest row, so "cells whose state is X" (the web
     // page's search, the overview's counts' links) is a range of an index rather than a scan
     // of every cell's row.
@@ -277,6 +305,15 @@ pub struct StoredStatus {
     pub job_id: String,
     /// Its status.
     pub status: crate::outcome::Status,
+}
+
+/// A localisation as [`Database::save_localisation`] stores it.
+#[derive(Debug, Clone, Copy)]
+pub enum LocalisationProgress<'a> {
+    /// Follow-ups are still running; the evidence so far.
+    Running(&'a crate::localisation::Evidence),
+    /// Finished.
+    Done(&'a crate::localisation::Conclusion),
 }
 
 /// An open results database.
@@ -519,6 +556,47 @@ impl Database {
             id,
             limit,
         )
+    }
+
+    /// Stores the localisation of the failing row `failing_seq` as it stands: running with
+    /// the evidence so far, or done with its conclusion. One row per failing row, replaced as
+    /// the localisation moves on (a later call wins). The cell, snapshot and status are the
+    /// failing row's.
+    pub fn save_localisation(&mut self, failing_seq: i64, progress: LocalisationProgress<'_>) -> Result<(), DbError> {
+        use crate::localisation::Conclusion;
+        let (state, kind, cause, conclusion, evidence) = match progress {
+            LocalisationProgress::Running(evidence) => ("running", None, None, None, evidence),
+            LocalisationProgress::Done(c) => {
+                let kind = match c {
+                    Conclusion::Localised { .. } => "localised",
+                    Conclusion::Flaky { .. } => "flaky",
+                    Conclusion::Inconclusive { .. } => "inconclusive",
+                };
+                ("done", Some(kind), c.cause(), Some(serde_json::to_string(c).expect("a conclusion serialises")), c.evidence())
+            }
+        };
+        let cause_json = cause.map(|c| serde_json::to_string(c).expect("a cause serialises"));
+        let cause_text = cause.map(ToString::to_string);
+        let evidence_json = serde_json::to_string(evidence).expect("evidence serialises");
+        let followups = i64::try_from(evidence.runs.len()).unwrap_or(i64::MAX);
+        let changed = self
+            .conn
+            .execute(
+                "INSERT INTO localisations (failing_seq, repo, cpv, use_flags, compiler, snapshot, status, state, kind,
+                    cause_json, cause_text, conclusion_json, evidence_json, followups)
+                 SELECT seq, repo, cpv, use_flags, compiler, snapshot, status, ?2, ?3, ?4, ?5, ?6, ?7, ?8
+                 FROM outcomes WHERE seq = ?1
+                 ON CONFLICT (failing_seq) DO UPDATE SET state = excluded.state, kind = excluded.kind,
+                    cause_json = excluded.cause_json, cause_text = excluded.cause_text,
+                    conclusion_json = excluded.conclusion_json, evidence_json = excluded.evidence_json,
+                    followups = excluded.followups, updated_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now')",
+                params![failing_seq, state, kind, cause_json, cause_text, conclusion, evidence_json, followups],
+            )
+            .map_err(|e| self.sql_err(e))?;
+        if changed == 0 {
+            return Err(self.sql_err(rusqlite::Error::QueryReturnedNoRows));
+        }
+        Ok(())
     }
 
     fn events_since(&self, sql: &str, after: i64, limit: usize) -> Result<Vec<StoredStatus>, DbError> {

@@ -30,6 +30,7 @@ use rusqlite::{params_from_iter, OptionalExtension, Row};
 use super::{Database, DbError, Snapshot, SnapshotId};
 use crate::buildlog::FailedDependency;
 use crate::job::{split_cpv, Cell, Compiler, UseAssignment};
+use crate::localisation::{Conclusion, Evidence};
 use crate::outcome::{PackageVersion, PhaseTime, Status};
 
 /// A blob in the store beside the database (a build log or `emerge --info`), by the sha256 of
@@ -92,6 +93,60 @@ pub struct StoredOutcome {
     /// (`None` for other rows, and for rows stored before the database read it: see
     /// [`Database::failed_dependency`]).
     pub failed_dependency: Option<FailedDependency>,
+}
+
+/// Where a localisation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LocalisationState {
+    /// Follow-ups are still to run (or were interrupted: replay the evidence and go on).
+    Running,
+    /// It has its conclusion.
+    Done,
+}
+
+impl LocalisationState {
+    /// The stored code: `running`, `done`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LocalisationState::Running => "running",
+            LocalisationState::Done => "done",
+        }
+    }
+}
+
+impl std::str::FromStr for LocalisationState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "running" => Ok(LocalisationState::Running),
+            "done" => Ok(LocalisationState::Done),
+            _ => Err(format!("unknown localisation state `{s}`")),
+        }
+    }
+}
+
+/// One failure's localisation: a row of `localisations` (see
+/// [`Database::save_localisation`](super::Database::save_localisation)).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredLocalisation {
+    /// The failing row it localises ([`StoredOutcome::seq`]).
+    pub failing_seq: i64,
+    /// The failing row's cell.
+    pub cell: Cell,
+    /// The failing row's snapshot.
+    pub snapshot: SnapshotId,
+    /// The failure localised (`build_failed`, `test_failed`).
+    pub status: Status,
+    /// Running or done.
+    pub state: LocalisationState,
+    /// The conclusion, once done.
+    pub conclusion: Option<Conclusion>,
+    /// The evidence (the conclusion's, once done; so far, while running).
+    pub evidence: Evidence,
+    /// When it started and when it last moved (UTC).
+    pub started_at: String,
+    /// When it last moved (UTC).
+    pub updated_at: String,
 }
 
 /// Which rows a query considers; every field narrows, the default is everything.
@@ -526,6 +581,31 @@ fn stored_outcome(r: &Row<'_>) -> rusqlite::Result<StoredOutcome> {
     })
 }
 
+fn stored_localisation(r: &Row<'_>) -> rusqlite::Result<StoredLocalisation> {
+    let conclusion: Option<String> = r.get("conclusion_json")?;
+    Ok(StoredLocalisation {
+        failing_seq: r.get("failing_seq")?,
+        cell: Cell {
+            repo: r.get("repo")?,
+            cpv: r.get("cpv")?,
+            use_flags: {
+                let text: String = r.get("use_flags")?;
+                UseAssignment::from_package_use(&text).map_err(|e| conversion(r, "use_flags", e))?
+            },
+            compiler: parsed(r, "compiler")?,
+        },
+        snapshot: r.get("snapshot")?,
+        status: parsed(r, "status")?,
+        state: parsed(r, "state")?,
+        conclusion: conclusion
+            .map(|text| serde_json::from_str(&text).map_err(|e| conversion(r, "conclusion_json", e.to_string())))
+            .transpose()?,
+        evidence: json_column(r, "evidence_json")?,
+        started_at: r.get("started_at")?,
+        updated_at: r.get("updated_at")?,
+    })
+}
+
 fn count(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
@@ -906,6 +986,44 @@ impl Database {
         self.collect_rows(&sql, &params)
     }
 
+    /// The localisation of the failing row `failing_seq`, if one was started.
+    pub fn localisation(&self, failing_seq: i64) -> Result<Option<StoredLocalisation>, DbError> {
+        self.conn
+            .query_row("SELECT * FROM localisations WHERE failing_seq = ?1", [failing_seq], stored_localisation)
+            .optional()
+            .map_err(|e| self.sql_err(e))
+    }
+
+    /// The newest localisation of `cell` (of its latest failing row that has one): what a
+    /// cell's page and its bug report show. A localisation's own rerun of the failing
+    /// configuration is a later row of the same cell, so this goes by cell, not by row.
+    pub fn cell_localisation(&self, cell: &Cell) -> Result<Option<StoredLocalisation>, DbError> {
+        let rows = self.localisations(&Filter::cell(cell), None, Page { order: Order::Newest, ..Page::ALL })?;
+        Ok(rows.into_iter().find(|l| l.cell.use_flags == cell.use_flags))
+    }
+
+    /// The localisations `filter` keeps (its cell, snapshot and status conditions, on the
+    /// failing row's), in `state` when given, one page of them: by cell with
+    /// [`Order::Cell`], newest failing row first otherwise.
+    pub fn localisations(&self, filter: &Filter, state: Option<LocalisationState>, page: Page) -> Result<Vec<StoredLocalisation>, DbError> {
+        let (mut conditions, mut params) = (Vec::new(), Vec::new());
+        filter.cell_conditions("l.", &mut conditions, &mut params);
+        filter.status_condition("l.", &mut conditions);
+        if let Some(state) = state {
+            params.push(Value::Text(state.as_str().to_owned()));
+            conditions.push(format!("l.state = ?{}", params.len()));
+        }
+        let order = match page.order {
+            Order::Cell => "l.cpv, l.use_flags, l.compiler, l.repo, l.snapshot, l.failing_seq",
+            Order::Newest | Order::Slowest => "l.failing_seq DESC",
+        };
+        let tail = page.limit_sql(&mut params);
+        let sql = format!("SELECT l.* FROM localisations l WHERE {} ORDER BY {order}{tail}", and(&conditions));
+        let mut stmt = self.conn.prepare(&sql).map_err(|e| self.sql_err(e))?;
+        let rows = stmt.query_map(params_from_iter(&params), stored_localisation).map_err(|e| self.sql_err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.sql_err(e))
+    }
+
     /// SQLite's `PRAGMA integrity_check`: `ok`, or what is wrong.
     pub fn integrity_check(&self) -> Result<String, DbError> {
         self.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).map_err(|e| self.sql_err(e))
@@ -1218,5 +1336,43 @@ mod tests {
         let first = db.outcomes(&Filter::default(), Page::first(1, Order::Cell)).unwrap().remove(0);
         assert_eq!(db.merged_packages(first.seq).unwrap(), Some(Vec::new()));
         assert_eq!(db.merged_packages(999_999).unwrap(), None);
+    }
+
+    #[test]
+    fn a_localisation_is_stored_running_then_done_and_found_by_cell() {
+        use crate::db::LocalisationProgress;
+        use crate::localisation::{Cause, Run, Verdict};
+        let mut db = scenario();
+        let failing = db.latest(&Filter { cpv: Some("a/b-1".into()), statuses: vec![Status::BuildFailed], ..Filter::default() }, Page::ALL);
+        let failing = failing.unwrap().remove(0);
+        assert!(db.localisation(failing.seq).unwrap().is_none());
+        let run = |status| Run {
+            use_flags: failing.cell.use_flags.clone(),
+            compiler: failing.cell.compiler,
+            status,
+            verdict: Verdict::of(status, Status::BuildFailed),
+        };
+        let mut evidence = Evidence { failing: run(Status::BuildFailed), known: 3, runs: vec![run(Status::BuildFailed)] };
+        db.save_localisation(failing.seq, LocalisationProgress::Running(&evidence)).unwrap();
+        let stored = db.localisation(failing.seq).unwrap().unwrap();
+        assert_eq!((stored.state, stored.conclusion.as_ref(), stored.status), (LocalisationState::Running, None, Status::BuildFailed));
+        assert_eq!(stored.cell, failing.cell);
+        assert_eq!(db.localisations(&Filter::default(), Some(LocalisationState::Running), Page::ALL).unwrap().len(), 1);
+
+        evidence.runs.push(Run { use_flags: flags("-ssl -static"), ..run(Status::Success) });
+        let cause = Cause { flags: [("ssl".to_owned(), true)].into(), compiler: Some(Compiler::Clang) };
+        let conclusion = Conclusion::Localised { cause, evidence: evidence.clone() };
+        db.save_localisation(failing.seq, LocalisationProgress::Done(&conclusion)).unwrap();
+        let stored = db.cell_localisation(&failing.cell).unwrap().unwrap();
+        assert_eq!((stored.state, stored.conclusion.as_ref()), (LocalisationState::Done, Some(&conclusion)));
+        assert_eq!(stored.evidence.runs.len(), 2);
+        assert!(db.localisations(&Filter::default(), Some(LocalisationState::Running), Page::ALL).unwrap().is_empty());
+        // Narrowed like every listing; another cell has none.
+        let by_flag = Filter { use_flags: flags("ssl"), compiler: Some(Compiler::Clang), ..Filter::default() };
+        assert_eq!(db.localisations(&by_flag, None, Page::ALL).unwrap().len(), 1);
+        let other = Cell { compiler: Compiler::Gcc, ..failing.cell.clone() };
+        assert!(db.cell_localisation(&other).unwrap().is_none());
+        // A row that does not exist has no localisation to store.
+        assert!(db.save_localisation(987_654, LocalisationProgress::Running(&evidence)).is_err());
     }
 }

@@ -196,7 +196,14 @@ pub fn cell(db: &Database, seq: i64) -> Result<wire::CellPage, QaError> {
         };
         (None, Some(why))
     };
+    // The bug's (its cell's own, or the one whose cause it shows), else the cell's own: a
+    // flaky failure's passing rerun is a later row of the same cell.
+    let localisation = match bug.as_ref().and_then(|b| b.localisation.clone()) {
+        Some(l) => Some(l),
+        None => db.cell_localisation(&r.cell)?.map(|l| wire::Localisation::new(&l, false)),
+    };
     Ok(wire::CellPage {
+        localisation,
         log_url: format!("/cell/{seq}/build.log"),
         emerge_info_url: r.emerge_info.as_ref().map(|_| format!("/cell/{seq}/emerge-info.txt")),
         outcome: wire::Outcome::from(&r),

@@ -1,0 +1,22 @@
+# Copyright 2026 gentoo@home authors
+# Distributed under the terms of the GNU General Public License v2
+
+EAPI=8
+
+inherit gah-fixture
+
+DESCRIPTION="Localiser fixture: fails to compile with USE=beta under clang only"
+HOMEPAGE="https://gentoo-at-home.invalid/"
+LICENSE="public-domain"
+SLOT="0"
+KEYWORDS="amd64"
+IUSE="alpha beta"
+
+gah_fixture_source() {
+	cat <<-'EOF'
+	#if defined(__clang__) && defined(USE_beta)
+	#error "fixture: does not compile with USE=beta under clang"
+	#endif
+	int main(void) { return 0; }
+	EOF
+}
