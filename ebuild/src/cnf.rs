@@ -232,7 +232,7 @@ impl Compiler<'_, '_> {
 pub enum Outcome {
     /// A model exists (read it with [`Sat::value`]).
     Sat,
-    /// None exists under the assumptions ([`Sat::core`] names the culprits).
+    /// None exists under the assumptions ([`Sat::in_core`] names the culprits).
     Unsat,
     /// Stopped by the deadline or the conflict limit.
     Unknown,

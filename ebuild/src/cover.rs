@@ -18,7 +18,13 @@
 //!      tie-breaks; fewer candidates the more flags there are;
 //!    - each build then drops the rows whose combinations are all shown by other rows
 //!      (never the seed rows); builds run within a counted work budget, and the smallest
-//!      array wins (the first on ties), so the result is never larger than the first build's.
+//!      array wins (the first on ties), so the result is never larger than the first build's;
+//! 3. post-optimisation ([`shrink`]): a row goes when every combination only it shows can be
+//!    moved into another non-seed row that stays valid and loses nothing only it showed
+//!    (within a counted budget, so still deterministic).
+//!
+//! [`covering_array_unseeded`] is the same without the seed rows (for comparisons with tools
+//! that have no such rows).
 //!
 //! Every row is a solver witness or an enumerated configuration checked by the exact
 //! evaluator, so every row is valid.
@@ -281,9 +287,20 @@ impl Tuples {
 /// strength-2 binary covering array of the unconstrained flags (distinct columns of equal
 /// weight greater than half: any two show all four value pairs), O(|IUSE| log |IUSE|).
 pub fn covering_array(space: &Space, t: usize, seed: u64) -> Cover {
+    build(space, t, seed, true)
+}
+
+/// [`covering_array`] without the three mandatory rows (closest to the defaults, to all-on,
+/// to all-off): the plain array, for comparisons with tools that know no such rows. Never
+/// split (see [`SPLIT_N`]).
+pub fn covering_array_unseeded(space: &Space, t: usize, seed: u64) -> Cover {
+    build(space, t, seed, false)
+}
+
+fn build(space: &Space, t: usize, seed: u64, mandatory: bool) -> Cover {
     let n = space.vars().len();
     let free = (0..n).filter(|&v| !space.is_constrained(v)).count();
-    if t == 2 && n > SPLIT_N && free > 0 {
+    if mandatory && t == 2 && n > SPLIT_N && free > 0 {
         return split_cover(space, seed);
     }
     let mut rows: Vec<Config> = Vec::new();
@@ -303,10 +320,6 @@ pub fn covering_array(space: &Space, t: usize, seed: u64) -> Cover {
     if t == 0 {
         return Cover { rows, infeasible: 0, uncovered: 0, combinations: total };
     }
-    let mut base = Tuples::new(n, t);
-    for r in &rows {
-        base.cover(r);
-    }
     // Literals no valid configuration has: every combination holding one is dropped without
     // a solver call (flags tied to another architecture, say).
     let lit_ok: Vec<[bool; 2]> = (0..n)
@@ -324,16 +337,16 @@ pub fn covering_array(space: &Space, t: usize, seed: u64) -> Cover {
             })
         })
         .collect();
-    let mut b = Builder {
-        space,
-        n,
-        lit_ok,
-        prefer: rows[0].clone(),
-        dead: vec![false; base.uncovered.len()],
-        witnesses: HashMap::new(),
-        infeasible: 0,
-        work: 0,
-    };
+    let prefer = rows[0].clone();
+    if !mandatory {
+        rows.clear();
+    }
+    let mut base = Tuples::new(n, t);
+    for r in &rows {
+        base.cover(r);
+    }
+    let mut b =
+        Builder { space, n, lit_ok, prefer, dead: vec![false; base.uncovered.len()], witnesses: HashMap::new(), infeasible: 0, work: 0 };
     let mut rng = Rng(seed);
     // Small valid spaces: every greedy step takes the best valid configuration outright.
     let all = space.enumerate(ENUMERATE_LIMIT).map(|v| v.into_iter().filter(|c| space.is_valid(c)).collect::<Vec<_>>());
@@ -358,9 +371,113 @@ pub fn covering_array(space: &Space, t: usize, seed: u64) -> Cover {
             best = Some((left, extra));
         }
     }
-    let (uncovered, extra) = best.unwrap_or_default();
+    let (uncovered, mut extra) = best.unwrap_or_default();
+    if uncovered == 0 && !space.out_of_time() {
+        shrink(space, &rows, &mut extra, &base);
+    }
     rows.extend(extra);
     Cover { rows, infeasible: b.infeasible, uncovered, combinations: total }
+}
+
+/// Work [`shrink`] may spend per array, in combinations visited (counted, not timed, so the
+/// result stays deterministic).
+const SHRINK_BUDGET: u64 = 4_000_000;
+
+/// Post-optimisation: removes rows of `extra` whose combinations can all be moved into other
+/// rows. For a row, each combination only it shows is re-homed in another non-seed row by
+/// setting that row's flags of the combination, when the changed row is still valid and
+/// loses no combination that nobody else shows; if every one finds a home the row goes.
+/// Rows are tried fewest-unique-combinations first; seed rows never change.
+fn shrink(space: &Space, seeds: &[Config], extra: &mut Vec<Config>, shape: &Tuples) {
+    let mut work = 0u64;
+    let mut count = vec![0u32; shape.uncovered.len()];
+    for r in seeds.iter().chain(extra.iter()) {
+        shape.for_each(r, |i| count[i] += 1);
+    }
+    let per_row = shape.subsets.len() as u64;
+    'rows: loop {
+        // Candidate rows by how many combinations only they show.
+        let mut order: Vec<(usize, usize)> = extra
+            .iter()
+            .enumerate()
+            .map(|(k, r)| {
+                let mut u = 0;
+                shape.for_each(r, |i| u += usize::from(count[i] == 1));
+                (u, k)
+            })
+            .collect();
+        work += per_row * extra.len() as u64;
+        order.sort_unstable();
+        for &(_, k) in &order {
+            if work > SHRINK_BUDGET {
+                return;
+            }
+            let mut trial_rows = extra.clone();
+            let mut trial = count.clone();
+            // Take row k out; its sole combinations need a new home.
+            shape.for_each(&trial_rows[k], |i| trial[i] -= 1);
+            let mut orphans = Vec::new();
+            shape.for_each(&trial_rows[k], |i| {
+                if trial[i] == 0 {
+                    orphans.push(i);
+                }
+            });
+            work += per_row;
+            let mut homed_all = true;
+            for &c in &orphans {
+                if trial[c] > 0 {
+                    continue; // an earlier move covered it too
+                }
+                let mut homed = false;
+                for q in (0..trial_rows.len()).filter(|&q| q != k) {
+                    let mut moved = trial_rows[q].clone();
+                    for (v, val) in shape.combination(c) {
+                        moved[v] = val;
+                    }
+                    work += 2 * per_row;
+                    if !space.is_valid(&moved) {
+                        continue;
+                    }
+                    // The row may lose only combinations someone else still shows.
+                    let mut loses = false;
+                    let old = &trial_rows[q];
+                    let mut lost = Vec::new();
+                    for sub in 0..shape.subsets.len() {
+                        let a = (sub << shape.t) | shape.pattern(&shape.subsets[sub], old);
+                        let b = (sub << shape.t) | shape.pattern(&shape.subsets[sub], &moved);
+                        if a != b {
+                            if trial[a] == 1 {
+                                loses = true;
+                                break;
+                            }
+                            lost.push((a, b));
+                        }
+                    }
+                    if loses {
+                        continue;
+                    }
+                    for (a, b) in lost {
+                        trial[a] -= 1;
+                        trial[b] += 1;
+                    }
+                    trial_rows[q] = moved;
+                    homed = true;
+                    break;
+                }
+                if !homed {
+                    homed_all = false;
+                    break;
+                }
+            }
+            if homed_all {
+                trial_rows.remove(k);
+                *extra = trial_rows;
+                count = trial;
+                continue 'rows;
+            }
+        }
+        return;
+    }
 }
 
 /// [`covering_array`] for t = 2 over many variables: see its docs.
@@ -741,6 +858,26 @@ mod tests {
             }
         }
         assert!(cover.rows.len() < 30, "{} rows", cover.rows.len());
+    }
+
+    #[test]
+    fn plain_arrays_cover_every_feasible_pair_without_the_mandatory_rows() {
+        for (iuse, ru, rows) in
+            [("a b c d", "", 5), ("a b c d", "^^ ( a b c )", 6), ("py1 py2 py3 x y", "^^ ( py1 py2 py3 ) x? ( || ( py2 py3 ) )", 6)]
+        {
+            let e = ebuild(iuse, ru, "");
+            let p = crate::Profile::none();
+            let s = Space::new(&e, &p);
+            let cover = covering_array_unseeded(&s, 2, 1);
+            assert!(cover.rows.iter().all(|r| s.is_valid(r)));
+            let n = s.vars().len();
+            for c in s.enumerate(1 << 16).unwrap() {
+                for_each_subset(n, 2, &mut |sub| {
+                    assert!(cover.rows.iter().any(|r| sub.iter().all(|&v| r[v] == c[v])), "{iuse} | {ru}: {sub:?}")
+                });
+            }
+            assert_eq!(cover.rows.len(), rows, "{iuse} | {ru}");
+        }
     }
 
     #[test]
