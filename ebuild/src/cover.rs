@@ -21,7 +21,10 @@
 //!      array wins (the first on ties), so the result is never larger than the first build's;
 //! 3. post-optimisation ([`shrink`]): a row goes when every combination only it shows can be
 //!    moved into another non-seed row that stays valid and loses nothing only it showed
-//!    (within a counted budget, so still deterministic).
+//!    (within a counted budget, so still deterministic);
+//! 4. pairwise arrays over at most [`ANNEAL_MAX_N`] flags with a REQUIRED_USE are then
+//!    annealed ([`anneal`], in CASA's manner): one row fewer, moves towards full coverage,
+//!    kept when every pair is shown again; seeded, within a counted number of moves.
 //!
 //! [`covering_array_unseeded`] is the same without the seed rows (for comparisons with tools
 //! that have no such rows).
@@ -374,9 +377,149 @@ fn build(space: &Space, t: usize, seed: u64, mandatory: bool) -> Cover {
     let (uncovered, mut extra) = best.unwrap_or_default();
     if uncovered == 0 && !space.out_of_time() {
         shrink(space, &rows, &mut extra, &base);
+        // Unconstrained spaces are left alone: the greedy is near the known optima there, and
+        // they are most ebuilds, so annealing them would cost the run its time goal.
+        if t == 2 && n <= ANNEAL_MAX_N && !space.ebuild().required_use.is_empty() {
+            anneal(space, &rows, &mut extra, seed);
+        }
     }
     rows.extend(extra);
     Cover { rows, infeasible: b.infeasible, uncovered, combinations: total }
+}
+
+/// Pairwise arrays over at most this many flags get [`anneal`]ed.
+const ANNEAL_MAX_N: usize = 24;
+/// Moves [`anneal`] may try per array (counted, so deterministic).
+const ANNEAL_STEPS: u64 = 6_000;
+/// Moves per attempt at one row fewer.
+const ANNEAL_STEPS_PER_TRY: u64 = 2_000;
+
+/// Post-optimisation in CASA's manner (simulated annealing over a fixed number of rows):
+/// drops the non-seed row showing fewest combinations only it shows, then moves towards full
+/// coverage by putting a missing pair into a random non-seed row (a move that would make the
+/// row invalid is refused), accepting a move that uncovers more than it covers with the
+/// Metropolis probability. A success (every pair the array showed before is shown again)
+/// keeps the smaller array and tries one row fewer again; within [`ANNEAL_STEPS`] moves,
+/// seeded by `seed`. Seed rows never change; the result is as complete as the input.
+fn anneal(space: &Space, seeds: &[Config], extra: &mut Vec<Config>, seed: u64) {
+    let n = space.vars().len();
+    let pair = |i: usize, j: usize, a: bool, b: bool| ((i * n + j) << 2) | (usize::from(a) << 1) | usize::from(b);
+    let mut need = vec![false; n * n * 4];
+    for r in seeds.iter().chain(extra.iter()) {
+        for i in 0..n {
+            for j in i + 1..n {
+                need[pair(i, j, r[i], r[j])] = true;
+            }
+        }
+    }
+    let mut rng = Rng(seed ^ 0x0a11_ea1e);
+    let mut steps_left = ANNEAL_STEPS;
+    while !extra.is_empty() && steps_left > 0 {
+        let mut count = vec![0u32; n * n * 4];
+        let add = |count: &mut Vec<u32>, r: &[bool], d: i32| {
+            for i in 0..n {
+                for j in i + 1..n {
+                    let c = &mut count[pair(i, j, r[i], r[j])];
+                    *c = c.wrapping_add_signed(d);
+                }
+            }
+        };
+        for r in seeds.iter().chain(extra.iter()) {
+            add(&mut count, r, 1);
+        }
+        // The row to drop: fewest pairs only it shows.
+        let unique = |r: &[bool], count: &[u32]| {
+            let mut u = 0;
+            for i in 0..n {
+                for j in i + 1..n {
+                    u += usize::from(count[pair(i, j, r[i], r[j])] == 1);
+                }
+            }
+            u
+        };
+        let drop = (0..extra.len()).min_by_key(|&k| (unique(&extra[k], &count), k)).expect("rows");
+        let mut rows = extra.clone();
+        let gone = rows.remove(drop);
+        add(&mut count, &gone, -1);
+        let mut missing_list: Vec<usize> = (0..count.len()).filter(|&c| need[c] && count[c] == 0).collect();
+        let mut missing = missing_list.len();
+        if rows.is_empty() {
+            if missing == 0 {
+                *extra = rows;
+            }
+            return;
+        }
+        let budget = ANNEAL_STEPS_PER_TRY.min(steps_left);
+        let mut step = 0u64;
+        while missing > 0 && step < budget {
+            step += 1;
+            // A missing pair, drawn from a lazily pruned list.
+            #[allow(clippy::cast_possible_truncation)]
+            let c = loop {
+                let k = (rng.next() % missing_list.len() as u64) as usize;
+                if count[missing_list[k]] == 0 {
+                    break missing_list[k];
+                }
+                missing_list.swap_remove(k);
+            };
+            let (ij, a, b) = (c >> 2, c >> 1 & 1 == 1, c & 1 == 1);
+            let (i, j) = (ij / n, ij % n);
+            #[allow(clippy::cast_possible_truncation)]
+            let q = (rng.next() % rows.len() as u64) as usize;
+            let mut moved = rows[q].clone();
+            moved[i] = a;
+            moved[j] = b;
+            if !space.is_valid(&moved) {
+                continue;
+            }
+            // Pairs whose combination changes: those holding i or j.
+            let old = &rows[q];
+            let mut lost = 0i64;
+            let mut won = 0i64;
+            let mut changes: Vec<(usize, usize)> = Vec::with_capacity(2 * n);
+            for v in [i, j] {
+                if old[v] == moved[v] {
+                    continue;
+                }
+                for w in 0..n {
+                    if w == v || (w == i && v == j && old[i] != moved[i]) {
+                        continue;
+                    }
+                    let (x, y) = if v < w { (v, w) } else { (w, v) };
+                    let before = pair(x, y, old[x], old[y]);
+                    let after = pair(x, y, moved[x], moved[y]);
+                    lost += i64::from(need[before] && count[before] == 1);
+                    won += i64::from(need[after] && count[after] == 0);
+                    changes.push((before, after));
+                }
+            }
+            let delta = lost - won;
+            #[allow(clippy::cast_precision_loss)]
+            let temperature = 2.0 * (0.02f64 / 2.0).powf(step as f64 / budget as f64);
+            #[allow(clippy::cast_precision_loss)]
+            let accept = delta <= 0 || ((rng.next() >> 11) as f64 / (1u64 << 53) as f64) < (-(delta as f64) / temperature).exp();
+            if !accept {
+                continue;
+            }
+            for (before, after) in changes {
+                count[before] -= 1;
+                if need[before] && count[before] == 0 {
+                    missing += 1;
+                    missing_list.push(before);
+                }
+                if need[after] && count[after] == 0 {
+                    missing -= 1;
+                }
+                count[after] += 1;
+            }
+            rows[q] = moved;
+        }
+        steps_left = steps_left.saturating_sub(step);
+        if missing > 0 {
+            return;
+        }
+        *extra = rows;
+    }
 }
 
 /// Work [`shrink`] may spend per array, in combinations visited (counted, not timed, so the
@@ -877,6 +1020,17 @@ mod tests {
                 });
             }
             assert_eq!(cover.rows.len(), rows, "{iuse} | {ru}");
+        }
+    }
+
+    #[test]
+    fn arrays_are_deterministic_for_a_seed() {
+        let e = ebuild("a b c d e f g h", "^^ ( a b c ) d? ( || ( e f ) ) g? ( !h )", "");
+        let p = crate::Profile::none();
+        let s = Space::new(&e, &p);
+        for seed in [0, 1, 7] {
+            assert_eq!(covering_array(&s, 2, seed).rows, covering_array(&s, 2, seed).rows);
+            assert_eq!(covering_array_unseeded(&s, 2, seed).rows, covering_array_unseeded(&s, 2, seed).rows);
         }
     }
 
