@@ -36,16 +36,18 @@ timed() {
     fi
     wall=$(sed -n 's/.*Elapsed (wall clock) time (h:mm:ss or m:ss): //p' "$OUT/$label.txt")
     rss=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$OUT/$label.txt")
+    cpu=$(awk -F': ' '/User time|System time/ { s += $2 } END { printf "%.1f s", s }' "$OUT/$label.txt")
+    share=$(sed -n 's/.*Percent of CPU this job got: //p' "$OUT/$label.txt")
     summary=$(grep '^gah-workgen: [0-9]* ebuilds' "$OUT/$label.txt" | tail -1 | sed 's/^gah-workgen: //')
     incomplete=$(grep -c 'time budget' "$OUT/$label.txt" || true)
-    echo "| $label | $wall | $((rss / 1024)) MiB | $summary | $incomplete |"
+    echo "| $label | $wall | $cpu ($share) | $((rss / 1024)) MiB | $summary | $incomplete |"
 }
 
 # Warm cache for both runs: the files are read once before anything is timed.
 find -L "$DIR" -path '*/metadata/md5-cache/*' -type f -exec cat {} + > /dev/null
 
-echo "| run | wall | peak RSS | gah-workgen's summary | ebuilds past their time budget |"
-echo "|---|---:|---:|---|---:|"
+echo "| run | wall | CPU user+sys (share) | peak RSS | gah-workgen's summary | ebuilds past their time budget |"
+echo "|---|---:|---:|---:|---|---:|"
 timed with-ffmpeg "$DIR"
 
 # The same set without media-video/ffmpeg-<version>: repositories holding such entries are
