@@ -4,6 +4,8 @@
 //! - [`md5cache`] and [`repo`]: the reader. [`read_repository`] gives a [`Repository`] of
 //!   [`Ebuild`]s plus [`Diagnostic`]s; a broken entry is one diagnostic (file and line) and is
 //!   skipped, never a failed run.
+//! - [`depspec`]: the one depth-limited parser of the dependency-specification grammar
+//!   (REQUIRED_USE, RESTRICT/SRC_URI, `*DEPEND`).
 //! - [`required_use`]: the `REQUIRED_USE` parser for the whole PMS grammar and an evaluator
 //!   that matches Portage's `check_required_use`, empty groups included.
 //! - [`profile`]: what the target [`Profile`] decides: implicit ARCH/ELIBC/KERNEL and
@@ -39,6 +41,7 @@
 pub mod atom;
 pub mod cnf;
 pub mod cover;
+pub mod depspec;
 pub mod md5cache;
 pub mod profile;
 pub mod repo;

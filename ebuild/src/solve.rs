@@ -456,39 +456,31 @@ impl<'e> Space<'e> {
 }
 
 /// The formula "`test` stays on": `RESTRICT` does not contain `test` once its conditionals
-/// are evaluated with `test` on, read the way [`crate::md5cache::use_reduce`] reads it
-/// (parentheses matched, `flag? (` taken or dropped, unbalanced input read leniently), with a
-/// stack instead of recursion. Malformed input may read differently from `use_reduce`; the
-/// exact evaluator ([`Space::is_valid`]) still judges every configuration.
+/// are evaluated with `test` on, read by the parser [`crate::md5cache::use_reduce`] uses
+/// ([`crate::depspec::parse_lenient`]), so the two agree on every string.
 fn restrict_test_formula(cnf: &mut Cnf, restrict: &str, flag: &dyn Fn(&str) -> F) -> F {
-    let mut stack: Vec<F> = Vec::new();
-    let mut pending: Option<F> = None;
-    let mut restricted = Vec::new();
-    for tok in restrict.split_whitespace() {
-        match tok {
-            "(" => stack.push(pending.take().unwrap_or(F::Const(true))),
-            ")" => {
-                stack.pop();
-                // A condition not followed by its group (malformed) is forgotten here.
-                pending = None;
+    fn walk(cnf: &mut Cnf, items: &[crate::depspec::Item<'_>], under: F, flag: &dyn Fn(&str) -> F, out: &mut Vec<F>) {
+        use crate::depspec::Item;
+        for item in items {
+            match item {
+                Item::Leaf { text, .. } => {
+                    if *text == "test" {
+                        out.push(under);
+                    }
+                }
+                Item::Cond { flag: name, negated, children, .. } => {
+                    let f = if *name == "test" { F::Const(true) } else { flag(name) };
+                    let cond = if *negated { !f } else { f };
+                    let inner = cnf.and(&[under, cond]);
+                    walk(cnf, children, inner, flag, out);
+                }
+                Item::Group { children, .. } => walk(cnf, children, under, flag, out),
             }
-            "||" | "^^" | "??" => {}
-            _ if tok.ends_with('?') => {
-                let cond = &tok[..tok.len() - 1];
-                let (negated, name) = match cond.strip_prefix('!') {
-                    Some(f) => (true, f),
-                    None => (false, cond),
-                };
-                let f = if name == "test" { F::Const(true) } else { flag(name) };
-                pending = Some(if negated { !f } else { f });
-            }
-            "test" => {
-                let under = cnf.and(&stack);
-                restricted.push(under);
-            }
-            _ => {}
         }
     }
+    let (items, _) = crate::depspec::parse_lenient(restrict);
+    let mut restricted = Vec::new();
+    walk(cnf, &items, F::Const(true), flag, &mut restricted);
     !cnf.or(&restricted)
 }
 
