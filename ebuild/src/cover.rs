@@ -10,7 +10,7 @@
 //!      flag, in a seeded order, the value that covers most uncovered combinations with the
 //!      flags already fixed, as long as a valid completion exists (the witness with that flag
 //!      flipped, else a short solver search);
-//!    - when the valid space is small (at most [`ENUMERATE_LIMIT`] configurations), further
+//!    - when the valid space is small (at most `ENUMERATE_LIMIT` configurations), further
 //!      builds pick, at each step, the valid configuration covering most uncovered
 //!      combinations (ties at random);
 //!    - otherwise further builds keep, at each step, the best of several such greedy rows
@@ -19,11 +19,11 @@
 //!    - each build then drops the rows whose combinations are all shown by other rows
 //!      (never the seed rows); builds run within a counted work budget, and the smallest
 //!      array wins (the first on ties), so the result is never larger than the first build's;
-//! 3. post-optimisation ([`shrink`]): a row goes when every combination only it shows can be
+//! 3. post-optimisation (`shrink`): a row goes when every combination only it shows can be
 //!    moved into another non-seed row that stays valid and loses nothing only it showed
 //!    (within a counted budget, so still deterministic);
-//! 4. pairwise arrays over at most [`ANNEAL_MAX_N`] flags with a REQUIRED_USE are then
-//!    annealed ([`anneal`], in CASA's manner): one row fewer, moves towards full coverage,
+//! 4. pairwise arrays over at most `ANNEAL_MAX_N` flags with a REQUIRED_USE are then
+//!    annealed (`anneal`, in CASA's manner): one row fewer, moves towards full coverage,
 //!    kept when every pair is shown again; seeded, within a counted number of moves.
 //!
 //! [`covering_array_unseeded`] is the same without the seed rows (for comparisons with tools

@@ -344,7 +344,7 @@ impl<'e> Space<'e> {
     /// The valid configuration closest to `target` (fewest flags differing). Exact: a first
     /// solution preferring `target`'s values gives a bound, then a cardinality counter over
     /// the differing flags (on a solver of its own) lowers it until no closer configuration
-    /// exists. When the counter would exceed [`CLOSEST_COUNTER_LIMIT`] clauses the first
+    /// exists. When the counter would exceed `CLOSEST_COUNTER_LIMIT` clauses the first
     /// solution is returned. `None` when there is no valid configuration (or past the
     /// deadline).
     pub fn closest(&self, target: &[bool]) -> Option<Config> {
