@@ -1,9 +1,10 @@
 #!/bin/sh
-# Work generator benchmarks (issue 3): pairwise rows per ebuild model against covertable and
-# allpairspy under the same REQUIRED_USE, and wall time / peak memory of a whole-snapshot
-# plan (GURU, and GURU replicated to ::gentoo size). Results go to docs/BENCHMARKS.md by hand.
+# Work generator benchmarks (issues 3 and 12): pairwise rows per ebuild model against
+# covertable (plain and optimised), PICT and allpairspy given the same constrained model, and
+# wall time / peak memory of a whole-snapshot plan (GURU, and GURU replicated to ::gentoo
+# size). Results go to docs/BENCHMARKS.md by hand.
 #
-# Usage: bench/workgen-compare.sh [GURU_SAMPLE] [BIG] [TIMEOUT_S]
+# Usage: [PICT=path/to/pict] bench/workgen-compare.sh [GURU_SAMPLE] [BIG] [TIMEOUT_S]
 # Needs: /work/shared/data/md5-cache (or DATA=...), python3 with venv, /usr/bin/time.
 set -eu
 cd "$(dirname "$0")/.."
@@ -15,20 +16,32 @@ VENV=.cache/bench-venv
 OUT=${OUT:-.cache/bench-workgen}
 mkdir -p "$OUT"
 
-# Peers from PyPI, in their own venv. PICT's binding (pypict) is tried; it needs Cython and
-# a C++ build, and is skipped when it does not build.
+# Peers from PyPI, in their own venv. PICT (github.com/microsoft/pict; its PyPI binding does
+# not build) is used when PICT names a binary built by hand (`make` in its checkout).
 if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
 fi
 "$VENV/bin/pip" install -q covertable allpairspy
-"$VENV/bin/pip" install -q pypict >/dev/null 2>&1 || echo "pypict does not build here: PICT skipped" >&2
+PICTARG=
+if [ -n "${PICT:-}" ]; then
+    PICTARG="--pict $PICT"
+else
+    echo "PICT unset: PICT skipped" >&2
+fi
 
 cargo build --release -q -p gah-workgen -p gah-ebuild --examples --bins
 BIN=target/release/gah-workgen
 
 echo "== models" >&2
 cargo run --release -q -p gah-ebuild --example bench_models -- 4 "$DATA/guru" "$DATA/funtoo-core-kit" > "$OUT/models.jsonl"
-"$VENV/bin/python" bench/workgen_compare.py "$OUT/models.jsonl" --guru-sample "$SAMPLE" --big "$BIG" --timeout "$TIMEOUT" | tee "$OUT/compare.md"
+# shellcheck disable=SC2086
+"$VENV/bin/python" bench/workgen_compare.py "$OUT/models.jsonl" --guru-sample "$SAMPLE" --big "$BIG" --timeout "$TIMEOUT" $PICTARG | tee "$OUT/compare.md"
+# Every model of 4-17 flags (issue 12's held-out class): plain arrays, then with issue 3's
+# mandatory rows (peers get them as seeds where they take seeds).
+# shellcheck disable=SC2086
+"$VENV/bin/python" bench/workgen_compare.py "$OUT/models.jsonl" --flags 4-17 --summary --timeout "$TIMEOUT" $PICTARG | tee "$OUT/compare-plain.md"
+# shellcheck disable=SC2086
+"$VENV/bin/python" bench/workgen_compare.py "$OUT/models.jsonl" --flags 4-17 --summary --mandatory --timeout "$TIMEOUT" $PICTARG | tee "$OUT/compare-mandatory.md"
 
 # Wall time and peak RSS of `plan --strategy pairwise` on 2 threads, output discarded.
 timed() {

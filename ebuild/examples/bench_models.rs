@@ -3,7 +3,8 @@
 //! with everything a peer tool needs to honour the same constraints (the REQUIRED_USE text,
 //! the values of flags that are not varied, the profile's pins), our pairwise row count and
 //! time, and the value pairs our rows cover (= every feasible pair: our cover is complete,
-//! infeasible pairs are proven so by the solver).
+//! infeasible pairs are proven so by the solver), the mandatory rows our array starts with,
+//! and the size of our plain array without them (`cover::covering_array_unseeded`).
 //!
 //! Usage: `cargo run --release -p gah-ebuild --example bench_models -- MIN_VARS REPO...`
 
@@ -49,7 +50,20 @@ fn main() {
             let pins: BTreeMap<&str, bool> = vars.iter().filter_map(|v| profile.pinned(&e.cpv, v).map(|p| (v.as_str(), p))).collect();
             let t0 = std::time::Instant::now();
             let c = cover::covering_array(&space, 2, 0);
+            // The mandatory rows lead (default-closest, all-on-closest, all-off-closest, without
+            // duplicates): the same rows, found the same way, as the first of `c`.
+            let mandatory = [space.defaults().to_vec(), vec![true; space.vars().len()], vec![false; space.vars().len()]]
+                .iter()
+                .filter_map(|t| space.closest(t))
+                .fold(Vec::new(), |mut v: Vec<Vec<bool>>, r| {
+                    if !v.contains(&r) {
+                        v.push(r);
+                    }
+                    v
+                })
+                .len();
             let ms = t0.elapsed().as_secs_f64() * 1000.0;
+            let plain = cover::covering_array_unseeded(&space, 2, 0);
             let mut pairs = BTreeSet::new();
             for r in &c.rows {
                 for i in 0..r.len() {
@@ -65,6 +79,8 @@ fn main() {
                 "ours_rows": c.rows.len(), "ours_ms": ms,
                 "rows": c.rows.iter().map(|r| r.iter().map(|b| u8::from(*b)).collect::<Vec<_>>()).collect::<Vec<_>>(),
                 "feasible_pairs": pairs,
+                "mandatory_rows": c.rows.iter().take(mandatory).map(|r| r.iter().map(|b| u8::from(*b)).collect::<Vec<_>>()).collect::<Vec<_>>(),
+                "plain_rows": plain.rows.len(),
             });
             println!("{line}");
         }

@@ -194,83 +194,40 @@ impl Atom {
 /// The dependencies of a `*DEPEND` string under a USE assignment: each item is a list of
 /// alternatives (one atom, or the members of an `|| ( )` group, nested groups flattened in
 /// order). Conditionals are evaluated with `is_on`; blockers and unparsable tokens dropped,
-/// and so are groups nested deeper than [`crate::required_use::MAX_DEPTH`] (skipped without
-/// recursion, so no string can overflow the stack).
+/// and so are groups nested deeper than [`crate::required_use::MAX_DEPTH`] (read by
+/// [`crate::depspec::parse_lenient`], which never recurses deeper).
 pub fn reduce_depend(s: &str, is_on: &dyn Fn(&str) -> bool) -> Vec<Vec<Atom>> {
-    let tokens: Vec<&str> = s.split_whitespace().collect();
+    let (items, _) = crate::depspec::parse_lenient(s);
     let mut out = Vec::new();
-    let mut i = 0;
-    walk(&tokens, &mut i, is_on, &mut |alts| out.push(alts), false, 0);
+    walk(&items, is_on, &mut |alts| out.push(alts));
     out
 }
 
-/// Reads tokens up to the matching `)` (or the end), calling `emit` with each dependency.
-/// Inside an `||` group (`any_of`), everything is collected into one alternative list.
-fn walk(t: &[&str], i: &mut usize, is_on: &dyn Fn(&str) -> bool, emit: &mut dyn FnMut(Vec<Atom>), any_of: bool, depth: usize) {
-    if depth > crate::required_use::MAX_DEPTH {
-        return skip_group(t, i);
-    }
-    let mut group: Vec<Atom> = Vec::new();
-    while *i < t.len() {
-        let tok = t[*i];
-        *i += 1;
-        match tok {
-            ")" => break,
-            "(" => walk(t, i, is_on, &mut |a| group_or_emit(any_of, &mut group, emit, a), false, depth + 1),
-            "||" => {
-                if t.get(*i) == Some(&"(") {
-                    *i += 1;
+/// Calls `emit` with each dependency of `items`: an atom alone, or the alternatives of an
+/// `|| ( )` group (its nested groups and taken conditionals flattened in order).
+fn walk(items: &[crate::depspec::Item<'_>], is_on: &dyn Fn(&str) -> bool, emit: &mut dyn FnMut(Vec<Atom>)) {
+    use crate::depspec::{GroupOp, Item};
+    for item in items {
+        match item {
+            Item::Leaf { text, .. } => {
+                if let Some(a) = Atom::parse(text) {
+                    emit(vec![a]);
                 }
+            }
+            Item::Cond { flag, negated, children, .. } => {
+                if is_on(flag) != *negated {
+                    walk(children, is_on, emit);
+                }
+            }
+            Item::Group { op: GroupOp::AnyOf, children, .. } => {
                 let mut alts = Vec::new();
-                walk(t, i, is_on, &mut |a| alts.extend(a), true, depth + 1);
+                walk(children, is_on, &mut |a| alts.extend(a));
                 if !alts.is_empty() {
-                    group_or_emit(any_of, &mut group, emit, alts);
+                    emit(alts);
                 }
             }
-            _ if tok.ends_with('?') => {
-                let cond = &tok[..tok.len() - 1];
-                let active = match cond.strip_prefix('!') {
-                    Some(f) => !is_on(f),
-                    None => is_on(cond),
-                };
-                if t.get(*i) == Some(&"(") {
-                    *i += 1;
-                }
-                if active {
-                    walk(t, i, is_on, &mut |a| group_or_emit(any_of, &mut group, emit, a), false, depth + 1);
-                } else {
-                    skip_group(t, i);
-                }
-            }
-            _ => {
-                if let Some(a) = Atom::parse(tok) {
-                    group_or_emit(any_of, &mut group, emit, vec![a]);
-                }
-            }
+            Item::Group { children, .. } => walk(children, is_on, emit),
         }
-    }
-    if any_of && !group.is_empty() {
-        emit(group);
-    }
-}
-
-fn group_or_emit(any_of: bool, group: &mut Vec<Atom>, emit: &mut dyn FnMut(Vec<Atom>), alts: Vec<Atom>) {
-    if any_of {
-        group.extend(alts);
-    } else {
-        emit(alts);
-    }
-}
-
-fn skip_group(t: &[&str], i: &mut usize) {
-    let mut depth = 1;
-    while *i < t.len() && depth > 0 {
-        match t[*i] {
-            "(" => depth += 1,
-            ")" => depth -= 1,
-            _ => {}
-        }
-        *i += 1;
     }
 }
 

@@ -4,6 +4,8 @@
 //! - [`md5cache`] and [`repo`]: the reader. [`read_repository`] gives a [`Repository`] of
 //!   [`Ebuild`]s plus [`Diagnostic`]s; a broken entry is one diagnostic (file and line) and is
 //!   skipped, never a failed run.
+//! - [`depspec`]: the one depth-limited parser of the dependency-specification grammar
+//!   (REQUIRED_USE, RESTRICT/SRC_URI, `*DEPEND`).
 //! - [`required_use`]: the `REQUIRED_USE` parser for the whole PMS grammar and an evaluator
 //!   that matches Portage's `check_required_use`, empty groups included.
 //! - [`profile`]: what the target [`Profile`] decides: implicit ARCH/ELIBC/KERNEL and
@@ -11,7 +13,9 @@
 //!   defaults; [`Profile::read`] reads a profile folder with its `parent` stack.
 //! - [`atom`]: PMS versions, package atoms and `*DEPEND` strings reduced under a USE
 //!   assignment (for `package.use.*` and the work generator's distfile closure).
-//! - [`solve`]: an ebuild's configuration [`Space`] and a backtracking solver over the flags
+//! - [`cnf`]: `REQUIRED_USE` compiled to CNF with Portage's semantics, and the incremental SAT
+//!   solver (batsat) it is loaded into.
+//! - [`solve`]: an ebuild's configuration [`Space`]: exact SAT queries over the flags
 //!   `REQUIRED_USE` names (never `2^|IUSE|`), with the `test` policy (derived from
 //!   `RESTRICT`, never varied).
 //! - [`cover`]: constrained t-wise covering arrays.
@@ -35,7 +39,9 @@
 #![deny(missing_docs)]
 
 pub mod atom;
+pub mod cnf;
 pub mod cover;
+pub mod depspec;
 pub mod md5cache;
 pub mod profile;
 pub mod repo;
@@ -139,7 +145,7 @@ pub struct Planned {
 /// The valid USE assignments of `ebuild` under `profile` and `strategy` (each names every
 /// IUSE flag), and
 /// notes for the operator: an empty valid space, an exhaustive run that fell back to a
-/// covering array, a solver budget that ran out, a refusal. [`plan_ebuild`] with the default
+/// covering array, a time budget that ran out, a refusal. [`plan_ebuild`] with the default
 /// [`Budget`], notes as text.
 pub fn configurations(ebuild: &Ebuild, profile: &Profile, strategy: Strategy) -> (Vec<UseAssignment>, Vec<String>) {
     let p = plan_ebuild(ebuild, profile, strategy, &Budget::default());
@@ -249,9 +255,6 @@ pub fn plan_ebuild(ebuild: &Ebuild, profile: &Profile, strategy: Strategy, budge
     } else {
         if rows.is_empty() {
             notes.push((Severity::Warning, "no valid configuration (REQUIRED_USE cannot be satisfied)".into()));
-        }
-        if space.budget_exhausted() {
-            notes.push((Severity::Warning, "solver node budget exhausted: some configurations may be missing".into()));
         }
     }
     // Belt and braces: the solver already checked each row.

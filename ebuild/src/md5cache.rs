@@ -125,40 +125,27 @@ impl Ebuild {
 }
 
 /// The tokens of a conditional string (`RESTRICT`, `PROPERTIES`) that apply under `is_on`:
-/// `flag? ( ... )` and `!flag? ( ... )` are taken or dropped, parentheses flattened. Lenient
-/// on purpose: an unbalanced string yields what could be read.
+/// `flag? ( ... )` and `!flag? ( ... )` are taken or dropped, parentheses flattened. Read by
+/// [`crate::depspec::parse_lenient`]: an unbalanced string yields what could be read, and a
+/// group nested deeper than [`required_use::MAX_DEPTH`] is dropped.
 pub fn use_reduce<'a>(s: &'a str, is_on: &dyn Fn(&str) -> bool) -> Vec<&'a str> {
-    let mut out = Vec::new();
-    // Depth of parentheses that are being skipped, and the stack of open groups.
-    let mut skipping = 0usize;
-    let mut pending_cond: Option<bool> = None;
-    for tok in s.split_whitespace() {
-        if skipping > 0 {
-            match tok {
-                "(" => skipping += 1,
-                ")" => skipping -= 1,
-                _ => {}
-            }
-            continue;
-        }
-        match tok {
-            "(" => {
-                if pending_cond.take() == Some(false) {
-                    skipping = 1;
+    fn walk<'a>(items: &[crate::depspec::Item<'a>], is_on: &dyn Fn(&str) -> bool, out: &mut Vec<&'a str>) {
+        use crate::depspec::Item;
+        for item in items {
+            match item {
+                Item::Leaf { text, .. } => out.push(text),
+                Item::Cond { flag, negated, children, .. } => {
+                    if is_on(flag) != *negated {
+                        walk(children, is_on, out);
+                    }
                 }
+                Item::Group { children, .. } => walk(children, is_on, out),
             }
-            ")" | "||" | "^^" | "??" => {}
-            _ if tok.ends_with('?') => {
-                let cond = &tok[..tok.len() - 1];
-                let active = match cond.strip_prefix('!') {
-                    Some(f) => !is_on(f),
-                    None => is_on(cond),
-                };
-                pending_cond = Some(active);
-            }
-            _ => out.push(tok),
         }
     }
+    let (items, _) = crate::depspec::parse_lenient(s);
+    let mut out = Vec::new();
+    walk(&items, is_on, &mut out);
     out
 }
 
@@ -185,8 +172,8 @@ pub fn parse_entry(cpv: &str, text: &str, warnings: &mut Vec<(Option<usize>, Str
         keys.insert(key.to_owned(), (lineno, value.to_owned()));
     }
     // The other dependency-spec strings are kept raw and read leniently; Portage takes any
-    // depth, and so do we where it matters, but `reduce_depend` ignores what lies deeper than
-    // MAX_DEPTH (it never recurses that far), so say so.
+    // depth, and so do we where it matters, but their parser (`depspec::parse_lenient`, under
+    // `use_reduce` and `reduce_depend`) drops what lies deeper than MAX_DEPTH, so say so.
     for key in ["DEPEND", "BDEPEND", "RDEPEND", "PDEPEND", "IDEPEND", "RESTRICT", "PROPERTIES", "SRC_URI", "LICENSE"] {
         let Some((line, value)) = keys.get(key) else { continue };
         let (mut depth, mut deepest) = (0usize, 0usize);

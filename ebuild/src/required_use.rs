@@ -141,122 +141,45 @@ pub fn is_valid_flag_name(name: &str) -> bool {
     chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '_' | '@' | '-'))
 }
 
-/// Whitespace-separated tokens with their byte offsets (Portage splits on whitespace only,
-/// so `(foo)` is one, invalid, token).
-fn tokens(input: &str) -> Vec<(usize, &str)> {
-    let mut out = Vec::new();
-    let mut start = None;
-    for (i, c) in input.char_indices() {
-        if c.is_whitespace() {
-            if let Some(s) = start.take() {
-                out.push((s, &input[s..i]));
+/// The [`crate::depspec`] tree as `REQUIRED_USE` nodes.
+fn nodes_of(items: &[crate::depspec::Item<'_>]) -> Vec<Node> {
+    use crate::depspec::{GroupOp, Item};
+    items
+        .iter()
+        .map(|item| match item {
+            Item::Leaf { text, .. } => match text.strip_prefix('!') {
+                Some(f) => Node::Flag { name: f.to_owned(), negated: true },
+                None => Node::Flag { name: (*text).to_owned(), negated: false },
+            },
+            Item::Cond { flag, negated, children, .. } => {
+                Node::Conditional { flag: (*flag).to_owned(), negated: *negated, children: nodes_of(children) }
             }
-        } else if start.is_none() {
-            start = Some(i);
-        }
-    }
-    if let Some(s) = start {
-        out.push((s, &input[s..]));
-    }
-    out
-}
-
-struct Parser<'a> {
-    toks: Vec<(usize, &'a str)>,
-    pos: usize,
-    len: usize,
-    /// Groups open around the current position.
-    depth: usize,
-}
-
-impl<'a> Parser<'a> {
-    fn err(&self, offset: usize, message: impl Into<String>) -> ParseError {
-        ParseError { offset, message: message.into() }
-    }
-
-    /// Members until `)` (when `nested`) or the end.
-    fn members(&mut self, nested: Option<usize>) -> Result<Vec<Node>, ParseError> {
-        let mut nodes = Vec::new();
-        loop {
-            let Some(&(off, tok)) = self.toks.get(self.pos) else {
-                return match nested {
-                    Some(open) => Err(self.err(self.len, format!("unclosed `(` opened at byte {open}"))),
-                    None => Ok(nodes),
-                };
-            };
-            self.pos += 1;
-            match tok {
-                ")" => {
-                    return match nested {
-                        Some(_) => Ok(nodes),
-                        None => Err(self.err(off, "`)` without a matching `(`")),
-                    }
-                }
-                "(" => nodes.push(Node::All(self.nested(off)?)),
-                "||" | "^^" | "??" => {
-                    let op = match tok {
-                        "||" => Op::AnyOf,
-                        "^^" => Op::ExactlyOne,
-                        _ => Op::AtMostOne,
-                    };
-                    let children = self.group_body(off, tok)?;
-                    nodes.push(Node::Group { op, children });
-                }
-                _ if tok.ends_with('?') => {
-                    let cond = &tok[..tok.len() - 1];
-                    let (negated, flag) = match cond.strip_prefix('!') {
-                        Some(f) => (true, f),
-                        None => (false, cond),
-                    };
-                    if !is_valid_flag_name(flag) {
-                        return Err(self.err(off, format!("`{tok}` is not a valid USE conditional")));
-                    }
-                    let children = self.group_body(off, tok)?;
-                    nodes.push(Node::Conditional { flag: flag.to_owned(), negated, children });
-                }
-                _ => {
-                    let (negated, name) = match tok.strip_prefix('!') {
-                        Some(f) => (true, f),
-                        None => (false, tok),
-                    };
-                    if !is_valid_flag_name(name) {
-                        return Err(self.err(off, format!("`{tok}` is not a valid USE flag")));
-                    }
-                    nodes.push(Node::Flag { name: name.to_owned(), negated });
+            Item::Group { op, children, .. } => {
+                let children = nodes_of(children);
+                match op {
+                    GroupOp::All => Node::All(children),
+                    GroupOp::AnyOf => Node::Group { op: Op::AnyOf, children },
+                    GroupOp::ExactlyOne => Node::Group { op: Op::ExactlyOne, children },
+                    GroupOp::AtMostOne => Node::Group { op: Op::AtMostOne, children },
                 }
             }
-        }
-    }
-
-    /// The members of a group opened at byte `open`, within [`MAX_DEPTH`].
-    fn nested(&mut self, open: usize) -> Result<Vec<Node>, ParseError> {
-        if self.depth >= MAX_DEPTH {
-            return Err(self.err(open, format!("groups nested deeper than {MAX_DEPTH} levels")));
-        }
-        self.depth += 1;
-        let r = self.members(Some(open));
-        self.depth -= 1;
-        r
-    }
-
-    /// The `( ... )` an operator or conditional must be followed by.
-    fn group_body(&mut self, op_off: usize, op: &str) -> Result<Vec<Node>, ParseError> {
-        match self.toks.get(self.pos) {
-            Some(&(off, "(")) => {
-                self.pos += 1;
-                self.nested(off)
-            }
-            Some(&(off, other)) => Err(self.err(off, format!("expected `(` after `{op}` (byte {op_off}), found `{other}`"))),
-            None => Err(self.err(self.len, format!("expected `(` after `{op}` (byte {op_off}), found the end"))),
-        }
-    }
+        })
+        .collect()
 }
 
 impl RequiredUse {
     /// Parses a `REQUIRED_USE` value.
     pub fn parse(input: &str) -> Result<RequiredUse, ParseError> {
-        let mut p = Parser { toks: tokens(input), pos: 0, len: input.len(), depth: 0 };
-        let nodes = p.members(None)?;
+        let leaf = |tok: &str| {
+            let name = tok.strip_prefix('!').unwrap_or(tok);
+            if is_valid_flag_name(name) {
+                Ok(())
+            } else {
+                Err(format!("`{tok}` is not a valid USE flag"))
+            }
+        };
+        let items = crate::depspec::parse(input, &leaf, &is_valid_flag_name)?;
+        let nodes = nodes_of(&items);
         let mut flags = Vec::new();
         collect_flags(&nodes, &mut flags, &mut HashSet::new());
         let ids: HashMap<&str, usize> = flags.iter().enumerate().map(|(i, f)| (f.as_str(), i)).collect();

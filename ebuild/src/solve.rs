@@ -1,9 +1,13 @@
-//! The configuration space of one ebuild and a backtracking solver over it.
+//! The configuration space of one ebuild and a SAT solver over it.
 //!
-//! A [`Space`] has one variable per IUSE flag except `test`. The solver never enumerates
-//! `2^|IUSE|`: only the flags `REQUIRED_USE` names are searched (depth-first, pruned by
-//! [`RequiredUse::eval_partial`]); every other flag is free and takes the value asked for.
-//! Every configuration this module returns has been checked by the exact evaluator.
+//! A [`Space`] has one variable per IUSE flag except `test`. Only the flags that can affect
+//! validity (named by `REQUIRED_USE`, pinned by the profile, or deciding a derived `test`) are
+//! solver variables: `REQUIRED_USE` is compiled once per ebuild to CNF ([`crate::cnf`]), the
+//! profile's masked and forced flags are unit clauses, and every query fixes values through
+//! assumptions on one incremental solver. Every other flag is free and takes the value asked
+//! for. Queries are exact: "no configuration" means none exists (only the ebuild's deadline
+//! can stop a query early, and [`Space::out_of_time`] then says so). Every configuration this
+//! module returns also satisfies the exact evaluator ([`Space::is_valid`]).
 //!
 //! **`test` is not a variable.** The guest builds with `FEATURES=test`, and Portage then sets
 //! `USE=test` itself unless `RESTRICT` contains `test` (which masks it). So each
@@ -11,13 +15,15 @@
 //! evaluated under that configuration with `test` on) contains `test`. Configurations whose
 //! derived `test` violates `REQUIRED_USE` are invalid like any other.
 
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
+use batsat::Lit;
 use gah_core::job::UseAssignment;
 
+use crate::cnf::{self, Cnf, Outcome, Sat, F};
 use crate::md5cache::Ebuild;
 use crate::profile::Profile;
-use crate::required_use::RequiredUse;
 
 /// How an ebuild's `test` flag is set (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,22 +45,23 @@ pub struct Space<'e> {
     /// Values the profile imposes (masked: off, forced: on); never varied.
     pinned: Vec<Option<bool>>,
     index: HashMap<String, usize>,
-    /// Whether each variable can affect validity (named in REQUIRED_USE, or in RESTRICT
-    /// conditionals when `test` is derived). The others are free.
-    constrained: Vec<bool>,
-    /// The constrained variables in search order (order of appearance in REQUIRED_USE).
-    order: Vec<usize>,
+    /// The solver literal of each constrained variable (named in REQUIRED_USE, pinned, or in
+    /// RESTRICT conditionals when `test` is derived); `None` for the free ones.
+    lits: Vec<Option<Lit>>,
+    /// REQUIRED_USE, the pins and the derived `test` as CNF over `lits` (and auxiliaries).
+    cnf: Cnf,
+    /// The incremental solver every [`Space::solve`] query goes to.
+    sat: RefCell<Sat>,
     defaults: Vec<bool>,
     test: TestRule,
     empty_groups_true: bool,
     /// Where each REQUIRED_USE flag's value comes from, in [`RequiredUse::flags`] order.
+    ///
+    /// [`RequiredUse::flags`]: crate::RequiredUse::flags
     sources: Vec<Source>,
-    /// Upper bound on search nodes per query; see [`Space::budget_exhausted`].
-    node_budget: u64,
-    exhausted: std::cell::Cell<bool>,
     /// When the ebuild's time budget ends ([`Space::set_deadline`]); `timed_out` says it did.
     deadline: Option<std::time::Instant>,
-    timed_out: std::cell::Cell<bool>,
+    timed_out: Cell<bool>,
 }
 
 /// Where the value of a flag named in REQUIRED_USE comes from.
@@ -67,6 +74,10 @@ enum Source {
 
 /// A configuration: one value per variable of its [`Space`], in [`Space::vars`] order.
 pub type Config = Vec<bool>;
+
+/// Most clauses [`Space::closest`] spends on its cardinality counter (flags times distance);
+/// past it the closest configuration the preference search found is returned as it is.
+const CLOSEST_COUNTER_LIMIT: usize = 400_000;
 
 impl<'e> Space<'e> {
     /// The space of `ebuild` under `profile`.
@@ -88,29 +99,52 @@ impl<'e> Space<'e> {
             }
         };
 
-        let mut constrained = vec![false; vars.len()];
-        let mut order = Vec::new();
-        let mut mark = |name: &str, order: &mut Vec<usize>| {
+        let mut cnf = Cnf::default();
+        let mut lits: Vec<Option<Lit>> = vec![None; vars.len()];
+        let mut mark = |name: &str, cnf: &mut Cnf| {
             if let Some(&i) = index.get(name) {
-                if !constrained[i] {
-                    constrained[i] = true;
-                    order.push(i);
+                if lits[i].is_none() {
+                    lits[i] = Some(cnf.fresh());
                 }
             }
         };
         for (i, p) in pinned.iter().enumerate() {
             if p.is_some() {
-                mark(&vars[i], &mut order);
+                mark(&vars[i], &mut cnf);
             }
         }
         for f in ebuild.required_use.flags() {
-            mark(f, &mut order);
+            mark(f, &mut cnf);
         }
         if test == TestRule::Derived {
             for f in restrict_condition_flags(&ebuild.restrict) {
-                mark(f, &mut order);
+                mark(f, &mut cnf);
             }
         }
+        for (l, p) in lits.iter().zip(&pinned) {
+            if let (Some(l), Some(v)) = (l, p) {
+                cnf.assert(F::Lit(if *v { *l } else { !*l }));
+            }
+        }
+        let var_formula = |name: &str| -> F {
+            match index.get(name).and_then(|&i| lits[i]) {
+                Some(l) => F::Lit(l),
+                None => F::Const(profile.implicit(name)),
+            }
+        };
+        let test_formula = match test {
+            TestRule::Absent => F::Const(profile.implicit("test")),
+            TestRule::Fixed(v) => F::Const(v),
+            TestRule::Derived => restrict_test_formula(&mut cnf, &ebuild.restrict, &var_formula),
+        };
+        let empty_groups_true = ebuild.empty_groups_true();
+        cnf::compile_required_use(&mut cnf, ebuild.required_use.nodes(), empty_groups_true, &|f| {
+            if f == "test" && !index.contains_key(f) {
+                test_formula
+            } else {
+                var_formula(f)
+            }
+        });
         let sources = ebuild
             .required_use
             .flags()
@@ -121,6 +155,7 @@ impl<'e> Space<'e> {
                 None => Source::Implicit(profile.implicit(f)),
             })
             .collect();
+        let sat = RefCell::new(Sat::new(&cnf, None));
         Space {
             ebuild,
             profile,
@@ -128,15 +163,14 @@ impl<'e> Space<'e> {
             vars,
             pinned,
             index,
-            constrained,
-            order,
+            lits,
+            cnf,
+            sat,
             defaults,
             test,
-            empty_groups_true: ebuild.empty_groups_true(),
-            node_budget: 200_000,
-            exhausted: std::cell::Cell::new(false),
+            empty_groups_true,
             deadline: None,
-            timed_out: std::cell::Cell::new(false),
+            timed_out: Cell::new(false),
         }
     }
 
@@ -144,6 +178,7 @@ impl<'e> Space<'e> {
     /// is kept, and [`Space::out_of_time`] says so.
     pub fn set_deadline(&mut self, deadline: std::time::Instant) {
         self.deadline = Some(deadline);
+        self.sat.get_mut().set_deadline(Some(deadline));
     }
 
     /// The deadline given with [`Space::set_deadline`].
@@ -186,17 +221,7 @@ impl<'e> Space<'e> {
 
     /// Whether variable `i` can affect validity.
     pub fn is_constrained(&self, i: usize) -> bool {
-        self.constrained[i]
-    }
-
-    /// True when some query gave up after its node budget, so a result may be missing
-    /// (never wrong: everything returned is still checked).
-    pub fn budget_exhausted(&self) -> bool {
-        self.exhausted.get()
-    }
-
-    fn required_use(&self) -> &RequiredUse {
-        &self.ebuild.required_use
+        self.lits[i].is_some()
     }
 
     /// The derived `test` value of a complete configuration.
@@ -230,25 +255,7 @@ impl<'e> Space<'e> {
                 Source::Implicit(v) => v,
             })
             .collect();
-        self.required_use().eval_values(self.empty_groups_true, &values)
-    }
-
-    fn partial_ok(&self, partial: &[Option<bool>]) -> bool {
-        let test = match self.test {
-            TestRule::Absent => Some(false),
-            TestRule::Fixed(v) => Some(v),
-            TestRule::Derived => None,
-        };
-        let values: Vec<Option<bool>> = self
-            .sources
-            .iter()
-            .map(|s| match *s {
-                Source::Var(i) => partial[i],
-                Source::Test => test,
-                Source::Implicit(v) => Some(v),
-            })
-            .collect();
-        self.required_use().eval_partial_values(self.empty_groups_true, &values) != Some(false)
+        self.ebuild.required_use.eval_values(self.empty_groups_true, &values)
     }
 
     /// The USE assignment of a configuration: every IUSE flag, `test` included.
@@ -263,46 +270,62 @@ impl<'e> Space<'e> {
         a
     }
 
+    /// The literal saying variable `i` has value `v` (`i` constrained).
+    fn lit(&self, i: usize, v: bool) -> Option<Lit> {
+        self.lits[i].map(|l| if v { l } else { !l })
+    }
+
     /// A valid configuration agreeing with `fixed` wherever it is `Some`, preferring the
     /// values of `prefer` elsewhere (exactly `prefer` on free variables); `None` when there is
-    /// none (or the node budget ran out).
+    /// none (or the ebuild's deadline passed: [`Space::out_of_time`]).
+    ///
+    /// The preference is honoured as far as it can be: every preferred value is an
+    /// assumption, and those in an unsat core are dropped until the rest is satisfiable.
     pub fn solve(&self, fixed: &[Option<bool>], prefer: &[bool]) -> Option<Config> {
-        let (found, out_of_budget) = self.solve_bounded(fixed, prefer, self.node_budget);
-        if out_of_budget {
-            self.exhausted.set(true);
-        }
-        found
+        self.solve_limited(fixed, prefer, None)
     }
 
-    /// [`Space::solve`] within `nodes` search nodes, for heuristic queries whose `None` only
-    /// means "not found cheaply": running out of nodes is not recorded in
-    /// [`Space::budget_exhausted`].
-    pub fn solve_within(&self, fixed: &[Option<bool>], prefer: &[bool], nodes: u64) -> Option<Config> {
-        self.solve_bounded(fixed, prefer, nodes.min(self.node_budget)).0
+    /// [`Space::solve`] within about `conflicts` solver conflicts, for heuristic queries whose
+    /// `None` only means "not found cheaply".
+    pub fn solve_within(&self, fixed: &[Option<bool>], prefer: &[bool], conflicts: u64) -> Option<Config> {
+        self.solve_limited(fixed, prefer, Some(conflicts))
     }
 
-    /// The search behind [`Space::solve`]: the configuration found, and whether the search
-    /// gave up after `budget` nodes.
-    fn solve_bounded(&self, fixed: &[Option<bool>], prefer: &[bool], budget: u64) -> (Option<Config>, bool) {
-        // Fixed values are visible to the pruning from the start, not only when the search
-        // reaches their variable: an infeasible request fails at the root.
+    fn solve_limited(&self, fixed: &[Option<bool>], prefer: &[bool], conflicts: Option<u64>) -> Option<Config> {
         if self.out_of_time() {
-            return (None, true);
+            return None;
         }
-        let Some(fixed) = self.with_pinned(fixed) else { return (None, false) };
-        let fixed = &fixed[..];
-        let mut partial: Vec<Option<bool>> = fixed.to_vec();
-        if !self.partial_ok(&partial) {
-            return (None, false);
+        let fixed = self.with_pinned(fixed)?;
+        let hard: Vec<Lit> = fixed.iter().enumerate().filter_map(|(i, v)| v.and_then(|v| self.lit(i, v))).collect();
+        let mut soft: Vec<Lit> = (0..self.vars.len()).filter(|&i| fixed[i].is_none()).filter_map(|i| self.lit(i, prefer[i])).collect();
+        let mut sat = self.sat.borrow_mut();
+        let mut assumptions = Vec::with_capacity(hard.len() + soft.len());
+        loop {
+            assumptions.clear();
+            assumptions.extend_from_slice(&hard);
+            assumptions.extend_from_slice(&soft);
+            match sat.solve(&assumptions, conflicts) {
+                Outcome::Sat => {
+                    let config: Config = (0..self.vars.len())
+                        .map(|i| match self.lits[i] {
+                            Some(l) => sat.value(l),
+                            None => fixed[i].unwrap_or(prefer[i]),
+                        })
+                        .collect();
+                    debug_assert!(self.is_valid(&config), "the CNF of {} disagrees with the evaluator", self.ebuild.cpv);
+                    return Some(config);
+                }
+                Outcome::Unknown => return None,
+                Outcome::Unsat => {
+                    let before = soft.len();
+                    soft.retain(|l| !sat.in_core(*l));
+                    if soft.len() == before {
+                        // The fixed values alone are contradictory.
+                        return None;
+                    }
+                }
+            }
         }
-        let mut nodes = 0u64;
-        let mut found = None;
-        self.dfs(0, &mut partial, fixed, prefer, &mut nodes, budget, &mut |p| {
-            found = Some(p.to_vec());
-            true
-        });
-        let out_of_budget = nodes > budget;
-        (found.map(|p| self.complete(&p, fixed, prefer)), out_of_budget)
     }
 
     /// `fixed` plus the profile's pins; `None` when they contradict.
@@ -318,143 +341,109 @@ impl<'e> Space<'e> {
         Some(out)
     }
 
-    /// Fills the free variables: `fixed` first, then `prefer`.
-    fn complete(&self, partial: &[Option<bool>], fixed: &[Option<bool>], prefer: &[bool]) -> Config {
-        (0..self.vars.len()).map(|i| partial[i].or(fixed[i]).unwrap_or(prefer[i])).collect()
-    }
-
-    /// Depth-first search over the constrained variables. `leaf` is called with every valid
-    /// complete assignment of them (free variables still `None`) and returns true to stop.
-    #[allow(clippy::too_many_arguments)]
-    fn dfs(
-        &self,
-        depth: usize,
-        partial: &mut Vec<Option<bool>>,
-        fixed: &[Option<bool>],
-        prefer: &[bool],
-        nodes: &mut u64,
-        budget: u64,
-        leaf: &mut dyn FnMut(&[Option<bool>]) -> bool,
-    ) -> bool {
-        *nodes += 1;
-        if *nodes & 1023 == 0 && self.out_of_time() {
-            *nodes = budget.saturating_add(1);
-        }
-        if *nodes > budget {
-            // The caller sees `nodes > budget` and decides whether that is worth recording.
-            return true;
-        }
-        if depth == self.order.len() {
-            // Exact check: the partial evaluator over-approximates, and a derived `test`
-            // is only known here.
-            let full: Config = (0..self.vars.len()).map(|i| partial[i].or(fixed[i]).unwrap_or(prefer[i])).collect();
-            return self.is_valid(&full) && leaf(partial);
-        }
-        let var = self.order[depth];
-        if fixed[var].is_some() {
-            // Already in `partial` (set by the caller) and checked.
-            return self.dfs(depth + 1, partial, fixed, prefer, nodes, budget, leaf);
-        }
-        let choices: &[bool] = if prefer[var] { &[true, false] } else { &[false, true] };
-        for &v in choices {
-            partial[var] = Some(v);
-            if self.partial_ok(partial) && self.dfs(depth + 1, partial, fixed, prefer, nodes, budget, leaf) {
-                partial[var] = None;
-                return true;
-            }
-        }
-        partial[var] = None;
-        false
-    }
-
-    /// The valid configuration closest to `target` (fewest flags differing), by branch and
-    /// bound; ties go to the first found with `target`'s values tried first. After the node
-    /// budget the best found so far is returned.
+    /// The valid configuration closest to `target` (fewest flags differing). Exact: a first
+    /// solution preferring `target`'s values gives a bound, then a cardinality counter over
+    /// the differing flags (on a solver of its own) lowers it until no closer configuration
+    /// exists. When the counter would exceed `CLOSEST_COUNTER_LIMIT` clauses the first
+    /// solution is returned. `None` when there is no valid configuration (or past the
+    /// deadline).
     pub fn closest(&self, target: &[bool]) -> Option<Config> {
-        if self.out_of_time() {
-            self.exhausted.set(true);
-            return None;
+        let first = self.solve(&vec![None; self.vars.len()], target)?;
+        // Pinned flags cost the same in every configuration: only the others count.
+        let counted: Vec<usize> = (0..self.vars.len()).filter(|&i| self.lits[i].is_some() && self.pinned[i].is_none()).collect();
+        let cost = |c: &[bool]| counted.iter().filter(|&&i| c[i] != target[i]).count();
+        let mut best_cost = cost(&first);
+        let mut best = first;
+        if best_cost == 0 || counted.len().saturating_mul(best_cost) > CLOSEST_COUNTER_LIMIT {
+            return Some(best);
         }
-        let fixed = self.with_pinned(&vec![None; self.vars.len()])?;
-        let mut best: Option<(usize, Config)> = None;
-        let mut partial: Vec<Option<bool>> = fixed.clone();
-        let mut nodes = 0u64;
-        self.bnb(0, 0, &mut partial, target, &fixed, &mut nodes, &mut best);
-        best.map(|(_, c)| c)
+        let mut sat = Sat::new(&self.cnf, self.deadline);
+        // Sinz's sequential counter, upward half: `at_least[j - 1]` is forced on when at
+        // least j of the counted flags differ from `target` (j ≤ best_cost).
+        let k = best_cost;
+        let mut prev: Vec<Lit> = Vec::new();
+        for (n, &i) in counted.iter().enumerate() {
+            let differs = self.lit(i, !target[i]).expect("counted flags are constrained");
+            let width = (n + 1).min(k);
+            let row: Vec<Lit> = (0..width).map(|_| sat.fresh()).collect();
+            sat.add(&[!differs, row[0]]);
+            for j in 0..width {
+                if j < prev.len() {
+                    sat.add(&[!prev[j], row[j]]);
+                }
+                if j > 0 && j - 1 < prev.len() {
+                    sat.add(&[!differs, !prev[j - 1], row[j]]);
+                }
+            }
+            prev = row;
+        }
+        while best_cost > 0 {
+            // Fewer than best_cost differing flags.
+            let bound = !prev[best_cost - 1];
+            match sat.solve(&[bound], None) {
+                Outcome::Sat => {
+                    let c: Config = (0..self.vars.len())
+                        .map(|i| match self.lits[i] {
+                            Some(l) => sat.value(l),
+                            None => target[i],
+                        })
+                        .collect();
+                    best_cost = cost(&c);
+                    best = c;
+                }
+                Outcome::Unsat => break,
+                Outcome::Unknown => {
+                    self.timed_out.set(true);
+                    break;
+                }
+            }
+        }
+        debug_assert!(self.is_valid(&best));
+        Some(best)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn bnb(
-        &self,
-        depth: usize,
-        cost: usize,
-        partial: &mut Vec<Option<bool>>,
-        target: &[bool],
-        fixed: &[Option<bool>],
-        nodes: &mut u64,
-        best: &mut Option<(usize, Config)>,
-    ) {
-        *nodes += 1;
-        if *nodes > self.node_budget || (*nodes & 1023 == 0 && self.out_of_time()) {
-            self.exhausted.set(true);
-            *nodes = self.node_budget.saturating_add(1);
-            return;
-        }
-        if best.as_ref().is_some_and(|(b, _)| cost >= *b) {
-            return;
-        }
-        if depth == self.order.len() {
-            let full = self.complete(partial, fixed, target);
-            if self.is_valid(&full) {
-                *best = Some((cost, full));
-            }
-            return;
-        }
-        let var = self.order[depth];
-        if fixed[var].is_some() {
-            // Pinned by the profile: no choice, no cost.
-            return self.bnb(depth + 1, cost, partial, target, fixed, nodes, best);
-        }
-        for v in [target[var], !target[var]] {
-            partial[var] = Some(v);
-            if self.partial_ok(partial) {
-                self.bnb(depth + 1, cost + usize::from(v != target[var]), partial, target, fixed, nodes, best);
-            }
-        }
-        partial[var] = None;
-    }
-
-    /// Every valid configuration, in a stable order; `None` when there are more than `limit`.
+    /// Every valid configuration, in a stable order; `None` when there are more than `limit`
+    /// (or the deadline passed).
     pub fn enumerate(&self, limit: usize) -> Option<Vec<Config>> {
-        let free: Vec<usize> = (0..self.vars.len()).filter(|&i| !self.constrained[i]).collect();
+        let free: Vec<usize> = (0..self.vars.len()).filter(|&i| self.lits[i].is_none()).collect();
         if free.len() >= 32 || (1usize << free.len()) > limit {
             return None;
         }
-        let Some(fixed) = self.with_pinned(&vec![None; self.vars.len()]) else { return Some(Vec::new()) };
-        let prefer = vec![false; self.vars.len()];
-        let mut partial: Vec<Option<bool>> = fixed.clone();
-        let mut constrained_solutions: Vec<Vec<Option<bool>>> = Vec::new();
-        let mut nodes = 0u64;
         if self.out_of_time() {
             return None;
         }
         let per_free = 1usize << free.len();
-        let mut too_many = false;
-        self.dfs(0, &mut partial, &fixed, &prefer, &mut nodes, self.node_budget, &mut |p| {
-            constrained_solutions.push(p.to_vec());
-            too_many = constrained_solutions.len() * per_free > limit;
-            too_many
-        });
-        if nodes > self.node_budget {
-            self.exhausted.set(true);
-        }
-        if too_many || self.exhausted.get() {
-            return None;
+        let constrained: Vec<usize> = (0..self.vars.len()).filter(|&i| self.lits[i].is_some()).collect();
+        let mut sat = Sat::new(&self.cnf, self.deadline);
+        let mut solutions: Vec<Vec<bool>> = Vec::new();
+        loop {
+            match sat.solve(&[], None) {
+                Outcome::Sat => {}
+                Outcome::Unsat => break,
+                Outcome::Unknown => {
+                    self.timed_out.set(true);
+                    return None;
+                }
+            }
+            let values: Vec<bool> = constrained.iter().map(|&i| sat.value(self.lits[i].expect("constrained"))).collect();
+            // Block this assignment of the flags (auxiliaries are functions of them).
+            let block: Vec<Lit> = constrained.iter().zip(&values).map(|(&i, &v)| self.lit(i, !v).expect("constrained")).collect();
+            solutions.push(values);
+            if solutions.len() * per_free > limit {
+                return None;
+            }
+            if block.is_empty() {
+                break;
+            }
+            sat.add(&block);
         }
         let mut out = Vec::new();
-        for sol in &constrained_solutions {
+        for sol in &solutions {
             for bits in 0..per_free {
-                let mut c: Config = sol.iter().zip(&fixed).map(|(v, f)| v.or(*f).unwrap_or(false)).collect();
+                let mut c: Config = vec![false; self.vars.len()];
+                for (&i, &v) in constrained.iter().zip(sol) {
+                    c[i] = v;
+                }
                 for (k, &i) in free.iter().enumerate() {
                     c[i] = bits >> k & 1 == 1;
                 }
@@ -464,6 +453,35 @@ impl<'e> Space<'e> {
         out.sort();
         Some(out)
     }
+}
+
+/// The formula "`test` stays on": `RESTRICT` does not contain `test` once its conditionals
+/// are evaluated with `test` on, read by the parser [`crate::md5cache::use_reduce`] uses
+/// ([`crate::depspec::parse_lenient`]), so the two agree on every string.
+fn restrict_test_formula(cnf: &mut Cnf, restrict: &str, flag: &dyn Fn(&str) -> F) -> F {
+    fn walk(cnf: &mut Cnf, items: &[crate::depspec::Item<'_>], under: F, flag: &dyn Fn(&str) -> F, out: &mut Vec<F>) {
+        use crate::depspec::Item;
+        for item in items {
+            match item {
+                Item::Leaf { text, .. } => {
+                    if *text == "test" {
+                        out.push(under);
+                    }
+                }
+                Item::Cond { flag: name, negated, children, .. } => {
+                    let f = if *name == "test" { F::Const(true) } else { flag(name) };
+                    let cond = if *negated { !f } else { f };
+                    let inner = cnf.and(&[under, cond]);
+                    walk(cnf, children, inner, flag, out);
+                }
+                Item::Group { children, .. } => walk(cnf, children, under, flag, out),
+            }
+        }
+    }
+    let (items, _) = crate::depspec::parse_lenient(restrict);
+    let mut restricted = Vec::new();
+    walk(cnf, &items, F::Const(true), flag, &mut restricted);
+    !cnf.or(&restricted)
 }
 
 /// The flags `RESTRICT`'s conditionals test (`flag?` and `!flag?`).
@@ -559,6 +577,5 @@ pub(crate) mod tests {
         fixed[39] = Some(true);
         let c = s.solve(&fixed, &[false; 60]).unwrap();
         assert!(s.is_valid(&c) && c[39] && c.iter().filter(|v| **v).count() == 1);
-        assert!(!s.budget_exhausted());
     }
 }

@@ -72,12 +72,24 @@ fn localise(iuse: &str, required_use: &str, fault: &str, start: &str, known: boo
     let failing = if flaky {
         table[0].0.clone()
     } else {
-        table
-            .iter()
-            .find(|(p, s)| *s == Status::BuildFailed && start.iter().all(|&i| p.config[i]))
-            .expect("a failing row with the start flags")
-            .0
-            .clone()
+        match table.iter().find(|(p, s)| *s == Status::BuildFailed && start.iter().all(|&i| p.config[i])) {
+            Some((p, _)) => p.clone(),
+            None => {
+                // A pairwise array need not contain a 3-way cause: the failure was then seen
+                // in some other run, which the solver stands in for.
+                let mut fixed = vec![None; space.vars().len()];
+                for &(i, on) in &fault.flags {
+                    fixed[i] = Some(on);
+                }
+                for &i in &start {
+                    fixed[i] = Some(true);
+                }
+                let config = space.solve(&fixed, space.defaults()).expect("the fault is satisfiable");
+                let p = Probe { config, compiler: fault.compiler.unwrap_or(Compiler::Gcc) };
+                table.push((p.clone(), Status::BuildFailed));
+                p
+            }
+        }
     };
     if flaky {
         table[0].1 = Status::BuildFailed;

@@ -99,10 +99,13 @@ impl<'a> BlockedLine<'a> {
 
 /// Reads every repository's md5-cache. Never fails: problems are diagnostics.
 pub fn load_repos(paths: &[PathBuf]) -> (Vec<Repository>, Vec<Diagnostic>) {
+    // Repositories are read side by side (as many at once as the machine has cores), their
+    // order and diagnostics kept.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let read = map_parallel(paths, threads, |p| read_repository(p));
     let mut repos = Vec::new();
     let mut diags = Vec::new();
-    for p in paths {
-        let (r, d) = read_repository(p);
+    for (r, d) in read {
         repos.push(r);
         diags.extend(d);
     }
