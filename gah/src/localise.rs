@@ -127,10 +127,15 @@ fn localise_one(
     // covering array's, and earlier localisations' follow-ups).
     let filter =
         Filter { repo: Some(cell.repo.clone()), cpv: Some(cell.cpv.clone()), snapshot: Some(runner.snapshot), ..Filter::default() };
+    // Not the failing cell itself, nor the follow-ups this localisation already ran (resumed
+    // below): `known` counts what was known beforehand.
+    let ran: Vec<_> = stored_runs.iter().filter_map(|r| probe_of(space, &r.use_flags, r.compiler)).collect();
     let known: Vec<_> = db
         .latest(&filter, Page::ALL)?
         .into_iter()
+        .filter(|r| r.cell != failing.cell)
         .filter_map(|r| probe_of(space, &r.cell.use_flags, r.cell.compiler).map(|p| (p, r.status)))
+        .filter(|(p, _)| !ran.contains(p))
         .collect();
     let settings = Settings { max_followups: runner.config.max_followups, ..Settings::default() };
     let mut localiser = match Localiser::new(space, failing_probe, failing.status, &known, &Compiler::ALL, settings) {

@@ -93,7 +93,7 @@ enum Mode {
     Deploy(deploy::DeployArgs),
     /// The QA web page over the results database: overview, package matrices, cell pages
     /// with the log and the bug text, dependency view, search, Atom feeds and the JSON API
-    /// behind every page. Read-only; listens on 127.0.0.1 unless told otherwise.
+    /// behind every page. Writes nothing (opening applies pending migrations); listens on 127.0.0.1 unless told otherwise.
     ///
     /// Examples:
     ///   gah serve                                   # the checkout's database, http://127.0.0.1:8080

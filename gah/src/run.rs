@@ -74,7 +74,7 @@ pub fn run(layout: &Layout, config: &RunConfig) -> anyhow::Result<()> {
         jobs.retain(|j| j.cp().contains(only.as_str()));
     }
     if let Some(wanted) = &config.use_flags {
-        jobs.retain(|j| wanted.0.iter().all(|(flag, on)| j.use_flags.0.get(flag) == Some(on)));
+        jobs.retain(|j| j.use_flags.has_all(wanted));
     }
     if let Some(limit) = config.limit {
         jobs.truncate(limit);

@@ -101,8 +101,10 @@ pub fn report(db: &Database, r: &StoredOutcome, also: &[&StoredOutcome]) -> Resu
     }
     let (cc, cxx) = r.cell.compiler.cc_cxx();
     let cp = split_cpv(&r.cell.cpv).map_or(r.cell.cpv.as_str(), |(cp, _)| cp);
-    let _ = writeln!(c, "\nReproduce:\n  echo '{cp} {use_flags}' >> /etc/portage/package.use/gah");
-    let _ = writeln!(c, "  CC={cc} CXX={cxx} emerge --oneshot ={}", r.cell.cpv);
+    // A command line people paste as root, built from an upload's names: quoted as words.
+    let entry = gah_util::shell::quote(&format!("{cp} {use_flags}"));
+    let _ = writeln!(c, "\nReproduce:\n  echo {entry} >> /etc/portage/package.use/gah");
+    let _ = writeln!(c, "  CC={cc} CXX={cxx} emerge --oneshot {}", gah_util::shell::word(&format!("={}", r.cell.cpv)));
     if !also.is_empty() {
         let _ = writeln!(c, "\nAlso fails with:");
         for o in also {

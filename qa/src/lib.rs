@@ -8,7 +8,7 @@
 //! - [`bug`]: the bug-report bundle for one failure, in the form Gentoo's bugzilla asks for;
 //! - [`text`]: untrusted text (package names, flags, summaries and logs all come from
 //!   volunteers' uploads) made inert for a page or a feed;
-//! - [`web`]: `gah serve`, the read-only web page, its JSON API and its Atom feeds.
+//! - [`web`]: `gah serve`, the web page (it writes nothing), its JSON API and its Atom feeds.
 //!
 //! Nothing here writes to the database, and nothing here runs SQL.
 

@@ -134,6 +134,9 @@ pub struct Paging {
 impl Paging {
     /// Items per page of the web API's long lists.
     pub const PER_PAGE: usize = 100;
+    /// Cells listed per item of those lists (a package's failing cells, a dependency's blocked
+    /// cells): one dependency can block tens of thousands.
+    pub const ITEM_CELLS: usize = 20;
 
     /// A page after the last of a list of `total` items.
     pub fn past_end(total: usize) -> Paging {
@@ -180,6 +183,8 @@ pub struct PackageFails {
     pub resource_limit: u64,
     pub by_status: BTreeMap<&'static str, u64>,
     pub failing_cells: Vec<CellState>,
+    /// How many there are: the web API lists the first [`Paging::ITEM_CELLS`] only.
+    pub failing_cells_total: usize,
 }
 
 impl From<&PackageFailures> for PackageFails {
@@ -195,6 +200,7 @@ impl From<&PackageFailures> for PackageFails {
             resource_limit: p.counts.get(Status::ResourceLimit),
             by_status: counts(&p.counts),
             failing_cells: p.own_failures.iter().map(CellState::from).collect(),
+            failing_cells_total: p.own_failures.len(),
         }
     }
 }
@@ -375,6 +381,8 @@ pub struct Blamed {
     /// The phase it failed in, when the log says.
     pub phase: Option<String>,
     pub blocked: Vec<CellState>,
+    /// How many there are: the web API lists the first [`Paging::ITEM_CELLS`] only.
+    pub blocked_total: usize,
 }
 
 impl From<&DependencyRoot> for Blamed {
@@ -383,7 +391,13 @@ impl From<&DependencyRoot> for Blamed {
             gah_core::buildlog::FailedDependency::Package { cpv, phase } => (Some(cpv.clone()), phase.clone()),
             _ => (None, None),
         };
-        Blamed { dependency: d.dependency.to_string(), package, phase, blocked: d.blocked.iter().map(CellState::from).collect() }
+        Blamed {
+            dependency: d.dependency.to_string(),
+            package,
+            phase,
+            blocked: d.blocked.iter().map(CellState::from).collect(),
+            blocked_total: d.blocked.len(),
+        }
     }
 }
 

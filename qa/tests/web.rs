@@ -238,6 +238,7 @@ fn every_page_answers_and_hostile_content_is_text() {
     assert_eq!((fails["paging"]["page"].as_u64(), fails["paging"]["total"].as_u64()), (Some(1), Some(4)), "{fails}");
     let past: serde_json::Value = serde_json::from_str(&get(addr, "/api/fails?page=9").body).unwrap();
     assert_eq!((past["packages"].as_array().map(Vec::len), past["paging"]["total"].as_u64()), (Some(0), Some(4)), "{past}");
+    assert_eq!(past["paging"]["page"], 9, "the page asked for");
     let bug: serde_json::Value = serde_json::from_str(&get(addr, &format!("/api/cell/{bzip2}/bug")).body).unwrap();
     assert!(bug["comment"].as_str().unwrap().contains("CC=clang CXX=clang++ emerge --oneshot =app-arch/bzip2-1.0.8"));
     // The feeds parse as XML even with a NUL in the summary.
@@ -258,11 +259,15 @@ fn every_page_answers_and_hostile_content_is_text() {
         ("/package/no/such", 404),
         ("/cell/1/..%2F..%2Fresults.sqlite", 404),
         ("/search?status=nonsense", 400),
+        ("/api/search?page=1001", 400),
+        ("/package/x%01/y/feed.atom", 404),
         ("/nowhere", 404),
     ] {
         let got = get(addr, path);
         assert_eq!(got.status, status, "{path}: {}", got.body);
     }
+    let many: Vec<String> = (0..33).map(|i| format!("f{i}")).collect();
+    assert_eq!(get(addr, &format!("/api/search?use={}", many.join("%20"))).status, 400, "at most 32 flags");
     let refused = get(addr, "/api/search?compiler=icc");
     assert_eq!(refused.status, 400);
     assert!(refused.body.contains("compiler"), "{}", refused.body);

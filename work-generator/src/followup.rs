@@ -162,16 +162,30 @@ fn advance(
         return Ok(());
     };
     let space = Space::new(ebuild, cfg.profile);
-    let Some(failing_probe) = probe_of(&space, &cell.use_flags, cell.compiler) else { return Ok(()) };
+    // A localisation that can no longer go on (the ebuild changed under the same cpv, or the
+    // failing compiler is no longer built) ends inconclusive, saying why, rather than staying
+    // `running`; one not started yet is simply not started.
+    let give_up = |results: &mut Database, stepped: &mut Stepped, why: String| match &stored {
+        Some(l) => db_done(results, failing_seq, &Conclusion::Inconclusive { why, evidence: l.evidence.clone() }, stepped),
+        None => Ok(()),
+    };
+    let Some(failing_probe) = probe_of(&space, &cell.use_flags, cell.compiler) else {
+        return give_up(results, stepped, format!("the failing configuration no longer fits {}'s IUSE", cell.cpv));
+    };
     let same = Filter { repo: Some(cell.repo.clone()), cpv: Some(cell.cpv.clone()), snapshot: Some(failing.snapshot), ..Filter::default() };
+    // Known beforehand: the other cells' outcomes, not the follow-ups this localisation ran
+    // (resumed below) nor the failing cell itself.
+    let ran: Vec<_> = stored.iter().flat_map(|l| &l.evidence.runs).filter_map(|r| probe_of(&space, &r.use_flags, r.compiler)).collect();
     let known: Vec<_> = results
         .latest(&same, Page::ALL)?
         .into_iter()
-        .filter(|r| r.seq != failing_seq)
+        .filter(|r| r.seq != failing_seq && r.cell != failing.cell)
         .filter_map(|r| probe_of(&space, &r.cell.use_flags, r.cell.compiler).map(|p| (p, r.status)))
+        .filter(|(p, _)| !ran.contains(p))
         .collect();
-    let Ok(mut localiser) = Localiser::new(&space, failing_probe, failing.status, &known, cfg.compilers, cfg.settings) else {
-        return Ok(());
+    let mut localiser = match Localiser::new(&space, failing_probe, failing.status, &known, cfg.compilers, cfg.settings) {
+        Ok(l) => l,
+        Err(e) => return give_up(results, stepped, format!("it cannot go on: {e}")),
     };
     if let Some(l) = &stored {
         if let Err(e) = localiser.resume(&l.evidence.runs) {

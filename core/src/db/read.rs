@@ -1183,10 +1183,18 @@ mod tests {
         assert!(names(&window).contains(&"e/f-1 [] gcc deps_failed git:s2".to_owned()));
         // A database from before the table: the migration fills it from the rows.
         db.conn
-            .execute_batch("DELETE FROM cell_latest; DELETE FROM migrations WHERE name = '0005_cell_latest'; DROP TRIGGER outcomes_cell_latest; DROP TABLE cell_latest; DROP INDEX outcomes_snapshot;")
+            .execute_batch(
+                "DELETE FROM cell_latest; DELETE FROM migrations WHERE name IN ('0005_cell_latest', '0008_cell_latest_status');
+                 DROP TRIGGER outcomes_cell_latest; DROP INDEX cell_latest_status; DROP TABLE cell_latest; DROP INDEX outcomes_snapshot;",
+            )
             .unwrap();
         let again = Database::open(db.path()).unwrap();
         assert_eq!(fresh(&again), window);
+        // ... and 0008 the latest status, which status filters read.
+        let blocked = Filter { statuses: vec![Status::DepsFailed], ..Filter::default() };
+        let blocked_then = Filter { up_to: last, ..blocked.clone() };
+        assert_eq!(again.latest(&blocked, Page::ALL).unwrap(), again.latest(&blocked_then, Page::ALL).unwrap());
+        assert_eq!(again.latest(&blocked, Page::ALL).unwrap().len(), 2);
         for order in [Order::Newest, Order::Slowest] {
             let page = Page::first(3, order);
             assert_eq!(

@@ -7,6 +7,10 @@ use atom_syndication::{Entry, Feed, Link, Person, Text};
 use crate::text::visible;
 use crate::wire;
 
+/// The most entries a feed carries (the newest), as feeds do: a toolchain bump can make tens of
+/// thousands of cells newly failing at once.
+pub const ENTRIES: usize = 100;
+
 /// The feed of `changes` (newly failing cells), `title` its title, `base` the server's public
 /// URL (links must be absolute), `self_path` the feed's own path.
 pub fn newly_failing(changes: &[wire::ChangeItem], title: &str, base: &str, self_path: &str, updated: &str) -> String {

@@ -1,6 +1,7 @@
 //! `gah serve`: the QA team's web page over the results database.
 //!
-//! Read-only. Every page is a `wire` document ([`views`]) rendered by an askama template
+//! It writes no row (opening the database applies pending migrations, as every opener does).
+//! Every page is a `wire` document ([`views`]) rendered by an askama template
 //! ([`pages`]); the same document is the page's JSON twin under `/api/`. SQLite is blocking,
 //! so each request's reads run on tokio's blocking pool with a connection from a small pool.
 //! The overview (counts, newly failing and fixed, dependency roots, slowest cells) ranks the
@@ -112,6 +113,11 @@ impl Pool {
 /// What every handler shares.
 struct App {
     pool: Arc<Pool>,
+    /// One request at a time that ranks the past (a search or changes as of a snapshot): each
+    /// is seconds at a million rows, and the pool's readers must stay free for pages.
+    heavy: tokio::sync::Semaphore,
+    /// Two requests at a time that read a whole stored log (up to the archive's cap, 64 MiB).
+    logs: tokio::sync::Semaphore,
     computed: RwLock<Arc<views::Computed>>,
     base: String,
     repos: Vec<PathBuf>,
@@ -158,7 +164,16 @@ async fn serve(options: ServeOptions, ready: impl FnOnce(SocketAddr) + Send) -> 
     let listener = tokio::net::TcpListener::bind(options.listen).await.map_err(io)?;
     let addr = listener.local_addr().map_err(io)?;
     let base = options.public_url.clone().unwrap_or_else(|| format!("http://{addr}")).trim_end_matches('/').to_owned();
-    let app = Arc::new(App { pool, computed: RwLock::new(Arc::new(first.1)), base, repos: options.repos.clone() });
+    let mut computed = first.1;
+    computed.tree_feed = tree_feed(&computed, &base);
+    let app = Arc::new(App {
+        pool,
+        heavy: tokio::sync::Semaphore::new(1),
+        logs: tokio::sync::Semaphore::new(2),
+        computed: RwLock::new(Arc::new(computed)),
+        base,
+        repos: options.repos.clone(),
+    });
     tokio::spawn(refresh(Arc::clone(&app), first.0, options.refresh, progress));
     tracing::info!(%addr, db = %options.db.display(), "serving");
     ready(addr);
@@ -197,8 +212,9 @@ async fn refresh(app: Shared, mut seen: Revision, every: Duration, progress: Opt
         let computed = app.pool.with(move |db| views::overview(db, now, asked.and_then(|p| (p.0)()))).await;
         took = started.elapsed();
         match computed {
-            Ok(o) => {
+            Ok(mut o) => {
                 tracing::debug!(revision = now.outcomes, seconds = took.as_secs_f64(), "overview recomputed");
+                o.tree_feed = tree_feed(&o, &app.base);
                 *app.computed.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(o);
                 seen = now;
                 release_free_memory();
@@ -231,7 +247,7 @@ fn router(app: Shared) -> Router {
         .route("/cell/{seq}/{file}", get(download))
         .route("/search", get(search_page))
         .route("/snapshots", get(snapshots_page))
-        .route("/feed.atom", get(tree_feed))
+        .route("/feed.atom", get(tree_feed_page))
         .route("/api", get(api_page))
         .route("/api/overview", get(overview_json))
         .route("/api/package/{category}/{name}", get(package_json))
@@ -322,13 +338,18 @@ async fn overview_json(State(app): State<Shared>) -> Response {
     cached_json(&current(&app).overview_json)
 }
 
+/// True for a name PMS allows for a category, package or version (and nothing that could
+/// step out of a folder or carry a control character).
+fn is_plain_name(s: &str) -> bool {
+    !s.is_empty() && !s.starts_with('.') && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"+_.-".contains(&b))
+}
+
 /// The IUSE defaults of `cpv` from the first repository whose md5-cache has it.
 fn iuse_defaults(repos: &[PathBuf], cpv: &str) -> Option<BTreeMap<String, bool>> {
     // The cpv comes from an upload: it becomes a path only when it is one plain
     // `category/package-version`.
     let (category, pf) = cpv.split_once('/')?;
-    let plain = |s: &str| !s.is_empty() && !s.starts_with('.') && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"+_.-".contains(&b));
-    if !plain(category) || !plain(pf) {
+    if !is_plain_name(category) || !is_plain_name(pf) {
         return None;
     }
     repos.iter().find_map(|repo| {
@@ -356,6 +377,7 @@ async fn package_json(State(app): State<Shared>, UrlPath((category, name)): UrlP
 }
 
 async fn cell_page(State(app): State<Shared>, UrlPath(seq): UrlPath<i64>) -> Response {
+    let _reading_a_log = app.logs.acquire().await;
     match app.pool.with(move |db| views::cell(db, seq)).await {
         Ok(c) => render(&pages::CellHtml::new(&c)),
         Err(e) => error_response(&e, false),
@@ -363,10 +385,12 @@ async fn cell_page(State(app): State<Shared>, UrlPath(seq): UrlPath<i64>) -> Res
 }
 
 async fn cell_json(State(app): State<Shared>, UrlPath(seq): UrlPath<i64>) -> Response {
+    let _reading_a_log = app.logs.acquire().await;
     json_or_error(app.pool.with(move |db| views::cell(db, seq)).await)
 }
 
 async fn bug_json(State(app): State<Shared>, UrlPath(seq): UrlPath<i64>) -> Response {
+    let _reading_a_log = app.logs.acquire().await;
     json_or_error(app.pool.with(move |db| views::bug(db, seq)).await)
 }
 
@@ -382,6 +406,7 @@ async fn deps_json(State(app): State<Shared>, UrlPath(seq): UrlPath<i64>) -> Res
 }
 
 async fn download(State(app): State<Shared>, UrlPath((seq, file)): UrlPath<(i64, String)>) -> Response {
+    let _reading_a_log = app.logs.acquire().await;
     let name = file.clone();
     match app.pool.with(move |db| views::download(db, seq, &name)).await {
         Ok(bytes) => {
@@ -401,6 +426,7 @@ async fn download(State(app): State<Shared>, UrlPath((seq, file)): UrlPath<(i64,
 }
 
 async fn search_page(State(app): State<Shared>, Query(q): Query<SearchQuery>) -> Response {
+    let _heavy = if q.is_heavy() { Some(app.heavy.acquire().await) } else { None };
     let asked = q.clone();
     match app.pool.with(move |db| views::search(db, &asked)).await {
         Ok(r) => render(&pages::SearchHtml::new(&q, Some(&r), None)),
@@ -413,6 +439,7 @@ async fn search_page(State(app): State<Shared>, Query(q): Query<SearchQuery>) ->
 }
 
 async fn search_json(State(app): State<Shared>, Query(q): Query<SearchQuery>) -> Response {
+    let _heavy = if q.is_heavy() { Some(app.heavy.acquire().await) } else { None };
     json_or_error(app.pool.with(move |db| views::search(db, &q)).await)
 }
 
@@ -433,6 +460,7 @@ async fn changes_json(State(app): State<Shared>, Query(q): Query<ChangesQuery>) 
         }
         return cached_json(&c.changes_json);
     }
+    let _heavy = app.heavy.acquire().await;
     json_or_error(
         app.pool
             .with(move |db| {
@@ -464,7 +492,11 @@ async fn fails_json(State(app): State<Shared>, Query(q): Query<PageQuery>) -> Re
     let c = current(&app);
     match views::page_of(&c.fails_pages, q.page) {
         Some(page) => cached_json(page),
-        None => Json(&c.fails_past_end).into_response(),
+        None => {
+            let mut doc = c.fails_past_end.clone();
+            doc.paging = doc.paging.map(|p| wire::Paging { page: q.page, ..p });
+            Json(doc).into_response()
+        }
     }
 }
 
@@ -472,7 +504,11 @@ async fn blame_json(State(app): State<Shared>, Query(q): Query<PageQuery>) -> Re
     let c = current(&app);
     match views::page_of(&c.blame_pages, q.page) {
         Some(page) => cached_json(page),
-        None => Json(&c.blame_past_end).into_response(),
+        None => {
+            let mut doc = c.blame_past_end.clone();
+            doc.paging = doc.paging.map(|p| wire::Paging { page: q.page, ..p });
+            Json(doc).into_response()
+        }
     }
 }
 
@@ -492,16 +528,29 @@ fn atom(body: String) -> Response {
     ([(header::CONTENT_TYPE, "application/atom+xml; charset=utf-8")], body).into_response()
 }
 
-async fn tree_feed(State(app): State<Shared>) -> Response {
-    let c = current(&app);
-    atom(feed::newly_failing(&c.newly_failing, "gentoo@home: newly failing cells", &app.base, "/feed.atom", &c.overview.computed_at))
+/// The whole tree's feed: the newest [`feed::ENTRIES`] newly failing cells.
+fn tree_feed(c: &views::Computed, base: &str) -> axum::body::Bytes {
+    let newest = &c.newly_failing[..c.newly_failing.len().min(feed::ENTRIES)];
+    feed::newly_failing(newest, "gentoo@home: newly failing cells", base, "/feed.atom", &c.overview.computed_at).into()
+}
+
+async fn tree_feed_page(State(app): State<Shared>) -> Response {
+    ([(header::CONTENT_TYPE, "application/atom+xml; charset=utf-8")], current(&app).tree_feed.clone()).into_response()
 }
 
 async fn package_feed(State(app): State<Shared>, UrlPath((category, name)): UrlPath<(String, String)>) -> Response {
+    if !is_plain_name(&category) || !is_plain_name(&name) {
+        return not_found().await;
+    }
     let c = current(&app);
     let package = format!("{category}/{name}");
-    let mine: Vec<wire::ChangeItem> =
-        c.newly_failing.iter().filter(|c| gah_core::job::split_cpv(&c.cpv).is_some_and(|(cp, _)| cp == package)).cloned().collect();
+    let mine: Vec<wire::ChangeItem> = c
+        .newly_failing
+        .iter()
+        .filter(|c| gah_core::job::split_cpv(&c.cpv).is_some_and(|(cp, _)| cp == package))
+        .take(feed::ENTRIES)
+        .cloned()
+        .collect();
     let path = format!("/package/{package}/feed.atom");
     atom(feed::newly_failing(&mine, &format!("gentoo@home: newly failing cells of {package}"), &app.base, &path, &c.overview.computed_at))
 }

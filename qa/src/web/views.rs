@@ -19,8 +19,10 @@ use crate::QaError;
 #[derive(Debug)]
 pub struct Computed {
     pub overview: Overview,
-    /// Every newly failing cell of the latest snapshot (the feeds').
+    /// Every newly failing cell of the latest snapshot, newest first (the feeds').
     pub newly_failing: Vec<wire::ChangeItem>,
+    /// `/feed.atom`, once the server has made it (it knows its public URL).
+    pub tree_feed: Bytes,
     /// `/api/overview`, `/api/changes` (latest snapshot, against the previous result); the
     /// whole `fails` and `blame` documents, which the API serves a page at a time.
     pub overview_json: Bytes,
@@ -112,6 +114,20 @@ pub fn overview(db: &Database, revision: Revision, progress: Option<wire::Progre
         Some(c) => to_json(c),
         None => to_json(&wire::ApiError { error: "the database has no outcomes".into() }),
     };
+    // The API's pages list the first cells of each item (with the total beside them).
+    let capped_fails: Vec<wire::PackageFails> = fails
+        .packages
+        .iter()
+        .map(|p| wire::PackageFails {
+            failing_cells: p.failing_cells.iter().take(wire::Paging::ITEM_CELLS).cloned().collect(),
+            ..p.clone()
+        })
+        .collect();
+    let capped_blame: Vec<wire::Blamed> = blame
+        .dependencies
+        .iter()
+        .map(|d| wire::Blamed { blocked: d.blocked.iter().take(wire::Paging::ITEM_CELLS).cloned().collect(), ..d.clone() })
+        .collect();
     let snapshots = wire::Snapshots { snapshots: summaries.iter().map(wire::SnapshotItem::from).collect() };
     Ok(Computed {
         snapshots_json: to_json(&snapshots),
@@ -129,24 +145,29 @@ pub fn overview(db: &Database, revision: Revision, progress: Option<wire::Progre
             paging: Some(wire::Paging::past_end(blame.dependencies.len())),
             own_failures: blame.own_failures,
         },
-        fails_pages: pages(&fails.packages, |packages, paging| wire::Fails {
+        fails_pages: pages(&capped_fails, |packages, paging| wire::Fails {
             packages,
             paging: Some(paging),
             infra_failures: fails.infra_failures,
             quarantined: fails.quarantined,
         }),
-        blame_pages: pages(&blame.dependencies, |dependencies, paging| wire::Blame {
+        blame_pages: pages(&capped_blame, |dependencies, paging| wire::Blame {
             dependencies,
             paging: Some(paging),
             own_failures: blame.own_failures,
         }),
         overview,
-        newly_failing: all_newly_failing,
+        newly_failing: {
+            let mut newest = all_newly_failing;
+            newest.sort_by_key(|c| std::cmp::Reverse(c.seq));
+            newest
+        },
+        tree_feed: Bytes::new(),
     })
 }
 
 /// The current time as `YYYY-MM-DDTHH:MM:SSZ`.
-pub fn now_utc() -> String {
+fn now_utc() -> String {
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Howard Hinnant's days-to-civil: the calendar date of a day count since 1970-01-01.
@@ -304,6 +325,15 @@ pub struct SearchQuery {
 }
 
 impl SearchQuery {
+    /// The most flag values a search may name.
+    pub const MAX_FLAGS: usize = 32;
+
+    /// True when it reads the past (`snapshot`): a ranking of every row up to it, not an
+    /// index read; the server runs one such search at a time.
+    pub fn is_heavy(&self) -> bool {
+        !self.snapshot.is_empty()
+    }
+
     /// The database filter it means; the error names the field that makes no sense.
     pub fn filter(&self, db: &Database) -> Result<Filter, QaError> {
         let bad = |field: &str, why: String| QaError::Refused(format!("{field}: {why}"));
@@ -312,6 +342,10 @@ impl SearchQuery {
             f.text = Some(self.q.trim().to_owned());
         }
         f.use_flags = UseAssignment::from_package_use(self.use_flags.trim()).map_err(|e| bad("use", e))?;
+        if f.use_flags.0.len() > SearchQuery::MAX_FLAGS {
+            // Each flag is a LIKE over every cell.
+            return Err(bad("use", format!("at most {} flags", SearchQuery::MAX_FLAGS)));
+        }
         if !self.compiler.is_empty() {
             f.compiler = Some(self.compiler.parse::<Compiler>().map_err(|e| bad("compiler", e.to_string()))?);
         }
@@ -329,8 +363,13 @@ impl SearchQuery {
 /// Cells a search finds, a page at a time.
 pub fn search(db: &Database, query: &SearchQuery) -> Result<wire::Search, QaError> {
     const PER_PAGE: usize = 50;
+    const MAX_PAGE: u64 = 1000;
     let filter = query.filter(db)?;
-    let page = query.page.unwrap_or(1).clamp(1, u64::from(u32::MAX));
+    let page = query.page.unwrap_or(1).max(1);
+    if page > MAX_PAGE {
+        // Deep offsets make SQLite step over every row before them.
+        return Err(QaError::Refused(format!("page: at most {MAX_PAGE}; narrow the search instead")));
+    }
     let offset = (page - 1) * PER_PAGE as u64;
     let mut rows = db.latest(&filter, Page { offset, limit: Some(PER_PAGE as u64 + 1), order: Order::Cell })?;
     let more = rows.len() > PER_PAGE;
