@@ -125,19 +125,38 @@ pub fn excerpt_windows(log: &str) -> Vec<Range<usize>> {
     windows
 }
 
-/// The excerpt of [`excerpt_windows`] as text, each window after the first (or not at the
-/// log's start) introduced by `[... line N ...]`.
-pub fn excerpt(log: &str) -> String {
+/// One line of an excerpt: a log line with its 1-based number, or (`number: None`) the
+/// `[... line N ...]` marker of a gap before a window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExcerptLine<'a> {
+    /// The line's number in the log, 1-based; `None` for a gap marker.
+    pub number: Option<usize>,
+    /// The line (a gap marker's own text for a gap).
+    pub text: std::borrow::Cow<'a, str>,
+}
+
+/// The excerpt of [`excerpt_windows`] line by line, each window after the first (or not at the
+/// log's start) introduced by a `[... line N ...]` gap marker.
+pub fn excerpt_lines(log: &str) -> Vec<ExcerptLine<'_>> {
     let lines: Vec<&str> = log.lines().collect();
-    let mut out = String::new();
+    let mut out = Vec::new();
     for (k, w) in excerpt_windows(log).into_iter().enumerate() {
         if k > 0 || w.start > 0 {
-            out.push_str(&format!("[... line {} ...]\n", w.start + 1));
+            out.push(ExcerptLine { number: None, text: format!("[... line {} ...]", w.start + 1).into() });
         }
-        for line in &lines[w] {
-            out.push_str(line);
-            out.push('\n');
+        for (i, line) in lines[w.clone()].iter().enumerate() {
+            out.push(ExcerptLine { number: Some(w.start + i + 1), text: (*line).into() });
         }
+    }
+    out
+}
+
+/// [`excerpt_lines`] as text.
+pub fn excerpt(log: &str) -> String {
+    let mut out = String::new();
+    for line in excerpt_lines(log) {
+        out.push_str(&line.text);
+        out.push('\n');
     }
     out
 }

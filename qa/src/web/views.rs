@@ -194,17 +194,14 @@ pub fn cell(db: &Database, seq: i64) -> Result<wire::CellPage, QaError> {
     let history = db.cell_history(&r.cell)?;
     let log = db.read_blob(r.log.sha256())?;
     let log_text = String::from_utf8_lossy(&log);
-    let lines: Vec<&str> = log_text.lines().collect();
-    let mut excerpt = Vec::new();
-    for (k, w) in gah_core::buildlog::excerpt_windows(&log_text).into_iter().enumerate() {
-        if k > 0 || w.start > 0 {
-            excerpt.push(wire::LogLine { number: None, text: format!("[... line {} ...]", w.start + 1), error: false });
-        }
-        for (i, line) in lines[w.clone()].iter().enumerate() {
-            let text = crate::text::visible_lines(line);
-            excerpt.push(wire::LogLine { number: Some(w.start + i + 1), error: gah_core::buildlog::is_error_line(line), text });
-        }
-    }
+    let excerpt: Vec<wire::LogLine> = gah_core::buildlog::excerpt_lines(&log_text)
+        .into_iter()
+        .map(|l| wire::LogLine {
+            number: l.number,
+            error: l.number.is_some() && gah_core::buildlog::is_error_line(&l.text),
+            text: crate::text::visible_lines(&l.text),
+        })
+        .collect();
     let (bug, no_bug) = if crate::bug::is_reportable(r.status) {
         let latest =
             db.latest(&Filter { cpv: Some(r.cell.cpv.clone()), repo: Some(r.cell.repo.clone()), ..Filter::default() }, Page::ALL)?;
