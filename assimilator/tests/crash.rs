@@ -27,19 +27,7 @@ use gah_core::outcome::{Outcome, Status};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gah-assimilator");
 
-/// xorshift64*: enough randomness for kill times, no dependency.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
+use gah_util::rng::SplitMix64 as Rng;
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().map(|v| v.parse().unwrap_or_else(|_| panic!("{name} must be an integer")))

@@ -264,13 +264,8 @@ fn mutated_archives_never_panic() {
     let job = common::job();
     let outcome = common::outcome(&job, Status::TestFailed);
     let good = common::good(&job, &outcome, b">>> Test phase\nFAIL: sample1\n");
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut rng = gah_util::rng::SplitMix64(0x9E37_79B9_7F4A_7C15);
+    let mut next = move || rng.next_u64();
     for round in 0..3000 {
         let mut bytes = good.clone();
         for _ in 0..1 + next() % 4 {
