@@ -19,7 +19,9 @@
 //!
 //! Known limits: a cell that was ever a follow-up (the failing cell itself, through its
 //! rerun) is not localised again when it fails in a later tree snapshot; the localiser's
-//! bounds are its defaults (`Settings::default()`, at most 64 follow-ups a failure).
+//! bounds are its defaults (`Settings::default()`, at most 64 follow-ups a failure); a
+//! follow-up's configuration joins the queue as a cell of its own and stays in the rotation
+//! afterwards (so it is counted in `Queue::progress`'s planned cells too).
 
 use gah_core::db::{Database, DbError, Filter, LocalisationProgress, LocalisationState, Order, Page, StoredOutcome};
 use gah_core::job::{Compiler, Job};
