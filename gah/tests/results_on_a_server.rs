@@ -1,4 +1,4 @@
-//! Issue 9, item 8: `gah results` on a BOINC server, which has the results database and no
+//! Issue 9, item 8 (and issue 10): `gah results` and `gah serve` on a BOINC server, which has the results database and no
 //! gentoo@home checkout: `--db`, the project's `gah.conf` or `$GAH_RESULTS_DB` alone is enough.
 
 use std::path::Path;
@@ -80,4 +80,29 @@ fn results_reads_the_projects_gah_conf_from_bin() {
         assert!(out.status.success(), "gah results in {} failed: {}", cwd.display(), String::from_utf8_lossy(&out.stderr));
         assert!(String::from_utf8_lossy(&out.stdout).contains("app-arch/bzip2-1.0.8"));
     }
+}
+
+#[test]
+fn serve_answers_with_gah_results_db_alone() {
+    // `gah serve` on a server: no checkout, the database named by the environment alone.
+    use std::io::{BufRead, BufReader, Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let db = server_database(dir.path());
+    let mut cmd = gah_util::process::command(env!("CARGO_BIN_EXE_gah"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .env_remove("GAH_ROOT")
+        .env("GAH_RESULTS_DB", &db)
+        .stdout(std::process::Stdio::piped());
+    let mut server = gah_util::process::KillOnDrop::spawn(&mut cmd).unwrap();
+    let mut line = String::new();
+    BufReader::new(server.child().stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.strip_prefix("gah serve: http://").unwrap_or_else(|| panic!("no address in {line:?}"));
+    let addr = url.split('/').next().unwrap();
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(stream, "GET /api/fails HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("app-arch/bzip2-1.0.8"), "{answer}");
 }
