@@ -1,5 +1,6 @@
-//! Issue 9, item 8 (and issue 10): `gah results` and `gah serve` on a BOINC server, which has the results database and no
-//! gentoo@home checkout: `--db`, the project's `gah.conf` or `$GAH_RESULTS_DB` alone is enough.
+//! Issue 9, item 8 (and issue 10): `gah results` and `gah serve` on a BOINC server, which has
+//! the results database and no gentoo@home checkout: `--db`, the project's `gah.conf` or
+//! `$GAH_RESULTS_DB` alone is enough.
 
 use std::path::Path;
 use std::process::Output;
