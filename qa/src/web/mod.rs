@@ -116,7 +116,7 @@ struct App {
     /// One request at a time that ranks the past (a search or changes as of a snapshot): each
     /// is seconds at a million rows, and the pool's readers must stay free for pages.
     heavy: tokio::sync::Semaphore,
-    /// Two requests at a time that read a whole stored log (up to the archive's cap, 64 MiB).
+    /// Four requests at a time that read a whole stored log (up to the archive's cap, 64 MiB).
     logs: tokio::sync::Semaphore,
     computed: RwLock<Arc<views::Computed>>,
     base: String,
@@ -169,7 +169,7 @@ async fn serve(options: ServeOptions, ready: impl FnOnce(SocketAddr) + Send) -> 
     let app = Arc::new(App {
         pool,
         heavy: tokio::sync::Semaphore::new(1),
-        logs: tokio::sync::Semaphore::new(2),
+        logs: tokio::sync::Semaphore::new(4),
         computed: RwLock::new(Arc::new(computed)),
         base,
         repos: options.repos.clone(),
