@@ -57,6 +57,24 @@ pub struct Run {
     pub verdict: Verdict,
 }
 
+impl Verdict {
+    /// The verdict in words, for people: `fails`, `passes`, `tells nothing`.
+    pub fn as_words(self) -> &'static str {
+        match self {
+            Verdict::Fail => "fails",
+            Verdict::Pass => "passes",
+            Verdict::Unresolved => "tells nothing",
+        }
+    }
+}
+
+/// `USE="a -b" clang: build_failed (fails)`: one line of the evidence, for people.
+impl fmt::Display for Run {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "USE=\"{}\" {}: {} ({})", self.use_flags.to_package_use(), self.compiler, self.status, self.verdict.as_words())
+    }
+}
+
 /// What a conclusion rests on: the failure, how many outcomes were already known, and the
 /// follow-ups run (the failing configuration's own rerun first), in order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,6 +103,13 @@ impl Cause {
     /// True when a configuration shows the whole cause.
     pub fn matches(&self, use_flags: &UseAssignment, compiler: Compiler) -> bool {
         self.compiler.is_none_or(|c| c == compiler) && self.flags.iter().all(|(f, v)| use_flags.0.get(f) == Some(v))
+    }
+
+    /// True when the cause holds under any compiler and [`Display`](fmt::Display) leaves that
+    /// unsaid, as Gentoo's bug summaries do (flags named, no compiler): a reader that needs
+    /// it said (a table, a comment) adds it.
+    pub fn any_compiler_unsaid(&self) -> bool {
+        self.compiler.is_none() && !self.flags.is_empty()
     }
 
     /// Gentoo's form of the flag values: `USE="-static-libs threads"` (`any USE` when none).

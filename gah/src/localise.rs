@@ -30,7 +30,7 @@ pub fn summary_line(cpv: &str, status: Status, conclusion: &Conclusion) -> Strin
     let text = match conclusion {
         // Gentoo's bug summaries leave "any compiler" unsaid; here it is said, since the
         // reader is looking at a table of one compiler per row.
-        Conclusion::Localised { cause, .. } if cause.compiler.is_none() && !cause.flags.is_empty() => {
+        Conclusion::Localised { cause, .. } if cause.any_compiler_unsaid() => {
             format!("{conclusion} (any compiler)")
         }
         _ => conclusion.to_string(),

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use gah_core::db::{BlobId, Database, Filter, LocalisationState, Page, StoredLocalisation, StoredOutcome};
 use gah_core::job::split_cpv;
-use gah_core::localisation::{Cause, Conclusion, Verdict};
+use gah_core::localisation::{Cause, Conclusion};
 use gah_core::outcome::Status;
 
 use crate::wire;
@@ -201,7 +201,7 @@ fn localisation_comment(c: &mut String, r: &StoredOutcome, l: &StoredLocalisatio
                 c,
                 "\nMinimal failing set: {cause}{} (localised by gentoo@home with {} follow-up builds: every configuration \
                  showing it failed, and leaving out any one of its values made the build pass).",
-                if cause.compiler.is_none() && !cause.flags.is_empty() { ", any compiler" } else { "" },
+                if cause.any_compiler_unsaid() { ", any compiler" } else { "" },
                 evidence.runs.len()
             );
         }
@@ -223,12 +223,7 @@ fn localisation_comment(c: &mut String, r: &StoredOutcome, l: &StoredLocalisatio
     }
     let _ = writeln!(c, "Configurations built to find it, in order (outcomes of {} other configurations were known):", evidence.known);
     for run in &evidence.runs {
-        let verdict = match run.verdict {
-            Verdict::Fail => "fails",
-            Verdict::Pass => "passes",
-            Verdict::Unresolved => "tells nothing",
-        };
-        let _ = writeln!(c, "  USE=\"{}\" {}: {} ({verdict})", run.use_flags.to_package_use(), run.compiler, run.status);
+        let _ = writeln!(c, "  {run}");
     }
 }
 
@@ -236,6 +231,7 @@ fn localisation_comment(c: &mut String, r: &StoredOutcome, l: &StoredLocalisatio
 mod tests {
     use super::*;
     use gah_core::job::Compiler;
+    use gah_core::localisation::Verdict;
 
     #[test]
     fn the_summary_names_the_minimal_set_in_gentoos_form() {

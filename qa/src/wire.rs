@@ -662,19 +662,7 @@ impl Localisation {
             conclusion: l.conclusion.clone(),
             evidence: l.evidence.clone(),
             by_cause,
-            lines: l
-                .evidence
-                .runs
-                .iter()
-                .map(|r| {
-                    let verdict = match r.verdict {
-                        gah_core::localisation::Verdict::Fail => "fails",
-                        gah_core::localisation::Verdict::Pass => "passes",
-                        gah_core::localisation::Verdict::Unresolved => "tells nothing",
-                    };
-                    format!("USE=\"{}\" {}: {} ({verdict})", r.use_flags.to_package_use(), r.compiler, r.status)
-                })
-                .collect(),
+            lines: l.evidence.runs.iter().map(ToString::to_string).collect(),
         }
     }
 }

@@ -234,6 +234,18 @@ mod tests {
     use gah_core::outcome::Outcome;
     use gah_ebuild::md5cache::parse_entry;
 
+    /// The work generator's plan of `t`-wise covering arrays for both compilers.
+    fn plan_config(t: usize) -> crate::plan::Config {
+        crate::plan::Config {
+            compilers: Compiler::ALL.to_vec(),
+            strategy: gah_ebuild::Strategy::Covering { t, seed: 0 },
+            profile: Profile::none(),
+            timeout_secs: 60,
+            threads: 1,
+            budget: gah_ebuild::Budget::default(),
+        }
+    }
+
     /// A server's loop in small: the queue's jobs "run" (their outcome decided by `fails`,
     /// stored as the assimilator would), then a step; until nothing is left to submit.
     #[test]
@@ -251,14 +263,7 @@ mod tests {
         let fails = |j: &Job| j.use_flags.0.get("gamma") == Some(&true) && j.compiler == Compiler::Clang;
 
         // The sweep: the work generator's plan, pairwise.
-        let plan_cfg = crate::plan::Config {
-            compilers: Compiler::ALL.to_vec(),
-            strategy: gah_ebuild::Strategy::Covering { t: 2, seed: 0 },
-            profile: Profile::none(),
-            timeout_secs: 60,
-            threads: 1,
-            budget: gah_ebuild::Budget::default(),
-        };
+        let plan_cfg = plan_config(2);
         let plan = crate::plan::plan(&repos, &plan_cfg);
         assert!(plan.jobs.iter().any(fails), "the sweep has a failure to localise");
         queue.add(&plan).unwrap();
@@ -323,14 +328,7 @@ mod tests {
         let results = dir.path().join("results.sqlite");
         drop(Database::open(&results).unwrap());
         let queue = Queue::open(&dir.path().join("queue")).unwrap();
-        let plan_cfg = crate::plan::Config {
-            compilers: Compiler::ALL.to_vec(),
-            strategy: gah_ebuild::Strategy::Covering { t: 1, seed: 0 },
-            profile: Profile::none(),
-            timeout_secs: 60,
-            threads: 1,
-            budget: gah_ebuild::Budget::default(),
-        };
+        let plan_cfg = plan_config(1);
         let plan = crate::plan::plan(&repos, &plan_cfg);
         let mut q = queue;
         q.add(&plan).unwrap();

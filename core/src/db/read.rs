@@ -543,6 +543,17 @@ fn conversion(r: &Row<'_>, column: &str, why: String) -> rusqlite::Error {
     )
 }
 
+/// The cell a row names (`repo`, `cpv`, `use_flags`, `compiler`).
+fn cell_columns(r: &Row<'_>) -> rusqlite::Result<Cell> {
+    let text: String = r.get("use_flags")?;
+    Ok(Cell {
+        repo: r.get("repo")?,
+        cpv: r.get("cpv")?,
+        use_flags: UseAssignment::from_package_use(&text).map_err(|e| conversion(r, "use_flags", e))?,
+        compiler: parsed(r, "compiler")?,
+    })
+}
+
 fn stored_outcome(r: &Row<'_>) -> rusqlite::Result<StoredOutcome> {
     Ok(StoredOutcome {
         seq: r.get("seq")?,
@@ -550,15 +561,7 @@ fn stored_outcome(r: &Row<'_>) -> rusqlite::Result<StoredOutcome> {
         job_id: r.get("job_id")?,
         snapshot: r.get("snapshot")?,
         snapshot_label: r.get("snapshot_label")?,
-        cell: Cell {
-            repo: r.get("repo")?,
-            cpv: r.get("cpv")?,
-            use_flags: {
-                let text: String = r.get("use_flags")?;
-                UseAssignment::from_package_use(&text).map_err(|e| conversion(r, "use_flags", e))?
-            },
-            compiler: parsed(r, "compiler")?,
-        },
+        cell: cell_columns(r)?,
         status: parsed(r, "status")?,
         failed_phase: r.get("failed_phase")?,
         test_ran: r.get("test_ran")?,
@@ -585,15 +588,7 @@ fn stored_localisation(r: &Row<'_>) -> rusqlite::Result<StoredLocalisation> {
     let conclusion: Option<String> = r.get("conclusion_json")?;
     Ok(StoredLocalisation {
         failing_seq: r.get("failing_seq")?,
-        cell: Cell {
-            repo: r.get("repo")?,
-            cpv: r.get("cpv")?,
-            use_flags: {
-                let text: String = r.get("use_flags")?;
-                UseAssignment::from_package_use(&text).map_err(|e| conversion(r, "use_flags", e))?
-            },
-            compiler: parsed(r, "compiler")?,
-        },
+        cell: cell_columns(r)?,
         snapshot: r.get("snapshot")?,
         status: parsed(r, "status")?,
         state: parsed(r, "state")?,
