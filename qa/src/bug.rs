@@ -58,6 +58,20 @@ fn failure_verb(r: &StoredOutcome) -> String {
 /// package beside it. Refuses a row that is not a failure of its own package, saying where
 /// to look instead.
 pub fn report(db: &Database, r: &StoredOutcome, also: &[&StoredOutcome]) -> Result<BugReport, QaError> {
+    refuse_unreportable(db, r)?;
+    report_with_log(db, r, also, db.read_blob(r.log.sha256())?)
+}
+
+/// [`report`] with `r`'s build log already read (a page that shows its excerpt read it):
+/// a log is decompressed and hashed once a request.
+pub fn report_with_log(db: &Database, r: &StoredOutcome, also: &[&StoredOutcome], log: Vec<u8>) -> Result<BugReport, QaError> {
+    refuse_unreportable(db, r)?;
+    let info = r.emerge_info.as_ref().map(|b| db.read_blob(b.sha256())).transpose()?;
+    report_body(db, r, also, log, info)
+}
+
+/// A refusal naming where to look instead, unless `r` fails on its own.
+pub fn refuse_unreportable(db: &Database, r: &StoredOutcome) -> Result<(), QaError> {
     if !is_reportable(r.status) {
         return Err(QaError::Refused(if r.status == Status::DepsFailed {
             format!(
@@ -69,8 +83,16 @@ pub fn report(db: &Database, r: &StoredOutcome, also: &[&StoredOutcome]) -> Resu
             format!("no failure of {} to report: this cell's outcome is {}", r.cell.cpv, r.status)
         }));
     }
-    let log = db.read_blob(r.log.sha256())?;
-    let info = r.emerge_info.as_ref().map(|b| db.read_blob(b.sha256())).transpose()?;
+    Ok(())
+}
+
+fn report_body(
+    db: &Database,
+    r: &StoredOutcome,
+    also: &[&StoredOutcome],
+    log: Vec<u8>,
+    info: Option<Vec<u8>>,
+) -> Result<BugReport, QaError> {
     let log_text = String::from_utf8_lossy(&log);
     let use_flags = r.cell.use_flags.to_package_use();
     let use_part = if use_flags.is_empty() { String::new() } else { format!(" with USE=\"{use_flags}\"") };

@@ -202,11 +202,9 @@ pub fn cell(db: &Database, seq: i64) -> Result<wire::CellPage, QaError> {
             text: crate::text::visible_lines(&l.text),
         })
         .collect();
+    drop(log_text);
     let (bug, no_bug) = if crate::bug::is_reportable(r.status) {
-        let latest =
-            db.latest(&Filter { cpv: Some(r.cell.cpv.clone()), repo: Some(r.cell.repo.clone()), ..Filter::default() }, Page::ALL)?;
-        let also: Vec<&StoredOutcome> = latest.iter().filter(|o| o.cell != r.cell && crate::bug::is_reportable(o.status)).collect();
-        (Some(crate::bug::report(db, &r, &also)?.doc), None)
+        (Some(bug_of(db, &r, log)?), None)
     } else {
         let why = match r.status {
             Status::DepsFailed => format!("a dependency failed ({}): file the bug against it", db.failed_dependency(&r)),
@@ -246,8 +244,17 @@ pub fn download(db: &Database, seq: i64, name: &str) -> Result<Vec<u8>, QaError>
 
 /// The bug report of row `seq`.
 pub fn bug(db: &Database, seq: i64) -> Result<wire::Bug, QaError> {
-    let page = cell(db, seq)?;
-    page.bug.ok_or_else(|| QaError::Refused(page.no_bug.unwrap_or_default()))
+    let r = row(db, seq)?;
+    crate::bug::refuse_unreportable(db, &r)?;
+    let log = db.read_blob(r.log.sha256())?;
+    bug_of(db, &r, log)
+}
+
+/// The bug report of `r`, whose log is `log`, naming the package's other failing cells.
+fn bug_of(db: &Database, r: &StoredOutcome, log: Vec<u8>) -> Result<wire::Bug, QaError> {
+    let latest = db.latest(&Filter { cpv: Some(r.cell.cpv.clone()), repo: Some(r.cell.repo.clone()), ..Filter::default() }, Page::ALL)?;
+    let also: Vec<&StoredOutcome> = latest.iter().filter(|o| o.cell != r.cell && crate::bug::is_reportable(o.status)).collect();
+    Ok(crate::bug::report_with_log(db, r, &also, log)?.doc)
 }
 
 /// A package's page: `category/name`, every version.
