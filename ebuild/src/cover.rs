@@ -22,9 +22,10 @@
 //! 3. post-optimisation (`shrink`): a row goes when every combination only it shows can be
 //!    moved into another non-seed row that stays valid and loses nothing only it showed
 //!    (within a counted budget, so still deterministic);
-//! 4. pairwise arrays over at most `ANNEAL_MAX_N` flags with a REQUIRED_USE are then
-//!    annealed (`anneal`, in CASA's manner): one row fewer, moves towards full coverage,
-//!    kept when every pair is shown again; seeded, within a counted number of moves.
+//! 4. pairwise arrays over at most `TABU_MAX_N` flags with a REQUIRED_USE then get a local
+//!    search (`tabu_search`, in the manner of CASA and TCA): one row fewer, each missing pair
+//!    moved into the row where it costs least, kept when every pair is shown again, until
+//!    the lower bound; seeded, within a counted number of moves.
 //!
 //! [`covering_array_unseeded`] is the same without the seed rows (for comparisons with tools
 //! that have no such rows).
@@ -358,83 +359,140 @@ fn build(space: &Space, t: usize, seed: u64, mandatory: bool) -> Cover {
     if uncovered == 0 && !space.out_of_time() {
         shrink(space, &rows, &mut extra, &base);
         // Unconstrained spaces are left alone: the greedy is near the known optima there, and
-        // they are most ebuilds, so annealing them would cost the run its time goal.
-        if t == 2 && n <= ANNEAL_MAX_N && !space.ebuild().required_use.is_empty() {
-            anneal(space, &rows, &mut extra, seed);
+        // they are most ebuilds, so searching them would cost the run its time goal.
+        if t == 2 && n <= TABU_MAX_N && !space.ebuild().required_use.is_empty() {
+            tabu_search(space, &rows, &mut extra, seed);
         }
     }
     rows.extend(extra);
     Cover { rows, infeasible: b.infeasible, uncovered, combinations: total }
 }
 
-/// Pairwise arrays over at most this many flags get [`anneal`]ed.
-const ANNEAL_MAX_N: usize = 24;
-/// Moves [`anneal`] may try per array (counted, so deterministic).
-const ANNEAL_STEPS: u64 = 6_000;
-/// Moves per attempt at one row fewer.
-const ANNEAL_STEPS_PER_TRY: u64 = 2_000;
+/// Pairwise arrays over at most this many flags get searched by [`tabu_search`].
+const TABU_MAX_N: usize = 24;
+/// Candidate moves [`tabu_search`] may weigh per array (counted, so deterministic).
+const TABU_WORK: u64 = 10_000;
+/// Candidate moves per attempt at one row fewer.
+const TABU_WORK_PER_TRY: u64 = 500;
+/// Rows tried for removal, fewest combinations only they show first, before a size is given up.
+const TABU_DROPS: usize = 10;
+/// Moves during which a flag a move set in a row is not set back (TCA's tabu tenure).
+const TABU_TENURE: u64 = 4;
 
-/// Post-optimisation in CASA's manner (simulated annealing over a fixed number of rows):
-/// drops the non-seed row showing fewest combinations only it shows, then moves towards full
-/// coverage by putting a missing pair into a random non-seed row (a move that would make the
-/// row invalid is refused), accepting a move that uncovers more than it covers with the
-/// Metropolis probability. A success (every pair the array showed before is shown again)
-/// keeps the smaller array and tries one row fewer again; within [`ANNEAL_STEPS`] moves,
-/// seeded by `seed`. Seed rows never change; the result is as complete as the input.
-fn anneal(space: &Space, seeds: &[Config], extra: &mut Vec<Config>, seed: u64) {
+/// Post-optimisation, a local search in the manner of CASA and TCA over a fixed number of
+/// rows: drops a non-seed row (fewest combinations only it shows first), then repeatedly
+/// takes a missing pair at random and puts it into the non-seed row where doing so keeps
+/// the row valid and uncovers fewest other pairs (ties at random; a flag just set in a row
+/// is not set back for [`TABU_TENURE`] moves, so the search does not cycle). A success
+/// (every pair the array showed before is shown again) keeps the smaller array and tries one
+/// row fewer; a failure tries the next row to drop, up to [`TABU_DROPS`]. It stops at the
+/// lower bound (the most value pairs any two flags show) or when [`TABU_WORK`] candidate
+/// moves have been weighed; seeded by `seed`. Seed rows never change; the result is as
+/// complete as the input.
+fn tabu_search(space: &Space, seeds: &[Config], extra: &mut Vec<Config>, seed: u64) {
     let n = space.vars().len();
-    let pair = |i: usize, j: usize, a: bool, b: bool| ((i * n + j) << 2) | (usize::from(a) << 1) | usize::from(b);
-    let mut need = vec![false; n * n * 4];
-    for r in seeds.iter().chain(extra.iter()) {
-        for i in 0..n {
-            for j in i + 1..n {
-                need[pair(i, j, r[i], r[j])] = true;
+    let search = PairSearch::new(n, seeds, extra);
+    let lower_bound = (0..n)
+        .flat_map(|i| (i + 1..n).map(move |j| (i, j)))
+        .map(|(i, j)| (0..4).filter(|&ab| search.need[search.pair(i, j, ab & 2 != 0, ab & 1 != 0)]).count())
+        .max()
+        .unwrap_or(1);
+    let mut rng = SplitMix64(seed ^ 0x0a11_ea1e);
+    let mut work_left = TABU_WORK;
+    'smaller: while !extra.is_empty() && seeds.len() + extra.len() > lower_bound {
+        let counts = search.counts(seeds, extra);
+        let mut order: Vec<usize> = (0..extra.len()).collect();
+        order.sort_by_key(|&k| (search.unique(&extra[k], &counts), k));
+        for &drop in order.iter().take(TABU_DROPS) {
+            if work_left == 0 {
+                return;
+            }
+            let mut rows = extra.clone();
+            rows.remove(drop);
+            let budget = TABU_WORK_PER_TRY.min(work_left);
+            let (done, used) = search.complete(space, seeds, &mut rows, budget, &mut rng);
+            work_left = work_left.saturating_sub(used);
+            if done {
+                *extra = rows;
+                continue 'smaller;
+            }
+        }
+        return;
+    }
+}
+
+/// A candidate move of [`PairSearch::complete`]: row `row` becomes `moved`, which changes
+/// the pairs it shows from each `.0` to its `.1`.
+struct Move {
+    row: usize,
+    moved: Config,
+    changes: Vec<(usize, usize)>,
+}
+
+/// The state of [`tabu_search`]'s search: which value pairs must be shown, and how often each is.
+struct PairSearch {
+    n: usize,
+    /// Per pair index ([`PairSearch::pair`]): shown by the array the search started from.
+    need: Vec<bool>,
+}
+
+impl PairSearch {
+    fn new(n: usize, seeds: &[Config], extra: &[Config]) -> PairSearch {
+        let mut need = vec![false; n * n * 4];
+        let search = PairSearch { n, need: Vec::new() };
+        for r in seeds.iter().chain(extra) {
+            search.for_each_pair(r, |c| need[c] = true);
+        }
+        PairSearch { need, ..search }
+    }
+
+    /// The index of flags `i < j` showing values `a`, `b`.
+    fn pair(&self, i: usize, j: usize, a: bool, b: bool) -> usize {
+        ((i * self.n + j) << 2) | (usize::from(a) << 1) | usize::from(b)
+    }
+
+    fn for_each_pair(&self, r: &[bool], mut f: impl FnMut(usize)) {
+        for i in 0..self.n {
+            for j in i + 1..self.n {
+                f(self.pair(i, j, r[i], r[j]));
             }
         }
     }
-    let mut rng = SplitMix64(seed ^ 0x0a11_ea1e);
-    let mut steps_left = ANNEAL_STEPS;
-    while !extra.is_empty() && steps_left > 0 {
-        let mut count = vec![0u32; n * n * 4];
-        let add = |count: &mut Vec<u32>, r: &[bool], d: i32| {
-            for i in 0..n {
-                for j in i + 1..n {
-                    let c = &mut count[pair(i, j, r[i], r[j])];
-                    *c = c.wrapping_add_signed(d);
-                }
-            }
-        };
-        for r in seeds.iter().chain(extra.iter()) {
-            add(&mut count, r, 1);
+
+    /// How many rows show each pair.
+    fn counts(&self, seeds: &[Config], rows: &[Config]) -> Vec<u32> {
+        let mut count = vec![0u32; self.n * self.n * 4];
+        for r in seeds.iter().chain(rows) {
+            self.for_each_pair(r, |c| count[c] += 1);
         }
-        // The row to drop: fewest pairs only it shows.
-        let unique = |r: &[bool], count: &[u32]| {
-            let mut u = 0;
-            for i in 0..n {
-                for j in i + 1..n {
-                    u += usize::from(count[pair(i, j, r[i], r[j])] == 1);
-                }
-            }
-            u
-        };
-        let drop = (0..extra.len()).min_by_key(|&k| (unique(&extra[k], &count), k)).expect("rows");
-        let mut rows = extra.clone();
-        let gone = rows.remove(drop);
-        add(&mut count, &gone, -1);
-        let mut missing_list: Vec<usize> = (0..count.len()).filter(|&c| need[c] && count[c] == 0).collect();
+        count
+    }
+
+    /// The pairs only `r` shows.
+    fn unique(&self, r: &[bool], count: &[u32]) -> usize {
+        let mut u = 0;
+        self.for_each_pair(r, |c| u += usize::from(count[c] == 1));
+        u
+    }
+
+    /// Changes non-seed `rows` until they, with `seeds`, show every needed pair again, weighing
+    /// at most `budget` candidate moves. Returns whether it succeeded and the moves weighed.
+    fn complete(&self, space: &Space, seeds: &[Config], rows: &mut [Config], budget: u64, rng: &mut SplitMix64) -> (bool, u64) {
+        let n = self.n;
+        let mut count = self.counts(seeds, rows);
+        let mut missing_list: Vec<usize> = (0..count.len()).filter(|&c| self.need[c] && count[c] == 0).collect();
         let mut missing = missing_list.len();
         if rows.is_empty() {
-            if missing == 0 {
-                *extra = rows;
-            }
-            return;
+            return (missing == 0, 1);
         }
-        let budget = ANNEAL_STEPS_PER_TRY.min(steps_left);
+        // The move number until which flag `v` of row `q` may not be set back: tabu[q * n + v].
+        let mut tabu = vec![0u64; rows.len() * n];
+        let mut used = 0u64;
         let mut step = 0u64;
-        while missing > 0 && step < budget {
+        let mut best: Vec<Move> = Vec::new();
+        while missing > 0 && used < budget {
             step += 1;
             // A missing pair, drawn from a lazily pruned list.
-            #[allow(clippy::cast_possible_truncation)]
             let c = loop {
                 let k = rng.index(missing_list.len());
                 if count[missing_list[k]] == 0 {
@@ -444,61 +502,69 @@ fn anneal(space: &Space, seeds: &[Config], extra: &mut Vec<Config>, seed: u64) {
             };
             let (ij, a, b) = (c >> 2, c >> 1 & 1 == 1, c & 1 == 1);
             let (i, j) = (ij / n, ij % n);
-            #[allow(clippy::cast_possible_truncation)]
-            let q = rng.index(rows.len());
-            let mut moved = rows[q].clone();
-            moved[i] = a;
-            moved[j] = b;
-            if !space.is_valid(&moved) {
-                continue;
-            }
-            // Pairs whose combination changes: those holding i or j.
-            let old = &rows[q];
-            let mut lost = 0i64;
-            let mut won = 0i64;
-            let mut changes: Vec<(usize, usize)> = Vec::with_capacity(2 * n);
-            for v in [i, j] {
-                if old[v] == moved[v] {
+            // Every row it could go into, by pairs lost minus pairs won; the best valid one moves.
+            let mut best_delta = i64::MAX;
+            best.clear();
+            for (q, old) in rows.iter().enumerate() {
+                used += 1;
+                if (old[i] != a && tabu[q * n + i] > step) || (old[j] != b && tabu[q * n + j] > step) {
                     continue;
                 }
-                for w in 0..n {
-                    if w == v || (w == i && v == j && old[i] != moved[i]) {
+                let mut moved = old.clone();
+                moved[i] = a;
+                moved[j] = b;
+                let (mut lost, mut won) = (0i64, 0i64);
+                let mut changes = Vec::with_capacity(2 * n);
+                for v in [i, j] {
+                    if old[v] == moved[v] {
                         continue;
                     }
-                    let (x, y) = if v < w { (v, w) } else { (w, v) };
-                    let before = pair(x, y, old[x], old[y]);
-                    let after = pair(x, y, moved[x], moved[y]);
-                    lost += i64::from(need[before] && count[before] == 1);
-                    won += i64::from(need[after] && count[after] == 0);
-                    changes.push((before, after));
+                    for w in 0..n {
+                        // The pair (i, j) itself is counted once, from i.
+                        if w == v || (v == j && w == i && old[i] != moved[i]) {
+                            continue;
+                        }
+                        let (x, y) = if v < w { (v, w) } else { (w, v) };
+                        let before = self.pair(x, y, old[x], old[y]);
+                        let after = self.pair(x, y, moved[x], moved[y]);
+                        lost += i64::from(self.need[before] && count[before] == 1);
+                        won += i64::from(self.need[after] && count[after] == 0);
+                        changes.push((before, after));
+                    }
                 }
+                let delta = lost - won;
+                if delta > best_delta || !space.is_valid(&moved) {
+                    continue;
+                }
+                if delta < best_delta {
+                    best_delta = delta;
+                    best.clear();
+                }
+                best.push(Move { row: q, moved, changes });
             }
-            let delta = lost - won;
-            #[allow(clippy::cast_precision_loss)]
-            let temperature = 2.0 * (0.02f64 / 2.0).powf(step as f64 / budget as f64);
-            #[allow(clippy::cast_precision_loss)]
-            let accept = delta <= 0 || rng.unit() < (-(delta as f64) / temperature).exp();
-            if !accept {
+            if best.is_empty() {
                 continue;
             }
+            let Move { row: q, moved, changes } = best.swap_remove(rng.index(best.len()));
             for (before, after) in changes {
                 count[before] -= 1;
-                if need[before] && count[before] == 0 {
+                if self.need[before] && count[before] == 0 {
                     missing += 1;
                     missing_list.push(before);
                 }
-                if need[after] && count[after] == 0 {
+                if self.need[after] && count[after] == 0 {
                     missing -= 1;
                 }
                 count[after] += 1;
             }
+            for v in [i, j] {
+                if rows[q][v] != moved[v] {
+                    tabu[q * n + v] = step + TABU_TENURE;
+                }
+            }
             rows[q] = moved;
         }
-        steps_left = steps_left.saturating_sub(step);
-        if missing > 0 {
-            return;
-        }
-        *extra = rows;
+        (missing == 0, used)
     }
 }
 
@@ -987,6 +1053,11 @@ mod tests {
     fn plain_arrays_cover_every_feasible_pair_without_the_mandatory_rows() {
         for (iuse, ru, rows) in
             [("a b c d", "", 5), ("a b c d", "^^ ( a b c )", 6), ("py1 py2 py3 x y", "^^ ( py1 py2 py3 ) x? ( || ( py2 py3 ) )", 6)]
+                .into_iter()
+                // A REQUIRED_USE that forbids nothing (so the local search runs) over 10 and 15
+                // flags: the optimal binary pairwise arrays have 6 and 7 rows (Kleitman-Spencer,
+                // Katona: the least N with C(N-1, ceil(N/2)) >= flags).
+                .chain([("a b c d e f g h i j", "a? ( a )", 6), ("a b c d e f g h i j k l m n o", "a? ( a )", 7)])
         {
             let e = ebuild(iuse, ru, "");
             let p = crate::Profile::none();
