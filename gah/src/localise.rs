@@ -17,7 +17,7 @@ use gah_core::job::{Cell, Compiler, Job};
 use gah_core::localisation::{Cause, Conclusion};
 use gah_core::outcome::Status;
 use gah_ebuild::{Profile, Space};
-use gah_localise::{probe_of, Localiser, Settings, Step};
+use gah_localise::{Localiser, Settings, Step};
 
 use crate::run::JobRunner;
 
@@ -120,31 +120,16 @@ fn localise_one(
     stored_runs: &[gah_core::localisation::Run],
 ) -> anyhow::Result<Result<Conclusion, String>> {
     let cell = &failing.cell;
-    let Some(failing_probe) = probe_of(space, &cell.use_flags, cell.compiler) else {
-        return Ok(Err("its configuration does not name every flag of the ebuild".into()));
-    };
     // What is known of the same ebuild in this snapshot: each cell's latest row (the
     // covering array's, and earlier localisations' follow-ups).
     let filter =
         Filter { repo: Some(cell.repo.clone()), cpv: Some(cell.cpv.clone()), snapshot: Some(runner.snapshot), ..Filter::default() };
-    // Not the failing cell itself, nor the follow-ups this localisation already ran (resumed
-    // below): `known` counts what was known beforehand.
-    let ran: Vec<_> = stored_runs.iter().filter_map(|r| probe_of(space, &r.use_flags, r.compiler)).collect();
-    let known: Vec<_> = db
-        .latest(&filter, Page::ALL)?
-        .into_iter()
-        .filter(|r| r.cell != failing.cell)
-        .filter_map(|r| probe_of(space, &r.cell.use_flags, r.cell.compiler).map(|p| (p, r.status)))
-        .filter(|(p, _)| !ran.contains(p))
-        .collect();
+    let latest = db.latest(&filter, Page::ALL)?;
     let settings = Settings { max_followups: runner.config.max_followups, ..Settings::default() };
-    let mut localiser = match Localiser::new(space, failing_probe, failing.status, &known, &Compiler::ALL, settings) {
+    let mut localiser = match Localiser::resume_stored(space, failing, &latest, stored_runs, &Compiler::ALL, settings) {
         Ok(l) => l,
         Err(e) => return Ok(Err(e.to_string())),
     };
-    if let Err(e) = localiser.resume(stored_runs) {
-        return Ok(Err(format!("the stored evidence does not fit the ebuild: {e}")));
-    }
     let mut n = 0;
     loop {
         match localiser.next() {

@@ -74,6 +74,7 @@ mod tests;
 
 use std::collections::{BTreeMap, HashSet};
 
+use gah_core::db::StoredOutcome;
 use gah_core::job::{Compiler, UseAssignment};
 use gah_core::outcome::Status;
 use gah_ebuild::Space;
@@ -334,6 +335,35 @@ impl<'s, 'e> Localiser<'s, 'e> {
             self.record(&probe, run.status)?;
         }
         Ok(())
+    }
+
+    /// The localisation of a stored failing row taken up where it stands: `failing` is the
+    /// row, `latest` the latest rows of the same ebuild in its snapshot (what is known: the
+    /// covering array's rows, other localisations' follow-ups; the failing cell's own and the
+    /// follow-ups in `runs` are left out, so [`Evidence::known`] counts only what was known
+    /// beforehand), `runs` the follow-ups it ran so far (taken back by [`Localiser::resume`]).
+    /// The one way a caller that stores localisations (`gah run`, the work generator) rebuilds
+    /// one.
+    pub fn resume_stored(
+        space: &'s Space<'e>,
+        failing: &StoredOutcome,
+        latest: &[StoredOutcome],
+        runs: &[Run],
+        compilers: &[Compiler],
+        settings: Settings,
+    ) -> Result<Localiser<'s, 'e>, Error> {
+        let cell = &failing.cell;
+        let failing_probe = probe_of(space, &cell.use_flags, cell.compiler).ok_or(Error::Unmatched)?;
+        let ran: Vec<Probe> = runs.iter().filter_map(|r| probe_of(space, &r.use_flags, r.compiler)).collect();
+        let known: Vec<(Probe, Status)> = latest
+            .iter()
+            .filter(|r| r.seq != failing.seq && r.cell != failing.cell)
+            .filter_map(|r| probe_of(space, &r.cell.use_flags, r.cell.compiler).map(|p| (p, r.status)))
+            .filter(|(p, _)| !ran.contains(p))
+            .collect();
+        let mut localiser = Localiser::new(space, failing_probe, failing.status, &known, compilers, settings)?;
+        localiser.resume(runs)?;
+        Ok(localiser)
     }
 
     /// Takes stored follow-ups back as evidence, without proposing them again: for a caller

@@ -171,30 +171,16 @@ fn advance(
         Some(l) => db_done(results, failing_seq, &Conclusion::Inconclusive { why, evidence: l.evidence.clone() }, stepped),
         None => Ok(()),
     };
-    let Some(failing_probe) = probe_of(&space, &cell.use_flags, cell.compiler) else {
+    if probe_of(&space, &cell.use_flags, cell.compiler).is_none() {
         return give_up(results, stepped, format!("the failing configuration no longer fits {}'s IUSE", cell.cpv));
-    };
+    }
     let same = Filter { repo: Some(cell.repo.clone()), cpv: Some(cell.cpv.clone()), snapshot: Some(failing.snapshot), ..Filter::default() };
-    // Known beforehand: the other cells' outcomes, not the follow-ups this localisation ran
-    // (resumed below) nor the failing cell itself.
-    let ran: Vec<_> = stored.iter().flat_map(|l| &l.evidence.runs).filter_map(|r| probe_of(&space, &r.use_flags, r.compiler)).collect();
-    let known: Vec<_> = results
-        .latest(&same, Page::ALL)?
-        .into_iter()
-        .filter(|r| r.seq != failing_seq && r.cell != failing.cell)
-        .filter_map(|r| probe_of(&space, &r.cell.use_flags, r.cell.compiler).map(|p| (p, r.status)))
-        .filter(|(p, _)| !ran.contains(p))
-        .collect();
-    let mut localiser = match Localiser::new(&space, failing_probe, failing.status, &known, cfg.compilers, cfg.settings) {
+    let latest = results.latest(&same, Page::ALL)?;
+    let runs = stored.as_ref().map(|l| l.evidence.runs.as_slice()).unwrap_or_default();
+    let mut localiser = match Localiser::resume_stored(&space, &failing, &latest, runs, cfg.compilers, cfg.settings) {
         Ok(l) => l,
         Err(e) => return give_up(results, stepped, format!("it cannot go on: {e}")),
     };
-    if let Some(l) = &stored {
-        if let Err(e) = localiser.resume(&l.evidence.runs) {
-            let why = format!("the stored evidence does not fit the ebuild: {e}");
-            return db_done(results, failing_seq, &Conclusion::Inconclusive { why, evidence: l.evidence.clone() }, stepped);
-        }
-    }
     if let Some((job_id, row, status)) = result {
         // The follow-up's configuration: its stored row's, else (an infrastructure failure
         // has no row) its job file's.
