@@ -232,12 +232,20 @@ fn the_supervisor_and_the_app_know_only_the_backend_traits() {
 const RESULTS_TABLES: &[&str] = &["outcomes", "outcomes_v3", "infra_failures", "quarantine", "snapshots", "cell_latest", "localisations"];
 
 /// Files outside gah-core that keep SQLite databases of their own and so may use rusqlite:
-/// the migration helper, the work generator's queue (`state.sqlite`) and the validator's
-/// host statistics.
-const OWN_SQLITE_FILES: &[&str] =
-    &["util/src/sqlite.rs", "work-generator/src/queue.rs", "validator/src/hosts.rs", "validator/src/boinc.rs"];
+/// the migration helper, the work generator's queue (`state.sqlite`), the validator's
+/// host statistics, and the publisher's CernVM-FS catalogs and history.
+const OWN_SQLITE_FILES: &[&str] = &[
+    "util/src/sqlite.rs",
+    "work-generator/src/queue.rs",
+    "validator/src/hosts.rs",
+    "validator/src/boinc.rs",
+    "publish/src/lib.rs",
+    "publish/src/catalog.rs",
+    "publish/src/history.rs",
+    "publish/src/verify.rs",
+];
 /// The crates those files are in, and gah-core: the only ones that may depend on rusqlite.
-const SQLITE_CRATES: &[&str] = &["gah-core", "gah-util", "gah-workgen", "gah-validator"];
+const SQLITE_CRATES: &[&str] = &["gah-core", "gah-util", "gah-workgen", "gah-validator", "gah-publish"];
 
 /// The results table `text` names after an SQL keyword written as this project writes SQL,
 /// in capitals (`FROM outcomes`, `JOIN snapshots`, `INTO quarantine`, ...), if any. Capitals

@@ -1,0 +1,191 @@
+//! gah-publish: publishes a source tree (an ebuild repository, distfiles, images) as a real
+//! CernVM-FS repository in a plain folder that any web server can serve as stratum 0, and
+//! verifies one. The folder holds what `cvmfs_server` would put there: zlib objects under
+//! `data/` named by the SHA-1 of their compressed bytes, SQLite file catalogs (schema 2.5)
+//! nested per top-level directory, a history database, the certificate, the whitelist signed
+//! by the master key and, written last, the manifest signed by the certificate's key.
+//!
+//! What is not done as CernVM-FS does: files are never chunked; hard links are separate
+//! files; owners are stored as root (0/0); no reflog, no `.cvmfs_master_replica` semantics
+//! beyond the marker file. docs/FORMATS.md, "The CernVM-FS repository", has the details.
+
+pub mod catalog;
+pub mod history;
+pub mod keys;
+pub mod objects;
+pub mod signed;
+pub mod verify;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use objects::{Hash, Store, Suffix};
+pub use verify::{verify, Entry, Kind, Reader, VerifyError};
+
+/// The manifest file, the whitelist, and the empty marker a stratum 1 looks for before it
+/// replicates.
+pub const MANIFEST: &str = ".cvmfspublished";
+pub const WHITELIST: &str = ".cvmfswhitelist";
+pub const MASTER_REPLICA: &str = ".cvmfs_master_replica";
+/// How long a whitelist is valid: `cvmfs_server`'s default, 30 days. Each publication signs
+/// a new one.
+pub const WHITELIST_DAYS: i64 = 30;
+/// How long readers may cache the manifest (`D`, seconds; `CVMFS_REPOSITORY_TTL`'s default).
+pub const TTL: u64 = 240;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{}: the name is not UTF-8, which a CernVM-FS catalog cannot hold", .0.display())]
+    NotUtf8(PathBuf),
+    #[error("keys: {0}")]
+    Keys(String),
+    #[error("repository name {0:?}: want a fully qualified name such as gentoo.gah")]
+    Name(String),
+    #[error("{} is being published by another process", .0.display())]
+    Locked(PathBuf),
+    #[error("catalog database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Atomic(#[from] gah_util::atomic::AtomicError),
+    #[error("the previous revision: {0}")]
+    Previous(#[from] VerifyError),
+}
+
+impl PublishError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> PublishError {
+        PublishError::Io { path: path.to_owned(), source }
+    }
+}
+
+/// What a publication did.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub revision: u64,
+    /// Hex SHA-1 of the root catalog object.
+    pub root_catalog_hash: String,
+    /// Objects under `data/` written by this publication (objects already there are not).
+    pub objects_written: u64,
+    /// Their compressed bytes.
+    pub bytes_written: u64,
+    /// Catalogs written anew, and nested catalogs kept from the previous revision.
+    pub catalogs_written: u64,
+    pub catalogs_kept: u64,
+    /// The keys were made by this publication (the folder had none).
+    pub keys_generated: bool,
+    /// The public master key readers must be given (out of band) to trust the repository.
+    pub master_pub: PathBuf,
+}
+
+/// Publishes `source` as the next revision of the repository `name` in `out`, signing with
+/// the keys in `keys` (made there when absent). Objects first, then the whitelist, then the
+/// manifest, each letter by temp file and rename: a reader sees the old revision or the new
+/// one, never half of one.
+pub fn publish(source: &Path, out: &Path, name: &str, keys: &Path) -> Result<Published, PublishError> {
+    if name.is_empty() || !name.contains('.') || name.contains(['/', '\n', ' ']) {
+        return Err(PublishError::Name(name.to_owned()));
+    }
+    let (keys_loaded, keys_generated) = keys::load_or_generate(keys, name)?;
+    if keys_generated {
+        tracing::info!(dir = %keys.display(), "no keys for {name}: made a master key, a signing key and its certificate");
+    }
+    fs::create_dir_all(out).map_err(|e| PublishError::io(out, e))?;
+    let _lock = lock(out)?;
+    let mut store = Store::open(out)?;
+    gah_util::atomic::remove_orphans(&out.join("data/txn"), Duration::from_secs(3600));
+
+    let previous = read_previous_manifest(out, name)?;
+    let revision = previous.as_ref().map_or(1, |p| p.revision + 1);
+    let now = unix_now();
+
+    let tree = catalog::read_tree(source, &mut store)?;
+    let previous_catalogs = match &previous {
+        Some(p) => catalog::previous_catalogs(&store, p.root_catalog, p.root_catalog_size)?,
+        None => catalog::Previous::default(),
+    };
+    let mut writer = catalog::CatalogWriter { store: &mut store, previous: &previous_catalogs, revision, now, written: 0, kept: 0 };
+    let root = writer.write("", "", &tree)?;
+    let (catalogs_written, catalogs_kept) = (writer.written, writer.kept);
+    let tag = history::Tag { root_catalog: &root.hash, root_catalog_size: root.size, revision, timestamp: now };
+    let history_hash = history::write(&mut store, previous.as_ref().and_then(|p| p.history.as_ref()), name, &tag)?;
+    let cert_hash = store.put_bytes(keys_loaded.cert_pem.as_bytes(), Suffix::Certificate)?;
+
+    // Every object the letters point to is on disk before the letters are.
+    sync_filesystem(out)?;
+    let whitelist_text = signed::whitelist_text(now, now + WHITELIST_DAYS * 86_400, name, &signed::fingerprint(&keys_loaded.cert_der));
+    let whitelist = signed::sign_whitelist(&whitelist_text, &keys_loaded.master).map_err(|e| PublishError::Keys(e.to_string()))?;
+    gah_util::atomic::write(&out.join(WHITELIST), &whitelist)?;
+    let root_hex = hex::encode(root.hash);
+    let manifest_text = signed::manifest_text(&signed::ManifestFields {
+        root_catalog: &root_hex,
+        root_catalog_size: root.size,
+        ttl: TTL,
+        revision,
+        name,
+        certificate: &hex::encode(cert_hash),
+        history: &hex::encode(history_hash),
+        timestamp: now,
+    });
+    gah_util::atomic::write(&out.join(MANIFEST), &signed::sign_manifest(&manifest_text, &keys_loaded.key))?;
+    if !out.join(MASTER_REPLICA).exists() {
+        gah_util::atomic::write(&out.join(MASTER_REPLICA), b"")?;
+    }
+    let published = Published {
+        revision,
+        root_catalog_hash: root_hex,
+        objects_written: store.objects_written,
+        bytes_written: store.bytes_written,
+        catalogs_written,
+        catalogs_kept,
+        keys_generated,
+        master_pub: keys::master_pub_path(keys, name),
+    };
+    tracing::info!(?published, "published {name}");
+    Ok(published)
+}
+
+/// The previous revision, as this folder's manifest says (its checksum checked; the
+/// publisher trusts its own folder for the rest).
+struct PreviousManifest {
+    revision: u64,
+    root_catalog: Hash,
+    root_catalog_size: u64,
+    history: Option<Hash>,
+}
+
+fn read_previous_manifest(out: &Path, name: &str) -> Result<Option<PreviousManifest>, PublishError> {
+    let path = out.join(MANIFEST);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(PublishError::io(&path, e)),
+    };
+    let m = verify::parse_manifest(&signed::cut_letter(&bytes, "manifest")?)?;
+    if m.name != name {
+        return Err(PublishError::Name(format!("{name} (but {} holds {})", out.display(), m.name)));
+    }
+    Ok(Some(PreviousManifest {
+        revision: m.revision,
+        root_catalog: m.root_catalog,
+        root_catalog_size: m.root_catalog_size,
+        history: m.history,
+    }))
+}
+
+fn lock(out: &Path) -> Result<nix::fcntl::Flock<fs::File>, PublishError> {
+    let path = out.join(".gah-publish.lock");
+    let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| PublishError::io(&path, e))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|_| PublishError::Locked(out.to_owned()))
+}
+
+fn sync_filesystem(out: &Path) -> Result<(), PublishError> {
+    let dir = fs::File::open(out).map_err(|e| PublishError::io(out, e))?;
+    use std::os::fd::AsRawFd;
+    nix::unistd::syncfs(dir.as_raw_fd()).map_err(|e| PublishError::io(out, e.into()))
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}

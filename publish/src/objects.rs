@@ -1,0 +1,152 @@
+//! The content-addressed object store under `data/`, as CernVM-FS lays it out: every object
+//! is zlib-compressed and named by the SHA-1 of its *compressed* bytes, `data/XX/<rest>` plus
+//! a suffix letter for what it is (`C` catalog, `H` history, `X` certificate, none for file
+//! contents). An object that is already there is not written again: that is what makes a
+//! republication incremental.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use flate2::write::ZlibEncoder;
+use flate2::Compression;
+use sha1::{Digest, Sha1};
+
+use crate::PublishError;
+
+/// A SHA-1 content hash (20 bytes), as the catalogs store it (a BLOB).
+pub type Hash = [u8; 20];
+
+/// What an object is, by the letter its name ends with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Suffix {
+    /// File contents: no letter.
+    None,
+    /// A file catalog (SQLite).
+    Catalog,
+    /// The history database (SQLite).
+    History,
+    /// The certificate whose key signs the manifest.
+    Certificate,
+}
+
+impl Suffix {
+    pub fn letter(self) -> &'static str {
+        match self {
+            Suffix::None => "",
+            Suffix::Catalog => "C",
+            Suffix::History => "H",
+            Suffix::Certificate => "X",
+        }
+    }
+}
+
+/// `data/XX/<rest><suffix>` below the repository folder.
+pub fn object_path(repo: &Path, hash: &Hash, suffix: Suffix) -> PathBuf {
+    let hex = hex::encode(hash);
+    repo.join("data").join(&hex[..2]).join(format!("{}{}", &hex[2..], suffix.letter()))
+}
+
+/// Writes objects into one repository folder and counts what it really wrote.
+pub struct Store {
+    repo: PathBuf,
+    txn: PathBuf,
+    pub objects_written: u64,
+    pub bytes_written: u64,
+}
+
+/// Passes bytes through to a file while hashing them: the hash of the compressed stream is
+/// known the moment the stream ends, without reading the object back.
+struct HashingWriter {
+    file: File,
+    hasher: Sha1,
+    count: u64,
+}
+
+impl Write for HashingWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl Store {
+    /// Opens (creating) `data/00`..`data/ff` and the staging folder `data/txn`, as
+    /// `cvmfs_server mkfs` lays them out.
+    pub fn open(repo: &Path) -> Result<Store, PublishError> {
+        let data = repo.join("data");
+        for i in 0..=255u8 {
+            let dir = data.join(format!("{i:02x}"));
+            fs::create_dir_all(&dir).map_err(|e| PublishError::io(&dir, e))?;
+        }
+        let txn = data.join("txn");
+        fs::create_dir_all(&txn).map_err(|e| PublishError::io(&txn, e))?;
+        Ok(Store { repo: repo.to_owned(), txn, objects_written: 0, bytes_written: 0 })
+    }
+
+    /// A fresh temporary file in the staging folder (same file system as `data/`, so the
+    /// final rename is atomic).
+    pub fn temp_file(&self) -> Result<tempfile::NamedTempFile, PublishError> {
+        tempfile::Builder::new().prefix("gah.").tempfile_in(&self.txn).map_err(|e| PublishError::io(&self.txn, e))
+    }
+
+    /// Compresses whatever `reader` yields into an object; returns its hash and the number
+    /// of uncompressed bytes.
+    pub fn put_reader(&mut self, reader: &mut impl Read, suffix: Suffix) -> Result<(Hash, u64), PublishError> {
+        let temp = self.temp_file()?;
+        let file = temp.reopen().map_err(|e| PublishError::io(temp.path(), e))?;
+        let mut encoder = ZlibEncoder::new(HashingWriter { file, hasher: Sha1::new(), count: 0 }, Compression::default());
+        let size = io::copy(reader, &mut encoder).map_err(|e| PublishError::io(temp.path(), e))?;
+        let writer = encoder.finish().map_err(|e| PublishError::io(temp.path(), e))?;
+        let hash: Hash = writer.hasher.finalize().into();
+        let target = object_path(&self.repo, &hash, suffix);
+        if target.exists() {
+            // Same bytes, same name: already published.
+            return Ok((hash, size));
+        }
+        temp.persist(&target).map_err(|e| PublishError::io(&target, e.error))?;
+        self.objects_written += 1;
+        self.bytes_written += writer.count;
+        Ok((hash, size))
+    }
+
+    /// An object from a file on disk.
+    pub fn put_file(&mut self, path: &Path, suffix: Suffix) -> Result<(Hash, u64), PublishError> {
+        let mut file = File::open(path).map_err(|e| PublishError::io(path, e))?;
+        self.put_reader(&mut file, suffix)
+    }
+
+    /// An object from bytes in memory.
+    pub fn put_bytes(&mut self, bytes: &[u8], suffix: Suffix) -> Result<Hash, PublishError> {
+        Ok(self.put_reader(&mut &bytes[..], suffix)?.0)
+    }
+
+    /// Reads an object back, checking its hash, and unpacks it into a temporary file (the
+    /// previous revision's catalogs and history, to build on).
+    pub fn unpack_to_temp(&self, hash: &Hash, suffix: Suffix) -> Result<tempfile::NamedTempFile, PublishError> {
+        let bytes = read_object(&self.repo, hash, suffix).map_err(PublishError::Previous)?;
+        let mut temp = self.temp_file()?;
+        temp.write_all(&bytes).map_err(|e| PublishError::io(temp.path(), e))?;
+        Ok(temp)
+    }
+}
+
+/// Reads one object: its compressed bytes must hash to its name, then it is inflated.
+pub fn read_object(repo: &Path, hash: &Hash, suffix: Suffix) -> Result<Vec<u8>, crate::VerifyError> {
+    let path = object_path(repo, hash, suffix);
+    let compressed = fs::read(&path).map_err(|e| crate::VerifyError::Io(path.display().to_string(), e))?;
+    let actual: Hash = Sha1::digest(&compressed).into();
+    if &actual != hash {
+        return Err(crate::VerifyError::ObjectHash { object: path.display().to_string(), actual: hex::encode(actual) });
+    }
+    let mut out = Vec::new();
+    flate2::read::ZlibDecoder::new(&compressed[..])
+        .read_to_end(&mut out)
+        .map_err(|e| crate::VerifyError::Io(path.display().to_string(), e))?;
+    Ok(out)
+}
