@@ -211,7 +211,7 @@ impl Reader {
             for n in nested {
                 let (p, h) = n?;
                 let under = path == p || (path.starts_with(&p) && path.as_bytes().get(p.len()) == Some(&b'/'));
-                if under && best.as_ref().map_or(true, |b| p.len() > b.0.len()) {
+                if under && best.as_ref().is_none_or(|b| p.len() > b.0.len()) {
                     best = Some((p, h));
                 }
             }
