@@ -367,8 +367,8 @@ pub fn run_localising(
                     .and_then(|mut db| crate::followup::step(queue, &mut db, localise));
                 match stepped {
                     Ok(s) if s != crate::followup::Stepped::default() => log(&format!(
-                        "localisation: {} started, {} follow-up results recorded, {} follow-ups queued, {} concluded",
-                        s.started, s.recorded, s.queued, s.concluded
+                        "localisation: {} started, {} follow-up results recorded, {} follow-ups queued, {} concluded, {} waiting for one of the same ebuild",
+                        s.started, s.recorded, s.queued, s.concluded, s.deferred
                     )),
                     Ok(_) => {}
                     Err(e) => log(&format!("localisations not moved on this round: {}", gah_util::error_chain(&e))),
