@@ -72,6 +72,12 @@ pub struct DeployArgs {
     /// Skip the app version (no image here, or published already).
     #[arg(long)]
     pub no_app_version: bool,
+    /// Do not localise failures. By default, with --repo, the repository's metadata
+    /// (`profiles/repo_name`, `metadata/layout.conf`, `metadata/md5-cache`) is copied to
+    /// `gah/repo/` and the work generator's daemon gets `--localise-repo ../gah/repo`: each
+    /// real failure gets follow-up jobs until its minimal failing set is known (issue 13).
+    #[arg(long)]
+    pub no_localise: bool,
 }
 
 /// What one step did.
@@ -131,6 +137,9 @@ pub fn deploy(args: &DeployArgs, root: &Path) -> anyhow::Result<()> {
     }
     if let Some(repo) = &args.repo {
         generate_queue(&project, repo, args)?;
+        if !args.no_localise {
+            say(format!("{DATA_DIR}/repo (metadata the daemon localises failures over)"), copy_metadata(repo, &data.join("repo"))?);
+        }
     }
     add_app(&project)?;
     if !args.no_app_version {
@@ -219,6 +228,91 @@ fn replace_if_changed(tmp: &Path, out: &Path) -> anyhow::Result<Done> {
     };
     fs::rename(tmp, out).with_context(|| format!("rename {} to {}", tmp.display(), out.display()))?;
     Ok(done)
+}
+
+/// What of a repository the work generator's daemon reads to localise failures: its name and
+/// md5-cache (`gah_ebuild::repo::read_repository`), as a tree of its own under `to`, replaced
+/// as a whole when anything in it changed, so that it always matches `gah/repo.tar`.
+const METADATA: [&str; 3] = ["profiles/repo_name", "metadata/layout.conf", "metadata/md5-cache"];
+
+fn copy_metadata(repo: &Path, to: &Path) -> anyhow::Result<Done> {
+    if !repo.join("metadata/md5-cache").is_dir() {
+        bail!(
+            "{} has no metadata/md5-cache (the work generator plans from it); make it with egencache, or deploy with --no-localise",
+            repo.display()
+        );
+    }
+    let tmp = to.with_extension("new");
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).with_context(|| format!("remove {}", tmp.display()))?;
+    }
+    for part in METADATA {
+        let from = repo.join(part);
+        if !from.exists() {
+            continue;
+        }
+        let dest = tmp.join(part);
+        fs::create_dir_all(dest.parent().unwrap_or(&tmp)).with_context(|| format!("create {}", tmp.display()))?;
+        let mut cp = gah_util::process::command("cp");
+        cp.arg("-R").arg(&from).arg(&dest);
+        gah_util::process::run_checked(&mut cp).with_context(|| format!("copy {}", from.display()))?;
+    }
+    let done = if !to.exists() {
+        Done::Installed
+    } else if same_tree(&tmp, to)? {
+        fs::remove_dir_all(&tmp).with_context(|| format!("remove {}", tmp.display()))?;
+        return Ok(Done::Unchanged);
+    } else {
+        Done::Updated
+    };
+    let old = to.with_extension("old");
+    if to.exists() {
+        if old.exists() {
+            fs::remove_dir_all(&old).with_context(|| format!("remove {}", old.display()))?;
+        }
+        fs::rename(to, &old).with_context(|| format!("rename {}", to.display()))?;
+    }
+    fs::rename(&tmp, to).with_context(|| format!("rename {} to {}", tmp.display(), to.display()))?;
+    if old.exists() {
+        fs::remove_dir_all(&old).with_context(|| format!("remove {}", old.display()))?;
+    }
+    Ok(done)
+}
+
+/// Whether two folders hold the same files with the same bytes.
+fn same_tree(a: &Path, b: &Path) -> anyhow::Result<bool> {
+    fn files(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) -> anyhow::Result<()> {
+        let mut entries: Vec<_> = fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(fs::DirEntry::file_name);
+        for e in entries {
+            let path = e.path();
+            if e.file_type()?.is_dir() {
+                files(root, &path, out)?;
+            } else {
+                let bytes = fs::read(&path).with_context(|| format!("read {}", path.display()))?;
+                out.push((path.strip_prefix(root).unwrap_or(&path).to_owned(), bytes));
+            }
+        }
+        Ok(())
+    }
+    let (mut fa, mut fb) = (Vec::new(), Vec::new());
+    files(a, a, &mut fa)?;
+    files(b, b, &mut fb)?;
+    Ok(fa == fb)
+}
+
+/// The value of a `gah-workgen generate` option among `--workgen-arg`s (`--opt V` or `--opt=V`).
+fn workgen_value<'a>(args: &'a [String], option: &str) -> Option<&'a str> {
+    let mut found = None;
+    let mut words = args.iter();
+    while let Some(word) = words.next() {
+        if word == option {
+            found = words.next().map(String::as_str);
+        } else if let Some(value) = word.strip_prefix(option).and_then(|rest| rest.strip_prefix('=')) {
+            found = Some(value);
+        }
+    }
+    found
 }
 
 /// One element found by [`elements`]: its byte span and its children's texts.
@@ -420,12 +514,31 @@ fn daemon_lines(config: &Path, args: &DeployArgs) -> anyhow::Result<Vec<String>>
             mysql.push_str(&format!(" -p{password}"));
         }
         let query = format!(r#"select count(*) from result where server_state=2 and appid=(select id from app where name=\"{APP_NAME}\")"#);
-        lines.push(format!(
+        let mut line = format!(
             "gah-workgen daemon --config ../gah.conf --boinc-project .. --repo-tar ../{DATA_DIR}/repo.tar \
              --distfiles-tar ../{DATA_DIR}/distfiles.tar --keep-unsent {} --unsent-cmd '{mysql} -e \"{query}\" {}'",
             args.keep_unsent,
             setting("db_name"),
-        ));
+        );
+        if !args.no_localise {
+            // The follow-ups are planned as the queue was: the same profile and job time limit.
+            line.push_str(&format!(" --localise-repo ../{DATA_DIR}/repo"));
+            if let Some(profile) = workgen_value(&args.workgen_arg, "--profile") {
+                let profile = fs::canonicalize(profile).with_context(|| format!("profile {profile}"))?;
+                if profile.to_string_lossy().contains(|c: char| c.is_whitespace() || "'\"\\$`".contains(c)) {
+                    bail!(
+                        "the profile's path {} has blanks or quotes: add --localise-profile to the work generator's <daemon> by hand",
+                        profile.display()
+                    );
+                }
+                line.push_str(&format!(" --localise-profile {}", profile.display()));
+            }
+            if let Some(secs) = workgen_value(&args.workgen_arg, "--timeout-secs") {
+                let secs: u64 = secs.parse().with_context(|| format!("--timeout-secs {secs}"))?;
+                line.push_str(&format!(" --localise-timeout-secs {secs}"));
+            }
+        }
+        lines.push(line);
     }
     Ok(lines)
 }
@@ -484,5 +597,15 @@ mod tests {
         assert_eq!(&xml[found[0].start..found[0].end], "<daemon><cmd>feeder -d 3</cmd></daemon>");
         assert_eq!(found[0].child("cmd"), Some("feeder -d 3"));
         assert!(xml[end.unwrap()..].starts_with("</daemons>"));
+    }
+
+    #[test]
+    fn workgen_value_takes_the_last_of_both_spellings() {
+        let args: Vec<String> = ["--strategy", "pairwise", "--timeout-secs", "60", "--profile=/p"].map(str::to_owned).to_vec();
+        assert_eq!(workgen_value(&args, "--timeout-secs"), Some("60"));
+        assert_eq!(workgen_value(&args, "--profile"), Some("/p"));
+        assert_eq!(workgen_value(&args, "--seed"), None);
+        let args: Vec<String> = ["--seed=1", "--seed", "2"].map(str::to_owned).to_vec();
+        assert_eq!(workgen_value(&args, "--seed"), Some("2"));
     }
 }

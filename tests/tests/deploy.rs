@@ -143,6 +143,7 @@ fn deploy_installs_everything_once_and_keeps_the_admins_settings() {
     stand_in_image(&image);
     fs::create_dir_all(repo.join("profiles")).unwrap();
     fs::write(repo.join("profiles/repo_name"), "gah-overlay\n").unwrap();
+    fs::create_dir_all(repo.join("metadata/md5-cache")).unwrap();
 
     let (ok, said) = deploy(&project, &image, &repo, &[]);
     assert!(ok, "{said}");
@@ -185,6 +186,10 @@ fn deploy_installs_everything_once_and_keeps_the_admins_settings() {
     let workgen: Vec<&String> = cmds.iter().filter(|c| c.starts_with("gah-workgen daemon")).collect();
     assert_eq!(workgen.len(), 1, "{config}");
     assert!(workgen[0].contains("--boinc-project .. ") && workgen[0].contains("-u boincadm "), "{}", workgen[0]);
+    // Failure localisation: the daemon reads the repository's metadata from the project.
+    assert!(workgen[0].ends_with(" --localise-repo ../gah/repo"), "{}", workgen[0]);
+    assert_eq!(fs::read_to_string(project.join("gah/repo/profiles/repo_name")).unwrap(), "gah-overlay\n");
+    assert!(project.join("gah/repo/metadata/md5-cache").is_dir());
     assert!(config.contains("<cmd>db_dump -d 2"), "the tasks stay");
 
     // A second run changes nothing.

@@ -134,6 +134,25 @@ pub struct SharedInput {
     pub nbytes: u64,
     /// Its MD5 in hex, for a remote submission's `<md5>` (BOINC's file checksum).
     pub md5: String,
+    /// The file as it was when hashed ([`SharedInput::refresh`]).
+    stamp: Stamp,
+}
+
+/// A file's size, modification time and inode: another of any of them is taken for other
+/// content (`gah deploy` replaces `gah/repo.tar` by a rename, so its inode changes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    ino: u64,
+}
+
+impl Stamp {
+    fn of(path: &Path) -> std::io::Result<Stamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path)?;
+        Ok(Stamp { len: m.len(), modified: m.modified().ok(), ino: m.ino() })
+    }
 }
 
 impl SharedInput {
@@ -153,12 +172,26 @@ impl SharedInput {
                 Ok(())
             }
         }
+        // Before reading: a file replaced while it is read shows another stamp next time.
+        let stamp = Stamp::of(path)?;
         let mut both = Both(Sha256::new(), <md5::Md5 as md5::Digest>::new());
         let nbytes = std::io::copy(&mut std::fs::File::open(path)?, &mut both)?;
         let sha = hex::encode(both.0.finalize());
         let md5 = hex::encode(md5::Digest::finalize(both.1));
         // create_work.sh copies it from the project folder: an absolute path.
-        Ok(SharedInput { name: format!("{prefix}-{}.tar", &sha[..16]), path: std::fs::canonicalize(path)?, nbytes, md5 })
+        Ok(SharedInput { name: format!("{prefix}-{}.tar", &sha[..16]), path: std::fs::canonicalize(path)?, nbytes, md5, stamp })
+    }
+
+    /// Hashes the file again when it changed since it was hashed (a long-running work
+    /// generator outlives a `gah deploy` of a new repository: its workunits must name the new
+    /// content, never the old name with the new bytes). True when it changed.
+    pub fn refresh(&mut self) -> std::io::Result<bool> {
+        if Stamp::of(&self.path)? == self.stamp {
+            return Ok(false);
+        }
+        let prefix = self.name.rsplit_once('-').map_or("gah", |(prefix, _)| prefix).to_owned();
+        *self = SharedInput::content_named(&prefix, &self.path)?;
+        Ok(true)
     }
 
     /// The repository tar (`repo.tar` in the slot) and the distfiles tar (`distfiles.tar`).
@@ -384,4 +417,30 @@ done_() {{
         }
     }
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shared_input_replaced_on_disk_is_hashed_again_under_its_new_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("repo.tar");
+        std::fs::write(&path, b"the first tree").unwrap();
+        let mut f = SharedInput::content_named("gah-repo", &path).unwrap();
+        let first = f.clone();
+        assert!(!f.refresh().unwrap(), "unchanged");
+        assert_eq!(f, first);
+        // As gah deploy replaces it: a new file renamed over the old one.
+        let tmp = dir.path().join("repo.tar.tmp");
+        std::fs::write(&tmp, b"the second tree, longer").unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        assert!(f.refresh().unwrap(), "changed");
+        assert_eq!(f, SharedInput::content_named("gah-repo", &path).unwrap());
+        assert!(f.name.starts_with("gah-repo-") && f.name != first.name, "{}", f.name);
+        assert_ne!(f.md5, first.md5);
+        assert_eq!(f.nbytes, 23);
+        assert!(!f.refresh().unwrap());
+    }
 }

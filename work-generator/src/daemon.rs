@@ -79,6 +79,15 @@ pub enum SubmitError {
         #[source]
         source: std::io::Error,
     },
+    /// A shared input (the repository or distfiles tar) could not be read again.
+    #[error("read the shared input {}", path.display())]
+    Shared {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// `bin/create_work --stdin` could not be started or failed.
     #[error("create_work in {}", project.display())]
     CreateWork {
@@ -203,6 +212,7 @@ impl Submitter for LocalSubmitter {
     fn submit(&mut self, wus: &[Workunit]) -> Result<(), SubmitError> {
         let Some(first) = wus.first() else { return Ok(()) };
         self.install_templates()?;
+        refresh_shared(&mut self.sub.shared)?;
         for f in &self.sub.shared {
             self.stage_shared(f)?;
         }
@@ -254,6 +264,7 @@ impl Submitter for RemoteSubmitter {
     fn submit(&mut self, wus: &[Workunit]) -> Result<(), SubmitError> {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let name = format!("gah-{now}-{}", self.batches.len());
+        refresh_shared(&mut self.sub.shared)?;
         for f in &self.sub.shared {
             put_shared(f, &self.served.join(&f.name))?;
         }
@@ -262,6 +273,15 @@ impl Submitter for RemoteSubmitter {
         self.batches.push(id);
         Ok(())
     }
+}
+
+/// Hashes the shared inputs again that changed since the last submission
+/// ([`SharedInput::refresh`]).
+fn refresh_shared(shared: &mut [SharedInput]) -> Result<(), SubmitError> {
+    for f in shared {
+        f.refresh().map_err(|source| SubmitError::Shared { path: f.path.clone(), source })?;
+    }
+    Ok(())
 }
 
 /// Puts a shared input at `to`. Content-named, so the same name is the same bytes, unless an
@@ -347,8 +367,8 @@ pub fn run_localising(
                     .and_then(|mut db| crate::followup::step(queue, &mut db, localise));
                 match stepped {
                     Ok(s) if s != crate::followup::Stepped::default() => log(&format!(
-                        "localisation: {} started, {} follow-up results recorded, {} follow-ups queued, {} concluded",
-                        s.started, s.recorded, s.queued, s.concluded
+                        "localisation: {} started, {} follow-up results recorded, {} follow-ups queued, {} concluded, {} waiting for one of the same ebuild",
+                        s.started, s.recorded, s.queued, s.concluded, s.deferred
                     )),
                     Ok(_) => {}
                     Err(e) => log(&format!("localisations not moved on this round: {}", gah_util::error_chain(&e))),

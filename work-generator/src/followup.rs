@@ -10,7 +10,10 @@
 //! - a real failure (`build_failed`, `test_failed`) of one of the queue's cells that is no
 //!   follow-up and that no finished localisation of the same ebuild already explains starts a
 //!   localisation (stored as running, its first follow-up queued: the failing configuration's
-//!   rerun).
+//!   rerun); while one of the same ebuild and status runs, it waits
+//!   ([`Queue::defer_localisation`]) and starts after that one's end only if its cause does not
+//!   explain it (on a server, the failing cells of an ebuild come in together: one flag that
+//!   breaks the build fails half of them, and each would otherwise start its own).
 //!
 //! The localisation's state is the results database's (`Database::save_localisation`, the
 //! only write the work generator makes there); the queue keeps which follow-ups wait for
@@ -63,6 +66,8 @@ pub struct Stepped {
     pub queued: usize,
     /// Localisations concluded.
     pub concluded: usize,
+    /// Failures set to wait for a running localisation of the same ebuild.
+    pub deferred: usize,
 }
 
 /// Why a step stopped.
@@ -109,7 +114,32 @@ pub fn step(queue: &Queue, results: &mut Database, cfg: &LocaliseConfig<'_>) -> 
             }
         }
     }
+    // After the new rows: a localisation concluded just now lets its waiting failures go.
+    for seq in queue.deferred_localisations()? {
+        match results.outcome(seq)? {
+            Some(failing) if same_running(results, &failing)? => {}
+            _ => {
+                queue.undefer_localisation(seq)?;
+                start(queue, results, cfg, seq, &mut stepped)?;
+            }
+        }
+    }
     Ok(stepped)
+}
+
+/// The failure's ebuild (repository, cpv) with this status, whatever the configuration.
+fn same_ebuild(failing: &StoredOutcome) -> Filter {
+    Filter {
+        repo: Some(failing.cell.repo.clone()),
+        cpv: Some(failing.cell.cpv.clone()),
+        statuses: vec![failing.status],
+        ..Filter::default()
+    }
+}
+
+/// True while a localisation of the same ebuild and status runs.
+fn same_running(results: &Database, failing: &StoredOutcome) -> Result<bool, DbError> {
+    Ok(!results.localisations(&same_ebuild(failing), Some(LocalisationState::Running), Page::ALL)?.is_empty())
 }
 
 /// Starts the localisation of the failing row `seq`, unless one exists or a finished one of
@@ -119,17 +149,18 @@ fn start(queue: &Queue, results: &mut Database, cfg: &LocaliseConfig<'_>, seq: i
     if results.localisation(seq)?.is_some() {
         return Ok(());
     }
-    let same = Filter {
-        repo: Some(failing.cell.repo.clone()),
-        cpv: Some(failing.cell.cpv.clone()),
-        statuses: vec![failing.status],
-        ..Filter::default()
-    };
+    let same = same_ebuild(&failing);
     let explained =
         results.localisations(&same, Some(LocalisationState::Done), Page { order: Order::Newest, ..Page::ALL })?.iter().any(|l| {
             l.conclusion.as_ref().and_then(Conclusion::cause).is_some_and(|c| c.matches(&failing.cell.use_flags, failing.cell.compiler))
         });
     if explained {
+        return Ok(());
+    }
+    if same_running(results, &failing)? {
+        if queue.defer_localisation(seq)? {
+            stepped.deferred += 1;
+        }
         return Ok(());
     }
     stepped.started += 1;
@@ -337,6 +368,46 @@ mod tests {
         distinct.dedup();
         assert_eq!(built.len() - distinct.len(), 1, "only the rerun builds a configuration twice: {built:?}");
         assert!(log.iter().any(|l| l.starts_with("localisation: ")), "{log:#?}");
+    }
+
+    /// On a server the sweep's failing cells come in together: one localisation starts, the
+    /// other failures of the ebuild wait for it, and its cause explains them.
+    #[test]
+    fn failures_that_come_in_together_wait_for_one_localisation() {
+        let text = "EAPI=8\nIUSE=+alpha beta gamma\nSLOT=0\nKEYWORDS=amd64\n_md5_=abc\n";
+        let ebuild = parse_entry("app-misc/fixture-1", text, &mut Vec::new()).unwrap();
+        let repos = vec![Repository { name: "gah".into(), path: "/nonexistent".into(), ebuilds: vec![ebuild] }];
+        let profile = Profile::none();
+        let cfg =
+            LocaliseConfig { repos: &repos, profile: &profile, compilers: &Compiler::ALL, settings: Settings::default(), timeout_secs: 60 };
+        let dir = tempfile::tempdir().unwrap();
+        let mut queue = Queue::open(dir.path()).unwrap();
+        let mut results = Database::temp().unwrap();
+        let fails = |j: &Job| j.use_flags.0.get("alpha") == Some(&false);
+        let plan = crate::plan::plan(&repos, &plan_config(2));
+        assert!(plan.jobs.iter().filter(|j| fails(j)).count() >= 2, "several failing cells");
+        queue.add(&plan).unwrap();
+        // Each round: every unsubmitted job "runs", then one step.
+        let mut steps = Vec::new();
+        for _ in 0..30 {
+            let next = queue.next_unsubmitted(usize::MAX).unwrap();
+            if next.is_empty() {
+                break;
+            }
+            let wus = queue.reserve(&next).unwrap();
+            queue.mark_submitted(&wus).unwrap();
+            for wu in &wus {
+                let status = if fails(&wu.job) { Status::BuildFailed } else { Status::Success };
+                results.record_outcome(&wu.name, &Outcome::for_job(&wu.job, status), b"log").unwrap();
+            }
+            steps.push(step(&queue, &mut results, &cfg).unwrap());
+        }
+        assert_eq!((steps[0].started, steps[0].deferred), (1, plan.jobs.iter().filter(|j| fails(j)).count() - 1), "{steps:?}");
+        let all = results.localisations(&Filter::default(), None, Page::ALL).unwrap();
+        assert_eq!(all.len(), 1, "{steps:?}");
+        let c = all[0].conclusion.as_ref().expect("concluded");
+        assert_eq!(c.to_string(), r#"fails with USE="-alpha""#);
+        assert!(queue.deferred_localisations().unwrap().is_empty(), "the waiting failures were let go");
     }
 
     fn next_is_empty(queue: &Queue) -> bool {

@@ -178,7 +178,8 @@ daemon refuses to start without a results database.")]
         /// Localise failures (issue 13): the repositories the queue's jobs were planned from;
         /// repeat for several. With it, each real failure of the queue's cells gets follow-up
         /// jobs, submitted ahead of the rotation, until its minimal failing set of flags and
-        /// compiler is known (stored in the results database).
+        /// compiler is known (stored in the results database). Read again when they change
+        /// on disk, as --repo-tar and --distfiles-tar are hashed again when they change.
         #[arg(long = "localise-repo", value_name = "PATH")]
         localise_repos: Vec<PathBuf>,
         /// The profile the jobs were planned under, for --localise-repo (default: the
@@ -233,6 +234,50 @@ daemon refuses to start without a results database.")]
         /// success, deps_failed, build_failed, test_failed, timeout, infra_error or resource_limit.
         status: gah_core::outcome::Status,
     },
+}
+
+/// What says a repository changed: the modification time and inode of the folder, its
+/// md5-cache and each category folder in it (a new or rewritten entry is a rename in its
+/// category folder; `gah deploy` renames a whole new copy into place). Unreadable parts count
+/// as absent.
+fn repos_stamp(paths: &[PathBuf]) -> Vec<(PathBuf, Option<(std::time::SystemTime, u64)>)> {
+    use std::os::unix::fs::MetadataExt;
+    let stat = |p: &Path| std::fs::metadata(p).ok().and_then(|m| Some((m.modified().ok()?, m.ino())));
+    let mut out = Vec::new();
+    for repo in paths {
+        let cache = repo.join("metadata/md5-cache");
+        out.push((repo.clone(), stat(repo)));
+        out.push((cache.clone(), stat(&cache)));
+        let mut categories: Vec<PathBuf> =
+            std::fs::read_dir(&cache).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+        categories.sort();
+        out.extend(categories.into_iter().map(|c| {
+            let s = stat(&c);
+            (c, s)
+        }));
+    }
+    out
+}
+
+/// The repositories and profile failures are localised over (`--localise-repo`,
+/// `--localise-profile`), their problems on stderr.
+fn read_localise_repos(paths: &[PathBuf], profile: Option<&Path>) -> (Vec<gah_ebuild::Repository>, Profile) {
+    let (repos, diags) = load_repos(paths);
+    for d in &diags {
+        eprintln!("{d}");
+    }
+    let profile = match profile {
+        Some(path) => {
+            let names: Vec<(String, PathBuf)> = repos.iter().map(|r| (r.name.clone(), r.path.clone())).collect();
+            let (p, d) = Profile::read_in(path, &names);
+            for d in &d {
+                eprintln!("{d}");
+            }
+            p
+        }
+        None => Profile::amd64_linux(),
+    };
+    (repos, profile)
 }
 
 /// Where the rotation reads results from: the results database the assimilator writes.
@@ -596,32 +641,47 @@ fn run(mode: Mode) -> anyhow::Result<ExitCode> {
                 interval: std::time::Duration::from_secs(interval),
                 rounds,
             };
-            let (repos, diags) = load_repos(&localise_repos);
-            for d in &diags {
-                eprintln!("{d}");
-            }
-            let profile = match &localise_profile {
-                Some(path) => {
-                    let names: Vec<(String, PathBuf)> = repos.iter().map(|r| (r.name.clone(), r.path.clone())).collect();
-                    let (p, d) = Profile::read_in(path, &names);
-                    for d in &d {
-                        eprintln!("{d}");
+            // The repositories are read again whenever they change on disk (`gah deploy`
+            // replaces the project's copy): a failure is localised over the tree its job was
+            // planned from, and an ebuild added since the start is not skipped.
+            let mut log = |line: &str| eprintln!("gah-workgen daemon: {line}");
+            let (mut read_at, mut repos, mut profile) = (None, Vec::new(), Profile::amd64_linux());
+            let mut k = 0u64;
+            loop {
+                if !localise_repos.is_empty() {
+                    let stamp = repos_stamp(&localise_repos);
+                    if read_at.as_ref() != Some(&stamp) {
+                        if read_at.is_some() {
+                            log("localisation: the repositories changed: read again");
+                        }
+                        (repos, profile) = read_localise_repos(&localise_repos, localise_profile.as_deref());
+                        read_at = Some(stamp);
                     }
-                    p
                 }
-                None => Profile::amd64_linux(),
-            };
-            let localise = gah_workgen::followup::LocaliseConfig {
-                repos: &repos,
-                profile: &profile,
-                compilers: &Compiler::ALL,
-                settings: gah_localise::Settings::default(),
-                timeout_secs: localise_timeout_secs,
-            };
-            let localise = (!localise_repos.is_empty()).then_some(&localise);
-            daemon::run_localising(&q, Some(db_path), localise, &mut CommandCount(unsent_cmd), submitter.as_mut(), cfg, &mut |line| {
-                eprintln!("gah-workgen daemon: {line}")
-            })?;
+                let localise = gah_workgen::followup::LocaliseConfig {
+                    repos: &repos,
+                    profile: &profile,
+                    compilers: &Compiler::ALL,
+                    settings: gah_localise::Settings::default(),
+                    timeout_secs: localise_timeout_secs,
+                };
+                let localise = (!localise_repos.is_empty()).then_some(&localise);
+                let round = DaemonConfig { rounds: Some(1), ..cfg };
+                daemon::run_localising(
+                    &q,
+                    Some(db_path),
+                    localise,
+                    &mut CommandCount(unsent_cmd.clone()),
+                    submitter.as_mut(),
+                    round,
+                    &mut log,
+                )?;
+                k += 1;
+                if cfg.rounds.is_some_and(|r| k >= r) {
+                    break;
+                }
+                std::thread::sleep(cfg.interval);
+            }
         }
         Mode::Next { queue, n, ids, results } => {
             let q = Queue::open(&queue)?;

@@ -192,6 +192,9 @@ const MIGRATIONS: &[Migration] = &[
         PRIMARY KEY (job_id, failing_seq)
     );",
     },
+    // Failures that wait for a running localisation of the same ebuild and status (its cause
+    // most likely explains them too) before theirs starts.
+    Migration { name: "0005_deferred_localisations", sql: "CREATE TABLE deferred_localisations (failing_seq INTEGER PRIMARY KEY)" },
 ];
 
 /// `1` for a cell with a follow-up waiting to be submitted (for `cells`' SQL).
@@ -409,6 +412,30 @@ impl Queue {
         tx.commit().map_err(db_err(&self.dir))
     }
 
+    /// Keeps the failing row `failing_seq` until a running localisation of the same ebuild
+    /// ends (`crate::followup`); true when it was not kept yet.
+    pub fn defer_localisation(&self, failing_seq: i64) -> Result<bool, QueueError> {
+        self.db
+            .execute("INSERT INTO deferred_localisations (failing_seq) VALUES (?1) ON CONFLICT DO NOTHING", [failing_seq])
+            .map(|n| n > 0)
+            .map_err(db_err(&self.dir))
+    }
+
+    /// The failing rows [`Queue::defer_localisation`] keeps, oldest first.
+    pub fn deferred_localisations(&self) -> Result<Vec<i64>, QueueError> {
+        let query = || -> rusqlite::Result<Vec<i64>> {
+            let mut stmt = self.db.prepare("SELECT failing_seq FROM deferred_localisations ORDER BY failing_seq")?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect()
+        };
+        query().map_err(db_err(&self.dir))
+    }
+
+    /// Lets the failing row `failing_seq` go (its localisation starts or is not needed).
+    pub fn undefer_localisation(&self, failing_seq: i64) -> Result<(), QueueError> {
+        self.db.execute("DELETE FROM deferred_localisations WHERE failing_seq = ?1", [failing_seq]).map(|_| ()).map_err(db_err(&self.dir))
+    }
+
     /// The localisations (their failing rows) waiting for a result of `job_id`.
     pub fn followups_waiting_for(&self, job_id: &str) -> Result<Vec<i64>, QueueError> {
         let query = || -> rusqlite::Result<Vec<i64>> {
@@ -615,12 +642,12 @@ mod tests {
         // Not applied twice, and the old table (without applied_at) still takes new names.
         let names: Vec<String> =
             q.db.prepare("SELECT name FROM migrations").unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
-        assert_eq!(names, ["0001_cells", "0002_submissions", "0003_watermarks", "0004_followups"]);
+        assert_eq!(names, ["0001_cells", "0002_submissions", "0003_watermarks", "0004_followups", "0005_deferred_localisations"]);
         gah_util::sqlite::migrate(&mut q.db, &[Migration { name: "0003_test", sql: "CREATE TABLE t (x)" }]).unwrap();
         drop(q);
         let q = Queue::open(dir.path()).unwrap();
         let n: i64 = q.db.query_row("SELECT count(*) FROM migrations", [], |r| r.get(0)).unwrap();
-        assert_eq!(n, 5);
+        assert_eq!(n, 6);
     }
 
     #[test]
