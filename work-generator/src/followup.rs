@@ -263,13 +263,18 @@ mod tests {
         }
     }
 
+    /// A repository `gah` holding `app-misc/fixture-1` with the md5-cache entry `text`.
+    fn one_ebuild(text: &str) -> Vec<Repository> {
+        let ebuild = parse_entry("app-misc/fixture-1", text, &mut Vec::new()).unwrap();
+        vec![Repository { name: "gah".into(), path: "/nonexistent".into(), ebuilds: vec![ebuild] }]
+    }
+
     /// A server's loop in small: the queue's jobs "run" (their outcome decided by `fails`,
     /// stored as the assimilator would), then a step; until nothing is left to submit.
     #[test]
     fn follow_ups_are_issued_first_and_localise_the_failure() {
         let text = "EAPI=8\nIUSE=alpha beta gamma\nREQUIRED_USE=alpha? ( beta )\nSLOT=0\nKEYWORDS=amd64\n_md5_=abc\n";
-        let ebuild = parse_entry("app-misc/fixture-1", text, &mut Vec::new()).unwrap();
-        let repos = vec![Repository { name: "gah".into(), path: "/nonexistent".into(), ebuilds: vec![ebuild] }];
+        let repos = one_ebuild(text);
         let profile = Profile::none();
         let cfg =
             LocaliseConfig { repos: &repos, profile: &profile, compilers: &Compiler::ALL, settings: Settings::default(), timeout_secs: 60 };
@@ -336,8 +341,7 @@ mod tests {
             }
         }
         let text = "EAPI=8\nIUSE=+alpha beta gamma\nSLOT=0\nKEYWORDS=amd64\n_md5_=abc\n";
-        let ebuild = parse_entry("app-misc/fixture-1", text, &mut Vec::new()).unwrap();
-        let repos = vec![Repository { name: "gah".into(), path: "/nonexistent".into(), ebuilds: vec![ebuild] }];
+        let repos = one_ebuild(text);
         let profile = Profile::none();
         let cfg =
             LocaliseConfig { repos: &repos, profile: &profile, compilers: &Compiler::ALL, settings: Settings::default(), timeout_secs: 60 };
@@ -375,8 +379,7 @@ mod tests {
     #[test]
     fn failures_that_come_in_together_wait_for_one_localisation() {
         let text = "EAPI=8\nIUSE=+alpha beta gamma\nSLOT=0\nKEYWORDS=amd64\n_md5_=abc\n";
-        let ebuild = parse_entry("app-misc/fixture-1", text, &mut Vec::new()).unwrap();
-        let repos = vec![Repository { name: "gah".into(), path: "/nonexistent".into(), ebuilds: vec![ebuild] }];
+        let repos = one_ebuild(text);
         let profile = Profile::none();
         let cfg =
             LocaliseConfig { repos: &repos, profile: &profile, compilers: &Compiler::ALL, settings: Settings::default(), timeout_secs: 60 };
