@@ -376,14 +376,15 @@ const TABU_WORK: u64 = 10_000;
 const TABU_WORK_PER_TRY: u64 = 500;
 /// Rows tried for removal, fewest combinations only they show first, before a size is given up.
 const TABU_DROPS: usize = 10;
-/// Moves during which a flag a move set in a row is not set back (TCA's tabu tenure).
+/// TCA's tabu tenure: a flag a move set in a row may be changed again only this many moves
+/// later (so not during the next `TABU_TENURE - 1`).
 const TABU_TENURE: u64 = 4;
 
 /// Post-optimisation, a local search in the manner of CASA and TCA over a fixed number of
 /// rows: drops a non-seed row (fewest combinations only it shows first), then repeatedly
 /// takes a missing pair at random and puts it into the non-seed row where doing so keeps
 /// the row valid and uncovers fewest other pairs (ties at random; a flag just set in a row
-/// is not set back for [`TABU_TENURE`] moves, so the search does not cycle). A success
+/// is not set back until [`TABU_TENURE`] moves later, so the search does not cycle). A success
 /// (every pair the array showed before is shown again) keeps the smaller array and tries one
 /// row fewer; a failure tries the next row to drop, up to [`TABU_DROPS`]. It stops at the
 /// lower bound (the most value pairs any two flags show) or when [`TABU_WORK`] candidate

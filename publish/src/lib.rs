@@ -50,6 +50,8 @@ pub enum PublishError {
     Sqlite(#[from] rusqlite::Error),
     #[error(transparent)]
     Atomic(#[from] gah_util::atomic::AtomicError),
+    #[error("{0}")]
+    Nested(String),
     #[error("the previous revision: {0}")]
     Previous(#[from] VerifyError),
 }
@@ -58,6 +60,24 @@ impl PublishError {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> PublishError {
         PublishError::Io { path: path.to_owned(), source }
     }
+}
+
+/// Refuses keys inside the published tree or the served folder (the private keys would be
+/// published), and the served folder inside the tree (each publication would take in the
+/// previous one).
+fn refuse_nesting(source: &Path, out: &Path, keys: &Path) -> Result<(), PublishError> {
+    let real = |p: &Path| fs::canonicalize(p).map_err(|e| PublishError::io(p, e));
+    let (source, out, keys) = (real(source)?, real(out)?, real(keys)?);
+    for (inner, outer, what) in [
+        (&keys, &source, "the keys are inside the source tree"),
+        (&keys, &out, "the keys are inside the repository folder"),
+        (&out, &source, "the repository folder is inside the source tree"),
+    ] {
+        if inner.starts_with(outer) {
+            return Err(PublishError::Nested(format!("{what}: {} is under {}", inner.display(), outer.display())));
+        }
+    }
+    Ok(())
 }
 
 /// What a publication did.
@@ -87,12 +107,14 @@ pub fn publish(source: &Path, out: &Path, name: &str, keys: &Path) -> Result<Pub
     if name.is_empty() || !name.contains('.') || name.contains(['/', '\n', ' ']) {
         return Err(PublishError::Name(name.to_owned()));
     }
+    fs::create_dir_all(out).map_err(|e| PublishError::io(out, e))?;
+    // Taken before the keys are made, so two first publications cannot both make them.
+    let _lock = lock(out)?;
     let (keys_loaded, keys_generated) = keys::load_or_generate(keys, name)?;
     if keys_generated {
         tracing::info!(dir = %keys.display(), "no keys for {name}: made a master key, a signing key and its certificate");
     }
-    fs::create_dir_all(out).map_err(|e| PublishError::io(out, e))?;
-    let _lock = lock(out)?;
+    refuse_nesting(source, out, keys)?;
     let mut store = Store::open(out)?;
     gah_util::atomic::remove_orphans(&out.join("data/txn"), Duration::from_secs(3600));
 

@@ -109,6 +109,9 @@ impl Store {
             // Same bytes, same name: already published.
             return Ok((hash, size));
         }
+        // On disk before its name: an object that exists is reused unread by later
+        // publications, so a crash must not leave a torn one under its name.
+        temp.as_file().sync_all().map_err(|e| PublishError::io(temp.path(), e))?;
         temp.persist(&target).map_err(|e| PublishError::io(&target, e.error))?;
         self.objects_written += 1;
         self.bytes_written += writer.count;
@@ -129,15 +132,20 @@ impl Store {
     /// Reads an object back, checking its hash, and unpacks it into a temporary file (the
     /// previous revision's catalogs and history, to build on).
     pub fn unpack_to_temp(&self, hash: &Hash, suffix: Suffix) -> Result<tempfile::NamedTempFile, PublishError> {
-        let bytes = read_object(&self.repo, hash, suffix).map_err(PublishError::Previous)?;
+        let bytes = read_object(&self.repo, hash, suffix, MAX_METADATA_OBJECT).map_err(PublishError::Previous)?;
         let mut temp = self.temp_file()?;
         temp.write_all(&bytes).map_err(|e| PublishError::io(temp.path(), e))?;
         Ok(temp)
     }
 }
 
-/// Reads one object: its compressed bytes must hash to its name, then it is inflated.
-pub fn read_object(repo: &Path, hash: &Hash, suffix: Suffix) -> Result<Vec<u8>, crate::VerifyError> {
+/// The most an object other than a file's contents may inflate to (catalogs, history, the
+/// certificate): a hostile repository's zip bomb ends here rather than in memory.
+pub const MAX_METADATA_OBJECT: u64 = 1 << 30;
+
+/// Reads one object: its compressed bytes must hash to its name, then it is inflated, to at
+/// most `limit` bytes (more is refused: the repository may be hostile).
+pub fn read_object(repo: &Path, hash: &Hash, suffix: Suffix, limit: u64) -> Result<Vec<u8>, crate::VerifyError> {
     let path = object_path(repo, hash, suffix);
     let compressed = fs::read(&path).map_err(|e| crate::VerifyError::Io(path.display().to_string(), e))?;
     let actual: Hash = Sha1::digest(&compressed).into();
@@ -146,7 +154,26 @@ pub fn read_object(repo: &Path, hash: &Hash, suffix: Suffix) -> Result<Vec<u8>, 
     }
     let mut out = Vec::new();
     flate2::read::ZlibDecoder::new(&compressed[..])
+        .take(limit.saturating_add(1))
         .read_to_end(&mut out)
         .map_err(|e| crate::VerifyError::Io(path.display().to_string(), e))?;
+    if out.len() as u64 > limit {
+        return Err(crate::VerifyError::Malformed("object", format!("{} inflates to more than {limit} bytes", path.display())));
+    }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_object_inflating_past_its_limit_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        // 1 MiB of zeros compresses to about 1 KiB: a small bomb.
+        let hash = store.put_bytes(&vec![0u8; 1 << 20], Suffix::None).unwrap();
+        assert!(matches!(read_object(dir.path(), &hash, Suffix::None, 1000), Err(crate::VerifyError::Malformed("object", _))));
+        assert_eq!(read_object(dir.path(), &hash, Suffix::None, 1 << 20).unwrap().len(), 1 << 20);
+    }
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OpenFlags};
 
 use crate::catalog::md5_pair;
-use crate::objects::{read_object, Hash, Suffix};
+use crate::objects::{read_object, Hash, Suffix, MAX_METADATA_OBJECT};
 use crate::signed::{self, Letter};
 
 #[derive(Debug, thiserror::Error)]
@@ -130,7 +130,7 @@ pub fn verify_at(repo: &Path, name: &str, master_pub: &Path, now: i64) -> Result
     if manifest.name != name {
         return Err(VerifyError::WrongName { found: manifest.name, expected: name.to_owned() });
     }
-    let cert = read_object(repo, &manifest.certificate, Suffix::Certificate)?;
+    let cert = read_object(repo, &manifest.certificate, Suffix::Certificate, 64 << 10)?;
     let (cert_key, cert_der) = crate::keys::certificate_key(&cert)?;
     let fingerprint = signed::fingerprint(&cert_der);
     if !fingerprints.iter().any(|f| f.eq_ignore_ascii_case(&fingerprint)) {
@@ -186,7 +186,7 @@ impl Reader {
     }
 
     fn open_db(&self, hash: &Hash, suffix: Suffix) -> Result<(tempfile::TempPath, Connection), VerifyError> {
-        let bytes = read_object(&self.repo, hash, suffix)?;
+        let bytes = read_object(&self.repo, hash, suffix, MAX_METADATA_OBJECT)?;
         let temp = tempfile::NamedTempFile::new().map_err(|e| VerifyError::Io("temporary file".into(), e))?;
         std::fs::write(temp.path(), bytes).map_err(|e| VerifyError::Io(temp.path().display().to_string(), e))?;
         let temp = temp.into_temp_path();
@@ -263,6 +263,11 @@ impl Reader {
         self.with_catalog(path, |db| {
             let mut stmt = db.prepare("SELECT name FROM catalog WHERE parent_1 = ?1 AND parent_2 = ?2 ORDER BY name")?;
             let names = stmt.query_map([p1, p2], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
+            // A hostile catalog's "" or "a/b" would make a directory its own child (`walk`
+            // would not end) or name a path outside its parent.
+            if let Some(bad) = names.iter().find(|n| n.is_empty() || *n == "." || *n == ".." || n.contains(['/', '\0'])) {
+                return Err(VerifyError::Malformed("catalog", format!("{path}: entry named {bad:?}")));
+            }
             Ok(names)
         })
     }
@@ -271,7 +276,7 @@ impl Reader {
     pub fn read(&self, path: &str) -> Result<Vec<u8>, VerifyError> {
         let entry = self.lookup(path)?;
         let Kind::File { hash } = entry.kind else { return Err(VerifyError::NotAFile(path.to_owned())) };
-        let bytes = read_object(&self.repo, &hash, Suffix::None)?;
+        let bytes = read_object(&self.repo, &hash, Suffix::None, entry.size)?;
         if bytes.len() as u64 != entry.size {
             return Err(VerifyError::Size { path: path.to_owned(), found: bytes.len() as u64, expected: entry.size });
         }

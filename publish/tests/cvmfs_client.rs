@@ -163,7 +163,7 @@ fn manifest_tampering_is_refused() {
     let f = published();
     let master = gah_publish::keys::master_pub_path(&f.keys, NAME);
     let manifest_len = fs::read(f.repo.join(".cvmfspublished")).unwrap().len();
-    // A byte of the signed lines (the revision's timestamp), then one of the signature.
+    // A byte of the signed lines (the second hex digit of the root catalog's hash, on the `C` line), then one of the signature.
     for (case, at) in [("manifest-text", 2isize), ("manifest-signature", -7)] {
         assert!(at.unsigned_abs() < manifest_len);
         let (copy, url) = tampered(&f, case, |c| flip_byte(&c.join(".cvmfspublished"), at));

@@ -119,8 +119,10 @@ pub fn step(queue: &Queue, results: &mut Database, cfg: &LocaliseConfig<'_>) -> 
         match results.outcome(seq)? {
             Some(failing) if same_running(results, &failing)? => {}
             _ => {
-                queue.undefer_localisation(seq)?;
+                // Started before it leaves the waiting list, so an error or a crash between
+                // the two loses nothing (`start` does nothing for one already started).
                 start(queue, results, cfg, seq, &mut stepped)?;
+                queue.undefer_localisation(seq)?;
             }
         }
     }

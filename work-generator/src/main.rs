@@ -642,20 +642,29 @@ fn run(mode: Mode) -> anyhow::Result<ExitCode> {
                 rounds,
             };
             // The repositories are read again whenever they change on disk (`gah deploy`
-            // replaces the project's copy): a failure is localised over the tree its job was
-            // planned from, and an ebuild added since the start is not skipped.
+            // replaces the project's copy): a failure is localised over the current tree, so an
+            // ebuild added since the start is not skipped.
             let mut log = |line: &str| eprintln!("gah-workgen daemon: {line}");
             let (mut read_at, mut repos, mut profile) = (None, Vec::new(), Profile::amd64_linux());
+            // The stamp of the last read refused, so that it is said once.
+            let mut refused_at = None;
             let mut k = 0u64;
             loop {
                 if !localise_repos.is_empty() {
                     let stamp = repos_stamp(&localise_repos);
                     if read_at.as_ref() != Some(&stamp) {
-                        if read_at.is_some() {
-                            log("localisation: the repositories changed: read again");
+                        let (read, read_profile) = read_localise_repos(&localise_repos, localise_profile.as_deref());
+                        // A read that overlapped `gah deploy`'s swap of the folder may miss
+                        // ebuilds, and would then end their localisations or drop their
+                        // failures: only a read the folder did not change under is taken.
+                        if repos_stamp(&localise_repos) == stamp && read.iter().all(|r| !r.ebuilds.is_empty()) {
+                            if read_at.is_some() {
+                                log("localisation: the repositories changed: read again");
+                            }
+                            (repos, profile, read_at) = (read, read_profile, Some(stamp));
+                        } else if refused_at.replace(stamp.clone()).as_ref() != Some(&stamp) {
+                            log("localisation: a repository changed while it was read, or is empty: kept the last whole read, reading again next round");
                         }
-                        (repos, profile) = read_localise_repos(&localise_repos, localise_profile.as_deref());
-                        read_at = Some(stamp);
                     }
                 }
                 let localise = gah_workgen::followup::LocaliseConfig {
@@ -665,7 +674,8 @@ fn run(mode: Mode) -> anyhow::Result<ExitCode> {
                     settings: gah_localise::Settings::default(),
                     timeout_secs: localise_timeout_secs,
                 };
-                let localise = (!localise_repos.is_empty()).then_some(&localise);
+                // No localisation before a whole read: with no ebuilds every one would look gone.
+                let localise = read_at.is_some().then_some(&localise);
                 let round = DaemonConfig { rounds: Some(1), ..cfg };
                 daemon::run_localising(
                     &q,
