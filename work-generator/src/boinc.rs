@@ -149,9 +149,12 @@ struct Stamp {
 
 impl Stamp {
     fn of(path: &Path) -> std::io::Result<Stamp> {
+        Ok(Stamp::of_metadata(&std::fs::metadata(path)?))
+    }
+
+    fn of_metadata(m: &std::fs::Metadata) -> Stamp {
         use std::os::unix::fs::MetadataExt;
-        let m = std::fs::metadata(path)?;
-        Ok(Stamp { len: m.len(), modified: m.modified().ok(), ino: m.ino() })
+        Stamp { len: m.len(), modified: m.modified().ok(), ino: m.ino() }
     }
 }
 
@@ -192,6 +195,16 @@ impl SharedInput {
         let prefix = self.name.rsplit_once('-').map_or("gah", |(prefix, _)| prefix).to_owned();
         *self = SharedInput::content_named(&prefix, &self.path)?;
         Ok(true)
+    }
+
+    /// Opens the file for copying, refusing it when it is no longer what was hashed (replaced
+    /// since [`SharedInput::refresh`]): its bytes must never go out under the old name.
+    pub fn open_as_hashed(&self) -> std::io::Result<std::fs::File> {
+        let file = std::fs::File::open(&self.path)?;
+        if Stamp::of_metadata(&file.metadata()?) != self.stamp {
+            return Err(std::io::Error::other("changed on disk since it was hashed (hashed again next round)"));
+        }
+        Ok(file)
     }
 
     /// The repository tar (`repo.tar` in the slot) and the distfiles tar (`distfiles.tar`).

@@ -293,7 +293,7 @@ fn put_shared(f: &SharedInput, to: &Path) -> Result<(), SubmitError> {
         return Ok(());
     }
     let stage_err = |source: std::io::Error| SubmitError::Stage { from: f.path.clone(), to: to.to_path_buf(), source };
-    let mut from = std::fs::File::open(&f.path).map_err(stage_err)?;
+    let mut from = f.open_as_hashed().map_err(stage_err)?;
     let mut file = gah_util::atomic::AtomicFile::create(to).map_err(|e| stage_err(std::io::Error::other(e)))?;
     std::io::copy(&mut from, file.as_file_mut()).map_err(stage_err)?;
     file.commit().map_err(|e| stage_err(std::io::Error::other(e)))
