@@ -279,9 +279,11 @@ fn copy_metadata(repo: &Path, to: &Path) -> anyhow::Result<Done> {
     Ok(done)
 }
 
-/// Whether two folders hold the same files with the same bytes.
+/// Whether two folders hold the same files with the same bytes. Paths are listed first and
+/// files compared one pair at a time (length, then bytes), so ::gentoo's md5-cache is never
+/// held in memory twice.
 fn same_tree(a: &Path, b: &Path) -> anyhow::Result<bool> {
-    fn files(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) -> anyhow::Result<()> {
+    fn files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
         let mut entries: Vec<_> = fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))?.collect::<Result<_, _>>()?;
         entries.sort_by_key(fs::DirEntry::file_name);
         for e in entries {
@@ -289,8 +291,7 @@ fn same_tree(a: &Path, b: &Path) -> anyhow::Result<bool> {
             if e.file_type()?.is_dir() {
                 files(root, &path, out)?;
             } else {
-                let bytes = fs::read(&path).with_context(|| format!("read {}", path.display()))?;
-                out.push((path.strip_prefix(root).unwrap_or(&path).to_owned(), bytes));
+                out.push(path.strip_prefix(root).unwrap_or(&path).to_owned());
             }
         }
         Ok(())
@@ -298,7 +299,21 @@ fn same_tree(a: &Path, b: &Path) -> anyhow::Result<bool> {
     let (mut fa, mut fb) = (Vec::new(), Vec::new());
     files(a, a, &mut fa)?;
     files(b, b, &mut fb)?;
-    Ok(fa == fb)
+    if fa != fb {
+        return Ok(false);
+    }
+    for rel in &fa {
+        let (pa, pb) = (a.join(rel), b.join(rel));
+        let len = |p: &Path| fs::metadata(p).map(|m| m.len()).with_context(|| format!("read {}", p.display()));
+        if len(&pa)? != len(&pb)? {
+            return Ok(false);
+        }
+        let read = |p: &Path| fs::read(p).with_context(|| format!("read {}", p.display()));
+        if read(&pa)? != read(&pb)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// The value of a `gah-workgen generate` option among `--workgen-arg`s (`--opt V` or `--opt=V`).
