@@ -49,6 +49,9 @@ pub struct Settings {
     pub db: PathBuf,
     /// The tree snapshot label the outcomes belong to (`None`: snapshot 0).
     pub snapshot: Option<String>,
+    /// The repository metadata and profile failures are localised over (`gah.conf`'s
+    /// `localise_repo`, `localise_profile`); `None`: no localisation.
+    pub localise: Option<(PathBuf, Option<PathBuf>)>,
 }
 
 impl Settings {
@@ -57,7 +60,8 @@ impl Settings {
     /// no results database is configured.
     pub fn resolve(over: &Overrides) -> Result<Settings, ProjectError> {
         let r = gah_core::project::resolve_here(over)?;
-        Ok(Settings { db: r.require_results_db()?.to_owned(), snapshot: r.snapshot })
+        let localise = r.localise_repo.clone().map(|repo| (repo, r.localise_profile.clone()));
+        Ok(Settings { db: r.require_results_db()?.to_owned(), snapshot: r.snapshot, localise })
     }
 
     fn open(&self) -> Result<(Database, gah_core::db::SnapshotId), DbError> {
@@ -168,6 +172,37 @@ pub struct Done(pub String);
 /// Does what `script_assimilator` asked: stores the result, quarantines it, or records the
 /// failure. An error is transient or a misconfiguration: exit nonzero.
 pub fn perform(settings: &Settings, call: &Call) -> Result<Done, AssimilateError> {
+    let Done(line) = store(settings, call)?;
+    Ok(Done(match localise(settings)? {
+        Some(said) => format!("{line}; {said}"),
+        None => line,
+    }))
+}
+
+/// With `settings.localise`, moves the localisations on past what was stored
+/// ([`crate::localise::catch_up`]); what it did, when it did something. Run after the row is
+/// durable: a crash in between loses nothing, the next call takes the step.
+pub fn localise(settings: &Settings) -> Result<Option<String>, AssimilateError> {
+    let Some((repo, profile)) = &settings.localise else { return Ok(None) };
+    let ebuilds = crate::localise::MetadataDir::open(repo, profile.as_deref());
+    let cfg = crate::localise::Config {
+        ebuilds: &ebuilds,
+        compilers: &gah_core::job::Compiler::ALL,
+        settings: gah_localise::Settings::default(),
+    };
+    let mut db = Database::open(&settings.db)?;
+    match crate::localise::catch_up(&mut db, &cfg) {
+        Ok(s) if s == crate::localise::Stepped::default() => Ok(None),
+        Ok(s) => Ok(Some(format!("localisation: {s}"))),
+        Err(crate::localise::StepError::Db(e)) => Err(AssimilateError::Db(e)),
+        // The result is stored; a localisation that cannot read its ebuild must not stop
+        // every later workunit: said, and taken again with the next result.
+        Err(e) => Ok(Some(format!("localisation not moved on: {}", gah_util::error_chain(&e)))),
+    }
+}
+
+/// Stores what the call brings, without the localisation step.
+fn store(settings: &Settings, call: &Call) -> Result<Done, AssimilateError> {
     match call {
         Call::Result { wu_name, file } => match assimilate_result(settings, wu_name, file) {
             Ok(done) => Ok(Done(format!("{wu_name}: {done}"))),

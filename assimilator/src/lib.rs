@@ -61,6 +61,7 @@
 #![deny(missing_docs)]
 
 pub mod boinc;
+pub mod localise;
 
 use std::fmt;
 use std::fs;

@@ -110,17 +110,25 @@ fn run(cli: Cli) -> anyhow::Result<String> {
         };
         Ok((db, snapshot))
     };
+    let localise = project.localise_repo.clone().map(|repo| (repo, project.localise_profile.clone()));
+    let settings = Settings { db: db_path.clone(), snapshot: label.clone(), localise };
+    // Failure localisation (gah.conf's `localise_repo`) after whatever was stored.
+    let then_localise = |line: String| -> anyhow::Result<String> {
+        Ok(match boinc::localise(&settings)? {
+            Some(said) => format!("{line}\n{said}"),
+            None => line,
+        })
+    };
     if let Some(list) = &cli.batch {
         anyhow::ensure!(cli.args.is_empty(), "--batch takes no other arguments");
         let items = read_list(list)?;
         let (mut db, snapshot) = open()?;
-        return batch(&mut db, snapshot, &items, &cli);
+        return then_localise(batch(&mut db, snapshot, &items, &cli)?);
     }
-    let settings = Settings { db: db_path, snapshot: label };
-    match (cli.error, cli.args.as_slice()) {
+    then_localise(match (cli.error, cli.args.as_slice()) {
         (None, [wu_name, file]) => {
             let done = boinc::assimilate_result(&settings, wu_name, file.as_ref())?;
-            Ok(format!("{wu_name}: {done}"))
+            format!("{wu_name}: {done}")
         }
         (Some(mask), [wu_name, wu_id, batch_id]) => {
             let wu_id: i64 = wu_id.parse().with_context(|| format!("WU_ID `{wu_id}` is not an integer"))?;
@@ -130,11 +138,11 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                 Recorded::Inserted => "recorded",
                 Recorded::AlreadyPresent => "already recorded",
             };
-            Ok(format!("{wu_name}: infrastructure failure (error mask {mask:#x}) {what}"))
+            format!("{wu_name}: infrastructure failure (error mask {mask:#x}) {what}")
         }
         (None, args) => bail!("expected WU_NAME FILE, got {} argument(s)", args.len()),
         (Some(_), args) => bail!("with --error, expected WU_NAME WU_ID BATCH_ID, got {} argument(s)", args.len()),
-    }
+    })
 }
 
 /// `WU_NAME FILE` per line (whitespace between; the file is the rest of the line); blank

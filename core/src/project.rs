@@ -11,7 +11,10 @@
 //! 3. the environment (`GAH_RESULTS_DB`, `GAH_QUEUE_DIR`, `GAH_SNAPSHOT`).
 //!
 //! The file has one `key = value` a line, `#` comments, and the keys `results_db`,
-//! `queue_dir` and `snapshot`; a relative path is relative to the file's folder:
+//! `queue_dir` and `snapshot`, and (file only) `localise_repo`, `localise_profile`: the
+//! repository metadata (a folder with `profiles/repo_name` and `metadata/md5-cache`) and the
+//! profile the assimilator localises failures over (issue 13; without `localise_repo` it
+//! does not). A relative path is relative to the file's folder:
 //!
 //! ```text
 //! # /home/boincadm/projects/gah/gah.conf
@@ -84,6 +87,10 @@ pub struct Resolved {
     pub queue_dir: Option<PathBuf>,
     /// The tree snapshot label.
     pub snapshot: Option<String>,
+    /// The repository metadata failures are localised over (project file only).
+    pub localise_repo: Option<PathBuf>,
+    /// The profile they are localised under (project file only).
+    pub localise_profile: Option<PathBuf>,
     /// The project file read, if any.
     pub file: Option<PathBuf>,
     looked: Vec<PathBuf>,
@@ -113,6 +120,8 @@ pub fn resolve(over: &Overrides, cwd: &Path, env: &dyn Fn(&str) -> Option<OsStri
         results_db: over.results_db.clone().or(file.results_db).or_else(|| var("GAH_RESULTS_DB").map(PathBuf::from)),
         queue_dir: over.queue_dir.clone().or(file.queue_dir).or_else(|| var("GAH_QUEUE_DIR").map(PathBuf::from)),
         snapshot: over.snapshot.clone().or(file.snapshot).or_else(|| var("GAH_SNAPSHOT").map(|v| v.to_string_lossy().into_owned())),
+        localise_repo: file.localise_repo,
+        localise_profile: file.localise_profile,
         file: file.path,
         looked,
     })
@@ -130,6 +139,8 @@ struct File {
     results_db: Option<PathBuf>,
     queue_dir: Option<PathBuf>,
     snapshot: Option<String>,
+    localise_repo: Option<PathBuf>,
+    localise_profile: Option<PathBuf>,
 }
 
 fn read(path: &Path) -> Result<File, ProjectError> {
@@ -152,7 +163,13 @@ fn read(path: &Path) -> Result<File, ProjectError> {
             "results_db" => file.results_db = Some(base.join(value)),
             "queue_dir" => file.queue_dir = Some(base.join(value)),
             "snapshot" => file.snapshot = Some(value.to_owned()),
-            other => return Err(syntax(format!("unknown key `{other}` (known: results_db, queue_dir, snapshot)"))),
+            "localise_repo" => file.localise_repo = Some(base.join(value)),
+            "localise_profile" => file.localise_profile = Some(base.join(value)),
+            other => {
+                return Err(syntax(format!(
+                    "unknown key `{other}` (known: results_db, queue_dir, snapshot, localise_repo, localise_profile)"
+                )))
+            }
         }
     }
     Ok(file)
@@ -188,9 +205,10 @@ mod tests {
         assert_eq!((r.results_db.as_deref(), r.file), (Some(Path::new("/env/r.sqlite")), None));
 
         let other = project.path().join("other.conf");
-        std::fs::write(&other, "queue_dir = q\n").unwrap();
+        std::fs::write(&other, "queue_dir = q\nlocalise_repo = gah/repo\n").unwrap();
         let r = resolve(&Overrides { config: Some(other), ..Overrides::default() }, elsewhere.path(), &env(&[])).unwrap();
         assert_eq!(r.queue_dir, Some(project.path().join("q")));
+        assert_eq!((r.localise_repo, r.localise_profile), (Some(project.path().join("gah/repo")), None));
     }
 
     #[test]

@@ -127,7 +127,7 @@ pub fn deploy(args: &DeployArgs, root: &Path) -> anyhow::Result<()> {
     let data = project.join(DATA_DIR);
     fs::create_dir_all(data.join("queue")).with_context(|| format!("create {}", data.display()))?;
     fs::create_dir_all(project.join("results")).with_context(|| format!("create {}/results", project.display()))?;
-    say(gah_core::project::FILE_NAME, write_if_absent(&project.join(gah_core::project::FILE_NAME), GAH_CONF)?);
+    say(gah_core::project::FILE_NAME, write_conf(&project.join(gah_core::project::FILE_NAME), &localise_keys(args)?)?);
     if let Some(repo) = &args.repo {
         say(format!("{DATA_DIR}/repo.tar"), pack(repo, &data.join("repo.tar"))?);
         match &args.distfiles {
@@ -189,12 +189,48 @@ fn write_atomically(to: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn write_if_absent(path: &Path, text: &str) -> anyhow::Result<Done> {
-    if path.exists() {
+/// `gah.conf`'s localisation keys for `args`: the assimilator localises failures over the
+/// metadata copied to `gah/repo`, under the queue's profile (`--workgen-arg=--profile`).
+fn localise_keys(args: &DeployArgs) -> anyhow::Result<Vec<(&'static str, String)>> {
+    if args.no_localise || args.repo.is_none() {
+        return Ok(Vec::new());
+    }
+    let mut keys = vec![("localise_repo", format!("{DATA_DIR}/repo"))];
+    if let Some(profile) = workgen_value(&args.workgen_arg, "--profile") {
+        let profile = fs::canonicalize(profile).with_context(|| format!("profile {profile}"))?;
+        keys.push(("localise_profile", profile.to_string_lossy().into_owned()));
+    }
+    Ok(keys)
+}
+
+/// Writes `gah.conf` when absent; an existing one (perhaps edited by its admin) only gets
+/// the `keys` it lacks appended.
+fn write_conf(path: &Path, keys: &[(&str, String)]) -> anyhow::Result<Done> {
+    let mut text = match fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut text = GAH_CONF.to_owned();
+            for (key, value) in keys {
+                text.push_str(&format!("{key} = \"{value}\"\n"));
+            }
+            write_atomically(path, text.as_bytes())?;
+            return Ok(Done::Installed);
+        }
+        Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
+    };
+    let has = |key: &str| text.lines().any(|l| l.split_once('=').is_some_and(|(k, _)| k.trim() == key));
+    let missing: Vec<_> = keys.iter().filter(|(k, _)| !has(k)).collect();
+    if missing.is_empty() {
         return Ok(Done::Unchanged);
     }
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    for (key, value) in missing {
+        text.push_str(&format!("{key} = \"{value}\"\n"));
+    }
     write_atomically(path, text.as_bytes())?;
-    Ok(Done::Installed)
+    Ok(Done::Updated)
 }
 
 /// A folder as a tar, sorted and with numeric owners so that the same tree gives the same
@@ -536,18 +572,8 @@ fn daemon_lines(config: &Path, args: &DeployArgs) -> anyhow::Result<Vec<String>>
             setting("db_name"),
         );
         if !args.no_localise {
-            // The follow-ups are planned as the queue was: the same profile and job time limit.
+            // The follow-ups the assimilator asks for get the queue's job time limit.
             line.push_str(&format!(" --localise-repo ../{DATA_DIR}/repo"));
-            if let Some(profile) = workgen_value(&args.workgen_arg, "--profile") {
-                let profile = fs::canonicalize(profile).with_context(|| format!("profile {profile}"))?;
-                if profile.to_string_lossy().contains(|c: char| c.is_whitespace() || "'\"\\$`".contains(c)) {
-                    bail!(
-                        "the profile's path {} has blanks or quotes: add --localise-profile to the work generator's <daemon> by hand",
-                        profile.display()
-                    );
-                }
-                line.push_str(&format!(" --localise-profile {}", profile.display()));
-            }
             if let Some(secs) = workgen_value(&args.workgen_arg, "--timeout-secs") {
                 let secs: u64 = secs.parse().with_context(|| format!("--timeout-secs {secs}"))?;
                 line.push_str(&format!(" --localise-timeout-secs {secs}"));

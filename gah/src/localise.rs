@@ -3,26 +3,28 @@
 //! failing set of flag values and compiler is known, the failure is found flaky, or the
 //! evidence is inconclusive.
 //!
-//! Follow-ups are ordinary jobs: they run through the sweep's path (`JobRunner::run_job`:
-//! replicas through `gah-app`, the validator, the binary-package cache, the assimilator), as
-//! workunits `<job_id>_<n>` of their cell, so their outcomes are ordinary rows of the results
-//! database. The localisation itself is stored beside them (`Database::save_localisation`)
-//! after every follow-up, so an interrupted run goes on where it stopped (the localiser
-//! takes the stored evidence back: `Localiser::resume`), and a run over the same tree snapshot reuses a finished one.
+//! The same step as on a server moves the localisations on
+//! (`gah_assimilator::localise::catch_up`, after each stored outcome): it starts a
+//! localisation per failure that no finished one explains, records each follow-up's result
+//! and stores the next follow-up or the conclusion. Here the follow-ups run at once, oldest
+//! localisation first, through the sweep's path (`JobRunner::run_job`: replicas through
+//! `gah-app`, the validator, the binary-package cache, the assimilator), as workunits
+//! `<job_id>_<n>` of their cell, so their outcomes are ordinary rows of the results database.
+//! Everything is stored as it moves, so an interrupted run goes on where it stopped, and a
+//! run over the same tree snapshot reuses a finished localisation.
 
-use std::collections::BTreeMap;
+use std::collections::HashSet;
 
-use gah_core::db::{Database, Filter, LocalisationProgress, LocalisationState, Page, StoredOutcome};
+use anyhow::bail;
+use gah_assimilator::localise::{catch_up, explained_by, Config, LoadedRepos};
+use gah_core::db::{Database, Filter, LocalisationState, Page};
 use gah_core::job::{Cell, Compiler, Job};
-use gah_core::localisation::{Cause, Conclusion};
+use gah_core::localisation::Conclusion;
 use gah_core::outcome::Status;
-use gah_ebuild::{Profile, Space};
-use gah_localise::{Localiser, Settings, Step};
+use gah_ebuild::Profile;
+use gah_localise::Settings;
 
 use crate::run::JobRunner;
-
-/// An ebuild's failure of one kind: repository, cpv, status code.
-type EbuildFailure = (String, String, &'static str);
 
 /// One failure's line in `gah run`'s summary: `cat/pkg-1 build_failed: fails with USE="foo"
 /// (any compiler)`.
@@ -39,8 +41,9 @@ pub fn summary_line(cpv: &str, status: Status, conclusion: &Conclusion) -> Strin
     format!("{cpv} {status}: {text} [{runs} follow-up{}]", if runs == 1 { "" } else { "s" })
 }
 
-/// Localises each failure of `failures` (the sweep's failing jobs, in the sweep's order) and
-/// prints the minimal failing set of each.
+/// Localises the failures of the sweep (`failures`: its failing jobs, in its order): runs
+/// the follow-ups the localisations ask for until none is left, then prints the minimal
+/// failing set of each.
 pub fn localise_failures(runner: &JobRunner<'_>, db: &mut Database, failures: &[Job]) -> anyhow::Result<()> {
     if failures.is_empty() {
         return Ok(());
@@ -48,109 +51,72 @@ pub fn localise_failures(runner: &JobRunner<'_>, db: &mut Database, failures: &[
     println!("\ngah run: localising {} failure{}", failures.len(), if failures.len() == 1 { "" } else { "s" });
     let (repos, _) = gah_workgen::plan::load_repos(std::slice::from_ref(&runner.layout.overlay));
     let profile = Profile::amd64_linux();
-    let mut lines = Vec::new();
-    // Causes found in this run, per ebuild and failure: a later failure they explain needs
-    // no follow-ups of its own.
-    let mut found: BTreeMap<EbuildFailure, Vec<(Cause, Cell)>> = BTreeMap::new();
-    for job in failures {
-        let cell = Cell { repo: job.repo.clone(), cpv: job.cpv.clone(), use_flags: job.use_flags.clone(), compiler: job.compiler };
-        let history = db.cell_history(&cell)?;
-        let in_snapshot: Vec<&StoredOutcome> = history.iter().filter(|r| r.snapshot == runner.snapshot).collect();
-        let Some(failing) = in_snapshot.iter().find(|r| r.wu_name == job.job_id).copied() else {
-            lines.push(format!("{} {}: not localised: its outcome is not in the results database", job.cpv, job.compiler));
-            continue;
+    let ebuilds = LoadedRepos { repos: &repos, profile: &profile };
+    let settings = Settings { max_followups: runner.config.max_followups, ..Settings::default() };
+    let cfg = Config { ebuilds: &ebuilds, compilers: &Compiler::ALL, settings };
+    catch_up(db, &cfg)?;
+    // (failing row, follow-ups recorded) of each follow-up run: one that does not move its
+    // localisation on would otherwise be run forever.
+    let mut ran = HashSet::new();
+    loop {
+        let running = db.localisations(&Filter::default(), Some(LocalisationState::Running), Page::ALL)?;
+        let Some((l, next)) = running.into_iter().filter_map(|l| l.next.clone().map(|n| (l, n))).min_by_key(|(l, _)| l.failing_seq) else {
+            break;
         };
-        if !failing.status.is_own_failure() {
-            continue;
+        if !ran.insert((l.failing_seq, l.evidence.runs.len())) {
+            bail!(
+                "the localisation of {} {} ({}) did not move on after its follow-up",
+                l.cell.cpv,
+                l.cell.compiler,
+                l.cell.use_flags.summary()
+            );
         }
-        let key = (cell.repo.clone(), cell.cpv.clone(), failing.status.as_str());
-        if let Some((cause, by)) = found.get(&key).and_then(|c| c.iter().find(|(c, _)| c.matches(&cell.use_flags, cell.compiler))) {
-            lines.push(format!(
-                "{} {}: fails with {cause}, as localised for USE=\"{}\" {}",
-                cell.cpv,
-                failing.status,
-                by.use_flags.to_package_use(),
-                by.compiler
-            ));
-            continue;
+        let job = Job::new(&next.repo, &next.cpv, next.use_flags.clone(), next.compiler, runner.config.timeout_secs);
+        let wu_name = followup_wu_name(db, &job, runner.snapshot)?;
+        let prefix = format!("[follow-up {} of {} {}]", l.evidence.runs.len() + 1, l.cell.cpv, l.status);
+        let row = runner.run_job(db, job, &wu_name, &prefix)?;
+        if row.outcome.is_none() {
+            // Replicas that were refused or disagree tell nothing about the failure: an
+            // infrastructure failure of the follow-up's workunit, as BOINC reports one.
+            db.record_infra_failure(&wu_name, 0, 0, 0)?;
         }
-        let stored = db.localisation(failing.seq)?;
-        let conclusion = match stored.as_ref().and_then(|s| s.conclusion.clone()) {
-            Some(done) => {
-                println!("{} {} ({}): localised before", cell.cpv, cell.compiler, cell.use_flags.summary());
-                done
-            }
-            None => {
-                let Some(ebuild) = repos.iter().flat_map(|r| r.ebuilds.iter()).find(|e| e.cpv == cell.cpv) else {
-                    lines.push(format!("{} {}: not localised: the ebuild is not in the overlay any more", cell.cpv, failing.status));
-                    continue;
-                };
-                let space = Space::new(ebuild, &profile);
-                let runs = stored.filter(|s| s.state == LocalisationState::Running).map(|s| s.evidence.runs).unwrap_or_default();
-                match localise_one(runner, db, &space, failing, &runs)? {
-                    Ok(c) => c,
-                    Err(why) => {
-                        lines.push(format!("{} {}: not localised: {why}", cell.cpv, failing.status));
-                        continue;
-                    }
-                }
-            }
-        };
-        if let Some(cause) = conclusion.cause() {
-            found.entry(key).or_default().push((cause.clone(), cell.clone()));
+        catch_up(db, &cfg)?;
+        if let Some(c) = db.localisation(l.failing_seq)?.and_then(|l| l.conclusion) {
+            println!("        => {}", summary_line(&l.cell.cpv, l.status, &c));
         }
-        let line = summary_line(&cell.cpv, failing.status, &conclusion);
-        println!("        => {line}");
-        lines.push(line);
     }
     println!("\nminimal failing sets:");
-    for line in &lines {
-        println!("  {line}");
+    for job in failures {
+        println!("  {}", failure_line(db, runner.snapshot, job)?);
     }
     Ok(())
 }
 
-/// Runs one failure's follow-ups to its conclusion, storing the localisation after each.
-/// `Ok(Err(why))` when it cannot start (the stored configuration does not fit the ebuild).
-fn localise_one(
-    runner: &JobRunner<'_>,
-    db: &mut Database,
-    space: &Space<'_>,
-    failing: &StoredOutcome,
-    stored_runs: &[gah_core::localisation::Run],
-) -> anyhow::Result<Result<Conclusion, String>> {
-    let cell = &failing.cell;
-    // What is known of the same ebuild in this snapshot: each cell's latest row (the
-    // covering array's, and earlier localisations' follow-ups).
-    let filter =
-        Filter { repo: Some(cell.repo.clone()), cpv: Some(cell.cpv.clone()), snapshot: Some(runner.snapshot), ..Filter::default() };
-    let latest = db.latest(&filter, Page::ALL)?;
-    let settings = Settings { max_followups: runner.config.max_followups, ..Settings::default() };
-    let mut localiser = match Localiser::resume_stored(space, failing, &latest, stored_runs, &Compiler::ALL, settings) {
-        Ok(l) => l,
-        Err(e) => return Ok(Err(e.to_string())),
+/// What is known of one failing job of the sweep: its localisation's conclusion, or the
+/// finished localisation that explains it.
+fn failure_line(db: &Database, snapshot: gah_core::db::SnapshotId, job: &Job) -> anyhow::Result<String> {
+    let history = db.cell_history(&job.cell())?;
+    let Some(failing) = history.iter().find(|r| r.snapshot == snapshot && r.wu_name == job.job_id) else {
+        return Ok(format!("{} {}: not localised: its outcome is not in the results database", job.cpv, job.compiler));
     };
-    let mut n = 0;
-    loop {
-        match localiser.next() {
-            Step::Done(conclusion) => {
-                db.save_localisation(failing.seq, LocalisationProgress::Done(&conclusion))?;
-                return Ok(Ok(conclusion));
-            }
-            Step::Run(probe) => {
-                n += 1;
-                let use_flags = space.assignment(&probe.config);
-                let job = Job::new(&cell.repo, &cell.cpv, use_flags, probe.compiler, runner.config.timeout_secs);
-                let wu_name = followup_wu_name(db, &job, runner.snapshot)?;
-                let prefix = format!("[follow-up {n} of {} {}]", cell.cpv, failing.status);
-                let row = runner.run_job(db, job, &wu_name, &prefix)?;
-                // Replicas that were refused or disagree tell nothing about the failure.
-                let status = row.outcome.unwrap_or(Status::InfraError);
-                localiser.record(&probe, status)?;
-                db.save_localisation(failing.seq, LocalisationProgress::Running(&localiser.evidence()))?;
-            }
+    if let Some(l) = db.localisation(failing.seq)? {
+        return Ok(match l.conclusion {
+            Some(c) => summary_line(&job.cpv, failing.status, &c),
+            None => format!("{} {}: still being localised", job.cpv, failing.status),
+        });
+    }
+    if let Some(by) = explained_by(db, failing)? {
+        if let Some(cause) = by.conclusion.as_ref().and_then(Conclusion::cause) {
+            let Cell { use_flags, compiler, .. } = &by.cell;
+            return Ok(format!(
+                "{} {}: fails with {cause}, as localised for USE=\"{}\" {compiler}",
+                job.cpv,
+                failing.status,
+                use_flags.to_package_use()
+            ));
         }
     }
+    Ok(format!("{} {}: not localised (the ebuild is no longer in the overlay, or the localisation is off)", job.cpv, failing.status))
 }
 
 /// A workunit name for another submission of `job`'s cell in `snapshot`: `<job_id>_<n>`,
@@ -160,7 +126,7 @@ fn followup_wu_name(db: &Database, job: &Job, snapshot: gah_core::db::SnapshotId
     let mut n = taken.len() as u64;
     loop {
         let name = gah_core::job::wu_name(&job.job_id, n);
-        if !taken.contains(&name) {
+        if !taken.contains(&name) && !db.has_infra_failure(&name)? {
             return Ok(name);
         }
         n += 1;
@@ -170,7 +136,7 @@ fn followup_wu_name(db: &Database, job: &Job, snapshot: gah_core::db::SnapshotId
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gah_core::localisation::{Evidence, Run, Verdict};
+    use gah_core::localisation::{Cause, Evidence, Run, Verdict};
 
     #[test]
     fn the_summary_line_names_the_minimal_set_and_says_any_compiler() {

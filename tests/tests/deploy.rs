@@ -157,7 +157,11 @@ fn deploy_installs_everything_once_and_keeps_the_admins_settings() {
             fs::read(project_root().join("templates").join(template)).unwrap()
         );
     }
-    assert!(fs::read_to_string(project.join("gah.conf")).unwrap().contains("results_db = results/results.sqlite"));
+    let conf = fs::read_to_string(project.join("gah.conf")).unwrap();
+    assert!(conf.contains("results_db = results/results.sqlite"), "{conf}");
+    // The assimilator localises failures over the metadata copied beside the queue.
+    assert!(conf.contains("localise_repo = \"gah/repo\""), "{conf}");
+    assert!(project.join("gah/repo/metadata/md5-cache").is_dir(), "{said}");
     assert!(project.join("gah/repo.tar").is_file() && project.join("gah/distfiles.tar").is_file(), "{said}");
     // The queue the work generator's daemon submits from, generated over the repository.
     assert!(said.contains("deploy: queue: ") && project.join("gah/queue/state.sqlite").is_file(), "{said}");

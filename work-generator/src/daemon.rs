@@ -338,9 +338,10 @@ pub fn run(
     run_localising(queue, results, None, source, submitter, cfg, log)
 }
 
-/// [`run`], and with `localise`, failure localisation: after each fold, the new results move
-/// the localisations on ([`crate::followup::step`]), whose follow-ups the round then submits
-/// ahead of the rotation. A step that fails is logged and tried again next round.
+/// [`run`], and with `localise`, failure localisation: after each fold, the pending
+/// follow-ups of the running localisations are queued ([`crate::followup::step`]) and the
+/// round submits them ahead of the rotation. A step that fails is logged and tried again
+/// next round.
 pub fn run_localising(
     queue: &Queue,
     results: Option<&Path>,
@@ -362,16 +363,13 @@ pub fn run_localising(
                 Err(e) => log(&format!("rotation not updated this round: {}", gah_util::error_chain(&e))),
             }
             if let Some(localise) = localise {
-                let stepped = Database::open(results)
+                let queued = Database::open(results)
                     .map_err(crate::followup::LocaliseError::Results)
-                    .and_then(|mut db| crate::followup::step(queue, &mut db, localise));
-                match stepped {
-                    Ok(s) if s != crate::followup::Stepped::default() => log(&format!(
-                        "localisation: {} started, {} follow-up results recorded, {} follow-ups queued, {} concluded, {} waiting for one of the same ebuild",
-                        s.started, s.recorded, s.queued, s.concluded, s.deferred
-                    )),
-                    Ok(_) => {}
-                    Err(e) => log(&format!("localisations not moved on this round: {}", gah_util::error_chain(&e))),
+                    .and_then(|db| crate::followup::step(queue, &db, localise));
+                match queued {
+                    Ok(0) => {}
+                    Ok(n) => log(&format!("localisation: {n} follow-ups queued")),
+                    Err(e) => log(&format!("follow-ups not queued this round: {}", gah_util::error_chain(&e))),
                 }
             }
         }

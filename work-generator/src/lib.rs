@@ -17,10 +17,10 @@
 //!   `submit_rpc_handler.php` (reqwest, blocking, rustls).
 //! - [`daemon`]: keeps N unsent results on the server like BOINC's sample work generator,
 //!   with a pluggable unsent count ([`daemon::UnsentSource`]) and submitter.
-//! - [`followup`]: failure localisation on the server: each real failure of the queue's
-//!   cells starts a `gah_localise::Localiser`, whose follow-ups are queued as ordinary jobs
-//!   ahead of the rotation, their results recorded as they come back, the localisation kept
-//!   in the results database (its one write there).
+//! - [`followup`]: failure localisation on the server: the pending follow-up of each running
+//!   localisation (the assimilator starts and moves them on in the results database) is
+//!   queued once, as an ordinary job ahead of the rotation. The work generator only reads
+//!   the results database.
 //!
 //! **Invariants:** never emits a configuration that violates `REQUIRED_USE` (the solver and
 //! a final exact check in `gah-ebuild` see to it); never defines its own job format (jobs are

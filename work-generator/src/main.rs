@@ -175,16 +175,17 @@ daemon refuses to start without a results database.")]
         target: TargetArgs,
         #[command(flatten)]
         results: ResultsArgs,
-        /// Localise failures (issue 13): the repositories the queue's jobs were planned from;
-        /// repeat for several. With it, each real failure of the queue's cells gets follow-up
-        /// jobs, submitted ahead of the rotation, until its minimal failing set of flags and
-        /// compiler is known (stored in the results database). Read again when they change
-        /// on disk, as --repo-tar and --distfiles-tar are hashed again when they change.
+        /// Issue failure localisations' follow-ups (issue 13): the repositories the queue's
+        /// jobs were planned from; repeat for several. The assimilator starts a localisation
+        /// after each real failure and stores the follow-up it waits for (gah.conf's
+        /// `localise_repo`); with this, the daemon submits those follow-ups ahead of the
+        /// rotation, since a person waits for the answer. Read again when they change on
+        /// disk, as --repo-tar and --distfiles-tar are hashed again when they change.
         #[arg(long = "localise-repo", value_name = "PATH")]
         localise_repos: Vec<PathBuf>,
-        /// The profile the jobs were planned under, for --localise-repo (default: the
-        /// built-in amd64/Linux/glibc profile).
-        #[arg(long, value_name = "PATH")]
+        /// Ignored: kept so that daemon lines written by earlier `gah deploy` still start.
+        /// The profile is the assimilator's now (gah.conf's `localise_profile`).
+        #[arg(long, value_name = "PATH", hide = true)]
         localise_profile: Option<PathBuf>,
         /// The follow-up jobs' wall-clock limit inside the guest, seconds.
         #[arg(long, default_value_t = 3600)]
@@ -257,27 +258,6 @@ fn repos_stamp(paths: &[PathBuf]) -> Vec<(PathBuf, Option<(std::time::SystemTime
         }));
     }
     out
-}
-
-/// The repositories and profile failures are localised over (`--localise-repo`,
-/// `--localise-profile`), their problems on stderr.
-fn read_localise_repos(paths: &[PathBuf], profile: Option<&Path>) -> (Vec<gah_ebuild::Repository>, Profile) {
-    let (repos, diags) = load_repos(paths);
-    for d in &diags {
-        eprintln!("{d}");
-    }
-    let profile = match profile {
-        Some(path) => {
-            let names: Vec<(String, PathBuf)> = repos.iter().map(|r| (r.name.clone(), r.path.clone())).collect();
-            let (p, d) = Profile::read_in(path, &names);
-            for d in &d {
-                eprintln!("{d}");
-            }
-            p
-        }
-        None => Profile::amd64_linux(),
-    };
-    (repos, profile)
 }
 
 /// Where the rotation reads results from: the results database the assimilator writes.
@@ -645,7 +625,10 @@ fn run(mode: Mode) -> anyhow::Result<ExitCode> {
             // replaces the project's copy): a failure is localised over the current tree, so an
             // ebuild added since the start is not skipped.
             let mut log = |line: &str| eprintln!("gah-workgen daemon: {line}");
-            let (mut read_at, mut repos, mut profile) = (None, Vec::new(), Profile::amd64_linux());
+            if localise_profile.is_some() {
+                log("--localise-profile is ignored: the assimilator localises, under gah.conf's localise_profile");
+            }
+            let (mut read_at, mut repos) = (None, Vec::new());
             // The stamp of the last read refused, so that it is said once.
             let mut refused_at = None;
             let mut k = 0u64;
@@ -653,7 +636,10 @@ fn run(mode: Mode) -> anyhow::Result<ExitCode> {
                 if !localise_repos.is_empty() {
                     let stamp = repos_stamp(&localise_repos);
                     if read_at.as_ref() != Some(&stamp) {
-                        let (read, read_profile) = read_localise_repos(&localise_repos, localise_profile.as_deref());
+                        let (read, diags) = load_repos(&localise_repos);
+                        for d in &diags {
+                            eprintln!("{d}");
+                        }
                         // A read that overlapped `gah deploy`'s swap of the folder may miss
                         // ebuilds, and would then end their localisations or drop their
                         // failures: only a read the folder did not change under is taken.
@@ -661,20 +647,14 @@ fn run(mode: Mode) -> anyhow::Result<ExitCode> {
                             if read_at.is_some() {
                                 log("localisation: the repositories changed: read again");
                             }
-                            (repos, profile, read_at) = (read, read_profile, Some(stamp));
+                            (repos, read_at) = (read, Some(stamp));
                         } else if refused_at.replace(stamp.clone()).as_ref() != Some(&stamp) {
                             log("localisation: a repository changed while it was read, or is empty: kept the last whole read, reading again next round");
                         }
                     }
                 }
-                let localise = gah_workgen::followup::LocaliseConfig {
-                    repos: &repos,
-                    profile: &profile,
-                    compilers: &Compiler::ALL,
-                    settings: gah_localise::Settings::default(),
-                    timeout_secs: localise_timeout_secs,
-                };
-                // No localisation before a whole read: with no ebuilds every one would look gone.
+                let localise = gah_workgen::followup::LocaliseConfig { repos: &repos, timeout_secs: localise_timeout_secs };
+                // No follow-ups before a whole read (their new cells' `_md5_`).
                 let localise = read_at.is_some().then_some(&localise);
                 let round = DaemonConfig { rounds: Some(1), ..cfg };
                 daemon::run_localising(

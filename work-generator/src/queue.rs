@@ -180,7 +180,7 @@ const MIGRATIONS: &[Migration] = &[
     Migration { name: "0003_watermarks", sql: "CREATE TABLE watermarks (source TEXT PRIMARY KEY, last_id INTEGER NOT NULL)" },
     // Failure localisation (`crate::followup`): the follow-up jobs queued for a localisation
     // (`failing_seq`: the failing row of the results database it localises), ahead of the
-    // rotation until submitted; `done` once their result was recorded.
+    // rotation until submitted.
     Migration {
         name: "0004_followups",
         sql: "CREATE TABLE followups (
@@ -195,6 +195,9 @@ const MIGRATIONS: &[Migration] = &[
     // Failures that wait for a running localisation of the same ebuild and status (its cause
     // most likely explains them too) before theirs starts.
     Migration { name: "0005_deferred_localisations", sql: "CREATE TABLE deferred_localisations (failing_seq INTEGER PRIMARY KEY)" },
+    // The waiting failures moved to the results database with the rest of the localisation
+    // (its writer, the assimilator, keeps them); `followups.done` is no longer set.
+    Migration { name: "0006_localisation_in_results", sql: "DROP TABLE deferred_localisations" },
 ];
 
 /// `1` for a cell with a follow-up waiting to be submitted (for `cells`' SQL).
@@ -390,8 +393,9 @@ impl Queue {
 
     /// Queues `job` as a follow-up of the localisation of the failing row `failing_seq`: its
     /// job file (if new), its cell (if new; `md5` is its ebuild's `_md5_`), and the follow-up,
-    /// which goes ahead of the rotation until submitted.
-    pub fn add_followup(&self, job: &Job, failing_seq: i64, md5: &str) -> Result<(), QueueError> {
+    /// which goes ahead of the rotation until submitted. Once per job and localisation: true
+    /// when it was queued now, false when it already was.
+    pub fn add_followup(&self, job: &Job, failing_seq: i64, md5: &str) -> Result<bool, QueueError> {
         let path = self.job_path(&job.job_id);
         if !path.exists() {
             gah_util::atomic::write(&path, &job.to_json()).map_err(|source| QueueError::WriteJob { job_id: job.job_id.clone(), source })?;
@@ -403,68 +407,14 @@ impl Queue {
             params![job.job_id, job.repo, job.cpv, job.compiler.as_str(), job.use_flags.summary(), md5],
         )
         .map_err(db_err(&self.dir))?;
-        tx.execute(
-            "INSERT INTO followups (job_id, failing_seq, queued_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT (job_id, failing_seq) DO UPDATE SET submitted = 0, done = 0, queued_at = excluded.queued_at",
-            params![job.job_id, failing_seq, now()],
-        )
-        .map_err(db_err(&self.dir))?;
-        tx.commit().map_err(db_err(&self.dir))
-    }
-
-    /// Keeps the failing row `failing_seq` until a running localisation of the same ebuild
-    /// ends (`crate::followup`); true when it was not kept yet.
-    pub fn defer_localisation(&self, failing_seq: i64) -> Result<bool, QueueError> {
-        self.db
-            .execute("INSERT INTO deferred_localisations (failing_seq) VALUES (?1) ON CONFLICT DO NOTHING", [failing_seq])
-            .map(|n| n > 0)
-            .map_err(db_err(&self.dir))
-    }
-
-    /// The failing rows [`Queue::defer_localisation`] keeps, oldest first.
-    pub fn deferred_localisations(&self) -> Result<Vec<i64>, QueueError> {
-        let query = || -> rusqlite::Result<Vec<i64>> {
-            let mut stmt = self.db.prepare("SELECT failing_seq FROM deferred_localisations ORDER BY failing_seq")?;
-            let rows = stmt.query_map([], |r| r.get(0))?;
-            rows.collect()
-        };
-        query().map_err(db_err(&self.dir))
-    }
-
-    /// Lets the failing row `failing_seq` go (its localisation starts or is not needed).
-    pub fn undefer_localisation(&self, failing_seq: i64) -> Result<(), QueueError> {
-        self.db.execute("DELETE FROM deferred_localisations WHERE failing_seq = ?1", [failing_seq]).map(|_| ()).map_err(db_err(&self.dir))
-    }
-
-    /// The localisations (their failing rows) waiting for a result of `job_id`.
-    pub fn followups_waiting_for(&self, job_id: &str) -> Result<Vec<i64>, QueueError> {
-        let query = || -> rusqlite::Result<Vec<i64>> {
-            let mut stmt = self.db.prepare("SELECT failing_seq FROM followups WHERE job_id = ?1 AND done = 0 ORDER BY failing_seq")?;
-            let rows = stmt.query_map([job_id], |r| r.get(0))?;
-            rows.collect()
-        };
-        query().map_err(db_err(&self.dir))
-    }
-
-    /// Records that the follow-up `job_id` of the localisation of `failing_seq` has its result.
-    pub fn finish_followup(&self, job_id: &str, failing_seq: i64) -> Result<(), QueueError> {
-        self.db
-            .execute("UPDATE followups SET done = 1 WHERE job_id = ?1 AND failing_seq = ?2", params![job_id, failing_seq])
-            .map(|_| ())
-            .map_err(db_err(&self.dir))
-    }
-
-    /// True when `job_id` is a cell of this queue; `followed_up` also when it was ever a
-    /// localisation's follow-up (a follow-up's failure is evidence, not a new failure).
-    pub fn knows(&self, job_id: &str) -> Result<(bool, bool), QueueError> {
-        let query = || -> rusqlite::Result<(bool, bool)> {
-            self.db.query_row(
-                "SELECT EXISTS (SELECT 1 FROM cells WHERE job_id = ?1), EXISTS (SELECT 1 FROM followups WHERE job_id = ?1)",
-                [job_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+        let queued = tx
+            .execute(
+                "INSERT INTO followups (job_id, failing_seq, queued_at) VALUES (?1, ?2, ?3) ON CONFLICT (job_id, failing_seq) DO NOTHING",
+                params![job.job_id, failing_seq, now()],
             )
-        };
-        query().map_err(db_err(&self.dir))
+            .map_err(db_err(&self.dir))?;
+        tx.commit().map_err(db_err(&self.dir))?;
+        Ok(queued == 1)
     }
 
     /// The highest row id of the results database's table `source` that the consumer named
@@ -642,12 +592,22 @@ mod tests {
         // Not applied twice, and the old table (without applied_at) still takes new names.
         let names: Vec<String> =
             q.db.prepare("SELECT name FROM migrations").unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
-        assert_eq!(names, ["0001_cells", "0002_submissions", "0003_watermarks", "0004_followups", "0005_deferred_localisations"]);
+        assert_eq!(
+            names,
+            [
+                "0001_cells",
+                "0002_submissions",
+                "0003_watermarks",
+                "0004_followups",
+                "0005_deferred_localisations",
+                "0006_localisation_in_results"
+            ]
+        );
         gah_util::sqlite::migrate(&mut q.db, &[Migration { name: "0003_test", sql: "CREATE TABLE t (x)" }]).unwrap();
         drop(q);
         let q = Queue::open(dir.path()).unwrap();
         let n: i64 = q.db.query_row("SELECT count(*) FROM migrations", [], |r| r.get(0)).unwrap();
-        assert_eq!(n, 6);
+        assert_eq!(n, 7);
     }
 
     #[test]

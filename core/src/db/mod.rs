@@ -199,6 +199,23 @@ const MIGRATIONS: &[Migration] = &[
                OR (excluded.snapshot = cell_latest.snapshot AND excluded.seq > cell_latest.seq);
     END;
     CREATE INDEX cell_latest_status ON cell_latest (status, cpv, use_flags, compiler, repo);",
+    }, // Issue 13's localisations are moved on by the results database's writer (the
+    // assimilator, `gah_localise::stored`) and read by the work generator, which submits
+    // each running one's pending follow-up (`next_*`: its cell; `next_job_id` matches the
+    // result that answers it). `localisations_waiting`: failures that wait for a running
+    // localisation of the same ebuild and status. `localisation_marks`: how far the step has
+    // read `outcomes` and `infra_failures`; an existing database starts after its last rows,
+    // so an upgrade does not localise every old failure at once.
+    Migration {
+        name: "0009_localisation_followups",
+        sql: "ALTER TABLE localisations ADD COLUMN next_use_flags TEXT;
+    ALTER TABLE localisations ADD COLUMN next_compiler TEXT;
+    ALTER TABLE localisations ADD COLUMN next_job_id TEXT;
+    CREATE INDEX localisations_next ON localisations (next_job_id) WHERE next_job_id IS NOT NULL;
+    CREATE TABLE localisations_waiting (failing_seq INTEGER PRIMARY KEY REFERENCES outcomes (seq));
+    CREATE TABLE localisation_marks (source TEXT PRIMARY KEY, last_id INTEGER NOT NULL);
+    INSERT INTO localisation_marks SELECT 'outcomes', COALESCE(MAX(seq), 0) FROM outcomes;
+    INSERT INTO localisation_marks SELECT 'infra_failures', COALESCE(MAX(rowid), 0) FROM infra_failures;",
     },
 ];
 
@@ -310,10 +327,49 @@ pub struct StoredStatus {
 /// A localisation as [`Database::save_localisation`] stores it.
 #[derive(Debug, Clone, Copy)]
 pub enum LocalisationProgress<'a> {
-    /// Follow-ups are still running; the evidence so far.
-    Running(&'a crate::localisation::Evidence),
+    /// Follow-ups are still running: the evidence so far and the follow-up it waits for
+    /// (a cell of the failing row's ebuild).
+    Running {
+        /// The evidence so far.
+        evidence: &'a crate::localisation::Evidence,
+        /// The follow-up whose result moves it on.
+        next: &'a crate::job::Cell,
+    },
     /// Finished.
     Done(&'a crate::localisation::Conclusion),
+}
+
+/// The results tables a localisation step reads, each past its own mark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventSource {
+    /// `outcomes`, by `seq`.
+    Outcomes,
+    /// `infra_failures`, by row id.
+    InfraFailures,
+}
+
+impl EventSource {
+    fn as_str(self) -> &'static str {
+        match self {
+            EventSource::Outcomes => "outcomes",
+            EventSource::InfraFailures => "infra_failures",
+        }
+    }
+}
+
+/// What one localisation step writes, all in one transaction
+/// ([`Database::apply_localisation_step`]): a crash leaves all of it or none, and the row
+/// it handled is then handled again, once.
+#[derive(Debug, Default)]
+pub struct LocalisationStep<'a> {
+    /// Localisations stored as they now stand.
+    pub saves: Vec<(i64, LocalisationProgress<'a>)>,
+    /// Failing rows that now wait for a running localisation of the same ebuild.
+    pub wait: Vec<i64>,
+    /// Failing rows that wait no more.
+    pub unwait: Vec<i64>,
+    /// The row this step handled: the mark of its table moves to it.
+    pub through: Option<(EventSource, i64)>,
 }
 
 /// An open results database.
@@ -559,44 +615,56 @@ impl Database {
     }
 
     /// Stores the localisation of the failing row `failing_seq` as it stands: running with
-    /// the evidence so far, or done with its conclusion. One row per failing row, replaced as
-    /// the localisation moves on (a later call wins). The cell, snapshot and status are the
-    /// failing row's.
+    /// the evidence so far and the follow-up it waits for, or done with its conclusion. One
+    /// row per failing row, replaced as the localisation moves on (a later call wins). The
+    /// cell, snapshot and status are the failing row's.
     pub fn save_localisation(&mut self, failing_seq: i64, progress: LocalisationProgress<'_>) -> Result<(), DbError> {
-        use crate::localisation::Conclusion;
-        let (state, kind, cause, conclusion, evidence) = match progress {
-            LocalisationProgress::Running(evidence) => ("running", None, None, None, evidence),
-            LocalisationProgress::Done(c) => {
-                let kind = match c {
-                    Conclusion::Localised { .. } => "localised",
-                    Conclusion::Flaky { .. } => "flaky",
-                    Conclusion::Inconclusive { .. } => "inconclusive",
-                };
-                ("done", Some(kind), c.cause(), Some(serde_json::to_string(c).expect("a conclusion serialises")), c.evidence())
+        self.apply_localisation_step(&LocalisationStep { saves: vec![(failing_seq, progress)], ..LocalisationStep::default() })
+    }
+
+    /// Writes one localisation step ([`LocalisationStep`]) in one transaction.
+    pub fn apply_localisation_step(&mut self, step: &LocalisationStep<'_>) -> Result<(), DbError> {
+        let path = self.path.clone();
+        let sql = |source| DbError::Sqlite { path: path.clone(), source };
+        let tx = self.conn.transaction().map_err(sql)?;
+        for (failing_seq, progress) in &step.saves {
+            if save_localisation(&tx, *failing_seq, *progress).map_err(sql)? == 0 {
+                return Err(sql(rusqlite::Error::QueryReturnedNoRows));
             }
-        };
-        let cause_json = cause.map(|c| serde_json::to_string(c).expect("a cause serialises"));
-        let cause_text = cause.map(ToString::to_string);
-        let evidence_json = serde_json::to_string(evidence).expect("evidence serialises");
-        let followups = i64::try_from(evidence.runs.len()).unwrap_or(i64::MAX);
-        let changed = self
-            .conn
-            .execute(
-                "INSERT INTO localisations (failing_seq, repo, cpv, use_flags, compiler, snapshot, status, state, kind,
-                    cause_json, cause_text, conclusion_json, evidence_json, followups)
-                 SELECT seq, repo, cpv, use_flags, compiler, snapshot, status, ?2, ?3, ?4, ?5, ?6, ?7, ?8
-                 FROM outcomes WHERE seq = ?1
-                 ON CONFLICT (failing_seq) DO UPDATE SET state = excluded.state, kind = excluded.kind,
-                    cause_json = excluded.cause_json, cause_text = excluded.cause_text,
-                    conclusion_json = excluded.conclusion_json, evidence_json = excluded.evidence_json,
-                    followups = excluded.followups, updated_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now')",
-                params![failing_seq, state, kind, cause_json, cause_text, conclusion, evidence_json, followups],
-            )
-            .map_err(|e| self.sql_err(e))?;
-        if changed == 0 {
-            return Err(self.sql_err(rusqlite::Error::QueryReturnedNoRows));
         }
-        Ok(())
+        for seq in &step.wait {
+            tx.execute("INSERT INTO localisations_waiting (failing_seq) VALUES (?1) ON CONFLICT DO NOTHING", [seq]).map_err(sql)?;
+        }
+        for seq in &step.unwait {
+            tx.execute("DELETE FROM localisations_waiting WHERE failing_seq = ?1", [seq]).map_err(sql)?;
+        }
+        if let Some((source, id)) = step.through {
+            tx.execute(
+                "INSERT INTO localisation_marks (source, last_id) VALUES (?1, ?2)
+                 ON CONFLICT (source) DO UPDATE SET last_id = MAX(last_id, excluded.last_id)",
+                params![source.as_str(), id],
+            )
+            .map_err(sql)?;
+        }
+        tx.commit().map_err(sql)
+    }
+
+    /// How far the localisation step has read `source` (the last row id it handled).
+    pub fn localisation_mark(&self, source: EventSource) -> Result<i64, DbError> {
+        use rusqlite::OptionalExtension;
+        self.conn
+            .query_row("SELECT last_id FROM localisation_marks WHERE source = ?1", [source.as_str()], |r| r.get(0))
+            .optional()
+            .map(Option::unwrap_or_default)
+            .map_err(|e| self.sql_err(e))
+    }
+
+    /// The failing rows waiting for a running localisation of the same ebuild, oldest first.
+    pub fn waiting_localisations(&self) -> Result<Vec<i64>, DbError> {
+        let mut stmt =
+            self.conn.prepare("SELECT failing_seq FROM localisations_waiting ORDER BY failing_seq").map_err(|e| self.sql_err(e))?;
+        let rows = stmt.query_map([], |r| r.get(0)).map_err(|e| self.sql_err(e))?;
+        rows.collect::<Result<Vec<i64>, _>>().map_err(|e| self.sql_err(e))
     }
 
     fn events_since(&self, sql: &str, after: i64, limit: usize) -> Result<Vec<StoredStatus>, DbError> {
@@ -616,6 +684,44 @@ impl Database {
             .map_err(|e| self.sql_err(e))?;
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.sql_err(e))
     }
+}
+
+/// Inserts or replaces the localisation of `failing_seq`; the number of rows written (0:
+/// no such failing row).
+fn save_localisation(tx: &rusqlite::Transaction<'_>, failing_seq: i64, progress: LocalisationProgress<'_>) -> rusqlite::Result<usize> {
+    use crate::localisation::Conclusion;
+    let (state, kind, cause, conclusion, evidence, next) = match progress {
+        LocalisationProgress::Running { evidence, next } => ("running", None, None, None, evidence, Some(next)),
+        LocalisationProgress::Done(c) => {
+            let kind = match c {
+                Conclusion::Localised { .. } => "localised",
+                Conclusion::Flaky { .. } => "flaky",
+                Conclusion::Inconclusive { .. } => "inconclusive",
+            };
+            ("done", Some(kind), c.cause(), Some(serde_json::to_string(c).expect("a conclusion serialises")), c.evidence(), None)
+        }
+    };
+    let cause_json = cause.map(|c| serde_json::to_string(c).expect("a cause serialises"));
+    let cause_text = cause.map(ToString::to_string);
+    let evidence_json = serde_json::to_string(evidence).expect("evidence serialises");
+    let followups = i64::try_from(evidence.runs.len()).unwrap_or(i64::MAX);
+    let (next_use, next_compiler, next_job) = match next {
+        Some(c) => (Some(c.use_flags.to_package_use()), Some(c.compiler.as_str()), Some(c.job_id())),
+        None => (None, None, None),
+    };
+    tx.execute(
+        "INSERT INTO localisations (failing_seq, repo, cpv, use_flags, compiler, snapshot, status, state, kind,
+            cause_json, cause_text, conclusion_json, evidence_json, followups, next_use_flags, next_compiler, next_job_id)
+         SELECT seq, repo, cpv, use_flags, compiler, snapshot, status, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11
+         FROM outcomes WHERE seq = ?1
+         ON CONFLICT (failing_seq) DO UPDATE SET state = excluded.state, kind = excluded.kind,
+            cause_json = excluded.cause_json, cause_text = excluded.cause_text,
+            conclusion_json = excluded.conclusion_json, evidence_json = excluded.evidence_json,
+            followups = excluded.followups, next_use_flags = excluded.next_use_flags,
+            next_compiler = excluded.next_compiler, next_job_id = excluded.next_job_id,
+            updated_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now')",
+        params![failing_seq, state, kind, cause_json, cause_text, conclusion, evidence_json, followups, next_use, next_compiler, next_job],
+    )
 }
 
 fn insert_outcome(

@@ -143,6 +143,8 @@ pub struct StoredLocalisation {
     pub conclusion: Option<Conclusion>,
     /// The evidence (the conclusion's, once done; so far, while running).
     pub evidence: Evidence,
+    /// While running: the follow-up it waits for (a cell of the failing row's ebuild).
+    pub next: Option<Cell>,
     /// When it started and when it last moved (UTC).
     pub started_at: String,
     /// When it last moved (UTC).
@@ -596,6 +598,15 @@ fn stored_localisation(r: &Row<'_>) -> rusqlite::Result<StoredLocalisation> {
             .map(|text| serde_json::from_str(&text).map_err(|e| conversion(r, "conclusion_json", e.to_string())))
             .transpose()?,
         evidence: json_column(r, "evidence_json")?,
+        next: match (r.get::<_, Option<String>>("next_use_flags")?, r.get::<_, Option<String>>("next_compiler")?) {
+            (Some(use_flags), Some(compiler)) => Some(Cell {
+                repo: r.get("repo")?,
+                cpv: r.get("cpv")?,
+                use_flags: UseAssignment::from_package_use(&use_flags).map_err(|e| conversion(r, "next_use_flags", e))?,
+                compiler: compiler.parse().map_err(|e: String| conversion(r, "next_compiler", e))?,
+            }),
+            _ => None,
+        },
         started_at: r.get("started_at")?,
         updated_at: r.get("updated_at")?,
     })
@@ -1019,6 +1030,24 @@ impl Database {
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.sql_err(e))
     }
 
+    /// The running localisations waiting for a result of job `job_id` (their pending
+    /// follow-up's cell has that id), oldest failure first.
+    pub fn localisations_awaiting(&self, job_id: &str) -> Result<Vec<StoredLocalisation>, DbError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT * FROM localisations WHERE next_job_id = ?1 AND state = 'running' ORDER BY failing_seq")
+            .map_err(|e| self.sql_err(e))?;
+        let rows = stmt.query_map([job_id], stored_localisation).map_err(|e| self.sql_err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.sql_err(e))
+    }
+
+    /// True when workunit `wu_name` has an infrastructure failure row.
+    pub fn has_infra_failure(&self, wu_name: &str) -> Result<bool, DbError> {
+        self.conn
+            .query_row("SELECT EXISTS (SELECT 1 FROM infra_failures WHERE wu_name = ?1)", [wu_name], |r| r.get(0))
+            .map_err(|e| self.sql_err(e))
+    }
+
     /// SQLite's `PRAGMA integrity_check`: `ok`, or what is wrong.
     pub fn integrity_check(&self) -> Result<String, DbError> {
         self.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).map_err(|e| self.sql_err(e))
@@ -1356,9 +1385,12 @@ mod tests {
             verdict: Verdict::of(status, Status::BuildFailed),
         };
         let mut evidence = Evidence { failing: run(Status::BuildFailed), known: 3, runs: vec![run(Status::BuildFailed)] };
-        db.save_localisation(failing.seq, LocalisationProgress::Running(&evidence)).unwrap();
+        let next = Cell { use_flags: flags("-ssl"), ..failing.cell.clone() };
+        db.save_localisation(failing.seq, LocalisationProgress::Running { evidence: &evidence, next: &next }).unwrap();
         let stored = db.localisation(failing.seq).unwrap().unwrap();
         assert_eq!((stored.state, stored.conclusion.as_ref(), stored.status), (LocalisationState::Running, None, Status::BuildFailed));
+        assert_eq!(stored.next.as_ref(), Some(&next));
+        assert_eq!(db.localisations_awaiting(&next.job_id()).unwrap().len(), 1);
         assert_eq!(stored.cell, failing.cell);
         assert_eq!(db.localisations(&Filter::default(), Some(LocalisationState::Running), Page::ALL).unwrap().len(), 1);
 
@@ -1370,12 +1402,13 @@ mod tests {
         assert_eq!((stored.state, stored.conclusion.as_ref()), (LocalisationState::Done, Some(&conclusion)));
         assert_eq!(stored.evidence.runs.len(), 2);
         assert!(db.localisations(&Filter::default(), Some(LocalisationState::Running), Page::ALL).unwrap().is_empty());
+        assert!(stored.next.is_none() && db.localisations_awaiting(&next.job_id()).unwrap().is_empty());
         // Narrowed like every listing; another cell has none.
         let by_flag = Filter { use_flags: flags("ssl"), compiler: Some(Compiler::Clang), ..Filter::default() };
         assert_eq!(db.localisations(&by_flag, None, Page::ALL).unwrap().len(), 1);
         let other = Cell { compiler: Compiler::Gcc, ..failing.cell.clone() };
         assert!(db.cell_localisation(&other).unwrap().is_none());
         // A row that does not exist has no localisation to store.
-        assert!(db.save_localisation(987_654, LocalisationProgress::Running(&evidence)).is_err());
+        assert!(db.save_localisation(987_654, LocalisationProgress::Running { evidence: &evidence, next: &next }).is_err());
     }
 }
