@@ -23,7 +23,7 @@
 //! saying why.
 
 use gah_core::db::{
-    Database, DbError, EventSource, Filter, LocalisationProgress, LocalisationState, LocalisationStep, Order, Page, StoredOutcome,
+    Database, DbError, EventSource, Filter, LocalisationProgress, LocalisationState, LocalisationStep, Page, StoredOutcome,
 };
 use gah_core::job::{Cell, Compiler};
 use gah_core::localisation::{Conclusion, Evidence};
@@ -268,14 +268,6 @@ fn same_running(db: &Database, failing: &StoredOutcome) -> Result<bool, DbError>
     Ok(!db.localisations(&same_ebuild(failing), Some(LocalisationState::Running), Page::ALL)?.is_empty())
 }
 
-/// The finished localisation of the same ebuild and status whose cause `failing` shows.
-pub fn explained_by(db: &Database, failing: &StoredOutcome) -> Result<Option<gah_core::db::StoredLocalisation>, DbError> {
-    let done = db.localisations(&same_ebuild(failing), Some(LocalisationState::Done), Page { order: Order::Newest, ..Page::ALL })?;
-    Ok(done.into_iter().find(|l| {
-        l.conclusion.as_ref().and_then(Conclusion::cause).is_some_and(|c| c.matches(&failing.cell.use_flags, failing.cell.compiler))
-    }))
-}
-
 enum Started {
     Saved(Save),
     Waits,
@@ -286,7 +278,7 @@ enum Started {
 /// explains it, or one of the same ebuild runs (then it waits).
 fn start(db: &Database, cfg: &Config<'_>, seq: i64, stepped: &mut Stepped) -> Result<Started, StepError> {
     let Some(failing) = db.outcome(seq)? else { return Ok(Started::Nothing) };
-    if db.localisation(seq)?.is_some() || explained_by(db, &failing)?.is_some() {
+    if db.localisation(seq)?.is_some() || db.localisation_explaining(&failing)?.is_some() {
         return Ok(Started::Nothing);
     }
     if same_running(db, &failing)? {

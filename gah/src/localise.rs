@@ -16,7 +16,7 @@
 use std::collections::HashSet;
 
 use anyhow::bail;
-use gah_assimilator::localise::{catch_up, explained_by, Config, LoadedRepos};
+use gah_assimilator::localise::{catch_up, Config, LoadedRepos};
 use gah_core::db::{Database, Filter, LocalisationState, Page};
 use gah_core::job::{Cell, Compiler, Job};
 use gah_core::localisation::Conclusion;
@@ -105,7 +105,7 @@ fn failure_line(db: &Database, snapshot: gah_core::db::SnapshotId, job: &Job) ->
             None => format!("{} {}: still being localised", job.cpv, failing.status),
         });
     }
-    if let Some(by) = explained_by(db, failing)? {
+    if let Some(by) = db.localisation_explaining(failing)? {
         if let Some(cause) = by.conclusion.as_ref().and_then(Conclusion::cause) {
             let Cell { use_flags, compiler, .. } = &by.cell;
             return Ok(format!(

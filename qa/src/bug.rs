@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use gah_core::db::{BlobId, Database, Filter, LocalisationState, Page, StoredLocalisation, StoredOutcome};
+use gah_core::db::{BlobId, Database, LocalisationState, StoredLocalisation, StoredOutcome};
 use gah_core::job::split_cpv;
 use gah_core::localisation::{Cause, Conclusion};
 use gah_core::outcome::Status;
@@ -184,19 +184,19 @@ fn report_body(
     Ok(BugReport { doc, log, emerge_info: info })
 }
 
-/// The localisation that speaks for the failing row `r`: its cell's own (the newest), else a
-/// finished one of another failing cell of the same ebuild, with the same status, whose cause
-/// `r`'s configuration shows (then `true`: localised by cause).
+/// The localisation that speaks for the failing row `r`: its cell's own (the newest) once
+/// done, else a finished one of another failing cell of the same ebuild, with the same
+/// status, whose cause `r`'s configuration shows (then `true`: localised by cause), else its
+/// cell's own still running.
 pub fn localisation_of(db: &Database, r: &StoredOutcome) -> Result<Option<(StoredLocalisation, bool)>, QaError> {
-    if let Some(own) = db.cell_localisation(&r.cell)? {
-        return Ok(Some((own, false)));
+    let own = db.cell_localisation(&r.cell)?;
+    if let Some(own) = own.as_ref().filter(|l| l.state == LocalisationState::Done) {
+        return Ok(Some((own.clone(), false)));
     }
-    let filter = Filter { repo: Some(r.cell.repo.clone()), cpv: Some(r.cell.cpv.clone()), statuses: vec![r.status], ..Filter::default() };
-    let found = db.localisations(&filter, Some(LocalisationState::Done), Page { order: gah_core::db::Order::Newest, ..Page::ALL })?;
-    Ok(found
-        .into_iter()
-        .find(|l| l.conclusion.as_ref().and_then(Conclusion::cause).is_some_and(|c| c.matches(&r.cell.use_flags, r.cell.compiler)))
-        .map(|l| (l, true)))
+    if let Some(by_cause) = db.localisation_explaining(r)? {
+        return Ok(Some((by_cause, true)));
+    }
+    Ok(own.map(|l| (l, false)))
 }
 
 /// `fails to compile with USE="foo" (clang only)`, `fails tests with clang`, `fails to
@@ -275,7 +275,7 @@ mod tests {
     /// also for another failing cell whose configuration shows the cause.
     #[test]
     fn a_localised_failure_shows_on_the_bug_and_the_cell_page() {
-        use gah_core::db::LocalisationProgress;
+        use gah_core::db::{Filter, LocalisationProgress, Page};
         use gah_core::job::{Job, UseAssignment};
         use gah_core::localisation::{Evidence, Run};
         use gah_core::outcome::Outcome;
@@ -305,6 +305,9 @@ mod tests {
         };
         let cause = Cause { flags: [("b".to_owned(), true)].into(), compiler: Some(Compiler::Clang) };
         db.save_localisation(row(&failing).seq, LocalisationProgress::Done(&Conclusion::Localised { cause, evidence })).unwrap();
+        // `other` has a localisation of its own, still running: it does not hide the cause found.
+        let own = Evidence { failing: run(&other, Status::BuildFailed), known: 1, runs: Vec::new() };
+        db.save_localisation(row(&other).seq, LocalisationProgress::Running { evidence: &own, next: &other.cell() }).unwrap();
 
         for (job, by_cause) in [(&failing, false), (&other, true)] {
             let r = row(job);

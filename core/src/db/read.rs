@@ -1041,6 +1041,23 @@ impl Database {
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.sql_err(e))
     }
 
+    /// The newest finished localisation of the same ebuild (repository, cpv) and status as
+    /// `failing` whose cause `failing`'s configuration shows: what explains that failure
+    /// without a localisation of its own (the assimilator does not start one then; a bug
+    /// report cites it).
+    pub fn localisation_explaining(&self, failing: &StoredOutcome) -> Result<Option<StoredLocalisation>, DbError> {
+        let same = Filter {
+            repo: Some(failing.cell.repo.clone()),
+            cpv: Some(failing.cell.cpv.clone()),
+            statuses: vec![failing.status],
+            ..Filter::default()
+        };
+        let done = self.localisations(&same, Some(LocalisationState::Done), Page { order: Order::Newest, ..Page::ALL })?;
+        Ok(done.into_iter().find(|l| {
+            l.conclusion.as_ref().and_then(Conclusion::cause).is_some_and(|c| c.matches(&failing.cell.use_flags, failing.cell.compiler))
+        }))
+    }
+
     /// True when workunit `wu_name` has an infrastructure failure row.
     pub fn has_infra_failure(&self, wu_name: &str) -> Result<bool, DbError> {
         self.conn
