@@ -10,6 +10,7 @@
 //! beyond the marker file. docs/FORMATS.md, "The CernVM-FS repository", has the details.
 
 pub mod catalog;
+pub mod fetch;
 pub mod history;
 pub mod keys;
 pub mod objects;
@@ -21,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use objects::{Hash, Store, Suffix};
-pub use verify::{verify, Entry, Kind, Reader, VerifyError};
+pub use verify::{verify, verify_from, Entry, Kind, Reader, VerifyError};
 
 /// The manifest file, the whitelist, and the empty marker a stratum 1 looks for before it
 /// replicates.

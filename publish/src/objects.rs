@@ -146,19 +146,25 @@ pub const MAX_METADATA_OBJECT: u64 = 1 << 30;
 /// Reads one object: its compressed bytes must hash to its name, then it is inflated, to at
 /// most `limit` bytes (more is refused: the repository may be hostile).
 pub fn read_object(repo: &Path, hash: &Hash, suffix: Suffix, limit: u64) -> Result<Vec<u8>, crate::VerifyError> {
-    let path = object_path(repo, hash, suffix);
-    let compressed = fs::read(&path).map_err(|e| crate::VerifyError::Io(path.display().to_string(), e))?;
+    fetch_object(&crate::fetch::Folder(repo.to_owned()), hash, suffix, limit)
+}
+
+/// [`read_object`] from any [`Source`](crate::fetch::Source): the same checks.
+pub fn fetch_object(source: &dyn crate::fetch::Source, hash: &Hash, suffix: Suffix, limit: u64) -> Result<Vec<u8>, crate::VerifyError> {
+    let hex = hex::encode(hash);
+    let name = format!("{} data/{}/{}{}", source.describe(), &hex[..2], &hex[2..], suffix.letter());
+    let compressed = source.object(hash, suffix)?;
     let actual: Hash = Sha1::digest(&compressed).into();
     if &actual != hash {
-        return Err(crate::VerifyError::ObjectHash { object: path.display().to_string(), actual: hex::encode(actual) });
+        return Err(crate::VerifyError::ObjectHash { object: name, actual: hex::encode(actual) });
     }
     let mut out = Vec::new();
     flate2::read::ZlibDecoder::new(&compressed[..])
         .take(limit.saturating_add(1))
         .read_to_end(&mut out)
-        .map_err(|e| crate::VerifyError::Io(path.display().to_string(), e))?;
+        .map_err(|e| crate::VerifyError::Io(name.clone(), e))?;
     if out.len() as u64 > limit {
-        return Err(crate::VerifyError::Malformed("object", format!("{} inflates to more than {limit} bytes", path.display())));
+        return Err(crate::VerifyError::Malformed("object", format!("{name} inflates to more than {limit} bytes")));
     }
     Ok(out)
 }

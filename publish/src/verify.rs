@@ -6,12 +6,14 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 
 use rusqlite::{Connection, OpenFlags};
 
 use crate::catalog::md5_pair;
-use crate::objects::{read_object, Hash, Suffix, MAX_METADATA_OBJECT};
+use crate::fetch::{Folder, Source};
+use crate::objects::{fetch_object, Hash, Suffix, MAX_METADATA_OBJECT};
 use crate::signed::{self, Letter};
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +40,8 @@ pub enum VerifyError {
     NotAFile(String),
     #[error("{path}: {found} bytes, the catalog says {expected}")]
     Size { path: String, found: u64, expected: u64 },
+    #[error("the manifest's revision {found} is older than revision {seen}, already seen: a replayed repository state")]
+    Rollback { found: u64, seen: u64 },
     #[error("revision {0} is not in the history")]
     NoRevision(u64),
     #[error("catalog database: {0}")]
@@ -101,11 +105,14 @@ pub fn verify(repo: &Path, name: &str, master_pub: &Path) -> Result<Reader, Veri
 
 /// [`verify`] at time `now` (Unix seconds).
 pub fn verify_at(repo: &Path, name: &str, master_pub: &Path, now: i64) -> Result<Reader, VerifyError> {
+    verify_from(Arc::new(Folder(repo.to_owned())), name, master_pub, now)
+}
+
+/// [`verify`] of the repository `source` gives (its folder, or a web server through the
+/// host's cache: [`crate::fetch`]) at time `now` (Unix seconds).
+pub fn verify_from(source: Arc<dyn Source + Send + Sync>, name: &str, master_pub: &Path, now: i64) -> Result<Reader, VerifyError> {
     let master = crate::keys::read_master_pub(master_pub)?;
-    let read = |file: &str| {
-        let p = repo.join(file);
-        std::fs::read(&p).map_err(|e| VerifyError::Io(p.display().to_string(), e))
-    };
+    let read = |file: &str| source.top(file);
 
     let whitelist_bytes = read(crate::WHITELIST)?;
     let whitelist = signed::cut_letter(&whitelist_bytes, "whitelist")?;
@@ -130,19 +137,20 @@ pub fn verify_at(repo: &Path, name: &str, master_pub: &Path, now: i64) -> Result
     if manifest.name != name {
         return Err(VerifyError::WrongName { found: manifest.name, expected: name.to_owned() });
     }
-    let cert = read_object(repo, &manifest.certificate, Suffix::Certificate, 64 << 10)?;
+    let cert = fetch_object(source.as_ref(), &manifest.certificate, Suffix::Certificate, 64 << 10)?;
     let (cert_key, cert_der) = crate::keys::certificate_key(&cert)?;
     let fingerprint = signed::fingerprint(&cert_der);
     if !fingerprints.iter().any(|f| f.eq_ignore_ascii_case(&fingerprint)) {
         return Err(VerifyError::NotWhitelisted(fingerprint));
     }
     signed::verify_manifest_signature(&letter, &cert_key)?;
-    Ok(Reader { repo: repo.to_owned(), root: manifest.root_catalog, manifest, catalogs: RefCell::default() })
+    source.verified(manifest.revision)?;
+    Ok(Reader { source, root: manifest.root_catalog, manifest, catalogs: RefCell::default() })
 }
 
 /// One revision of a verified repository.
 pub struct Reader {
-    repo: PathBuf,
+    source: Arc<dyn Source + Send + Sync>,
     root: Hash,
     pub manifest: Manifest,
     /// Catalogs opened so far (each checked once, kept in a temporary file).
@@ -182,11 +190,11 @@ impl Reader {
     /// A reader of an older revision, through the history.
     pub fn at_revision(&self, revision: u64) -> Result<Reader, VerifyError> {
         let root = self.revisions()?.into_iter().find(|r| r.0 == revision).ok_or(VerifyError::NoRevision(revision))?.1;
-        Ok(Reader { repo: self.repo.clone(), root, manifest: self.manifest.clone(), catalogs: RefCell::default() })
+        Ok(Reader { source: self.source.clone(), root, manifest: self.manifest.clone(), catalogs: RefCell::default() })
     }
 
     fn open_db(&self, hash: &Hash, suffix: Suffix) -> Result<(tempfile::TempPath, Connection), VerifyError> {
-        let bytes = read_object(&self.repo, hash, suffix, MAX_METADATA_OBJECT)?;
+        let bytes = fetch_object(self.source.as_ref(), hash, suffix, MAX_METADATA_OBJECT)?;
         let temp = tempfile::NamedTempFile::new().map_err(|e| VerifyError::Io("temporary file".into(), e))?;
         std::fs::write(temp.path(), bytes).map_err(|e| VerifyError::Io(temp.path().display().to_string(), e))?;
         let temp = temp.into_temp_path();
@@ -276,7 +284,7 @@ impl Reader {
     pub fn read(&self, path: &str) -> Result<Vec<u8>, VerifyError> {
         let entry = self.lookup(path)?;
         let Kind::File { hash } = entry.kind else { return Err(VerifyError::NotAFile(path.to_owned())) };
-        let bytes = read_object(&self.repo, &hash, Suffix::None, entry.size)?;
+        let bytes = fetch_object(self.source.as_ref(), &hash, Suffix::None, entry.size)?;
         if bytes.len() as u64 != entry.size {
             return Err(VerifyError::Size { path: path.to_owned(), found: bytes.len() as u64, expected: entry.size });
         }

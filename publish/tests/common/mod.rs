@@ -70,16 +70,40 @@ pub fn source_entries(root: &Path) -> Vec<(String, PathBuf)> {
 /// Serves `root` over HTTP/1.1 on 127.0.0.1 (GET only, one request per connection, 404 for
 /// what is not a file): a plain web server, nothing CernVM-FS-specific. Returns its URL.
 pub fn serve(root: &Path) -> String {
+    serve_stoppable(root).url
+}
+
+/// A server of [`serve_stoppable`]: its URL, and a switch that makes it drop every
+/// connection unanswered (the server gone, as a client sees it).
+pub struct Server {
+    pub url: String,
+    pub stopped: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Server {
+    pub fn stop(&self) {
+        self.stopped.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// [`serve`], with a switch to stop answering.
+pub fn serve_stoppable(root: &Path) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let root = root.to_owned();
+    let stopped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stopped.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
+            if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                drop(stream);
+                continue;
+            }
             let root = root.clone();
             std::thread::spawn(move || answer(stream, &root));
         }
     });
-    url
+    Server { url, stopped }
 }
 
 fn answer(mut stream: TcpStream, root: &Path) {

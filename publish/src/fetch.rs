@@ -1,0 +1,294 @@
+//! Where a [`Reader`](crate::Reader) gets a repository's files: the stratum's own folder
+//! ([`Folder`]), or a web server through a cache shared by every job of the host ([`Http`]),
+//! as a CernVM-FS client does (issue 11, item 2).
+//!
+//! Nothing here is trusted: the reader checks the whitelist and the manifest's signatures
+//! and every object's hash (`verify`). [`Http`] only makes it cheap and robust:
+//! - **lazy**: an object is downloaded the first time it is asked for, never before;
+//! - **one bounded cache per host** ([`Cache`]): objects under `objects/XX/<rest><suffix>`,
+//!   written to `tmp/` and renamed into place (a reader never sees half an object; a
+//!   download killed mid-way leaves only a temporary file, removed on the next open when
+//!   its writer is dead), a hit refreshes the file's mtime, and when the cache grows past
+//!   its quota the least recently used objects go (under an exclusive `flock` of `lock`, so
+//!   two tasks do not evict at once); an object that vanished under a reader is downloaded
+//!   again;
+//! - **offline from the cache**: the manifest and whitelist last fetched are kept under
+//!   `top/`, and read from there when the server cannot be reached, so a job whose objects
+//!   are cached still runs (until the whitelist expires: the reader checks its date);
+//! - **no rollback**: a manifest of a lower revision than the one last seen is refused, so
+//!   a hostile proxy cannot replay an older, signed repository state;
+//! - **the volunteer's proxy**: [`Http::new`] takes the HTTP proxy the BOINC client was given
+//!   (`init_data.xml`'s `<proxy_info>`, read by `gah-app`).
+//!
+//! An object whose bytes do not hash to its name is never put in the cache, and one that is
+//! found damaged there is removed and downloaded again.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use sha1::{Digest, Sha1};
+
+use crate::objects::{object_path, Hash, Suffix};
+use crate::VerifyError;
+
+/// The most bytes one download may bring (a compressed object; metadata objects are bounded
+/// again when inflated): a hostile server's endless body ends here.
+pub const MAX_DOWNLOAD: u64 = 1 << 30;
+
+/// Where a reader gets the repository's top-level files and objects.
+pub trait Source {
+    /// A top-level file: `.cvmfspublished` or `.cvmfswhitelist`.
+    fn top(&self, name: &str) -> Result<Vec<u8>, VerifyError>;
+    /// An object's compressed bytes, as stored (the caller checks them against the hash).
+    fn object(&self, hash: &Hash, suffix: Suffix) -> Result<Vec<u8>, VerifyError>;
+    /// Says that `revision` was verified: a source that remembers refuses older ones later.
+    fn verified(&self, _revision: u64) -> Result<(), VerifyError> {
+        Ok(())
+    }
+    /// Where it reads from, for messages.
+    fn describe(&self) -> String;
+}
+
+/// The stratum's own folder (the publisher's check, tests).
+pub struct Folder(pub PathBuf);
+
+impl Source for Folder {
+    fn top(&self, name: &str) -> Result<Vec<u8>, VerifyError> {
+        let p = self.0.join(name);
+        fs::read(&p).map_err(|e| VerifyError::Io(p.display().to_string(), e))
+    }
+    fn object(&self, hash: &Hash, suffix: Suffix) -> Result<Vec<u8>, VerifyError> {
+        let p = object_path(&self.0, hash, suffix);
+        fs::read(&p).map_err(|e| VerifyError::Io(p.display().to_string(), e))
+    }
+    fn describe(&self) -> String {
+        self.0.display().to_string()
+    }
+}
+
+/// The host's object cache (see the module docs).
+pub struct Cache {
+    dir: PathBuf,
+    quota: u64,
+    /// Bytes this process added since its last look at the whole cache: when they could push
+    /// it past the quota, it looks (and evicts).
+    added: AtomicU64,
+}
+
+impl Cache {
+    /// Opens (creating) the cache in `dir`, holding at most about `quota` bytes of objects;
+    /// removes what killed downloads left.
+    pub fn open(dir: &Path, quota: u64) -> Result<Cache, VerifyError> {
+        for sub in ["objects", "tmp", "top"] {
+            fs::create_dir_all(dir.join(sub)).map_err(|e| VerifyError::Io(dir.join(sub).display().to_string(), e))?;
+        }
+        gah_util::atomic::remove_orphans(&dir.join("tmp"), Duration::from_secs(3600));
+        let cache = Cache { dir: dir.to_owned(), quota, added: AtomicU64::new(0) };
+        cache.evict_if_needed(0)?;
+        Ok(cache)
+    }
+
+    fn object_path(&self, hash: &Hash, suffix: Suffix) -> PathBuf {
+        let hex = hex::encode(hash);
+        self.dir.join("objects").join(&hex[..2]).join(format!("{}{}", &hex[2..], suffix.letter()))
+    }
+
+    /// The cached object, if there and whole (its bytes hash to its name); its mtime is
+    /// refreshed, which is what the eviction's order goes by.
+    fn get(&self, hash: &Hash, suffix: Suffix) -> Option<Vec<u8>> {
+        let path = self.object_path(hash, suffix);
+        let bytes = fs::read(&path).ok()?;
+        if Sha1::digest(&bytes).as_slice() != hash {
+            // Damaged on disk: never served, downloaded again.
+            let _ = fs::remove_file(&path);
+            return None;
+        }
+        if let Ok(f) = fs::File::options().write(true).open(&path) {
+            let _ = f.set_modified(SystemTime::now());
+        }
+        Some(bytes)
+    }
+
+    /// Puts `bytes` (already checked against `hash`) into the cache.
+    fn put(&self, hash: &Hash, suffix: Suffix, bytes: &[u8]) -> Result<(), VerifyError> {
+        let target = self.object_path(hash, suffix);
+        self.write(&target, bytes)?;
+        let n = self.added.fetch_add(bytes.len() as u64, Ordering::Relaxed) + bytes.len() as u64;
+        self.evict_if_needed(n)
+    }
+
+    fn write(&self, target: &Path, bytes: &[u8]) -> Result<(), VerifyError> {
+        let io = |e: gah_util::atomic::AtomicError| VerifyError::Io(format!("the cache {}", self.dir.display()), std::io::Error::other(e));
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent).map_err(|e| VerifyError::Io(parent.display().to_string(), e))?;
+        }
+        gah_util::atomic::write_in(&self.dir.join("tmp"), target, bytes).map_err(io)
+    }
+
+    /// Looks at the whole cache when `added` bytes could have pushed it past the quota, and
+    /// then removes the least recently used objects down to 3/4 of it.
+    fn evict_if_needed(&self, added: u64) -> Result<(), VerifyError> {
+        if added != 0 && added < self.quota / 8 {
+            return Ok(());
+        }
+        let lock_path = self.dir.join("lock");
+        let lock = fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| VerifyError::Io(lock_path.display().to_string(), e))?;
+        // Held until the end of this call.
+        let _held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| VerifyError::Io(lock_path.display().to_string(), e.into()))?;
+        self.added.store(0, Ordering::Relaxed);
+        let mut objects = Vec::new();
+        let mut total = 0u64;
+        for dir in fs::read_dir(self.dir.join("objects")).into_iter().flatten().flatten() {
+            for entry in fs::read_dir(dir.path()).into_iter().flatten().flatten() {
+                let Ok(meta) = entry.metadata() else { continue };
+                total += meta.len();
+                objects.push((meta.modified().unwrap_or(SystemTime::UNIX_EPOCH), meta.len(), entry.path()));
+            }
+        }
+        if total <= self.quota {
+            return Ok(());
+        }
+        objects.sort();
+        let goal = self.quota / 4 * 3;
+        for (_, len, path) in objects {
+            if total <= goal {
+                break;
+            }
+            if fs::remove_file(&path).is_ok() {
+                total -= len;
+            }
+        }
+        Ok(())
+    }
+
+    /// The bytes of objects in the cache now.
+    pub fn size(&self) -> u64 {
+        let mut total = 0;
+        for dir in fs::read_dir(self.dir.join("objects")).into_iter().flatten().flatten() {
+            for entry in fs::read_dir(dir.path()).into_iter().flatten().flatten() {
+                total += entry.metadata().map_or(0, |m| m.len());
+            }
+        }
+        total
+    }
+}
+
+/// A repository served over HTTP (its stratum 0 or a stratum 1), read through a [`Cache`].
+pub struct Http {
+    base: String,
+    name: String,
+    client: reqwest::blocking::Client,
+    cache: Cache,
+    /// Objects downloaded by this source (the benchmarks' and tests' count).
+    pub downloads: AtomicU64,
+    /// Bytes downloaded by this source.
+    pub downloaded_bytes: AtomicU64,
+}
+
+impl Http {
+    /// Reads the repository `name` at `base` (e.g. `http://host/cvmfs/gentoo.gah`) through
+    /// `cache`, by way of `proxy` (an HTTP proxy URL) when given.
+    pub fn new(base: &str, name: &str, cache: Cache, proxy: Option<&str>) -> Result<Http, VerifyError> {
+        let mut builder = reqwest::blocking::Client::builder().connect_timeout(Duration::from_secs(10)).timeout(Duration::from_secs(300));
+        builder = match proxy {
+            Some(p) => builder.proxy(reqwest::Proxy::http(p).map_err(|e| VerifyError::Malformed("proxy", e.to_string()))?),
+            // Only the proxy the volunteer gave, not whatever the environment says.
+            None => builder.no_proxy(),
+        };
+        let client = builder.build().map_err(|e| VerifyError::Malformed("HTTP client", e.to_string()))?;
+        Ok(Http {
+            base: base.trim_end_matches('/').to_owned(),
+            name: name.to_owned(),
+            client,
+            cache,
+            downloads: AtomicU64::new(0),
+            downloaded_bytes: AtomicU64::new(0),
+        })
+    }
+
+    /// GETs `rel` below the base: the body, at most [`MAX_DOWNLOAD`] bytes.
+    fn get(&self, rel: &str) -> Result<Vec<u8>, VerifyError> {
+        let url = format!("{}/{rel}", self.base);
+        let failed = |e: &dyn std::fmt::Display| VerifyError::Io(url.clone(), std::io::Error::other(e.to_string()));
+        let response = self.client.get(&url).send().map_err(|e| failed(&gah_util::error_chain(&e)))?;
+        if !response.status().is_success() {
+            return Err(failed(&format!("HTTP {}", response.status())));
+        }
+        let mut body = Vec::new();
+        response.take(MAX_DOWNLOAD + 1).read_to_end(&mut body).map_err(|e| VerifyError::Io(url.clone(), e))?;
+        if body.len() as u64 > MAX_DOWNLOAD {
+            return Err(failed(&format!("more than {MAX_DOWNLOAD} bytes")));
+        }
+        self.downloads.fetch_add(1, Ordering::Relaxed);
+        self.downloaded_bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+        Ok(body)
+    }
+
+    /// Where the last verified copy of the top-level file `name` is kept (`pending`: the one
+    /// just fetched, until the reader verified it).
+    fn top_path(&self, name: &str, pending: bool) -> PathBuf {
+        self.cache.dir.join("top").join(format!("{}{name}{}", self.name, if pending { ".pending" } else { "" }))
+    }
+}
+
+impl Source for Http {
+    fn top(&self, name: &str) -> Result<Vec<u8>, VerifyError> {
+        let kept = self.top_path(name, false);
+        match self.get(name) {
+            Ok(bytes) => {
+                // Kept for offline use only after the reader verified it (`verified`): here it
+                // goes to a pending name.
+                self.cache.write(&self.top_path(name, true), &bytes)?;
+                Ok(bytes)
+            }
+            // The server cannot be reached: the last verified copy (checked again by the reader).
+            Err(online) => fs::read(&kept).map_err(|_| online),
+        }
+    }
+
+    fn object(&self, hash: &Hash, suffix: Suffix) -> Result<Vec<u8>, VerifyError> {
+        if let Some(bytes) = self.cache.get(hash, suffix) {
+            return Ok(bytes);
+        }
+        let hex = hex::encode(hash);
+        let bytes = self.get(&format!("data/{}/{}{}", &hex[..2], &hex[2..], suffix.letter()))?;
+        let actual: Hash = Sha1::digest(&bytes).into();
+        if &actual != hash {
+            return Err(VerifyError::ObjectHash {
+                object: format!("{}/data/{}/{}", self.base, &hex[..2], &hex[2..]),
+                actual: hex::encode(actual),
+            });
+        }
+        self.cache.put(hash, suffix, &bytes)?;
+        Ok(bytes)
+    }
+
+    fn verified(&self, revision: u64) -> Result<(), VerifyError> {
+        let seen_path = self.cache.dir.join("top").join(format!("{}.revision", self.name));
+        let seen: u64 = fs::read_to_string(&seen_path).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+        if revision < seen {
+            return Err(VerifyError::Rollback { found: revision, seen });
+        }
+        for name in [crate::MANIFEST, crate::WHITELIST] {
+            let pending = self.top_path(name, true);
+            if pending.exists() {
+                gah_util::atomic::rename_durably(&pending, &self.top_path(name, false))
+                    .map_err(|e| VerifyError::Io(pending.display().to_string(), std::io::Error::other(e)))?;
+            }
+        }
+        self.cache.write(&seen_path, revision.to_string().as_bytes())
+    }
+
+    fn describe(&self) -> String {
+        self.base.clone()
+    }
+}
