@@ -292,3 +292,51 @@ impl Source for Http {
         self.base.clone()
     }
 }
+
+/// What [`materialise`] wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Materialised {
+    /// Regular files written.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// Writes the subtree `from` of `reader`'s revision (a directory, or one file) into `into`,
+/// which must not exist: directories, regular files with their permission bits (never
+/// set-id), symbolic links as links (never followed here). Names come from the verified
+/// catalogs, which the reader refuses when they could leave their parent.
+pub fn materialise(reader: &crate::Reader, from: &str, into: &Path) -> Result<Materialised, VerifyError> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let io = |p: &Path, e: std::io::Error| VerifyError::Io(p.display().to_string(), e);
+    let mut done = Materialised::default();
+    let mut todo = vec![(from.trim_end_matches('/').to_owned(), into.to_owned())];
+    while let Some((path, target)) = todo.pop() {
+        let entry = reader.lookup(&path)?;
+        match entry.kind {
+            crate::Kind::Dir => {
+                fs::create_dir(&target).map_err(|e| io(&target, e))?;
+                for name in reader.list(&path)? {
+                    todo.push((format!("{path}/{name}"), target.join(&name)));
+                }
+            }
+            crate::Kind::Symlink(to) => std::os::unix::fs::symlink(&to, &target).map_err(|e| io(&target, e))?,
+            crate::Kind::File { .. } => {
+                let bytes = reader.read(&path)?;
+                let mut f = fs::File::options()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .custom_flags(nix::libc::O_NOFOLLOW)
+                    .open(&target)
+                    .map_err(|e| io(&target, e))?;
+                f.write_all(&bytes).map_err(|e| io(&target, e))?;
+                f.set_permissions(fs::Permissions::from_mode(entry.mode & 0o777)).map_err(|e| io(&target, e))?;
+                done.files += 1;
+                done.bytes += bytes.len() as u64;
+            }
+        }
+    }
+    Ok(done)
+}

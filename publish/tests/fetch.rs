@@ -189,3 +189,30 @@ fn a_replayed_older_repository_state_is_refused() {
     let (reader, _) = open(&server.url, &f.cache, QUOTA, &f.keys);
     assert!(matches!(reader, Err(VerifyError::Rollback { found: 1, seen: 2 })), "{:?}", reader.err());
 }
+
+#[test]
+fn a_subtree_is_written_out_as_it_was_published() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = published();
+    let server = common::serve_stoppable(&f.repo);
+    let (reader, _) = open(&server.url, &f.cache, QUOTA, &f.keys);
+    let reader = reader.unwrap();
+    let out = f.cache.parent().unwrap().join("out");
+    let done = gah_publish::fetch::materialise(&reader, "/", &out).unwrap();
+    let entries = common::source_entries(&f.src);
+    assert_eq!(done.files as usize, files(&f.src).len());
+    for (path, source) in entries {
+        let (written, meta) = (out.join(path.trim_start_matches('/')), fs::symlink_metadata(&source).unwrap());
+        let got = fs::symlink_metadata(&written).unwrap_or_else(|e| panic!("{path}: {e}"));
+        if meta.is_symlink() {
+            assert_eq!(fs::read_link(&written).unwrap(), fs::read_link(&source).unwrap(), "{path}");
+        } else if meta.is_file() {
+            assert_eq!(fs::read(&written).unwrap(), fs::read(&source).unwrap(), "{path}");
+            assert_eq!(got.permissions().mode() & 0o7777, meta.permissions().mode() & 0o777, "{path}");
+        } else {
+            assert!(got.is_dir(), "{path}");
+        }
+    }
+    // Never over something that exists.
+    assert!(gah_publish::fetch::materialise(&reader, "/app-misc", &out).is_err());
+}
