@@ -200,7 +200,7 @@ fn a_subtree_is_written_out_as_it_was_published() {
     let out = f.cache.parent().unwrap().join("out");
     let done = gah_publish::fetch::materialise(&reader, "/", &out).unwrap();
     let entries = common::source_entries(&f.src);
-    assert_eq!(done.files as usize, files(&f.src).len());
+    assert_eq!(done.files, files(&f.src).len() as u64);
     for (path, source) in entries {
         let (written, meta) = (out.join(path.trim_start_matches('/')), fs::symlink_metadata(&source).unwrap());
         let got = fs::symlink_metadata(&written).unwrap_or_else(|e| panic!("{path}: {e}"));
