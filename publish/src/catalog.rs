@@ -1,9 +1,12 @@
 //! File catalogs: the source tree read into memory (file contents go straight into the
 //! object store), then written as CernVM-FS SQLite catalogs in schema 2.5 (revision 7),
 //! exactly the tables `catalog_sql.cc` creates. One catalog for the root, and a nested one
-//! for every top-level directory (one per category of an ebuild repository) and for every
-//! directory holding a `.cvmfscatalog` file, as `cvmfs_server` does; a reader then opens only
-//! the catalogs on the path it looks up.
+//! for every top-level directory (one per category of an ebuild repository), for every
+//! directory holding a `.cvmfscatalog` file, as `cvmfs_server` does, and for every directory
+//! whose subtree holds at least [`AUTO_CATALOG_MIN`] entries (as `cvmfs_server`'s
+//! autocatalogs do, by weight): a reader then opens only the catalogs on the path it looks
+//! up, and a change rewrites only the catalogs on its path, each small (an md5-cache's
+//! categories, ::gentoo's 30,000 entries, each get one).
 //!
 //! A nested catalog whose contents did not change since the previous revision is not
 //! written again: its previous hash is kept (as `cvmfs_server` keeps untouched catalogs).
@@ -180,8 +183,27 @@ pub struct CatalogWriter<'a> {
     pub kept: u64,
 }
 
+/// A directory whose subtree holds this many entries or more gets a catalog of its own.
+pub const AUTO_CATALOG_MIN: u64 = 128;
+
 fn is_nested_root(depth: usize, children: &BTreeMap<String, Node>) -> bool {
-    depth == 1 || children.contains_key(CATALOG_MARKER)
+    depth == 1 || children.contains_key(CATALOG_MARKER) || weight(children) >= AUTO_CATALOG_MIN
+}
+
+/// The entries below a directory, counted up to [`AUTO_CATALOG_MIN`] (all that the rule
+/// needs to know).
+fn weight(children: &BTreeMap<String, Node>) -> u64 {
+    let mut n = 0;
+    for child in children.values() {
+        n += 1;
+        if let Node::Dir { children, .. } = child {
+            n += weight(children);
+        }
+        if n >= AUTO_CATALOG_MIN {
+            break;
+        }
+    }
+    n
 }
 
 impl CatalogWriter<'_> {

@@ -137,9 +137,7 @@ pub fn publish(source: &Path, out: &Path, name: &str, keys: &Path) -> Result<Pub
 
     // Every object the letters point to is on disk before the letters are.
     sync_filesystem(out)?;
-    let whitelist_text = signed::whitelist_text(now, now + WHITELIST_DAYS * 86_400, name, &signed::fingerprint(&keys_loaded.cert_der));
-    let whitelist = signed::sign_whitelist(&whitelist_text, &keys_loaded.master).map_err(|e| PublishError::Keys(e.to_string()))?;
-    gah_util::atomic::write(&out.join(WHITELIST), &whitelist)?;
+    write_whitelist(out, name, &keys_loaded, now)?;
     let root_hex = hex::encode(root.hash);
     let manifest_text = signed::manifest_text(&signed::ManifestFields {
         root_catalog: &root_hex,
@@ -167,6 +165,29 @@ pub fn publish(source: &Path, out: &Path, name: &str, keys: &Path) -> Result<Pub
     };
     tracing::info!(?published, "published {name}");
     Ok(published)
+}
+
+/// Signs a new whitelist for `name` in `out`, valid [`WHITELIST_DAYS`] from `now`.
+fn write_whitelist(out: &Path, name: &str, keys: &keys::Keys, now: i64) -> Result<(), PublishError> {
+    let text = signed::whitelist_text(now, now + WHITELIST_DAYS * 86_400, name, &signed::fingerprint(&keys.cert_der));
+    let whitelist = signed::sign_whitelist(&text, &keys.master).map_err(|e| PublishError::Keys(e.to_string()))?;
+    gah_util::atomic::write(&out.join(WHITELIST), &whitelist)?;
+    Ok(())
+}
+
+/// Signs the whitelist of the repository `name` in `out` again, valid [`WHITELIST_DAYS`] from
+/// now, without a new revision (`cvmfs_server resign`): readers refuse a repository whose
+/// whitelist expired, so one that is not published for a month needs this (from cron).
+pub fn resign(out: &Path, name: &str, keys: &Path) -> Result<(), PublishError> {
+    let _lock = lock(out)?;
+    if read_previous_manifest(out, name)?.is_none() {
+        return Err(PublishError::io(&out.join(MANIFEST), std::io::Error::new(std::io::ErrorKind::NotFound, "nothing published here yet")));
+    }
+    if !keys::master_pub_path(keys, name).exists() {
+        return Err(PublishError::Keys(format!("no keys for {name} in {}", keys.display())));
+    }
+    let (loaded, _) = keys::load_or_generate(keys, name)?;
+    write_whitelist(out, name, &loaded, unix_now())
 }
 
 /// The previous revision, as this folder's manifest says (its checksum checked; the

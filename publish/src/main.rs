@@ -50,6 +50,10 @@ struct Cli {
     /// current revision, against KEYS/NAME.pub.
     #[arg(long)]
     verify: bool,
+    /// Sign the whitelist of REPO_DIR again (valid 30 days from now) without publishing:
+    /// readers refuse an expired whitelist, so run it from cron when publications are rarer.
+    #[arg(long, conflicts_with_all = ["verify", "source_dir"])]
+    resign: bool,
     /// The tree to publish.
     source_dir: Option<PathBuf>,
 }
@@ -66,6 +70,11 @@ fn main() -> anyhow::Result<()> {
         return read_over_http(&cli, url, &master_pub);
     }
     let repo_dir = cli.repo_dir.clone().expect("clap requires --repo-dir without --url");
+    if cli.resign {
+        gah_publish::resign(&repo_dir, &cli.name, &cli.keys).with_context(|| format!("re-signing {}", repo_dir.display()))?;
+        println!("{}: whitelist signed again, valid {} days", cli.name, gah_publish::WHITELIST_DAYS);
+        return Ok(());
+    }
     if cli.verify {
         let reader = gah_publish::verify(&repo_dir, &cli.name, &master_pub).with_context(|| format!("verifying {}", repo_dir.display()))?;
         let files = reader.check_all().context("reading every file")?;

@@ -1,0 +1,91 @@
+#!/bin/sh
+# Issue 11's figures for the CernVM-FS data plane, as far as it exists: what a volunteer's
+# host downloads through `gah-publish --url` (the host-side reader and its cache) for its
+# first job, its tenth, a job of another package and a job after a tree update, against what
+# a workunit carries today (repo.tar + distfiles.tar); and what publishing costs, for the
+# embedded overlay and for an md5-cache tree of ::gentoo's size. Results go to
+# docs/BENCHMARKS.md by hand.
+#
+# Usage: bench/cvmfs.sh [OUT]   (default .cache/bench-cvmfs; removed and made again)
+# Needs: the distfiles in .cache/distfiles (scripts/setup.sh), python3 (its http.server
+# serves the repository folder as a plain web server would), ../shared/data/md5-cache/guru.
+set -eu
+cd "$(dirname "$0")/.."
+OUT=${1:-.cache/bench-cvmfs}
+cargo build --release -q -p gah-publish
+BIN=$PWD/target/release/gah-publish
+rm -rf "$OUT"
+mkdir -p "$OUT/src/repos" "$OUT/stratum" "$OUT/today"
+
+now() { date +%s.%N; }
+secs() { echo "$1 $2" | awk '{ printf "%.2f", $2 - $1 }'; }
+size() { du -sb "$1" | cut -f1; }
+
+# The tree a job reads today as repo.tar + distfiles.tar.
+cp -a vm-images/overlay "$OUT/src/repos/gah"
+cp -a .cache/distfiles "$OUT/src/distfiles"
+tar -C vm-images/overlay --sort=name --owner=0 --group=0 --numeric-owner -cf "$OUT/today/repo.tar" .
+tar -C .cache/distfiles --sort=name --owner=0 --group=0 --numeric-owner -cf "$OUT/today/distfiles.tar" .
+echo "today, per workunit: repo.tar $(size "$OUT/today/repo.tar") B, distfiles.tar $(size "$OUT/today/distfiles.tar") B"
+
+t0=$(now)
+"$BIN" --repo-dir "$OUT/stratum/gentoo.gah" --keys "$OUT/keys" "$OUT/src" > "$OUT/publish-1.txt"
+t1=$(now)
+echo "publish overlay + distfiles: $(secs "$t0" "$t1") s, repository $(size "$OUT/stratum/gentoo.gah") B: $(cat "$OUT/publish-1.txt" | tail -1)"
+
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+python3 -m http.server --bind 127.0.0.1 "$port" --directory "$OUT/stratum" > "$OUT/http.log" 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null || true' EXIT
+sleep 1
+URL="http://127.0.0.1:$port/gentoo.gah"
+
+# A job's inputs: the whole repository (Portage reads its profiles, eclasses and metadata)
+# and the distfiles its ebuild's Manifest names.
+distfiles_of() {
+    for f in $(awk '$1 == "DIST" { print $2 }' "vm-images/overlay/$1/Manifest"); do printf -- ' --get /distfiles/%s' "$f"; done
+}
+job() {
+    label=$1
+    pkg=$2
+    rm -rf "$OUT/job"
+    # shellcheck disable=SC2046
+    line=$("$BIN" --url "$URL" --keys "$OUT/keys" --cache "$OUT/cache" --get /repos/gah $(distfiles_of "$pkg") --out "$OUT/job")
+    echo "$label ($pkg): ${line#*; }"
+}
+job "job 1" app-arch/bzip2
+for i in 2 3 4 5 6 7 8 9; do job "job $i" app-arch/bzip2 > /dev/null; done
+job "job 10" app-arch/bzip2
+job "job 11, another package" app-arch/xz-utils
+
+# A tree update: one ebuild changed.
+ebuild=$(ls "$OUT/src/repos/gah/app-arch/bzip2/"*.ebuild | head -1)
+echo "# changed" >> "$ebuild"
+t0=$(now)
+"$BIN" --repo-dir "$OUT/stratum/gentoo.gah" --keys "$OUT/keys" "$OUT/src" > "$OUT/publish-2.txt"
+t1=$(now)
+echo "republish after one ebuild changed: $(secs "$t0" "$t1") s: $(tail -1 "$OUT/publish-2.txt")"
+job "job 12, after the update" app-arch/bzip2
+tar -C "$OUT/src/repos/gah" --sort=name --owner=0 --group=0 --numeric-owner -cf "$OUT/today/repo-2.tar" .
+echo "today, after the update: a new repo.tar of $(size "$OUT/today/repo-2.tar") B"
+
+# Publication at ::gentoo's size: nine copies of GURU's md5-cache (~34,000 entries), as
+# nine repositories.
+GURU=../shared/data/md5-cache/guru
+if [ -d "$GURU/metadata/md5-cache" ]; then
+    for i in 1 2 3 4 5 6 7 8 9; do
+        mkdir -p "$OUT/big/repos/guru$i/metadata"
+        cp -a "$GURU/metadata/md5-cache" "$OUT/big/repos/guru$i/metadata/"
+    done
+    entries=$(find "$OUT/big" -type f | wc -l)
+    t0=$(now)
+    "$BIN" --repo-dir "$OUT/stratum/big.gah" --name big.gah --keys "$OUT/keys" "$OUT/big" > "$OUT/publish-big-1.txt"
+    t1=$(now)
+    echo "publish $entries md5-cache entries ($(size "$OUT/big") B): $(secs "$t0" "$t1") s, repository $(size "$OUT/stratum/big.gah") B"
+    entry=$(find "$OUT/big/repos/guru5/metadata/md5-cache" -type f | head -1)
+    echo "# changed" >> "$entry"
+    t0=$(now)
+    "$BIN" --repo-dir "$OUT/stratum/big.gah" --name big.gah --keys "$OUT/keys" "$OUT/big" > "$OUT/publish-big-2.txt"
+    t1=$(now)
+    echo "republish after one entry changed: $(secs "$t0" "$t1") s: $(tail -1 "$OUT/publish-big-2.txt")"
+fi
