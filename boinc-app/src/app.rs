@@ -122,6 +122,9 @@ pub enum AppError {
         #[source]
         source: UntarError,
     },
+    /// The inputs could not be read from the project's CernVM-FS repository.
+    #[error("the job's inputs")]
+    DataPlane(#[from] crate::data_plane::DataPlaneError),
     /// The guest could not be started.
     #[error("start the guest")]
     Start(#[source] BackendError),
@@ -213,6 +216,21 @@ pub struct Args {
     /// The distfiles: a folder, or a tar file unpacked into the slot.
     #[arg(long, default_value = "distfiles.tar")]
     pub distfiles: String,
+    /// Read the repository and the distfiles from the project's CernVM-FS repository as this
+    /// `data.json` says (a workunit input, instead of --repo and --distfiles): through the
+    /// host's cache, by way of the client's proxy, verified against --cvmfs-key.
+    #[arg(long)]
+    pub data: Option<String>,
+    /// The repository's public master key (default: the app version's `<name>.pub`).
+    #[arg(long)]
+    pub cvmfs_key: Option<PathBuf>,
+    /// The host's cache for --data (default: `cvmfs-cache` in the BOINC project folder,
+    /// shared by the project's tasks; run by hand, `./cvmfs-cache`).
+    #[arg(long)]
+    pub cvmfs_cache: Option<PathBuf>,
+    /// Most the cache keeps, in MiB.
+    #[arg(long, default_value_t = 4096)]
+    pub cvmfs_cache_mib: u64,
     /// Binary packages for the guest (read-only there): a folder, or a tar file unpacked into
     /// the slot; none if absent.
     #[arg(long, default_value = "binpkgs")]
@@ -363,10 +381,40 @@ pub fn main(args: Args) -> Result<(), AppError> {
         Some(bytes) => ((bytes / (1 << 20)) * 8 / 10).max(256),
         None => args.max_disk_mib,
     };
+    let (repo, distfiles) = match &args.data {
+        Some(data) => {
+            let data = crate::data_plane::read_ref(&resolve(data)?)?;
+            let network = crate::init_data::read_network(Path::new(boinc_api::INIT_DATA_FILE));
+            let key = match &args.cvmfs_key {
+                Some(k) => k.clone(),
+                None => resolve(&format!("{}.pub", data.name))?,
+            };
+            let cache = match (&args.cvmfs_cache, &network.project_dir) {
+                (Some(c), _) => c.clone(),
+                (None, Some(project)) => project.join("cvmfs-cache"),
+                (None, None) => PathBuf::from("cvmfs-cache"),
+            };
+            let access = crate::data_plane::Access {
+                master_key: &key,
+                cache: &cache,
+                cache_quota: args.cvmfs_cache_mib.saturating_mul(1 << 20),
+                proxy: network.http_proxy.as_deref(),
+            };
+            // Written afresh each run (a resumed task too): they are the repository's, not the job's.
+            let inputs = slot.join("inputs/cvmfs");
+            let _ = fs::remove_dir_all(&inputs);
+            let fetched = crate::data_plane::fetch(&data, &access, &inputs)?;
+            (fetched.repo, fetched.distfiles)
+        }
+        None => (
+            folder_or_unpacked(&resolve(&args.repo)?, &slot.join("inputs/repo"))?,
+            folder_or_unpacked(&resolve(&args.distfiles)?, &slot.join("inputs/distfiles"))?,
+        ),
+    };
     let input = GuestInput {
         staged,
-        repo: folder_or_unpacked(&resolve(&args.repo)?, &slot.join("inputs/repo"))?,
-        distfiles: folder_or_unpacked(&resolve(&args.distfiles)?, &slot.join("inputs/distfiles"))?,
+        repo,
+        distfiles,
         binpkgs: guest_binpkgs(&binpkgs, &slot.join(EARLIER_BINPKGS), &slot.join("inputs/binpkgs"))?,
         slot: slot.clone(),
         memory_mib,

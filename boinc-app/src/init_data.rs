@@ -56,6 +56,78 @@ pub fn parse(text: &str) -> Limits {
     limits
 }
 
+/// Where the task may keep host-wide data, and how it must reach the network: the project
+/// folder (`<project_dir>`, shared by the project's tasks on this host) and the HTTP proxy the
+/// volunteer set in the client (`<proxy_info>`: `<use_http_proxy/>`, `<http_server_name>`,
+/// `<http_server_port>`, and `<use_http_auth/>` with `<http_user_name>`, `<http_user_passwd>`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Network {
+    /// The project folder.
+    pub project_dir: Option<std::path::PathBuf>,
+    /// The proxy as a URL (`http://[user:password@]host:port`), when the volunteer set one.
+    pub http_proxy: Option<String>,
+}
+
+/// Reads `path` for [`Network`]; nothing when it is missing (standalone runs).
+pub fn read_network(path: &Path) -> Network {
+    std::fs::read_to_string(path).map(|t| parse_network(&t)).unwrap_or_default()
+}
+
+/// Parses the text of `init_data.xml` for [`Network`].
+pub fn parse_network(text: &str) -> Network {
+    let mut reader = Reader::from_str(text);
+    let (mut project_dir, mut use_proxy, mut use_auth) = (None, false, false);
+    let (mut host, mut port, mut user, mut password) = (None, None, None, None);
+    let mut current: Option<Vec<u8>> = None;
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(e)) => current = Some(e.name().as_ref().to_vec()),
+            Ok(Event::Empty(e)) => match e.name().as_ref() {
+                b"use_http_proxy" => use_proxy = true,
+                b"use_http_auth" => use_auth = true,
+                _ => {}
+            },
+            Ok(Event::Text(t)) => {
+                let Some(name) = &current else { continue };
+                let Ok(value) = t.unescape() else { continue };
+                let value = value.trim().to_owned();
+                match name.as_slice() {
+                    b"project_dir" if !value.is_empty() => project_dir = Some(std::path::PathBuf::from(value)),
+                    b"use_http_proxy" => use_proxy = value != "0",
+                    b"use_http_auth" => use_auth = value != "0",
+                    b"http_server_name" if !value.is_empty() => host = Some(value),
+                    b"http_server_port" => port = value.parse::<u16>().ok(),
+                    b"http_user_name" => user = Some(value),
+                    b"http_user_passwd" => password = Some(value),
+                    _ => {}
+                }
+            }
+            Ok(Event::End(_)) => current = None,
+            Ok(Event::Eof) | Err(_) => break,
+            _ => {}
+        }
+    }
+    let auth = match (use_auth, user, password) {
+        (true, Some(u), Some(p)) => format!("{}:{}@", encode(&u), encode(&p)),
+        _ => String::new(),
+    };
+    let http_proxy = match (use_proxy, host) {
+        // A host name with URL syntax in it is not one.
+        (true, Some(h)) if h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_".contains(&b)) => {
+            Some(format!("http://{auth}{h}:{}", port.unwrap_or(80)))
+        }
+        _ => None,
+    };
+    Network { project_dir, http_proxy }
+}
+
+/// Percent-encodes a user name or password for a URL's userinfo.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
 // The client writes these numbers as floats. A float-to-int `as` drops the fraction (wanted:
 // the CPU count is rounded up first, a byte count has none to speak of) and saturates at the
 // type's bounds, which no real count reaches.
@@ -86,5 +158,22 @@ mod tests {
             }
         );
         assert_eq!(parse("garbage"), Limits::default());
+    }
+
+    #[test]
+    fn reads_the_project_folder_and_the_volunteers_proxy() {
+        let text = "<app_init_data><project_dir>/var/lib/boinc/projects/gah</project_dir>
+            <proxy_info><use_http_proxy/><use_http_auth/><http_server_name>proxy.lan</http_server_name>
+            <http_server_port>3128</http_server_port><http_user_name>me</http_user_name><http_user_passwd>p@ss:w</http_user_passwd>
+            </proxy_info></app_init_data>";
+        let n = parse_network(text);
+        assert_eq!(n.project_dir.as_deref(), Some(Path::new("/var/lib/boinc/projects/gah")));
+        assert_eq!(n.http_proxy.as_deref(), Some("http://me:p%40ss%3Aw@proxy.lan:3128"));
+        // Set up but not in use; or a host name that is not one.
+        let off = text.replace("<use_http_proxy/>", "");
+        assert_eq!(parse_network(&off).http_proxy, None);
+        let odd = text.replace("proxy.lan", "evil.lan/@x");
+        assert_eq!(parse_network(&odd).http_proxy, None);
+        assert_eq!(parse_network("garbage"), Network::default());
     }
 }

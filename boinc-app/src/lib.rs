@@ -15,6 +15,7 @@
 
 pub mod app;
 pub mod backend;
+pub mod data_plane;
 pub mod init_data;
 pub mod rootfs_archive;
 pub mod supervisor;

@@ -27,6 +27,7 @@
 
 pub mod archive;
 pub mod buildlog;
+pub mod data_ref;
 pub mod db;
 pub mod job;
 pub mod localisation;
@@ -78,5 +79,13 @@ pub enum Error {
         found: u32,
         /// The version understood.
         expected: u32,
+    },
+    /// A document that parsed but says something it may not.
+    #[error("{what}: {why}")]
+    Invalid {
+        /// Which document.
+        what: &'static str,
+        /// What is wrong.
+        why: String,
     },
 }

@@ -300,13 +300,24 @@ pub struct Materialised {
     pub files: u64,
     /// Their bytes.
     pub bytes: u64,
+    /// Symbolic links left out (with [`Links::LeaveOut`]).
+    pub links_left_out: u64,
+}
+
+/// What [`materialise`] does with symbolic links.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Links {
+    /// Written as links.
+    Keep,
+    /// Left out: a guest's inputs are plain trees, as an input tar's are.
+    LeaveOut,
 }
 
 /// Writes the subtree `from` of `reader`'s revision (a directory, or one file) into `into`,
 /// which must not exist: directories, regular files with their permission bits (never
-/// set-id), symbolic links as links (never followed here). Names come from the verified
-/// catalogs, which the reader refuses when they could leave their parent.
-pub fn materialise(reader: &crate::Reader, from: &str, into: &Path) -> Result<Materialised, VerifyError> {
+/// set-id), symbolic links as `links` says (never followed here). Names come from the
+/// verified catalogs, which the reader refuses when they could leave their parent.
+pub fn materialise(reader: &crate::Reader, from: &str, into: &Path, links: Links) -> Result<Materialised, VerifyError> {
     use std::io::Write;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let io = |p: &Path, e: std::io::Error| VerifyError::Io(p.display().to_string(), e);
@@ -321,7 +332,10 @@ pub fn materialise(reader: &crate::Reader, from: &str, into: &Path) -> Result<Ma
                     todo.push((format!("{path}/{name}"), target.join(&name)));
                 }
             }
-            crate::Kind::Symlink(to) => std::os::unix::fs::symlink(&to, &target).map_err(|e| io(&target, e))?,
+            crate::Kind::Symlink(to) => match links {
+                Links::Keep => std::os::unix::fs::symlink(&to, &target).map_err(|e| io(&target, e))?,
+                Links::LeaveOut => done.links_left_out += 1,
+            },
             crate::Kind::File { .. } => {
                 let bytes = reader.read(&path)?;
                 let mut f = fs::File::options()

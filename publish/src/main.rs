@@ -98,7 +98,7 @@ fn main() -> anyhow::Result<()> {
 /// `--get` paths; says what it downloaded.
 #[allow(clippy::print_stdout)]
 fn read_over_http(cli: &Cli, url: &str, master_pub: &std::path::Path) -> anyhow::Result<()> {
-    use gah_publish::fetch::{materialise, Cache, Http};
+    use gah_publish::fetch::{materialise, Cache, Http, Links};
     use std::sync::atomic::Ordering;
     let cache_dir = cli.cache.as_deref().expect("clap requires --cache with --url");
     let cache = Cache::open(cache_dir, cli.cache_quota).with_context(|| format!("cache {}", cache_dir.display()))?;
@@ -112,11 +112,11 @@ fn read_over_http(cli: &Cli, url: &str, master_pub: &std::path::Path) -> anyhow:
             Some(out) => {
                 std::fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
                 let name = path.trim_end_matches('/').rsplit('/').next().filter(|n| !n.is_empty()).unwrap_or("root");
-                materialise(&reader, path, &out.join(name)).with_context(|| format!("{path} into {}", out.display()))?
+                materialise(&reader, path, &out.join(name), Links::Keep).with_context(|| format!("{path} into {}", out.display()))?
             }
             None => {
                 let scratch = tempfile::tempdir().context("a temporary folder")?;
-                materialise(&reader, path, &scratch.path().join("x")).with_context(|| path.clone())?
+                materialise(&reader, path, &scratch.path().join("x"), Links::Keep).with_context(|| path.clone())?
             }
         };
         files += got.files;

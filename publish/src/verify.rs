@@ -173,6 +173,11 @@ pub struct Entry {
 }
 
 impl Reader {
+    /// This revision's root catalog.
+    pub fn root_catalog(&self) -> Hash {
+        self.root
+    }
+
     /// The revisions in the history: (revision, root catalog).
     pub fn revisions(&self) -> Result<Vec<(u64, Hash)>, VerifyError> {
         let Some(h) = self.manifest.history else { return Ok(vec![(self.manifest.revision, self.root)]) };

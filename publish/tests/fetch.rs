@@ -198,7 +198,7 @@ fn a_subtree_is_written_out_as_it_was_published() {
     let (reader, _) = open(&server.url, &f.cache, QUOTA, &f.keys);
     let reader = reader.unwrap();
     let out = f.cache.parent().unwrap().join("out");
-    let done = gah_publish::fetch::materialise(&reader, "/", &out).unwrap();
+    let done = gah_publish::fetch::materialise(&reader, "/", &out, gah_publish::fetch::Links::Keep).unwrap();
     let entries = common::source_entries(&f.src);
     assert_eq!(done.files, files(&f.src).len() as u64);
     for (path, source) in entries {
@@ -214,5 +214,5 @@ fn a_subtree_is_written_out_as_it_was_published() {
         }
     }
     // Never over something that exists.
-    assert!(gah_publish::fetch::materialise(&reader, "/app-misc", &out).is_err());
+    assert!(gah_publish::fetch::materialise(&reader, "/app-misc", &out, gah_publish::fetch::Links::Keep).is_err());
 }

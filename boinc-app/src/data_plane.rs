@@ -1,0 +1,121 @@
+//! A job's inputs from the project's CernVM-FS repository (issue 11): `data.json`
+//! ([`gah_core::data_ref::DataRef`]) names the repository, the revision the job was planned
+//! from, the ebuild repository's folder and the distfiles; they are read on the host with
+//! `gah_publish`'s verifying reader through one cache per host (the project folder's
+//! `cvmfs-cache`, shared by the project's tasks, bounded, kept across restarts), by way of
+//! the volunteer's proxy, and written into the slot as the plain folders the guest is given.
+//! The guest itself never reaches the network.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use gah_core::data_ref::DataRef;
+use gah_publish::fetch::{materialise, Cache, Http, Links};
+
+/// Why the inputs could not be had: each names the repository path or file concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum DataPlaneError {
+    /// `data.json` could not be read or is not valid.
+    #[error("read {}", path.display())]
+    Ref {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: gah_core::Error,
+    },
+    /// The repository, or a path of it, could not be read and verified.
+    #[error("{what} from {url}")]
+    Read {
+        /// What was being read.
+        what: String,
+        /// The repository's URL.
+        url: String,
+        /// The reader's error.
+        #[source]
+        source: gah_publish::VerifyError,
+    },
+    /// The repository no longer has the revision the job names, or names it differently.
+    #[error("{url}: revision {revision} is {found}, not the root catalog {expected} the job names")]
+    Revision {
+        /// The repository's URL.
+        url: String,
+        /// The revision.
+        revision: u64,
+        /// What the history says.
+        found: String,
+        /// What the job says.
+        expected: String,
+    },
+}
+
+/// Where the inputs were written: the ebuild repository and the distfiles folder.
+#[derive(Debug)]
+pub struct Fetched {
+    /// The ebuild repository.
+    pub repo: PathBuf,
+    /// The distfiles.
+    pub distfiles: PathBuf,
+}
+
+/// How to reach the repository.
+#[derive(Debug, Clone)]
+pub struct Access<'a> {
+    /// The repository's public master key (`<name>.pub`).
+    pub master_key: &'a Path,
+    /// The host's cache folder.
+    pub cache: &'a Path,
+    /// The most it keeps, in bytes.
+    pub cache_quota: u64,
+    /// The volunteer's HTTP proxy.
+    pub proxy: Option<&'a str>,
+}
+
+/// Reads `data.json` at `path`.
+pub fn read_ref(path: &Path) -> Result<DataRef, DataPlaneError> {
+    let bytes = std::fs::read(path)
+        .map_err(|source| DataPlaneError::Ref { path: path.to_owned(), source: gah_core::Error::Read { path: path.to_owned(), source } })?;
+    DataRef::from_json(&bytes).map_err(|source| DataPlaneError::Ref { path: path.to_owned(), source })
+}
+
+/// Writes the job's inputs into `into` (`repo/`, `distfiles/`; `into` must not hold them yet).
+pub fn fetch(data: &DataRef, access: &Access<'_>, into: &Path) -> Result<Fetched, DataPlaneError> {
+    let read = |what: &str| {
+        let (what, url) = (what.to_owned(), data.url.clone());
+        move |source| DataPlaneError::Read { what, url, source }
+    };
+    let cache = Cache::open(access.cache, access.cache_quota).map_err(read("the host's cache"))?;
+    let http = Arc::new(Http::new(&data.url, &data.name, cache, access.proxy).map_err(read("the connection"))?);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let current = gah_publish::verify_from(http, &data.name, access.master_key, i64::try_from(now).unwrap_or(i64::MAX))
+        .map_err(read("the repository's signed manifest"))?;
+    let pinned = if current.manifest.revision == data.revision {
+        current
+    } else {
+        current.at_revision(data.revision).map_err(read(&format!("revision {}", data.revision)))?
+    };
+    let found = hex::encode(pinned.root_catalog());
+    if !found.eq_ignore_ascii_case(&data.root_catalog) {
+        return Err(DataPlaneError::Revision {
+            url: data.url.clone(),
+            revision: data.revision,
+            found,
+            expected: data.root_catalog.clone(),
+        });
+    }
+    let repo = into.join("repo");
+    let distfiles = into.join("distfiles");
+    std::fs::create_dir_all(into).map_err(|e| read("the slot")(gah_publish::VerifyError::Io(into.display().to_string(), e)))?;
+    // Plain trees, as an input tar's are: a link has no business there.
+    let got = materialise(&pinned, &data.repo, &repo, Links::LeaveOut).map_err(read(&data.repo))?;
+    if got.links_left_out > 0 {
+        tracing::warn!(links = got.links_left_out, "symbolic links in the repository were left out");
+    }
+    std::fs::create_dir(&distfiles).map_err(|e| read("the slot")(gah_publish::VerifyError::Io(distfiles.display().to_string(), e)))?;
+    for path in &data.distfiles {
+        // Checked by `DataRef::from_json`: an absolute path with a last part that is a name.
+        let name = path.rsplit('/').next().unwrap_or(path);
+        materialise(&pinned, path, &distfiles.join(name), Links::LeaveOut).map_err(read(path))?;
+    }
+    Ok(Fetched { repo, distfiles })
+}

@@ -1,0 +1,90 @@
+//! `data.json`: a workunit's reference to its inputs in the project's CernVM-FS repository
+//! (issue 11), instead of `repo.tar` and `distfiles.tar`: which repository, at which revision
+//! (pinned by its root catalog, so a job reads the tree it was planned from however the
+//! repository moves on), the ebuild repository's folder in it and the distfiles the job needs.
+//! `gah-app` reads them through the host's cache and hands the guest plain folders.
+
+use serde::{Deserialize, Serialize};
+
+/// The format version this build reads and writes.
+pub const DATA_REF_FORMAT: u32 = 1;
+
+/// A job's inputs in a CernVM-FS repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataRef {
+    /// [`DATA_REF_FORMAT`].
+    pub format: u32,
+    /// The repository's fully qualified name (e.g. `gentoo.gah`): its public master key is
+    /// `<name>.pub`, a file of the app version.
+    pub name: String,
+    /// Where it is served (its stratum 0 or a stratum 1): `http://…/<name>`.
+    pub url: String,
+    /// The revision the job was planned from.
+    pub revision: u64,
+    /// That revision's root catalog (hex SHA-1), as the history must name it.
+    pub root_catalog: String,
+    /// The ebuild repository's folder in it, e.g. `/repos/gah`.
+    pub repo: String,
+    /// The distfiles the job needs, as paths in it, e.g. `/distfiles/bzip2-1.0.8.tar.gz`.
+    pub distfiles: Vec<String>,
+}
+
+impl DataRef {
+    /// Parses `data.json`, refusing other format versions and paths that are not absolute
+    /// repository paths (`/a/b`, no `.`, `..` or empty parts).
+    pub fn from_json(bytes: &[u8]) -> Result<DataRef, crate::Error> {
+        let r: DataRef = serde_json::from_slice(bytes).map_err(|e| crate::Error::Json { what: "data.json", source: e })?;
+        if r.format != DATA_REF_FORMAT {
+            return Err(crate::Error::Format { what: "data.json", found: r.format, expected: DATA_REF_FORMAT });
+        }
+        let bad = std::iter::once(&r.repo).chain(&r.distfiles).find(|p| !is_repository_path(p));
+        if let Some(p) = bad {
+            return Err(crate::Error::Invalid { what: "data.json", why: format!("{p:?} is not a path in the repository") });
+        }
+        if r.root_catalog.len() != 40 || !r.root_catalog.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(crate::Error::Invalid { what: "data.json", why: "root_catalog is not a hex SHA-1".to_owned() });
+        }
+        Ok(r)
+    }
+
+    /// The JSON text.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).expect("a data reference serialises")
+    }
+}
+
+/// `/a/b`: absolute, with no empty, `.` or `..` part.
+fn is_repository_path(p: &str) -> bool {
+    p.strip_prefix('/').is_some_and(|rest| !rest.is_empty() && rest.split('/').all(|part| !part.is_empty() && part != "." && part != ".."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example() -> DataRef {
+        DataRef {
+            format: DATA_REF_FORMAT,
+            name: "gentoo.gah".into(),
+            url: "http://127.0.0.1:8080/gentoo.gah".into(),
+            revision: 3,
+            root_catalog: "ab".repeat(20),
+            repo: "/repos/gah".into(),
+            distfiles: vec!["/distfiles/bzip2-1.0.8.tar.gz".into()],
+        }
+    }
+
+    #[test]
+    fn it_round_trips_and_refuses_paths_that_could_leave_the_repository() {
+        assert_eq!(DataRef::from_json(&example().to_json()).unwrap(), example());
+        for bad in ["repos/gah", "/repos/../etc", "/", "/repos//gah", "/repos/./gah"] {
+            let r = DataRef { repo: bad.into(), ..example() };
+            assert!(DataRef::from_json(&r.to_json()).is_err(), "{bad}");
+        }
+        let r = DataRef { root_catalog: "xyz".into(), ..example() };
+        assert!(DataRef::from_json(&r.to_json()).is_err());
+        let r = DataRef { format: 2, ..example() };
+        assert!(DataRef::from_json(&r.to_json()).is_err());
+    }
+}
