@@ -181,22 +181,32 @@ pub fn perform(settings: &Settings, call: &Call) -> Result<Done, AssimilateError
 
 /// With `settings.localise`, moves the localisations on past what was stored
 /// ([`crate::localise::catch_up`]); what it did, when it did something. Run after the row is
-/// durable: a crash in between loses nothing, the next call takes the step.
+/// durable: a crash in between loses nothing, the next call takes the step. Without it, the
+/// step's marks move past what was stored, so turning localisation on later starts from
+/// then rather than localising every failure since.
 pub fn localise(settings: &Settings) -> Result<Option<String>, AssimilateError> {
-    let Some((repo, profile)) = &settings.localise else { return Ok(None) };
-    let ebuilds = crate::localise::MetadataDir::open(repo, profile.as_deref());
+    let mut db = Database::open(&settings.db)?;
+    let Some((repo, profile)) = &settings.localise else {
+        db.skip_localisation()?;
+        return Ok(None);
+    };
+    let ebuilds = match crate::localise::MetadataDir::open(repo, profile.as_deref()) {
+        Ok(e) => e,
+        // Taken again with the next result, once the folder is whole.
+        Err(why) => return Ok(Some(format!("localisation not moved on: {why}"))),
+    };
     let cfg = crate::localise::Config {
         ebuilds: &ebuilds,
         compilers: &gah_core::job::Compiler::ALL,
         settings: gah_localise::Settings::default(),
     };
-    let mut db = Database::open(&settings.db)?;
     match crate::localise::catch_up(&mut db, &cfg) {
         Ok(s) if s == crate::localise::Stepped::default() => Ok(None),
         Ok(s) => Ok(Some(format!("localisation: {s}"))),
-        Err(crate::localise::StepError::Db(e)) => Err(AssimilateError::Db(e)),
-        // The result is stored; a localisation that cannot read its ebuild must not stop
-        // every later workunit: said, and taken again with the next result.
+        // The database busy past its timeout passes: exit nonzero, as for storing.
+        Err(crate::localise::StepError::Db(e)) if e.is_busy() => Err(AssimilateError::Db(e)),
+        // The result is stored; anything else is said on the log line and taken again with
+        // the next result, rather than stopping BOINC's daemon for every later workunit.
         Err(e) => Ok(Some(format!("localisation not moved on: {}", gah_util::error_chain(&e)))),
     }
 }

@@ -5,22 +5,35 @@
 //! follow-up (`gah_workgen::followup`), so data on the server flows one way.
 //!
 //! [`catch_up`] reads `outcomes` and `infra_failures` past its marks (kept in the results
-//! database), and for each new row, in one transaction with the mark's move:
+//! database), one step at a time under an exclusive lock (two assimilators never compute
+//! from the same state), and for each new row, in one transaction with the mark's move:
 //! - a result of a running localisation's pending follow-up (its job id: the same
 //!   configuration, whoever submitted it) is recorded in that localisation, which then
-//!   stores its next follow-up or its conclusion; an infrastructure failure is recorded as
-//!   `infra_error` (it tells nothing) and the localisation moves on;
-//! - any other real failure (`build_failed`, `test_failed`) starts a localisation (its first
-//!   follow-up: the failing configuration run again), unless a finished localisation of the
-//!   same ebuild and status has a cause this configuration shows; while one of the same
-//!   ebuild and status runs it waits (`localisations_waiting`) and starts afterwards only if
-//!   that one's cause does not explain it (on a server the failing cells of an ebuild come
-//!   in together: one flag that breaks the build fails half of them).
+//!   stores its next follow-up or its conclusion. A lost workunit of it (BOINC's
+//!   infrastructure failure) tells nothing about the build: the follow-up is asked for again
+//!   (`next_tries`, a new workunit), and only after [`MAX_TRIES`] lost ones is it recorded as
+//!   `infra_error` and the localisation moves on;
+//! - a real failure (`build_failed`, `test_failed`) starts a localisation (its first
+//!   follow-up: the failing configuration run again), unless it answers a localisation of
+//!   the same status, or a finished localisation of the same ebuild and status has a cause
+//!   this configuration shows; while one of the same ebuild and status runs it waits
+//!   (`localisations_waiting`) and starts afterwards only if that one's cause does not
+//!   explain it (on a server the failing cells of an ebuild come in together: one flag that
+//!   breaks the build fails half of them).
 //!
 //! The evidence is stored, never the localiser: each step rebuilds it from the stored
 //! evidence ([`Localiser::resume_stored`]) and the ebuild as it is now ([`Ebuilds`]). A
-//! localisation whose ebuild is gone or changed so that it cannot go on ends inconclusive,
-//! saying why.
+//! localisation whose ebuild is gone, unreadable, or changed so that it cannot go on ends
+//! inconclusive, saying why; only a repository that cannot be read at all (being replaced,
+//! say) stops the step, which is then taken again with the next result.
+//!
+//! Known limits: nothing times out (a follow-up whose workunits are never assimilated keeps
+//! its localisation running, and the failures waiting for it waiting); a results database
+//! upgraded while the old work generator had not read its last rows leaves those rows
+//! unlocalised (migration 0009 starts after them).
+
+use std::cell::OnceCell;
+use std::path::{Path, PathBuf};
 
 use gah_core::db::{
     Database, DbError, EventSource, Filter, LocalisationProgress, LocalisationState, LocalisationStep, Page, StoredOutcome,
@@ -31,10 +44,14 @@ use gah_core::outcome::Status;
 use gah_ebuild::{Ebuild, Profile, Repository, Space};
 use gah_localise::{probe_of, Localiser, Settings, Step};
 
+/// Lost workunits of one follow-up before it counts as `infra_error`.
+pub const MAX_TRIES: u32 = 3;
+
 /// Where the step finds an ebuild's metadata as it is now.
 pub trait Ebuilds {
-    /// The ebuild `cpv` of repository `repo`; `Ok(None)` when it is not there (any more).
-    fn ebuild(&self, repo: &str, cpv: &str) -> Result<Option<Ebuild>, String>;
+    /// The ebuild `cpv` of repository `repo`: `Ok(Err(why))` when it is not there any more
+    /// or cannot be parsed (for good); `Err` when the repository cannot be read now.
+    fn ebuild(&self, repo: &str, cpv: &str) -> Result<Result<Ebuild, String>, String>;
     /// The profile the ebuild's flags are seen under (forced and masked flags).
     fn profile(&self) -> &Profile;
 }
@@ -48,8 +65,8 @@ pub struct LoadedRepos<'a> {
 }
 
 impl Ebuilds for LoadedRepos<'_> {
-    fn ebuild(&self, repo: &str, cpv: &str) -> Result<Option<Ebuild>, String> {
-        Ok(self.repos.iter().filter(|r| r.name == repo).flat_map(|r| r.ebuilds.iter()).find(|e| e.cpv == cpv).cloned())
+    fn ebuild(&self, repo: &str, cpv: &str) -> Result<Result<Ebuild, String>, String> {
+        Ok(gah_ebuild::repo::find_ebuild(self.repos, repo, cpv).cloned().ok_or_else(|| format!("{cpv} is no longer in the repository")))
     }
     fn profile(&self) -> &Profile {
         self.profile
@@ -60,47 +77,55 @@ impl Ebuilds for LoadedRepos<'_> {
 /// assimilator, which runs once per workunit: `gah.conf`'s `localise_repo`).
 pub struct MetadataDir {
     name: String,
-    path: std::path::PathBuf,
-    profile: Profile,
+    path: PathBuf,
+    profile_path: Option<PathBuf>,
+    profile: OnceCell<Profile>,
 }
 
 impl MetadataDir {
-    /// The repository at `path` (its name from `profiles/repo_name`), under `profile`
-    /// (default: amd64 Linux's flags, as the work generator plans).
-    pub fn open(path: &std::path::Path, profile: Option<&std::path::Path>) -> MetadataDir {
+    /// The repository at `path` under the profile at `profile` (default: amd64 Linux's
+    /// flags, as the work generator plans). Refused while it has no `metadata/md5-cache` or
+    /// no name of its own (`profiles/repo_name`, `metadata/layout.conf`): a folder being
+    /// replaced by `gah deploy` must not make every ebuild look gone.
+    pub fn open(path: &Path, profile: Option<&Path>) -> Result<MetadataDir, String> {
+        let named = path.join("profiles/repo_name").is_file() || path.join("metadata/layout.conf").is_file();
+        if !path.join("metadata/md5-cache").is_dir() || !named {
+            return Err(format!("{} has no metadata/md5-cache or no repository name (being replaced?)", path.display()));
+        }
         let name = gah_ebuild::repo::repo_name(path);
-        let profile = match profile {
-            Some(p) => Profile::read_in(p, &[(name.clone(), path.to_owned())]).0,
-            None => Profile::amd64_linux(),
-        };
-        MetadataDir { name, path: path.to_owned(), profile }
+        Ok(MetadataDir { name, path: path.to_owned(), profile_path: profile.map(Path::to_owned), profile: OnceCell::new() })
     }
 }
 
 impl Ebuilds for MetadataDir {
-    fn ebuild(&self, repo: &str, cpv: &str) -> Result<Option<Ebuild>, String> {
+    fn ebuild(&self, repo: &str, cpv: &str) -> Result<Result<Ebuild, String>, String> {
+        let gone = || Ok(Err(format!("{cpv} is no longer in the repository")));
         // The cpv comes from a stored outcome: it names one file of the cache, nothing else.
-        let well_formed = gah_core::job::split_cpv(cpv).is_some()
-            && cpv.split('/').count() == 2
-            && cpv.split('/').all(|part| !part.is_empty() && !part.starts_with('.'))
-            && cpv.bytes().all(|b| b.is_ascii_alphanumeric() || b"+_.-/".contains(&b));
-        if repo != self.name || !well_formed {
-            return Ok(None);
-        }
-        let path = self.path.join("metadata/md5-cache").join(cpv);
+        let Some(path) = gah_ebuild::md5cache::entry_path(&self.path, cpv).filter(|_| repo == self.name) else { return gone() };
         match std::fs::metadata(&path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Gone, unless the whole cache is (the folder being replaced): then try later.
+                return if self.path.join("metadata/md5-cache").is_dir() { gone() } else { Err(format!("{}: {e}", path.display())) };
+            }
             Err(e) => return Err(format!("{}: {e}", path.display())),
             Ok(_) => {}
         }
         let mut diags = Vec::new();
-        match gah_ebuild::md5cache::read_entry(&path, cpv, &mut diags) {
-            Some(e) => Ok(Some(e)),
-            None => Err(diags.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")),
-        }
+        Ok(gah_ebuild::md5cache::read_entry(&path, cpv, &mut diags).ok_or_else(|| {
+            format!("its md5-cache entry does not parse: {}", diags.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
+        }))
     }
     fn profile(&self) -> &Profile {
-        &self.profile
+        self.profile.get_or_init(|| match &self.profile_path {
+            Some(p) => {
+                let (profile, diags) = Profile::read_in(p, &[(self.name.clone(), self.path.clone())]);
+                for d in diags {
+                    tracing::warn!("localise_profile: {d}");
+                }
+                profile
+            }
+            None => Profile::amd64_linux(),
+        })
     }
 }
 
@@ -122,6 +147,8 @@ pub struct Stepped {
     pub started: usize,
     /// Follow-up results recorded.
     pub recorded: usize,
+    /// Follow-ups asked for again after a lost workunit.
+    pub retried: usize,
     /// Localisations concluded.
     pub concluded: usize,
     /// Failures set to wait for a running localisation of the same ebuild.
@@ -132,8 +159,8 @@ impl std::fmt::Display for Stepped {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} started, {} follow-up results recorded, {} concluded, {} waiting for one of the same ebuild",
-            self.started, self.recorded, self.concluded, self.waiting
+            "{} started, {} follow-up results recorded, {} follow-ups asked for again, {} concluded, {} waiting for one of the same ebuild",
+            self.started, self.recorded, self.retried, self.concluded, self.waiting
         )
     }
 }
@@ -144,7 +171,7 @@ pub enum StepError {
     /// The results database failed.
     #[error(transparent)]
     Db(#[from] DbError),
-    /// An ebuild's metadata could not be read.
+    /// The repository could not be read now.
     #[error("read the metadata of {cpv}: {why}")]
     Ebuild {
         /// The ebuild.
@@ -152,18 +179,27 @@ pub enum StepError {
         /// What went wrong.
         why: String,
     },
+    /// The step's lock could not be taken.
+    #[error("lock {}", path.display())]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A localisation as it will be stored.
 enum Save {
-    Running(Evidence, Cell),
+    Running(Evidence, Cell, u32),
     Done(Conclusion),
 }
 
 impl Save {
     fn progress(&self) -> LocalisationProgress<'_> {
         match self {
-            Save::Running(evidence, next) => LocalisationProgress::Running { evidence, next },
+            Save::Running(evidence, next, tries) => LocalisationProgress::Running { evidence, next, tries: *tries },
             Save::Done(c) => LocalisationProgress::Done(c),
         }
     }
@@ -172,6 +208,17 @@ impl Save {
 /// Moves the localisations on past the rows stored since the last step (see the module docs).
 pub fn catch_up(db: &mut Database, cfg: &Config<'_>) -> Result<Stepped, StepError> {
     const PAGE: usize = 500;
+    // One step at a time: a second assimilator (`--batch` by hand beside BOINC's) waits,
+    // then reads the marks this one moved.
+    let lock_path = PathBuf::from(format!("{}.localise.lock", db.path().display()));
+    let lock_file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|source| StepError::Lock { path: lock_path.clone(), source })?;
+    let _held = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| StepError::Lock { path: lock_path.clone(), source: e.into() })?;
     let mut stepped = Stepped::default();
     // Running without a pending follow-up: stored by an older version; give it its next.
     for l in db.localisations(&Filter::default(), Some(LocalisationState::Running), Page::ALL)? {
@@ -189,29 +236,7 @@ pub fn catch_up(db: &mut Database, cfg: &Config<'_>) -> Result<Stepped, StepErro
                 EventSource::InfraFailures => db.infra_failures_since(mark, PAGE)?,
             };
             for row in &page {
-                let mut saves = Vec::new();
-                let mut wait = Vec::new();
-                let awaiting = db.localisations_awaiting(&row.job_id)?;
-                if !awaiting.is_empty() {
-                    // An outcome's own configuration; an infrastructure failure has none but its
-                    // job id's, which is the pending follow-up's.
-                    for l in awaiting {
-                        let Some(next) = l.next else { continue };
-                        let answered = match source {
-                            EventSource::Outcomes => db.outcome(row.id)?.map(|r| r.cell).unwrap_or(next),
-                            EventSource::InfraFailures => next,
-                        };
-                        if let Some(s) = advance(db, cfg, l.failing_seq, Some((&answered, row.status)), &mut stepped)? {
-                            saves.push((l.failing_seq, s));
-                        }
-                    }
-                } else if source == EventSource::Outcomes && row.status.is_own_failure() {
-                    match start(db, cfg, row.id, &mut stepped)? {
-                        Started::Saved(s) => saves.push((row.id, s)),
-                        Started::Waits => wait.push(row.id),
-                        Started::Nothing => {}
-                    }
-                }
+                let (saves, wait) = step_row(db, cfg, source, row, &mut stepped)?;
                 apply(db, &saves, &wait, &[], Some((source, row.id)))?;
             }
             if page.len() < PAGE {
@@ -235,6 +260,48 @@ pub fn catch_up(db: &mut Database, cfg: &Config<'_>) -> Result<Stepped, StepErro
     Ok(stepped)
 }
 
+/// The localisations one row stores (by failing row), and the failures it sets waiting.
+type RowStep = (Vec<(i64, Save)>, Vec<i64>);
+
+/// What one new row does: the localisations to store, the failures to set waiting.
+fn step_row(
+    db: &Database,
+    cfg: &Config<'_>,
+    source: EventSource,
+    row: &gah_core::db::StoredStatus,
+    stepped: &mut Stepped,
+) -> Result<RowStep, StepError> {
+    let (mut saves, mut wait) = (Vec::new(), Vec::new());
+    let awaiting = db.localisations_awaiting(&row.job_id)?;
+    for l in &awaiting {
+        let Some(next) = &l.next else { continue };
+        let save = match source {
+            // A lost workunit: asked for again, up to MAX_TRIES.
+            EventSource::InfraFailures if l.next_tries + 1 < MAX_TRIES => {
+                stepped.retried += 1;
+                Some(Save::Running(l.evidence.clone(), next.clone(), l.next_tries + 1))
+            }
+            EventSource::InfraFailures => advance(db, cfg, l.failing_seq, Some((next, Status::InfraError)), stepped)?,
+            EventSource::Outcomes => {
+                let cell = db.outcome(row.id)?.map_or_else(|| next.clone(), |r| r.cell);
+                advance(db, cfg, l.failing_seq, Some((&cell, row.status)), stepped)?
+            }
+        };
+        saves.extend(save.map(|s| (l.failing_seq, s)));
+    }
+    // A failure that answers a localisation of the same status is its evidence; one of
+    // another status (a build failure of a cell a test failure's localisation asked for)
+    // is a failure of its own.
+    if source == EventSource::Outcomes && row.status.is_own_failure() && awaiting.iter().all(|l| l.status != row.status) {
+        match start(db, cfg, row.id, stepped)? {
+            Started::Saved(s) => saves.push((row.id, s)),
+            Started::Waits => wait.push(row.id),
+            Started::Nothing => {}
+        }
+    }
+    Ok((saves, wait))
+}
+
 fn apply(
     db: &mut Database,
     saves: &[(i64, Save)],
@@ -253,19 +320,9 @@ fn apply(
     })
 }
 
-/// The failure's ebuild (repository, cpv) with this status, whatever the configuration.
-fn same_ebuild(failing: &StoredOutcome) -> Filter {
-    Filter {
-        repo: Some(failing.cell.repo.clone()),
-        cpv: Some(failing.cell.cpv.clone()),
-        statuses: vec![failing.status],
-        ..Filter::default()
-    }
-}
-
 /// True while a localisation of the same ebuild and status runs.
 fn same_running(db: &Database, failing: &StoredOutcome) -> Result<bool, DbError> {
-    Ok(!db.localisations(&same_ebuild(failing), Some(LocalisationState::Running), Page::ALL)?.is_empty())
+    Ok(!db.localisations(&Filter::same_failure(failing), Some(LocalisationState::Running), Page::ALL)?.is_empty())
 }
 
 enum Started {
@@ -317,8 +374,10 @@ fn advance(
         }))
     };
     let cell = &failing.cell;
-    let ebuild = cfg.ebuilds.ebuild(&cell.repo, &cell.cpv).map_err(|why| StepError::Ebuild { cpv: cell.cpv.clone(), why })?;
-    let Some(ebuild) = ebuild else { return give_up(format!("{} is no longer in the repository", cell.cpv)) };
+    let ebuild = match cfg.ebuilds.ebuild(&cell.repo, &cell.cpv).map_err(|why| StepError::Ebuild { cpv: cell.cpv.clone(), why })? {
+        Ok(e) => e,
+        Err(why) => return give_up(why),
+    };
     let space = Space::new(&ebuild, cfg.ebuilds.profile());
     if probe_of(&space, &cell.use_flags, cell.compiler).is_none() {
         return give_up(format!("the failing configuration no longer fits {}'s IUSE", cell.cpv));
@@ -351,7 +410,7 @@ fn advance(
                 use_flags: space.assignment(&probe.config),
                 compiler: probe.compiler,
             };
-            Save::Running(localiser.evidence(), next)
+            Save::Running(localiser.evidence(), next, 0)
         }
     }))
 }
@@ -390,15 +449,95 @@ mod tests {
         let l = db.localisations(&Filter::default(), None, Page::ALL).unwrap().remove(0);
         assert_eq!(l.next.as_ref(), Some(&failing.cell()), "the first follow-up is the rerun");
 
-        // BOINC gives up on the rerun's workunit: recorded as telling nothing, and the
-        // localisation asks for something else.
-        let rerun = gah_core::job::wu_name(&failing.job_id, 1);
-        db.record_infra_failure(&rerun, 0x40, 7, 0).unwrap();
+        // BOINC gives up on the rerun's workunit: it tells nothing about the build, so the
+        // rerun is asked for again (a new attempt for the work generator), twice; the third
+        // lost one is recorded as infra_error.
+        for tries in 1..MAX_TRIES {
+            let lost = gah_core::job::wu_name(&failing.job_id, u64::from(tries));
+            db.record_infra_failure(&lost, 0x40, 7, 0).unwrap();
+            let s = catch_up(&mut db, &cfg).unwrap();
+            assert_eq!((s.retried, s.recorded), (1, 0), "{s:?}");
+            let l = db.localisation(l.failing_seq).unwrap().unwrap();
+            assert_eq!((l.next_tries, l.evidence.runs.len(), l.next.as_ref()), (tries, 0, Some(&failing.cell())));
+        }
+        db.record_infra_failure(&gah_core::job::wu_name(&failing.job_id, 9), 0x40, 7, 0).unwrap();
         let s = catch_up(&mut db, &cfg).unwrap();
         assert_eq!(s.recorded, 1, "{s:?}");
         let l = db.localisation(l.failing_seq).unwrap().unwrap();
         assert_eq!(l.evidence.runs.iter().map(|r| r.status).collect::<Vec<_>>(), [Status::InfraError]);
+        // A rerun that never came back: the failure could not be reproduced, said as such.
+        assert_eq!(l.state, LocalisationState::Done);
+        assert!(matches!(l.conclusion, Some(Conclusion::Inconclusive { .. })), "{:?}", l.conclusion);
         assert_eq!(catch_up(&mut db, &cfg).unwrap(), Stepped::default());
+    }
+
+    #[test]
+    fn two_steps_at_once_handle_each_row_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("results.sqlite");
+        let mut db = Database::open(&path).unwrap();
+        for flags in ["-alpha beta -gamma", "-alpha -beta gamma", "-alpha beta gamma"] {
+            let j = job(flags, Compiler::Gcc);
+            db.record_outcome(&j.job_id, &Outcome::for_job(&j, Status::BuildFailed), b"log").unwrap();
+        }
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    let repos = repos();
+                    let profile = Profile::none();
+                    let ebuilds = LoadedRepos { repos: &repos, profile: &profile };
+                    let cfg = Config { ebuilds: &ebuilds, compilers: &Compiler::ALL, settings: Settings::default() };
+                    catch_up(&mut Database::open(&path).unwrap(), &cfg).unwrap()
+                })
+            })
+            .collect();
+        let steps: Vec<Stepped> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        assert_eq!(steps.iter().map(|s| s.started).sum::<usize>(), 1, "{steps:?}");
+        assert_eq!(steps.iter().map(|s| s.waiting).sum::<usize>(), 2, "{steps:?}");
+        assert_eq!(db.localisations(&Filter::default(), None, Page::ALL).unwrap().len(), 1);
+        assert_eq!(db.waiting_localisations().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn an_entry_that_does_not_parse_ends_its_localisation_and_the_rest_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("profiles")).unwrap();
+        std::fs::write(dir.path().join("profiles/repo_name"), "gah\n").unwrap();
+        std::fs::create_dir_all(dir.path().join("metadata/md5-cache/app-misc")).unwrap();
+        std::fs::write(dir.path().join("metadata/md5-cache/app-misc/fixture-1"), ENTRY).unwrap();
+        std::fs::write(dir.path().join("metadata/md5-cache/app-misc/broken-1"), [0xff, 0xfe, b'\n']).unwrap();
+        let repo = MetadataDir::open(dir.path(), None).unwrap();
+        let cfg = Config { ebuilds: &repo, compilers: &Compiler::ALL, settings: Settings::default() };
+        let mut db = Database::temp().unwrap();
+        let broken = Job::new("gah", "app-misc/broken-1", gah_core::job::UseAssignment::default(), Compiler::Gcc, 60);
+        db.record_outcome(&broken.job_id, &Outcome::for_job(&broken, Status::BuildFailed), b"log").unwrap();
+        let good = job("-alpha beta -gamma", Compiler::Gcc);
+        db.record_outcome(&good.job_id, &Outcome::for_job(&good, Status::BuildFailed), b"log").unwrap();
+        let s = catch_up(&mut db, &cfg).unwrap();
+        assert_eq!(s.started, 1, "the good one started, the broken one did not block it: {s:?}");
+        assert_eq!(db.localisations(&Filter::default(), None, Page::ALL).unwrap()[0].cell.cpv, "app-misc/fixture-1");
+        // While the folder is being replaced (no md5-cache), nothing is concluded from it.
+        std::fs::rename(dir.path().join("metadata/md5-cache"), dir.path().join("metadata/old")).unwrap();
+        assert!(MetadataDir::open(dir.path(), None).is_err());
+    }
+
+    #[test]
+    fn a_failure_of_another_status_on_an_awaited_cell_is_a_failure_of_its_own() {
+        let repos = repos();
+        let profile = Profile::none();
+        let ebuilds = LoadedRepos { repos: &repos, profile: &profile };
+        let cfg = Config { ebuilds: &ebuilds, compilers: &Compiler::ALL, settings: Settings::default() };
+        let mut db = Database::temp().unwrap();
+        let failing = job("-alpha beta -gamma", Compiler::Gcc);
+        db.record_outcome(&failing.job_id, &Outcome::for_job(&failing, Status::TestFailed), b"log").unwrap();
+        catch_up(&mut db, &cfg).unwrap();
+        // The rerun (the awaited cell) now fails to build: evidence for the test failure's
+        // localisation, and a build failure of its own.
+        let rerun = gah_core::job::wu_name(&failing.job_id, 1);
+        db.record_outcome(&rerun, &Outcome::for_job(&failing, Status::BuildFailed), b"log").unwrap();
+        let s = catch_up(&mut db, &cfg).unwrap();
+        assert_eq!((s.recorded, s.started), (1, 1), "{s:?}");
     }
 
     #[test]
@@ -409,14 +548,14 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("metadata/md5-cache/app-misc")).unwrap();
         std::fs::write(dir.path().join("metadata/md5-cache/app-misc/fixture-1"), ENTRY).unwrap();
         std::fs::write(dir.path().join("secret-1"), ENTRY).unwrap();
-        let repo = MetadataDir::open(dir.path(), None);
-        assert_eq!(repo.ebuild("gah", "app-misc/fixture-1").unwrap().map(|e| e.cpv), Some("app-misc/fixture-1".to_owned()));
-        assert_eq!(repo.ebuild("other", "app-misc/fixture-1").unwrap(), None, "another repository's");
-        assert_eq!(repo.ebuild("gah", "app-misc/gone-1").unwrap(), None);
+        let repo = MetadataDir::open(dir.path(), None).unwrap();
+        assert_eq!(repo.ebuild("gah", "app-misc/fixture-1").unwrap().map(|e| e.cpv), Ok("app-misc/fixture-1".to_owned()));
+        assert!(repo.ebuild("other", "app-misc/fixture-1").unwrap().is_err(), "another repository's");
+        assert!(repo.ebuild("gah", "app-misc/gone-1").unwrap().is_err());
         for hostile in
             ["../../secret-1", "app-misc/../../secret-1", "/etc/passwd-1", "app-misc/.fixture-1", "a/b/c-1", "app-misc/fix\nture-1"]
         {
-            assert_eq!(repo.ebuild("gah", hostile).unwrap(), None, "{hostile:?}");
+            assert!(repo.ebuild("gah", hostile).unwrap().is_err(), "{hostile:?}");
         }
     }
 }

@@ -307,6 +307,20 @@ fn truncate(s: &str) -> String {
     }
 }
 
+/// The cache file of `cpv` in the repository at `repo` (`metadata/md5-cache/CATEGORY/PF`),
+/// when `cpv` is one plain `category/package-version`: a cpv read from an upload or a
+/// database names one file of the cache, nothing else.
+pub fn entry_path(repo: &Path, cpv: &str) -> Option<std::path::PathBuf> {
+    let (category, pf) = cpv.split_once('/')?;
+    (is_plain_name(category) && is_plain_name(pf)).then(|| repo.join("metadata/md5-cache").join(category).join(pf))
+}
+
+/// True for a name PMS allows for a category, package or version (and nothing that could
+/// step out of a folder or carry a control character).
+pub fn is_plain_name(s: &str) -> bool {
+    !s.is_empty() && !s.starts_with('.') && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"+_.-".contains(&b))
+}
+
 /// Reads one cache file; `cpv` is derived from its place (`CATEGORY/PF`).
 pub fn read_entry(path: &Path, cpv: &str, diags: &mut Vec<Diagnostic>) -> Option<Ebuild> {
     let bytes = match std::fs::read(path) {

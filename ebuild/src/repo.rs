@@ -17,6 +17,11 @@ pub struct Repository {
     pub ebuilds: Vec<Ebuild>,
 }
 
+/// The ebuild `cpv` of the repository named `repo` among `repos`.
+pub fn find_ebuild<'r>(repos: &'r [Repository], repo: &str, cpv: &str) -> Option<&'r Ebuild> {
+    repos.iter().filter(|r| r.name == repo).flat_map(|r| r.ebuilds.iter()).find(|e| e.cpv == cpv)
+}
+
 /// The repository's name, as Portage finds it.
 pub fn repo_name(path: &Path) -> String {
     if let Ok(s) = std::fs::read_to_string(path.join("profiles/repo_name")) {

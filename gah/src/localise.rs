@@ -15,9 +15,8 @@
 
 use std::collections::HashSet;
 
-use anyhow::bail;
 use gah_assimilator::localise::{catch_up, Config, LoadedRepos};
-use gah_core::db::{Database, Filter, LocalisationState, Page};
+use gah_core::db::{Database, Filter, LocalisationProgress, LocalisationState, Page};
 use gah_core::job::{Cell, Compiler, Job};
 use gah_core::localisation::Conclusion;
 use gah_core::outcome::Status;
@@ -63,13 +62,12 @@ pub fn localise_failures(runner: &JobRunner<'_>, db: &mut Database, failures: &[
         let Some((l, next)) = running.into_iter().filter_map(|l| l.next.clone().map(|n| (l, n))).min_by_key(|(l, _)| l.failing_seq) else {
             break;
         };
-        if !ran.insert((l.failing_seq, l.evidence.runs.len())) {
-            bail!(
-                "the localisation of {} {} ({}) did not move on after its follow-up",
-                l.cell.cpv,
-                l.cell.compiler,
-                l.cell.use_flags.summary()
-            );
+        if !ran.insert((l.failing_seq, l.evidence.runs.len(), l.next_tries)) {
+            // Its follow-up ran and was stored, yet it asks for the same again: end it,
+            // saying so, rather than run it forever (or stop every later run here).
+            let why = "its follow-up ran but did not move it on".to_owned();
+            db.save_localisation(l.failing_seq, LocalisationProgress::Done(&Conclusion::Inconclusive { why, evidence: l.evidence }))?;
+            continue;
         }
         let job = Job::new(&next.repo, &next.cpv, next.use_flags.clone(), next.compiler, runner.config.timeout_secs);
         let wu_name = followup_wu_name(db, &job, runner.snapshot)?;

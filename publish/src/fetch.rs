@@ -12,9 +12,10 @@
 //!   its quota the least recently used objects go (under an exclusive `flock` of `lock`, so
 //!   two tasks do not evict at once); an object that vanished under a reader is downloaded
 //!   again;
-//! - **offline from the cache**: the manifest and whitelist last fetched are kept under
-//!   `top/`, and read from there when the server cannot be reached, so a job whose objects
-//!   are cached still runs (until the whitelist expires: the reader checks its date);
+//! - **offline from the cache**: the manifest and whitelist last verified are kept under
+//!   `top/` (written only once the reader verified them, never what a server merely sent),
+//!   and read from there when the server cannot be reached, so a job whose objects are
+//!   cached still runs (until the whitelist expires: the reader checks its date);
 //! - **no rollback**: a manifest of a lower revision than the one last seen is refused, so
 //!   a hostile proxy cannot replay an older, signed repository state;
 //! - **the volunteer's proxy**: [`Http::new`] takes the HTTP proxy the BOINC client was given
@@ -37,6 +38,8 @@ use crate::VerifyError;
 /// The most bytes one download may bring (a compressed object; metadata objects are bounded
 /// again when inflated): a hostile server's endless body ends here.
 pub const MAX_DOWNLOAD: u64 = 1 << 30;
+/// The most a top-level file (manifest, whitelist: a few hundred bytes) may be.
+pub const MAX_TOP: u64 = 1 << 20;
 
 /// Where a reader gets the repository's top-level files and objects.
 pub trait Source {
@@ -134,16 +137,7 @@ impl Cache {
         if added != 0 && added < self.quota / 8 {
             return Ok(());
         }
-        let lock_path = self.dir.join("lock");
-        let lock = fs::File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| VerifyError::Io(lock_path.display().to_string(), e))?;
-        // Held until the end of this call.
-        let _held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, e)| VerifyError::Io(lock_path.display().to_string(), e.into()))?;
+        let _held = self.lock()?;
         self.added.store(0, Ordering::Relaxed);
         let mut objects = Vec::new();
         let mut total = 0u64;
@@ -170,6 +164,20 @@ impl Cache {
         Ok(())
     }
 
+    /// The cache's exclusive lock (evictions, the verified top-level files), held while the
+    /// value lives.
+    fn lock(&self) -> Result<nix::fcntl::Flock<fs::File>, VerifyError> {
+        let lock_path = self.dir.join("lock");
+        let lock = fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| VerifyError::Io(lock_path.display().to_string(), e))?;
+        nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| VerifyError::Io(lock_path.display().to_string(), e.into()))
+    }
+
     /// The bytes of objects in the cache now.
     pub fn size(&self) -> u64 {
         let mut total = 0;
@@ -192,6 +200,9 @@ pub struct Http {
     pub downloads: AtomicU64,
     /// Bytes downloaded by this source.
     pub downloaded_bytes: AtomicU64,
+    /// The top-level files fetched by this source, kept for offline use only once the reader
+    /// verified them ([`Source::verified`]).
+    fetched: std::sync::Mutex<Vec<(String, Vec<u8>)>>,
 }
 
 impl Http {
@@ -200,7 +211,7 @@ impl Http {
     pub fn new(base: &str, name: &str, cache: Cache, proxy: Option<&str>) -> Result<Http, VerifyError> {
         let mut builder = reqwest::blocking::Client::builder().connect_timeout(Duration::from_secs(10)).timeout(Duration::from_secs(300));
         builder = match proxy {
-            Some(p) => builder.proxy(reqwest::Proxy::http(p).map_err(|e| VerifyError::Malformed("proxy", e.to_string()))?),
+            Some(p) => builder.proxy(reqwest::Proxy::all(p).map_err(|e| VerifyError::Malformed("proxy", e.to_string()))?),
             // Only the proxy the volunteer gave, not whatever the environment says.
             None => builder.no_proxy(),
         };
@@ -212,11 +223,12 @@ impl Http {
             cache,
             downloads: AtomicU64::new(0),
             downloaded_bytes: AtomicU64::new(0),
+            fetched: std::sync::Mutex::default(),
         })
     }
 
-    /// GETs `rel` below the base: the body, at most [`MAX_DOWNLOAD`] bytes.
-    fn get(&self, rel: &str) -> Result<Vec<u8>, VerifyError> {
+    /// GETs `rel` below the base: the body, at most `limit` bytes.
+    fn get(&self, rel: &str, limit: u64) -> Result<Vec<u8>, VerifyError> {
         let url = format!("{}/{rel}", self.base);
         let failed = |e: &dyn std::fmt::Display| VerifyError::Io(url.clone(), std::io::Error::other(e.to_string()));
         let response = self.client.get(&url).send().map_err(|e| failed(&gah_util::error_chain(&e)))?;
@@ -224,34 +236,33 @@ impl Http {
             return Err(failed(&format!("HTTP {}", response.status())));
         }
         let mut body = Vec::new();
-        response.take(MAX_DOWNLOAD + 1).read_to_end(&mut body).map_err(|e| VerifyError::Io(url.clone(), e))?;
-        if body.len() as u64 > MAX_DOWNLOAD {
-            return Err(failed(&format!("more than {MAX_DOWNLOAD} bytes")));
+        response.take(limit + 1).read_to_end(&mut body).map_err(|e| VerifyError::Io(url.clone(), e))?;
+        if body.len() as u64 > limit {
+            return Err(failed(&format!("more than {limit} bytes")));
         }
         self.downloads.fetch_add(1, Ordering::Relaxed);
         self.downloaded_bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
         Ok(body)
     }
 
-    /// Where the last verified copy of the top-level file `name` is kept (`pending`: the one
-    /// just fetched, until the reader verified it).
-    fn top_path(&self, name: &str, pending: bool) -> PathBuf {
-        self.cache.dir.join("top").join(format!("{}{name}{}", self.name, if pending { ".pending" } else { "" }))
+    /// Where the last verified copy of the top-level file `name` is kept.
+    fn top_path(&self, name: &str) -> PathBuf {
+        self.cache.dir.join("top").join(format!("{}{name}", self.name))
     }
 }
 
 impl Source for Http {
     fn top(&self, name: &str) -> Result<Vec<u8>, VerifyError> {
-        let kept = self.top_path(name, false);
-        match self.get(name) {
+        let mut fetched = self.fetched.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        fetched.retain(|(n, _)| n != name);
+        match self.get(name, MAX_TOP) {
             Ok(bytes) => {
-                // Kept for offline use only after the reader verified it (`verified`): here it
-                // goes to a pending name.
-                self.cache.write(&self.top_path(name, true), &bytes)?;
+                // Kept for offline use only after the reader verified it (`verified`).
+                fetched.push((name.to_owned(), bytes.clone()));
                 Ok(bytes)
             }
             // The server cannot be reached: the last verified copy (checked again by the reader).
-            Err(online) => fs::read(&kept).map_err(|_| online),
+            Err(online) => fs::read(self.top_path(name)).map_err(|_| online),
         }
     }
 
@@ -260,7 +271,7 @@ impl Source for Http {
             return Ok(bytes);
         }
         let hex = hex::encode(hash);
-        let bytes = self.get(&format!("data/{}/{}{}", &hex[..2], &hex[2..], suffix.letter()))?;
+        let bytes = self.get(&format!("data/{}/{}{}", &hex[..2], &hex[2..], suffix.letter()), MAX_DOWNLOAD)?;
         let actual: Hash = Sha1::digest(&bytes).into();
         if &actual != hash {
             return Err(VerifyError::ObjectHash {
@@ -273,17 +284,18 @@ impl Source for Http {
     }
 
     fn verified(&self, revision: u64) -> Result<(), VerifyError> {
+        // Under the cache's lock: tasks sharing the cache keep the highest revision seen.
+        let _held = self.cache.lock()?;
         let seen_path = self.cache.dir.join("top").join(format!("{}.revision", self.name));
         let seen: u64 = fs::read_to_string(&seen_path).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
         if revision < seen {
             return Err(VerifyError::Rollback { found: revision, seen });
         }
-        for name in [crate::MANIFEST, crate::WHITELIST] {
-            let pending = self.top_path(name, true);
-            if pending.exists() {
-                gah_util::atomic::rename_durably(&pending, &self.top_path(name, false))
-                    .map_err(|e| VerifyError::Io(pending.display().to_string(), std::io::Error::other(e)))?;
-            }
+        // What this source fetched and the reader has just verified; a copy read from the
+        // cache (offline) is already the kept one.
+        let fetched = std::mem::take(&mut *self.fetched.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        for (name, bytes) in fetched {
+            self.cache.write(&self.top_path(&name), &bytes)?;
         }
         self.cache.write(&seen_path, revision.to_string().as_bytes())
     }

@@ -180,13 +180,26 @@ fn write_whitelist(out: &Path, name: &str, keys: &keys::Keys, now: i64) -> Resul
 /// whitelist expired, so one that is not published for a month needs this (from cron).
 pub fn resign(out: &Path, name: &str, keys: &Path) -> Result<(), PublishError> {
     let _lock = lock(out)?;
-    if read_previous_manifest(out, name)?.is_none() {
-        return Err(PublishError::io(&out.join(MANIFEST), std::io::Error::new(std::io::ErrorKind::NotFound, "nothing published here yet")));
+    let manifest_path = out.join(MANIFEST);
+    let bytes = fs::read(&manifest_path).map_err(|e| PublishError::io(&manifest_path, e))?;
+    let manifest = verify::parse_manifest(&signed::cut_letter(&bytes, "manifest")?)?;
+    if manifest.name != name {
+        return Err(PublishError::Name(format!("{name} (but {} holds {})", out.display(), manifest.name)));
     }
     if !keys::master_pub_path(keys, name).exists() {
         return Err(PublishError::Keys(format!("no keys for {name} in {}", keys.display())));
     }
     let (loaded, _) = keys::load_or_generate(keys, name)?;
+    // The whitelist vouches for the certificate the manifest names: signing another would
+    // make every reader refuse the repository.
+    let cert = objects::read_object(out, &manifest.certificate, Suffix::Certificate, 64 << 10)?;
+    if cert != loaded.cert_pem.as_bytes() {
+        return Err(PublishError::Keys(format!(
+            "the certificate in {} is not the one the manifest of {} names: wrong keys folder?",
+            keys.display(),
+            out.display()
+        )));
+    }
     write_whitelist(out, name, &loaded, unix_now())
 }
 

@@ -92,7 +92,14 @@ impl Store {
     /// A fresh temporary file in the staging folder (same file system as `data/`, so the
     /// final rename is atomic).
     pub fn temp_file(&self) -> Result<tempfile::NamedTempFile, PublishError> {
-        tempfile::Builder::new().prefix("gah.").tempfile_in(&self.txn).map_err(|e| PublishError::io(&self.txn, e))
+        use std::os::unix::fs::PermissionsExt;
+        // World-readable, as `cvmfs_server` makes objects (upload_local.cc): the web server
+        // that serves the folder seldom runs as the publisher.
+        tempfile::Builder::new()
+            .prefix("gah.")
+            .permissions(fs::Permissions::from_mode(0o644))
+            .tempfile_in(&self.txn)
+            .map_err(|e| PublishError::io(&self.txn, e))
     }
 
     /// Compresses whatever `reader` yields into an object; returns its hash and the number

@@ -53,6 +53,13 @@ fn a_job_downloads_only_what_it_opens_and_the_next_job_reads_the_cache() {
     assert_eq!(reader.read("/README.txt").unwrap(), fs::read(f.src.join("README.txt")).unwrap());
     let first = http.downloads.load(Ordering::Relaxed);
     let all_objects = common::objects(&f.repo).len() as u64;
+    // Readable by a web server that is not the publisher (the stock client's check found
+    // 0600 objects that Apache, as www-data, could not serve).
+    for o in common::objects(&f.repo) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(f.repo.join("data").join(&o)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o044, 0o044, "data/{o}: {mode:o}");
+    }
     // Whitelist, manifest, certificate, root catalog, the file: not the nested catalogs, not
     // the 3 MiB blob.
     assert_eq!(first, 5, "downloads for one file");
@@ -188,6 +195,22 @@ fn a_replayed_older_repository_state_is_refused() {
     fs::write(f.repo.join(".cvmfspublished"), &old_manifest).unwrap();
     let (reader, _) = open(&server.url, &f.cache, QUOTA, &f.keys);
     assert!(matches!(reader, Err(VerifyError::Rollback { found: 1, seen: 2 })), "{:?}", reader.err());
+    // What it sent was never kept: offline, the last verified revision still opens.
+    server.stop();
+    let (reader, _) = open(&server.url, &f.cache, QUOTA, &f.keys);
+    assert_eq!(reader.unwrap().manifest.revision, 2);
+}
+
+#[test]
+fn an_endless_manifest_is_cut_off() {
+    let f = published();
+    let server = common::serve_stoppable(&f.repo);
+    let mut huge = fs::read(f.repo.join(".cvmfspublished")).unwrap();
+    huge.resize(2 << 20, b'x');
+    fs::write(f.repo.join(".cvmfspublished"), &huge).unwrap();
+    let (reader, _) = open(&server.url, &f.cache, QUOTA, &f.keys);
+    let e = reader.err().expect("refused").to_string();
+    assert!(e.contains("more than"), "{e}");
 }
 
 #[test]

@@ -34,4 +34,11 @@ fn an_expired_whitelist_is_signed_again_and_the_revision_stays() {
     let elsewhere = dir.path().join("no-keys");
     assert!(gah_publish::resign(&repo, NAME, &elsewhere).is_err());
     assert!(!elsewhere.exists() || fs::read_dir(&elsewhere).unwrap().next().is_none());
+    // Another repository's keys: refused, the whitelist untouched.
+    let other = dir.path().join("other-keys");
+    gah_publish::keys::load_or_generate(&other, NAME).unwrap();
+    let whitelist = fs::read(repo.join(".cvmfswhitelist")).unwrap();
+    let e = gah_publish::resign(&repo, NAME, &other).unwrap_err().to_string();
+    assert!(e.contains("wrong keys folder"), "{e}");
+    assert_eq!(fs::read(repo.join(".cvmfswhitelist")).unwrap(), whitelist);
 }

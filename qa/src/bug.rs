@@ -307,7 +307,7 @@ mod tests {
         db.save_localisation(row(&failing).seq, LocalisationProgress::Done(&Conclusion::Localised { cause, evidence })).unwrap();
         // `other` has a localisation of its own, still running: it does not hide the cause found.
         let own = Evidence { failing: run(&other, Status::BuildFailed), known: 1, runs: Vec::new() };
-        db.save_localisation(row(&other).seq, LocalisationProgress::Running { evidence: &own, next: &other.cell() }).unwrap();
+        db.save_localisation(row(&other).seq, LocalisationProgress::Running { evidence: &own, next: &other.cell(), tries: 0 }).unwrap();
 
         for (job, by_cause) in [(&failing, false), (&other, true)] {
             let r = row(job);

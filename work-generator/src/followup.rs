@@ -5,11 +5,14 @@
 //! assimilator (`gah_assimilator::localise`) starts one after a real failure, records each
 //! follow-up's result and stores the next follow-up or the conclusion. [`step`] only reads:
 //! each running localisation's pending follow-up is queued once ([`Queue::add_followup`],
-//! keyed by the job and the failing row, first in [`Queue::next_unsubmitted`]). Data on the
+//! keyed by the job, the failing row and the attempt (a lost workunit is asked for again),
+//! first in [`Queue::next_unsubmitted`]). Data on the
 //! server thus flows one way: validator → assimilator → results database → work generator.
 //!
 //! Known limits: a follow-up's configuration joins the queue as a cell of its own and stays
-//! in the rotation afterwards (so it is counted in `Queue::progress`'s planned cells too).
+//! in the rotation afterwards (so it is counted in `Queue::progress`'s planned cells too);
+//! a pending follow-up is not checked again against a newer md5-cache (the assimilator chose
+//! it over the same `gah/repo` folder, which `gah deploy` replaces whole).
 
 use gah_core::db::{Database, DbError, Filter, LocalisationState, Page};
 use gah_core::job::Job;
@@ -43,15 +46,9 @@ pub fn step(queue: &Queue, results: &Database, cfg: &LocaliseConfig<'_>) -> Resu
     let mut queued = 0;
     for l in results.localisations(&Filter::default(), Some(LocalisationState::Running), Page::ALL)? {
         let Some(next) = l.next else { continue };
-        let md5 = cfg
-            .repos
-            .iter()
-            .filter(|r| r.name == next.repo)
-            .flat_map(|r| r.ebuilds.iter())
-            .find(|e| e.cpv == next.cpv)
-            .map_or("", |e| e.md5.as_str());
+        let md5 = gah_ebuild::repo::find_ebuild(cfg.repos, &next.repo, &next.cpv).map_or("", |e| e.md5.as_str());
         let job = Job::new(&next.repo, &next.cpv, next.use_flags, next.compiler, cfg.timeout_secs);
-        if queue.add_followup(&job, l.failing_seq, md5)? {
+        if queue.add_followup(&job, l.failing_seq, l.next_tries, md5)? {
             queued += 1;
         }
     }

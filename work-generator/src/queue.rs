@@ -195,13 +195,28 @@ const MIGRATIONS: &[Migration] = &[
     // Failures that wait for a running localisation of the same ebuild and status (its cause
     // most likely explains them too) before theirs starts.
     Migration { name: "0005_deferred_localisations", sql: "CREATE TABLE deferred_localisations (failing_seq INTEGER PRIMARY KEY)" },
-    // The waiting failures moved to the results database with the rest of the localisation
-    // (its writer, the assimilator, keeps them); `followups.done` is no longer set.
-    Migration { name: "0006_localisation_in_results", sql: "DROP TABLE deferred_localisations" },
+    // The localisation moved to the results database (its writer, the assimilator, keeps the
+    // waiting failures); a follow-up is queued once per attempt (`attempt`: the workunits of
+    // it lost so far, `localisations.next_tries`), so a lost one is submitted again.
+    Migration {
+        name: "0006_localisation_in_results",
+        sql: "DROP TABLE deferred_localisations;
+    CREATE TABLE followups_by_attempt (
+        job_id      TEXT NOT NULL,
+        failing_seq INTEGER NOT NULL,
+        attempt     INTEGER NOT NULL,
+        queued_at   INTEGER NOT NULL,
+        submitted   INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (job_id, failing_seq, attempt)
+    );
+    INSERT INTO followups_by_attempt SELECT job_id, failing_seq, 0, queued_at, submitted FROM followups;
+    DROP TABLE followups;
+    ALTER TABLE followups_by_attempt RENAME TO followups;",
+    },
 ];
 
 /// `1` for a cell with a follow-up waiting to be submitted (for `cells`' SQL).
-const PENDING_FOLLOWUP: &str = "EXISTS (SELECT 1 FROM followups f WHERE f.job_id = cells.job_id AND f.submitted = 0 AND f.done = 0)";
+const PENDING_FOLLOWUP: &str = "EXISTS (SELECT 1 FROM followups f WHERE f.job_id = cells.job_id AND f.submitted = 0)";
 
 fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)).unwrap_or(0)
@@ -384,18 +399,17 @@ impl Queue {
             if let Err(source) = std::fs::write(&path, format!("{}\n", wu.name)) {
                 return Err(QueueError::Mark { path, source });
             }
-            self.db
-                .execute("UPDATE followups SET submitted = 1 WHERE job_id = ?1 AND done = 0", [&wu.job.job_id])
-                .map_err(db_err(&self.dir))?;
+            self.db.execute("UPDATE followups SET submitted = 1 WHERE job_id = ?1", [&wu.job.job_id]).map_err(db_err(&self.dir))?;
         }
         Ok(())
     }
 
     /// Queues `job` as a follow-up of the localisation of the failing row `failing_seq`: its
     /// job file (if new), its cell (if new; `md5` is its ebuild's `_md5_`), and the follow-up,
-    /// which goes ahead of the rotation until submitted. Once per job and localisation: true
-    /// when it was queued now, false when it already was.
-    pub fn add_followup(&self, job: &Job, failing_seq: i64, md5: &str) -> Result<bool, QueueError> {
+    /// which goes ahead of the rotation until submitted. Once per job, localisation and
+    /// `attempt` (the follow-up's workunits lost so far): true when it was queued now, false
+    /// when it already was.
+    pub fn add_followup(&self, job: &Job, failing_seq: i64, attempt: u32, md5: &str) -> Result<bool, QueueError> {
         let path = self.job_path(&job.job_id);
         if !path.exists() {
             gah_util::atomic::write(&path, &job.to_json()).map_err(|source| QueueError::WriteJob { job_id: job.job_id.clone(), source })?;
@@ -409,8 +423,9 @@ impl Queue {
         .map_err(db_err(&self.dir))?;
         let queued = tx
             .execute(
-                "INSERT INTO followups (job_id, failing_seq, queued_at) VALUES (?1, ?2, ?3) ON CONFLICT (job_id, failing_seq) DO NOTHING",
-                params![job.job_id, failing_seq, now()],
+                "INSERT INTO followups (job_id, failing_seq, attempt, queued_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (job_id, failing_seq, attempt) DO NOTHING",
+                params![job.job_id, failing_seq, attempt, now()],
             )
             .map_err(db_err(&self.dir))?;
         tx.commit().map_err(db_err(&self.dir))?;

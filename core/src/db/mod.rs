@@ -199,10 +199,11 @@ const MIGRATIONS: &[Migration] = &[
                OR (excluded.snapshot = cell_latest.snapshot AND excluded.seq > cell_latest.seq);
     END;
     CREATE INDEX cell_latest_status ON cell_latest (status, cpv, use_flags, compiler, repo);",
-    }, // Issue 13's localisations are moved on by the results database's writer (the
-    // assimilator, `gah_localise::stored`) and read by the work generator, which submits
+    },
+    // Issue 13's localisations are moved on by the results database's writer (the
+    // assimilator, `gah_assimilator::localise`) and read by the work generator, which submits
     // each running one's pending follow-up (`next_*`: its cell; `next_job_id` matches the
-    // result that answers it). `localisations_waiting`: failures that wait for a running
+    // result that answers it; `next_tries`: its workunits lost so far, each submitted anew). `localisations_waiting`: failures that wait for a running
     // localisation of the same ebuild and status. `localisation_marks`: how far the step has
     // read `outcomes` and `infra_failures`; an existing database starts after its last rows,
     // so an upgrade does not localise every old failure at once.
@@ -211,6 +212,7 @@ const MIGRATIONS: &[Migration] = &[
         sql: "ALTER TABLE localisations ADD COLUMN next_use_flags TEXT;
     ALTER TABLE localisations ADD COLUMN next_compiler TEXT;
     ALTER TABLE localisations ADD COLUMN next_job_id TEXT;
+    ALTER TABLE localisations ADD COLUMN next_tries INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX localisations_next ON localisations (next_job_id) WHERE next_job_id IS NOT NULL;
     CREATE TABLE localisations_waiting (failing_seq INTEGER PRIMARY KEY REFERENCES outcomes (seq));
     CREATE TABLE localisation_marks (source TEXT PRIMARY KEY, last_id INTEGER NOT NULL);
@@ -271,6 +273,15 @@ pub enum DbError {
         /// The OS error.
         source: std::io::Error,
     },
+}
+
+impl DbError {
+    /// True when SQLite gave up waiting for another writer (busy or locked past the busy
+    /// timeout): a failure that passes.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, DbError::Sqlite { source: rusqlite::Error::SqliteFailure(e, _), .. }
+            if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
+    }
 }
 
 /// One outcome to record: what [`Database::record`] and [`Database::record_outcomes`] take.
@@ -334,6 +345,8 @@ pub enum LocalisationProgress<'a> {
         evidence: &'a crate::localisation::Evidence,
         /// The follow-up whose result moves it on.
         next: &'a crate::job::Cell,
+        /// Its workunits lost so far (each lost one is submitted again).
+        tries: u32,
     },
     /// Finished.
     Done(&'a crate::localisation::Conclusion),
@@ -649,6 +662,18 @@ impl Database {
         tx.commit().map_err(sql)
     }
 
+    /// Moves the localisation step's marks past every row stored so far: with localisation
+    /// off, nothing is left for it to catch up on when it is turned on.
+    pub fn skip_localisation(&mut self) -> Result<(), DbError> {
+        self.conn
+            .execute_batch(
+                "UPDATE localisation_marks SET last_id = MAX(last_id, (SELECT COALESCE(MAX(seq), 0) FROM outcomes)) WHERE source = 'outcomes';
+                 UPDATE localisation_marks SET last_id = MAX(last_id, (SELECT COALESCE(MAX(rowid), 0) FROM infra_failures))
+                 WHERE source = 'infra_failures';",
+            )
+            .map_err(|e| self.sql_err(e))
+    }
+
     /// How far the localisation step has read `source` (the last row id it handled).
     pub fn localisation_mark(&self, source: EventSource) -> Result<i64, DbError> {
         use rusqlite::OptionalExtension;
@@ -691,7 +716,7 @@ impl Database {
 fn save_localisation(tx: &rusqlite::Transaction<'_>, failing_seq: i64, progress: LocalisationProgress<'_>) -> rusqlite::Result<usize> {
     use crate::localisation::Conclusion;
     let (state, kind, cause, conclusion, evidence, next) = match progress {
-        LocalisationProgress::Running { evidence, next } => ("running", None, None, None, evidence, Some(next)),
+        LocalisationProgress::Running { evidence, next, tries } => ("running", None, None, None, evidence, Some((next, tries))),
         LocalisationProgress::Done(c) => {
             let kind = match c {
                 Conclusion::Localised { .. } => "localised",
@@ -705,22 +730,35 @@ fn save_localisation(tx: &rusqlite::Transaction<'_>, failing_seq: i64, progress:
     let cause_text = cause.map(ToString::to_string);
     let evidence_json = serde_json::to_string(evidence).expect("evidence serialises");
     let followups = i64::try_from(evidence.runs.len()).unwrap_or(i64::MAX);
-    let (next_use, next_compiler, next_job) = match next {
-        Some(c) => (Some(c.use_flags.to_package_use()), Some(c.compiler.as_str()), Some(c.job_id())),
-        None => (None, None, None),
+    let (next_use, next_compiler, next_job, tries) = match next {
+        Some((c, tries)) => (Some(c.use_flags.to_package_use()), Some(c.compiler.as_str()), Some(c.job_id()), tries),
+        None => (None, None, None, 0),
     };
     tx.execute(
         "INSERT INTO localisations (failing_seq, repo, cpv, use_flags, compiler, snapshot, status, state, kind,
-            cause_json, cause_text, conclusion_json, evidence_json, followups, next_use_flags, next_compiler, next_job_id)
-         SELECT seq, repo, cpv, use_flags, compiler, snapshot, status, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11
+            cause_json, cause_text, conclusion_json, evidence_json, followups, next_use_flags, next_compiler, next_job_id, next_tries)
+         SELECT seq, repo, cpv, use_flags, compiler, snapshot, status, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12
          FROM outcomes WHERE seq = ?1
          ON CONFLICT (failing_seq) DO UPDATE SET state = excluded.state, kind = excluded.kind,
             cause_json = excluded.cause_json, cause_text = excluded.cause_text,
             conclusion_json = excluded.conclusion_json, evidence_json = excluded.evidence_json,
             followups = excluded.followups, next_use_flags = excluded.next_use_flags,
-            next_compiler = excluded.next_compiler, next_job_id = excluded.next_job_id,
+            next_compiler = excluded.next_compiler, next_job_id = excluded.next_job_id, next_tries = excluded.next_tries,
             updated_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now')",
-        params![failing_seq, state, kind, cause_json, cause_text, conclusion, evidence_json, followups, next_use, next_compiler, next_job],
+        params![
+            failing_seq,
+            state,
+            kind,
+            cause_json,
+            cause_text,
+            conclusion,
+            evidence_json,
+            followups,
+            next_use,
+            next_compiler,
+            next_job,
+            tries
+        ],
     )
 }
 

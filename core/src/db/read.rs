@@ -145,6 +145,8 @@ pub struct StoredLocalisation {
     pub evidence: Evidence,
     /// While running: the follow-up it waits for (a cell of the failing row's ebuild).
     pub next: Option<Cell>,
+    /// The follow-up's workunits lost so far.
+    pub next_tries: u32,
     /// When it started and when it last moved (UTC).
     pub started_at: String,
     /// When it last moved (UTC).
@@ -176,6 +178,12 @@ pub struct Filter {
 }
 
 impl Filter {
+    /// The ebuild (repository, cpv) of the failing row `row`, with its status, whatever the
+    /// configuration: the failures one localisation may explain.
+    pub fn same_failure(row: &StoredOutcome) -> Filter {
+        Filter { repo: Some(row.cell.repo.clone()), cpv: Some(row.cell.cpv.clone()), statuses: vec![row.status], ..Filter::default() }
+    }
+
     /// Only the cell `cell`.
     pub fn cell(cell: &Cell) -> Filter {
         Filter {
@@ -607,6 +615,7 @@ fn stored_localisation(r: &Row<'_>) -> rusqlite::Result<StoredLocalisation> {
             }),
             _ => None,
         },
+        next_tries: r.get("next_tries")?,
         started_at: r.get("started_at")?,
         updated_at: r.get("updated_at")?,
     })
@@ -1046,13 +1055,8 @@ impl Database {
     /// without a localisation of its own (the assimilator does not start one then; a bug
     /// report cites it).
     pub fn localisation_explaining(&self, failing: &StoredOutcome) -> Result<Option<StoredLocalisation>, DbError> {
-        let same = Filter {
-            repo: Some(failing.cell.repo.clone()),
-            cpv: Some(failing.cell.cpv.clone()),
-            statuses: vec![failing.status],
-            ..Filter::default()
-        };
-        let done = self.localisations(&same, Some(LocalisationState::Done), Page { order: Order::Newest, ..Page::ALL })?;
+        let done =
+            self.localisations(&Filter::same_failure(failing), Some(LocalisationState::Done), Page { order: Order::Newest, ..Page::ALL })?;
         Ok(done.into_iter().find(|l| {
             l.conclusion.as_ref().and_then(Conclusion::cause).is_some_and(|c| c.matches(&failing.cell.use_flags, failing.cell.compiler))
         }))
@@ -1403,7 +1407,7 @@ mod tests {
         };
         let mut evidence = Evidence { failing: run(Status::BuildFailed), known: 3, runs: vec![run(Status::BuildFailed)] };
         let next = Cell { use_flags: flags("-ssl"), ..failing.cell.clone() };
-        db.save_localisation(failing.seq, LocalisationProgress::Running { evidence: &evidence, next: &next }).unwrap();
+        db.save_localisation(failing.seq, LocalisationProgress::Running { evidence: &evidence, next: &next, tries: 0 }).unwrap();
         let stored = db.localisation(failing.seq).unwrap().unwrap();
         assert_eq!((stored.state, stored.conclusion.as_ref(), stored.status), (LocalisationState::Running, None, Status::BuildFailed));
         assert_eq!(stored.next.as_ref(), Some(&next));
@@ -1426,6 +1430,6 @@ mod tests {
         let other = Cell { compiler: Compiler::Gcc, ..failing.cell.clone() };
         assert!(db.cell_localisation(&other).unwrap().is_none());
         // A row that does not exist has no localisation to store.
-        assert!(db.save_localisation(987_654, LocalisationProgress::Running { evidence: &evidence, next: &next }).is_err());
+        assert!(db.save_localisation(987_654, LocalisationProgress::Running { evidence: &evidence, next: &next, tries: 0 }).is_err());
     }
 }

@@ -338,22 +338,12 @@ async fn overview_json(State(app): State<Shared>) -> Response {
     cached_json(&current(&app).overview_json)
 }
 
-/// True for a name PMS allows for a category, package or version (and nothing that could
-/// step out of a folder or carry a control character).
-fn is_plain_name(s: &str) -> bool {
-    !s.is_empty() && !s.starts_with('.') && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"+_.-".contains(&b))
-}
-
 /// The IUSE defaults of `cpv` from the first repository whose md5-cache has it.
 fn iuse_defaults(repos: &[PathBuf], cpv: &str) -> Option<BTreeMap<String, bool>> {
     // The cpv comes from an upload: it becomes a path only when it is one plain
     // `category/package-version`.
-    let (category, pf) = cpv.split_once('/')?;
-    if !is_plain_name(category) || !is_plain_name(pf) {
-        return None;
-    }
     repos.iter().find_map(|repo| {
-        let path = repo.join("metadata/md5-cache").join(category).join(pf);
+        let path = gah_ebuild::md5cache::entry_path(repo, cpv)?;
         let mut diags = Vec::new();
         let ebuild = gah_ebuild::md5cache::read_entry(&path, cpv, &mut diags)?;
         Some(ebuild.iuse.iter().map(|f| (f.name.clone(), f.default_on())).collect())
@@ -539,7 +529,7 @@ async fn tree_feed_page(State(app): State<Shared>) -> Response {
 }
 
 async fn package_feed(State(app): State<Shared>, UrlPath((category, name)): UrlPath<(String, String)>) -> Response {
-    if !is_plain_name(&category) || !is_plain_name(&name) {
+    if !gah_ebuild::md5cache::is_plain_name(&category) || !gah_ebuild::md5cache::is_plain_name(&name) {
         return not_found().await;
     }
     let c = current(&app);
