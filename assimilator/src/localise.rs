@@ -429,23 +429,27 @@ mod tests {
         vec![Repository { name: "gah".into(), path: "/nonexistent".into(), ebuilds: vec![ebuild] }]
     }
 
+    /// [`catch_up`] over [`repos`], as the assimilator takes it.
+    fn step(db: &mut Database) -> Result<Stepped, StepError> {
+        let repos = repos();
+        let profile = Profile::none();
+        let ebuilds = LoadedRepos { repos: &repos, profile: &profile };
+        catch_up(db, &Config { ebuilds: &ebuilds, compilers: &Compiler::ALL, settings: Settings::default() })
+    }
+
     fn job(flags: &str, compiler: Compiler) -> Job {
         Job::new("gah", "app-misc/fixture-1", gah_core::job::UseAssignment::from_package_use(flags).unwrap(), compiler, 60)
     }
 
     #[test]
     fn a_step_handles_each_row_once_and_an_infra_failure_tells_nothing() {
-        let repos = repos();
-        let profile = Profile::none();
-        let ebuilds = LoadedRepos { repos: &repos, profile: &profile };
-        let cfg = Config { ebuilds: &ebuilds, compilers: &Compiler::ALL, settings: Settings::default() };
         let mut db = Database::temp().unwrap();
         let failing = job("-alpha beta -gamma", Compiler::Gcc);
         db.record_outcome(&failing.job_id, &Outcome::for_job(&failing, Status::BuildFailed), b"log").unwrap();
-        let s = catch_up(&mut db, &cfg).unwrap();
+        let s = step(&mut db).unwrap();
         assert_eq!((s.started, s.recorded), (1, 0));
         // Nothing new: nothing done, whatever the number of calls.
-        assert_eq!(catch_up(&mut db, &cfg).unwrap(), Stepped::default());
+        assert_eq!(step(&mut db).unwrap(), Stepped::default());
         let l = db.localisations(&Filter::default(), None, Page::ALL).unwrap().remove(0);
         assert_eq!(l.next.as_ref(), Some(&failing.cell()), "the first follow-up is the rerun");
 
@@ -455,20 +459,20 @@ mod tests {
         for tries in 1..MAX_TRIES {
             let lost = gah_core::job::wu_name(&failing.job_id, u64::from(tries));
             db.record_infra_failure(&lost, 0x40, 7, 0).unwrap();
-            let s = catch_up(&mut db, &cfg).unwrap();
+            let s = step(&mut db).unwrap();
             assert_eq!((s.retried, s.recorded), (1, 0), "{s:?}");
             let l = db.localisation(l.failing_seq).unwrap().unwrap();
             assert_eq!((l.next_tries, l.evidence.runs.len(), l.next.as_ref()), (tries, 0, Some(&failing.cell())));
         }
         db.record_infra_failure(&gah_core::job::wu_name(&failing.job_id, 9), 0x40, 7, 0).unwrap();
-        let s = catch_up(&mut db, &cfg).unwrap();
+        let s = step(&mut db).unwrap();
         assert_eq!(s.recorded, 1, "{s:?}");
         let l = db.localisation(l.failing_seq).unwrap().unwrap();
         assert_eq!(l.evidence.runs.iter().map(|r| r.status).collect::<Vec<_>>(), [Status::InfraError]);
         // A rerun that never came back: the failure could not be reproduced, said as such.
         assert_eq!(l.state, LocalisationState::Done);
         assert!(matches!(l.conclusion, Some(Conclusion::Inconclusive { .. })), "{:?}", l.conclusion);
-        assert_eq!(catch_up(&mut db, &cfg).unwrap(), Stepped::default());
+        assert_eq!(step(&mut db).unwrap(), Stepped::default());
     }
 
     #[test]
@@ -483,16 +487,10 @@ mod tests {
         let threads: Vec<_> = (0..2)
             .map(|_| {
                 let path = path.clone();
-                std::thread::spawn(move || {
-                    let repos = repos();
-                    let profile = Profile::none();
-                    let ebuilds = LoadedRepos { repos: &repos, profile: &profile };
-                    let cfg = Config { ebuilds: &ebuilds, compilers: &Compiler::ALL, settings: Settings::default() };
-                    catch_up(&mut Database::open(&path).unwrap(), &cfg).unwrap()
-                })
+                std::thread::spawn(move || step(&mut Database::open(&path).unwrap()))
             })
             .collect();
-        let steps: Vec<Stepped> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        let steps: Vec<Stepped> = threads.into_iter().map(|t| t.join().unwrap().unwrap()).collect();
         assert_eq!(steps.iter().map(|s| s.started).sum::<usize>(), 1, "{steps:?}");
         assert_eq!(steps.iter().map(|s| s.waiting).sum::<usize>(), 2, "{steps:?}");
         assert_eq!(db.localisations(&Filter::default(), None, Page::ALL).unwrap().len(), 1);
@@ -524,19 +522,15 @@ mod tests {
 
     #[test]
     fn a_failure_of_another_status_on_an_awaited_cell_is_a_failure_of_its_own() {
-        let repos = repos();
-        let profile = Profile::none();
-        let ebuilds = LoadedRepos { repos: &repos, profile: &profile };
-        let cfg = Config { ebuilds: &ebuilds, compilers: &Compiler::ALL, settings: Settings::default() };
         let mut db = Database::temp().unwrap();
         let failing = job("-alpha beta -gamma", Compiler::Gcc);
         db.record_outcome(&failing.job_id, &Outcome::for_job(&failing, Status::TestFailed), b"log").unwrap();
-        catch_up(&mut db, &cfg).unwrap();
+        step(&mut db).unwrap();
         // The rerun (the awaited cell) now fails to build: evidence for the test failure's
         // localisation, and a build failure of its own.
         let rerun = gah_core::job::wu_name(&failing.job_id, 1);
         db.record_outcome(&rerun, &Outcome::for_job(&failing, Status::BuildFailed), b"log").unwrap();
-        let s = catch_up(&mut db, &cfg).unwrap();
+        let s = step(&mut db).unwrap();
         assert_eq!((s.recorded, s.started), (1, 1), "{s:?}");
     }
 
