@@ -54,14 +54,18 @@ pub struct Settings {
     pub localise: Option<(PathBuf, Option<PathBuf>)>,
 }
 
+/// The project's localisation settings (`localise_repo`, `localise_profile`).
+pub fn localise_of(r: &gah_core::project::Resolved) -> Option<(PathBuf, Option<PathBuf>)> {
+    r.localise_repo.clone().map(|repo| (repo, r.localise_profile.clone()))
+}
+
 impl Settings {
     /// The results database and snapshot from `over`, the project file, then the
     /// environment ([`gah_core::project::resolve_here`]); an error naming every place when
     /// no results database is configured.
     pub fn resolve(over: &Overrides) -> Result<Settings, ProjectError> {
         let r = gah_core::project::resolve_here(over)?;
-        let localise = r.localise_repo.clone().map(|repo| (repo, r.localise_profile.clone()));
-        Ok(Settings { db: r.require_results_db()?.to_owned(), snapshot: r.snapshot, localise })
+        Ok(Settings { db: r.require_results_db()?.to_owned(), snapshot: r.snapshot.clone(), localise: localise_of(&r) })
     }
 
     fn open(&self) -> Result<(Database, gah_core::db::SnapshotId), DbError> {

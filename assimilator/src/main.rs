@@ -110,8 +110,7 @@ fn run(cli: Cli) -> anyhow::Result<String> {
         };
         Ok((db, snapshot))
     };
-    let localise = project.localise_repo.clone().map(|repo| (repo, project.localise_profile.clone()));
-    let settings = Settings { db: db_path.clone(), snapshot: label.clone(), localise };
+    let settings = Settings { db: db_path.clone(), snapshot: label.clone(), localise: boinc::localise_of(&project) };
     // Failure localisation (gah.conf's `localise_repo`) after whatever was stored.
     let then_localise = |line: String| -> anyhow::Result<String> {
         Ok(match boinc::localise(&settings)? {

@@ -11,7 +11,8 @@
 //!   its writer is dead), a hit refreshes the file's mtime, and when the cache grows past
 //!   its quota the least recently used objects go (under an exclusive `flock` of `lock`, so
 //!   two tasks do not evict at once); an object that vanished under a reader is downloaded
-//!   again;
+//!   again. Each task looks at the whole cache when it opens it and after adding an eighth
+//!   of the quota, so N tasks at once may overshoot by N eighths between looks;
 //! - **offline from the cache**: the manifest and whitelist last verified are kept under
 //!   `top/` (written only once the reader verified them, never what a server merely sent),
 //!   and read from there when the server cannot be reached, so a job whose objects are
@@ -32,7 +33,7 @@ use std::time::{Duration, SystemTime};
 
 use sha1::{Digest, Sha1};
 
-use crate::objects::{object_path, Hash, Suffix};
+use crate::objects::{object_path, object_rel, Hash, Suffix};
 use crate::VerifyError;
 
 /// The most bytes one download may bring (a compressed object; metadata objects are bounded
@@ -95,8 +96,9 @@ impl Cache {
     }
 
     fn object_path(&self, hash: &Hash, suffix: Suffix) -> PathBuf {
-        let hex = hex::encode(hash);
-        self.dir.join("objects").join(&hex[..2]).join(format!("{}{}", &hex[2..], suffix.letter()))
+        // The repository's own layout, under `objects/` instead of `data/`.
+        let rel = object_rel(hash, suffix);
+        self.dir.join("objects").join(rel.strip_prefix("data/").unwrap_or(&rel))
     }
 
     /// The cached object, if there and whole (its bytes hash to its name); its mtime is
@@ -270,14 +272,12 @@ impl Source for Http {
         if let Some(bytes) = self.cache.get(hash, suffix) {
             return Ok(bytes);
         }
-        let hex = hex::encode(hash);
-        let bytes = self.get(&format!("data/{}/{}{}", &hex[..2], &hex[2..], suffix.letter()), MAX_DOWNLOAD)?;
+        let rel = object_rel(hash, suffix);
+        let bytes = self.get(&rel, MAX_DOWNLOAD)?;
+        // Checked here too (the reader checks again): a bad object never enters the cache.
         let actual: Hash = Sha1::digest(&bytes).into();
         if &actual != hash {
-            return Err(VerifyError::ObjectHash {
-                object: format!("{}/data/{}/{}", self.base, &hex[..2], &hex[2..]),
-                actual: hex::encode(actual),
-            });
+            return Err(VerifyError::ObjectHash { object: format!("{}/{rel}", self.base), actual: hex::encode(actual) });
         }
         self.cache.put(hash, suffix, &bytes)?;
         Ok(bytes)

@@ -43,8 +43,14 @@ impl Suffix {
 
 /// `data/XX/<rest><suffix>` below the repository folder.
 pub fn object_path(repo: &Path, hash: &Hash, suffix: Suffix) -> PathBuf {
+    repo.join(object_rel(hash, suffix))
+}
+
+/// `data/XX/<rest><suffix>`: an object's place relative to the repository (its folder, its
+/// URL, a cache).
+pub fn object_rel(hash: &Hash, suffix: Suffix) -> String {
     let hex = hex::encode(hash);
-    repo.join("data").join(&hex[..2]).join(format!("{}{}", &hex[2..], suffix.letter()))
+    format!("data/{}/{}{}", &hex[..2], &hex[2..], suffix.letter())
 }
 
 /// Writes objects into one repository folder and counts what it really wrote.
@@ -158,8 +164,7 @@ pub fn read_object(repo: &Path, hash: &Hash, suffix: Suffix, limit: u64) -> Resu
 
 /// [`read_object`] from any [`Source`](crate::fetch::Source): the same checks.
 pub fn fetch_object(source: &dyn crate::fetch::Source, hash: &Hash, suffix: Suffix, limit: u64) -> Result<Vec<u8>, crate::VerifyError> {
-    let hex = hex::encode(hash);
-    let name = format!("{} data/{}/{}{}", source.describe(), &hex[..2], &hex[2..], suffix.letter());
+    let name = format!("{} {}", source.describe(), object_rel(hash, suffix));
     let compressed = source.object(hash, suffix)?;
     let actual: Hash = Sha1::digest(&compressed).into();
     if &actual != hash {
