@@ -42,6 +42,19 @@ impl DataRef {
         if let Some(p) = bad {
             return Err(crate::Error::Invalid { what: "data.json", why: format!("{p:?} is not a path in the repository") });
         }
+        // The name picks the app version's key file (`<name>.pub`), so it is a repository
+        // name and nothing that could name a path.
+        let fqrn =
+            r.name.contains('.') && !r.name.starts_with('.') && r.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !fqrn {
+            return Err(crate::Error::Invalid {
+                what: "data.json",
+                why: format!("name {:?} is not a repository name like gentoo.gah", r.name),
+            });
+        }
+        if !(r.url.starts_with("http://") || r.url.starts_with("https://")) {
+            return Err(crate::Error::Invalid { what: "data.json", why: format!("url {:?} is not http(s)", r.url) });
+        }
         if r.root_catalog.len() != 40 || !r.root_catalog.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(crate::Error::Invalid { what: "data.json", why: "root_catalog is not a hex SHA-1".to_owned() });
         }
@@ -85,6 +98,12 @@ mod tests {
         let r = DataRef { root_catalog: "xyz".into(), ..example() };
         assert!(DataRef::from_json(&r.to_json()).is_err());
         let r = DataRef { format: 2, ..example() };
+        assert!(DataRef::from_json(&r.to_json()).is_err());
+        for bad in ["../../etc/key", "gah", ".gah", "a/b.c", ""] {
+            let r = DataRef { name: bad.into(), ..example() };
+            assert!(DataRef::from_json(&r.to_json()).is_err(), "{bad}");
+        }
+        let r = DataRef { url: "file:///etc".into(), ..example() };
         assert!(DataRef::from_json(&r.to_json()).is_err());
     }
 }
