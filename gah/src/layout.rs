@@ -18,6 +18,10 @@ pub struct Layout {
     pub binpkgs: PathBuf,
     /// One folder per job run.
     pub runs: PathBuf,
+    /// The local CernVM-FS data plane (`gah run` publishes the overlay and the distfiles
+    /// there and reads each job's inputs back through it): `srv/` served, `keys/`, the
+    /// host's `client-cache/`.
+    pub cvmfs: PathBuf,
     /// The results database.
     pub db: PathBuf,
 }
@@ -35,6 +39,7 @@ impl Layout {
             image: cache.join("images/test"),
             binpkgs: cache.join("binpkgs"),
             runs: cache.join("runs"),
+            cvmfs: cache.join("cvmfs"),
             db,
         }
     }

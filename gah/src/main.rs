@@ -6,6 +6,7 @@
 mod deploy;
 mod layout;
 mod localise;
+mod plane;
 mod results;
 mod run;
 mod serve;

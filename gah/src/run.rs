@@ -21,6 +21,7 @@ use gah_core::progress::AppReport;
 use gah_util::pkgdir::Merged;
 
 use crate::layout::Layout;
+use crate::plane::LocalPlane;
 
 /// Options of `gah run`.
 #[derive(Debug, Clone)]
@@ -66,7 +67,7 @@ pub struct Row {
 /// Runs the pipeline and prints the table.
 pub fn run(layout: &Layout, config: &RunConfig) -> anyhow::Result<()> {
     layout.check_ready()?;
-    let mut jobs = plan_jobs(layout, config.t, config.timeout_secs)?;
+    let (mut jobs, repos) = plan_jobs(layout, config.t, config.timeout_secs)?;
     if !config.cross_compilers {
         jobs = alternate_compilers(jobs);
     }
@@ -100,9 +101,11 @@ pub fn run(layout: &Layout, config: &RunConfig) -> anyhow::Result<()> {
     let snapshot = db.snapshot(&gah_assimilator::md5_cache_snapshot(&layout.overlay)?)?;
     fs::create_dir_all(&layout.binpkgs)?;
     let app = sibling_program("gah-app")?;
+    // Every job reads its inputs as a volunteer's does: through the data plane.
+    let plane = LocalPlane::start(layout, repos, gah_ebuild::Profile::amd64_linux())?;
     let mut rows = Vec::new();
     let total = jobs.len();
-    let ctx = JobRunner { app: &app, layout, config, snapshot };
+    let ctx = JobRunner { app: &app, layout, config, snapshot, plane: &plane };
     for (i, job) in jobs.into_iter().enumerate() {
         let prefix = format!("[{:>2}/{total}]", i + 1);
         // A sweep's workunit is named after its job (a follow-up's gets a number).
@@ -130,6 +133,8 @@ pub struct JobRunner<'a> {
     pub config: &'a RunConfig,
     /// The tree snapshot outcomes are filed under.
     pub snapshot: gah_core::db::SnapshotId,
+    /// Where jobs read their inputs.
+    pub plane: &'a LocalPlane,
 }
 
 impl JobRunner<'_> {
@@ -144,11 +149,14 @@ impl JobRunner<'_> {
         fs::create_dir_all(&dir)?;
         let job_file = dir.join("job.json");
         fs::write(&job_file, job.to_json())?;
+        let data_file = dir.join("data.json");
+        fs::write(&data_file, self.plane.data_ref(&job).to_json())?;
+        let inputs = self.plane.app_args(&data_file);
         let (mut archives, mut binpkgs) = (Vec::new(), Vec::new());
         for replica in 1..=config.replicas {
             let label =
                 format!("{prefix} {} {} ({}) replica {replica}/{}", job.cpv, job.compiler, job.use_flags.summary(), config.replicas);
-            let (archive, built) = run_replica(self.app, layout, config, &dir, &job_file, replica, &label)?;
+            let (archive, built) = run_replica(self.app, layout, config, &dir, &job_file, &inputs, replica, &label)?;
             archives.push(archive);
             binpkgs.push(built);
         }
@@ -167,8 +175,8 @@ impl JobRunner<'_> {
     }
 }
 
-/// The jobs for the embedded overlay, from the work generator.
-fn plan_jobs(layout: &Layout, t: usize, timeout_secs: u64) -> anyhow::Result<Vec<Job>> {
+/// The jobs for the embedded overlay, from the work generator, and the overlay as read.
+fn plan_jobs(layout: &Layout, t: usize, timeout_secs: u64) -> anyhow::Result<(Vec<Job>, Vec<gah_ebuild::Repository>)> {
     let config = gah_workgen::plan::Config {
         compilers: gah_core::job::Compiler::ALL.to_vec(),
         strategy: gah_ebuild::Strategy::Covering { t, seed: 0 },
@@ -183,7 +191,7 @@ fn plan_jobs(layout: &Layout, t: usize, timeout_secs: u64) -> anyhow::Result<Vec
     for d in &diagnostics {
         eprintln!("gah run: {d}");
     }
-    Ok(plan.jobs)
+    Ok((plan.jobs, repos))
 }
 
 /// Keeps, per ebuild, its first configuration (the one closest to the defaults) with every
@@ -216,14 +224,17 @@ pub fn sibling_program(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// Runs one replica; returns its archive and the folder holding the binary packages it
-/// built (the guest's doing: see `settle_binpkgs`).
+/// Runs one replica, its inputs as `inputs` (gah-app's arguments) say; returns its archive
+/// and the folder holding the binary packages it built (the guest's doing: see
+/// `settle_binpkgs`).
+#[allow(clippy::too_many_arguments)]
 fn run_replica(
     app: &Path,
     layout: &Layout,
     config: &RunConfig,
     dir: &Path,
     job_file: &Path,
+    inputs: &[std::ffi::OsString],
     replica: u32,
     label: &str,
 ) -> anyhow::Result<(PathBuf, PathBuf)> {
@@ -238,10 +249,7 @@ fn run_replica(
         .arg(job_file)
         .arg("--output")
         .arg(&archive)
-        .arg("--repo")
-        .arg(&layout.overlay)
-        .arg("--distfiles")
-        .arg(&layout.distfiles)
+        .args(inputs)
         .arg("--binpkgs")
         .arg(&layout.binpkgs)
         .arg("--keep-binpkgs")

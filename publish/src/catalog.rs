@@ -77,6 +77,42 @@ pub fn read_tree(dir: &Path, store: &mut Store) -> Result<Node, PublishError> {
     Ok(Node::Dir { mode: meta.permissions().mode() & 0o7777, mtime: meta.mtime(), children })
 }
 
+/// The tree of several mounted folders ([`crate::Mount`]): each read with [`read_tree`] and
+/// grafted at its path; a folder made only to hold a mount is 0755 with mtime 0 (so it is
+/// the same in every revision and its catalog can be kept).
+pub fn read_mounts(mounts: &[crate::Mount<'_>], store: &mut Store) -> Result<Node, PublishError> {
+    let mut root: Option<Node> = None;
+    for mount in mounts {
+        let tree = read_tree(mount.from, store)?;
+        let parts: Vec<&str> = mount.at.split('/').filter(|p| !p.is_empty()).collect();
+        let bad = || PublishError::Nested(format!("mount point {:?}: want \"\" or an absolute path like /repos/gah", mount.at));
+        if !(mount.at.is_empty() || mount.at.starts_with('/')) || parts.iter().any(|p| *p == "." || *p == "..") {
+            return Err(bad());
+        }
+        let Some((last, above)) = parts.split_last() else {
+            if root.is_some() {
+                return Err(PublishError::Nested("the root is mounted twice, or after another mount".into()));
+            }
+            root = Some(tree);
+            continue;
+        };
+        let mut dir = root.get_or_insert_with(empty_dir);
+        for part in above {
+            let Node::Dir { children, .. } = dir else { return Err(bad()) };
+            dir = children.entry((*part).to_owned()).or_insert_with(empty_dir);
+        }
+        let Node::Dir { children, .. } = dir else { return Err(bad()) };
+        if children.insert((*last).to_owned(), tree).is_some() {
+            return Err(PublishError::Nested(format!("{} is mounted over something already there", mount.at)));
+        }
+    }
+    Ok(root.unwrap_or_else(empty_dir))
+}
+
+fn empty_dir() -> Node {
+    Node::Dir { mode: 0o755, mtime: 0, children: BTreeMap::new() }
+}
+
 /// MD5 of a path, split into the two signed 64-bit halves the catalog keys on
 /// (`Md5::ToIntPair`: native byte order, little-endian on every machine we run on).
 pub fn md5_pair(path: &str) -> (i64, i64) {

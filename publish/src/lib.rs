@@ -100,11 +100,27 @@ pub struct Published {
     pub master_pub: PathBuf,
 }
 
+/// One folder of the published tree: `from`'s contents appear at `at` (`""` for the root,
+/// else an absolute repository path such as `/repos/gah`; the folders above it are made).
+#[derive(Debug, Clone, Copy)]
+pub struct Mount<'a> {
+    /// Where in the repository.
+    pub at: &'a str,
+    /// The folder on disk.
+    pub from: &'a Path,
+}
+
 /// Publishes `source` as the next revision of the repository `name` in `out`, signing with
 /// the keys in `keys` (made there when absent). Objects first, then the whitelist, then the
 /// manifest, each letter by temp file and rename: a reader sees the old revision or the new
 /// one, never half of one.
 pub fn publish(source: &Path, out: &Path, name: &str, keys: &Path) -> Result<Published, PublishError> {
+    publish_mounts(&[Mount { at: "", from: source }], out, name, keys)
+}
+
+/// [`publish`] of several folders, each at its place in one tree (e.g. an ebuild repository
+/// at `/repos/gah` and the distfiles at `/distfiles`), without copying them together first.
+pub fn publish_mounts(mounts: &[Mount<'_>], out: &Path, name: &str, keys: &Path) -> Result<Published, PublishError> {
     if name.is_empty() || !name.contains('.') || name.contains(['/', '\n', ' ']) {
         return Err(PublishError::Name(name.to_owned()));
     }
@@ -115,7 +131,9 @@ pub fn publish(source: &Path, out: &Path, name: &str, keys: &Path) -> Result<Pub
     if keys_generated {
         tracing::info!(dir = %keys.display(), "no keys for {name}: made a master key, a signing key and its certificate");
     }
-    refuse_nesting(source, out, keys)?;
+    for mount in mounts {
+        refuse_nesting(mount.from, out, keys)?;
+    }
     let mut store = Store::open(out)?;
     gah_util::atomic::remove_orphans(&out.join("data/txn"), Duration::from_secs(3600));
 
@@ -123,7 +141,7 @@ pub fn publish(source: &Path, out: &Path, name: &str, keys: &Path) -> Result<Pub
     let revision = previous.as_ref().map_or(1, |p| p.revision + 1);
     let now = unix_now();
 
-    let tree = catalog::read_tree(source, &mut store)?;
+    let tree = catalog::read_mounts(mounts, &mut store)?;
     let previous_catalogs = match &previous {
         Some(p) => catalog::previous_catalogs(&store, p.root_catalog, p.root_catalog_size)?,
         None => catalog::Previous::default(),

@@ -135,6 +135,17 @@ pub struct MissingFile {
     pub problem: Problem,
 }
 
+/// A distfile a job needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NeededFile {
+    /// The distfile's name.
+    pub file: String,
+    /// The ebuild whose `SRC_URI` names it (the job's own, or a dependency's).
+    pub needed_by: String,
+    /// What is wrong with it; `None`: it is in the mirror as its Manifest says.
+    pub problem: Option<Problem>,
+}
+
 /// A distfile mirror folder with a cache of verdicts (hashing a file once).
 pub struct Mirror {
     dir: PathBuf,
@@ -266,6 +277,24 @@ impl<'r> Index<'r> {
         ebuild: &Ebuild,
         use_flags: &UseAssignment,
     ) -> Vec<MissingFile> {
+        self.needs(mirror, profile, repo, ebuild, use_flags)
+            .into_iter()
+            .filter_map(|n| Some(MissingFile { problem: n.problem?, file: n.file, needed_by: n.needed_by }))
+            .collect()
+    }
+
+    /// [`Index::needs`] of a job, found by its repository name and cpv; `None` when no
+    /// indexed repository has that ebuild.
+    pub fn needs_of_job(&self, mirror: &Mirror, profile: &Profile, job: &gah_core::job::Job) -> Option<Vec<NeededFile>> {
+        let repo = self.repos.iter().position(|r| r.name == job.repo)?;
+        let ebuild = self.repos[repo].ebuilds.iter().find(|e| e.cpv == job.cpv)?;
+        Some(self.needs(mirror, profile, repo, ebuild, &job.use_flags))
+    }
+
+    /// Every distfile a job of `ebuild` with USE `use_flags` needs (its own and its
+    /// dependencies', as the module doc says), each with what is wrong with it, if anything:
+    /// what a job's `data.json` names.
+    pub fn needs(&self, mirror: &Mirror, profile: &Profile, repo: usize, ebuild: &Ebuild, use_flags: &UseAssignment) -> Vec<NeededFile> {
         let mut out = Vec::new();
         let mut seen: HashSet<(usize, &str)> = HashSet::new();
         seen.insert((repo, ebuild.cpv.as_str()));
@@ -280,9 +309,7 @@ impl<'r> Index<'r> {
                     None => Some(Problem::NotInManifest),
                     Some(entry) => mirror.verify(&file, entry),
                 };
-                if let Some(problem) = problem {
-                    out.push(MissingFile { file, needed_by: e.cpv.clone(), problem });
-                }
+                out.push(NeededFile { file, needed_by: e.cpv.clone(), problem });
             }
             for deps in [&e.depend, &e.bdepend, &e.rdepend] {
                 for alts in reduce_depend(deps, &*is_on) {

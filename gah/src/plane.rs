@@ -1,0 +1,199 @@
+//! `gah run`'s CernVM-FS data plane (issue 11, item 5): the embedded overlay (at
+//! `/repos/<name>`) and the distfiles (at `/distfiles`) are published as the next revision of
+//! a local repository in `.cache/cvmfs/srv/`, served on 127.0.0.1 as the project's Apache
+//! serves its own, and each job's `gah-app` gets a `data.json` and reads its inputs through
+//! the same verifying reader and host cache a volunteer's does. No job gets a folder of ours.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use gah_core::data_ref::{DataRef, DATA_REF_FORMAT};
+use gah_core::job::Job;
+use gah_ebuild::{Profile, Repository};
+use gah_publish::Mount;
+use gah_workgen::distfiles::{Index, Mirror};
+
+use crate::layout::Layout;
+
+/// The local repository's name (its key is `keys/<name>.pub`).
+pub const NAME: &str = "gentoo.gah";
+/// Where the distfiles are in it.
+pub const DISTFILES_AT: &str = "/distfiles";
+
+/// Where a published ebuild repository goes: `/repos/<its name>`.
+pub fn repo_path(repo_name: &str) -> String {
+    format!("/repos/{repo_name}")
+}
+
+/// The published revision, its server, and what it takes to say which distfiles a job needs.
+pub struct LocalPlane {
+    url: String,
+    revision: u64,
+    root_catalog: String,
+    master_key: PathBuf,
+    client_cache: PathBuf,
+    repos: Vec<Repository>,
+    mirror: Mirror,
+    profile: Profile,
+    _server: StaticServer,
+}
+
+impl LocalPlane {
+    /// Publishes the overlay and the distfiles (only changed objects are written), and starts
+    /// serving them.
+    pub fn start(layout: &Layout, repos: Vec<Repository>, profile: Profile) -> anyhow::Result<LocalPlane> {
+        let srv = layout.cvmfs.join("srv");
+        let keys = layout.cvmfs.join("keys");
+        let repo_dir = srv.join(NAME);
+        let overlay_name = repos.first().map_or_else(|| "gah".to_owned(), |r| r.name.clone());
+        let overlay_at = repo_path(&overlay_name);
+        let mounts = [Mount { at: &overlay_at, from: &layout.overlay }, Mount { at: DISTFILES_AT, from: &layout.distfiles }];
+        let published = gah_publish::publish_mounts(&mounts, &repo_dir, NAME, &keys)
+            .with_context(|| format!("publishing the overlay and the distfiles into {}", repo_dir.display()))?;
+        let server = StaticServer::start(&srv).context("serving the local CernVM-FS repository")?;
+        let url = format!("http://{}/{NAME}", server.addr);
+        println!(
+            "gah run: published {} and {} as {NAME} revision {} ({} objects new), served at {url}",
+            layout.overlay.display(),
+            layout.distfiles.display(),
+            published.revision,
+            published.objects_written
+        );
+        Ok(LocalPlane {
+            url,
+            revision: published.revision,
+            root_catalog: published.root_catalog_hash,
+            master_key: published.master_pub,
+            client_cache: layout.cvmfs.join("client-cache"),
+            repos,
+            mirror: Mirror::new(&layout.distfiles, &["amd64", "~amd64"]),
+            profile,
+            _server: server,
+        })
+    }
+
+    /// The job's `data.json`: this revision, its repository's folder, and the distfiles it
+    /// needs (its own and its dependencies'). A distfile that is missing or does not match its
+    /// Manifest is left out, with a warning: the build then fails at fetch, naming it.
+    pub fn data_ref(&self, job: &Job) -> DataRef {
+        let needs = Index::new(&self.repos).needs_of_job(&self.mirror, &self.profile, job).unwrap_or_default();
+        let mut distfiles = Vec::new();
+        for need in needs {
+            match need.problem {
+                None => distfiles.push(format!("{DISTFILES_AT}/{}", need.file)),
+                Some(problem) => eprintln!("gah run: {} (needed by {}) is not published: {problem}", need.file, need.needed_by),
+            }
+        }
+        distfiles.sort();
+        distfiles.dedup();
+        DataRef {
+            format: DATA_REF_FORMAT,
+            name: NAME.to_owned(),
+            url: self.url.clone(),
+            revision: self.revision,
+            root_catalog: self.root_catalog.clone(),
+            repo: repo_path(&job.repo),
+            distfiles,
+        }
+    }
+
+    /// `gah-app`'s arguments for a job whose `data.json` is at `data`.
+    pub fn app_args(&self, data: &Path) -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> = vec!["--data".into(), data.into()];
+        args.extend(["--cvmfs-key".into(), self.master_key.clone().into()]);
+        args.extend(["--cvmfs-cache".into(), self.client_cache.clone().into()]);
+        args
+    }
+}
+
+/// A folder served over HTTP on a loopback port (static files only, as the project's web
+/// server serves the repository), until dropped.
+struct StaticServer {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StaticServer {
+    fn start(root: &Path) -> anyhow::Result<StaticServer> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_io().build()?;
+        let app = axum::Router::new().fallback_service(tower_http::services::ServeDir::new(root));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new().name("cvmfs-http".into()).spawn(move || {
+            runtime.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => return tracing::error!("local CernVM-FS server: {e}"),
+                };
+                let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                });
+                if let Err(e) = serve.await {
+                    tracing::error!("local CernVM-FS server: {e}");
+                }
+            });
+        })?;
+        Ok(StaticServer { addr, stop: Some(stop), thread: Some(thread) })
+    }
+}
+
+impl Drop for StaticServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> i64 {
+        i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()).unwrap()
+    }
+
+    /// What `gah-app` reads: the data reference verifies against the published repository
+    /// over the served URL, and names the distfile the ebuild's Manifest records.
+    #[test]
+    fn a_job_reads_its_inputs_through_the_served_repository() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let overlay = root.join("vm-images/overlay");
+        std::fs::create_dir_all(overlay.join("profiles")).unwrap();
+        std::fs::write(overlay.join("profiles/repo_name"), "gah\n").unwrap();
+        std::fs::create_dir_all(overlay.join("metadata/md5-cache/app-misc")).unwrap();
+        std::fs::write(
+            overlay.join("metadata/md5-cache/app-misc/hello-1"),
+            "EAPI=8\nKEYWORDS=amd64\nSLOT=0\nSRC_URI=https://example.org/hello-1.tar.gz\n_md5_=0123\n",
+        )
+        .unwrap();
+        std::fs::create_dir_all(overlay.join("app-misc/hello")).unwrap();
+        let tarball = b"a tarball";
+        let manifest =
+            format!("DIST hello-1.tar.gz {} SHA512 {}\n", tarball.len(), hex::encode(<sha2::Sha512 as sha2::Digest>::digest(tarball)));
+        std::fs::write(overlay.join("app-misc/hello/Manifest"), manifest).unwrap();
+        let layout = Layout::new(root);
+        std::fs::create_dir_all(&layout.distfiles).unwrap();
+        std::fs::write(layout.distfiles.join("hello-1.tar.gz"), tarball).unwrap();
+        std::fs::write(layout.distfiles.join("unrelated.tar.gz"), b"x").unwrap();
+        let (repos, _) = gah_workgen::plan::load_repos(std::slice::from_ref(&layout.overlay));
+        let plane = LocalPlane::start(&layout, repos, Profile::amd64_linux()).unwrap();
+        let job = Job::new("gah", "app-misc/hello-1", Default::default(), gah_core::job::Compiler::Gcc, 60);
+        let data = plane.data_ref(&job);
+        assert_eq!(data.distfiles, ["/distfiles/hello-1.tar.gz"]);
+        assert_eq!(data.repo, "/repos/gah");
+        let cache = gah_publish::fetch::Cache::open(&root.join("cache"), 1 << 30).unwrap();
+        let http = std::sync::Arc::new(gah_publish::fetch::Http::new(&data.url, NAME, cache, None).unwrap());
+        let reader = gah_publish::verify_from(http, NAME, &plane.master_key, now()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(hex::encode(reader.root_catalog()), data.root_catalog);
+        assert_eq!(reader.read("/distfiles/hello-1.tar.gz").unwrap(), tarball);
+    }
+}
