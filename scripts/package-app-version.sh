@@ -24,6 +24,10 @@
 #   --avg-ncpus N      CPUs the client budgets for a task        [1]
 #   --cmdline ARGS     arguments the client passes to gah-app
 #                      [--backend vm, --backend sandbox or --backend auto, by flavour]
+#   --cvmfs-key FILE   the public master key of the project's CernVM-FS repository
+#                      (<name>.pub, e.g. gentoo.gah.pub): an app version file under that
+#                      logical name, which gah-app verifies each workunit's data.json
+#                      repository against. Without it, workunits cannot be read.
 #   --link             hard-link the big files instead of copying (same file system; tests)
 #   --boinc-apps DIR   also lay out the server-sent app version as BOINC's update_versions
 #                      reads it (tools/update_versions): DIR/gah/<version>/
@@ -49,6 +53,7 @@ cmdline=""
 guest=vm
 link=0
 boinc_apps=""
+cvmfs_key=""
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -60,6 +65,7 @@ while [ $# -gt 0 ]; do
     --cmdline) cmdline="$2"; shift 2 ;;
     --guest) guest="$2"; shift 2 ;;
     --link) link=1; shift ;;
+    --cvmfs-key) cvmfs_key="$2"; shift 2 ;;
     --boinc-apps) boinc_apps="$2"; shift 2 ;;
     -h|--help) usage ;;
     -*) echo "package-app-version: unknown option $1" >&2; usage ;;
@@ -146,11 +152,15 @@ if [ "$guest" != vm ]; then
   tar_src="$(rootfs_tar)"
   images+=("rootfs-$(hash_of "$tar_src").tar|rootfs.tar|$tar_src")
 fi
+if [ -n "$cvmfs_key" ]; then
+  [ -f "$cvmfs_key" ] || { echo "package-app-version: no key file $cvmfs_key" >&2; exit 1; }
+  images+=("cvmfs-key-$(hash_of "$cvmfs_key").pub|$(basename "$cvmfs_key")|$cvmfs_key")
+fi
 # Drop image files of other contents left by an earlier run (and what gah-app unpacked
 # from them: an unpacked root only goes once its tar is gone).
 keep=()
 for i in "${images[@]}"; do keep+=(! -name "${i%%|*}"); done
-find "$out" -maxdepth 1 -type f \( -name 'vmlinux-*' -o -name 'initramfs-*.cpio.gz' -o -name 'rootfs-*.ext4' -o -name 'rootfs-*.tar' \) \
+find "$out" -maxdepth 1 -type f \( -name 'vmlinux-*' -o -name 'initramfs-*.cpio.gz' -o -name 'rootfs-*.ext4' -o -name 'rootfs-*.tar' -o -name 'cvmfs-key-*.pub' \) \
   "${keep[@]}" -delete
 file_infos=""; file_refs=""; image_names=()
 for i in "${images[@]}"; do

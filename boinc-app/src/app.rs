@@ -194,8 +194,9 @@ fn create_dir(path: &Path) -> Result<(), AppError> {
 ///   gah-app --job job.json --repo vm-images/overlay --distfiles .cache/distfiles \
 ///           --binpkgs .cache/binpkgs --image .cache/images/test --output outcome.tar.gz
 ///
-/// Under BOINC the defaults are the logical names: job.json, repo.tar and distfiles.tar
-/// (workunit inputs), binpkgs (a tar, only if the workunit or app version brings one),
+/// Under BOINC the defaults are the logical names: job.json and data.json (workunit
+/// inputs: the job, and where its ebuild repository and distfiles are in the project's
+/// CernVM-FS repository, whose key is the app version's <name>.pub), binpkgs (a tar, only if the workunit or app version brings one),
 /// vmlinux, initramfs.cpio.gz, rootfs.ext4 (the vm app version's files), rootfs.tar (the
 /// sandbox's: unpacked once per host into the project folder), outcome.tar.gz (the result).
 ///
@@ -210,17 +211,18 @@ pub struct Args {
     /// Where to write the outcome archive (logical name under BOINC).
     #[arg(long, default_value = "outcome.tar.gz")]
     pub output: String,
-    /// The ebuild repository: a folder, or a tar file (a workunit input) unpacked into the slot.
-    #[arg(long, default_value = "repo.tar")]
-    pub repo: String,
-    /// The distfiles: a folder, or a tar file unpacked into the slot.
-    #[arg(long, default_value = "distfiles.tar")]
-    pub distfiles: String,
+    /// The ebuild repository as a folder, or a tar file unpacked into the slot, instead of
+    /// --data (run by hand, tests).
+    #[arg(long, requires = "distfiles", conflicts_with = "data")]
+    pub repo: Option<String>,
+    /// The distfiles as a folder, or a tar file unpacked into the slot; with --repo.
+    #[arg(long, requires = "repo")]
+    pub distfiles: Option<String>,
     /// Read the repository and the distfiles from the project's CernVM-FS repository as this
-    /// `data.json` says (a workunit input, instead of --repo and --distfiles): through the
-    /// host's cache, by way of the client's proxy, verified against --cvmfs-key.
-    #[arg(long)]
-    pub data: Option<String>,
+    /// `data.json` says (a workunit input): through the host's cache, by way of the client's
+    /// proxy, verified against --cvmfs-key.
+    #[arg(long, default_value = "data.json")]
+    pub data: String,
     /// The repository's public master key (default: the app version's `<name>.pub`).
     #[arg(long)]
     pub cvmfs_key: Option<PathBuf>,
@@ -381,9 +383,13 @@ pub fn main(args: Args) -> Result<(), AppError> {
         Some(bytes) => ((bytes / (1 << 20)) * 8 / 10).max(256),
         None => args.max_disk_mib,
     };
-    let (repo, distfiles) = match &args.data {
-        Some(data) => {
-            let data = crate::data_plane::read_ref(&resolve(data)?)?;
+    let (repo, distfiles) = match (&args.repo, &args.distfiles) {
+        (Some(repo), Some(distfiles)) => (
+            folder_or_unpacked(&resolve(repo)?, &slot.join("inputs/repo"))?,
+            folder_or_unpacked(&resolve(distfiles)?, &slot.join("inputs/distfiles"))?,
+        ),
+        _ => {
+            let data = crate::data_plane::read_ref(&resolve(&args.data)?)?;
             let network = crate::init_data::read_network(Path::new(boinc_api::INIT_DATA_FILE));
             let key = match &args.cvmfs_key {
                 Some(k) => k.clone(),
@@ -406,10 +412,6 @@ pub fn main(args: Args) -> Result<(), AppError> {
             let fetched = crate::data_plane::fetch(&data, &access, &inputs)?;
             (fetched.repo, fetched.distfiles)
         }
-        None => (
-            folder_or_unpacked(&resolve(&args.repo)?, &slot.join("inputs/repo"))?,
-            folder_or_unpacked(&resolve(&args.distfiles)?, &slot.join("inputs/distfiles"))?,
-        ),
     };
     let input = GuestInput {
         staged,

@@ -14,6 +14,11 @@
 //!   (scripts/package-app-version.sh --boinc-apps), then `bin/update_versions --noconfirm`,
 //!   which signs the files with the project's code-signing key and stages them;
 //! - `gah.conf` (gah_core::project) naming the results database and the queue;
+//! - with `--repo`, the data plane (issue 11): the repository (at `/repos/<its name>`) and the
+//!   distfiles (at `/distfiles`) published as the next revision of the CernVM-FS repository
+//!   `gentoo.gah` in `<download_dir>/cvmfs/gentoo.gah` (config.xml's; make_project's Apache
+//!   configuration serves that folder with PHP off), keys in `gah/cvmfs-keys/`, the public
+//!   master key shipped as every app version's `gentoo.gah.pub`;
 //! - the validator, assimilator and work generator daemons into `config.xml`'s `<daemons>`,
 //!   the lines of templates/README.md ("Server daemons").
 
@@ -49,13 +54,19 @@ pub struct DeployArgs {
     /// since BOINC never changes a published version).
     #[arg(long, default_value_t = 100)]
     pub version_num: u32,
-    /// The ebuild repository the work generator submits jobs over; packed as the workunits'
-    /// shared repo.tar (`gah/repo.tar`) and named in the daemon line.
+    /// The ebuild repository the work generator submits jobs over; published (at
+    /// /repos/<its name>) into the project's CernVM-FS repository, which each workunit's
+    /// data.json names.
     #[arg(long)]
     pub repo: Option<PathBuf>,
-    /// The distfiles the jobs need (packed as `gah/distfiles.tar`); with --repo.
+    /// The distfiles the jobs need (published at /distfiles, only files whose Manifest
+    /// checksums match are named to jobs); with --repo.
     #[arg(long, requires = "repo")]
     pub distfiles: Option<PathBuf>,
+    /// The URL volunteers read the CernVM-FS repository from [default: config.xml's
+    /// download_url + /cvmfs/gentoo.gah].
+    #[arg(long)]
+    pub data_url: Option<String>,
     /// More options for the queue's `gah-workgen generate` (e.g. `--workgen-arg=--strategy
     /// --workgen-arg=pairwise`); with --repo.
     #[arg(long, requires = "repo", allow_hyphen_values = true)]
@@ -128,15 +139,13 @@ pub fn deploy(args: &DeployArgs, root: &Path) -> anyhow::Result<()> {
     fs::create_dir_all(data.join("queue")).with_context(|| format!("create {}", data.display()))?;
     fs::create_dir_all(project.join("results")).with_context(|| format!("create {}/results", project.display()))?;
     say(gah_core::project::FILE_NAME, write_conf(&project.join(gah_core::project::FILE_NAME), &localise_keys(args)?)?);
+    let plane = DataPlane::of(&project, args)?;
+    // The app version carries the public master key: made now if the project has none yet.
+    let (_, made) = gah_publish::keys::load_or_generate(&plane.keys, CVMFS_NAME).map_err(|e| anyhow::anyhow!("{e}"))?;
+    say(format!("{DATA_DIR}/cvmfs-keys/{CVMFS_NAME}.pub"), if made { Done::Installed } else { Done::Unchanged });
     if let Some(repo) = &args.repo {
-        say(format!("{DATA_DIR}/repo.tar"), pack(repo, &data.join("repo.tar"))?);
-        match &args.distfiles {
-            Some(distfiles) => say(format!("{DATA_DIR}/distfiles.tar"), pack(distfiles, &data.join("distfiles.tar"))?),
-            None => say(format!("{DATA_DIR}/distfiles.tar (empty: no --distfiles)"), pack_empty(&data.join("distfiles.tar"))?),
-        }
-    }
-    if let Some(repo) = &args.repo {
-        generate_queue(&project, repo, args)?;
+        plane.publish(repo, args.distfiles.as_deref())?;
+        generate_queue(&project, repo, &plane, args)?;
         if !args.no_localise {
             say(format!("{DATA_DIR}/repo (metadata the daemon localises failures over)"), copy_metadata(repo, &data.join("repo"))?);
         }
@@ -145,7 +154,7 @@ pub fn deploy(args: &DeployArgs, root: &Path) -> anyhow::Result<()> {
     if !args.no_app_version {
         let image = args.image.clone().unwrap_or_else(|| root.join(".cache/images/test"));
         for plan_class in &args.plan_classes {
-            lay_out_app_version(root, &project, &bin, &image, plan_class, args.version_num)?;
+            lay_out_app_version(root, &project, &bin, &image, &plane.master_key(), plan_class, args.version_num)?;
         }
         let out =
             gah_util::process::run_checked(gah_util::process::command("bin/update_versions").arg("--noconfirm").current_dir(&project))
@@ -155,10 +164,74 @@ pub fn deploy(args: &DeployArgs, root: &Path) -> anyhow::Result<()> {
         }
     }
     let config = project.join("config.xml");
-    let daemons = daemon_lines(&config, args)?;
+    let daemons = daemon_lines(&config, &plane, args)?;
     add_daemons(&config, &daemons)?;
     println!("deploy: done. Start the project's daemons with `bin/start` in {} (docs/DEPLOY.md)", project.display());
     Ok(())
+}
+
+/// The CernVM-FS repository's name (the app version's key file is `<name>.pub`).
+const CVMFS_NAME: &str = "gentoo.gah";
+
+/// Where the project's CernVM-FS repository is published, served and signed.
+struct DataPlane {
+    /// `<download_dir>/cvmfs/gentoo.gah`.
+    published: PathBuf,
+    /// The URL volunteers read it from.
+    url: String,
+    /// `gah/cvmfs-keys`.
+    keys: PathBuf,
+}
+
+impl DataPlane {
+    /// From config.xml's `download_dir` and `download_url` (or `--data-url`).
+    fn of(project: &Path, args: &DeployArgs) -> anyhow::Result<DataPlane> {
+        let config = project.join("config.xml");
+        let text = fs::read_to_string(&config).with_context(|| format!("read {}", config.display()))?;
+        let (configs, _) = elements(&text, &["boinc", "config"])?;
+        let setting = |name: &str| configs.first().and_then(|c| c.child(name)).unwrap_or_default().trim().to_owned();
+        let download_dir = match setting("download_dir") {
+            d if d.is_empty() => project.join("download"),
+            d => PathBuf::from(d),
+        };
+        let url = match (&args.data_url, setting("download_url")) {
+            (Some(url), _) => url.clone(),
+            (None, d) if !d.is_empty() => format!("{}/cvmfs/{CVMFS_NAME}", d.trim_end_matches('/')),
+            (None, _) => bail!("{} has no download_url: give --data-url", config.display()),
+        };
+        Ok(DataPlane { published: download_dir.join("cvmfs").join(CVMFS_NAME), url, keys: project.join(DATA_DIR).join("cvmfs-keys") })
+    }
+
+    fn master_key(&self) -> PathBuf {
+        gah_publish::keys::master_pub_path(&self.keys, CVMFS_NAME)
+    }
+
+    /// Publishes `repo` at `/repos/<its name>` and `distfiles` at `/distfiles` as the next
+    /// revision (only new objects are written; readers see the old revision or the new one).
+    fn publish(&self, repo: &Path, distfiles: Option<&Path>) -> anyhow::Result<()> {
+        let name_file = repo.join("profiles/repo_name");
+        let name = fs::read_to_string(&name_file).with_context(|| format!("read {} (the repository's name)", name_file.display()))?;
+        let name = name.trim();
+        if !gah_ebuild::md5cache::is_plain_name(name) {
+            bail!("{}: {name:?} is not a repository name", name_file.display());
+        }
+        let at = format!("/repos/{name}");
+        let mut mounts = vec![gah_publish::Mount { at: &at, from: repo }];
+        if let Some(distfiles) = distfiles {
+            mounts.push(gah_publish::Mount { at: "/distfiles", from: distfiles });
+        }
+        let p = gah_publish::publish_mounts(&mounts, &self.published, CVMFS_NAME, &self.keys)
+            .with_context(|| format!("publishing {} into {}", repo.display(), self.published.display()))?;
+        println!(
+            "deploy: {}: revision {} published ({} new objects, {} bytes), read at {}",
+            self.published.display(),
+            p.revision,
+            p.objects_written,
+            p.bytes_written,
+            self.url
+        );
+        Ok(())
+    }
 }
 
 const GAH_CONF: &str = "\
@@ -231,39 +304,6 @@ fn write_conf(path: &Path, keys: &[(&str, String)]) -> anyhow::Result<Done> {
     }
     write_atomically(path, text.as_bytes())?;
     Ok(Done::Updated)
-}
-
-/// A folder as a tar, sorted and with numeric owners so that the same tree gives the same
-/// bytes (the work generator stages it under a name made of its hash).
-fn pack(dir: &Path, out: &Path) -> anyhow::Result<Done> {
-    if !dir.is_dir() {
-        bail!("{} is not a folder", dir.display());
-    }
-    let tmp = out.with_extension("tar.tmp");
-    let mut tar = gah_util::process::command("tar");
-    tar.args(["--sort=name", "--numeric-owner", "--owner=0", "--group=0", "--mtime=@0", "-C"]).arg(dir).arg("-cf").arg(&tmp).arg(".");
-    gah_util::process::run_checked(&mut tar).with_context(|| format!("pack {}", dir.display()))?;
-    replace_if_changed(&tmp, out)
-}
-
-fn pack_empty(out: &Path) -> anyhow::Result<Done> {
-    let tmp = out.with_extension("tar.tmp");
-    let builder = tar::Builder::new(fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?);
-    builder.into_inner().with_context(|| format!("write {}", tmp.display()))?;
-    replace_if_changed(&tmp, out)
-}
-
-fn replace_if_changed(tmp: &Path, out: &Path) -> anyhow::Result<Done> {
-    let done = match (fs::read(tmp), fs::read(out)) {
-        (Ok(new), Ok(old)) if new == old => {
-            fs::remove_file(tmp).ok();
-            return Ok(Done::Unchanged);
-        }
-        (_, Ok(_)) => Done::Updated,
-        _ => Done::Installed,
-    };
-    fs::rename(tmp, out).with_context(|| format!("rename {} to {}", tmp.display(), out.display()))?;
-    Ok(done)
 }
 
 /// What of a repository the work generator's daemon reads to localise failures: its name and
@@ -465,10 +505,11 @@ fn merge_plan_classes(ours: &Path, theirs: &Path) -> anyhow::Result<()> {
 
 /// The work generator's queue over the repository: the installed `gah-workgen generate`,
 /// which adds only jobs not queued yet (a second run adds none).
-fn generate_queue(project: &Path, repo: &Path, args: &DeployArgs) -> anyhow::Result<()> {
+fn generate_queue(project: &Path, repo: &Path, plane: &DataPlane, args: &DeployArgs) -> anyhow::Result<()> {
     let repo = fs::canonicalize(repo).with_context(|| format!("repository {}", repo.display()))?;
     let mut generate = gah_util::process::command(project.join("bin/gah-workgen"));
     generate.arg("generate").arg("--repo").arg(&repo).arg("--queue").arg(format!("{DATA_DIR}/queue")).arg("--boinc-project").arg(project);
+    generate.arg("--published").arg(&plane.published).arg("--data-url").arg(&plane.url);
     if let Some(distfiles) = &args.distfiles {
         generate.arg("--distfiles").arg(fs::canonicalize(distfiles).with_context(|| format!("distfiles {}", distfiles.display()))?);
     }
@@ -516,7 +557,15 @@ fn add_app(project: &Path) -> anyhow::Result<()> {
 
 /// `scripts/package-app-version.sh --boinc-apps PROJECT/apps`, the anonymous-platform files
 /// kept under `gah/app-version/<class>/` (also what a volunteer may use as app_info.xml).
-fn lay_out_app_version(root: &Path, project: &Path, bin: &Path, image: &Path, plan_class: &str, version_num: u32) -> anyhow::Result<()> {
+fn lay_out_app_version(
+    root: &Path,
+    project: &Path,
+    bin: &Path,
+    image: &Path,
+    cvmfs_key: &Path,
+    plan_class: &str,
+    version_num: u32,
+) -> anyhow::Result<()> {
     let guest = if plan_class == "sandbox" { "sandbox" } else { "vm" };
     let version_dir = project.join(format!("apps/{APP_NAME}/{version_num}/{PLATFORM}__{plan_class}"));
     if version_dir.join("version.xml").is_file() {
@@ -535,6 +584,8 @@ fn lay_out_app_version(root: &Path, project: &Path, bin: &Path, image: &Path, pl
         .arg(bin)
         .arg("--image")
         .arg(image)
+        .arg("--cvmfs-key")
+        .arg(cvmfs_key)
         .arg("--boinc-apps")
         .arg(project.join("apps"))
         .arg(project.join(DATA_DIR).join("app-version").join(plan_class));
@@ -545,7 +596,7 @@ fn lay_out_app_version(root: &Path, project: &Path, bin: &Path, image: &Path, pl
 
 /// The `<daemon>` command lines: templates/README.md's validator and assimilator, and the
 /// work generator's daemon over the project's database.
-fn daemon_lines(config: &Path, args: &DeployArgs) -> anyhow::Result<Vec<String>> {
+fn daemon_lines(config: &Path, plane: &DataPlane, args: &DeployArgs) -> anyhow::Result<Vec<String>> {
     let text = fs::read_to_string(config).with_context(|| format!("read {}", config.display()))?;
     let (configs, _) = elements(&text, &["boinc", "config"])?;
     let setting = |name: &str| configs.first().and_then(|c| c.child(name)).unwrap_or_default().to_owned();
@@ -565,9 +616,16 @@ fn daemon_lines(config: &Path, args: &DeployArgs) -> anyhow::Result<Vec<String>>
             mysql.push_str(&format!(" -p{password}"));
         }
         let query = format!(r#"select count(*) from result where server_state=2 and appid=(select id from app where name=\"{APP_NAME}\")"#);
+        if plane.url.contains(['\'', '"', '\\', '$', '`', ' '])
+            || plane.published.to_string_lossy().contains(['\'', '"', '\\', '$', '`', ' '])
+        {
+            bail!("the data plane's URL or folder has quotes, blanks or shell characters: add the work generator's <daemon> by hand (templates/README.md)");
+        }
         let mut line = format!(
-            "gah-workgen daemon --config ../gah.conf --boinc-project .. --repo-tar ../{DATA_DIR}/repo.tar \
-             --distfiles-tar ../{DATA_DIR}/distfiles.tar --keep-unsent {} --unsent-cmd '{mysql} -e \"{query}\" {}'",
+            "gah-workgen daemon --config ../gah.conf --boinc-project .. --published {} --data-url {} \
+             --keep-unsent {} --unsent-cmd '{mysql} -e \"{query}\" {}'",
+            plane.published.display(),
+            plane.url,
             args.keep_unsent,
             setting("db_name"),
         );

@@ -221,6 +221,23 @@ pub fn resign(out: &Path, name: &str, keys: &Path) -> Result<(), PublishError> {
     write_whitelist(out, name, &loaded, unix_now())
 }
 
+/// A published revision: its number and its root catalog (hex SHA-1), what a job's
+/// `data.json` pins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revision {
+    /// The revision number.
+    pub revision: u64,
+    /// Its root catalog's hash, hex.
+    pub root_catalog: String,
+}
+
+/// The current revision of the repository `name` published in `out`, as its manifest says
+/// (read as the publisher reads its own folder: the manifest's checksum checked, not its
+/// signature); `None` when nothing is published there yet.
+pub fn current_revision(out: &Path, name: &str) -> Result<Option<Revision>, PublishError> {
+    Ok(read_previous_manifest(out, name)?.map(|m| Revision { revision: m.revision, root_catalog: hex::encode(m.root_catalog) }))
+}
+
 /// The previous revision, as this folder's manifest says (its checksum checked; the
 /// publisher trusts its own folder for the rest).
 struct PreviousManifest {

@@ -7,6 +7,7 @@
 //! What the stand-in copies from BOINC (checked against a real project made by make_project
 //! from BOINC master c5c6cb79b9, 2026-12-01):
 //! - `config.xml` (py/Boinc/setup_project.py): `<boinc><config>` with `db_user`, `db_name`,
+//!   `download_url` and `download_dir` (where `gah deploy` publishes the data plane),
 //!   and `db_passwd`/`db_host` written as blank multi-line elements when unset; `<daemons>`
 //!   with feeder, transitioner and file_deleter; `<tasks>` after it;
 //! - `project.xml` (tools/project.xml): `<boinc>` with `<platform>` entries and no app;
@@ -29,6 +30,7 @@ const CONFIG_XML: &str = "<boinc>
         <db_host>
             
         </db_host>
+        <download_url>http://127.0.0.1/gah/download</download_url>
         <download_dir>/stand-in/download</download_dir>
         <key_dir>/stand-in/keys/</key_dir>
     </config>
@@ -73,7 +75,7 @@ fn stand_in_project(dir: &Path) {
     for sub in ["bin", "templates", "html/inc", "apps", "download", "keys"] {
         fs::create_dir_all(dir.join(sub)).unwrap();
     }
-    fs::write(dir.join("config.xml"), CONFIG_XML).unwrap();
+    fs::write(dir.join("config.xml"), CONFIG_XML.replace("/stand-in", &dir.display().to_string())).unwrap();
     fs::write(dir.join("project.xml"), PROJECT_XML).unwrap();
     fs::write(dir.join("plan_class_spec.xml"), OWN_PLAN_CLASSES).unwrap();
     // Test doubles of BOINC's tools: they log each call; update_versions checks that every
@@ -162,7 +164,13 @@ fn deploy_installs_everything_once_and_keeps_the_admins_settings() {
     // The assimilator localises failures over the metadata copied beside the queue.
     assert!(conf.contains("localise_repo = \"gah/repo\""), "{conf}");
     assert!(project.join("gah/repo/metadata/md5-cache").is_dir(), "{said}");
-    assert!(project.join("gah/repo.tar").is_file() && project.join("gah/distfiles.tar").is_file(), "{said}");
+    // The data plane: the repository published into the download folder (Apache serves it),
+    // readable with the key the app version carries.
+    let published = project.join("download/cvmfs/gentoo.gah");
+    let key = project.join("gah/cvmfs-keys/gentoo.gah.pub");
+    let reader = gah_publish::verify(&published, "gentoo.gah", &key).unwrap_or_else(|e| panic!("{e}: {said}"));
+    assert_eq!(reader.read("/repos/gah-overlay/profiles/repo_name").unwrap(), b"gah-overlay\n");
+    assert!(!project.join("gah/repo.tar").exists(), "no tarball any more");
     // The queue the work generator's daemon submits from, generated over the repository.
     assert!(said.contains("deploy: queue: ") && project.join("gah/queue/state.sqlite").is_file(), "{said}");
 
@@ -178,6 +186,7 @@ fn deploy_installs_everything_once_and_keeps_the_admins_settings() {
     assert!(calls.contains("xadd") && calls.contains("update_versions --noconfirm"), "{calls}");
     let version_xml = fs::read_to_string(project.join("apps/gah/100/x86_64-pc-linux-gnu__sandbox/version.xml")).unwrap();
     assert!(version_xml.contains("<main_program/>") && version_xml.contains("<logical_name>rootfs.tar</logical_name>"), "{version_xml}");
+    assert!(version_xml.contains("<logical_name>gentoo.gah.pub</logical_name>"), "the data plane's key: {version_xml}");
 
     // Daemons: make_project's stay; ours are the README's lines, each once.
     let config = fs::read_to_string(project.join("config.xml")).unwrap();
@@ -190,6 +199,8 @@ fn deploy_installs_everything_once_and_keeps_the_admins_settings() {
     let workgen: Vec<&String> = cmds.iter().filter(|c| c.starts_with("gah-workgen daemon")).collect();
     assert_eq!(workgen.len(), 1, "{config}");
     assert!(workgen[0].contains("--boinc-project .. ") && workgen[0].contains("-u boincadm "), "{}", workgen[0]);
+    let data_args = format!("--published {} --data-url http://127.0.0.1/gah/download/cvmfs/gentoo.gah ", published.display());
+    assert!(workgen[0].contains(&data_args), "{}", workgen[0]);
     // Failure localisation: the daemon reads the repository's metadata from the project.
     assert!(workgen[0].ends_with(" --localise-repo ../gah/repo"), "{}", workgen[0]);
     assert_eq!(fs::read_to_string(project.join("gah/repo/profiles/repo_name")).unwrap(), "gah-overlay\n");

@@ -79,31 +79,53 @@ fn start(test: &str) -> Run {
     let a = artefacts();
     launch(
         test,
-        |tmp, harness, spec| stage_shared_inputs(tmp, harness, spec, &a.overlay, &a.distfiles),
-        |project_dir, _, _| {
+        |tmp, harness, spec| stage_data(tmp, harness, spec, &a.overlay, &a.distfiles),
+        |project_dir, tmp, _| {
             let guest = if is_vm() { "vm" } else { "sandbox" };
-            package_app_version(project_dir, &a.image, guest, std::env::var("GAH_BOINC_CMDLINE").ok().as_deref());
+            package_app_version(project_dir, tmp, &a.image, guest, std::env::var("GAH_BOINC_CMDLINE").ok().as_deref());
         },
     )
 }
 
-/// The workunit's shared inputs as `templates/gah_in` declares them: the ebuild repository
-/// `repo` and the distfiles folder `distfiles` as tar files, named as the work generator names
-/// them (`SharedInput::repo_and_distfiles`: `gah-repo-<sha256:16>.tar`,
-/// `gah-distfiles-<sha256:16>.tar`), staged once into the download folder and named on
-/// create_work's command line after the job file.
-fn stage_shared_inputs(tmp: &Path, harness: &Harness, spec: &mut WorkunitSpec, repo: &Path, distfiles: &Path) {
+/// The workunit's second input as `templates/gah_in` declares it, its `data.json`: the
+/// ebuild repository `repo` and the distfiles folder `distfiles` published as the project's
+/// CernVM-FS repository into the harness's download folder (`cvmfs/gentoo.gah`, where `gah
+/// deploy` publishes it on a real server, served as Apache serves that folder), keys in
+/// `TMP/keys` (the app version carries `gentoo.gah.pub`: [`cvmfs_key`]), and the distfiles
+/// the job needs named as the work generator names them (`Index::needs_of_job`). No tarball.
+fn stage_data(tmp: &Path, harness: &Harness, spec: &mut WorkunitSpec, repo: &Path, distfiles: &Path) {
+    let published = harness.download_dir().join("cvmfs").join(CVMFS_NAME);
+    let repo_name = std::fs::read_to_string(repo.join("profiles/repo_name")).map(|n| n.trim().to_owned()).unwrap_or_else(|_| "gah".into());
+    let at = format!("/repos/{repo_name}");
+    let mounts = [gah_publish::Mount { at: &at, from: repo }, gah_publish::Mount { at: "/distfiles", from: distfiles }];
+    let p = gah_publish::publish_mounts(&mounts, &published, CVMFS_NAME, &tmp.join("keys")).expect("publish");
+    let (repos, _) = gah_workgen::plan::load_repos(&[repo.to_path_buf()]);
+    let mirror = gah_workgen::distfiles::Mirror::new(distfiles, &["amd64", "~amd64"]);
+    let needs = gah_workgen::distfiles::Index::new(&repos)
+        .needs_of_job(&mirror, &gah_ebuild::Profile::amd64_linux(), &spec.job)
+        .unwrap_or_default();
+    let data = gah_core::data_ref::DataRef {
+        format: gah_core::data_ref::DATA_REF_FORMAT,
+        name: CVMFS_NAME.into(),
+        url: format!("{}download/cvmfs/{CVMFS_NAME}", harness.master_url()),
+        revision: p.revision,
+        root_catalog: p.root_catalog_hash,
+        repo: at,
+        distfiles: needs.into_iter().filter(|n| n.problem.is_none()).map(|n| format!("/distfiles/{}", n.file)).collect(),
+    };
     let inputs = tmp.join("inputs");
     std::fs::create_dir_all(&inputs).unwrap();
-    spec.files.clear();
-    let (repo_tar, distfiles_tar) = (inputs.join("repo.tar"), inputs.join("distfiles.tar"));
-    tar_dir(repo, &repo_tar);
-    tar_dir(distfiles, &distfiles_tar);
-    for shared in gah_workgen::boinc::SharedInput::repo_and_distfiles(&repo_tar, &distfiles_tar).expect("hash the inputs") {
-        let named = inputs.join(&shared.name);
-        std::fs::rename(&shared.path, &named).unwrap();
-        spec.files.push(harness.stage_file(&named).expect("stage"));
-    }
+    let file = inputs.join(format!("{}.data.json", spec.name));
+    std::fs::write(&file, data.to_json()).unwrap();
+    spec.files = vec![harness.stage_file(&file).expect("stage")];
+}
+
+/// The project's CernVM-FS repository's name.
+const CVMFS_NAME: &str = "gentoo.gah";
+
+/// Its public master key, as [`stage_data`] made it: an app version file.
+fn cvmfs_key(tmp: &Path) -> PathBuf {
+    gah_publish::keys::master_pub_path(&tmp.join("keys"), CVMFS_NAME)
 }
 
 /// [`start`], with the app version server-sent instead of anonymous platform:
@@ -114,7 +136,7 @@ fn start_server_sent(test: &str) -> Run {
     let a = artefacts();
     launch(
         test,
-        |tmp, harness, spec| stage_shared_inputs(tmp, harness, spec, &a.overlay, &a.distfiles),
+        |tmp, harness, spec| stage_data(tmp, harness, spec, &a.overlay, &a.distfiles),
         |_, tmp, harness| {
             let guest = if is_vm() { "vm" } else { "sandbox" };
             package_server_sent(tmp, harness, &a.image, guest, |_| {});
@@ -127,7 +149,7 @@ fn start_server_sent(test: &str) -> Run {
 /// the version folder, then the harness's `update_versions`. Returns the version folder.
 fn package_server_sent(tmp: &Path, harness: &Harness, image: &Path, guest: &str, edit: impl FnOnce(&Path)) -> PathBuf {
     let apps = tmp.join("apps");
-    let mut script = package_script(image, guest);
+    let mut script = package_script(tmp, image, guest);
     let out = script.arg("--boinc-apps").arg(&apps).arg(tmp.join("anonymous")).output().expect("package-app-version.sh");
     assert!(
         out.status.success(),
@@ -201,8 +223,8 @@ fn tar_dir(dir: &Path, out: &Path) {
 
 /// Anonymous platform: `scripts/package-app-version.sh --link` straight into the project
 /// folder (hard links: the root disk is GBs), in flavour `guest`.
-fn package_app_version(project_dir: &Path, image: &Path, guest: &str, cmdline: Option<&str>) {
-    let mut script = package_script(image, guest);
+fn package_app_version(project_dir: &Path, tmp: &Path, image: &Path, guest: &str, cmdline: Option<&str>) {
+    let mut script = package_script(tmp, image, guest);
     if let Some(c) = cmdline {
         script.arg("--cmdline").arg(c);
     }
@@ -215,14 +237,15 @@ fn package_app_version(project_dir: &Path, image: &Path, guest: &str, cmdline: O
     );
 }
 
-/// `scripts/package-app-version.sh --link --bin <ours> --image IMAGE --guest GUEST`: the
-/// flavour's own files, the vm's kernel and disks or the sandbox's root as a tar that gah-app
-/// unpacks into the project folder.
-fn package_script(image: &Path, guest: &str) -> std::process::Command {
+/// `scripts/package-app-version.sh --link --bin <ours> --image IMAGE --guest GUEST
+/// --cvmfs-key TMP/keys/gentoo.gah.pub`: the flavour's own files, the vm's kernel and disks or
+/// the sandbox's root as a tar that gah-app unpacks into the project folder, and the data
+/// plane's key.
+fn package_script(tmp: &Path, image: &Path, guest: &str) -> std::process::Command {
     let bin = program("gah-app").parent().unwrap().to_path_buf();
     let mut script = gah_util::process::command("bash");
     script.arg(project_root().join("scripts/package-app-version.sh")).arg("--link").arg("--bin").arg(&bin).arg("--image").arg(image);
-    script.arg("--guest").arg(guest);
+    script.arg("--guest").arg(guest).arg("--cvmfs-key").arg(cvmfs_key(tmp));
     script
 }
 
@@ -370,6 +393,15 @@ fn real_boinc_client_runs_a_job_end_to_end() {
     let snap = run.wait_decided();
     run.assert_stored_success(&snap);
     assert_eq!(snap.uploads.len(), 1, "{:?}", snap.uploads);
+    // Issue 11: the workunit had no tarball; gah-app read the repository's signed manifest
+    // and the objects the job needed from the data plane, through the project folder's cache.
+    let data_plane: Vec<&String> = snap.log.iter().filter(|l| l.starts_with("download: cvmfs/gentoo.gah/")).collect();
+    assert!(data_plane.iter().any(|l| l.contains("/.cvmfspublished ")), "no manifest read: {data_plane:?}");
+    assert!(data_plane.iter().filter(|l| l.contains("/data/")).count() >= 3, "catalogs and files: {data_plane:?}");
+    assert!(!snap.log.iter().any(|l| l.contains(".tar bytes") && l.contains("gah-repo")), "a repository tarball went out");
+    let cache = run.tmp.join("client/projects").read_dir().ok().into_iter().flatten().flatten().map(|p| p.path().join("cvmfs-cache"));
+    assert!(cache.into_iter().any(|c| c.is_dir()), "no cvmfs-cache in the client's project folder");
+    eprintln!("e2e: {} data plane downloads", data_plane.len());
     if !is_vm() {
         // The sandbox's root came as the app version's rootfs.tar, unpacked in the project folder.
         let stderr = &snap.report(&run.result).expect("report").stderr_out;
@@ -548,7 +580,7 @@ fn real_boinc_client_fails_fast_on_a_compute_error() {
             // ones will do, gah-app fails on its command line first.
             let empty = tmp.join("empty-inputs");
             std::fs::create_dir_all(&empty).unwrap();
-            stage_shared_inputs(tmp, harness, spec, &empty, &empty);
+            stage_data(tmp, harness, spec, &empty, &empty);
             spec.command_line = BAD_OPTION.into();
         },
         |project_dir, tmp, _| {
@@ -557,7 +589,7 @@ fn real_boinc_client_fails_fast_on_a_compute_error() {
             std::fs::create_dir_all(&empty).unwrap();
             std::fs::create_dir_all(&image).unwrap();
             tar_dir(&empty, &image.join("rootfs.tar"));
-            package_app_version(project_dir, &image, "sandbox", None);
+            package_app_version(project_dir, tmp, &image, "sandbox", None);
         },
     );
     let t0 = Instant::now();
@@ -647,7 +679,7 @@ fn real_boinc_client_refuses_a_badly_signed_app_file() {
         |tmp, harness, spec| {
             let empty = tmp.join("empty-inputs");
             std::fs::create_dir_all(&empty).unwrap();
-            stage_shared_inputs(tmp, harness, spec, &empty, &empty);
+            stage_data(tmp, harness, spec, &empty, &empty);
         },
         |_, tmp, harness| {
             let (empty, image) = (tmp.join("empty"), tmp.join("no-image"));

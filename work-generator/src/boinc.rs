@@ -9,12 +9,13 @@
 //! the project folder. It is idempotent: a job submitted once leaves `submitted/<job_id>`
 //! and is skipped on the next run.
 //!
-//! Every workunit also carries the ebuild repository and the distfiles as tar files
-//! ([`SharedInput`], `templates/gah_in`'s files 1 and 2): content-named, staged once into the
-//! download hierarchy and named on every create_work line after the job file; the template
-//! marks them `<sticky/>` and `<no_delete/>`. The template sets no bound: create_work applies
-//! the template's `<workunit>` values after its command line (BOINC's
-//! `tools/process_input_template.cpp`), so the per-job values here would lose to them.
+//! Every workunit also carries a `data.json` (`templates/gah_in`'s file 1,
+//! [`gah_core::data_ref::DataRef`]): where its ebuild repository and distfiles are in the
+//! project's CernVM-FS repository ([`DataPlane`]), at the revision published when it was
+//! made; staged per workunit as `<wu_name>.data.json` ([`write_data_refs`]). No tarball goes
+//! out: `gah-app` reads what the job needs through the volunteer's cache. The template sets no
+//! bound: create_work applies the template's `<workunit>` values after its command line
+//! (BOINC's `tools/process_input_template.cpp`), so the per-job values here would lose to them.
 //!
 //! Every submission is a [`Workunit`] of its own: named `<job_id>_<n>`
 //! ([`gah_core::job::wu_name`], `n` from [`Queue::reserve`]), its job file staged as
@@ -54,6 +55,9 @@ pub enum ScriptError {
     /// A template or the script could not be written (the error names the file).
     #[error(transparent)]
     Write(#[from] AtomicError),
+    /// The workunits' `data.json` files could not be written.
+    #[error(transparent)]
+    DataRef(#[from] DataRefError),
     /// The script could not be made executable.
     #[error("make {} executable", path.display())]
     Permissions {
@@ -65,8 +69,7 @@ pub enum ScriptError {
     },
 }
 
-/// The input template (`templates/gah_in`): the job (`job.json`), then the shared repository
-/// (`repo.tar`) and distfiles (`distfiles.tar`).
+/// The input template (`templates/gah_in`): the job (`job.json`), then its `data.json`.
 pub const INPUT_TEMPLATE: &str = include_str!("../../templates/gah_in");
 /// The output template (`templates/gah_out`): one file, `outcome.tar.gz`, at most 16 MB.
 pub const OUTPUT_TEMPLATE: &str = include_str!("../../templates/gah_out");
@@ -116,101 +119,10 @@ pub struct Submission {
     /// One `create_work --stdin` per group of jobs with the same bounds (a single database
     /// round trip for the whole batch) instead of one `create_work` per job.
     pub stdin_batch: bool,
-    /// The inputs every workunit shares, in the input template's order after the job file:
-    /// the repository tar, then the distfiles tar ([`SharedInput::content_named`]). Empty in
-    /// [`Submission::standard`]; create_work refuses a workunit without them.
-    pub shared: Vec<SharedInput>,
-}
-
-/// An input file shared by every workunit, staged once under a name that changes with its
-/// content (BOINC never changes a download file, and clients keep it: `<sticky/>`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SharedInput {
-    /// Its physical name in the download hierarchy, `<prefix>-<sha256:16>.tar`.
-    pub name: String,
-    /// The local file staged under that name.
-    pub path: PathBuf,
-    /// Its size, for a remote submission's `<nbytes>`.
-    pub nbytes: u64,
-    /// Its MD5 in hex, for a remote submission's `<md5>` (BOINC's file checksum).
-    pub md5: String,
-    /// The file as it was when hashed ([`SharedInput::refresh`]).
-    stamp: Stamp,
-}
-
-/// A file's size, modification time and inode: another of any of them is taken for other
-/// content (`gah deploy` replaces `gah/repo.tar` by a rename, so its inode changes).
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Stamp {
-    len: u64,
-    modified: Option<std::time::SystemTime>,
-    ino: u64,
-}
-
-impl Stamp {
-    fn of(path: &Path) -> std::io::Result<Stamp> {
-        Ok(Stamp::of_metadata(&std::fs::metadata(path)?))
-    }
-
-    fn of_metadata(m: &std::fs::Metadata) -> Stamp {
-        use std::os::unix::fs::MetadataExt;
-        Stamp { len: m.len(), modified: m.modified().ok(), ino: m.ino() }
-    }
-}
-
-impl SharedInput {
-    /// `path` named `<prefix>-<first 16 hex digits of its sha256>.tar`, e.g.
-    /// `gah-repo-0123456789abcdef.tar`.
-    pub fn content_named(prefix: &str, path: &Path) -> std::io::Result<SharedInput> {
-        use sha2::{Digest, Sha256};
-        // One read for both digests: the distfiles tar can be GBs.
-        struct Both(Sha256, md5::Md5);
-        impl std::io::Write for Both {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0.update(buf);
-                md5::Digest::update(&mut self.1, buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        // Before reading: a file replaced while it is read shows another stamp next time.
-        let stamp = Stamp::of(path)?;
-        let mut both = Both(Sha256::new(), <md5::Md5 as md5::Digest>::new());
-        let nbytes = std::io::copy(&mut std::fs::File::open(path)?, &mut both)?;
-        let sha = hex::encode(both.0.finalize());
-        let md5 = hex::encode(md5::Digest::finalize(both.1));
-        // create_work.sh copies it from the project folder: an absolute path.
-        Ok(SharedInput { name: format!("{prefix}-{}.tar", &sha[..16]), path: std::fs::canonicalize(path)?, nbytes, md5, stamp })
-    }
-
-    /// Hashes the file again when it changed since it was hashed (a long-running work
-    /// generator outlives a `gah deploy` of a new repository: its workunits must name the new
-    /// content, never the old name with the new bytes). True when it changed.
-    pub fn refresh(&mut self) -> std::io::Result<bool> {
-        if Stamp::of(&self.path)? == self.stamp {
-            return Ok(false);
-        }
-        let prefix = self.name.rsplit_once('-').map_or("gah", |(prefix, _)| prefix).to_owned();
-        *self = SharedInput::content_named(&prefix, &self.path)?;
-        Ok(true)
-    }
-
-    /// Opens the file for copying, refusing it when it is no longer what was hashed (replaced
-    /// since [`SharedInput::refresh`]): its bytes must never go out under the old name.
-    pub fn open_as_hashed(&self) -> std::io::Result<std::fs::File> {
-        let file = std::fs::File::open(&self.path)?;
-        if Stamp::of_metadata(&file.metadata()?) != self.stamp {
-            return Err(std::io::Error::other("changed on disk since it was hashed (hashed again next round)"));
-        }
-        Ok(file)
-    }
-
-    /// The repository tar (`repo.tar` in the slot) and the distfiles tar (`distfiles.tar`).
-    pub fn repo_and_distfiles(repo_tar: &Path, distfiles_tar: &Path) -> std::io::Result<Vec<SharedInput>> {
-        Ok(vec![SharedInput::content_named("gah-repo", repo_tar)?, SharedInput::content_named("gah-distfiles", distfiles_tar)?])
-    }
+    /// Where the workunits' inputs are published ([`write_data_refs`]); `None` in
+    /// [`Submission::standard`]: a submission without it is refused (create_work would refuse
+    /// every workunit: the template wants a `data.json`).
+    pub data: Option<DataPlane>,
 }
 
 impl Submission {
@@ -229,7 +141,7 @@ impl Submission {
             max_total_results: 8,
             max_success_results: 4,
             stdin_batch: false,
-            shared: Vec::new(),
+            data: None,
         }
     }
 
@@ -267,16 +179,85 @@ impl Workunit {
     pub fn job_file(&self) -> String {
         format!("{}.json", self.name)
     }
+
+    /// The physical name its `data.json` is staged under: `<wu_name>.data.json`.
+    pub fn data_file(&self) -> String {
+        format!("{}.data.json", self.name)
+    }
+}
+
+/// The project's CernVM-FS repository, as the work generator names it in each workunit's
+/// `data.json`: published (by `gah deploy` or `gah-publish`) into a folder the project's web
+/// server serves at `url`, with the ebuild repositories at `/repos/<name>` and the distfiles
+/// at `/distfiles`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataPlane {
+    /// The repository's name (e.g. `gentoo.gah`; the app version carries `<name>.pub`).
+    pub name: String,
+    /// The URL volunteers read it from.
+    pub url: String,
+    /// The folder it is published in (its current revision is read from there).
+    pub published: PathBuf,
+}
+
+/// Where the distfiles are in the published repository.
+pub const DISTFILES_AT: &str = "/distfiles";
+
+/// Why the `data.json` files could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum DataRefError {
+    /// No data plane was given.
+    #[error("no published repository to name (give --published and --data-url): create_work would refuse workunits without a data.json")]
+    NoDataPlane,
+    /// The published repository's current revision could not be read.
+    #[error("read the published repository's revision in {}", path.display())]
+    Revision {
+        /// The folder.
+        path: PathBuf,
+        /// The cause (boxed: it is large, and this error travels in every submission's).
+        #[source]
+        source: Box<gah_publish::PublishError>,
+    },
+    /// Nothing is published there yet.
+    #[error("{} holds no published repository yet (gah deploy, or gah-publish, publishes it)", .0.display())]
+    Unpublished(PathBuf),
+    /// A file could not be written.
+    #[error(transparent)]
+    Write(#[from] AtomicError),
+}
+
+/// Writes each workunit's `data.json` into the queue's `pending/` as `<wu_name>.data.json`:
+/// the repository's current revision, its job's ebuild repository, and the distfiles the plan
+/// found its ebuild needs ([`Queue::distfiles_of`]). Returns their bytes, in `wus`' order.
+pub fn write_data_refs(queue: &Path, wus: &[Workunit], data: Option<&DataPlane>) -> Result<Vec<Vec<u8>>, DataRefError> {
+    let plane = data.ok_or(DataRefError::NoDataPlane)?;
+    let revision = gah_publish::current_revision(&plane.published, &plane.name)
+        .map_err(|source| DataRefError::Revision { path: plane.published.clone(), source: Box::new(source) })?
+        .ok_or_else(|| DataRefError::Unpublished(plane.published.clone()))?;
+    let mut out = Vec::with_capacity(wus.len());
+    for wu in wus {
+        let distfiles =
+            crate::queue::distfiles_of(queue, &wu.job.repo, &wu.job.cpv).into_iter().map(|f| format!("{DISTFILES_AT}/{f}")).collect();
+        let data = gah_core::data_ref::DataRef {
+            format: gah_core::data_ref::DATA_REF_FORMAT,
+            name: plane.name.clone(),
+            url: plane.url.clone(),
+            revision: revision.revision,
+            root_catalog: revision.root_catalog.clone(),
+            repo: format!("/repos/{}", wu.job.repo),
+            distfiles,
+        };
+        let bytes = data.to_json();
+        gah_util::atomic::write(&queue.join("pending").join(wu.data_file()), &bytes)?;
+        out.push(bytes);
+    }
+    Ok(out)
 }
 
 /// The `create_work` command for one workunit (its job file staged as `<wu_name>.json`,
-/// then the shared inputs).
+/// then its `<wu_name>.data.json`).
 pub fn create_work_command(wu: &Workunit, sub: &Submission) -> String {
-    let mut files = shell::quote(&wu.job_file());
-    for f in &sub.shared {
-        files.push(' ');
-        files.push_str(&shell::quote(&f.name));
-    }
+    let files = format!("{} {}", shell::quote(&wu.job_file()), shell::quote(&wu.data_file()));
     format!(
         "bin/create_work --appname {app} --wu_name {name} {bounds} {files}",
         app = shell::quote(&sub.appname),
@@ -292,15 +273,10 @@ pub fn create_work_batch_command(job: &Job, sub: &Submission) -> String {
 }
 
 /// One stdin line of `create_work --stdin`: the workunit's name and its input files (the job
-/// file, then the shared inputs). create_work splits these lines on blanks itself (no shell):
-/// workunit names and content names have none.
-pub fn create_work_stdin_line(wu: &Workunit, sub: &Submission) -> String {
-    let mut line = format!("--wu_name {} {}", wu.name, wu.job_file());
-    for f in &sub.shared {
-        line.push(' ');
-        line.push_str(&f.name);
-    }
-    line
+/// file, then its `data.json`). create_work splits these lines on blanks itself (no shell):
+/// workunit names have none.
+pub fn create_work_stdin_line(wu: &Workunit) -> String {
+    format!("--wu_name {} {} {}", wu.name, wu.job_file(), wu.data_file())
 }
 
 /// Templates, every `rsc_*` bound, the deadline and the replication, explicitly.
@@ -329,6 +305,7 @@ fn create_work_bounds(job: &Job, sub: &Submission) -> String {
 /// current folder). Returns the script's path.
 pub fn write_submission(queue: &Queue, wus: &[Workunit], sub: &Submission, project: Option<&Path>) -> Result<PathBuf, ScriptError> {
     let dir = queue.dir();
+    write_data_refs(dir, wus, sub.data.as_ref())?;
     let templates = dir.join("templates");
     std::fs::create_dir_all(&templates).map_err(|source| ScriptError::Folder { path: templates.clone(), source })?;
     gah_util::atomic::write(&templates.join("gah_in"), INPUT_TEMPLATE.as_bytes())?;
@@ -359,16 +336,13 @@ cp "$QUEUE/templates/gah_in" templates/gah_in
 cp "$QUEUE/templates/gah_out" templates/gah_out
 submitted=0
 skipped=0
-# stage JOB_ID WU_NAME: copy the job file into the download hierarchy as WU_NAME.json.
+# stage JOB_ID WU_NAME: copy the job file and the workunit's data.json into the download
+# hierarchy as WU_NAME.json and WU_NAME.data.json.
 stage() {{
     dest=$(bin/dir_hier_path "$2.json")
     cp "$QUEUE/pending/$1.json" "$dest"
-}}
-# stage_shared NAME FILE: copy a shared input into the download hierarchy once; a copy an
-# interrupted run left half done is replaced, and a new copy lands whole (temp, rename).
-stage_shared() {{
-    dest=$(bin/dir_hier_path "$1")
-    cmp -s "$2" "$dest" || {{ cp "$2" "$dest.tmp.$$" && mv -f "$dest.tmp.$$" "$dest"; }}
+    dest=$(bin/dir_hier_path "$2.data.json")
+    cp "$QUEUE/pending/$2.data.json" "$dest"
 }}
 done_() {{
     touch "$QUEUE/submitted/$1"
@@ -378,9 +352,6 @@ done_() {{
         queue = shell::quote(&abs.display().to_string()),
         project = shell::quote(&project),
     );
-    for f in &sub.shared {
-        let _ = writeln!(s, "stage_shared {} {}", shell::quote(&f.name), shell::quote(&f.path.display().to_string()));
-    }
     if sub.stdin_batch {
         // One create_work --stdin per group of equal bounds (jobs differ only in timeout).
         let mut groups: Vec<(String, Vec<&Workunit>)> = Vec::new();
@@ -399,7 +370,7 @@ done_() {{
                     s,
                     "if [ -e \"$QUEUE/submitted/\"{id} ]; then skipped=$((skipped + 1)); else\n    stage {id} {}\n    echo {} >> \"$list\"\n    ids=\"$ids {}\"\nfi",
                     shell::quote(&wu.name),
-                    shell::quote(&create_work_stdin_line(wu, sub)),
+                    shell::quote(&create_work_stdin_line(wu)),
                     wu.job.job_id
                 );
             }
@@ -430,30 +401,4 @@ done_() {{
         }
     }
     Ok(path)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_shared_input_replaced_on_disk_is_hashed_again_under_its_new_name() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("repo.tar");
-        std::fs::write(&path, b"the first tree").unwrap();
-        let mut f = SharedInput::content_named("gah-repo", &path).unwrap();
-        let first = f.clone();
-        assert!(!f.refresh().unwrap(), "unchanged");
-        assert_eq!(f, first);
-        // As gah deploy replaces it: a new file renamed over the old one.
-        let tmp = dir.path().join("repo.tar.tmp");
-        std::fs::write(&tmp, b"the second tree, longer").unwrap();
-        std::fs::rename(&tmp, &path).unwrap();
-        assert!(f.refresh().unwrap(), "changed");
-        assert_eq!(f, SharedInput::content_named("gah-repo", &path).unwrap());
-        assert!(f.name.starts_with("gah-repo-") && f.name != first.name, "{}", f.name);
-        assert_ne!(f.md5, first.md5);
-        assert_eq!(f.nbytes, 23);
-        assert!(!f.refresh().unwrap());
-    }
 }

@@ -18,7 +18,7 @@ use std::time::Duration;
 use gah_core::db::Database;
 use gah_util::process::{command, run_checked, ProcessError};
 
-use crate::boinc::{create_work_batch_command, create_work_stdin_line, SharedInput, Submission, Workunit};
+use crate::boinc::{create_work_batch_command, create_work_stdin_line, write_data_refs, Submission, Workunit};
 use crate::queue::{Queue, QueueError};
 use crate::remote::{self, Remote, RemoteError};
 
@@ -79,15 +79,9 @@ pub enum SubmitError {
         #[source]
         source: std::io::Error,
     },
-    /// A shared input (the repository or distfiles tar) could not be read again.
-    #[error("read the shared input {}", path.display())]
-    Shared {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
+    /// The workunits' `data.json` files could not be written.
+    #[error(transparent)]
+    DataRef(#[from] crate::boinc::DataRefError),
     /// `bin/create_work --stdin` could not be started or failed.
     #[error("create_work in {}", project.display())]
     CreateWork {
@@ -183,28 +177,22 @@ impl LocalSubmitter {
         Ok(())
     }
 
-    /// Copies a shared input to where `bin/dir_hier_path` says its name goes, unless it is
-    /// there (content-named: the same name is the same bytes).
-    fn stage_shared(&self, f: &SharedInput) -> Result<(), SubmitError> {
-        let out = run_checked(command(self.project.join("bin/dir_hier_path")).arg(&f.name).current_dir(&self.project))
-            .map_err(|source| SubmitError::DirHierPath { file: f.name.clone(), source })?;
-        let to = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        let to = if to.is_absolute() { to } else { self.project.join(to) };
-        put_shared(f, &to)
-    }
-
-    /// Copies a workunit's job file to where `bin/dir_hier_path` says `<wu_name>.json` goes.
+    /// Copies a workunit's job file and its `data.json` to where `bin/dir_hier_path` says
+    /// `<wu_name>.json` and `<wu_name>.data.json` go.
     fn stage(&self, wu: &Workunit) -> Result<(), SubmitError> {
-        let file = wu.job_file();
-        let out = run_checked(command(self.project.join("bin/dir_hier_path")).arg(&file).current_dir(&self.project))
-            .map_err(|source| SubmitError::DirHierPath { file: file.clone(), source })?;
-        let to = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        let to = if to.is_absolute() { to } else { self.project.join(to) };
-        let from = self.queue.join("pending").join(format!("{}.json", wu.job.job_id));
-        match std::fs::copy(&from, &to) {
-            Ok(_) => Ok(()),
-            Err(source) => Err(SubmitError::Stage { from, to, source }),
+        let pending = self.queue.join("pending");
+        for (file, from) in
+            [(wu.job_file(), pending.join(format!("{}.json", wu.job.job_id))), (wu.data_file(), pending.join(wu.data_file()))]
+        {
+            let out = run_checked(command(self.project.join("bin/dir_hier_path")).arg(&file).current_dir(&self.project))
+                .map_err(|source| SubmitError::DirHierPath { file: file.clone(), source })?;
+            let to = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+            let to = if to.is_absolute() { to } else { self.project.join(to) };
+            if let Err(source) = std::fs::copy(&from, &to) {
+                return Err(SubmitError::Stage { from, to, source });
+            }
         }
+        Ok(())
     }
 }
 
@@ -212,14 +200,11 @@ impl Submitter for LocalSubmitter {
     fn submit(&mut self, wus: &[Workunit]) -> Result<(), SubmitError> {
         let Some(first) = wus.first() else { return Ok(()) };
         self.install_templates()?;
-        refresh_shared(&mut self.sub.shared)?;
-        for f in &self.sub.shared {
-            self.stage_shared(f)?;
-        }
+        write_data_refs(&self.queue, wus, self.sub.data.as_ref())?;
         let mut lines = String::new();
         for wu in wus {
             self.stage(wu)?;
-            lines.push_str(&create_work_stdin_line(wu, &self.sub));
+            lines.push_str(&create_work_stdin_line(wu));
             lines.push('\n');
         }
         let mut cmd = command("sh");
@@ -250,7 +235,7 @@ pub struct RemoteSubmitter {
     /// Where and as whom.
     pub remote: Remote,
     /// The folder published under the remote's `job_url_base` (the queue's `pending/`): the
-    /// shared inputs are put there for the server to fetch.
+    /// workunits' `data.json` files are put there for the server to fetch.
     pub served: PathBuf,
     /// The per-workunit values.
     pub sub: Submission,
@@ -264,39 +249,14 @@ impl Submitter for RemoteSubmitter {
     fn submit(&mut self, wus: &[Workunit]) -> Result<(), SubmitError> {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let name = format!("gah-{now}-{}", self.batches.len());
-        refresh_shared(&mut self.sub.shared)?;
-        for f in &self.sub.shared {
-            put_shared(f, &self.served.join(&f.name))?;
-        }
-        let req = remote::submit_batch_request(wus, &self.sub, &self.remote, &name);
+        // Written into the served folder, where the server fetches them.
+        let queue = self.served.parent().unwrap_or(&self.served);
+        let data = write_data_refs(queue, wus, self.sub.data.as_ref())?;
+        let req = remote::submit_batch_request(wus, &data, &self.sub, &self.remote, &name);
         let id = remote::send(&self.client, &self.remote, &req)?;
         self.batches.push(id);
         Ok(())
     }
-}
-
-/// Hashes the shared inputs again that changed since the last submission
-/// ([`SharedInput::refresh`]).
-fn refresh_shared(shared: &mut [SharedInput]) -> Result<(), SubmitError> {
-    for f in shared {
-        f.refresh().map_err(|source| SubmitError::Shared { path: f.path.clone(), source })?;
-    }
-    Ok(())
-}
-
-/// Puts a shared input at `to`. Content-named, so the same name is the same bytes, unless an
-/// interrupted copy left part of them: a file of another size is replaced. A new copy lands
-/// whole (temp, rename), never as a truncated file that create_work would hash and clients
-/// keep.
-fn put_shared(f: &SharedInput, to: &Path) -> Result<(), SubmitError> {
-    if std::fs::metadata(to).is_ok_and(|m| m.len() == f.nbytes) {
-        return Ok(());
-    }
-    let stage_err = |source: std::io::Error| SubmitError::Stage { from: f.path.clone(), to: to.to_path_buf(), source };
-    let mut from = f.open_as_hashed().map_err(stage_err)?;
-    let mut file = gah_util::atomic::AtomicFile::create(to).map_err(|e| stage_err(std::io::Error::other(e)))?;
-    std::io::copy(&mut from, file.as_file_mut()).map_err(stage_err)?;
-    file.commit().map_err(|e| stage_err(std::io::Error::other(e)))
 }
 
 /// How the daemon runs.

@@ -266,23 +266,6 @@ impl<'r> Index<'r> {
         pick(true).or_else(|| pick(false))
     }
 
-    /// What keeps a job of `ebuild` (in repository `repo`) with USE `use_flags` from being
-    /// hermetic: every needed distfile that is missing or does not match its Manifest.
-    /// Empty = the job may be issued.
-    pub fn blockers(
-        &self,
-        mirror: &Mirror,
-        profile: &Profile,
-        repo: usize,
-        ebuild: &Ebuild,
-        use_flags: &UseAssignment,
-    ) -> Vec<MissingFile> {
-        self.needs(mirror, profile, repo, ebuild, use_flags)
-            .into_iter()
-            .filter_map(|n| Some(MissingFile { problem: n.problem?, file: n.file, needed_by: n.needed_by }))
-            .collect()
-    }
-
     /// [`Index::needs`] of a job, found by its repository name and cpv; `None` when no
     /// indexed repository has that ebuild.
     pub fn needs_of_job(&self, mirror: &Mirror, profile: &Profile, job: &gah_core::job::Job) -> Option<Vec<NeededFile>> {
@@ -291,9 +274,9 @@ impl<'r> Index<'r> {
         Some(self.needs(mirror, profile, repo, ebuild, &job.use_flags))
     }
 
-    /// Every distfile a job of `ebuild` with USE `use_flags` needs (its own and its
-    /// dependencies', as the module doc says), each with what is wrong with it, if anything:
-    /// what a job's `data.json` names.
+    /// Every distfile a job of `ebuild` (in repository `repo`) with USE `use_flags` needs (its
+    /// own and its dependencies', as the module doc says), each with what is wrong with it, if
+    /// anything: a job may be issued when nothing is, and its `data.json` names them all.
     pub fn needs(&self, mirror: &Mirror, profile: &Profile, repo: usize, ebuild: &Ebuild, use_flags: &UseAssignment) -> Vec<NeededFile> {
         let mut out = Vec::new();
         let mut seen: HashSet<(usize, &str)> = HashSet::new();

@@ -13,7 +13,7 @@ use gah_core::db::Database;
 use gah_core::job::Compiler;
 use gah_core::project::{Overrides, Resolved};
 use gah_ebuild::{Budget, Profile, Severity, Strategy};
-use gah_workgen::boinc::{write_submission, SharedInput, Submission};
+use gah_workgen::boinc::{write_submission, DataPlane, Submission};
 use gah_workgen::daemon::{self, CommandCount, DaemonConfig, LocalSubmitter, RemoteSubmitter, Submitter};
 use gah_workgen::distfiles::Mirror;
 use gah_workgen::remote::Remote;
@@ -94,10 +94,11 @@ they are), state.sqlite (the rotation), templates/gah_in and templates/gah_out, 
 create_work.sh, which a BOINC administrator runs from the project folder: it installs the\n\
 templates, stages each job file with bin/dir_hier_path and calls bin/create_work with every\n\
 rsc_* bound, the deadline and the replication (quorum 2) set explicitly. Re-running it skips\n\
-jobs already submitted. --repo-tar and --distfiles-tar give the inputs every workunit shares\n\
-(templates/gah_in's repo.tar and distfiles.tar; create_work refuses workunits without them):\n\
-staged once under content names, named on every create_work line after the job file.\n\n\
-Example:\n  gah-workgen generate --repo vm-images/overlay --queue .cache/queue --boinc-project ~/projects/gah \\\n      --repo-tar repo.tar --distfiles-tar distfiles.tar")]
+jobs already submitted. Each workunit also gets a data.json (templates/gah_in's second\n\
+file; create_work refuses workunits without it) naming the current revision of the CernVM-FS\n\
+repository in --published, served at --data-url, and the distfiles its ebuild needs (found\n\
+with --distfiles: give it, or jobs get none).\n\n\
+Example:\n  gah-workgen generate --repo vm-images/overlay --distfiles .cache/distfiles --queue .cache/queue \\\n      --boinc-project ~/projects/gah --published ~/projects/gah/download/cvmfs/gentoo.gah \\\n      --data-url http://gah.example.org/gah/download/cvmfs/gentoo.gah")]
     Generate {
         #[command(flatten)]
         plan: PlanArgs,
@@ -115,7 +116,7 @@ Example:\n  gah-workgen generate --repo vm-images/overlay --queue .cache/queue -
         #[arg(long)]
         stdin_batch: bool,
         #[command(flatten)]
-        shared: SharedArgs,
+        data: DataArgs,
     },
     /// List the jobs the last `generate` held back because distfiles are missing or corrupt.
     Blocked {
@@ -127,8 +128,8 @@ Example:\n  gah-workgen generate --repo vm-images/overlay --queue .cache/queue -
     #[command(long_about = "Submit the next N unsubmitted jobs of the rotation now.\n\n\
 With --boinc-project, each job file is staged with bin/dir_hier_path and the batch goes to one\n\
 `bin/create_work --stdin`. With --remote-url, one submit_batch request is POSTed to\n\
-URL/submit_rpc_handler.php; each job's input is given by URL (--job-url-base + <job_id>.json,\n\
-the queue's pending/ folder published over HTTP) with its size and MD5. The authenticator is\n\
+URL/submit_rpc_handler.php; each job's inputs are given by URL (--job-url-base + <job_id>.json\n\
+and <wu_name>.data.json, the queue's pending/ folder published over HTTP) with size and MD5. The authenticator is\n\
 read from --authenticator-file or GAH_BOINC_AUTHENTICATOR, never from the command line.\n\n\
 Example:\n  gah-workgen submit --queue q -n 50 --remote-url https://gah.example.org/gah/ \\\n      --job-url-base https://gah.example.org/jobs/ --authenticator-file ~/.gah-auth")]
     Submit {
@@ -313,27 +314,30 @@ fn queue_of(project: &Resolved) -> anyhow::Result<PathBuf> {
     )
 }
 
-/// The inputs every workunit shares: `templates/gah_in`'s `repo.tar` and `distfiles.tar`.
+/// Where each workunit's `data.json` says its inputs are: the project's CernVM-FS repository
+/// (`templates/gah_in`'s file 1).
 #[derive(Args)]
-struct SharedArgs {
-    /// The ebuild repository as a tar (each workunit's repo.tar), staged once as
-    /// gah-repo-<sha256:16>.tar. BOINC's create_work refuses workunits without it.
-    #[arg(long, requires = "distfiles_tar")]
-    repo_tar: Option<PathBuf>,
-    /// The distfiles as a tar (each workunit's distfiles.tar), staged once as
-    /// gah-distfiles-<sha256:16>.tar.
-    #[arg(long, requires = "repo_tar")]
-    distfiles_tar: Option<PathBuf>,
+struct DataArgs {
+    /// The folder the repository is published in (by `gah deploy` or `gah-publish`): each
+    /// workunit names its current revision. BOINC's create_work refuses workunits without a
+    /// data.json, so submitting needs it.
+    #[arg(long, requires = "data_url")]
+    published: Option<PathBuf>,
+    /// The URL volunteers read that repository from (e.g.
+    /// http://host/gah/download/cvmfs/gentoo.gah).
+    #[arg(long, requires = "published")]
+    data_url: Option<String>,
+    /// The repository's name (the app version carries its key as <name>.pub).
+    #[arg(long, default_value = "gentoo.gah")]
+    data_name: String,
 }
 
-impl SharedArgs {
-    fn inputs(&self) -> anyhow::Result<Vec<SharedInput>> {
-        match (&self.repo_tar, &self.distfiles_tar) {
-            (Some(r), Some(d)) => {
-                SharedInput::repo_and_distfiles(r, d).with_context(|| format!("read {} and {}", r.display(), d.display()))
-            }
-            _ => Ok(Vec::new()),
-        }
+impl DataArgs {
+    fn plane(&self) -> Option<DataPlane> {
+        let (published, url) = (self.published.as_ref()?, self.data_url.as_ref()?);
+        // The daemon runs in tmp_<host>/: one absolute path, whatever the folder.
+        let published = std::fs::canonicalize(published).unwrap_or_else(|_| published.clone());
+        Some(DataPlane { name: self.data_name.clone(), url: url.clone(), published })
     }
 }
 
@@ -356,12 +360,12 @@ struct TargetArgs {
     #[arg(long, default_value = "gah")]
     appname: String,
     #[command(flatten)]
-    shared: SharedArgs,
+    data: DataArgs,
 }
 
 impl TargetArgs {
     fn submitter(&self, queue: &std::path::Path) -> anyhow::Result<Box<dyn Submitter>> {
-        let sub = Submission { appname: self.appname.clone(), stdin_batch: true, shared: self.shared.inputs()?, ..Submission::standard() };
+        let sub = Submission { appname: self.appname.clone(), stdin_batch: true, data: self.data.plane(), ..Submission::standard() };
         if let Some(project) = &self.boinc_project {
             // BOINC's bin/start runs the daemon in tmp_<host>/ with `--boinc-project ..`, and
             // the project's tools run with the project as their folder: one absolute path.
@@ -547,7 +551,7 @@ fn run(mode: Mode) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Mode::Generate { plan, queue, boinc_project, appname, stdin_batch, shared } => {
+        Mode::Generate { plan, queue, boinc_project, appname, stdin_batch, data } => {
             let (p, _) = plan.run();
             let mut q = Queue::open(&queue)?;
             let stats = q.add(&p)?;
@@ -559,7 +563,7 @@ fn run(mode: Mode) -> anyhow::Result<ExitCode> {
             }
             gah_util::atomic::write(&queue.join("blocked.jsonl"), &listing)?;
             let order = q.next(usize::MAX)?;
-            let sub = Submission { appname, stdin_batch, shared: shared.inputs()?, ..Submission::standard() };
+            let sub = Submission { appname, stdin_batch, data: data.plane(), ..Submission::standard() };
             // Names for this script's submissions (a job it skips as submitted leaves a gap).
             let wus = q.reserve(&order)?;
             let script = write_submission(&q, &wus, &sub, boinc_project.as_deref())?;

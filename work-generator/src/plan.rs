@@ -1,6 +1,6 @@
 //! Planning: repositories in, jobs out. No queue, no files written.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use gah_core::job::{Compiler, Job};
@@ -47,6 +47,11 @@ pub struct Plan {
     pub blocked: Vec<Blocked>,
     /// What each ebuild cost and gave, in planning order (for `--stats`).
     pub stats: Vec<EbuildStats>,
+    /// The distfiles the issued jobs of each ebuild need (theirs and their dependencies'), by
+    /// (repo, cpv): the union over its configurations, what its workunits' `data.json` name
+    /// (a USE-conditional distfile is then fetched by every job of the ebuild, not only the
+    /// ones that unpack it). Only with a mirror ([`plan_with`]).
+    pub distfiles: BTreeMap<(String, String), BTreeSet<String>>,
 }
 
 /// One ebuild's [`Stats`], with where it is.
@@ -141,13 +146,21 @@ pub fn plan_with(repos: &[Repository], config: &Config, mirror: Option<&Mirror>)
             out.ebuild_md5.insert((repo.name.clone(), ebuild.cpv.clone()), ebuild.md5.clone());
             for u in uses {
                 // The compiler does not change what is fetched: one check per configuration.
-                let missing = match (mirror, &index) {
-                    (Some(m), Some(ix)) => ix.blockers(m, &config.profile, ri, ebuild, &u),
+                let needs = match (mirror, &index) {
+                    (Some(m), Some(ix)) => ix.needs(m, &config.profile, ri, ebuild, &u),
                     _ => Vec::new(),
                 };
+                let files: Vec<String> = needs.iter().map(|n| n.file.clone()).collect();
+                let missing: Vec<MissingFile> = needs
+                    .into_iter()
+                    .filter_map(|n| Some(MissingFile { problem: n.problem?, file: n.file, needed_by: n.needed_by }))
+                    .collect();
                 for &c in &config.compilers {
                     let job = Job::new(&repo.name, &ebuild.cpv, u.clone(), c, config.timeout_secs);
                     if missing.is_empty() {
+                        if mirror.is_some() {
+                            out.distfiles.entry((repo.name.clone(), ebuild.cpv.clone())).or_default().extend(files.iter().cloned());
+                        }
                         out.jobs.push(job);
                     } else {
                         out.blocked.push(Blocked { job, missing: missing.clone() });

@@ -66,6 +66,15 @@ pub enum QueueError {
         #[source]
         source: AtomicError,
     },
+    /// The list of an ebuild's distfiles could not be written.
+    #[error("write the distfiles of {cpv}")]
+    WriteDistfiles {
+        /// The ebuild.
+        cpv: String,
+        /// The cause (it names the file).
+        #[source]
+        source: AtomicError,
+    },
     /// A job file could not be read or is not a job (the source names the file).
     #[error("the queue's job")]
     Job(#[source] gah_core::Error),
@@ -215,6 +224,24 @@ const MIGRATIONS: &[Migration] = &[
     },
 ];
 
+/// Where the queue keeps the distfiles the plan found the ebuild `cpv` of `repo` needs:
+/// `distfiles/<repo>/<category>/<pf>.json`; `None` for a name that is not one plain name.
+fn distfiles_path(queue: &Path, repo: &str, cpv: &str) -> Option<PathBuf> {
+    let (category, pf) = cpv.split_once('/')?;
+    let plain = gah_ebuild::md5cache::is_plain_name;
+    (plain(repo) && plain(category) && plain(pf)).then(|| queue.join("distfiles").join(repo).join(category).join(format!("{pf}.json")))
+}
+
+/// The distfiles the last plan found the ebuild `cpv` of `repo` needs (its own and its
+/// dependencies', over its configurations); none when it was planned without a mirror. A
+/// follow-up of any configuration of the ebuild names the same.
+pub fn distfiles_of(queue: &Path, repo: &str, cpv: &str) -> Vec<String> {
+    distfiles_path(queue, repo, cpv)
+        .and_then(|path| std::fs::read(path).ok())
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
+}
+
 /// `1` for a cell with a follow-up waiting to be submitted (for `cells`' SQL).
 const PENDING_FOLLOWUP: &str = "EXISTS (SELECT 1 FROM followups f WHERE f.job_id = cells.job_id AND f.submitted = 0)";
 
@@ -268,6 +295,17 @@ impl Queue {
                 gah_util::atomic::write(&path, &job.to_json())
                     .map_err(|source| QueueError::WriteJob { job_id: job.job_id.clone(), source })?;
                 stats.added += 1;
+            }
+        }
+        // What each ebuild's workunits name in their data.json (`crate::boinc::write_data_refs`).
+        for ((repo, cpv), files) in &plan.distfiles {
+            let Some(path) = distfiles_path(&self.dir, repo, cpv) else { continue };
+            let json = serde_json::to_vec(files).expect("a list of names serialises");
+            if std::fs::read(&path).map_or(true, |old| old != json) {
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent).map_err(|source| QueueError::Folder { path: parent.to_owned(), source })?;
+                }
+                gah_util::atomic::write(&path, &json).map_err(|source| QueueError::WriteDistfiles { cpv: cpv.clone(), source })?;
             }
         }
         let tx = self.db.transaction().map_err(db_err(&self.dir))?;

@@ -6,8 +6,7 @@
 //!
 //! Each job's input files are given in `remote` mode: a URL the server fetches from (the
 //! queue's `pending/` folder published over HTTP), with its size and MD5: its `job.json`,
-//! then the shared repository and distfiles tars, which the submitter puts into that folder
-//! under their content names.
+//! then its `data.json` (`<wu_name>.data.json`), which the submitter writes into that folder.
 //! Batch-level `job_params` carry the `rsc_*` bounds and the deadline; the RPC has no
 //! replication values, so each job carries its own `<input_template>`: `templates/gah_in`
 //! with the quorum ([`crate::boinc::input_template_with_replication`]).
@@ -124,8 +123,9 @@ fn known_server_bug(msg: &str) -> &'static str {
 /// The `<submit_batch>` request for `wus` (one new batch named `batch_name`; the bounds of
 /// the first job apply to all: a plan has one timeout). Each job is named after its
 /// workunit; its file is fetched from `<job_url_base><job_id>.json` (BOINC names remote
-/// input files by content, so a changed job file is a new file).
-pub fn submit_batch_request(wus: &[Workunit], sub: &Submission, remote: &Remote, batch_name: &str) -> String {
+/// input files by content, so a changed job file is a new file), then its `data.json` (`data`,
+/// in `wus`' order) from `<job_url_base><wu_name>.data.json`.
+pub fn submit_batch_request(wus: &[Workunit], data: &[Vec<u8>], sub: &Submission, remote: &Remote, batch_name: &str) -> String {
     let mut s = String::new();
     let first = wus.first().map(|wu| &wu.job);
     let _ = write!(
@@ -142,7 +142,7 @@ pub fn submit_batch_request(wus: &[Workunit], sub: &Submission, remote: &Remote,
     );
     // The same text for every job: the handler writes one template file for all of them.
     let template = format!("        {}\n", crate::boinc::input_template_with_replication(sub));
-    for wu in wus {
+    for (i, wu) in wus.iter().enumerate() {
         let job = &wu.job;
         let bytes = job.to_json();
         let md5 = hex::encode(Md5::digest(&bytes));
@@ -154,21 +154,16 @@ pub fn submit_batch_request(wus: &[Workunit], sub: &Submission, remote: &Remote,
             url = escape(format!("{}{}.json", remote.job_url_base, job.job_id).as_str()),
             n = bytes.len(),
         );
-        // The shared inputs after it, in the input template's order; the server names a
-        // remote file by its MD5 (create_work --remote_file), so all jobs share one file,
-        // and the template's <sticky/> and <no_delete/> apply to it.
+        // Its data.json after it, in the input template's order.
         let job_end = s.len() - "    </job>\n".len();
-        let mut shared = String::new();
-        for f in &sub.shared {
-            let _ = write!(
-                shared,
-                "        <input_file>\n            <mode>remote</mode>\n            <url>{url}</url>\n            <nbytes>{n}</nbytes>\n            <md5>{md5}</md5>\n        </input_file>\n",
-                url = escape(format!("{}{}", remote.job_url_base, f.name).as_str()),
-                n = f.nbytes,
-                md5 = escape(f.md5.as_str()),
-            );
-        }
-        s.insert_str(job_end, &shared);
+        let bytes = data.get(i).map_or(&[][..], Vec::as_slice);
+        let data_file = format!(
+            "        <input_file>\n            <mode>remote</mode>\n            <url>{url}</url>\n            <nbytes>{n}</nbytes>\n            <md5>{md5}</md5>\n        </input_file>\n",
+            url = escape(format!("{}{}", remote.job_url_base, wu.data_file()).as_str()),
+            n = bytes.len(),
+            md5 = hex::encode(Md5::digest(bytes)),
+        );
+        s.insert_str(job_end, &data_file);
         let job_end = s.len() - "    </job>\n".len();
         s.insert_str(job_end, &template);
     }

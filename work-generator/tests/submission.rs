@@ -2,14 +2,17 @@
 //! guest overlay's real Manifests and distfiles, `create_work --stdin` batches, remote
 //! `submit_batch` against a local HTTP test double, and the daemon's bounded loop.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
+use common::published_plane;
 use gah_core::job::{Compiler, Job};
 use gah_ebuild::{Profile, Strategy};
 use gah_util::process::command;
-use gah_workgen::boinc::{write_submission, SharedInput, Submission, Workunit};
+use gah_workgen::boinc::{write_submission, Submission, Workunit};
 use gah_workgen::daemon::{
     self, CommandCount, DaemonConfig, DaemonError, LocalSubmitter, RemoteSubmitter, SubmitError, Submitter, UnsentError, UnsentSource,
 };
@@ -23,6 +26,11 @@ fn root() -> PathBuf {
 
 fn config(strategy: Strategy, profile: Profile) -> Config {
     Config { compilers: vec![Compiler::Gcc], strategy, profile, timeout_secs: 1800, threads: 1, budget: gah_ebuild::Budget::default() }
+}
+
+/// The data.json a submission wrote for `wu`.
+fn data_ref_of(queue: &Path, wu: &Workunit) -> gah_core::data_ref::DataRef {
+    gah_core::data_ref::DataRef::from_json(&std::fs::read(queue.join("pending").join(wu.data_file())).unwrap()).unwrap()
 }
 
 fn fixture_queue(dir: &Path) -> (Queue, Vec<Job>) {
@@ -71,6 +79,9 @@ fn hermetic_check_on_the_guest_overlay() {
     let all = plan_with(&repos, &cfg, Some(&good));
     assert!(all.blocked.is_empty(), "{:?}", all.blocked.first().map(|b| &b.missing));
     assert_eq!(all.jobs.len(), plan(&repos, &cfg).jobs.len());
+    // What bzip2's workunits name: its tarball, and jemalloc's for its USE=jemalloc jobs.
+    let bzip2 = |p: &gah_workgen::plan::Plan| p.distfiles[&("gah".to_owned(), "app-arch/bzip2-1.0.8".to_owned())].clone();
+    assert_eq!(bzip2(&all).into_iter().collect::<Vec<_>>(), ["bzip2-1.0.8.tar.gz", "jemalloc-5.3.1.tar.gz"]);
 
     // jemalloc's tarball missing, xz's corrupted (same size, one byte changed), libffi's
     // truncated.
@@ -113,6 +124,12 @@ fn hermetic_check_on_the_guest_overlay() {
     assert!(!bzip2_issued.is_empty() && bzip2_issued.iter().all(|j| !j.use_flags.0["jemalloc"]));
     assert!(p.blocked.iter().filter(|b| b.job.cpv == "app-arch/bzip2-1.0.8").all(|b| b.job.use_flags.0["jemalloc"]));
     assert_eq!(p.jobs.len() + p.blocked.len(), all.jobs.len());
+    // Only what the issued jobs need; the queue keeps it for their workunits' data.json.
+    assert_eq!(bzip2(&p).into_iter().collect::<Vec<_>>(), ["bzip2-1.0.8.tar.gz"]);
+    let qdir = tempfile::tempdir().unwrap();
+    Queue::open(qdir.path()).unwrap().add(&p).unwrap();
+    assert_eq!(gah_workgen::queue::distfiles_of(qdir.path(), "gah", "app-arch/bzip2-1.0.8"), ["bzip2-1.0.8.tar.gz"]);
+    assert!(gah_workgen::queue::distfiles_of(qdir.path(), "gah", "../../etc/passwd").is_empty());
 }
 
 #[test]
@@ -130,14 +147,17 @@ fn create_work_stdin_batches_against_a_fake_project() {
     };
     fake("dir_hier_path", "mkdir -p download/ab && echo \"$(pwd)/download/ab/$1\"");
     fake("create_work", "echo \"args: $*\" >> create_work.log; while read -r line; do echo \"job: $line\" >> create_work.log; done");
-    let (repo, distfiles) = (dir.path().join("repo.tar"), dir.path().join("distfiles.tar"));
-    std::fs::write(&repo, "repo").unwrap();
-    std::fs::write(&distfiles, "distfiles").unwrap();
-    let shared = SharedInput::repo_and_distfiles(&repo, &distfiles).unwrap();
-    let names = format!("{} {}", shared[0].name, shared[1].name);
-    let sub = Submission { stdin_batch: true, shared, ..Submission::standard() };
     let wus = q.reserve(&order).unwrap();
+    // No published repository to name: refused before anything is written.
+    let err = write_submission(&q, &wus, &Submission { stdin_batch: true, ..Submission::standard() }, Some(&proj)).unwrap_err();
+    assert!(err.to_string().contains("--published"), "{err}");
+    let plane = published_plane(dir.path());
+    let revision = gah_publish::current_revision(&plane.published, "gentoo.gah").unwrap().unwrap();
+    let sub = Submission { stdin_batch: true, data: Some(plane.clone()), ..Submission::standard() };
     let script = write_submission(&q, &wus, &sub, Some(&proj)).unwrap();
+    let data = data_ref_of(&dir.path().join("queue"), &wus[0]);
+    assert_eq!((data.revision, data.root_catalog.as_str(), data.url.as_str()), (1, revision.root_catalog.as_str(), plane.url.as_str()));
+    assert_eq!(data.repo, format!("/repos/{}", wus[0].job.repo));
     for expected in ["10 submitted, 0 already submitted", "0 submitted, 10 already submitted"] {
         let out = command("sh").arg(&script).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -149,9 +169,9 @@ fn create_work_stdin_batches_against_a_fake_project() {
     assert!(args[0].ends_with("--stdin") && args[0].contains("--min_quorum 2 --target_nresults 2"), "{}", args[0]);
     let jobs: Vec<&str> = log.lines().filter(|l| l.starts_with("job: ")).collect();
     assert_eq!(jobs.len(), 10);
-    assert_eq!(jobs[0], format!("job: --wu_name {id}_1 {id}_1.json {names}", id = order[0].job_id));
-    // The job files and the two shared inputs, staged once.
-    assert_eq!(std::fs::read_dir(proj.join("download/ab")).unwrap().count(), 12);
+    assert_eq!(jobs[0], format!("job: --wu_name {id}_1 {id}_1.json {id}_1.data.json", id = order[0].job_id));
+    // Each workunit's job file and data.json, staged.
+    assert_eq!(std::fs::read_dir(proj.join("download/ab")).unwrap().count(), 20);
 
     // The daemon's local submitter drives the same tools directly. Submitting a job again
     // (issue 9, item 5) is a new workunit with a new name and its own job file.
@@ -162,8 +182,8 @@ fn create_work_stdin_batches_against_a_fake_project() {
     let log = std::fs::read_to_string(proj.join("create_work.log")).unwrap();
     let jobs: Vec<&str> = log.lines().filter(|l| l.starts_with("job: ")).collect();
     assert_eq!(jobs.len(), 12);
-    assert_eq!(jobs[10], format!("job: --wu_name {id}_2 {id}_2.json {names}", id = order[0].job_id));
-    assert_eq!(std::fs::read_dir(proj.join("download/ab")).unwrap().count(), 14);
+    assert_eq!(jobs[10], format!("job: --wu_name {id}_2 {id}_2.json {id}_2.data.json", id = order[0].job_id));
+    assert_eq!(std::fs::read_dir(proj.join("download/ab")).unwrap().count(), 24);
     let names: std::collections::BTreeSet<&str> = jobs.iter().map(|l| l.split(' ').nth(2).unwrap()).collect();
     assert_eq!(names.len(), 12, "every workunit name is new: {jobs:?}");
     assert_eq!(gah_core::job::job_id_of_wu(&again[0].name), order[0].job_id);
@@ -256,7 +276,8 @@ fn remote_submit_batch_against_a_test_double() {
     let sub = Submission::standard();
     let client = remote::client().unwrap();
     let wus = q.reserve(&order[..3]).unwrap();
-    let req = remote::submit_batch_request(&wus, &sub, &remote, "nightly");
+    let data = vec![b"{}".to_vec(); wus.len()];
+    let req = remote::submit_batch_request(&wus, &data, &sub, &remote, "nightly");
     assert_eq!(remote::send(&client, &remote, &req).unwrap(), 42);
     let err = remote::send(&client, &remote, &req).unwrap_err();
     let RemoteError::Reply { url: at, source: ReplyError::Refused(rpc) } = &err else { panic!("{err:?}") };
@@ -293,27 +314,20 @@ fn remote_submit_batch_against_a_test_double() {
     assert!(xml.contains(&expected), "{expected}\nnot in\n{xml}");
     assert!(!format!("{remote:?}").contains("s3cret"), "the authenticator stays out of Debug");
 
-    // With the shared inputs: each job names them after its job file, as remote files under
-    // their content names, with their sizes and MD5s (the input template's order).
-    let dir = tempfile::tempdir().unwrap();
-    let (repo, distfiles) = (dir.path().join("repo.tar"), dir.path().join("distfiles.tar"));
-    std::fs::write(&repo, b"a repository").unwrap();
-    std::fs::write(&distfiles, b"some distfiles").unwrap();
-    let shared = SharedInput::repo_and_distfiles(&repo, &distfiles).unwrap();
-    let sub = Submission { shared: shared.clone(), ..Submission::standard() };
-    let xml = remote::submit_batch_request(&wus, &sub, &remote, "nightly");
+    // Each job names its data.json after its job file, as a remote file with its size and MD5
+    // (the input template's order).
+    let data: Vec<Vec<u8>> = wus.iter().map(|wu| format!("data of {}", wu.name).into_bytes()).collect();
+    let xml = remote::submit_batch_request(&wus, &data, &sub, &remote, "nightly");
     let md5_of = |b: &[u8]| {
         use md5::{Digest, Md5};
         hex::encode(Md5::digest(b))
     };
-    for job in xml.split("<job>").skip(1) {
+    for (job, (wu, data)) in xml.split("<job>").skip(1).zip(wus.iter().zip(&data)) {
         let urls: Vec<&str> = job.split("<url>").skip(1).map(|u| u.split('<').next().unwrap()).collect();
-        assert_eq!(urls.len(), 3, "{job}");
+        assert_eq!(urls.len(), 2, "{job}");
         assert!(urls[0].ends_with(".json"), "{job}");
-        assert_eq!(urls[1], format!("https://files.example.org/jobs/{}", shared[0].name));
-        assert_eq!(urls[2], format!("https://files.example.org/jobs/{}", shared[1].name));
-        assert!(job.contains(&format!("<nbytes>12</nbytes>\n            <md5>{}</md5>", md5_of(b"a repository"))), "{job}");
-        assert!(job.contains(&format!("<nbytes>14</nbytes>\n            <md5>{}</md5>", md5_of(b"some distfiles"))), "{job}");
+        assert_eq!(urls[1], format!("https://files.example.org/jobs/{}.data.json", wu.name));
+        assert!(job.contains(&format!("<nbytes>{}</nbytes>\n            <md5>{}</md5>", data.len(), md5_of(data))), "{job}");
         // The RPC has no quorum values: the job's own input template carries them, and no
         // rsc_* value (template values would override the command line's bounds).
         let template = job.split("<input_template>").nth(1).expect("a job input template").split("</input_template>").next().unwrap();
@@ -321,7 +335,7 @@ fn remote_submit_batch_against_a_test_double() {
             assert!(template.contains(needle), "{needle} missing: {template}");
         }
         assert!(!template.contains("<rsc_"), "{template}");
-        assert_eq!(template.matches("<file_info>").count(), 3, "{template}");
+        assert_eq!(template.matches("<file_info>").count(), 2, "{template}");
     }
 }
 
@@ -346,10 +360,7 @@ fn daemon_keeps_the_cushion_and_never_resubmits() {
     let (url, server) =
         rpc_test_double(vec!["<batch_id>1</batch_id>", "<batch_id>2</batch_id>", "<batch_id>3</batch_id>", "<batch_id>4</batch_id>"]);
     let remote = Remote { project_url: url, authenticator: "a".into(), job_url_base: "http://x/".into() };
-    let repo_tar = dir.path().join("repo.tar");
-    std::fs::write(&repo_tar, b"a repository").unwrap();
-    let shared = SharedInput::repo_and_distfiles(&repo_tar, &repo_tar).unwrap();
-    let submission = Submission { shared: shared.clone(), ..Submission::standard() };
+    let submission = Submission { data: Some(published_plane(dir.path())), ..Submission::standard() };
     let mut sub =
         RemoteSubmitter { remote, sub: submission, served: qdir.join("pending"), client: remote::client().unwrap(), batches: Vec::new() };
     let mut log = Vec::new();
@@ -357,9 +368,8 @@ fn daemon_keeps_the_cushion_and_never_resubmits() {
     let submitted: Vec<usize> = rounds.iter().map(|r| r.submitted).collect();
     assert_eq!(submitted, [3, 0, 3, 1, 3]);
     assert_eq!(sub.batches, [1, 2, 3, 4]);
-    for f in &shared {
-        assert_eq!(std::fs::read(qdir.join("pending").join(&f.name)).unwrap(), b"a repository", "published for the server to fetch");
-    }
+    let first = Workunit { name: gah_core::job::wu_name(&order[0].job_id, 1), job: order[0].clone() };
+    assert_eq!(data_ref_of(&qdir, &first).revision, 1, "each workunit's data.json, put where the server fetches it");
     assert_eq!(log[0], "unsent 0 (keeping 6): submitted 3 jobs");
     let seen = server.join().unwrap();
     // Rotation order, each job once, as its first workunit.

@@ -1,12 +1,14 @@
 //! The work generator end to end on the fixture overlay (`tests/fixtures/overlay`): plan,
 //! queue, BOINC submission script, rotation across restarts.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use gah_core::job::Compiler;
 use gah_core::outcome::Status;
 use gah_ebuild::{Budget, Profile, Severity, Strategy};
-use gah_workgen::boinc::{create_work_command, write_submission, SharedInput, Submission, Workunit};
+use gah_workgen::boinc::{create_work_command, write_submission, Submission, Workunit};
 use gah_workgen::{load_repos, plan, record_result, Config, Plan, Queue, Zap};
 
 fn fixture() -> PathBuf {
@@ -129,7 +131,8 @@ fn generate_writes_each_job_once_and_a_submission_script() {
     }
 
     let order = q.reserve(&q.next(usize::MAX).unwrap()).unwrap();
-    let script = write_submission(&q, &order, &Submission::standard(), None).unwrap();
+    let sub = Submission { data: Some(common::published_plane(dir.path())), ..Submission::standard() };
+    let script = write_submission(&q, &order, &sub, None).unwrap();
     let text = std::fs::read_to_string(&script).unwrap();
     assert_eq!(text.matches("bin/create_work --appname").count(), 20);
     assert_eq!(text.matches("stage '").count(), 20);
@@ -146,7 +149,7 @@ fn generate_writes_each_job_once_and_a_submission_script() {
     let expected = format!(
         "bin/create_work --appname 'gah' --wu_name '{id}_7' --wu_template templates/gah_in --result_template templates/gah_out \
 --rsc_fpops_est 2.25e12 --rsc_fpops_bound 3.6e13 --rsc_memory_bound 4e9 --rsc_disk_bound 1e10 --delay_bound 259200 \
---min_quorum 2 --target_nresults 2 --max_error_results 4 --max_total_results 8 --max_success_results 4 '{id}_7.json'",
+--min_quorum 2 --target_nresults 2 --max_error_results 4 --max_total_results 8 --max_success_results 4 '{id}_7.json' '{id}_7.data.json'",
         id = p.jobs[0].job_id
     );
     assert_eq!(cmd, expected);
@@ -173,14 +176,9 @@ fn submission_script_runs_against_a_fake_project_and_is_idempotent() {
     let mut q = Queue::open(&qdir).unwrap();
     q.add(&p).unwrap();
     let order = q.reserve(&q.next(usize::MAX).unwrap()).unwrap();
-    // The shared inputs templates/gah_in declares after the job file.
-    let (repo, distfiles) = (dir.path().join("repo.tar"), dir.path().join("distfiles.tar"));
-    std::fs::write(&repo, "repo").unwrap();
-    std::fs::write(&distfiles, "distfiles").unwrap();
-    let shared = SharedInput::repo_and_distfiles(&repo, &distfiles).unwrap();
-    assert!(shared[0].name.starts_with("gah-repo-") && shared[1].name.starts_with("gah-distfiles-"), "{shared:?}");
-    assert_eq!(shared[0].name.len(), "gah-repo-".len() + 16 + ".tar".len());
-    let sub = Submission { shared: shared.clone(), ..Submission::standard() };
+    // templates/gah_in's second file, the data.json, names a published repository.
+    let plane = common::published_plane(dir.path());
+    let sub = Submission { data: Some(plane), ..Submission::standard() };
     let script = write_submission(&q, &order, &sub, Some(&proj)).unwrap();
     for expected in ["20 submitted, 0 already submitted", "0 submitted, 20 already submitted"] {
         let out = gah_util::process::command("sh").arg(&script).output().unwrap();
@@ -189,12 +187,10 @@ fn submission_script_runs_against_a_fake_project_and_is_idempotent() {
     }
     let log = std::fs::read_to_string(proj.join("create_work.log")).unwrap();
     assert_eq!(log.lines().count(), 20);
-    // Every workunit names the job file, then the shared files, in the template's order.
-    let tail = format!(".json {} {}", shared[0].name, shared[1].name);
-    assert!(log.lines().all(|l| l.ends_with(&tail)), "{log}");
-    // 20 job files and the two shared ones, each staged once.
-    assert_eq!(std::fs::read_dir(proj.join("download/ab")).unwrap().count(), 22);
-    assert_eq!(std::fs::read(proj.join("download/ab").join(&shared[0].name)).unwrap(), b"repo");
+    // Every workunit names its job file, then its data.json, in the template's order.
+    assert!(log.lines().zip(&order).all(|(l, wu)| l.ends_with(&format!("{0}.json {0}.data.json", wu.name))), "{log}");
+    // 20 job files and 20 data.json files, each staged.
+    assert_eq!(std::fs::read_dir(proj.join("download/ab")).unwrap().count(), 40);
 }
 
 /// Issue 9, item 9: the rotation reads the results database (which only the assimilator

@@ -405,9 +405,10 @@ mod tests {
     fn gah_in_declares_every_input_and_no_per_job_value() {
         let t = InputTemplate::gah_in();
         let opens: Vec<_> = t.file_refs.iter().map(|(n, o)| (*n, o.as_deref())).collect();
-        assert_eq!(opens, [(Some(0), Some("job.json")), (Some(1), Some("repo.tar")), (Some(2), Some("distfiles.tar"))]);
+        assert_eq!(opens, [(Some(0), Some("job.json")), (Some(1), Some("data.json"))]);
+        // Both are the workunit's own: nothing shared, nothing kept on the client.
         let shared: Vec<_> = t.files.iter().map(|f| (f.physical_name.is_none(), f.sticky, f.no_delete)).collect();
-        assert_eq!(shared, [(true, false, false), (true, true, true), (true, true, true)]);
+        assert_eq!(shared, [(true, false, false), (true, false, false)]);
         // create_work applies these after its command line: the generator's per-job values
         // would lose to any of them.
         assert_eq!(t.workunit, []);

@@ -7,7 +7,8 @@
 //!   (`<scheduler>` and `<link rel="boinc_scheduler">`);
 //! - `POST /gah_cgi/cgi` scheduler RPC;
 //! - `POST /gah_cgi/file_upload_handler` upload handler (`get_file_size`, `file_upload`);
-//! - `GET /gah/download/NAME` input and app version files (with `Range: bytes=N-`).
+//! - `GET /gah/download/PATH` input and app version files (with `Range: bytes=N-`), and any
+//!   file below the download folder, as Apache serves it (the data plane's `cvmfs/`).
 //!
 //! App versions: anonymous platform (the client's `app_info.xml`) or server-sent
 //! ([`Harness::add_app_versions`], signed and sent as [`crate::app_versions`] says).
@@ -188,8 +189,8 @@ pub struct WorkunitSpec {
     /// Its job: staged as `<name>.json` and given to create_work as the first input file.
     pub job: Job,
     /// The further input files named on create_work's command line, in the template's order,
-    /// each already staged ([`Harness::stage_file`]): for `templates/gah_in` the repository
-    /// and distfiles tars.
+    /// each already staged ([`Harness::stage_file`]): for `templates/gah_in` the workunit's
+    /// `data.json`.
     pub files: Vec<String>,
     /// `<command_line>` (appended to the app version's `<cmdline>`); empty for none.
     pub command_line: String,
@@ -1414,11 +1415,16 @@ fn serve(server: tiny_http::Server, state: Arc<Mutex<State>>, stop: Arc<AtomicBo
 }
 
 fn download(request: tiny_http::Request, dir: &Path, name: &str, state: &Mutex<State>) -> std::io::Result<()> {
-    if name.is_empty() || name.contains('/') || name.contains("..") {
+    // Any file below the download folder, as make_project's Apache configuration serves it
+    // (`Alias /gah/download <project>/download`): the project's CernVM-FS repository is
+    // published in its `cvmfs/` folder. Nothing above it.
+    if name.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
         return request.respond(tiny_http::Response::empty(400));
     }
     // Streamed from the file: an app version's root tar is most of a GB.
-    let Ok(mut file) = fs::File::open(dir.join(name)) else {
+    let Ok(mut file) =
+        fs::File::open(dir.join(name)).and_then(|f| if f.metadata()?.is_file() { Ok(f) } else { Err(std::io::ErrorKind::NotFound.into()) })
+    else {
         state.lock().unwrap().log(format!("download: 404 {name}"));
         return request.respond(tiny_http::Response::empty(404));
     };
@@ -1455,7 +1461,7 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
         let h = Harness::start(HarnessConfig::new(&dir)).unwrap();
         let mut spec = WorkunitSpec::new("wu", job());
-        spec.files = shared_inputs(&h, &dir, "a");
+        spec.files = gah_in_inputs(&h, &dir, "a");
         let result = h.add_workunit(spec).unwrap().remove(0);
         // Unsent work can still come back: only the time limit ends this wait.
         let e = h.wait_until(Duration::from_millis(300), |_| false).unwrap_err();
@@ -1485,17 +1491,32 @@ mod tests {
         Job::new("test", "app-arch/bzip2-1.0.8", Default::default(), gah_core::job::Compiler::Gcc, 60)
     }
 
-    /// A repository and a distfiles tar (stand-ins whose bytes depend on `seed`), each named
-    /// after its seed as the work generator names them after their content, and staged.
-    fn shared_inputs(h: &Harness, dir: &Path, seed: &str) -> Vec<String> {
-        ["gah-repo", "gah-distfiles"]
-            .iter()
-            .map(|prefix| {
-                let named = dir.join(format!("{prefix}-{seed}.tar"));
-                fs::write(&named, format!("{prefix} {seed}")).unwrap();
-                h.stage_file(&named).unwrap()
-            })
-            .collect()
+    /// The inputs `templates/gah_in` wants after the job file: a `data.json` (a stand-in
+    /// whose bytes depend on `seed`), named `<seed>.data.json` and staged.
+    fn gah_in_inputs(h: &Harness, dir: &Path, seed: &str) -> Vec<String> {
+        let named = dir.join(format!("{seed}.data.json"));
+        fs::write(&named, format!("data of {seed}")).unwrap();
+        vec![h.stage_file(&named).unwrap()]
+    }
+
+    /// A template with one input every workunit shares after the job file (`<sticky/>`,
+    /// `<no_delete/>` when `no_delete`), and that input staged: how BOINC's file_deleter
+    /// treats shared inputs (gah_in had them until the data plane).
+    fn shared_input_template(h_dir: &Path, no_delete: bool) -> (HarnessConfig, impl Fn(&Harness) -> String + use<>) {
+        let keep = if no_delete { "<sticky/><no_delete/>" } else { "" };
+        let mut config = HarnessConfig::new(h_dir);
+        config.input_template = InputTemplate::parse(&format!(
+            "<input_template><file_info><number>0</number></file_info><file_info><number>1</number>{keep}</file_info>\
+             <workunit><file_ref><file_number>0</file_number><open_name>job.json</open_name></file_ref>\
+             <file_ref><file_number>1</file_number><open_name>shared.tar</open_name></file_ref></workunit></input_template>"
+        ))
+        .unwrap();
+        let staged = h_dir.with_extension("shared-a.tar");
+        let stage = move |h: &Harness| {
+            fs::write(&staged, "shared a").unwrap();
+            h.stage_file(&staged).unwrap()
+        };
+        (config, stage)
     }
 
     fn temp(name: &str) -> PathBuf {
@@ -1521,20 +1542,19 @@ mod tests {
     fn workunits_are_built_from_gah_in_by_create_works_rules() {
         let dir = temp("gah-in");
         let h = Harness::start(HarnessConfig::new(&dir.join("server"))).unwrap();
-        let files = shared_inputs(&h, &dir, "a");
-        assert!(files[0].starts_with("gah-repo-") && files[0].ends_with(".tar"), "{files:?}");
+        let files = gah_in_inputs(&h, &dir, "a");
 
         // Every <file_info> of the template needs a file, and a staged one.
         let e = h.add_workunit(WorkunitSpec::new("wu-bare", job())).unwrap_err();
         assert!(format!("{e:#}").contains("Too few var input files given; need at least 2"), "{e:#}");
         let mut spec = WorkunitSpec::new("wu-unstaged", job());
-        spec.files = vec![files[0].clone(), "gah-distfiles-not-staged.tar".into()];
+        spec.files = vec!["not-staged.data.json".into()];
         let e = h.add_workunit(spec).unwrap_err();
         assert!(format!("{e:#}").contains("md5_file: can't open"), "{e:#}");
         let mut spec = WorkunitSpec::new("wu-extra", job());
-        spec.files = vec![files[0].clone(), files[1].clone(), files[1].clone()];
+        spec.files = vec![files[0].clone(), files[0].clone()];
         let e = h.add_workunit(spec).unwrap_err();
-        assert!(format!("{e:#}").contains("4 input files given, but template has 3"), "{e:#}");
+        assert!(format!("{e:#}").contains("3 input files given, but template has 2"), "{e:#}");
 
         // The template sets no per-job value: the command line's stand.
         let mut spec = WorkunitSpec::new("wu", job());
@@ -1550,19 +1570,12 @@ mod tests {
             let w = &st.wus["wu"];
             assert_eq!((w.spec.fpops_bound, w.spec.min_quorum, w.spec.delay_bound_secs), (1.25e15, 2, 1234));
             let names: Vec<_> = w.inputs.iter().map(|f| (f.physical.as_str(), f.open_name.as_str(), f.sticky, f.no_delete)).collect();
-            assert_eq!(
-                names,
-                [
-                    ("wu.json", "job.json", false, false),
-                    (files[0].as_str(), "repo.tar", true, true),
-                    (files[1].as_str(), "distfiles.tar", true, true)
-                ]
-            );
+            assert_eq!(names, [("wu.json", "job.json", false, false), (files[0].as_str(), "data.json", false, false)]);
         }
         let reply = send(&h);
         assert!(reply.contains(&format!("<name>{}</name>\n    <url>", files[0])), "{reply}");
-        assert!(reply.contains("<sticky/>\n    <no_delete/>\n</file_info>"), "{reply}");
-        assert!(reply.contains("<open_name>repo.tar</open_name>") && reply.contains("<open_name>distfiles.tar</open_name>"), "{reply}");
+        assert!(!reply.contains("<sticky/>") && !reply.contains("<no_delete/>"), "{reply}");
+        assert!(reply.contains("<open_name>data.json</open_name>"), "{reply}");
         assert!(reply.contains("<rsc_fpops_bound>1.25e15</rsc_fpops_bound>"), "{reply}");
         drop(h);
         let _ = fs::remove_dir_all(&dir);
@@ -1592,8 +1605,9 @@ mod tests {
     #[test]
     fn file_deleter_keeps_shared_inputs_for_the_next_workunit() {
         let dir = temp("file-deleter");
-        let h = Harness::start(HarnessConfig::new(&dir.join("server"))).unwrap();
-        let files = shared_inputs(&h, &dir, "a");
+        let (config, stage) = shared_input_template(&dir.join("server"), true);
+        let h = Harness::start(config).unwrap();
+        let files = vec![stage(&h)];
         for wu in ["wu1", "wu2"] {
             let mut spec = WorkunitSpec::new(wu, job());
             spec.files = files.clone();
@@ -1611,7 +1625,7 @@ mod tests {
         assert!(!download.join("wu1.json").exists());
         assert!(files.iter().all(|f| download.join(f).exists()));
         let second = send(&h);
-        assert!(second.contains("<name>wu2</name>") && second.contains(&files[0]) && second.contains(&files[1]), "{second}");
+        assert!(second.contains("<name>wu2</name>") && second.contains(&files[0]), "{second}");
         let mut spec = WorkunitSpec::new("wu3", job());
         spec.files = files.clone();
         h.add_workunit(spec).expect("a later workunit finds the shared inputs");
@@ -1621,13 +1635,12 @@ mod tests {
 
     #[test]
     fn file_deleter_removes_inputs_without_no_delete() {
-        // The old template: shared inputs without <no_delete/> are gone once the first
-        // workunit is assimilated, and the next create_work fails as on a real server.
+        // Shared inputs without <no_delete/> are gone once the first workunit is over, and
+        // the next create_work fails as on a real server.
         let dir = temp("file-deleter-old");
-        let mut config = HarnessConfig::new(&dir.join("server"));
-        config.input_template = InputTemplate::parse(&GAH_IN_WITHOUT_NO_DELETE).unwrap();
+        let (config, stage) = shared_input_template(&dir.join("server"), false);
         let h = Harness::start(config).unwrap();
-        let files = shared_inputs(&h, &dir, "a");
+        let files = vec![stage(&h)];
         let mut spec = WorkunitSpec::new("wu1", job());
         spec.files = files.clone();
         h.add_workunit(spec).unwrap();
@@ -1683,7 +1696,7 @@ mod tests {
         let h = scripted(&dir);
         fs::write(dir.join("project/cmp.exit"), "3").unwrap();
         let mut spec = WorkunitSpec::new("wu", job());
-        spec.files = shared_inputs(&h, &dir, "a");
+        spec.files = gah_in_inputs(&h, &dir, "a");
         (spec.min_quorum, spec.target_nresults, spec.max_error_results, spec.max_total_results) = (2, 2, 1, 3);
         let results = h.add_workunit(spec).unwrap();
         // Neither upload exists: script_validator runs the init script on their paths anyway.
@@ -1717,7 +1730,7 @@ mod tests {
         let dir = temp("compare-majority");
         let h = scripted(&dir);
         let mut spec = WorkunitSpec::new("wu", job());
-        spec.files = shared_inputs(&h, &dir, "a");
+        spec.files = gah_in_inputs(&h, &dir, "a");
         (spec.min_quorum, spec.target_nresults, spec.max_error_results, spec.max_total_results) = (2, 2, 1, 3);
         let results = h.add_workunit(spec).unwrap();
         fs::write(dir.join("project/cmp.exit"), "1").unwrap();
@@ -1741,7 +1754,7 @@ mod tests {
         let dir = temp("too-many-errors");
         let h = scripted(&dir);
         let mut spec = WorkunitSpec::new("wu", job());
-        spec.files = shared_inputs(&h, &dir, "a");
+        spec.files = gah_in_inputs(&h, &dir, "a");
         (spec.max_error_results, spec.max_total_results) = (1, 4);
         h.add_workunit(spec).unwrap();
         // One error is not more than max_error_results: a new result.
@@ -1754,12 +1767,10 @@ mod tests {
         assert_eq!(script_log(&dir, "asm").trim(), "--error 2 wu 1 0");
         assert!(h.state.lock().unwrap().settled());
         assert!(!h.download_dir().join("wu.json").exists(), "all results over: file_deleter ran");
+        assert!(!h.download_dir().join("a.data.json").exists(), "the workunit's data.json too: it is its own");
         drop(h);
         let _ = fs::remove_dir_all(&dir);
     }
-
-    static GAH_IN_WITHOUT_NO_DELETE: std::sync::LazyLock<String> =
-        std::sync::LazyLock::new(|| create_work::GAH_IN.replace("<no_delete/>", "").replace("<sticky/>", ""));
 
     #[test]
     fn project_dir_name_is_boincs() {
