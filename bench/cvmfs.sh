@@ -1,10 +1,11 @@
 #!/bin/sh
-# Issue 11's figures for the CernVM-FS data plane, as far as it exists: what a volunteer's
-# host downloads through `gah-publish --url` (the host-side reader and its cache) for its
-# first job, its tenth, a job of another package and a job after a tree update, against what
-# a workunit carries today (repo.tar + distfiles.tar); and what publishing costs, for the
-# embedded overlay and for an md5-cache tree of ::gentoo's size. Results go to
-# docs/BENCHMARKS.md by hand.
+# Issue 11's figures for the CernVM-FS data plane: what a volunteer's host downloads through
+# `gah-publish --url` (the host-side reader and its cache, what gah-app runs on data.json) for
+# its first job, its tenth, a job of another package and a job after a tree update, against
+# what a workunit carried before the data plane (repo.tar + distfiles.tar); the job start-up
+# overhead of those reads (wall seconds to the job's folders, cold and warm cache) against
+# unpacking the two tars; and what publishing costs, for the embedded overlay and for an
+# md5-cache tree of ::gentoo's size. Results go to docs/BENCHMARKS.md by hand.
 #
 # Usage: bench/cvmfs.sh [OUT]   (default .cache/bench-cvmfs; removed and made again)
 # Needs: the distfiles in .cache/distfiles (scripts/setup.sh), python3 (its http.server
@@ -21,12 +22,18 @@ now() { date +%s.%N; }
 secs() { echo "$1 $2" | awk '{ printf "%.2f", $2 - $1 }'; }
 size() { du -sb "$1" | cut -f1; }
 
-# The tree a job reads today as repo.tar + distfiles.tar.
+# The tree a job read before the data plane as repo.tar + distfiles.tar.
 cp -a vm-images/overlay "$OUT/src/repos/gah"
 cp -a .cache/distfiles "$OUT/src/distfiles"
 tar -C vm-images/overlay --sort=name --owner=0 --group=0 --numeric-owner -cf "$OUT/today/repo.tar" .
 tar -C .cache/distfiles --sort=name --owner=0 --group=0 --numeric-owner -cf "$OUT/today/distfiles.tar" .
-echo "today, per workunit: repo.tar $(size "$OUT/today/repo.tar") B, distfiles.tar $(size "$OUT/today/distfiles.tar") B"
+echo "before, per workunit: repo.tar $(size "$OUT/today/repo.tar") B, distfiles.tar $(size "$OUT/today/distfiles.tar") B"
+# What gah-app did with them at every job's start: unpack both into the slot.
+rm -rf "$OUT/unpacked" && mkdir -p "$OUT/unpacked/repo" "$OUT/unpacked/distfiles"
+t0=$(now)
+tar -C "$OUT/unpacked/repo" -xf "$OUT/today/repo.tar" && tar -C "$OUT/unpacked/distfiles" -xf "$OUT/today/distfiles.tar"
+t1=$(now)
+echo "before, start-up: unpacking both tars took $(secs "$t0" "$t1") s"
 
 t0=$(now)
 "$BIN" --repo-dir "$OUT/stratum/gentoo.gah" --keys "$OUT/keys" "$OUT/src" > "$OUT/publish-1.txt"
@@ -50,8 +57,10 @@ job() {
     pkg=$2
     rm -rf "$OUT/job"
     # shellcheck disable=SC2046
+    t0=$(now)
     line=$("$BIN" --url "$URL" --keys "$OUT/keys" --cache "$OUT/cache" --get /repos/gah $(distfiles_of "$pkg") --out "$OUT/job")
-    echo "$label ($pkg): ${line#*; }"
+    t1=$(now)
+    echo "$label ($pkg): ${line#*; }; start-up $(secs "$t0" "$t1") s"
 }
 job "job 1" app-arch/bzip2
 for i in 2 3 4 5 6 7 8 9; do job "job $i" app-arch/bzip2 > /dev/null; done
@@ -67,7 +76,7 @@ t1=$(now)
 echo "republish after one ebuild changed: $(secs "$t0" "$t1") s: $(tail -1 "$OUT/publish-2.txt")"
 job "job 12, after the update" app-arch/bzip2
 tar -C "$OUT/src/repos/gah" --sort=name --owner=0 --group=0 --numeric-owner -cf "$OUT/today/repo-2.tar" .
-echo "today, after the update: a new repo.tar of $(size "$OUT/today/repo-2.tar") B"
+echo "before, after the update: a new repo.tar of $(size "$OUT/today/repo-2.tar") B"
 
 # Publication at ::gentoo's size: nine copies of GURU's md5-cache (~34,000 entries), as
 # nine repositories.
