@@ -383,10 +383,11 @@ pub fn main(args: Args) -> Result<(), AppError> {
         Some(bytes) => ((bytes / (1 << 20)) * 8 / 10).max(256),
         None => args.max_disk_mib,
     };
-    let (repo, distfiles) = match (&args.repo, &args.distfiles) {
+    let (repo, distfiles, binpkgs) = match (&args.repo, &args.distfiles) {
         (Some(repo), Some(distfiles)) => (
             folder_or_unpacked(&resolve(repo)?, &slot.join("inputs/repo"))?,
             folder_or_unpacked(&resolve(distfiles)?, &slot.join("inputs/distfiles"))?,
+            binpkgs,
         ),
         _ => {
             let data = crate::data_plane::read_ref(&resolve(&args.data)?)?;
@@ -410,7 +411,8 @@ pub fn main(args: Args) -> Result<(), AppError> {
             let inputs = slot.join("inputs/cvmfs");
             let _ = fs::remove_dir_all(&inputs);
             let fetched = crate::data_plane::fetch(&data, &access, &inputs)?;
-            (fetched.repo, fetched.distfiles)
+            // The repository's binary packages, when the job names some, instead of --binpkgs.
+            (fetched.repo, fetched.distfiles, fetched.binpkgs.unwrap_or(binpkgs))
         }
     };
     let input = GuestInput {

@@ -49,13 +49,16 @@ pub enum DataPlaneError {
     },
 }
 
-/// Where the inputs were written: the ebuild repository and the distfiles folder.
+/// Where the inputs were written: the ebuild repository, the distfiles folder and the
+/// binary packages, if the job names some.
 #[derive(Debug)]
 pub struct Fetched {
     /// The ebuild repository.
     pub repo: PathBuf,
     /// The distfiles.
     pub distfiles: PathBuf,
+    /// The binary packages (`Packages` and the package files).
+    pub binpkgs: Option<PathBuf>,
 }
 
 /// How to reach the repository.
@@ -78,7 +81,8 @@ pub fn read_ref(path: &Path) -> Result<DataRef, DataPlaneError> {
     DataRef::from_json(&bytes).map_err(|source| DataPlaneError::Ref { path: path.to_owned(), source })
 }
 
-/// Writes the job's inputs into `into` (`repo/`, `distfiles/`; `into` must not hold them yet).
+/// Writes the job's inputs into `into` (`repo/`, `distfiles/`, `binpkgs/`; `into` must not
+/// hold them yet).
 pub fn fetch(data: &DataRef, access: &Access<'_>, into: &Path) -> Result<Fetched, DataPlaneError> {
     let read = |what: &str| {
         let (what, url) = (what.to_owned(), data.url.clone());
@@ -117,5 +121,13 @@ pub fn fetch(data: &DataRef, access: &Access<'_>, into: &Path) -> Result<Fetched
         let name = path.rsplit('/').next().unwrap_or(path);
         materialise(&pinned, path, &distfiles.join(name), Links::LeaveOut).map_err(read(path))?;
     }
-    Ok(Fetched { repo, distfiles })
+    let binpkgs = match &data.binpkgs {
+        Some(path) => {
+            let to = into.join("binpkgs");
+            materialise(&pinned, path, &to, Links::LeaveOut).map_err(read(path))?;
+            Some(to)
+        }
+        None => None,
+    };
+    Ok(Fetched { repo, distfiles, binpkgs })
 }

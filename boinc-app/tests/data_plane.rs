@@ -42,6 +42,8 @@ fn the_inputs_come_from_the_revision_the_job_names() {
     std::os::unix::fs::symlink("/etc/passwd", src.join("repos/gah/app-misc/x/link")).unwrap();
     write(&src, "distfiles/a-1.tar.gz", b"A");
     write(&src, "distfiles/b-1.tar.gz", b"B");
+    write(&src, "binpkgs/Packages", b"PACKAGES: 1\n");
+    write(&src, "binpkgs/app-misc/y/y-1-1.gpkg.tar", b"a package");
     let first = gah_publish::publish(&src, &stratum.join(NAME), NAME, &keys).unwrap();
     write(&src, "repos/gah/app-misc/x/x-1.ebuild", b"EAPI=8\n# revision 2\n");
     gah_publish::publish(&src, &stratum.join(NAME), NAME, &keys).unwrap();
@@ -55,6 +57,7 @@ fn the_inputs_come_from_the_revision_the_job_names() {
         root_catalog: first.root_catalog_hash.clone(),
         repo: "/repos/gah".into(),
         distfiles: vec!["/distfiles/a-1.tar.gz".into()],
+        binpkgs: Some("/binpkgs".into()),
     };
     let key = gah_publish::keys::master_pub_path(&keys, NAME);
     let cache = dir.path().join("cache");
@@ -67,6 +70,10 @@ fn the_inputs_come_from_the_revision_the_job_names() {
     let names: Vec<_> = fs::read_dir(&got.distfiles).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names, ["a-1.tar.gz"]);
     assert_eq!(fs::read(got.distfiles.join("a-1.tar.gz")).unwrap(), b"A");
+    // The project's binary packages, for the guest's --usepkg.
+    let binpkgs = got.binpkgs.expect("the binary packages the job names");
+    assert_eq!(fs::read(binpkgs.join("app-misc/y/y-1-1.gpkg.tar")).unwrap(), b"a package");
+    assert_eq!(fs::read(binpkgs.join("Packages")).unwrap(), b"PACKAGES: 1\n");
 
     // A job that names a root catalog the history does not have for that revision.
     let forged = DataRef { root_catalog: "00".repeat(20), ..data.clone() };

@@ -28,6 +28,11 @@ pub struct DataRef {
     pub repo: String,
     /// The distfiles the job needs, as paths in it, e.g. `/distfiles/bzip2-1.0.8.tar.gz`.
     pub distfiles: Vec<String>,
+    /// A folder of binary packages with Portage's `Packages` index, e.g. `/binpkgs`: the
+    /// guest installs dependencies from them (Portage's `--usepkg`, which takes a package only
+    /// when its USE matches). Absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binpkgs: Option<String>,
 }
 
 impl DataRef {
@@ -38,7 +43,7 @@ impl DataRef {
         if r.format != DATA_REF_FORMAT {
             return Err(crate::Error::Format { what: "data.json", found: r.format, expected: DATA_REF_FORMAT });
         }
-        let bad = std::iter::once(&r.repo).chain(&r.distfiles).find(|p| !is_repository_path(p));
+        let bad = std::iter::once(&r.repo).chain(&r.distfiles).chain(&r.binpkgs).find(|p| !is_repository_path(p));
         if let Some(p) = bad {
             return Err(crate::Error::Invalid { what: "data.json", why: format!("{p:?} is not a path in the repository") });
         }
@@ -85,6 +90,7 @@ mod tests {
             root_catalog: "ab".repeat(20),
             repo: "/repos/gah".into(),
             distfiles: vec!["/distfiles/bzip2-1.0.8.tar.gz".into()],
+            binpkgs: Some("/binpkgs".into()),
         }
     }
 
@@ -95,6 +101,10 @@ mod tests {
             let r = DataRef { repo: bad.into(), ..example() };
             assert!(DataRef::from_json(&r.to_json()).is_err(), "{bad}");
         }
+        let r = DataRef { binpkgs: Some("/binpkgs/../../etc".into()), ..example() };
+        assert!(DataRef::from_json(&r.to_json()).is_err());
+        let without = DataRef { binpkgs: None, ..example() };
+        assert!(!String::from_utf8(without.to_json()).unwrap().contains("binpkgs"), "left out when none");
         let r = DataRef { root_catalog: "xyz".into(), ..example() };
         assert!(DataRef::from_json(&r.to_json()).is_err());
         let r = DataRef { format: 2, ..example() };

@@ -1,8 +1,10 @@
-//! `gah run`'s CernVM-FS data plane (issue 11, item 5): the embedded overlay (at
-//! `/repos/<name>`) and the distfiles (at `/distfiles`) are published as the next revision of
-//! a local repository in `.cache/cvmfs/srv/`, served on 127.0.0.1 as the project's Apache
-//! serves its own, and each job's `gah-app` gets a `data.json` and reads its inputs through
-//! the same verifying reader and host cache a volunteer's does. No job gets a folder of ours.
+//! `gah run`'s CernVM-FS data plane (issue 11, items 4 and 5): the embedded overlay (at
+//! `/repos/<name>`), the distfiles (at `/distfiles`) and the binary packages of accepted jobs
+//! (at `/binpkgs`, with Portage's `Packages` index) are published as the next revision of a
+//! local repository in `.cache/cvmfs/srv/`, served on 127.0.0.1 as the project's Apache serves
+//! its own, and each job's `gah-app` gets a `data.json` and reads its inputs through the same
+//! verifying reader and host cache a volunteer's does. No job gets a folder of ours. After a
+//! job's packages join the cache, [`LocalPlane::republish`] makes them the next revision.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -20,6 +22,8 @@ use crate::layout::Layout;
 pub const NAME: &str = "gentoo.gah";
 /// Where the distfiles are in it.
 pub const DISTFILES_AT: &str = "/distfiles";
+/// Where the binary packages are in it.
+pub const BINPKGS_AT: &str = "/binpkgs";
 
 /// Where a published ebuild repository goes: `/repos/<its name>`.
 pub fn repo_path(repo_name: &str) -> String {
@@ -29,8 +33,15 @@ pub fn repo_path(repo_name: &str) -> String {
 /// The published revision, its server, and what it takes to say which distfiles a job needs.
 pub struct LocalPlane {
     url: String,
-    revision: u64,
-    root_catalog: String,
+    /// The current revision and its root catalog (a later job reads a later one).
+    current: std::sync::Mutex<(u64, String)>,
+    /// What is published, and where.
+    overlay: PathBuf,
+    overlay_at: String,
+    distfiles: PathBuf,
+    binpkgs: PathBuf,
+    repo_dir: PathBuf,
+    keys: PathBuf,
     master_key: PathBuf,
     client_cache: PathBuf,
     repos: Vec<Repository>,
@@ -40,37 +51,53 @@ pub struct LocalPlane {
 }
 
 impl LocalPlane {
-    /// Publishes the overlay and the distfiles (only changed objects are written), and starts
-    /// serving them.
+    /// Publishes the overlay, the distfiles and the binary packages (only changed objects are
+    /// written), and starts serving them.
     pub fn start(layout: &Layout, repos: Vec<Repository>, profile: Profile) -> anyhow::Result<LocalPlane> {
         let srv = layout.cvmfs.join("srv");
-        let keys = layout.cvmfs.join("keys");
-        let repo_dir = srv.join(NAME);
         let overlay_name = repos.first().map_or_else(|| "gah".to_owned(), |r| r.name.clone());
-        let overlay_at = repo_path(&overlay_name);
-        let mounts = [Mount { at: &overlay_at, from: &layout.overlay }, Mount { at: DISTFILES_AT, from: &layout.distfiles }];
-        let published = gah_publish::publish_mounts(&mounts, &repo_dir, NAME, &keys)
-            .with_context(|| format!("publishing the overlay and the distfiles into {}", repo_dir.display()))?;
         let server = StaticServer::start(&srv).context("serving the local CernVM-FS repository")?;
         let url = format!("http://{}/{NAME}", server.addr);
-        println!(
-            "gah run: published {} and {} as {NAME} revision {} ({} objects new), served at {url}",
-            layout.overlay.display(),
-            layout.distfiles.display(),
-            published.revision,
-            published.objects_written
-        );
-        Ok(LocalPlane {
+        let keys = layout.cvmfs.join("keys");
+        let plane = LocalPlane {
             url,
-            revision: published.revision,
-            root_catalog: published.root_catalog_hash,
-            master_key: published.master_pub,
+            current: std::sync::Mutex::new((0, String::new())),
+            overlay: layout.overlay.clone(),
+            overlay_at: repo_path(&overlay_name),
+            distfiles: layout.distfiles.clone(),
+            binpkgs: layout.binpkgs.clone(),
+            repo_dir: srv.join(NAME),
+            master_key: gah_publish::keys::master_pub_path(&keys, NAME),
+            keys,
             client_cache: layout.cvmfs.join("client-cache"),
             repos,
             mirror: Mirror::new(&layout.distfiles, &["amd64", "~amd64"]),
             profile,
             _server: server,
-        })
+        };
+        let revision = plane.republish()?;
+        println!(
+            "gah run: published {}, {} and {} as {NAME} revision {revision}, served at {}",
+            plane.overlay.display(),
+            plane.distfiles.display(),
+            plane.binpkgs.display(),
+            plane.url
+        );
+        Ok(plane)
+    }
+
+    /// Publishes the folders again as the next revision, which later jobs read (the ones
+    /// running keep theirs); returns its number.
+    pub fn republish(&self) -> anyhow::Result<u64> {
+        let mounts = [
+            Mount { at: &self.overlay_at, from: &self.overlay },
+            Mount { at: DISTFILES_AT, from: &self.distfiles },
+            Mount { at: BINPKGS_AT, from: &self.binpkgs },
+        ];
+        let published = gah_publish::publish_mounts(&mounts, &self.repo_dir, NAME, &self.keys)
+            .with_context(|| format!("publishing into {}", self.repo_dir.display()))?;
+        *self.current.lock().expect("the plane's revision") = (published.revision, published.root_catalog_hash);
+        Ok(published.revision)
     }
 
     /// The job's `data.json`: this revision, its repository's folder, and the distfiles it
@@ -87,14 +114,16 @@ impl LocalPlane {
         }
         distfiles.sort();
         distfiles.dedup();
+        let (revision, root_catalog) = self.current.lock().expect("the plane's revision").clone();
         DataRef {
             format: DATA_REF_FORMAT,
             name: NAME.to_owned(),
             url: self.url.clone(),
-            revision: self.revision,
-            root_catalog: self.root_catalog.clone(),
+            revision,
+            root_catalog,
             repo: repo_path(&job.repo),
             distfiles,
+            binpkgs: Some(BINPKGS_AT.to_owned()),
         }
     }
 
@@ -184,6 +213,7 @@ mod tests {
         std::fs::create_dir_all(&layout.distfiles).unwrap();
         std::fs::write(layout.distfiles.join("hello-1.tar.gz"), tarball).unwrap();
         std::fs::write(layout.distfiles.join("unrelated.tar.gz"), b"x").unwrap();
+        std::fs::create_dir_all(&layout.binpkgs).unwrap();
         let (repos, _) = gah_workgen::plan::load_repos(std::slice::from_ref(&layout.overlay));
         let plane = LocalPlane::start(&layout, repos, Profile::amd64_linux()).unwrap();
         let job = Job::new("gah", "app-misc/hello-1", Default::default(), gah_core::job::Compiler::Gcc, 60);
@@ -195,5 +225,16 @@ mod tests {
         let reader = gah_publish::verify_from(http, NAME, &plane.master_key, now()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(hex::encode(reader.root_catalog()), data.root_catalog);
         assert_eq!(reader.read("/distfiles/hello-1.tar.gz").unwrap(), tarball);
+        assert_eq!(data.binpkgs.as_deref(), Some(BINPKGS_AT));
+
+        // A job's packages joined the cache: the next job reads them in the next revision.
+        std::fs::write(layout.binpkgs.join("Packages"), b"index").unwrap();
+        let next = plane.republish().unwrap();
+        let data = plane.data_ref(&job);
+        assert_eq!(data.revision, next);
+        let cache = gah_publish::fetch::Cache::open(&root.join("cache"), 1 << 30).unwrap();
+        let http = std::sync::Arc::new(gah_publish::fetch::Http::new(&data.url, NAME, cache, None).unwrap());
+        let reader = gah_publish::verify_from(http, NAME, &plane.master_key, now()).unwrap();
+        assert_eq!(reader.read("/binpkgs/Packages").unwrap(), b"index");
     }
 }

@@ -166,6 +166,13 @@ impl JobRunner<'_> {
                 for why in &merged.skipped {
                     eprintln!("gah run: binary package not cached: {why}");
                 }
+                // Published, as the project publishes its validated packages: later jobs'
+                // guests install them through the data plane.
+                if merged.copied > 0 {
+                    if let Err(e) = self.plane.republish() {
+                        eprintln!("gah run: binary packages not published: {e:#}");
+                    }
+                }
             }
             Err(e) => eprintln!("gah run: binary packages not cached: {e:#}"),
         }
@@ -250,8 +257,6 @@ fn run_replica(
         .arg("--output")
         .arg(&archive)
         .args(inputs)
-        .arg("--binpkgs")
-        .arg(&layout.binpkgs)
         .arg("--keep-binpkgs")
         .arg(&binpkgs)
         .arg("--image")

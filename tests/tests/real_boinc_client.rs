@@ -112,6 +112,7 @@ fn stage_data(tmp: &Path, harness: &Harness, spec: &mut WorkunitSpec, repo: &Pat
         root_catalog: p.root_catalog_hash,
         repo: at,
         distfiles: needs.into_iter().filter(|n| n.problem.is_none()).map(|n| format!("/distfiles/{}", n.file)).collect(),
+        binpkgs: None,
     };
     let inputs = tmp.join("inputs");
     std::fs::create_dir_all(&inputs).unwrap();

@@ -246,6 +246,9 @@ pub fn write_data_refs(queue: &Path, wus: &[Workunit], data: Option<&DataPlane>)
             root_catalog: revision.root_catalog.clone(),
             repo: format!("/repos/{}", wu.job.repo),
             distfiles,
+            // Validated jobs' packages are not published on a BOINC server yet (issue 11,
+            // item 4: `gah run` publishes its own); the guest builds every dependency.
+            binpkgs: None,
         };
         let bytes = data.to_json();
         gah_util::atomic::write(&queue.join("pending").join(wu.data_file()), &bytes)?;
