@@ -8,6 +8,17 @@ use serde::{Deserialize, Serialize};
 
 /// The format version this build reads and writes.
 pub const DATA_REF_FORMAT: u32 = 1;
+/// The project's repository's name, unless told otherwise.
+pub const DEFAULT_NAME: &str = "gentoo.gah";
+/// Where the distfiles are in it.
+pub const DISTFILES_AT: &str = "/distfiles";
+/// Where binary packages are in it.
+pub const BINPKGS_AT: &str = "/binpkgs";
+
+/// Where the ebuild repository named `repo_name` is in it: `/repos/<repo_name>`.
+pub fn repo_path(repo_name: &str) -> String {
+    format!("/repos/{repo_name}")
+}
 
 /// A job's inputs in a CernVM-FS repository.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +47,36 @@ pub struct DataRef {
 }
 
 impl DataRef {
+    /// The reference for a job of the ebuild repository `repo_name` in revision `revision`
+    /// (root catalog `root_catalog`, hex) of the repository `name` at `url`, with its
+    /// distfiles by file name, checked as [`DataRef::from_json`] checks a read one: what is
+    /// written is what every reader takes.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        name: &str,
+        url: &str,
+        revision: u64,
+        root_catalog: &str,
+        repo_name: &str,
+        distfiles: impl IntoIterator<Item = String>,
+        binpkgs: bool,
+    ) -> Result<DataRef, crate::Error> {
+        let mut distfiles: Vec<String> = distfiles.into_iter().map(|f| format!("{DISTFILES_AT}/{f}")).collect();
+        distfiles.sort();
+        distfiles.dedup();
+        let data = DataRef {
+            format: DATA_REF_FORMAT,
+            name: name.to_owned(),
+            url: url.to_owned(),
+            revision,
+            root_catalog: root_catalog.to_owned(),
+            repo: repo_path(repo_name),
+            distfiles,
+            binpkgs: binpkgs.then(|| BINPKGS_AT.to_owned()),
+        };
+        DataRef::from_json(&data.to_json())
+    }
+
     /// Parses `data.json`, refusing other format versions and paths that are not absolute
     /// repository paths (`/a/b`, no `.`, `..` or empty parts).
     pub fn from_json(bytes: &[u8]) -> Result<DataRef, crate::Error> {

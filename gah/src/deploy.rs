@@ -616,9 +616,9 @@ fn daemon_lines(config: &Path, plane: &DataPlane, args: &DeployArgs) -> anyhow::
             mysql.push_str(&format!(" -p{password}"));
         }
         let query = format!(r#"select count(*) from result where server_state=2 and appid=(select id from app where name=\"{APP_NAME}\")"#);
-        if plane.url.contains(['\'', '"', '\\', '$', '`', ' '])
-            || plane.published.to_string_lossy().contains(['\'', '"', '\\', '$', '`', ' '])
-        {
+        // Shell-split by bin/start and written into config.xml unescaped.
+        let unsafe_chars = ['\'', '"', '\\', '$', '`', ' ', '&', '<', '>'];
+        if plane.url.contains(unsafe_chars) || plane.published.to_string_lossy().contains(unsafe_chars) {
             bail!("the data plane's URL or folder has quotes, blanks or shell characters: add the work generator's <daemon> by hand (templates/README.md)");
         }
         let mut line = format!(

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use gah_core::data_ref::{DataRef, DATA_REF_FORMAT};
+use gah_core::data_ref::{repo_path, DataRef, BINPKGS_AT, DEFAULT_NAME, DISTFILES_AT};
 use gah_core::job::Job;
 use gah_ebuild::{Profile, Repository};
 use gah_publish::Mount;
@@ -19,16 +19,7 @@ use gah_workgen::distfiles::{Index, Mirror};
 use crate::layout::Layout;
 
 /// The local repository's name (its key is `keys/<name>.pub`).
-pub const NAME: &str = "gentoo.gah";
-/// Where the distfiles are in it.
-pub const DISTFILES_AT: &str = "/distfiles";
-/// Where the binary packages are in it.
-pub const BINPKGS_AT: &str = "/binpkgs";
-
-/// Where a published ebuild repository goes: `/repos/<its name>`.
-pub fn repo_path(repo_name: &str) -> String {
-    format!("/repos/{repo_name}")
-}
+const NAME: &str = DEFAULT_NAME;
 
 /// The published revision, its server, and what it takes to say which distfiles a job needs.
 pub struct LocalPlane {
@@ -56,6 +47,11 @@ impl LocalPlane {
     pub fn start(layout: &Layout, repos: Vec<Repository>, profile: Profile) -> anyhow::Result<LocalPlane> {
         let srv = layout.cvmfs.join("srv");
         let overlay_name = repos.first().map_or_else(|| "gah".to_owned(), |r| r.name.clone());
+        anyhow::ensure!(
+            gah_ebuild::md5cache::is_plain_name(&overlay_name),
+            "{}: {overlay_name:?} is not a repository name (profiles/repo_name)",
+            layout.overlay.display()
+        );
         let server = StaticServer::start(&srv).context("serving the local CernVM-FS repository")?;
         let url = format!("http://{}/{NAME}", server.addr);
         let keys = layout.cvmfs.join("keys");
@@ -100,31 +96,21 @@ impl LocalPlane {
         Ok(published.revision)
     }
 
-    /// The job's `data.json`: this revision, its repository's folder, and the distfiles it
-    /// needs (its own and its dependencies'). A distfile that is missing or does not match its
-    /// Manifest is left out, with a warning: the build then fails at fetch, naming it.
-    pub fn data_ref(&self, job: &Job) -> DataRef {
+    /// The job's `data.json`: this revision, its repository's folder, the distfiles it
+    /// needs (its own and its dependencies') and the binary packages. A distfile that is
+    /// missing or does not match its Manifest is left out, with a warning: the build then fails
+    /// at fetch, naming it.
+    pub fn data_ref(&self, job: &Job) -> anyhow::Result<DataRef> {
         let needs = Index::new(&self.repos).needs_of_job(&self.mirror, &self.profile, job).unwrap_or_default();
         let mut distfiles = Vec::new();
         for need in needs {
             match need.problem {
-                None => distfiles.push(format!("{DISTFILES_AT}/{}", need.file)),
+                None => distfiles.push(need.file),
                 Some(problem) => eprintln!("gah run: {} (needed by {}) is not published: {problem}", need.file, need.needed_by),
             }
         }
-        distfiles.sort();
-        distfiles.dedup();
         let (revision, root_catalog) = self.current.lock().expect("the plane's revision").clone();
-        DataRef {
-            format: DATA_REF_FORMAT,
-            name: NAME.to_owned(),
-            url: self.url.clone(),
-            revision,
-            root_catalog,
-            repo: repo_path(&job.repo),
-            distfiles,
-            binpkgs: Some(BINPKGS_AT.to_owned()),
-        }
+        Ok(DataRef::new(NAME, &self.url, revision, &root_catalog, &job.repo, distfiles, true)?)
     }
 
     /// `gah-app`'s arguments for a job whose `data.json` is at `data`.
@@ -217,7 +203,7 @@ mod tests {
         let (repos, _) = gah_workgen::plan::load_repos(std::slice::from_ref(&layout.overlay));
         let plane = LocalPlane::start(&layout, repos, Profile::amd64_linux()).unwrap();
         let job = Job::new("gah", "app-misc/hello-1", Default::default(), gah_core::job::Compiler::Gcc, 60);
-        let data = plane.data_ref(&job);
+        let data = plane.data_ref(&job).unwrap();
         assert_eq!(data.distfiles, ["/distfiles/hello-1.tar.gz"]);
         assert_eq!(data.repo, "/repos/gah");
         let cache = gah_publish::fetch::Cache::open(&root.join("cache"), 1 << 30).unwrap();
@@ -230,7 +216,7 @@ mod tests {
         // A job's packages joined the cache: the next job reads them in the next revision.
         std::fs::write(layout.binpkgs.join("Packages"), b"index").unwrap();
         let next = plane.republish().unwrap();
-        let data = plane.data_ref(&job);
+        let data = plane.data_ref(&job).unwrap();
         assert_eq!(data.revision, next);
         let cache = gah_publish::fetch::Cache::open(&root.join("cache"), 1 << 30).unwrap();
         let http = std::sync::Arc::new(gah_publish::fetch::Http::new(&data.url, NAME, cache, None).unwrap());

@@ -150,7 +150,7 @@ impl JobRunner<'_> {
         let job_file = dir.join("job.json");
         fs::write(&job_file, job.to_json())?;
         let data_file = dir.join("data.json");
-        fs::write(&data_file, self.plane.data_ref(&job).to_json())?;
+        fs::write(&data_file, self.plane.data_ref(&job)?.to_json())?;
         let inputs = self.plane.app_args(&data_file);
         let (mut archives, mut binpkgs) = (Vec::new(), Vec::new());
         for replica in 1..=config.replicas {

@@ -83,12 +83,13 @@ pub fn read_tree(dir: &Path, store: &mut Store) -> Result<Node, PublishError> {
 pub fn read_mounts(mounts: &[crate::Mount<'_>], store: &mut Store) -> Result<Node, PublishError> {
     let mut root: Option<Node> = None;
     for mount in mounts {
-        let tree = read_tree(mount.from, store)?;
         let parts: Vec<&str> = mount.at.split('/').filter(|p| !p.is_empty()).collect();
         let bad = || PublishError::Nested(format!("mount point {:?}: want \"\" or an absolute path like /repos/gah", mount.at));
+        // Checked before the folder is read: a bad mount point stores no object.
         if !(mount.at.is_empty() || mount.at.starts_with('/')) || parts.iter().any(|p| *p == "." || *p == "..") {
             return Err(bad());
         }
+        let tree = read_tree(mount.from, store)?;
         let Some((last, above)) = parts.split_last() else {
             if root.is_some() {
                 return Err(PublishError::Nested("the root is mounted twice, or after another mount".into()));

@@ -87,42 +87,44 @@ fn start(test: &str) -> Run {
     )
 }
 
-/// The workunit's second input as `templates/gah_in` declares it, its `data.json`: the
-/// ebuild repository `repo` and the distfiles folder `distfiles` published as the project's
-/// CernVM-FS repository into the harness's download folder (`cvmfs/gentoo.gah`, where `gah
-/// deploy` publishes it on a real server, served as Apache serves that folder), keys in
-/// `TMP/keys` (the app version carries `gentoo.gah.pub`: [`cvmfs_key`]), and the distfiles
-/// the job needs named as the work generator names them (`Index::needs_of_job`). No tarball.
+/// The workunit's second input as `templates/gah_in` declares it, its `data.json`, made as
+/// on a server: the ebuild repository `repo` and the distfiles folder `distfiles` published as
+/// `gah deploy` publishes them (`/repos/<name>`, `/distfiles`) into the harness's download
+/// folder (`cvmfs/gentoo.gah`, served as Apache serves that folder), keys in `TMP/keys` (the
+/// app version carries `gentoo.gah.pub`: [`cvmfs_key`]); the repository planned into a queue
+/// with the distfile mirror, and the data.json written by the work generator's own
+/// `write_data_refs`. No tarball.
 fn stage_data(tmp: &Path, harness: &Harness, spec: &mut WorkunitSpec, repo: &Path, distfiles: &Path) {
+    use gah_core::data_ref::{repo_path, DISTFILES_AT};
     let published = harness.download_dir().join("cvmfs").join(CVMFS_NAME);
-    let repo_name = std::fs::read_to_string(repo.join("profiles/repo_name")).map(|n| n.trim().to_owned()).unwrap_or_else(|_| "gah".into());
-    let at = format!("/repos/{repo_name}");
-    let mounts = [gah_publish::Mount { at: &at, from: repo }, gah_publish::Mount { at: "/distfiles", from: distfiles }];
-    let p = gah_publish::publish_mounts(&mounts, &published, CVMFS_NAME, &tmp.join("keys")).expect("publish");
+    let at = repo_path(&gah_ebuild::repo::repo_name(repo));
+    let mounts = [gah_publish::Mount { at: &at, from: repo }, gah_publish::Mount { at: DISTFILES_AT, from: distfiles }];
+    gah_publish::publish_mounts(&mounts, &published, CVMFS_NAME, &tmp.join("keys")).expect("publish");
     let (repos, _) = gah_workgen::plan::load_repos(&[repo.to_path_buf()]);
     let mirror = gah_workgen::distfiles::Mirror::new(distfiles, &["amd64", "~amd64"]);
-    let needs = gah_workgen::distfiles::Index::new(&repos)
-        .needs_of_job(&mirror, &gah_ebuild::Profile::amd64_linux(), &spec.job)
-        .unwrap_or_default();
-    let data = gah_core::data_ref::DataRef {
-        format: gah_core::data_ref::DATA_REF_FORMAT,
+    let config = gah_workgen::plan::Config {
+        compilers: vec![Compiler::Gcc],
+        strategy: gah_ebuild::Strategy::Covering { t: 1, seed: 0 },
+        profile: gah_ebuild::Profile::amd64_linux(),
+        timeout_secs: 3600,
+        threads: 1,
+        budget: gah_ebuild::Budget::default(),
+    };
+    let queue_dir = tmp.join("queue");
+    let mut queue = gah_workgen::Queue::open(&queue_dir).expect("queue");
+    queue.add(&gah_workgen::plan::plan_with(&repos, &config, Some(&mirror))).expect("plan into the queue");
+    let plane = gah_workgen::boinc::DataPlane {
         name: CVMFS_NAME.into(),
         url: format!("{}download/cvmfs/{CVMFS_NAME}", harness.master_url()),
-        revision: p.revision,
-        root_catalog: p.root_catalog_hash,
-        repo: at,
-        distfiles: needs.into_iter().filter(|n| n.problem.is_none()).map(|n| format!("/distfiles/{}", n.file)).collect(),
-        binpkgs: None,
+        published,
     };
-    let inputs = tmp.join("inputs");
-    std::fs::create_dir_all(&inputs).unwrap();
-    let file = inputs.join(format!("{}.data.json", spec.name));
-    std::fs::write(&file, data.to_json()).unwrap();
-    spec.files = vec![harness.stage_file(&file).expect("stage")];
+    let wu = gah_workgen::boinc::Workunit { name: spec.name.clone(), job: spec.job.clone() };
+    gah_workgen::boinc::write_data_refs(&queue_dir, std::slice::from_ref(&wu), Some(&plane)).expect("data.json");
+    spec.files = vec![harness.stage_file(&queue_dir.join("pending").join(wu.data_file())).expect("stage")];
 }
 
 /// The project's CernVM-FS repository's name.
-const CVMFS_NAME: &str = "gentoo.gah";
+const CVMFS_NAME: &str = gah_core::data_ref::DEFAULT_NAME;
 
 /// Its public master key, as [`stage_data`] made it: an app version file.
 fn cvmfs_key(tmp: &Path) -> PathBuf {

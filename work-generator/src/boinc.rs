@@ -200,9 +200,6 @@ pub struct DataPlane {
     pub published: PathBuf,
 }
 
-/// Where the distfiles are in the published repository.
-pub const DISTFILES_AT: &str = "/distfiles";
-
 /// Why the `data.json` files could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum DataRefError {
@@ -221,6 +218,15 @@ pub enum DataRefError {
     /// Nothing is published there yet.
     #[error("{} holds no published repository yet (gah deploy, or gah-publish, publishes it)", .0.display())]
     Unpublished(PathBuf),
+    /// The reference would not be read by gah-app (a bad URL, name or distfile name).
+    #[error("the data.json of {wu}")]
+    Invalid {
+        /// The workunit.
+        wu: String,
+        /// Why.
+        #[source]
+        source: gah_core::Error,
+    },
     /// A file could not be written.
     #[error(transparent)]
     Write(#[from] AtomicError),
@@ -228,7 +234,13 @@ pub enum DataRefError {
 
 /// Writes each workunit's `data.json` into the queue's `pending/` as `<wu_name>.data.json`:
 /// the repository's current revision, its job's ebuild repository, and the distfiles the plan
-/// found its ebuild needs ([`Queue::distfiles_of`]). Returns their bytes, in `wus`' order.
+/// found its ebuild needs ([`crate::queue::distfiles_of`]). Returns their bytes, in `wus`'
+/// order.
+///
+/// The revision is the one current now. `gah deploy` publishes the tree and then plans the
+/// queue over it, so between the two (seconds) a workunit may name a revision newer than its
+/// plan; a job whose ebuild or distfile that revision lacks fails on the volunteer's side,
+/// naming the path.
 pub fn write_data_refs(queue: &Path, wus: &[Workunit], data: Option<&DataPlane>) -> Result<Vec<Vec<u8>>, DataRefError> {
     let plane = data.ok_or(DataRefError::NoDataPlane)?;
     let revision = gah_publish::current_revision(&plane.published, &plane.name)
@@ -236,20 +248,19 @@ pub fn write_data_refs(queue: &Path, wus: &[Workunit], data: Option<&DataPlane>)
         .ok_or_else(|| DataRefError::Unpublished(plane.published.clone()))?;
     let mut out = Vec::with_capacity(wus.len());
     for wu in wus {
-        let distfiles =
-            crate::queue::distfiles_of(queue, &wu.job.repo, &wu.job.cpv).into_iter().map(|f| format!("{DISTFILES_AT}/{f}")).collect();
-        let data = gah_core::data_ref::DataRef {
-            format: gah_core::data_ref::DATA_REF_FORMAT,
-            name: plane.name.clone(),
-            url: plane.url.clone(),
-            revision: revision.revision,
-            root_catalog: revision.root_catalog.clone(),
-            repo: format!("/repos/{}", wu.job.repo),
+        let distfiles = crate::queue::distfiles_of(queue, &wu.job.repo, &wu.job.cpv);
+        // Validated jobs' packages are not published on a BOINC server yet (issue 11, item 4:
+        // `gah run` publishes its own): `binpkgs` false, the guest builds every dependency.
+        let data = gah_core::data_ref::DataRef::new(
+            &plane.name,
+            &plane.url,
+            revision.revision,
+            &revision.root_catalog,
+            &wu.job.repo,
             distfiles,
-            // Validated jobs' packages are not published on a BOINC server yet (issue 11,
-            // item 4: `gah run` publishes its own); the guest builds every dependency.
-            binpkgs: None,
-        };
+            false,
+        )
+        .map_err(|source| DataRefError::Invalid { wu: wu.name.clone(), source })?;
         let bytes = data.to_json();
         gah_util::atomic::write(&queue.join("pending").join(wu.data_file()), &bytes)?;
         out.push(bytes);

@@ -234,9 +234,9 @@ impl Submitter for LocalSubmitter {
 pub struct RemoteSubmitter {
     /// Where and as whom.
     pub remote: Remote,
-    /// The folder published under the remote's `job_url_base` (the queue's `pending/`): the
-    /// workunits' `data.json` files are put there for the server to fetch.
-    pub served: PathBuf,
+    /// The queue folder: its `pending/` is published under the remote's `job_url_base`, and
+    /// the workunits' `data.json` files are put there for the server to fetch.
+    pub queue: PathBuf,
     /// The per-workunit values.
     pub sub: Submission,
     /// The HTTP client.
@@ -249,9 +249,7 @@ impl Submitter for RemoteSubmitter {
     fn submit(&mut self, wus: &[Workunit]) -> Result<(), SubmitError> {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let name = format!("gah-{now}-{}", self.batches.len());
-        // Written into the served folder, where the server fetches them.
-        let queue = self.served.parent().unwrap_or(&self.served);
-        let data = write_data_refs(queue, wus, self.sub.data.as_ref())?;
+        let data = write_data_refs(&self.queue, wus, self.sub.data.as_ref())?;
         let req = remote::submit_batch_request(wus, &data, &self.sub, &self.remote, &name);
         let id = remote::send(&self.client, &self.remote, &req)?;
         self.batches.push(id);

@@ -35,8 +35,11 @@ Examples:
   gah-workgen plan --repo ../shared/data/md5-cache/guru --repo ../shared/data/md5-cache/funtoo-core-kit \\
       --strategy pairwise --compiler gcc --format text
 
-  # Fill a queue folder and write the BOINC submission script:
-  gah-workgen generate --repo vm-images/overlay --queue /var/lib/gah/queue --boinc-project ~/projects/gah
+  # Fill a queue folder and write the BOINC submission script (each workunit's data.json
+  # names the repository gah deploy published):
+  gah-workgen generate --repo vm-images/overlay --distfiles .cache/distfiles --queue /var/lib/gah/queue \
+      --boinc-project ~/projects/gah --published ~/projects/gah/download/cvmfs/gentoo.gah \
+      --data-url http://gah.example.org/gah/download/cvmfs/gentoo.gah
   sh /var/lib/gah/queue/create_work.sh      # as the BOINC project's administrator
 
   # Under a real profile (parents, masks, USE_EXPAND), issuing only jobs whose distfiles
@@ -181,7 +184,7 @@ daemon refuses to start without a results database.")]
         /// after each real failure and stores the follow-up it waits for (gah.conf's
         /// `localise_repo`); with this, the daemon submits those follow-ups ahead of the
         /// rotation, since a person waits for the answer. Read again when they change on
-        /// disk, as --repo-tar and --distfiles-tar are hashed again when they change.
+        /// disk.
         #[arg(long = "localise-repo", value_name = "PATH")]
         localise_repos: Vec<PathBuf>,
         /// Ignored: kept so that daemon lines written by earlier `gah deploy` still start.
@@ -328,7 +331,7 @@ struct DataArgs {
     #[arg(long, requires = "published")]
     data_url: Option<String>,
     /// The repository's name (the app version carries its key as <name>.pub).
-    #[arg(long, default_value = "gentoo.gah")]
+    #[arg(long, default_value = gah_core::data_ref::DEFAULT_NAME)]
     data_name: String,
 }
 
@@ -350,7 +353,8 @@ struct TargetArgs {
     /// A remote project's URL (with trailing /): submit_batch to its submit_rpc_handler.php.
     #[arg(long, requires = "job_url_base")]
     remote_url: Option<String>,
-    /// The URL prefix the queue's pending/<job_id>.json files are served under.
+    /// The URL prefix the queue's pending/ folder is served under (<job_id>.json and
+    /// <wu_name>.data.json).
     #[arg(long)]
     job_url_base: Option<String>,
     /// A file holding the job submitter's authenticator (else GAH_BOINC_AUTHENTICATOR).
@@ -365,7 +369,11 @@ struct TargetArgs {
 
 impl TargetArgs {
     fn submitter(&self, queue: &std::path::Path) -> anyhow::Result<Box<dyn Submitter>> {
-        let sub = Submission { appname: self.appname.clone(), stdin_batch: true, data: self.data.plane(), ..Submission::standard() };
+        // Refused now rather than at the first submission: create_work wants a data.json.
+        let Some(plane) = self.data.plane() else {
+            anyhow::bail!("give --published and --data-url: every workunit names the published repository (templates/gah_in's data.json)");
+        };
+        let sub = Submission { appname: self.appname.clone(), stdin_batch: true, data: Some(plane), ..Submission::standard() };
         if let Some(project) = &self.boinc_project {
             // BOINC's bin/start runs the daemon in tmp_<host>/ with `--boinc-project ..`, and
             // the project's tools run with the project as their folder: one absolute path.
@@ -380,8 +388,7 @@ impl TargetArgs {
             None => std::env::var("GAH_BOINC_AUTHENTICATOR").context("no --authenticator-file and no GAH_BOINC_AUTHENTICATOR")?,
         };
         let remote = Remote { project_url: url.clone(), authenticator, job_url_base: base.clone() };
-        let served = queue.join("pending");
-        Ok(Box::new(RemoteSubmitter { remote, sub, served, client: gah_workgen::remote::client()?, batches: Vec::new() }))
+        Ok(Box::new(RemoteSubmitter { remote, sub, queue: queue.to_owned(), client: gah_workgen::remote::client()?, batches: Vec::new() }))
     }
 }
 
@@ -563,10 +570,17 @@ fn run(mode: Mode) -> anyhow::Result<ExitCode> {
             }
             gah_util::atomic::write(&queue.join("blocked.jsonl"), &listing)?;
             let order = q.next(usize::MAX)?;
-            let sub = Submission { appname, stdin_batch, data: data.plane(), ..Submission::standard() };
-            // Names for this script's submissions (a job it skips as submitted leaves a gap).
-            let wus = q.reserve(&order)?;
-            let script = write_submission(&q, &wus, &sub, boinc_project.as_deref())?;
+            // Without the data plane the queue is written but no script: create_work would
+            // refuse every workunit without its data.json.
+            let script = match data.plane() {
+                Some(plane) => {
+                    let sub = Submission { appname, stdin_batch, data: Some(plane), ..Submission::standard() };
+                    // Names for this script's submissions (a job it skips as submitted leaves a gap).
+                    let wus = q.reserve(&order)?;
+                    write_submission(&q, &wus, &sub, boinc_project.as_deref())?.display().to_string()
+                }
+                None => "none written (give --published and --data-url for a create_work.sh)".to_owned(),
+            };
             writeln!(
                 out,
                 "{} new jobs, {} already queued, {} changed ebuilds, {} blocked on fetch; {} jobs in rotation\nqueue: {}\nBOINC submission: {}",
@@ -576,7 +590,7 @@ fn run(mode: Mode) -> anyhow::Result<ExitCode> {
                 p.blocked.len(),
                 order.len(),
                 queue.display(),
-                script.display()
+                script
             )?;
         }
         Mode::Blocked { queue } => {

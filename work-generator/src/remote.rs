@@ -25,7 +25,8 @@ pub struct Remote {
     pub project_url: String,
     /// A job submitter's authenticator (never logged).
     pub authenticator: String,
-    /// The URL prefix under which `<job_id>.json` files are served (the queue's `pending/`).
+    /// The URL prefix under which the queue's `pending/` is served (`<job_id>.json`,
+    /// `<wu_name>.data.json`).
     pub job_url_base: String,
 }
 
@@ -126,6 +127,7 @@ fn known_server_bug(msg: &str) -> &'static str {
 /// input files by content, so a changed job file is a new file), then its `data.json` (`data`,
 /// in `wus`' order) from `<job_url_base><wu_name>.data.json`.
 pub fn submit_batch_request(wus: &[Workunit], data: &[Vec<u8>], sub: &Submission, remote: &Remote, batch_name: &str) -> String {
+    assert_eq!(wus.len(), data.len(), "one data.json per workunit");
     let mut s = String::new();
     let first = wus.first().map(|wu| &wu.job);
     let _ = write!(
@@ -142,7 +144,7 @@ pub fn submit_batch_request(wus: &[Workunit], data: &[Vec<u8>], sub: &Submission
     );
     // The same text for every job: the handler writes one template file for all of them.
     let template = format!("        {}\n", crate::boinc::input_template_with_replication(sub));
-    for (i, wu) in wus.iter().enumerate() {
+    for (wu, data_json) in wus.iter().zip(data) {
         let job = &wu.job;
         let bytes = job.to_json();
         let md5 = hex::encode(Md5::digest(&bytes));
@@ -156,12 +158,11 @@ pub fn submit_batch_request(wus: &[Workunit], data: &[Vec<u8>], sub: &Submission
         );
         // Its data.json after it, in the input template's order.
         let job_end = s.len() - "    </job>\n".len();
-        let bytes = data.get(i).map_or(&[][..], Vec::as_slice);
         let data_file = format!(
             "        <input_file>\n            <mode>remote</mode>\n            <url>{url}</url>\n            <nbytes>{n}</nbytes>\n            <md5>{md5}</md5>\n        </input_file>\n",
             url = escape(format!("{}{}", remote.job_url_base, wu.data_file()).as_str()),
-            n = bytes.len(),
-            md5 = hex::encode(Md5::digest(bytes)),
+            n = data_json.len(),
+            md5 = hex::encode(Md5::digest(data_json)),
         );
         s.insert_str(job_end, &data_file);
         let job_end = s.len() - "    </job>\n".len();

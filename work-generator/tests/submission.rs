@@ -129,7 +129,21 @@ fn hermetic_check_on_the_guest_overlay() {
     let qdir = tempfile::tempdir().unwrap();
     Queue::open(qdir.path()).unwrap().add(&p).unwrap();
     assert_eq!(gah_workgen::queue::distfiles_of(qdir.path(), "gah", "app-arch/bzip2-1.0.8"), ["bzip2-1.0.8.tar.gz"]);
+    // A cpv that would step out of the queue's folder names nothing, even where a list lies.
+    std::fs::create_dir_all(qdir.path().join("etc")).unwrap();
+    std::fs::write(qdir.path().join("etc/passwd.json"), br#"["planted.tar.gz"]"#).unwrap();
     assert!(gah_workgen::queue::distfiles_of(qdir.path(), "gah", "../../etc/passwd").is_empty());
+    // What a bzip2 workunit's data.json names, as the work generator writes it.
+    let q = Queue::open(qdir.path()).unwrap();
+    let job = p.jobs.iter().find(|j| j.cpv == "app-arch/bzip2-1.0.8").unwrap();
+    let wus = q.reserve(std::slice::from_ref(job)).unwrap();
+    let plane = published_plane(qdir.path());
+    gah_workgen::boinc::write_data_refs(qdir.path(), &wus, Some(&plane)).unwrap();
+    let data = data_ref_of(qdir.path(), &wus[0]);
+    assert_eq!((data.repo.as_str(), data.distfiles.as_slice()), ("/repos/gah", &["/distfiles/bzip2-1.0.8.tar.gz".to_owned()][..]));
+    // A name gah-app would refuse is refused here, before any volunteer downloads it.
+    let bad = gah_workgen::boinc::DataPlane { url: "file:///etc".into(), ..plane };
+    assert!(gah_workgen::boinc::write_data_refs(qdir.path(), &wus, Some(&bad)).is_err());
 }
 
 #[test]
@@ -361,8 +375,7 @@ fn daemon_keeps_the_cushion_and_never_resubmits() {
         rpc_test_double(vec!["<batch_id>1</batch_id>", "<batch_id>2</batch_id>", "<batch_id>3</batch_id>", "<batch_id>4</batch_id>"]);
     let remote = Remote { project_url: url, authenticator: "a".into(), job_url_base: "http://x/".into() };
     let submission = Submission { data: Some(published_plane(dir.path())), ..Submission::standard() };
-    let mut sub =
-        RemoteSubmitter { remote, sub: submission, served: qdir.join("pending"), client: remote::client().unwrap(), batches: Vec::new() };
+    let mut sub = RemoteSubmitter { remote, sub: submission, queue: qdir.clone(), client: remote::client().unwrap(), batches: Vec::new() };
     let mut log = Vec::new();
     let rounds = daemon::run(&q, None, &mut Counts(vec![0, 6, 1, 5, 0]), &mut sub, cfg, &mut |l| log.push(l.to_owned())).unwrap();
     let submitted: Vec<usize> = rounds.iter().map(|r| r.submitted).collect();
@@ -444,11 +457,19 @@ fn the_daemon_is_configured_by_the_project_file() {
     assert_eq!(std::fs::read_dir(&cwd).unwrap().count(), 0, "nothing created under tmp_<host>/");
 
     std::fs::write(project.join("gah.conf"), "results_db = results/results.sqlite\nqueue_dir = queue\n").unwrap();
+    // Without the data plane it refuses at start, not at its first submission.
     let (code, stderr) = daemon(&[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("give --published and --data-url"), "{stderr}");
+    let plane = published_plane(tmp.path());
+    let published = plane.published.to_str().unwrap().to_owned();
+    let with_plane = ["--published", published.as_str(), "--data-url", plane.url.as_str()];
+    let (code, stderr) = daemon(&with_plane);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("nothing to fold") && project.join("queue/state.sqlite").exists(), "{stderr}");
     // The command line wins over the file.
-    let (code, stderr) = daemon(&["--queue", tmp.path().join("q2").to_str().unwrap()]);
+    let q2 = tmp.path().join("q2");
+    let (code, stderr) = daemon(&[&with_plane[..], &["--queue", q2.to_str().unwrap()]].concat());
     assert_eq!(code, Some(0), "{stderr}");
     assert!(tmp.path().join("q2/state.sqlite").exists());
 }
