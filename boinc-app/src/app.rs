@@ -410,7 +410,30 @@ pub fn main(args: Args) -> Result<(), AppError> {
             // Written afresh each run (a resumed task too): they are the repository's, not the job's.
             let inputs = slot.join("inputs/cvmfs");
             let _ = fs::remove_dir_all(&inputs);
-            let fetched = crate::data_plane::fetch(&data, &access, &inputs)?;
+            let fetched = match crate::data_plane::fetch(&data, &access, &inputs) {
+                Ok(fetched) => fetched,
+                Err(e) => {
+                    // The project's repository could not be read (the server unreachable and
+                    // the file not in the host's cache, a damaged or tampered object): nothing
+                    // about the package, and not the volunteer's error. An infra_error outcome
+                    // naming the file, as the validator and the assimilator take it, rather
+                    // than a client error that loses the result.
+                    let why = format!("the job's inputs could not be read: {}", error_chain(&e));
+                    tracing::warn!(target: SAY, "{why}");
+                    let mut outcome = infra(&job, &why);
+                    outcome.summary = truncate_on_char(&why, 2048);
+                    outcome.backend = backend.kind().as_str().to_owned();
+                    outcome.accelerator = backend.accelerator().as_str().to_owned();
+                    let place = |source| AppError::PlaceOutcome { path: output.clone(), source };
+                    let mut file = AtomicFile::create(&output).map_err(place)?;
+                    gah_core::archive::write(&mut file, &job, &outcome, format!("gah-app: {why}\n").as_bytes(), None)
+                        .map_err(|source| AppError::WriteOutcome { path: output.clone(), source })?;
+                    file.commit().map_err(place)?;
+                    let _ = gah_util::untrusted::remove_tree(&slot);
+                    runtime.fraction_done(1.0);
+                    runtime.finish(0)
+                }
+            };
             // The repository's binary packages, when the job names some, instead of --binpkgs.
             (fetched.repo, fetched.distfiles, fetched.binpkgs.unwrap_or(binpkgs))
         }
@@ -616,6 +639,15 @@ fn read_outcome(out_dir: &Path, job: &Job, ending: &Ending, console: &Path, back
     outcome.backend = backend.kind().as_str().to_owned();
     outcome.accelerator = backend.accelerator().as_str().to_owned();
     outcome
+}
+
+/// At most `max` bytes of `text`, cut at a character boundary.
+fn truncate_on_char(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
 }
 
 fn infra(job: &Job, summary: &str) -> Outcome {
