@@ -10,7 +10,8 @@
 #   vm       vmlinux-<sha>, initramfs-<sha>.cpio.gz, rootfs-<sha>.ext4
 #   sandbox  rootfs-<sha>.tar: the root folder as one file (BOINC ships files, not folders);
 #            gah-app unpacks it once per host beside itself. The tar is made from the image's
-#            rootfs/ and cached as IMAGE/rootfs.tar until the image changes.
+#            rootfs/ and cached as IMAGE/rootfs.tar until the image changes. None with
+#            --base-in-repository: the root then comes from the project's repository.
 #   both     all four (gah-app --backend auto picks on the host)
 #
 # Options:
@@ -28,6 +29,10 @@
 #                      (<name>.pub, e.g. gentoo.gah.pub): an app version file under that
 #                      logical name, which gah-app verifies each workunit's data.json
 #                      repository against. Without it, workunits cannot be read.
+#   --base-in-repository
+#                      the sandbox's guest root is published in the project's CernVM-FS
+#                      repository (at /base, as gah deploy does): no rootfs.tar; gah-app
+#                      reads the root once per host and base from there.
 #   --link             hard-link the big files instead of copying (same file system; tests)
 #   --boinc-apps DIR   also lay out the server-sent app version as BOINC's update_versions
 #                      reads it (tools/update_versions): DIR/gah/<version>/
@@ -54,6 +59,7 @@ guest=vm
 link=0
 boinc_apps=""
 cvmfs_key=""
+base_in_repository=0
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -65,6 +71,7 @@ while [ $# -gt 0 ]; do
     --cmdline) cmdline="$2"; shift 2 ;;
     --guest) guest="$2"; shift 2 ;;
     --link) link=1; shift ;;
+    --base-in-repository) base_in_repository=1; shift ;;
     --cvmfs-key) cvmfs_key="$2"; shift 2 ;;
     --boinc-apps) boinc_apps="$2"; shift 2 ;;
     -h|--help) usage ;;
@@ -86,7 +93,7 @@ esac
 for f in "$bin/gah-app" "$bin/gah-agent" "${need[@]}"; do
   [ -f "$f" ] || die "$f is missing (cargo build --release; scripts/setup.sh builds the image)"
 done
-if [ "$guest" != vm ]; then
+if [ "$guest" != vm ] && [ "$base_in_repository" = 0 ]; then
   [ -f "$image/rootfs/bin/sh" ] || [ -f "$image/rootfs.tar" ] || die "$image/rootfs/ is missing (scripts/setup.sh builds the image)"
 fi
 mkdir -p "$out"
@@ -148,7 +155,7 @@ if [ "$guest" != sandbox ]; then
   images+=("initramfs-$(hash_of "$image/initramfs.cpio.gz").cpio.gz|initramfs.cpio.gz|$image/initramfs.cpio.gz")
   images+=("rootfs-$(hash_of "$image/rootfs.ext4").ext4|rootfs.ext4|$image/rootfs.ext4")
 fi
-if [ "$guest" != vm ]; then
+if [ "$guest" != vm ] && [ "$base_in_repository" = 0 ]; then
   tar_src="$(rootfs_tar)"
   images+=("rootfs-$(hash_of "$tar_src").tar|rootfs.tar|$tar_src")
 fi

@@ -13,6 +13,7 @@ use std::time::Duration;
 use clap::Parser;
 use gah_core::job::Job;
 use gah_core::outcome::{Outcome, Status};
+use gah_core::progress::{Accelerator, BackendKind};
 use gah_util::atomic::{AtomicError, AtomicFile};
 use gah_util::error_chain;
 use gah_util::pkgdir::PkgdirError;
@@ -77,6 +78,9 @@ pub enum AppError {
     /// The guest root's archive could not be unpacked.
     #[error(transparent)]
     GuestRoot(#[from] RootfsError),
+    /// The guest root named by `data.json` could not be read from the project's repository.
+    #[error("{0}")]
+    Base(String),
     /// No backend could be had.
     #[error(transparent)]
     Choose(#[from] ChooseError),
@@ -314,7 +318,17 @@ pub fn main(args: Args) -> Result<(), AppError> {
         Some(dir) => Image::in_dir(dir),
         None => Image { kernel: resolve(&args.kernel)?, initramfs: resolve(&args.initramfs)?, rootfs_ext4: resolve(&args.rootfs_disk)? },
     };
-    // Only when the sandbox is a candidate: unpacking the archive costs a while, once.
+    let output = resolve(&args.output)?;
+    // Where the job's inputs are in the project's repository (unless given as folders), and
+    // how to reach it.
+    let plane = match &args.repo {
+        Some(_) => None,
+        None => Some(DataPlane::new(&args, crate::data_plane::read_ref(&resolve(&args.data)?)?, &resolve)?),
+    };
+    // Why the repository's guest root could not be had, if that is why no backend is.
+    let base_failure = std::cell::RefCell::new(None);
+    // Only when the sandbox is a candidate: unpacking the archive or reading the base costs
+    // a while, once per host.
     let rootfs_tree = || -> Result<PathBuf, AppError> {
         let tree = match &args.image {
             Some(dir) => dir.join("rootfs"),
@@ -323,13 +337,23 @@ pub fn main(args: Args) -> Result<(), AppError> {
         if tree.is_dir() {
             return Ok(tree);
         }
+        if let Some(plane) = plane.as_ref().filter(|p| p.data.base.is_some()) {
+            match crate::data_plane::base(&plane.data, &plane.access(), &plane.base_dir) {
+                Ok(Some(tree)) => return Ok(tree),
+                Ok(None) => {}
+                Err(e) => {
+                    let why = format!("the guest root could not be read: {}", error_chain(&e));
+                    *base_failure.borrow_mut() = Some(why.clone());
+                    return Err(AppError::Base(why));
+                }
+            }
+        }
         let archive = resolve(&args.rootfs_archive)?;
         if !archive.is_file() {
             return Err(AppError::NoGuestRoot { tree, archive });
         }
         Ok(crate::rootfs_archive::unpacked(&archive)?)
     };
-    let output = resolve(&args.output)?;
     let binpkgs = resolve(&args.binpkgs)?;
     // Checked now, not after hours of building.
     let keep = args.keep_binpkgs.as_deref().map(|dir| keep_folder(dir, &binpkgs)).transpose()?;
@@ -337,6 +361,16 @@ pub fn main(args: Args) -> Result<(), AppError> {
 
     let backend = match choose(args.backend, &image, rootfs_tree) {
         Ok(b) => b,
+        Err(_) if base_failure.borrow().is_some() => {
+            // The project's repository could not give the guest root (unreachable and not on
+            // this host yet, tampered with): the project's problem, not the package's nor the
+            // volunteer's.
+            let why = base_failure.borrow().clone().unwrap_or_default();
+            tracing::warn!(target: SAY, "{why}");
+            let ended = Ended { job: &job, output: &output, slot: &slot, keep: None };
+            let outcome = infra(&job, &why).on(BackendKind::Sandbox, Accelerator::None);
+            match ended.finish(&runtime, &outcome, format!("gah-app: {why}\n").as_bytes(), None)? {}
+        }
         Err(e) if !runtime.is_standalone() => {
             // Nothing here can run a guest: tell the volunteer, and let the client retry later.
             let reason = format!("gentoo@home cannot run here: {}", error_chain(&e));
@@ -390,27 +424,11 @@ pub fn main(args: Args) -> Result<(), AppError> {
             binpkgs,
         ),
         _ => {
-            let data = crate::data_plane::read_ref(&resolve(&args.data)?)?;
-            let network = crate::init_data::read_network(Path::new(boinc_api::INIT_DATA_FILE));
-            let key = match &args.cvmfs_key {
-                Some(k) => k.clone(),
-                None => resolve(&format!("{}.pub", data.name))?,
-            };
-            let cache = match (&args.cvmfs_cache, &network.project_dir) {
-                (Some(c), _) => c.clone(),
-                (None, Some(project)) => project.join("cvmfs-cache"),
-                (None, None) => PathBuf::from("cvmfs-cache"),
-            };
-            let access = crate::data_plane::Access {
-                master_key: &key,
-                cache: &cache,
-                cache_quota: args.cvmfs_cache_mib.saturating_mul(1 << 20),
-                proxy: network.http_proxy.as_deref(),
-            };
+            let plane = plane.as_ref().expect("read when no --repo is given");
             // Written afresh each run (a resumed task too): they are the repository's, not the job's.
             let inputs = slot.join("inputs/cvmfs");
             let _ = fs::remove_dir_all(&inputs);
-            let fetched = match crate::data_plane::fetch(&data, &access, &inputs) {
+            let fetched = match crate::data_plane::fetch(&plane.data, &plane.access(), &inputs) {
                 Ok(fetched) => fetched,
                 Err(e) => {
                     // The project's repository could not be read (the server unreachable and
@@ -420,18 +438,9 @@ pub fn main(args: Args) -> Result<(), AppError> {
                     // than a client error that loses the result.
                     let why = format!("the job's inputs could not be read: {}", error_chain(&e));
                     tracing::warn!(target: SAY, "{why}");
-                    let mut outcome = infra(&job, &why);
-                    outcome.summary = truncate_on_char(&why, 2048);
-                    outcome.backend = backend.kind().as_str().to_owned();
-                    outcome.accelerator = backend.accelerator().as_str().to_owned();
-                    let place = |source| AppError::PlaceOutcome { path: output.clone(), source };
-                    let mut file = AtomicFile::create(&output).map_err(place)?;
-                    gah_core::archive::write(&mut file, &job, &outcome, format!("gah-app: {why}\n").as_bytes(), None)
-                        .map_err(|source| AppError::WriteOutcome { path: output.clone(), source })?;
-                    file.commit().map_err(place)?;
-                    let _ = gah_util::untrusted::remove_tree(&slot);
-                    runtime.fraction_done(1.0);
-                    runtime.finish(0)
+                    let outcome = infra(&job, &why).on(backend.kind(), backend.accelerator());
+                    let ended = Ended { job: &job, output: &output, slot: &slot, keep: None };
+                    match ended.finish(&runtime, &outcome, format!("gah-app: {why}\n").as_bytes(), None)? {}
                 }
             };
             // The repository's binary packages, when the job names some, instead of --binpkgs.
@@ -536,18 +545,78 @@ pub fn main(args: Args) -> Result<(), AppError> {
     let info = gah_util::untrusted::read_beneath(&out_dir, Path::new("emerge-info.txt"), MAX_INFO_BYTES)
         .map_err(|e| tracing::warn!("emerge --info not taken: {}", gah_util::error_chain(&e)))
         .ok();
-    let place = |source| AppError::PlaceOutcome { path: output.clone(), source };
-    let mut file = AtomicFile::create(&output).map_err(place)?;
-    gah_core::archive::write(&mut file, &job, &outcome, &log, info.as_deref())
-        .map_err(|source| AppError::WriteOutcome { path: output.clone(), source })?;
-    file.commit().map_err(place)?;
-    if let Some(keep) = &keep {
-        keep_built_binpkgs(&out_dir.join("binpkgs"), &input.binpkgs, keep)?;
+    let built = keep.as_ref().map(|keep| (out_dir.join("binpkgs"), input.binpkgs.as_path(), keep.as_path()));
+    let ended = Ended { job: &job, output: &output, slot: &slot, keep: built.as_ref().map(|(a, b, c)| (a.as_path(), *b, *c)) };
+    match ended.finish(&runtime, &outcome, &log, info.as_deref())? {}
+}
+
+/// How a task ends once it has an outcome: the archive written and put in place, the
+/// binary packages kept (when asked), the slot removed, the client told.
+struct Ended<'a> {
+    job: &'a Job,
+    output: &'a Path,
+    slot: &'a Path,
+    /// (what the guest built, what it was given, where to keep the new ones).
+    keep: Option<(&'a Path, &'a Path, &'a Path)>,
+}
+
+impl Ended<'_> {
+    fn finish(
+        &self,
+        runtime: &boinc_api::Runtime,
+        outcome: &Outcome,
+        log: &[u8],
+        info: Option<&[u8]>,
+    ) -> Result<std::convert::Infallible, AppError> {
+        let place = |source| AppError::PlaceOutcome { path: self.output.to_path_buf(), source };
+        let mut file = AtomicFile::create(self.output).map_err(place)?;
+        gah_core::archive::write(&mut file, self.job, outcome, log, info)
+            .map_err(|source| AppError::WriteOutcome { path: self.output.to_path_buf(), source })?;
+        file.commit().map_err(place)?;
+        if let Some((built, given, keep)) = self.keep {
+            keep_built_binpkgs(built, given, keep)?;
+        }
+        tracing::info!(target: SAY, "{} {} ({}) -> {}", self.job.job_id, outcome.status, outcome.summary, self.output.display());
+        let _ = gah_util::untrusted::remove_tree(self.slot);
+        runtime.fraction_done(1.0);
+        runtime.finish(0)
     }
-    tracing::info!(target: SAY, "{} {} ({}) -> {}", job.job_id, outcome.status, outcome.summary, output.display());
-    let _ = gah_util::untrusted::remove_tree(&slot);
-    runtime.fraction_done(1.0);
-    runtime.finish(0)
+}
+
+/// The job's data plane: its `data.json`, the repository's key and the host's folders.
+struct DataPlane {
+    data: gah_core::data_ref::DataRef,
+    key: PathBuf,
+    cache: PathBuf,
+    cache_quota: u64,
+    proxy: Option<String>,
+    /// Where the guest roots read from the repository are kept (beside the cache).
+    base_dir: PathBuf,
+}
+
+impl DataPlane {
+    fn new(
+        args: &Args,
+        data: gah_core::data_ref::DataRef,
+        resolve: &dyn Fn(&str) -> Result<PathBuf, AppError>,
+    ) -> Result<DataPlane, AppError> {
+        let network = crate::init_data::read_network(Path::new(boinc_api::INIT_DATA_FILE));
+        let key = match &args.cvmfs_key {
+            Some(k) => k.clone(),
+            None => resolve(&format!("{}.pub", data.name))?,
+        };
+        let cache = match (&args.cvmfs_cache, &network.project_dir) {
+            (Some(c), _) => c.clone(),
+            (None, Some(project)) => project.join("cvmfs-cache"),
+            (None, None) => PathBuf::from("cvmfs-cache"),
+        };
+        let base_dir = cache.with_file_name("cvmfs-base");
+        Ok(DataPlane { data, key, cache, cache_quota: args.cvmfs_cache_mib.saturating_mul(1 << 20), proxy: network.http_proxy, base_dir })
+    }
+
+    fn access(&self) -> crate::data_plane::Access<'_> {
+        crate::data_plane::Access { master_key: &self.key, cache: &self.cache, cache_quota: self.cache_quota, proxy: self.proxy.as_deref() }
+    }
 }
 
 /// CPU seconds of this process itself (unpacking inputs, supervising); the guest's are apart.
@@ -652,8 +721,22 @@ fn truncate_on_char(text: &str, max: usize) -> String {
 
 fn infra(job: &Job, summary: &str) -> Outcome {
     let mut o = Outcome::for_job(job, Status::InfraError);
-    o.summary = summary.to_owned();
+    // The outcome format's bound on a summary; a cause chain can be longer.
+    o.summary = truncate_on_char(summary, 2048);
     o
+}
+
+/// An outcome's backend fields.
+trait On {
+    fn on(self, backend: BackendKind, accelerator: Accelerator) -> Self;
+}
+
+impl On for Outcome {
+    fn on(mut self, backend: BackendKind, accelerator: Accelerator) -> Outcome {
+        self.backend = backend.as_str().to_owned();
+        self.accelerator = accelerator.as_str().to_owned();
+        self
+    }
 }
 
 /// Where a task keeps, in its own slot, the binary packages its earlier attempts built.

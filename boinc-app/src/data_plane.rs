@@ -11,6 +11,9 @@ use std::sync::Arc;
 
 use gah_core::data_ref::DataRef;
 use gah_publish::fetch::{materialise, Cache, Http, Links};
+use gah_publish::Reader;
+
+use crate::SAY;
 
 /// Why the inputs could not be had: each names the repository path or file concerned.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +50,9 @@ pub enum DataPlaneError {
         /// What the job says.
         expected: String,
     },
+    /// The host's tree of the guest root could not be made.
+    #[error("the guest root from the repository")]
+    Base(#[from] crate::rootfs_archive::RootfsError),
 }
 
 /// Where the inputs were written: the ebuild repository, the distfiles folder and the
@@ -81,13 +87,9 @@ pub fn read_ref(path: &Path) -> Result<DataRef, DataPlaneError> {
     DataRef::from_json(&bytes).map_err(|source| DataPlaneError::Ref { path: path.to_owned(), source })
 }
 
-/// Writes the job's inputs into `into` (`repo/`, `distfiles/`, `binpkgs/`; `into` must not
-/// hold them yet).
-pub fn fetch(data: &DataRef, access: &Access<'_>, into: &Path) -> Result<Fetched, DataPlaneError> {
-    let read = |what: &str| {
-        let (what, url) = (what.to_owned(), data.url.clone());
-        move |source| DataPlaneError::Read { what, url, source }
-    };
+/// The revision `data` names, its signatures, whitelist and root catalog verified.
+fn open(data: &DataRef, access: &Access<'_>) -> Result<Reader, DataPlaneError> {
+    let read = read_error(data);
     let cache = Cache::open(access.cache, access.cache_quota).map_err(read("the host's cache"))?;
     let http = Arc::new(Http::new(&data.url, &data.name, cache, access.proxy).map_err(read("the connection"))?);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -107,6 +109,42 @@ pub fn fetch(data: &DataRef, access: &Access<'_>, into: &Path) -> Result<Fetched
             expected: data.root_catalog.clone(),
         });
     }
+    tracing::info!(target: SAY, "reading {} revision {} from {}", data.name, data.revision, data.url);
+    Ok(pinned)
+}
+
+fn read_error(data: &DataRef) -> impl Fn(&str) -> Box<dyn FnOnce(gah_publish::VerifyError) -> DataPlaneError> + '_ {
+    move |what: &str| {
+        let (what, url) = (what.to_owned(), data.url.clone());
+        Box::new(move |source| DataPlaneError::Read { what, url, source })
+    }
+}
+
+/// The guest root `data` names (`base`), as a folder of the host shared by its tasks: `dir`
+/// holds one tree per base content (the hash of the base's catalog, which covers everything
+/// below it), made once, with links and modes (never set-id bits); `None` when `data`
+/// names no base (the app version carries one).
+pub fn base(data: &DataRef, access: &Access<'_>, dir: &Path) -> Result<Option<PathBuf>, DataPlaneError> {
+    let Some(base) = &data.base else { return Ok(None) };
+    let read = read_error(data);
+    let reader = open(data, access)?;
+    let key = hex::encode(reader.catalog_of(base).map_err(read(base))?);
+    let tree = crate::rootfs_archive::from_repository(dir, &key, |tmp: &Path| -> Result<(), DataPlaneError> {
+        let started = std::time::Instant::now();
+        tracing::info!(target: SAY, "reading the guest root {base} ({key}) once for this host");
+        // Into `root/` of the fresh folder: materialise makes its target itself.
+        let got = materialise(&reader, base, &tmp.join("root"), Links::Keep).map_err(read(base))?;
+        tracing::info!(target: SAY, "guest root read: {} files, {} MB in {:.1} s", got.files, got.bytes >> 20, started.elapsed().as_secs_f64());
+        Ok(())
+    })?;
+    Ok(Some(tree.join("root")))
+}
+
+/// Writes the job's inputs into `into` (`repo/`, `distfiles/`, `binpkgs/`; `into` must not
+/// hold them yet).
+pub fn fetch(data: &DataRef, access: &Access<'_>, into: &Path) -> Result<Fetched, DataPlaneError> {
+    let read = read_error(data);
+    let pinned = open(data, access)?;
     let repo = into.join("repo");
     let distfiles = into.join("distfiles");
     std::fs::create_dir_all(into).map_err(|e| read("the slot")(gah_publish::VerifyError::Io(into.display().to_string(), e)))?;

@@ -6,9 +6,15 @@
 //! project folder (`<physical name>.d/`); later tasks reuse that tree read-only (the sandbox
 //! writes into an overlay in its slot). One tree per host and app version, not one per task.
 //!
-//! Concurrency: `<physical name>.lock` is held exclusively while unpacking and shared while a
-//! task uses the tree, so two tasks never unpack twice and a tree is only pruned (when its
-//! tar is gone, i.e. the client dropped that app version) while nobody uses it.
+//! Or, when the workunit's `data.json` names one (issue 11, item 3), the guest root comes from
+//! the project's CernVM-FS repository instead ([`from_repository`]): one tree per host and
+//! base content (`cvmfs-base/base-<catalog hash>.d/` in the project folder), so updating the
+//! base is a publication, not a new app version.
+//!
+//! Concurrency: `<name>.lock` is held exclusively while a tree is made and shared while a
+//! task uses it, so two tasks never make it twice and a tree is only pruned (when its tar is
+//! gone, i.e. the client dropped that app version, or another base replaced it) while nobody
+//! uses it.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -97,25 +103,58 @@ pub fn unpacked(archive: &Path) -> Result<PathBuf, RootfsError> {
     if !meta.is_file() {
         return Err(RootfsError::NotAFile { path: archive });
     }
-    let tree = suffixed(&archive, ".d");
-    // Already leased by this process: a second flock on a new descriptor would wait for our own.
-    if LEASES.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|(a, _)| *a == archive) {
-        return Ok(tree);
-    }
     let stamp = format!("{} {}\n", meta.size(), i128::from(meta.mtime_nsec()) + i128::from(meta.mtime()) * 1_000_000_000);
-    let lock = open_lock(&archive)?;
-    let lock = Flock::lock(lock, FlockArg::LockExclusive).map_err(|(_, source)| RootfsError::Lock { path: archive.clone(), source })?;
-    if fs::read_to_string(tree.join(STAMP)).ok().as_deref() != Some(stamp.as_str()) {
+    let fill = |tmp: &Path| -> Result<(), RootfsError> {
         let started = std::time::Instant::now();
         tracing::info!(target: SAY, "unpacking the guest root {} (once per app version)", archive.display());
-        unpack_fresh(&archive, &tree, &stamp)?;
+        let file = File::open(&archive).map_err(|source| RootfsError::Archive { path: archive.clone(), source })?;
+        // A whole root: links and modes kept, no device or fifo nodes (the sandbox mounts its
+        // own `/dev`, and an unprivileged client could not create them anyway).
+        let done = untar::unpack(file, tmp, Rules::whole_root()).map_err(|source| RootfsError::Unpack { path: archive.clone(), source })?;
+        tracing::debug!(files = done.files, bytes = done.bytes, skipped = done.skipped.len(), "guest root unpacked");
         tracing::info!(target: SAY, "guest root unpacked in {:.1} s", started.elapsed().as_secs_f64());
+        Ok(())
+    };
+    prepared(&archive, &stamp, fill, || prune(&archive))
+}
+
+/// The guest root read from the project's repository (issue 11, item 3): the tree for the
+/// content `key` names (the hex hash of the base's catalog) in `dir`, written by `fill`
+/// (into the empty folder it is given) if this host has no whole one yet; holds a shared
+/// lease on it for the rest of the process. Trees of other content nobody uses are removed.
+pub fn from_repository<E: From<RootfsError>>(dir: &Path, key: &str, fill: impl FnOnce(&Path) -> Result<(), E>) -> Result<PathBuf, E> {
+    fs::create_dir_all(dir).map_err(tree_error("create", dir))?;
+    let dir = std::path::absolute(dir).map_err(tree_error("find", dir))?;
+    let name = dir.join(format!("{BASE_PREFIX}{key}"));
+    prepared(&name, &format!("{key}\n"), fill, || prune_bases(&name))
+}
+
+/// What the trees of [`from_repository`] are called (`base-<key>.d`).
+const BASE_PREFIX: &str = "base-";
+
+/// The tree `<name>.d`, made with `fill` unless it holds `stamp` already, under the lock
+/// `<name>.lock`: exclusive while it is made (then `prune` runs), shared while used.
+fn prepared<E: From<RootfsError>>(
+    name: &Path,
+    stamp: &str,
+    fill: impl FnOnce(&Path) -> Result<(), E>,
+    prune: impl FnOnce(),
+) -> Result<PathBuf, E> {
+    let tree = suffixed(name, ".d");
+    // Already leased by this process: a second flock on a new descriptor would wait for our own.
+    if LEASES.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|(a, _)| a == name) {
+        return Ok(tree);
     }
-    // Still exclusive: no other task is unpacking this archive, so its temp folders are debris.
-    prune(&archive);
+    let lock = open_lock(name)?;
+    let lock = Flock::lock(lock, FlockArg::LockExclusive).map_err(|(_, source)| RootfsError::Lock { path: name.to_owned(), source })?;
+    if fs::read_to_string(tree.join(STAMP)).ok().as_deref() != Some(stamp) {
+        fill_fresh(&tree, stamp, fill)?;
+    }
+    // Still exclusive: no other task is making this tree, so its temp folders are debris.
+    prune();
     // Exclusive → shared: other tasks may use the tree too, nobody may prune it.
-    lock.relock(FlockArg::LockShared).map_err(|source| RootfsError::Lock { path: archive.clone(), source })?;
-    LEASES.lock().unwrap_or_else(|e| e.into_inner()).push((archive, lock));
+    lock.relock(FlockArg::LockShared).map_err(|source| RootfsError::Lock { path: name.to_owned(), source })?;
+    LEASES.lock().unwrap_or_else(|e| e.into_inner()).push((name.to_owned(), lock));
     Ok(tree)
 }
 
@@ -130,21 +169,15 @@ fn open_lock(archive: &Path) -> Result<File, RootfsError> {
     OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|source| RootfsError::OpenLock { path, source })
 }
 
-/// Unpacks into a temp folder beside `tree`, stamps it, and swaps it in with a folder rename,
-/// so another task finds no tree or a whole one.
-fn unpack_fresh(archive: &Path, tree: &Path, stamp: &str) -> Result<(), RootfsError> {
+/// Fills a temp folder beside `tree`, stamps it, and swaps it in with a folder rename, so
+/// another task finds no tree or a whole one.
+fn fill_fresh<E: From<RootfsError>>(tree: &Path, stamp: &str, fill: impl FnOnce(&Path) -> Result<(), E>) -> Result<(), E> {
     let tmp = suffixed(tree, &format!(".tmp-{}", std::process::id()));
     remove_tree(&tmp)?;
     fs::create_dir_all(&tmp).map_err(tree_error("create", &tmp))?;
-    let file = File::open(archive).map_err(|source| RootfsError::Archive { path: archive.to_path_buf(), source })?;
-    // A whole root: links and modes kept, no device or fifo nodes (the sandbox mounts its
-    // own `/dev`, and an unprivileged client could not create them anyway).
-    match untar::unpack(file, &tmp, Rules::whole_root()) {
-        Ok(done) => tracing::debug!(files = done.files, bytes = done.bytes, skipped = done.skipped.len(), "guest root unpacked"),
-        Err(source) => {
-            let _ = remove_tree(&tmp);
-            return Err(RootfsError::Unpack { path: archive.to_path_buf(), source });
-        }
+    if let Err(e) = fill(&tmp) {
+        let _ = remove_tree(&tmp);
+        return Err(e);
     }
     let stamp_file = tmp.join(STAMP);
     fs::write(&stamp_file, stamp).map_err(tree_error("write", &stamp_file))?;
@@ -153,11 +186,35 @@ fn unpack_fresh(archive: &Path, tree: &Path, stamp: &str) -> Result<(), RootfsEr
     let tmp_dir = fs::File::open(&tmp).map_err(tree_error("open", &tmp))?;
     nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&tmp_dir)).map_err(|e| tree_error("sync", &tmp)(e.into()))?;
     remove_tree(tree)?;
-    fs::rename(&tmp, tree).map_err(tree_error("rename the unpacked tree to", tree))?;
+    fs::rename(&tmp, tree).map_err(tree_error("rename the filled tree to", tree))?;
     if let Some(parent) = tree.parent() {
         gah_util::atomic::sync_dir(parent).map_err(|e| tree_error("sync", parent)(e.source))?;
     }
     Ok(())
+}
+
+/// Removes, beside `current` (whose lock the caller holds exclusively), the base trees of
+/// other content and temp folders of crashed fills, once no task holds them.
+fn prune_bases(current: &Path) {
+    let folder = current.parent().unwrap_or(Path::new("."));
+    let Ok(entries) = fs::read_dir(folder) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(BASE_PREFIX) else { continue };
+        let Some((key, _)) = rest.split_once(".d") else { continue };
+        let owner = folder.join(format!("{BASE_PREFIX}{key}"));
+        if owner == current {
+            if name.contains(".tmp-") {
+                let _ = remove_tree(&entry.path());
+            }
+            continue;
+        }
+        let Ok(lock) = open_lock(&owner) else { continue };
+        let Ok(_held) = Flock::lock(lock, FlockArg::LockExclusiveNonblock) else { continue };
+        tracing::info!(tree = %entry.path().display(), "removing a guest root no task uses");
+        let _ = remove_tree(&entry.path());
+        let _ = fs::remove_file(suffixed(&owner, ".lock"));
+    }
 }
 
 /// Removes a tree even where the archive made folders read-only.

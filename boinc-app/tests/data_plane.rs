@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::Path;
 
-use gah_app::data_plane::{fetch, Access, DataPlaneError};
+use gah_app::data_plane::{base, fetch, Access, DataPlaneError};
 use gah_core::data_ref::{DataRef, DATA_REF_FORMAT};
 
 const NAME: &str = "gentoo.gah";
@@ -58,6 +58,7 @@ fn the_inputs_come_from_the_revision_the_job_names() {
         repo: "/repos/gah".into(),
         distfiles: vec!["/distfiles/a-1.tar.gz".into()],
         binpkgs: Some("/binpkgs".into()),
+        base: None,
     };
     let key = gah_publish::keys::master_pub_path(&keys, NAME);
     let cache = dir.path().join("cache");
@@ -88,4 +89,64 @@ fn the_inputs_come_from_the_revision_the_job_names() {
     let other_key = gah_publish::keys::master_pub_path(&other, NAME);
     let wrong = Access { master_key: &other_key, ..access.clone() };
     assert!(fetch(&data, &wrong, &dir.path().join("job4")).is_err());
+}
+
+/// The sandbox's guest root from the repository (issue 11, item 3): one tree per host and
+/// base content, with links and modes (never set-id), not read again when only the rest of
+/// the repository changed.
+#[test]
+fn the_guest_root_is_read_once_per_base_content() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (src, stratum, keys) = (dir.path().join("src"), dir.path().join("stratum"), dir.path().join("keys"));
+    write(&src, "repos/gah/profiles/repo_name", b"gah\n");
+    write(&src, "base/usr/bin/sh", b"#!a shell");
+    fs::set_permissions(src.join("base/usr/bin/sh"), fs::Permissions::from_mode(0o4755)).unwrap();
+    std::os::unix::fs::symlink("usr/bin", src.join("base/bin")).unwrap();
+    fs::create_dir_all(src.join("base/proc")).unwrap();
+    fs::set_permissions(src.join("base/proc"), fs::Permissions::from_mode(0o555)).unwrap();
+    let first = gah_publish::publish(&src, &stratum.join(NAME), NAME, &keys).unwrap();
+    let url = format!("{}/{NAME}", serve(&stratum));
+    let key = gah_publish::keys::master_pub_path(&keys, NAME);
+    let (cache, bases) = (dir.path().join("cache"), dir.path().join("bases"));
+    let access = Access { master_key: &key, cache: &cache, cache_quota: 1 << 30, proxy: None };
+    let data = DataRef::new(NAME, &url, first.revision, &first.root_catalog_hash, "gah", [], false).unwrap();
+    assert!(base(&data, &access, &bases).unwrap().is_none(), "no base named: the app version's own");
+    let data = data.with_base();
+
+    let root = base(&data, &access, &bases).unwrap().expect("the base");
+    assert_eq!(fs::read(root.join("bin/sh")).unwrap(), b"#!a shell", "through the kept link");
+    assert_eq!(fs::read_link(root.join("bin")).unwrap(), Path::new("usr/bin"));
+    assert_eq!(fs::metadata(root.join("usr/bin/sh")).unwrap().permissions().mode() & 0o7777, 0o755, "never set-id");
+    assert_eq!(fs::metadata(root.join("proc")).unwrap().permissions().mode() & 0o777, 0o755, "its mode, owner-writable");
+
+    // The tree moves on, the base does not: the same tree, whatever the revision.
+    write(&src, "repos/gah/app-misc/x/x-1.ebuild", b"EAPI=8\n");
+    let second = gah_publish::publish(&src, &stratum.join(NAME), NAME, &keys).unwrap();
+    let data2 = DataRef::new(NAME, &url, second.revision, &second.root_catalog_hash, "gah", [], false).unwrap().with_base();
+    assert_eq!(base(&data2, &access, &bases).unwrap().unwrap(), root);
+    // A new base is a new tree beside it.
+    write(&src, "base/etc/os-release", b"ID=gah\n");
+    let third = gah_publish::publish(&src, &stratum.join(NAME), NAME, &keys).unwrap();
+    let data3 = DataRef::new(NAME, &url, third.revision, &third.root_catalog_hash, "gah", [], false).unwrap().with_base();
+    let new_root = base(&data3, &access, &bases).unwrap().unwrap();
+    assert_ne!(new_root, root);
+    assert_eq!(fs::read(new_root.join("etc/os-release")).unwrap(), b"ID=gah\n");
+
+    // A tampered object of a base not yet on this host: refused, naming the base, no tree.
+    write(&src, "base/etc/motd", b"hello\n");
+    let fourth = gah_publish::publish(&src, &stratum.join(NAME), NAME, &keys).unwrap();
+    let reader = gah_publish::verify(&stratum.join(NAME), NAME, &key).unwrap();
+    let gah_publish::Kind::File { hash } = reader.lookup("/base/etc/motd").unwrap().kind else { panic!("a file") };
+    let object = gah_publish::objects::object_path(&stratum.join(NAME), &hash, gah_publish::objects::Suffix::None);
+    let mut bytes = fs::read(&object).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    fs::write(&object, bytes).unwrap();
+    let data4 = DataRef::new(NAME, &url, fourth.revision, &fourth.root_catalog_hash, "gah", [], false).unwrap().with_base();
+    let e = base(&data4, &access, &bases).unwrap_err();
+    assert!(gah_util::error_chain(&e).contains("/base"), "{}", gah_util::error_chain(&e));
+    let trees: Vec<_> =
+        fs::read_dir(&bases).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).filter(|n| n.ends_with(".d")).collect();
+    assert_eq!(trees.len(), 2, "no half tree left: {trees:?}");
 }

@@ -14,6 +14,8 @@ pub const DEFAULT_NAME: &str = "gentoo.gah";
 pub const DISTFILES_AT: &str = "/distfiles";
 /// Where binary packages are in it.
 pub const BINPKGS_AT: &str = "/binpkgs";
+/// Where the guest's root file system is in it (the sandbox flavour's base system).
+pub const BASE_AT: &str = "/base";
 
 /// Where the ebuild repository named `repo_name` is in it: `/repos/<repo_name>`.
 pub fn repo_path(repo_name: &str) -> String {
@@ -44,6 +46,11 @@ pub struct DataRef {
     /// when its USE matches). Absent: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binpkgs: Option<String>,
+    /// The guest's root file system, e.g. `/base`, when the app version does not carry one:
+    /// read once per host and content (its catalog's hash), shared by the host's tasks.
+    /// Absent: the app version's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
 }
 
 impl DataRef {
@@ -73,8 +80,14 @@ impl DataRef {
             repo: repo_path(repo_name),
             distfiles,
             binpkgs: binpkgs.then(|| BINPKGS_AT.to_owned()),
+            base: None,
         };
         DataRef::from_json(&data.to_json())
+    }
+
+    /// The same reference, naming the repository's guest root ([`BASE_AT`]).
+    pub fn with_base(self) -> DataRef {
+        DataRef { base: Some(BASE_AT.to_owned()), ..self }
     }
 
     /// Parses `data.json`, refusing other format versions and paths that are not absolute
@@ -84,7 +97,7 @@ impl DataRef {
         if r.format != DATA_REF_FORMAT {
             return Err(crate::Error::Format { what: "data.json", found: r.format, expected: DATA_REF_FORMAT });
         }
-        let bad = std::iter::once(&r.repo).chain(&r.distfiles).chain(&r.binpkgs).find(|p| !is_repository_path(p));
+        let bad = std::iter::once(&r.repo).chain(&r.distfiles).chain(&r.binpkgs).chain(&r.base).find(|p| !is_repository_path(p));
         if let Some(p) = bad {
             return Err(crate::Error::Invalid { what: "data.json", why: format!("{p:?} is not a path in the repository") });
         }
@@ -132,6 +145,7 @@ mod tests {
             repo: "/repos/gah".into(),
             distfiles: vec!["/distfiles/bzip2-1.0.8.tar.gz".into()],
             binpkgs: Some("/binpkgs".into()),
+            base: Some(BASE_AT.into()),
         }
     }
 
@@ -144,8 +158,11 @@ mod tests {
         }
         let r = DataRef { binpkgs: Some("/binpkgs/../../etc".into()), ..example() };
         assert!(DataRef::from_json(&r.to_json()).is_err());
-        let without = DataRef { binpkgs: None, ..example() };
+        let r = DataRef { base: Some("/../base".into()), ..example() };
+        assert!(DataRef::from_json(&r.to_json()).is_err());
+        let without = DataRef { binpkgs: None, base: None, ..example() };
         assert!(!String::from_utf8(without.to_json()).unwrap().contains("binpkgs"), "left out when none");
+        assert!(!String::from_utf8(without.to_json()).unwrap().contains("base"), "left out when none");
         let r = DataRef { root_catalog: "xyz".into(), ..example() };
         assert!(DataRef::from_json(&r.to_json()).is_err());
         let r = DataRef { format: 2, ..example() };

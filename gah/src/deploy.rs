@@ -143,8 +143,13 @@ pub fn deploy(args: &DeployArgs, root: &Path) -> anyhow::Result<()> {
     // The app version carries the public master key: made now if the project has none yet.
     let (_, made) = gah_publish::keys::load_or_generate(&plane.keys, CVMFS_NAME).map_err(|e| anyhow::anyhow!("{e}"))?;
     say(format!("{DATA_DIR}/cvmfs-keys/{CVMFS_NAME}.pub"), if made { Done::Installed } else { Done::Unchanged });
+    let image = args.image.clone().unwrap_or_else(|| root.join(".cache/images/test"));
     if let Some(repo) = &args.repo {
-        plane.publish(repo, args.distfiles.as_deref())?;
+        // The sandbox flavour's guest root goes with the tree (issue 11, item 3): its app
+        // version then carries none, and a new base is a publication.
+        let base = image.join("rootfs");
+        let base = (args.plan_classes.iter().any(|c| c == "sandbox") && base.is_dir()).then_some(base);
+        plane.publish(repo, args.distfiles.as_deref(), base.as_deref())?;
         generate_queue(&project, repo, &plane, args)?;
         if !args.no_localise {
             say(format!("{DATA_DIR}/repo (metadata the daemon localises failures over)"), copy_metadata(repo, &data.join("repo"))?);
@@ -152,9 +157,12 @@ pub fn deploy(args: &DeployArgs, root: &Path) -> anyhow::Result<()> {
     }
     add_app(&project)?;
     if !args.no_app_version {
-        let image = args.image.clone().unwrap_or_else(|| root.join(".cache/images/test"));
+        let base_published = gah_publish::current_revision(&plane.published, CVMFS_NAME)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .is_some_and(|r| r.top_level.iter().any(|p| p == gah_core::data_ref::BASE_AT));
         for plan_class in &args.plan_classes {
-            lay_out_app_version(root, &project, &bin, &image, &plane.master_key(), plan_class, args.version_num)?;
+            let app_version = AppVersion { plan_class, version_num: args.version_num, base_published };
+            lay_out_app_version(root, &project, &bin, &image, &plane.master_key(), &app_version)?;
         }
         let out =
             gah_util::process::run_checked(gah_util::process::command("bin/update_versions").arg("--noconfirm").current_dir(&project))
@@ -206,9 +214,10 @@ impl DataPlane {
         gah_publish::keys::master_pub_path(&self.keys, CVMFS_NAME)
     }
 
-    /// Publishes `repo` at `/repos/<its name>` and `distfiles` at `/distfiles` as the next
-    /// revision (only new objects are written; readers see the old revision or the new one).
-    fn publish(&self, repo: &Path, distfiles: Option<&Path>) -> anyhow::Result<()> {
+    /// Publishes `repo` at `/repos/<its name>`, `distfiles` at `/distfiles` and the guest
+    /// root `base` at `/base` as the next revision (only new objects are written; readers
+    /// see the old revision or the new one).
+    fn publish(&self, repo: &Path, distfiles: Option<&Path>, base: Option<&Path>) -> anyhow::Result<()> {
         let name_file = repo.join("profiles/repo_name");
         let name = fs::read_to_string(&name_file).with_context(|| format!("read {} (the repository's name)", name_file.display()))?;
         let name = name.trim();
@@ -218,7 +227,10 @@ impl DataPlane {
         let at = format!("/repos/{name}");
         let mut mounts = vec![gah_publish::Mount { at: &at, from: repo }];
         if let Some(distfiles) = distfiles {
-            mounts.push(gah_publish::Mount { at: "/distfiles", from: distfiles });
+            mounts.push(gah_publish::Mount { at: gah_core::data_ref::DISTFILES_AT, from: distfiles });
+        }
+        if let Some(base) = base {
+            mounts.push(gah_publish::Mount { at: gah_core::data_ref::BASE_AT, from: base });
         }
         let p = gah_publish::publish_mounts(&mounts, &self.published, CVMFS_NAME, &self.keys)
             .with_context(|| format!("publishing {} into {}", repo.display(), self.published.display()))?;
@@ -555,17 +567,18 @@ fn add_app(project: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One app version to lay out.
+struct AppVersion<'a> {
+    plan_class: &'a str,
+    version_num: u32,
+    /// The repository holds the guest root: a sandbox version carries none.
+    base_published: bool,
+}
+
 /// `scripts/package-app-version.sh --boinc-apps PROJECT/apps`, the anonymous-platform files
 /// kept under `gah/app-version/<class>/` (also what a volunteer may use as app_info.xml).
-fn lay_out_app_version(
-    root: &Path,
-    project: &Path,
-    bin: &Path,
-    image: &Path,
-    cvmfs_key: &Path,
-    plan_class: &str,
-    version_num: u32,
-) -> anyhow::Result<()> {
+fn lay_out_app_version(root: &Path, project: &Path, bin: &Path, image: &Path, cvmfs_key: &Path, v: &AppVersion<'_>) -> anyhow::Result<()> {
+    let AppVersion { plan_class, version_num, base_published } = *v;
     let guest = if plan_class == "sandbox" { "sandbox" } else { "vm" };
     let version_dir = project.join(format!("apps/{APP_NAME}/{version_num}/{PLATFORM}__{plan_class}"));
     if version_dir.join("version.xml").is_file() {
@@ -586,6 +599,7 @@ fn lay_out_app_version(
         .arg(image)
         .arg("--cvmfs-key")
         .arg(cvmfs_key)
+        .args(base_published.then_some("--base-in-repository"))
         .arg("--boinc-apps")
         .arg(project.join("apps"))
         .arg(project.join(DATA_DIR).join("app-version").join(plan_class));

@@ -326,8 +326,8 @@ pub enum Links {
 }
 
 /// Writes the subtree `from` of `reader`'s revision (a directory, or one file) into `into`,
-/// which must not exist: directories, regular files with their permission bits (never
-/// set-id), symbolic links as `links` says (never followed here). Names come from the
+/// which must not exist: directories with their permission bits (and sticky bit; always
+/// owner-writable), regular files with their permission bits (never set-id), symbolic links as `links` says (never followed here). Names come from the
 /// verified catalogs, which the reader refuses when they could leave their parent.
 pub fn materialise(reader: &crate::Reader, from: &str, into: &Path, links: Links) -> Result<Materialised, VerifyError> {
     use std::io::Write;
@@ -335,11 +335,15 @@ pub fn materialise(reader: &crate::Reader, from: &str, into: &Path, links: Links
     let io = |p: &Path, e: std::io::Error| VerifyError::Io(p.display().to_string(), e);
     let mut done = Materialised::default();
     let mut todo = vec![(from.trim_end_matches('/').to_owned(), into.to_owned())];
+    // Directory modes are set once their contents are written (a 0555 one could not be
+    // filled), deepest first.
+    let mut dirs = Vec::new();
     while let Some((path, target)) = todo.pop() {
         let entry = reader.lookup(&path)?;
         match entry.kind {
             crate::Kind::Dir => {
                 fs::create_dir(&target).map_err(|e| io(&target, e))?;
+                dirs.push((target.clone(), entry.mode & 0o1777));
                 for name in reader.list(&path)? {
                     todo.push((format!("{path}/{name}"), target.join(&name)));
                 }
@@ -363,6 +367,10 @@ pub fn materialise(reader: &crate::Reader, from: &str, into: &Path, links: Links
                 done.bytes += bytes.len() as u64;
             }
         }
+    }
+    for (dir, mode) in dirs.iter().rev() {
+        // Never one the owner could not list or clean up.
+        fs::set_permissions(dir, fs::Permissions::from_mode(mode | 0o700)).map_err(|e| io(dir, e))?;
     }
     Ok(done)
 }

@@ -229,13 +229,22 @@ pub struct Revision {
     pub revision: u64,
     /// Its root catalog's hash, hex.
     pub root_catalog: String,
+    /// Its top-level folders (each a nested catalog), e.g. `/repos`, `/distfiles`, `/base`.
+    pub top_level: Vec<String>,
 }
 
 /// The current revision of the repository `name` published in `out`, as its manifest says
 /// (read as the publisher reads its own folder: the manifest's checksum checked, not its
 /// signature); `None` when nothing is published there yet.
 pub fn current_revision(out: &Path, name: &str) -> Result<Option<Revision>, PublishError> {
-    Ok(read_previous_manifest(out, name)?.map(|m| Revision { revision: m.revision, root_catalog: hex::encode(m.root_catalog) }))
+    let Some(m) = read_previous_manifest(out, name)? else { return Ok(None) };
+    let store = Store::open(out)?;
+    let temp = store.unpack_to_temp(&m.root_catalog, Suffix::Catalog)?;
+    let db = rusqlite::Connection::open(temp.path())?;
+    let mut stmt = db.prepare("SELECT path FROM nested_catalogs ORDER BY path")?;
+    let nested = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
+    let top_level = nested.into_iter().filter(|p| p.matches('/').count() == 1).collect();
+    Ok(Some(Revision { revision: m.revision, root_catalog: hex::encode(m.root_catalog), top_level }))
 }
 
 /// The previous revision, as this folder's manifest says (its checksum checked; the

@@ -210,6 +210,18 @@ impl Reader {
     /// Runs `f` on the catalog that holds `path`: down from the root, into the nested
     /// catalog with the longest mount path that is `path` or above it.
     fn with_catalog<T>(&self, path: &str, f: impl FnOnce(&Connection) -> Result<T, VerifyError>) -> Result<T, VerifyError> {
+        let hash = self.catalog_of(path)?;
+        let catalogs = self.catalogs.borrow();
+        f(&catalogs[&hash].1)
+    }
+
+    /// The catalog that holds `path` (opened and kept): the nested catalog with the longest
+    /// mount path that is `path` or above it. Its hash covers everything below that mount
+    /// path (a nested catalog names its own nested catalogs by hash), so for a nested
+    /// catalog's mount point, such as a top-level folder, it names that folder's contents
+    /// whatever else the revision changed.
+    pub fn catalog_of(&self, path: &str) -> Result<Hash, VerifyError> {
+        let path = path.trim_end_matches('/');
         let mut hash = self.root;
         loop {
             if !self.catalogs.borrow().contains_key(&hash) {
@@ -230,7 +242,7 @@ impl Reader {
             }
             match best {
                 Some((_, h)) => hash = hash_field("nested catalog", &h)?,
-                None => return f(db),
+                None => return Ok(hash),
             }
         }
     }

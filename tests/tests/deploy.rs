@@ -185,7 +185,9 @@ fn deploy_installs_everything_once_and_keeps_the_admins_settings() {
     let calls = fs::read_to_string(project.join("calls.log")).unwrap();
     assert!(calls.contains("xadd") && calls.contains("update_versions --noconfirm"), "{calls}");
     let version_xml = fs::read_to_string(project.join("apps/gah/100/x86_64-pc-linux-gnu__sandbox/version.xml")).unwrap();
-    assert!(version_xml.contains("<main_program/>") && version_xml.contains("<logical_name>rootfs.tar</logical_name>"), "{version_xml}");
+    // The sandbox's guest root is published at /base, so its app version carries none.
+    assert_eq!(reader.read("/base/bin/sh").unwrap(), b"#!stand-in shell");
+    assert!(version_xml.contains("<main_program/>") && !version_xml.contains("rootfs"), "{version_xml}");
     assert!(version_xml.contains("<logical_name>gentoo.gah.pub</logical_name>"), "the data plane's key: {version_xml}");
 
     // Daemons: make_project's stay; ours are the README's lines, each once.
