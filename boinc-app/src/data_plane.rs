@@ -120,6 +120,9 @@ fn read_error(data: &DataRef) -> impl Fn(&str) -> Box<dyn FnOnce(gah_publish::Ve
     }
 }
 
+/// Downloads at a time when a whole folder is read (a proxy or Apache serves several).
+const PREFETCH_THREADS: usize = 8;
+
 /// The guest root `data` names (`base`), as a folder of the host shared by its tasks: `dir`
 /// holds one tree per base content (the hash of the base's catalog, which covers everything
 /// below it), made once, with links and modes (never set-id bits); `None` when `data`
@@ -132,6 +135,8 @@ pub fn base(data: &DataRef, access: &Access<'_>, dir: &Path) -> Result<Option<Pa
     let tree = crate::rootfs_archive::from_repository(dir, &key, |tmp: &Path| -> Result<(), DataPlaneError> {
         let started = std::time::Instant::now();
         tracing::info!(target: SAY, "reading the guest root {base} ({key}) once for this host");
+        // Thousands of small files: downloaded several at a time first.
+        reader.prefetch(base, PREFETCH_THREADS).map_err(read(base))?;
         // Into `root/` of the fresh folder: materialise makes its target itself.
         let got = materialise(&reader, base, &tmp.join("root"), Links::Keep).map_err(read(base))?;
         tracing::info!(target: SAY, "guest root read: {} files, {} MB in {:.1} s", got.files, got.bytes >> 20, started.elapsed().as_secs_f64());
@@ -148,6 +153,7 @@ pub fn fetch(data: &DataRef, access: &Access<'_>, into: &Path) -> Result<Fetched
     let repo = into.join("repo");
     let distfiles = into.join("distfiles");
     std::fs::create_dir_all(into).map_err(|e| read("the slot")(gah_publish::VerifyError::Io(into.display().to_string(), e)))?;
+    pinned.prefetch(&data.repo, PREFETCH_THREADS).map_err(read(&data.repo))?;
     // Plain trees, as an input tar's are: a link has no business there.
     let got = materialise(&pinned, &data.repo, &repo, Links::LeaveOut).map_err(read(&data.repo))?;
     if got.links_left_out > 0 {

@@ -14,13 +14,15 @@
 //!   (scripts/package-app-version.sh --boinc-apps), then `bin/update_versions --noconfirm`,
 //!   which signs the files with the project's code-signing key and stages them;
 //! - `gah.conf` (gah_core::project) naming the results database and the queue;
-//! - with `--repo`, the data plane (issue 11): the repository (at `/repos/<its name>`) and the
-//!   distfiles (at `/distfiles`) published as the next revision of the CernVM-FS repository
+//! - with `--repo`, the data plane (issue 11): the repository (at `/repos/<its name>`), the
+//!   distfiles (at `/distfiles`) and, with the sandbox plan class, the image's guest root (at
+//!   `/base`; the sandbox app version then carries no `rootfs.tar`) published as the next revision of the CernVM-FS repository
 //!   `gentoo.gah` in `<download_dir>/cvmfs/gentoo.gah` (config.xml's; make_project's Apache
 //!   configuration serves that folder with PHP off), keys in `gah/cvmfs-keys/`, the public
 //!   master key shipped as every app version's `gentoo.gah.pub`;
 //! - the validator, assimilator and work generator daemons into `config.xml`'s `<daemons>`,
-//!   the lines of templates/README.md ("Server daemons").
+//!   the lines of templates/README.md ("Server daemons"), and a daily `<task>` re-signing the
+//!   data plane's whitelist (`gah-publish --resign`; `bin/start --cron` runs tasks).
 
 use std::fmt;
 use std::fs;
@@ -34,8 +36,16 @@ const APP_NAME: &str = "gah";
 /// The only platform gah-app is built for.
 const PLATFORM: &str = "x86_64-pc-linux-gnu";
 /// The programs the server runs, installed into `bin/`.
-const SERVER_PROGRAMS: [&str; 7] =
-    ["gah-validate-init", "gah-validate-compare", "gah-assimilate", "gah-workgen", "gah", "gah-validator", "gah-assimilator"];
+const SERVER_PROGRAMS: [&str; 8] = [
+    "gah-validate-init",
+    "gah-validate-compare",
+    "gah-assimilate",
+    "gah-workgen",
+    "gah",
+    "gah-validator",
+    "gah-assimilator",
+    "gah-publish",
+];
 /// Where, inside the project, gentoo@home keeps its own data.
 const DATA_DIR: &str = "gah";
 
@@ -174,6 +184,7 @@ pub fn deploy(args: &DeployArgs, root: &Path) -> anyhow::Result<()> {
     let config = project.join("config.xml");
     let daemons = daemon_lines(&config, &plane, args)?;
     add_daemons(&config, &daemons)?;
+    add_resign_task(&config, &plane)?;
     println!("deploy: done. Start the project's daemons with `bin/start` in {} (docs/DEPLOY.md)", project.display());
     Ok(())
 }
@@ -695,6 +706,41 @@ fn add_daemons(config: &Path, lines: &[String]) -> anyhow::Result<()> {
     if changed {
         write_atomically(config, text.as_bytes())?;
     }
+    Ok(())
+}
+
+/// A daily `<task>` that signs the data plane's whitelist again: readers refuse it 30 days
+/// after it was signed, and only a publication signs a new one otherwise. `bin/start --cron`
+/// (make_project's crontab line) runs tasks from `bin/` in `tmp_<host>/` (sched/start).
+fn add_resign_task(config: &Path, plane: &DataPlane) -> anyhow::Result<()> {
+    let keys = plane.keys.display().to_string();
+    let published = plane.published.display().to_string();
+    if [&keys, &published].iter().any(|p| p.contains(['\'', '"', '\\', '$', '`', ' ', '&', '<', '>'])) {
+        bail!("the data plane's folders have quotes, blanks or shell characters: add the re-signing <task> by hand (docs/DEPLOY.md)");
+    }
+    let line = format!("gah-publish --resign --name {CVMFS_NAME} --keys {keys} --repo-dir {published}");
+    let mut text = fs::read_to_string(config).with_context(|| format!("read {}", config.display()))?;
+    let (tasks, end) = elements(&text, &["boinc", "tasks", "task"])?;
+    let done = match tasks.iter().filter_map(|t| t.child("cmd")).find(|cmd| cmd.split_whitespace().next() == Some("gah-publish")) {
+        Some(cmd) if cmd == line => Done::Unchanged,
+        Some(_) => Done::KeptYours,
+        None => {
+            let task = format!(
+                "<task>\n            <cmd>{line}</cmd>\n            <period>1 day</period>\n            \
+                 <output>gah_resign.out</output>\n        </task>\n    "
+            );
+            match end {
+                Some(end) => text.insert_str(end, &format!("    {task}")),
+                None => {
+                    let end = text.rfind("</boinc>").context("config.xml has no </boinc>")?;
+                    text.insert_str(end, &format!("    <tasks>\n        {task}</tasks>\n"));
+                }
+            }
+            write_atomically(config, text.as_bytes())?;
+            Done::Installed
+        }
+    };
+    say("config.xml task gah-publish --resign (daily)", done);
     Ok(())
 }
 

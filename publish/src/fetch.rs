@@ -120,7 +120,13 @@ impl Cache {
     /// Puts `bytes` (already checked against `hash`) into the cache.
     fn put(&self, hash: &Hash, suffix: Suffix, bytes: &[u8]) -> Result<(), VerifyError> {
         let target = self.object_path(hash, suffix);
-        self.write(&target, bytes)?;
+        // Not synced: every read checks the object's hash, so one a crash left short is
+        // downloaded again, and a fsync per object would cost more than its download.
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent).map_err(|e| VerifyError::Io(parent.display().to_string(), e))?;
+        }
+        gah_util::atomic::write_in_unsynced(&self.dir.join("tmp"), &target, bytes)
+            .map_err(|e| VerifyError::Io(format!("the cache {}", self.dir.display()), std::io::Error::other(e)))?;
         let n = self.added.fetch_add(bytes.len() as u64, Ordering::Relaxed) + bytes.len() as u64;
         self.evict_if_needed(n)
     }

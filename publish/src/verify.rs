@@ -308,6 +308,46 @@ impl Reader {
         Ok(bytes)
     }
 
+    /// Has the source fetch, `threads` at a time, the object of every regular file below
+    /// `from` (each once), so that reading them later does not wait on one download after
+    /// another: what a folder of thousands of small files (a guest root) needs over HTTP. The
+    /// source checks each object's hash as it does for any read; returns how many objects.
+    pub fn prefetch(&self, from: &str, threads: usize) -> Result<usize, VerifyError> {
+        let mut objects = std::collections::BTreeSet::new();
+        let mut todo = vec![from.trim_end_matches('/').to_owned()];
+        while let Some(path) = todo.pop() {
+            match self.lookup(&path)?.kind {
+                Kind::Dir => todo.extend(self.list(&path)?.into_iter().map(|name| format!("{path}/{name}"))),
+                Kind::File { hash } => {
+                    objects.insert(hash);
+                }
+                Kind::Symlink(_) => {}
+            }
+        }
+        let objects: Vec<Hash> = objects.into_iter().collect();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let source: &(dyn crate::fetch::Source + Send + Sync) = self.source.as_ref();
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads.max(1))
+                .map(|_| {
+                    scope.spawn(|| loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(hash) = objects.get(i) else { return Ok(()) };
+                        if let Err(e) = source.object(hash, Suffix::None) {
+                            // The others stop at their next object.
+                            next.store(objects.len(), std::sync::atomic::Ordering::Relaxed);
+                            return Err(e);
+                        }
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .try_for_each(|w| w.join().unwrap_or_else(|_| Err(VerifyError::Malformed("prefetch", "a worker panicked".into()))))
+        })?;
+        Ok(objects.len())
+    }
+
     /// Every entry of this revision, parents before children.
     pub fn walk(&self) -> Result<Vec<Entry>, VerifyError> {
         let mut out = vec![self.lookup("")?];

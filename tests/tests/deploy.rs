@@ -198,6 +198,14 @@ fn deploy_installs_everything_once_and_keeps_the_admins_settings() {
     for line in readme_lines.iter().map(String::as_str).chain(["feeder -d 3 ", "transitioner -d 3 ", "file_deleter -d 3 "]) {
         assert_eq!(cmds.iter().filter(|c| c.as_str() == line).count(), 1, "{line} in\n{config}");
     }
+    // The whitelist signed again every day (readers refuse it after 30 days): a <task>.
+    let resign: Vec<&String> = cmds.iter().filter(|c| c.starts_with("gah-publish --resign")).collect();
+    assert_eq!(resign.len(), 1, "{config}");
+    assert!(config.contains("<period>1 day</period>"), "{config}");
+    let resign_args: Vec<&str> = resign[0].split_whitespace().collect();
+    let status = gah_util::process::command(project.join("bin/gah-publish")).args(&resign_args[1..]).status().unwrap();
+    assert!(status.success(), "{}", resign[0]);
+    gah_publish::verify(&published, "gentoo.gah", &key).expect("still valid after re-signing");
     let workgen: Vec<&String> = cmds.iter().filter(|c| c.starts_with("gah-workgen daemon")).collect();
     assert_eq!(workgen.len(), 1, "{config}");
     assert!(workgen[0].contains("--boinc-project .. ") && workgen[0].contains("-u boincadm "), "{}", workgen[0]);

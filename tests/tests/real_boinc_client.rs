@@ -76,13 +76,27 @@ struct Run {
 /// Harness up with one workunit for app-arch/bzip2; client data folder laid out (anonymous
 /// platform, the backend's flavour); client started.
 fn start(test: &str) -> Run {
+    start_with(test, false)
+}
+
+/// [`start`]; with `base_in_repository` (sandbox flavour), the guest root is published at
+/// `/base` as `gah deploy` does and the app version carries none.
+fn start_with(test: &str, base_in_repository: bool) -> Run {
     let a = artefacts();
+    let base = (base_in_repository && !is_vm()).then(|| a.image.join("rootfs"));
     launch(
         test,
-        |tmp, harness, spec| stage_data(tmp, harness, spec, &a.overlay, &a.distfiles),
+        |tmp, harness, spec| stage_data_with_base(tmp, harness, spec, &a.overlay, &a.distfiles, base.as_deref()),
         |project_dir, tmp, _| {
             let guest = if is_vm() { "vm" } else { "sandbox" };
-            package_app_version(project_dir, tmp, &a.image, guest, std::env::var("GAH_BOINC_CMDLINE").ok().as_deref());
+            let mut script = package_script(tmp, &a.image, guest);
+            if let Ok(c) = std::env::var("GAH_BOINC_CMDLINE") {
+                script.arg("--cmdline").arg(c);
+            }
+            if base.is_some() {
+                script.arg("--base-in-repository");
+            }
+            run_package_script(script, project_dir);
         },
     )
 }
@@ -95,10 +109,16 @@ fn start(test: &str) -> Run {
 /// with the distfile mirror, and the data.json written by the work generator's own
 /// `write_data_refs`. No tarball.
 fn stage_data(tmp: &Path, harness: &Harness, spec: &mut WorkunitSpec, repo: &Path, distfiles: &Path) {
-    use gah_core::data_ref::{repo_path, DISTFILES_AT};
+    stage_data_with_base(tmp, harness, spec, repo, distfiles, None);
+}
+
+/// [`stage_data`], with the guest root `base` published at `/base` too.
+fn stage_data_with_base(tmp: &Path, harness: &Harness, spec: &mut WorkunitSpec, repo: &Path, distfiles: &Path, base: Option<&Path>) {
+    use gah_core::data_ref::{repo_path, BASE_AT, DISTFILES_AT};
     let published = harness.download_dir().join("cvmfs").join(CVMFS_NAME);
     let at = repo_path(&gah_ebuild::repo::repo_name(repo));
-    let mounts = [gah_publish::Mount { at: &at, from: repo }, gah_publish::Mount { at: DISTFILES_AT, from: distfiles }];
+    let mut mounts = vec![gah_publish::Mount { at: &at, from: repo }, gah_publish::Mount { at: DISTFILES_AT, from: distfiles }];
+    mounts.extend(base.map(|from| gah_publish::Mount { at: BASE_AT, from }));
     gah_publish::publish_mounts(&mounts, &published, CVMFS_NAME, &tmp.join("keys")).expect("publish");
     let (repos, _) = gah_workgen::plan::load_repos(&[repo.to_path_buf()]);
     let mirror = gah_workgen::distfiles::Mirror::new(distfiles, &["amd64", "~amd64"]);
@@ -231,6 +251,10 @@ fn package_app_version(project_dir: &Path, tmp: &Path, image: &Path, guest: &str
     if let Some(c) = cmdline {
         script.arg("--cmdline").arg(c);
     }
+    run_package_script(script, project_dir);
+}
+
+fn run_package_script(mut script: std::process::Command, project_dir: &Path) {
     let out = script.arg(project_dir).output().expect("package-app-version.sh");
     assert!(
         out.status.success(),
@@ -392,7 +416,7 @@ fn real_boinc_client_runs_a_job_end_to_end() {
         return;
     }
     let _one = serial();
-    let mut run = start("e2e");
+    let mut run = start_with("e2e", true);
     let snap = run.wait_decided();
     run.assert_stored_success(&snap);
     assert_eq!(snap.uploads.len(), 1, "{:?}", snap.uploads);
@@ -406,11 +430,18 @@ fn real_boinc_client_runs_a_job_end_to_end() {
     assert!(cache.into_iter().any(|c| c.is_dir()), "no cvmfs-cache in the client's project folder");
     eprintln!("e2e: {} data plane downloads", data_plane.len());
     if !is_vm() {
-        // The sandbox's root came as the app version's rootfs.tar, unpacked in the project folder.
+        // Issue 11, item 3: the sandbox's root came from the repository (`/base`), read once
+        // into the project folder; the app version carried none.
         let stderr = &snap.report(&run.result).expect("report").stderr_out;
-        let unpacked = stderr.lines().find(|l| l.contains("gah-app: guest root unpacked"));
-        assert!(unpacked.is_some(), "the app did not unpack rootfs.tar; stderr:\n{}", tail(stderr, 40));
-        eprintln!("e2e: {}", unpacked.unwrap_or_default());
+        let read = stderr.lines().find(|l| l.contains("gah-app: guest root read"));
+        assert!(read.is_some(), "the app did not read the guest root from the repository; stderr:\n{}", tail(stderr, 40));
+        eprintln!("e2e: {}", read.unwrap_or_default());
+        assert!(data_plane.iter().filter(|l| l.contains("/data/")).count() > 1000, "the base's objects came from the plane");
+        let projects: Vec<PathBuf> = run.tmp.join("client/projects").read_dir().unwrap().flatten().map(|e| e.path()).collect();
+        let files: Vec<String> =
+            projects.iter().flat_map(|p| p.read_dir().unwrap().flatten()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        assert!(!files.iter().any(|f| f.starts_with("rootfs")), "the app version carried a root: {files:?}");
+        assert!(files.iter().any(|f| f == "cvmfs-base"), "no cvmfs-base in the project folder: {files:?}");
     }
     // --exit_when_idle: the client leaves once the server acknowledged the report.
     run.client.wait_exit(Duration::from_secs(120)).unwrap_or_else(|e| panic!("the client did not exit when idle: {e}"));

@@ -157,6 +157,18 @@ pub fn write_in(staging: &Path, target: &Path, bytes: &[u8]) -> Result<(), Atomi
     file.commit()
 }
 
+/// [`write_in`] without the fsyncs: a reader finds no file or a whole one while the system
+/// runs, but after a crash a file may be empty or short. Only for data every reader checks
+/// (content named by its hash, as a cache's objects), where a fsync per file would be the
+/// whole cost of writing thousands of small ones.
+pub fn write_in_unsynced(staging: &Path, target: &Path, bytes: &[u8]) -> Result<(), AtomicError> {
+    let mut file = AtomicFile::create_in(staging, target)?;
+    file.write_all(bytes).map_err(err("write", file.temp_path()))?;
+    let temp = file.temp.clone();
+    drop(file.file.take());
+    fs::rename(&temp, target).map_err(err("rename", target))
+}
+
 /// A fresh hidden name beside `target`: `.NAME.tmp-PID-N`.
 pub fn temp_path_for(target: &Path) -> PathBuf {
     temp_path_in(parent_of(target), target)
