@@ -611,7 +611,8 @@ impl DataPlane {
             (None, None) => PathBuf::from("cvmfs-cache"),
         };
         let base_dir = cache.with_file_name("cvmfs-base");
-        Ok(DataPlane { data, key, cache, cache_quota: args.cvmfs_cache_mib.saturating_mul(1 << 20), proxy: network.http_proxy, base_dir })
+        let proxy = network.proxy_for(&data.url).map(str::to_owned);
+        Ok(DataPlane { data, key, cache, cache_quota: args.cvmfs_cache_mib.saturating_mul(1 << 20), proxy, base_dir })
     }
 
     fn access(&self) -> crate::data_plane::Access<'_> {

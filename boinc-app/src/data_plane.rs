@@ -7,10 +7,11 @@
 //! The guest itself never reaches the network.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use gah_core::data_ref::DataRef;
-use gah_publish::fetch::{materialise, Cache, Http, Links};
+use gah_publish::fetch::{materialise, Cache, Http, Links, PREFETCH_THREADS};
 use gah_publish::Reader;
 
 use crate::SAY;
@@ -88,12 +89,12 @@ pub fn read_ref(path: &Path) -> Result<DataRef, DataPlaneError> {
 }
 
 /// The revision `data` names, its signatures, whitelist and root catalog verified.
-fn open(data: &DataRef, access: &Access<'_>) -> Result<Reader, DataPlaneError> {
+fn open(data: &DataRef, access: &Access<'_>) -> Result<(Reader, Arc<Http>), DataPlaneError> {
     let read = read_error(data);
     let cache = Cache::open(access.cache, access.cache_quota).map_err(read("the host's cache"))?;
     let http = Arc::new(Http::new(&data.url, &data.name, cache, access.proxy).map_err(read("the connection"))?);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let current = gah_publish::verify_from(http, &data.name, access.master_key, i64::try_from(now).unwrap_or(i64::MAX))
+    let current = gah_publish::verify_from(http.clone(), &data.name, access.master_key, i64::try_from(now).unwrap_or(i64::MAX))
         .map_err(read("the repository's signed manifest"))?;
     let pinned = if current.manifest.revision == data.revision {
         current
@@ -110,7 +111,13 @@ fn open(data: &DataRef, access: &Access<'_>) -> Result<Reader, DataPlaneError> {
         });
     }
     tracing::info!(target: SAY, "reading {} revision {} from {}", data.name, data.revision, data.url);
-    Ok(pinned)
+    Ok((pinned, http))
+}
+
+/// Says what was downloaded rather than found in the host's cache.
+fn say_downloaded(http: &Http, what: &str) {
+    let (n, bytes) = (http.downloads.load(Ordering::Relaxed), http.downloaded_bytes.load(Ordering::Relaxed));
+    tracing::info!(target: SAY, "{what}: {n} files downloaded ({} KB), the rest from the host's cache", bytes.div_ceil(1024));
 }
 
 fn read_error(data: &DataRef) -> impl Fn(&str) -> Box<dyn FnOnce(gah_publish::VerifyError) -> DataPlaneError> + '_ {
@@ -120,9 +127,6 @@ fn read_error(data: &DataRef) -> impl Fn(&str) -> Box<dyn FnOnce(gah_publish::Ve
     }
 }
 
-/// Downloads at a time when a whole folder is read (a proxy or Apache serves several).
-const PREFETCH_THREADS: usize = 8;
-
 /// The guest root `data` names (`base`), as a folder of the host shared by its tasks: `dir`
 /// holds one tree per base content (the hash of the base's catalog, which covers everything
 /// below it), made once, with links and modes (never set-id bits); `None` when `data`
@@ -130,7 +134,7 @@ const PREFETCH_THREADS: usize = 8;
 pub fn base(data: &DataRef, access: &Access<'_>, dir: &Path) -> Result<Option<PathBuf>, DataPlaneError> {
     let Some(base) = &data.base else { return Ok(None) };
     let read = read_error(data);
-    let reader = open(data, access)?;
+    let (reader, http) = open(data, access)?;
     let key = hex::encode(reader.catalog_of(base).map_err(read(base))?);
     let tree = crate::rootfs_archive::from_repository(dir, &key, |tmp: &Path| -> Result<(), DataPlaneError> {
         let started = std::time::Instant::now();
@@ -140,6 +144,7 @@ pub fn base(data: &DataRef, access: &Access<'_>, dir: &Path) -> Result<Option<Pa
         // Into `root/` of the fresh folder: materialise makes its target itself.
         let got = materialise(&reader, base, &tmp.join("root"), Links::Keep).map_err(read(base))?;
         tracing::info!(target: SAY, "guest root read: {} files, {} MB in {:.1} s", got.files, got.bytes >> 20, started.elapsed().as_secs_f64());
+        say_downloaded(&http, "the guest root");
         Ok(())
     })?;
     Ok(Some(tree.join("root")))
@@ -149,7 +154,7 @@ pub fn base(data: &DataRef, access: &Access<'_>, dir: &Path) -> Result<Option<Pa
 /// hold them yet).
 pub fn fetch(data: &DataRef, access: &Access<'_>, into: &Path) -> Result<Fetched, DataPlaneError> {
     let read = read_error(data);
-    let pinned = open(data, access)?;
+    let (pinned, http) = open(data, access)?;
     let repo = into.join("repo");
     let distfiles = into.join("distfiles");
     std::fs::create_dir_all(into).map_err(|e| read("the slot")(gah_publish::VerifyError::Io(into.display().to_string(), e)))?;
@@ -173,5 +178,6 @@ pub fn fetch(data: &DataRef, access: &Access<'_>, into: &Path) -> Result<Fetched
         }
         None => None,
     };
+    say_downloaded(&http, "the job's inputs");
     Ok(Fetched { repo, distfiles, binpkgs })
 }

@@ -66,6 +66,29 @@ pub struct Network {
     pub project_dir: Option<std::path::PathBuf>,
     /// The proxy as a URL (`http://[user:password@]host:port`), when the volunteer set one.
     pub http_proxy: Option<String>,
+    /// Hosts reached without it (`<no_proxy>`, comma-separated hosts or URLs).
+    pub no_proxy: Vec<String>,
+}
+
+impl Network {
+    /// The proxy for `url`: none when its host is in the `<no_proxy>` list, compared as the
+    /// client does (client/http_curl.cpp `no_proxy_for_url`: each entry parsed as a URL, hosts
+    /// equal).
+    pub fn proxy_for(&self, url: &str) -> Option<&str> {
+        let host = url_host(url);
+        if self.no_proxy.iter().any(|h| *h == host) {
+            return None;
+        }
+        self.http_proxy.as_deref()
+    }
+}
+
+/// The host of a URL or of a bare `host[:port][/path]`, as BOINC's `parse_url` takes it.
+fn url_host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.split('/').next().unwrap_or_default();
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    rest.split(':').next().unwrap_or_default()
 }
 
 /// Reads `path` for [`Network`]; nothing when it is missing (standalone runs).
@@ -78,6 +101,7 @@ pub fn parse_network(text: &str) -> Network {
     let mut reader = Reader::from_str(text);
     let (mut project_dir, mut use_proxy, mut use_auth) = (None, false, false);
     let (mut host, mut port, mut user, mut password) = (None, None, None, None);
+    let mut no_proxy = Vec::new();
     let mut current: Option<Vec<u8>> = None;
     loop {
         match reader.read_event() {
@@ -99,6 +123,9 @@ pub fn parse_network(text: &str) -> Network {
                     b"http_server_port" => port = value.parse::<u16>().ok(),
                     b"http_user_name" => user = Some(value),
                     b"http_user_passwd" => password = Some(value),
+                    b"no_proxy" => {
+                        no_proxy = value.split(',').map(|t| url_host(t.trim()).to_owned()).filter(|h| !h.is_empty()).collect();
+                    }
                     _ => {}
                 }
             }
@@ -118,7 +145,7 @@ pub fn parse_network(text: &str) -> Network {
         }
         _ => None,
     };
-    Network { project_dir, http_proxy }
+    Network { project_dir, http_proxy, no_proxy }
 }
 
 /// Percent-encodes a user name or password for a URL's userinfo.
@@ -174,6 +201,12 @@ mod tests {
         assert_eq!(parse_network(&off).http_proxy, None);
         let odd = text.replace("proxy.lan", "evil.lan/@x");
         assert_eq!(parse_network(&odd).http_proxy, None);
+        // The client's exception list: the project's server reached directly.
+        let except = text.replace("</proxy_info>", "<no_proxy>intranet.lan, http://boinc.example.org:8080/gah/</no_proxy></proxy_info>");
+        let n = parse_network(&except);
+        assert_eq!(n.proxy_for("http://boinc.example.org/gah/download/cvmfs/gentoo.gah"), None);
+        assert_eq!(n.proxy_for("http://intranet.lan:80/x"), None);
+        assert_eq!(n.proxy_for("http://other.org/x"), Some("http://me:p%40ss%3Aw@proxy.lan:3128"));
         assert_eq!(parse_network("garbage"), Network::default());
     }
 }

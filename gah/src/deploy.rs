@@ -159,6 +159,7 @@ pub fn deploy(args: &DeployArgs, root: &Path) -> anyhow::Result<()> {
         // version then carries none, and a new base is a publication.
         let base = image.join("rootfs");
         let base = (args.plan_classes.iter().any(|c| c == "sandbox") && base.is_dir()).then_some(base);
+        plane.refuse_to_drop(args.distfiles.is_some(), base.is_some())?;
         plane.publish(repo, args.distfiles.as_deref(), base.as_deref())?;
         generate_queue(&project, repo, &plane, args)?;
         if !args.no_localise {
@@ -223,6 +224,28 @@ impl DataPlane {
 
     fn master_key(&self) -> PathBuf {
         gah_publish::keys::master_pub_path(&self.keys, CVMFS_NAME)
+    }
+
+    /// Refuses a publication that would drop a folder the previous revision had and readers
+    /// rely on: the queue's jobs name files in `/distfiles`, and sandbox app versions laid
+    /// out over `/base` carry no guest root of their own.
+    fn refuse_to_drop(&self, distfiles: bool, base: bool) -> anyhow::Result<()> {
+        let previous = gah_publish::current_revision(&self.published, CVMFS_NAME).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let had = |folder: &str| previous.as_ref().is_some_and(|r| r.top_level.iter().any(|p| p == folder));
+        if had(gah_core::data_ref::DISTFILES_AT) && !distfiles {
+            bail!(
+                "{} holds /distfiles from an earlier deploy and the queue's jobs name files in it: give --distfiles again",
+                self.published.display()
+            );
+        }
+        if had(gah_core::data_ref::BASE_AT) && !base {
+            bail!(
+                "{} holds /base from an earlier deploy and the sandbox app versions read their guest root there: keep the \
+                 sandbox plan class and give an --image with rootfs/",
+                self.published.display()
+            );
+        }
+        Ok(())
     }
 
     /// Publishes `repo` at `/repos/<its name>`, `distfiles` at `/distfiles` and the guest

@@ -311,6 +311,10 @@ impl Source for Http {
     }
 }
 
+/// Downloads at a time when a whole folder is read ([`crate::Reader::prefetch`]): a web
+/// server or proxy serves several; more would mostly add contention on a volunteer's link.
+pub const PREFETCH_THREADS: usize = 8;
+
 /// What [`materialise`] wrote.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Materialised {

@@ -36,6 +36,10 @@ struct Cli {
     /// With --url: a path in the repository (a directory or a file) to read; repeat.
     #[arg(long, requires = "url")]
     get: Vec<String>,
+    /// With --url: downloads at a time when a --get path is a folder (gah-app's number);
+    /// 1 reads one object after another.
+    #[arg(long, default_value_t = gah_publish::fetch::PREFETCH_THREADS, requires = "url")]
+    threads: usize,
     /// With --url: where the --get paths are written (each under its last name); nothing is
     /// written without it (the paths are only read and checked).
     #[arg(long, requires = "url")]
@@ -108,6 +112,7 @@ fn read_over_http(cli: &Cli, url: &str, master_pub: &std::path::Path) -> anyhow:
         .with_context(|| format!("verifying {url}"))?;
     let (mut files, mut bytes) = (0, 0);
     for path in &cli.get {
+        reader.prefetch(path, cli.threads).with_context(|| path.clone())?;
         let got = match &cli.out {
             Some(out) => {
                 std::fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;

@@ -234,6 +234,15 @@ fn deploy_installs_everything_once_and_keeps_the_admins_settings() {
     assert!(ok, "{said}");
     assert!(said.contains("config.xml daemon gah-workgen: kept yours"), "{said}");
     assert_eq!(fs::read_to_string(project.join("config.xml")).unwrap(), edited);
+
+    // A deploy that would drop the published guest root is refused before publishing.
+    let revision = || gah_publish::current_revision(&published, "gentoo.gah").unwrap().unwrap().revision;
+    let before = revision();
+    let bare_image = tmp.path().join("bare-image");
+    fs::create_dir_all(&bare_image).unwrap();
+    let (ok, said) = deploy(&project, &bare_image, &repo, &[]);
+    assert!(!ok && said.contains("holds /base from an earlier deploy"), "{said}");
+    assert_eq!(revision(), before, "nothing published: {said}");
 }
 
 #[test]
