@@ -37,7 +37,7 @@ rm -rf "$OUT/unpacked"
 # Hard links: the source tree costs no space.
 cp -al "$IMAGE/rootfs" "$OUT/src/base"
 t0=$(now)
-"$BIN" --repo-dir "$OUT/stratum/gentoo.gah" --keys "$OUT/keys" "$OUT/src" > "$OUT/publish.txt"
+"$BIN" --repo-dir "$OUT/stratum/gentoo.gah" --keys "$OUT/keys" "$OUT/src" > "$OUT/publish.txt" 2> "$OUT/publish.err"
 t1=$(now)
 echo "publish /base: $(secs "$t0" "$t1") s, repository $(size "$OUT/stratum/gentoo.gah") B: $(tail -1 "$OUT/publish.txt")"
 
@@ -61,3 +61,12 @@ read_base "first task, cold cache, 1 download at a time" 1 "$OUT/cache-1"
 read_base "first task, cold cache, 8 at a time" 8 "$OUT/cache-8"
 read_base "warm cache (tree dropped, objects kept)" 8 "$OUT/cache-8"
 echo "host cache after: $(size "$OUT/cache-8") B; the tree: $(size "$OUT/host") B"
+
+# A base update: one file of the root changed (a new file, not written through the hard link).
+rm -f "$OUT/src/base/etc/motd"
+echo "gentoo@home base, updated" > "$OUT/src/base/etc/motd"
+t0=$(now)
+"$BIN" --repo-dir "$OUT/stratum/gentoo.gah" --keys "$OUT/keys" "$OUT/src" > "$OUT/publish-2.txt"
+t1=$(now)
+echo "republish after one file of the base changed: $(secs "$t0" "$t1") s: $(tail -1 "$OUT/publish-2.txt")"
+read_base "the updated base, warm cache" 8 "$OUT/cache-8"

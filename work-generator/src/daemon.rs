@@ -226,7 +226,13 @@ impl Submitter for LocalSubmitter {
             let stderr_tail = gah_util::process::tail(&out.stderr, 6);
             return Err(create_work_err(ProcessError::Failed { command: shown, status: out.status, stderr_tail }));
         }
-        fed.map_err(feed_err)
+        fed.map_err(feed_err)?;
+        // Staged into download/ and now the workunits' own (file_deleter removes them there):
+        // the queue's copies would only pile up, one per workunit.
+        for wu in wus {
+            let _ = std::fs::remove_file(self.queue.join("pending").join(wu.data_file()));
+        }
+        Ok(())
     }
 }
 

@@ -198,6 +198,8 @@ fn create_work_stdin_batches_against_a_fake_project() {
     assert_eq!(jobs.len(), 12);
     assert_eq!(jobs[10], format!("job: --wu_name {id}_2 {id}_2.json {id}_2.data.json", id = order[0].job_id));
     assert_eq!(std::fs::read_dir(proj.join("download/ab")).unwrap().count(), 24);
+    // Submitted: the queue keeps no copy of their data.json (the staged one is the workunit's).
+    assert!(!dir.path().join("queue/pending").join(again[0].data_file()).exists());
     let names: std::collections::BTreeSet<&str> = jobs.iter().map(|l| l.split(' ').nth(2).unwrap()).collect();
     assert_eq!(names.len(), 12, "every workunit name is new: {jobs:?}");
     assert_eq!(gah_core::job::job_id_of_wu(&again[0].name), order[0].job_id);
