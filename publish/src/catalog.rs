@@ -66,7 +66,7 @@ pub fn read_tree(dir: &Path, store: &mut Store) -> Result<Node, PublishError> {
             let target = target.into_os_string().into_string().map_err(|_| PublishError::NotUtf8(path.clone()))?;
             Node::Symlink { mtime: m.mtime(), target }
         } else if ft.is_file() {
-            let (hash, size) = store.put_file(&path, Suffix::None)?;
+            let (hash, size) = store.put_source_file(&path)?;
             Node::File { mode: m.permissions().mode() & 0o7777, mtime: m.mtime(), size, hash }
         } else {
             tracing::warn!(path = %path.display(), "not a file, directory or symlink: left out");

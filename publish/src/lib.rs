@@ -94,6 +94,9 @@ pub struct Published {
     /// Catalogs written anew, and nested catalogs kept from the previous revision.
     pub catalogs_written: u64,
     pub catalogs_kept: u64,
+    /// Source files read and compressed; the others were unchanged since the last
+    /// publication by their stat (the stat cache, `<keys>/<name>.stat-cache`).
+    pub files_read: u64,
     /// The keys were made by this publication (the folder had none).
     pub keys_generated: bool,
     /// The public master key readers must be given (out of band) to trust the repository.
@@ -134,7 +137,8 @@ pub fn publish_mounts(mounts: &[Mount<'_>], out: &Path, name: &str, keys: &Path)
     for mount in mounts {
         refuse_nesting(mount.from, out, keys)?;
     }
-    let mut store = Store::open(out)?;
+    // Beside the keys, not in the served folder: it names the publisher's own paths' inodes.
+    let mut store = Store::open(out)?.with_stat_cache(&keys.join(format!("{name}.stat-cache")));
     gah_util::atomic::remove_orphans(&out.join("data/txn"), Duration::from_secs(3600));
 
     let previous = read_previous_manifest(out, name)?;
@@ -171,6 +175,7 @@ pub fn publish_mounts(mounts: &[Mount<'_>], out: &Path, name: &str, keys: &Path)
     if !out.join(MASTER_REPLICA).exists() {
         gah_util::atomic::write(&out.join(MASTER_REPLICA), b"")?;
     }
+    store.save_stat_cache()?;
     let published = Published {
         revision,
         root_catalog_hash: root_hex,
@@ -178,6 +183,7 @@ pub fn publish_mounts(mounts: &[Mount<'_>], out: &Path, name: &str, keys: &Path)
         bytes_written: store.bytes_written,
         catalogs_written,
         catalogs_kept,
+        files_read: store.files_read,
         keys_generated,
         master_pub: keys::master_pub_path(keys, name),
     };

@@ -53,9 +53,31 @@ pub fn object_rel(hash: &Hash, suffix: Suffix) -> String {
     format!("data/{}/{}{}", &hex[..2], &hex[2..], suffix.letter())
 }
 
+/// What a source file looked like when it was compressed: device, inode, size, mtime and
+/// ctime (nanoseconds). Equal on the next publication means the same object.
+type StatKey = (u64, u64, u64, i128, i128);
+
+/// A file's contents are taken as unchanged only when its last change is at least this old
+/// at the time it is read: a write in the same clock tick as the read would otherwise keep
+/// its stat (git's "racily clean" case).
+pub const STAT_SETTLED: std::time::Duration = std::time::Duration::from_secs(1);
+
+fn stat_key(meta: &fs::Metadata) -> StatKey {
+    use std::os::unix::fs::MetadataExt;
+    let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+    (meta.dev(), meta.ino(), meta.size(), ns(meta.mtime(), meta.mtime_nsec()), ns(meta.ctime(), meta.ctime_nsec()))
+}
+
 /// Writes objects into one repository folder and counts what it really wrote.
 pub struct Store {
     repo: PathBuf,
+    /// The stat cache file (see [`Store::with_stat_cache`]) and what it said.
+    stat_cache: Option<PathBuf>,
+    known: std::collections::HashMap<StatKey, (Hash, u64)>,
+    /// What this publication saw: written back, so entries of files gone are dropped.
+    seen: std::collections::HashMap<StatKey, (Hash, u64)>,
+    /// Source files read and compressed (not taken from the stat cache).
+    pub files_read: u64,
     txn: PathBuf,
     pub objects_written: u64,
     pub bytes_written: u64,
@@ -92,7 +114,47 @@ impl Store {
         }
         let txn = data.join("txn");
         fs::create_dir_all(&txn).map_err(|e| PublishError::io(&txn, e))?;
-        Ok(Store { repo: repo.to_owned(), txn, objects_written: 0, bytes_written: 0 })
+        Ok(Store {
+            repo: repo.to_owned(),
+            txn,
+            objects_written: 0,
+            bytes_written: 0,
+            stat_cache: None,
+            known: Default::default(),
+            seen: Default::default(),
+            files_read: 0,
+        })
+    }
+
+    /// Remembers, in `path`, which object each source file became, by its stat
+    /// ([`StatKey`]), so that a republication reads and compresses only files that changed.
+    /// A damaged or missing cache file costs a full read, nothing else.
+    pub fn with_stat_cache(mut self, path: &Path) -> Store {
+        if let Ok(text) = fs::read_to_string(path) {
+            for line in text.lines() {
+                let f: Vec<&str> = line.split(' ').collect();
+                let [dev, ino, size, mtime, ctime, hash, len] = f[..] else { continue };
+                let mut h = [0u8; 20];
+                let parsed =
+                    (dev.parse(), ino.parse(), size.parse(), mtime.parse(), ctime.parse(), hex::decode_to_slice(hash, &mut h), len.parse());
+                if let (Ok(d), Ok(i), Ok(s), Ok(m), Ok(c), Ok(()), Ok(l)) = parsed {
+                    self.known.insert((d, i, s, m, c), (h, l));
+                }
+            }
+        }
+        self.stat_cache = Some(path.to_owned());
+        self
+    }
+
+    /// Writes the stat cache back with what this publication saw.
+    pub fn save_stat_cache(&self) -> Result<(), PublishError> {
+        let Some(path) = &self.stat_cache else { return Ok(()) };
+        let mut text = String::new();
+        for ((d, i, s, m, c), (h, l)) in &self.seen {
+            text.push_str(&format!("{d} {i} {s} {m} {c} {} {l}\n", hex::encode(h)));
+        }
+        gah_util::atomic::write(path, text.as_bytes())?;
+        Ok(())
     }
 
     /// A fresh temporary file in the staging folder (same file system as `data/`, so the
@@ -131,10 +193,36 @@ impl Store {
         Ok((hash, size))
     }
 
-    /// An object from a file on disk.
+    /// An object from a file on disk (catalogs, history: always read).
     pub fn put_file(&mut self, path: &Path, suffix: Suffix) -> Result<(Hash, u64), PublishError> {
         let mut file = File::open(path).map_err(|e| PublishError::io(path, e))?;
         self.put_reader(&mut file, suffix)
+    }
+
+    /// An object of a source file's contents: from the stat cache when the file did not
+    /// change since it was last read and its object is still there, else read.
+    pub fn put_source_file(&mut self, path: &Path) -> Result<(Hash, u64), PublishError> {
+        let mut file = File::open(path).map_err(|e| PublishError::io(path, e))?;
+        let meta = file.metadata().map_err(|e| PublishError::io(path, e))?;
+        let key = stat_key(&meta);
+        if let Some(&(hash, len)) = self.known.get(&key) {
+            if object_path(&self.repo, &hash, Suffix::None).exists() {
+                self.seen.insert(key, (hash, len));
+                return Ok((hash, len));
+            }
+        }
+        self.files_read += 1;
+        let (hash, len) = self.put_reader(&mut file, Suffix::None)?;
+        // Only a file whose last change is older than the tick it was stat'ed in can be
+        // trusted to have those bytes next time; one changed since is stat'ed anew.
+        let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128);
+        let last_change_ns = key.3.max(key.4);
+        let settled = now_ns - last_change_ns >= STAT_SETTLED.as_nanos() as i128;
+        let unchanged_while_read = file.metadata().is_ok_and(|m| stat_key(&m) == key);
+        if settled && unchanged_while_read {
+            self.seen.insert(key, (hash, len));
+        }
+        Ok((hash, len))
     }
 
     /// An object from bytes in memory.
