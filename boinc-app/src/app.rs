@@ -362,9 +362,9 @@ pub fn main(args: Args) -> Result<(), AppError> {
     let backend = match choose(args.backend, &image, rootfs_tree) {
         Ok(b) => b,
         Err(_) if base_failure.borrow().is_some() => {
-            // The project's repository could not give the guest root (unreachable and not on
-            // this host yet, tampered with): the project's problem, not the package's nor the
-            // volunteer's.
+            // The guest root could not be had (the repository unreachable and the root not on
+            // this host yet, a tampered object, or the host's disk): nothing about the
+            // package, so infra_error, which the validator takes and the QA pages discount.
             let why = base_failure.borrow().clone().unwrap_or_default();
             tracing::warn!(target: SAY, "{why}");
             let ended = Ended { job: &job, output: &output, slot: &slot, keep: None };

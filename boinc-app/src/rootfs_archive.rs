@@ -1,4 +1,4 @@
-//! The sandbox's guest root as an app-version file.
+//! The sandbox's guest root as a folder of the host, shared by its tasks.
 //!
 //! BOINC ships files, not folders, so the sandbox flavour of the app version carries the
 //! guest root as one tar (`rootfs.tar`, gzipped only on the wire: the client gunzips
@@ -11,14 +11,14 @@
 //! base content (`cvmfs-base/base-<catalog hash>.d/` in the project folder), so updating the
 //! base is a publication, not a new app version.
 //!
-//! Concurrency: `<name>.lock` is held exclusively while a tree is made and shared while a
-//! task uses it, so two tasks never make it twice and a tree is only pruned (when its tar is
-//! gone, i.e. the client dropped that app version, or another base replaced it) while nobody
-//! uses it.
+//! Concurrency: `<name>.lock` is held shared while a task uses a tree (any number of tasks at
+//! once) and exclusively only while one is made, so two tasks never make it twice and a tree
+//! is only pruned (when its tar is gone, i.e. the client dropped that app version, or when no
+//! task used that base for a week) while nobody holds it.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -27,10 +27,11 @@ use nix::fcntl::{Flock, FlockArg};
 
 use crate::SAY;
 
-/// Written last into a complete tree: which tar (size, mtime) it came from.
+/// Written last into a complete tree: which tar (size, mtime) or which base content it holds.
 const STAMP: &str = ".gah-unpacked";
 
-/// Shared locks on the trees this process uses (by archive); released when it exits.
+/// Shared locks on the trees this process uses (by name: the archive, or `base-<key>`);
+/// released when it exits.
 static LEASES: Mutex<Vec<(PathBuf, Flock<File>)>> = Mutex::new(Vec::new());
 
 /// A step of getting the guest root's tree that failed.
@@ -63,7 +64,7 @@ pub enum RootfsError {
     /// The lock could not be taken or changed.
     #[error("lock {}", path.display())]
     Lock {
-        /// The archive whose lock it is.
+        /// The tree whose lock it is (its archive, or `base-<key>`).
         path: PathBuf,
         /// The cause.
         #[source]
@@ -133,7 +134,8 @@ pub fn from_repository<E: From<RootfsError>>(dir: &Path, key: &str, fill: impl F
 const BASE_PREFIX: &str = "base-";
 
 /// The tree `<name>.d`, made with `fill` unless it holds `stamp` already, under the lock
-/// `<name>.lock`: exclusive while it is made (then `prune` runs), shared while used.
+/// `<name>.lock`: shared while a task uses the tree (many tasks at once), exclusive only
+/// while it is made (then `prune` runs).
 fn prepared<E: From<RootfsError>>(
     name: &Path,
     stamp: &str,
@@ -145,15 +147,26 @@ fn prepared<E: From<RootfsError>>(
     if LEASES.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|(a, _)| a == name) {
         return Ok(tree);
     }
-    let lock = open_lock(name)?;
-    let lock = Flock::lock(lock, FlockArg::LockExclusive).map_err(|(_, source)| RootfsError::Lock { path: name.to_owned(), source })?;
-    if fs::read_to_string(tree.join(STAMP)).ok().as_deref() != Some(stamp) {
-        fill_fresh(&tree, stamp, fill)?;
-    }
-    // Still exclusive: no other task is making this tree, so its temp folders are debris.
-    prune();
-    // Exclusive → shared: other tasks may use the tree too, nobody may prune it.
-    lock.relock(FlockArg::LockShared).map_err(|source| RootfsError::Lock { path: name.to_owned(), source })?;
+    let lock_error = |source| RootfsError::Lock { path: name.to_owned(), source };
+    let lock = Flock::lock(open_lock(name)?, FlockArg::LockShared).map_err(|(_, e)| lock_error(e))?;
+    let complete = || fs::read_to_string(tree.join(STAMP)).ok().as_deref() == Some(stamp);
+    let lock = if complete() {
+        // The common case: whole, and other tasks may be using it too.
+        lock
+    } else {
+        // Shared → exclusive is not atomic (another task may make the tree in between), so
+        // the stamp is read again once exclusive.
+        lock.relock(FlockArg::LockExclusive).map_err(lock_error)?;
+        if !complete() {
+            fill_fresh(&tree, stamp, fill)?;
+        }
+        // Still exclusive: no other task is making this tree, so its temp folders are debris.
+        prune();
+        lock.relock(FlockArg::LockShared).map_err(lock_error)?;
+        lock
+    };
+    // Its last use, which pruning goes by.
+    let _ = lock.set_modified(std::time::SystemTime::now());
     LEASES.lock().unwrap_or_else(|e| e.into_inner()).push((name.to_owned(), lock));
     Ok(tree)
 }
@@ -170,31 +183,41 @@ fn open_lock(archive: &Path) -> Result<File, RootfsError> {
 }
 
 /// Fills a temp folder beside `tree`, stamps it, and swaps it in with a folder rename, so
-/// another task finds no tree or a whole one.
+/// another task finds no tree or a whole one; the temp folder goes whatever fails.
 fn fill_fresh<E: From<RootfsError>>(tree: &Path, stamp: &str, fill: impl FnOnce(&Path) -> Result<(), E>) -> Result<(), E> {
     let tmp = suffixed(tree, &format!(".tmp-{}", std::process::id()));
     remove_tree(&tmp)?;
     fs::create_dir_all(&tmp).map_err(tree_error("create", &tmp))?;
-    if let Err(e) = fill(&tmp) {
+    let filled = fill(&tmp).and_then(|()| Ok(swap_in(&tmp, tree, stamp)?));
+    if filled.is_err() {
         let _ = remove_tree(&tmp);
-        return Err(e);
     }
+    filled
+}
+
+fn swap_in(tmp: &Path, tree: &Path, stamp: &str) -> Result<(), RootfsError> {
     let stamp_file = tmp.join(STAMP);
     fs::write(&stamp_file, stamp).map_err(tree_error("write", &stamp_file))?;
     // The stamp says "complete": make the whole tree durable before it can be trusted (one
     // syncfs for its thousands of files), then the swap.
-    let tmp_dir = fs::File::open(&tmp).map_err(tree_error("open", &tmp))?;
-    nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&tmp_dir)).map_err(|e| tree_error("sync", &tmp)(e.into()))?;
+    let tmp_dir = fs::File::open(tmp).map_err(tree_error("open", tmp))?;
+    nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&tmp_dir)).map_err(|e| tree_error("sync", tmp)(e.into()))?;
     remove_tree(tree)?;
-    fs::rename(&tmp, tree).map_err(tree_error("rename the filled tree to", tree))?;
+    fs::rename(tmp, tree).map_err(tree_error("rename the filled tree to", tree))?;
     if let Some(parent) = tree.parent() {
         gah_util::atomic::sync_dir(parent).map_err(|e| tree_error("sync", parent)(e.source))?;
     }
     Ok(())
 }
 
+/// How long a base tree no task used is kept: workunits made before a base update still name
+/// the old one for a while (and retries), and reading a base again costs a GB.
+const BASE_KEPT_UNUSED: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
+
 /// Removes, beside `current` (whose lock the caller holds exclusively), the base trees of
-/// other content and temp folders of crashed fills, once no task holds them.
+/// other content that no task has used for [`BASE_KEPT_UNUSED`] and no task holds, and temp
+/// folders of crashed fills. Lock files stay (empty): removing one another task has open
+/// would let a third make the same tree beside it.
 fn prune_bases(current: &Path) {
     let folder = current.parent().unwrap_or(Path::new("."));
     let Ok(entries) = fs::read_dir(folder) else { return };
@@ -210,38 +233,19 @@ fn prune_bases(current: &Path) {
             continue;
         }
         let Ok(lock) = open_lock(&owner) else { continue };
+        let unused = lock.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
+        if !name.contains(".tmp-") && unused.is_none_or(|age| age < BASE_KEPT_UNUSED) {
+            continue;
+        }
         let Ok(_held) = Flock::lock(lock, FlockArg::LockExclusiveNonblock) else { continue };
-        tracing::info!(tree = %entry.path().display(), "removing a guest root no task uses");
+        tracing::info!(tree = %entry.path().display(), "removing a guest root no task used for a week");
         let _ = remove_tree(&entry.path());
-        let _ = fs::remove_file(suffixed(&owner, ".lock"));
     }
 }
 
 /// Removes a tree even where the archive made folders read-only.
 fn remove_tree(tree: &Path) -> Result<(), RootfsError> {
-    match fs::symlink_metadata(tree) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(tree_error("inspect", tree)(e)),
-        Ok(_) => {}
-    }
-    make_writable(tree);
-    fs::remove_dir_all(tree).map_err(tree_error("remove", tree))
-}
-
-fn make_writable(dir: &Path) {
-    let Ok(meta) = fs::symlink_metadata(dir) else { return };
-    if !meta.is_dir() {
-        return;
-    }
-    let mode = meta.permissions().mode();
-    if mode & 0o700 != 0o700 {
-        let _ = fs::set_permissions(dir, fs::Permissions::from_mode(mode | 0o700));
-    }
-    if let Ok(entries) = fs::read_dir(dir) {
-        for e in entries.flatten() {
-            make_writable(&e.path());
-        }
-    }
+    gah_util::untrusted::remove_tree(tree).map_err(tree_error("remove", tree))
 }
 
 /// Removes, beside `current` (whose lock the caller holds exclusively), the trees and lock
@@ -283,6 +287,7 @@ fn prune(current: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn tar_of(build: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
@@ -333,6 +338,69 @@ mod tests {
         LEASES.lock().unwrap().retain(|(a, _)| *a != archive);
         unpacked(&archive).unwrap();
         assert!(!tree.join("bin/marker").exists());
+    }
+
+    fn base(dir: &Path, key: &str) -> Result<PathBuf, RootfsError> {
+        from_repository(dir, key, |tmp: &Path| -> Result<(), RootfsError> {
+            fs::write(tmp.join("sh"), key).unwrap();
+            Ok(())
+        })
+    }
+
+    fn drop_lease(dir: &Path, key: &str) {
+        LEASES.lock().unwrap().retain(|(a, _)| *a != dir.join(format!("{BASE_PREFIX}{key}")));
+    }
+
+    #[test]
+    fn another_tasks_lease_does_not_hold_up_a_task_of_the_same_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let bases = dir.path().join("bases");
+        let tree = base(&bases, "aa").unwrap();
+        drop_lease(&bases, "aa");
+        // Another task uses the tree: its own descriptor, a shared lock.
+        let other = Flock::lock(open_lock(&bases.join("base-aa")).unwrap(), FlockArg::LockShared).unwrap();
+        let (done, got) = std::sync::mpsc::channel();
+        let bases2 = bases.clone();
+        std::thread::spawn(move || {
+            let r = from_repository(&bases2, "aa", |_: &Path| -> Result<(), RootfsError> { panic!("made again") });
+            let _ = done.send(r.map_err(|e| e.to_string()));
+        });
+        let r = got.recv_timeout(std::time::Duration::from_secs(10)).expect("waited for the other task's lease");
+        assert_eq!(r.unwrap(), tree);
+        drop(other);
+    }
+
+    #[test]
+    fn a_base_is_pruned_only_after_a_week_unused_and_its_lock_file_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let bases = dir.path().join("bases");
+        let recent = base(&bases, "aa").unwrap();
+        drop_lease(&bases, "aa");
+        let old = base(&bases, "bb").unwrap();
+        drop_lease(&bases, "bb");
+        let week_ago = std::time::SystemTime::now() - BASE_KEPT_UNUSED - std::time::Duration::from_secs(60);
+        File::options().write(true).open(bases.join("base-bb.lock")).unwrap().set_modified(week_ago).unwrap();
+        // A crashed fill of another base.
+        fs::create_dir_all(bases.join("base-cc.d.tmp-999999")).unwrap();
+        base(&bases, "dd").unwrap();
+        assert!(recent.join("sh").is_file(), "used lately: kept");
+        assert!(!old.exists(), "unused for a week: pruned");
+        assert!(bases.join("base-bb.lock").exists(), "lock files stay");
+        assert!(!bases.join("base-cc.d.tmp-999999").exists(), "debris of a crashed fill");
+        assert_eq!(fs::read(bases.join("base-dd.d/sh")).unwrap(), b"dd");
+    }
+
+    #[test]
+    fn a_fill_that_fails_leaves_no_temp_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let bases = dir.path().join("bases");
+        let e = from_repository(&bases, "ee", |tmp: &Path| -> Result<(), RootfsError> {
+            fs::write(tmp.join("half"), b"").unwrap();
+            Err(RootfsError::NotAFile { path: tmp.to_owned() })
+        });
+        assert!(e.is_err());
+        let left: Vec<_> = fs::read_dir(&bases).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, ["base-ee.lock"], "only the lock file");
     }
 
     #[test]

@@ -160,6 +160,9 @@ pub fn deploy(args: &DeployArgs, root: &Path) -> anyhow::Result<()> {
         let base = image.join("rootfs");
         let base = (args.plan_classes.iter().any(|c| c == "sandbox") && base.is_dir()).then_some(base);
         plane.refuse_to_drop(args.distfiles.is_some(), base.is_some())?;
+        if base.is_some() {
+            refuse_first_base_for_old_versions(&project, &plane, args)?;
+        }
         plane.publish(repo, args.distfiles.as_deref(), base.as_deref())?;
         generate_queue(&project, repo, &plane, args)?;
         if !args.no_localise {
@@ -601,6 +604,28 @@ fn add_app(project: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Refuses to publish `/base` for the first time when an app version of this
+/// `--version-num` is laid out already: it was made before data.json could name a base, so
+/// its gah-app would refuse every workunit's data.json that does (unknown fields are
+/// refused), and deploy does not lay out a version twice.
+fn refuse_first_base_for_old_versions(project: &Path, plane: &DataPlane, args: &DeployArgs) -> anyhow::Result<()> {
+    let had_base = gah_publish::current_revision(&plane.published, CVMFS_NAME)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .is_some_and(|r| r.top_level.iter().any(|p| p == gah_core::data_ref::BASE_AT));
+    let old = args
+        .plan_classes
+        .iter()
+        .find(|class| project.join(format!("apps/{APP_NAME}/{}/{PLATFORM}__{class}/version.xml", args.version_num)).is_file());
+    if let (false, Some(class)) = (had_base, old) {
+        bail!(
+            "app version {} ({class}) was laid out before the guest root was published at /base, and its gah-app would \
+             refuse workunits that name it: deploy with a new --version-num (docs/DEPLOY.md, upgrading)",
+            args.version_num
+        );
+    }
+    Ok(())
+}
+
 /// One app version to lay out.
 struct AppVersion<'a> {
     plan_class: &'a str,
@@ -736,10 +761,18 @@ fn add_daemons(config: &Path, lines: &[String]) -> anyhow::Result<()> {
 /// after it was signed, and only a publication signs a new one otherwise. `bin/start --cron`
 /// (make_project's crontab line) runs tasks from `bin/` in `tmp_<host>/` (sched/start).
 fn add_resign_task(config: &Path, plane: &DataPlane) -> anyhow::Result<()> {
+    if gah_publish::current_revision(&plane.published, CVMFS_NAME).map_err(|e| anyhow::anyhow!("{e}"))?.is_none() {
+        // Nothing to re-sign until a deploy with --repo publishes.
+        return Ok(());
+    }
     let keys = plane.keys.display().to_string();
     let published = plane.published.display().to_string();
-    if [&keys, &published].iter().any(|p| p.contains(['\'', '"', '\\', '$', '`', ' ', '&', '<', '>'])) {
-        bail!("the data plane's folders have quotes, blanks or shell characters: add the re-signing <task> by hand (docs/DEPLOY.md)");
+    if [&keys, &published].iter().any(|p| p.contains(['\'', '"', '\\', '$', '`', ' ', '\t', '\n', '&', '<', '>'])) {
+        eprintln!(
+            "deploy: warning: the data plane's folders have quotes, blanks or shell characters: add the re-signing <task> by hand \
+             (docs/DEPLOY.md), or the whitelist lapses 30 days after this deploy"
+        );
+        return Ok(());
     }
     let line = format!("gah-publish --resign --name {CVMFS_NAME} --keys {keys} --repo-dir {published}");
     let mut text = fs::read_to_string(config).with_context(|| format!("read {}", config.display()))?;

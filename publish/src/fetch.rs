@@ -48,6 +48,11 @@ pub trait Source {
     fn top(&self, name: &str) -> Result<Vec<u8>, VerifyError>;
     /// An object's compressed bytes, as stored (the caller checks them against the hash).
     fn object(&self, hash: &Hash, suffix: Suffix) -> Result<Vec<u8>, VerifyError>;
+    /// Whether the object is at hand without a download (its bytes are still checked when
+    /// read): what [`crate::Reader::prefetch`] skips.
+    fn has(&self, _hash: &Hash, _suffix: Suffix) -> bool {
+        false
+    }
     /// Says that `revision` was verified: a source that remembers refuses older ones later.
     fn verified(&self, _revision: u64) -> Result<(), VerifyError> {
         Ok(())
@@ -67,6 +72,9 @@ impl Source for Folder {
     fn object(&self, hash: &Hash, suffix: Suffix) -> Result<Vec<u8>, VerifyError> {
         let p = object_path(&self.0, hash, suffix);
         fs::read(&p).map_err(|e| VerifyError::Io(p.display().to_string(), e))
+    }
+    fn has(&self, _hash: &Hash, _suffix: Suffix) -> bool {
+        true
     }
     fn describe(&self) -> String {
         self.0.display().to_string()
@@ -272,6 +280,10 @@ impl Source for Http {
             // The server cannot be reached: the last verified copy (checked again by the reader).
             Err(online) => fs::read(self.top_path(name)).map_err(|_| online),
         }
+    }
+
+    fn has(&self, hash: &Hash, suffix: Suffix) -> bool {
+        self.cache.object_path(hash, suffix).is_file()
     }
 
     fn object(&self, hash: &Hash, suffix: Suffix) -> Result<Vec<u8>, VerifyError> {

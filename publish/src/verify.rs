@@ -311,7 +311,8 @@ impl Reader {
     /// Has the source fetch, `threads` at a time, the object of every regular file below
     /// `from` (each once), so that reading them later does not wait on one download after
     /// another: what a folder of thousands of small files (a guest root) needs over HTTP. The
-    /// source checks each object's hash as it does for any read; returns how many objects.
+    /// source checks each object's hash as it does for any read; returns how many objects it
+    /// fetched (those it did not have).
     pub fn prefetch(&self, from: &str, threads: usize) -> Result<usize, VerifyError> {
         let mut objects = std::collections::BTreeSet::new();
         let mut todo = vec![from.trim_end_matches('/').to_owned()];
@@ -324,9 +325,10 @@ impl Reader {
                 Kind::Symlink(_) => {}
             }
         }
-        let objects: Vec<Hash> = objects.into_iter().collect();
-        let next = std::sync::atomic::AtomicUsize::new(0);
         let source: &(dyn crate::fetch::Source + Send + Sync) = self.source.as_ref();
+        // Only what a read would download: a cached object is checked when it is read.
+        let objects: Vec<Hash> = objects.into_iter().filter(|h| !source.has(h, Suffix::None)).collect();
+        let next = std::sync::atomic::AtomicUsize::new(0);
         std::thread::scope(|scope| {
             let workers: Vec<_> = (0..threads.max(1))
                 .map(|_| {

@@ -164,9 +164,8 @@ pub fn write_in(staging: &Path, target: &Path, bytes: &[u8]) -> Result<(), Atomi
 pub fn write_in_unsynced(staging: &Path, target: &Path, bytes: &[u8]) -> Result<(), AtomicError> {
     let mut file = AtomicFile::create_in(staging, target)?;
     file.write_all(bytes).map_err(err("write", file.temp_path()))?;
-    let temp = file.temp.clone();
     drop(file.file.take());
-    fs::rename(&temp, target).map_err(err("rename", target))
+    fs::rename(&file.temp, target).map_err(err("rename", target))
 }
 
 /// A fresh hidden name beside `target`: `.NAME.tmp-PID-N`.
