@@ -272,11 +272,12 @@ impl DataPlane {
         let p = gah_publish::publish_mounts(&mounts, &self.published, CVMFS_NAME, &self.keys)
             .with_context(|| format!("publishing {} into {}", repo.display(), self.published.display()))?;
         println!(
-            "deploy: {}: revision {} published ({} new objects, {} bytes), read at {}",
+            "deploy: {}: revision {} published ({} new objects, {} bytes; {} device nodes or other special files left out), read at {}",
             self.published.display(),
             p.revision,
             p.objects_written,
             p.bytes_written,
+            p.left_out,
             self.url
         );
         Ok(())

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use gah_core::data_ref::{repo_path, DataRef, BINPKGS_AT, DEFAULT_NAME, DISTFILES_AT};
+use gah_core::data_ref::{repo_path, DataRef, BASE_AT, BINPKGS_AT, DEFAULT_NAME, DISTFILES_AT};
 use gah_core::job::Job;
 use gah_ebuild::{Profile, Repository};
 use gah_publish::Mount;
@@ -31,6 +31,10 @@ pub struct LocalPlane {
     overlay_at: String,
     distfiles: PathBuf,
     binpkgs: PathBuf,
+    /// The guest root published at `/base` (sandbox), if any.
+    base: Option<PathBuf>,
+    /// The guest image folder (kernel, initramfs, disk; and `rootfs/` unless published).
+    image: PathBuf,
     repo_dir: PathBuf,
     keys: PathBuf,
     master_key: PathBuf,
@@ -44,7 +48,9 @@ pub struct LocalPlane {
 impl LocalPlane {
     /// Publishes the overlay, the distfiles and the binary packages (only changed objects are
     /// written), and starts serving them.
-    pub fn start(layout: &Layout, repos: Vec<Repository>, profile: Profile) -> anyhow::Result<LocalPlane> {
+    /// With `base` (the image's `rootfs/`), the guest root is published at `/base` and
+    /// `gah-app` reads it from there, once per base content, as a volunteer's does.
+    pub fn start(layout: &Layout, repos: Vec<Repository>, profile: Profile, base: Option<PathBuf>) -> anyhow::Result<LocalPlane> {
         let srv = layout.cvmfs.join("srv");
         let overlay_name = repos.first().map_or_else(|| "gah".to_owned(), |r| r.name.clone());
         anyhow::ensure!(
@@ -62,6 +68,8 @@ impl LocalPlane {
             overlay_at: repo_path(&overlay_name),
             distfiles: layout.distfiles.clone(),
             binpkgs: layout.binpkgs.clone(),
+            base,
+            image: layout.image.clone(),
             repo_dir: srv.join(NAME),
             master_key: gah_publish::keys::master_pub_path(&keys, NAME),
             keys,
@@ -72,8 +80,9 @@ impl LocalPlane {
             _server: server,
         };
         let revision = plane.republish()?;
+        let base = plane.base.as_ref().map(|b| format!(", the guest root {}", b.display())).unwrap_or_default();
         println!(
-            "gah run: published {}, {} and {} as {NAME} revision {revision}, served at {}",
+            "gah run: published {}, {}, {}{base} as {NAME} revision {revision}, served at {}",
             plane.overlay.display(),
             plane.distfiles.display(),
             plane.binpkgs.display(),
@@ -85,11 +94,12 @@ impl LocalPlane {
     /// Publishes the folders again as the next revision, which later jobs read (the ones
     /// running keep theirs); returns its number.
     pub fn republish(&self) -> anyhow::Result<u64> {
-        let mounts = [
+        let mut mounts = vec![
             Mount { at: &self.overlay_at, from: &self.overlay },
             Mount { at: DISTFILES_AT, from: &self.distfiles },
             Mount { at: BINPKGS_AT, from: &self.binpkgs },
         ];
+        mounts.extend(self.base.as_deref().map(|from| Mount { at: BASE_AT, from }));
         let published = gah_publish::publish_mounts(&mounts, &self.repo_dir, NAME, &self.keys)
             .with_context(|| format!("publishing into {}", self.repo_dir.display()))?;
         *self.current.lock().expect("the plane's revision") = (published.revision, published.root_catalog_hash);
@@ -110,14 +120,24 @@ impl LocalPlane {
             }
         }
         let (revision, root_catalog) = self.current.lock().expect("the plane's revision").clone();
-        Ok(DataRef::new(NAME, &self.url, revision, &root_catalog, &job.repo, distfiles, true)?)
+        let data = DataRef::new(NAME, &self.url, revision, &root_catalog, &job.repo, distfiles, true)?;
+        Ok(if self.base.is_some() { data.with_base() } else { data })
     }
 
-    /// `gah-app`'s arguments for a job whose `data.json` is at `data`.
+    /// `gah-app`'s arguments for a job whose `data.json` is at `data`: the data plane, and
+    /// the image's files (all of them with `--image`, or only the vm's when the guest root
+    /// comes from the plane).
     pub fn app_args(&self, data: &Path) -> Vec<std::ffi::OsString> {
         let mut args: Vec<std::ffi::OsString> = vec!["--data".into(), data.into()];
         args.extend(["--cvmfs-key".into(), self.master_key.clone().into()]);
         args.extend(["--cvmfs-cache".into(), self.client_cache.clone().into()]);
+        if self.base.is_some() {
+            for (option, file) in [("--kernel", "vmlinux"), ("--initramfs", "initramfs.cpio.gz"), ("--rootfs-disk", "rootfs.ext4")] {
+                args.extend([option.into(), self.image.join(file).into()]);
+            }
+        } else {
+            args.extend(["--image".into(), self.image.clone().into()]);
+        }
         args
     }
 }
@@ -201,7 +221,7 @@ mod tests {
         std::fs::write(layout.distfiles.join("unrelated.tar.gz"), b"x").unwrap();
         std::fs::create_dir_all(&layout.binpkgs).unwrap();
         let (repos, _) = gah_workgen::plan::load_repos(std::slice::from_ref(&layout.overlay));
-        let plane = LocalPlane::start(&layout, repos, Profile::amd64_linux()).unwrap();
+        let plane = LocalPlane::start(&layout, repos, Profile::amd64_linux(), None).unwrap();
         let job = Job::new("gah", "app-misc/hello-1", Default::default(), gah_core::job::Compiler::Gcc, 60);
         let data = plane.data_ref(&job).unwrap();
         assert_eq!(data.distfiles, ["/distfiles/hello-1.tar.gz"]);

@@ -102,7 +102,10 @@ pub fn run(layout: &Layout, config: &RunConfig) -> anyhow::Result<()> {
     fs::create_dir_all(&layout.binpkgs)?;
     let app = sibling_program("gah-app")?;
     // Every job reads its inputs as a volunteer's does: through the data plane.
-    let plane = LocalPlane::start(layout, repos, gah_ebuild::Profile::amd64_linux())?;
+    // The sandbox's guest root goes through the plane too, as on a BOINC server (a vm guest
+    // boots the image's disk).
+    let base = Some(layout.image.join("rootfs")).filter(|r| config.backend != "vm" && r.is_dir());
+    let plane = LocalPlane::start(layout, repos, gah_ebuild::Profile::amd64_linux(), base)?;
     let mut rows = Vec::new();
     let total = jobs.len();
     let ctx = JobRunner { app: &app, layout, config, snapshot, plane: &plane };
@@ -156,7 +159,7 @@ impl JobRunner<'_> {
         for replica in 1..=config.replicas {
             let label =
                 format!("{prefix} {} {} ({}) replica {replica}/{}", job.cpv, job.compiler, job.use_flags.summary(), config.replicas);
-            let (archive, built) = run_replica(self.app, layout, config, &dir, &job_file, &inputs, replica, &label)?;
+            let (archive, built) = run_replica(self.app, config, &dir, &job_file, &inputs, replica, &label)?;
             archives.push(archive);
             binpkgs.push(built);
         }
@@ -237,7 +240,6 @@ pub fn sibling_program(name: &str) -> anyhow::Result<PathBuf> {
 #[allow(clippy::too_many_arguments)]
 fn run_replica(
     app: &Path,
-    layout: &Layout,
     config: &RunConfig,
     dir: &Path,
     job_file: &Path,
@@ -259,8 +261,6 @@ fn run_replica(
         .args(inputs)
         .arg("--keep-binpkgs")
         .arg(&binpkgs)
-        .arg("--image")
-        .arg(&layout.image)
         .arg("--backend")
         .arg(&config.backend)
         .arg("--slot")

@@ -69,7 +69,10 @@ pub fn read_tree(dir: &Path, store: &mut Store) -> Result<Node, PublishError> {
             let (hash, size) = store.put_source_file(&path)?;
             Node::File { mode: m.permissions().mode() & 0o7777, mtime: m.mtime(), size, hash }
         } else {
-            tracing::warn!(path = %path.display(), "not a file, directory or symlink: left out");
+            // Device nodes, fifos, sockets: a guest root's /dev has some (the sandbox mounts
+            // its own). Counted and said once per publication.
+            tracing::debug!(path = %path.display(), "not a file, directory or symlink: left out");
+            store.left_out.get_or_insert((0, path.clone())).0 += 1;
             continue;
         };
         children.insert(name, node);

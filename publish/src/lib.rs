@@ -97,6 +97,8 @@ pub struct Published {
     /// Source files read and compressed; the others were unchanged since the last
     /// publication by their stat (the stat cache, `<keys>/<name>.stat-cache`).
     pub files_read: u64,
+    /// Source entries left out: not files, folders or links (device nodes, fifos, sockets).
+    pub left_out: u64,
     /// The keys were made by this publication (the folder had none).
     pub keys_generated: bool,
     /// The public master key readers must be given (out of band) to trust the repository.
@@ -176,6 +178,12 @@ pub fn publish_mounts(mounts: &[Mount<'_>], out: &Path, name: &str, keys: &Path)
         gah_util::atomic::write(&out.join(MASTER_REPLICA), b"")?;
     }
     store.save_stat_cache()?;
+    if let Some((n, first)) = &store.left_out {
+        tracing::info!(
+            "{n} entries that are not files, folders or links were left out (devices, fifos, sockets; e.g. {})",
+            first.display()
+        );
+    }
     let published = Published {
         revision,
         root_catalog_hash: root_hex,
@@ -184,6 +192,7 @@ pub fn publish_mounts(mounts: &[Mount<'_>], out: &Path, name: &str, keys: &Path)
         catalogs_written,
         catalogs_kept,
         files_read: store.files_read,
+        left_out: store.left_out.as_ref().map_or(0, |l| l.0),
         keys_generated,
         master_pub: keys::master_pub_path(keys, name),
     };

@@ -78,6 +78,8 @@ pub struct Store {
     seen: std::collections::HashMap<StatKey, (Hash, u64)>,
     /// Source files read and compressed (not taken from the stat cache).
     pub files_read: u64,
+    /// Source entries that are not files, folders or links (left out): how many, and one.
+    pub left_out: Option<(u64, PathBuf)>,
     txn: PathBuf,
     pub objects_written: u64,
     pub bytes_written: u64,
@@ -123,6 +125,7 @@ impl Store {
             known: Default::default(),
             seen: Default::default(),
             files_read: 0,
+            left_out: None,
         })
     }
 
