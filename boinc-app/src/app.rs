@@ -231,7 +231,8 @@ pub struct Args {
     #[arg(long)]
     pub cvmfs_key: Option<PathBuf>,
     /// The host's cache for --data (default: `cvmfs-cache` in the BOINC project folder,
-    /// shared by the project's tasks; run by hand, `./cvmfs-cache`).
+    /// shared by the project's tasks; run by hand, `./cvmfs-cache`). Guest roots read from
+    /// the repository are kept beside it, in `cvmfs-base`.
     #[arg(long)]
     pub cvmfs_cache: Option<PathBuf>,
     /// Most the cache keeps, in MiB.
