@@ -103,12 +103,16 @@ fn stand_in_image(dir: &Path) {
 }
 
 fn deploy(project: &Path, image: &Path, repo: &Path, extra: &[&str]) -> (bool, String) {
+    deploy_classes(project, image, repo, "sandbox", extra)
+}
+
+fn deploy_classes(project: &Path, image: &Path, repo: &Path, classes: &str, extra: &[&str]) -> (bool, String) {
     let bin = program("gah").parent().unwrap().to_path_buf();
     let out = gah_util::process::command(program("gah"))
         .arg("deploy")
         .arg("--project")
         .arg(project)
-        .args(["--plan-classes", "sandbox"])
+        .args(["--plan-classes", classes])
         .arg("--bin")
         .arg(&bin)
         .arg("--image")
@@ -243,6 +247,42 @@ fn deploy_installs_everything_once_and_keeps_the_admins_settings() {
     let (ok, said) = deploy(&project, &bare_image, &repo, &[]);
     assert!(!ok && said.contains("holds /base from an earlier deploy"), "{said}");
     assert_eq!(revision(), before, "nothing published: {said}");
+}
+
+/// An app version laid out before `/base` existed has a gah-app that refuses a data.json
+/// naming a base: the first publication of the guest root needs a new version number.
+#[test]
+fn the_first_guest_root_is_not_published_under_an_app_version_laid_out_before_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (project, image, repo) = (tmp.path().join("project"), tmp.path().join("image"), tmp.path().join("repo"));
+    stand_in_project(&project);
+    fs::create_dir_all(&image).unwrap();
+    for file in ["vmlinux", "initramfs.cpio.gz", "rootfs.ext4"] {
+        fs::write(image.join(file), format!("stand-in {file}")).unwrap();
+    }
+    fs::create_dir_all(repo.join("profiles")).unwrap();
+    fs::write(repo.join("profiles/repo_name"), "gah-overlay\n").unwrap();
+    fs::create_dir_all(repo.join("metadata/md5-cache")).unwrap();
+    // A vm-only project: no guest root published, version 100 laid out.
+    let (ok, said) = deploy_classes(&project, &image, &repo, "vm", &[]);
+    assert!(ok, "{said}");
+    assert!(project.join("apps/gah/100/x86_64-pc-linux-gnu__vm/version.xml").is_file(), "{said}");
+    let published = project.join("download/cvmfs/gentoo.gah");
+    let revision = || gah_publish::current_revision(&published, "gentoo.gah").unwrap().unwrap();
+    assert!(!revision().top_level.contains(&"/base".to_owned()));
+    let before = revision().revision;
+
+    // The sandbox added with the same version number: refused, naming the version, nothing published.
+    stand_in_image(&image);
+    let (ok, said) = deploy_classes(&project, &image, &repo, "sandbox,vm", &[]);
+    assert!(!ok && said.contains("app version 100 (vm) was laid out before the guest root"), "{said}");
+    assert_eq!(revision().revision, before, "{said}");
+    // With a new one: the root published, the sandbox version carries none.
+    let (ok, said) = deploy_classes(&project, &image, &repo, "sandbox,vm", &["--version-num", "101"]);
+    assert!(ok, "{said}");
+    assert!(revision().top_level.contains(&"/base".to_owned()), "{said}");
+    let version_xml = fs::read_to_string(project.join("apps/gah/101/x86_64-pc-linux-gnu__sandbox/version.xml")).unwrap();
+    assert!(!version_xml.contains("rootfs"), "{version_xml}");
 }
 
 #[test]
