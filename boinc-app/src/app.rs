@@ -338,22 +338,28 @@ pub fn main(args: Args) -> Result<(), AppError> {
         if tree.is_dir() {
             return Ok(tree);
         }
-        if let Some(plane) = plane.as_ref().filter(|p| p.data.base.is_some()) {
-            match crate::data_plane::base(&plane.data, &plane.access(), &plane.base_dir) {
-                Ok(Some(tree)) => return Ok(tree),
-                Ok(None) => {}
-                Err(e) => {
-                    let why = format!("the guest root could not be read: {}", error_chain(&e));
-                    *base_failure.borrow_mut() = Some(why.clone());
-                    return Err(AppError::Base(why));
-                }
+        let from_plane = |plane: &DataPlane| match crate::data_plane::base(&plane.data, &plane.access(), &plane.base_dir) {
+            Ok(tree) => Ok(tree),
+            Err(e) => {
+                let why = format!("the guest root could not be read: {}", error_chain(&e));
+                *base_failure.borrow_mut() = Some(why.clone());
+                Err(AppError::Base(why))
             }
+        };
+        // The base the workunit names, else the app version's archive, else (a workunit made
+        // before the project published a base, run by a version that carries no root) the
+        // repository's current base.
+        if let Some(tree) = plane.as_ref().filter(|p| p.data.base.is_some()).map(from_plane).transpose()?.flatten() {
+            return Ok(tree);
         }
         let archive = resolve(&args.rootfs_archive)?;
-        if !archive.is_file() {
-            return Err(AppError::NoGuestRoot { tree, archive });
+        if archive.is_file() {
+            return Ok(crate::rootfs_archive::unpacked(&archive)?);
         }
-        Ok(crate::rootfs_archive::unpacked(&archive)?)
+        if let Some(tree) = plane.as_ref().filter(|p| p.data.base.is_none()).map(from_plane).transpose()?.flatten() {
+            return Ok(tree);
+        }
+        Err(AppError::NoGuestRoot { tree, archive })
     };
     let binpkgs = resolve(&args.binpkgs)?;
     // Checked now, not after hours of building.

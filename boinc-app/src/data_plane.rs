@@ -90,12 +90,24 @@ pub fn read_ref(path: &Path) -> Result<DataRef, DataPlaneError> {
 
 /// The revision `data` names, its signatures, whitelist and root catalog verified.
 fn open(data: &DataRef, access: &Access<'_>) -> Result<(Reader, Arc<Http>), DataPlaneError> {
+    let (current, http) = open_current(data, access)?;
+    Ok((pin(current, data)?, http))
+}
+
+/// The repository's current revision, its signatures and whitelist verified.
+fn open_current(data: &DataRef, access: &Access<'_>) -> Result<(Reader, Arc<Http>), DataPlaneError> {
     let read = read_error(data);
     let cache = Cache::open(access.cache, access.cache_quota).map_err(read("the host's cache"))?;
     let http = Arc::new(Http::new(&data.url, &data.name, cache, access.proxy).map_err(read("the connection"))?);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let current = gah_publish::verify_from(http.clone(), &data.name, access.master_key, i64::try_from(now).unwrap_or(i64::MAX))
         .map_err(read("the repository's signed manifest"))?;
+    Ok((current, http))
+}
+
+/// The revision `data` names, through `current`'s history; its root catalog checked.
+fn pin(current: Reader, data: &DataRef) -> Result<Reader, DataPlaneError> {
+    let read = read_error(data);
     let pinned = if current.manifest.revision == data.revision {
         current
     } else {
@@ -111,7 +123,7 @@ fn open(data: &DataRef, access: &Access<'_>) -> Result<(Reader, Arc<Http>), Data
         });
     }
     tracing::info!(target: SAY, "reading {} revision {} from {}", data.name, data.revision, data.url);
-    Ok((pinned, http))
+    Ok(pinned)
 }
 
 /// Says what was downloaded rather than found in the host's cache.
@@ -129,12 +141,20 @@ fn read_error(data: &DataRef) -> impl Fn(&str) -> Box<dyn FnOnce(gah_publish::Ve
 
 /// The guest root `data` names (`base`), as a folder of the host shared by its tasks: `dir`
 /// holds one tree per base content (the hash of the base's catalog, which covers everything
-/// below it), made once, with links and modes (never set-id bits); `None` when `data`
-/// names no base (the app version carries one).
+/// below it), made once, with links and modes (never set-id bits). A `data` that names no
+/// base (a workunit made before the project published one) gets the current revision's
+/// `/base`, what an app version without a root of its own can run it on; `None` when there
+/// is none either.
 pub fn base(data: &DataRef, access: &Access<'_>, dir: &Path) -> Result<Option<PathBuf>, DataPlaneError> {
-    let Some(base) = &data.base else { return Ok(None) };
     let read = read_error(data);
-    let (reader, http) = open(data, access)?;
+    let (current, http) = open_current(data, access)?;
+    let (reader, base) = match &data.base {
+        Some(base) => (pin(current, data)?, base.as_str()),
+        None => match current.lookup(gah_core::data_ref::BASE_AT) {
+            Ok(entry) if entry.kind == gah_publish::Kind::Dir => (current, gah_core::data_ref::BASE_AT),
+            _ => return Ok(None),
+        },
+    };
     let key = hex::encode(reader.catalog_of(base).map_err(read(base))?);
     let tree = crate::rootfs_archive::from_repository(dir, &key, |tmp: &Path| -> Result<(), DataPlaneError> {
         let started = std::time::Instant::now();

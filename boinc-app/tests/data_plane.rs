@@ -76,6 +76,8 @@ fn the_inputs_come_from_the_revision_the_job_names() {
     assert_eq!(fs::read(binpkgs.join("app-misc/y/y-1-1.gpkg.tar")).unwrap(), b"a package");
     assert_eq!(fs::read(binpkgs.join("Packages")).unwrap(), b"PACKAGES: 1\n");
 
+    // No base named and none published: none (the app version's own root is used).
+    assert!(base(&data, &access, &dir.path().join("bases")).unwrap().is_none());
     // A job that names a root catalog the history does not have for that revision.
     let forged = DataRef { root_catalog: "00".repeat(20), ..data.clone() };
     assert!(matches!(fetch(&forged, &access, &dir.path().join("job2")), Err(DataPlaneError::Revision { .. })));
@@ -111,10 +113,12 @@ fn the_guest_root_is_read_once_per_base_content() {
     let (cache, bases) = (dir.path().join("cache"), dir.path().join("bases"));
     let access = Access { master_key: &key, cache: &cache, cache_quota: 1 << 30, proxy: None };
     let data = DataRef::new(NAME, &url, first.revision, &first.root_catalog_hash, "gah", [], false).unwrap();
-    assert!(base(&data, &access, &bases).unwrap().is_none(), "no base named: the app version's own");
+    // A workunit made before the base was published names none: it gets the current one.
+    let unnamed = base(&data, &access, &bases).unwrap().expect("the current revision's base");
     let data = data.with_base();
 
     let root = base(&data, &access, &bases).unwrap().expect("the base");
+    assert_eq!(root, unnamed, "the same content, the same tree");
     assert_eq!(fs::read(root.join("bin/sh")).unwrap(), b"#!a shell", "through the kept link");
     assert_eq!(fs::read_link(root.join("bin")).unwrap(), Path::new("usr/bin"));
     assert_eq!(fs::metadata(root.join("usr/bin/sh")).unwrap().permissions().mode() & 0o7777, 0o755, "never set-id");

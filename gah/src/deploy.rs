@@ -134,6 +134,19 @@ pub fn deploy(args: &DeployArgs, root: &Path) -> anyhow::Result<()> {
             bail!("{} has no {needed}: not a project made by BOINC's make_project", project.display());
         }
     }
+    let plane = DataPlane::of(&project, args)?;
+    let image = args.image.clone().unwrap_or_else(|| root.join(".cache/images/test"));
+    // The sandbox flavour's guest root goes with the tree (issue 11, item 3): its app version
+    // then carries none, and a new base is a publication.
+    let base = image.join("rootfs");
+    let base = (args.repo.is_some() && args.plan_classes.iter().any(|c| c == "sandbox") && base.is_dir()).then_some(base);
+    if args.repo.is_some() {
+        // Refused before anything is installed: a running project keeps its programs.
+        plane.refuse_to_drop(args.distfiles.is_some(), base.is_some())?;
+        if base.is_some() {
+            refuse_first_base_for_old_versions(&project, &plane, args)?;
+        }
+    }
     let bin = args.bin.clone().unwrap_or_else(|| root.join("target/release"));
     for program in SERVER_PROGRAMS {
         say(format!("bin/{program}"), install_file(&bin.join(program), &project.join("bin").join(program), 0o755)?);
@@ -149,20 +162,10 @@ pub fn deploy(args: &DeployArgs, root: &Path) -> anyhow::Result<()> {
     fs::create_dir_all(data.join("queue")).with_context(|| format!("create {}", data.display()))?;
     fs::create_dir_all(project.join("results")).with_context(|| format!("create {}/results", project.display()))?;
     say(gah_core::project::FILE_NAME, write_conf(&project.join(gah_core::project::FILE_NAME), &localise_keys(args)?)?);
-    let plane = DataPlane::of(&project, args)?;
     // The app version carries the public master key: made now if the project has none yet.
     let (_, made) = gah_publish::keys::load_or_generate(&plane.keys, CVMFS_NAME).map_err(|e| anyhow::anyhow!("{e}"))?;
     say(format!("{DATA_DIR}/cvmfs-keys/{CVMFS_NAME}.pub"), if made { Done::Installed } else { Done::Unchanged });
-    let image = args.image.clone().unwrap_or_else(|| root.join(".cache/images/test"));
     if let Some(repo) = &args.repo {
-        // The sandbox flavour's guest root goes with the tree (issue 11, item 3): its app
-        // version then carries none, and a new base is a publication.
-        let base = image.join("rootfs");
-        let base = (args.plan_classes.iter().any(|c| c == "sandbox") && base.is_dir()).then_some(base);
-        plane.refuse_to_drop(args.distfiles.is_some(), base.is_some())?;
-        if base.is_some() {
-            refuse_first_base_for_old_versions(&project, &plane, args)?;
-        }
         plane.publish(repo, args.distfiles.as_deref(), base.as_deref())?;
         generate_queue(&project, repo, &plane, args)?;
         if !args.no_localise {

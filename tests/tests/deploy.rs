@@ -277,6 +277,7 @@ fn the_first_guest_root_is_not_published_under_an_app_version_laid_out_before_it
     let (ok, said) = deploy_classes(&project, &image, &repo, "sandbox,vm", &[]);
     assert!(!ok && said.contains("app version 100 (vm) was laid out before the guest root"), "{said}");
     assert_eq!(revision().revision, before, "{said}");
+    assert!(!said.contains("deploy: bin/"), "refused before installing anything: {said}");
     // With a new one: the root published, the sandbox version carries none.
     let (ok, said) = deploy_classes(&project, &image, &repo, "sandbox,vm", &["--version-num", "101"]);
     assert!(ok, "{said}");
