@@ -5,9 +5,25 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export RUN_SLOW_TESTS=1
 
-# Each phase runs even when an earlier one failed; the script fails if any did.
+# Each phase runs even when an earlier one failed; the script fails if any did. Each phase's
+# output is kept in .cache/test-logs/ too: a CI page shows only the last lines, so the end
+# repeats, for each failed phase, which tests failed and the first lines of why.
 failed=()
-phase() { local name="$1"; shift; echo "=== $name"; "$@" || failed+=("$name"); }
+logs=.cache/test-logs
+mkdir -p "$logs"
+phase() {
+  local name="$1"; shift
+  echo "=== $name"
+  "$@" 2>&1 | tee "$logs/${name//[^A-Za-z0-9]/_}.log" || failed+=("$name")
+}
+# At most a few lines per failed phase, each cut short: the last lines are what CI shows.
+why_failed() {
+  local log="$logs/${1//[^A-Za-z0-9]/_}.log"
+  echo "--- $1: $log"
+  { awk '/^failures:$/ { list = 1; next } list && /^    [^ ]+$/ { print "failed:" $0 } /^test result/ { list = 0 }' "$log" | sort -u | head -n 6
+    grep -E '^error(\[E[0-9]+\])?:|^Diff in ' "$log" | head -n 4 || true
+    grep -A 2 -E "panicked at" "$log" | grep -v -E '^--$' | head -n 9 || true; } | cut -c 1-400
+}
 
 # The habits first: they say in minutes what the rest would say after half an hour.
 phase "cargo fmt --check" cargo fmt --all --check
@@ -32,6 +48,7 @@ GAH_BOINC_BACKEND=sandbox phase "real client, sandbox" cargo test --release -p g
   --test-threads=1 --nocapture real_boinc_client
 
 if [ ${#failed[@]} -gt 0 ]; then
+  for name in "${failed[@]}"; do why_failed "$name" >&2; done
   echo "FAILED: ${failed[*]}" >&2
   exit 1
 fi
