@@ -116,7 +116,8 @@ pub fn unpacked(archive: &Path) -> Result<PathBuf, RootfsError> {
         tracing::info!(target: SAY, "guest root unpacked in {:.1} s", started.elapsed().as_secs_f64());
         Ok(())
     };
-    prepared(&archive, &stamp, fill, || prune(&archive))
+    let folder = archive.parent().unwrap_or(Path::new(".")).to_path_buf();
+    prepared(&archive, &stamp, fill, || prune_dropped_archives(&folder, Some(&archive)))
 }
 
 /// The guest root read from the project's repository (issue 11, item 3): the tree for the
@@ -127,7 +128,16 @@ pub fn from_repository<E: From<RootfsError>>(dir: &Path, key: &str, fill: impl F
     fs::create_dir_all(dir).map_err(tree_error("create", dir))?;
     let dir = std::path::absolute(dir).map_err(tree_error("find", dir))?;
     let name = dir.join(format!("{BASE_PREFIX}{key}"));
-    prepared(&name, &format!("{key}\n"), fill, || prune_bases(&name))
+    // A host whose app version no longer carries a rootfs.tar makes no tar tree again, so
+    // the trees of dropped archives in the project folder (beside `dir`) go here.
+    let project = dir.parent().map(Path::to_path_buf);
+    let prune_all = || {
+        prune_bases(&name);
+        if let Some(project) = &project {
+            prune_dropped_archives(project, None);
+        }
+    };
+    prepared(&name, &format!("{key}\n"), fill, prune_all)
 }
 
 /// What the trees of [`from_repository`] are called (`base-<key>.d`).
@@ -248,11 +258,10 @@ fn remove_tree(tree: &Path) -> Result<(), RootfsError> {
     gah_util::untrusted::remove_tree(tree).map_err(tree_error("remove", tree))
 }
 
-/// Removes, beside `current` (whose lock the caller holds exclusively), the trees and lock
-/// files of archives the client has deleted, and temp folders of crashed unpacks, once no
-/// task holds them.
-fn prune(current: &Path) {
-    let folder = current.parent().unwrap_or(Path::new("."));
+/// Removes, in `folder`, the trees and lock files of archives the client has deleted, and
+/// temp folders of crashed unpacks, once no task holds them. `current` is the archive whose
+/// lock the caller holds exclusively (its crashed unpacks go too).
+fn prune_dropped_archives(folder: &Path, current: Option<&Path>) {
     let Ok(entries) = fs::read_dir(folder) else { return };
     for entry in entries.flatten() {
         let path = entry.path();
@@ -265,7 +274,7 @@ fn prune(current: &Path) {
         if !orphan && !crashed_unpack {
             continue;
         }
-        if archive == current {
+        if Some(archive.as_path()) == current {
             if crashed_unpack {
                 let _ = remove_tree(&path);
             }
@@ -447,5 +456,21 @@ mod tests {
         assert!(!old.exists(), "the orphaned tree is gone");
         assert!(not_ours.exists(), "an unstamped folder is not ours to remove");
         assert!(dir.path().join("rootfs-new.tar.d/bin/sh").exists());
+    }
+
+    #[test]
+    fn the_first_base_prunes_the_tree_of_a_dropped_app_versions_archive() {
+        // The project folder of a host that ran the rootfs.tar flavour, now given a base.
+        let project = tempfile::tempdir().unwrap();
+        let old = project.path().join("rootfs-old.tar.d");
+        fs::create_dir_all(&old).unwrap();
+        fs::write(old.join(STAMP), "1 1\n").unwrap();
+        let kept = project.path().join("rootfs-kept.tar");
+        fs::write(&kept, b"").unwrap();
+        fs::create_dir_all(project.path().join("rootfs-kept.tar.d")).unwrap();
+        fs::write(project.path().join("rootfs-kept.tar.d").join(STAMP), "0 0\n").unwrap();
+        base(&project.path().join("cvmfs-base"), "ff").unwrap();
+        assert!(!old.exists(), "the tree of an archive the client dropped is gone");
+        assert!(project.path().join("rootfs-kept.tar.d").exists(), "an archive still there keeps its tree");
     }
 }
