@@ -21,9 +21,7 @@ BIN=$PWD/target/release/gah-publish
 rm -rf "$OUT"
 mkdir -p "$OUT/src"
 
-now() { date +%s.%N; }
-secs() { echo "$1 $2" | awk '{ printf "%.2f", $2 - $1 }'; }
-size() { du -sb "$1" | cut -f1; }
+. bench/lib.sh
 
 # Before: the app version's rootfs.tar (made by package-app-version.sh; gzipped on the wire).
 [ -f "$IMAGE/rootfs.tar" ] || tar -C "$IMAGE/rootfs" --sort=name --numeric-owner --format=gnu --exclude=./dev/* -cf "$IMAGE/rootfs.tar" .
@@ -41,12 +39,7 @@ t0=$(now)
 t1=$(now)
 echo "publish /base: $(secs "$t0" "$t1") s, repository $(size "$OUT/stratum/gentoo.gah") B: $(tail -1 "$OUT/publish.txt")"
 
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-python3 -m http.server --bind 127.0.0.1 "$port" --directory "$OUT/stratum" > "$OUT/http.log" 2>&1 &
-server=$!
-trap 'kill $server 2>/dev/null || true' EXIT
-sleep 1
-URL="http://127.0.0.1:$port/gentoo.gah"
+serve "$OUT/stratum" gentoo.gah "$OUT/http.log"
 
 read_base() {
     label=$1; threads=$2; cache=$3

@@ -18,9 +18,7 @@ BIN=$PWD/target/release/gah-publish
 rm -rf "$OUT"
 mkdir -p "$OUT/src/repos" "$OUT/stratum" "$OUT/today"
 
-now() { date +%s.%N; }
-secs() { echo "$1 $2" | awk '{ printf "%.2f", $2 - $1 }'; }
-size() { du -sb "$1" | cut -f1; }
+. bench/lib.sh
 
 # The tree a job read before the data plane as repo.tar + distfiles.tar.
 cp -a vm-images/overlay "$OUT/src/repos/gah"
@@ -40,12 +38,7 @@ t0=$(now)
 t1=$(now)
 echo "publish overlay + distfiles: $(secs "$t0" "$t1") s, repository $(size "$OUT/stratum/gentoo.gah") B: $(cat "$OUT/publish-1.txt" | tail -1)"
 
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-python3 -m http.server --bind 127.0.0.1 "$port" --directory "$OUT/stratum" > "$OUT/http.log" 2>&1 &
-server=$!
-trap 'kill $server 2>/dev/null || true' EXIT
-sleep 1
-URL="http://127.0.0.1:$port/gentoo.gah"
+serve "$OUT/stratum" gentoo.gah "$OUT/http.log"
 
 # A job's inputs: the whole repository (Portage reads its profiles, eclasses and metadata)
 # and the distfiles its ebuild's Manifest names.
