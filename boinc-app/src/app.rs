@@ -338,7 +338,7 @@ pub fn main(args: Args) -> Result<(), AppError> {
         if tree.is_dir() {
             return Ok(tree);
         }
-        let from_plane = |plane: &DataPlane| match crate::data_plane::base(&plane.data, &plane.access(), &plane.base_dir) {
+        let from_plane = |plane: &DataPlane| match plane.repository().and_then(|r| r.base(&plane.base_dir)) {
             Ok(tree) => Ok(tree),
             Err(e) => {
                 let why = format!("the guest root could not be read: {}", error_chain(&e));
@@ -435,7 +435,7 @@ pub fn main(args: Args) -> Result<(), AppError> {
             // Written afresh each run (a resumed task too): they are the repository's, not the job's.
             let inputs = slot.join("inputs/cvmfs");
             let _ = fs::remove_dir_all(&inputs);
-            let fetched = match crate::data_plane::fetch(&plane.data, &plane.access(), &inputs) {
+            let fetched = match plane.repository().and_then(|r| r.fetch(&inputs)) {
                 Ok(fetched) => fetched,
                 Err(e) => {
                     // The project's repository could not be read (the server unreachable and
@@ -599,6 +599,8 @@ struct DataPlane {
     proxy: Option<String>,
     /// Where the guest roots read from the repository are kept (beside the cache).
     base_dir: PathBuf,
+    /// Opened on first use, once per task (the guest root and the inputs read through it).
+    repository: std::cell::OnceCell<crate::data_plane::Repository>,
 }
 
 impl DataPlane {
@@ -619,11 +621,23 @@ impl DataPlane {
         };
         let base_dir = cache.with_file_name("cvmfs-base");
         let proxy = network.proxy_for(&data.url).map(str::to_owned);
-        Ok(DataPlane { data, key, cache, cache_quota: args.cvmfs_cache_mib.saturating_mul(1 << 20), proxy, base_dir })
+        let cache_quota = args.cvmfs_cache_mib.saturating_mul(1 << 20);
+        Ok(DataPlane { data, key, cache, cache_quota, proxy, base_dir, repository: std::cell::OnceCell::new() })
     }
 
-    fn access(&self) -> crate::data_plane::Access<'_> {
-        crate::data_plane::Access { master_key: &self.key, cache: &self.cache, cache_quota: self.cache_quota, proxy: self.proxy.as_deref() }
+    /// The repository, opened (its manifest verified) on the first call.
+    fn repository(&self) -> Result<&crate::data_plane::Repository, crate::data_plane::DataPlaneError> {
+        if let Some(repository) = self.repository.get() {
+            return Ok(repository);
+        }
+        let access = crate::data_plane::Access {
+            master_key: &self.key,
+            cache: &self.cache,
+            cache_quota: self.cache_quota,
+            proxy: self.proxy.as_deref(),
+        };
+        let opened = crate::data_plane::Repository::open(&self.data, &access)?;
+        Ok(self.repository.get_or_init(|| opened))
     }
 }
 

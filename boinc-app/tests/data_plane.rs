@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::Path;
 
-use gah_app::data_plane::{base, fetch, Access, DataPlaneError};
+use gah_app::data_plane::{Access, DataPlaneError, Fetched, Repository};
 use gah_core::data_ref::{DataRef, DATA_REF_FORMAT};
 
 const NAME: &str = "gentoo.gah";
@@ -25,6 +25,16 @@ fn serve(root: &Path) -> String {
         }
     });
     url
+}
+
+/// What one task does to read its inputs: the repository opened, then read.
+fn fetch(data: &DataRef, access: &Access<'_>, into: &Path) -> Result<Fetched, DataPlaneError> {
+    Repository::open(data, access)?.fetch(into)
+}
+
+/// What one task does to have its guest root.
+fn base(data: &DataRef, access: &Access<'_>, dir: &Path) -> Result<Option<std::path::PathBuf>, DataPlaneError> {
+    Repository::open(data, access)?.base(dir)
 }
 
 fn write(root: &Path, rel: &str, bytes: &[u8]) {
