@@ -247,8 +247,13 @@ pub fn write_data_refs(queue: &Path, wus: &[Workunit], data: Option<&DataPlane>)
         .map_err(|source| DataRefError::Revision { path: plane.published.clone(), source: Box::new(source) })?
         .ok_or_else(|| DataRefError::Unpublished(plane.published.clone()))?;
     let mut out = Vec::with_capacity(wus.len());
+    // One read per ebuild: its configurations (USE, compilers) share the list.
+    let mut lists: std::collections::HashMap<(&str, &str), Vec<String>> = std::collections::HashMap::new();
     for wu in wus {
-        let distfiles = crate::queue::distfiles_of(queue, &wu.job.repo, &wu.job.cpv);
+        let distfiles = lists
+            .entry((&wu.job.repo, &wu.job.cpv))
+            .or_insert_with(|| crate::queue::distfiles_of(queue, &wu.job.repo, &wu.job.cpv))
+            .clone();
         // Validated jobs' packages are not published on a BOINC server yet (issue 11, item 4:
         // `gah run` publishes its own): `binpkgs` false, the guest builds every dependency.
         let data = gah_core::data_ref::DataRef::new(
@@ -322,7 +327,9 @@ fn create_work_bounds(job: &Job, sub: &Submission) -> String {
 /// current folder). Returns the script's path.
 pub fn write_submission(queue: &Queue, wus: &[Workunit], sub: &Submission, project: Option<&Path>) -> Result<PathBuf, ScriptError> {
     let dir = queue.dir();
-    write_data_refs(dir, wus, sub.data.as_ref())?;
+    // The script skips jobs already submitted: their data.json would only be left over.
+    let unsubmitted: Vec<Workunit> = wus.iter().filter(|wu| !dir.join("submitted").join(&wu.job.job_id).exists()).cloned().collect();
+    write_data_refs(dir, &unsubmitted, sub.data.as_ref())?;
     let templates = dir.join("templates");
     std::fs::create_dir_all(&templates).map_err(|source| ScriptError::Folder { path: templates.clone(), source })?;
     gah_util::atomic::write(&templates.join("gah_in"), INPUT_TEMPLATE.as_bytes())?;

@@ -177,6 +177,11 @@ fn create_work_stdin_batches_against_a_fake_project() {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("create_work.sh: {expected}"));
     }
+    // Written again over the same jobs, all submitted now: no data.json for them.
+    let first_data = dir.path().join("queue/pending").join(wus[0].data_file());
+    std::fs::remove_file(&first_data).unwrap();
+    write_submission(&q, &wus, &sub, Some(&proj)).unwrap();
+    assert!(!first_data.exists(), "a submitted job's data.json was written again");
     let log = std::fs::read_to_string(proj.join("create_work.log")).unwrap();
     let args: Vec<&str> = log.lines().filter(|l| l.starts_with("args: ")).collect();
     assert_eq!(args.len(), 1, "one create_work for the whole batch: {log}");
