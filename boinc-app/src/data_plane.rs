@@ -51,6 +51,14 @@ pub enum DataPlaneError {
         /// What the job says.
         expected: String,
     },
+    /// The path named as the guest root is not a folder with a catalog of its own.
+    #[error("{url}: {path} is not a guest root (a folder with a catalog of its own)")]
+    NotABase {
+        /// The repository's URL.
+        url: String,
+        /// The path.
+        path: String,
+    },
     /// The host's tree of the guest root could not be made.
     #[error("the guest root from the repository")]
     Base(#[from] crate::rootfs_archive::RootfsError),
@@ -165,7 +173,15 @@ impl Repository {
                 _ => return Ok(None),
             },
         };
-        let key = hex::encode(reader.catalog_of(base).map_err(read(base))?);
+        // A guest root is a folder with a catalog of its own (as `gah deploy` publishes
+        // `/base`): the tree is named by that catalog's hash, so a path below it or a link
+        // (which would materialise pointing into the host) must not pass for one.
+        let is_dir = reader.lookup(base).map_err(read(base))?.kind == gah_publish::Kind::Dir;
+        let catalog = reader.nested_catalog_at(base).map_err(read(base))?;
+        let Some(catalog) = catalog.filter(|_| is_dir) else {
+            return Err(DataPlaneError::NotABase { url: self.data.url.clone(), path: base.to_owned() });
+        };
+        let key = hex::encode(catalog);
         let tree = crate::rootfs_archive::from_repository(dir, &key, |tmp: &Path| -> Result<(), DataPlaneError> {
             let (started, before) = (std::time::Instant::now(), self.downloaded());
             tracing::info!(target: SAY, "reading the guest root {base} ({key}) once for this host");

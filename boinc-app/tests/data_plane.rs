@@ -134,6 +134,14 @@ fn the_guest_root_is_read_once_per_base_content() {
     assert_eq!(fs::metadata(root.join("usr/bin/sh")).unwrap().permissions().mode() & 0o7777, 0o755, "never set-id");
     assert_eq!(fs::metadata(root.join("proc")).unwrap().permissions().mode() & 0o777, 0o755, "its mode, owner-writable");
 
+    // Only the base's own folder passes for a root: not a folder below it (whose catalog is
+    // the base's), not a link (which would point into the host once written).
+    for not_a_root in ["/base/usr", "/base/bin", "/base/usr/bin/sh"] {
+        let named = DataRef { base: Some(not_a_root.into()), ..data.clone() };
+        let e = base(&named, &access, &bases).unwrap_err();
+        assert!(matches!(e, DataPlaneError::NotABase { .. }), "{not_a_root}: {}", gah_util::error_chain(&e));
+    }
+
     // The tree moves on, the base does not: the same tree, whatever the revision.
     write(&src, "repos/gah/app-misc/x/x-1.ebuild", b"EAPI=8\n");
     let second = gah_publish::publish(&src, &stratum.join(NAME), NAME, &keys).unwrap();

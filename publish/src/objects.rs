@@ -205,6 +205,8 @@ impl Store {
     /// An object of a source file's contents: from the stat cache when the file did not
     /// change since it was last read and its object is still there, else read.
     pub fn put_source_file(&mut self, path: &Path) -> Result<(Hash, u64), PublishError> {
+        // Before the stat: a change during a long read may fall in the tick of the last one.
+        let stat_time_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128);
         let mut file = File::open(path).map_err(|e| PublishError::io(path, e))?;
         let meta = file.metadata().map_err(|e| PublishError::io(path, e))?;
         let key = stat_key(&meta);
@@ -218,9 +220,8 @@ impl Store {
         let (hash, len) = self.put_reader(&mut file, Suffix::None)?;
         // Only a file whose last change is older than the tick it was stat'ed in can be
         // trusted to have those bytes next time; one changed since is stat'ed anew.
-        let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128);
         let last_change_ns = key.3.max(key.4);
-        let settled = now_ns - last_change_ns >= STAT_SETTLED.as_nanos() as i128;
+        let settled = stat_time_ns - last_change_ns >= STAT_SETTLED.as_nanos() as i128;
         let unchanged_while_read = file.metadata().is_ok_and(|m| stat_key(&m) == key);
         if settled && unchanged_while_read {
             self.seen.insert(key, (hash, len));

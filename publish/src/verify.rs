@@ -221,8 +221,21 @@ impl Reader {
     /// catalog's mount point, such as a top-level folder, it names that folder's contents
     /// whatever else the revision changed.
     pub fn catalog_of(&self, path: &str) -> Result<Hash, VerifyError> {
+        Ok(self.catalog_walk(path)?.0)
+    }
+
+    /// The nested catalog mounted at `path` exactly (its hash covers everything below it);
+    /// `None` when `path` is not a mount point (a plain folder, a file, a link).
+    pub fn nested_catalog_at(&self, path: &str) -> Result<Option<Hash>, VerifyError> {
+        let (hash, mounted_here) = self.catalog_walk(path)?;
+        Ok(mounted_here.then_some(hash))
+    }
+
+    /// The deepest catalog holding `path`, and whether it is mounted at `path` itself.
+    fn catalog_walk(&self, path: &str) -> Result<(Hash, bool), VerifyError> {
         let path = path.trim_end_matches('/');
         let mut hash = self.root;
+        let mut mounted_here = false;
         loop {
             if !self.catalogs.borrow().contains_key(&hash) {
                 let opened = self.open_db(&hash, Suffix::Catalog)?;
@@ -241,8 +254,11 @@ impl Reader {
                 }
             }
             match best {
-                Some((_, h)) => hash = hash_field("nested catalog", &h)?,
-                None => return Ok(hash),
+                Some((p, h)) => {
+                    mounted_here = p == path;
+                    hash = hash_field("nested catalog", &h)?;
+                }
+                None => return Ok((hash, mounted_here)),
             }
         }
     }
