@@ -170,11 +170,14 @@ fn prepared<E: From<RootfsError>>(
         if !complete() {
             fill_fresh(&tree, stamp, fill)?;
         }
-        // Still exclusive: no other task is making this tree, so its temp folders are debris.
-        prune();
         lock.relock(FlockArg::LockShared).map_err(lock_error)?;
         lock
     };
+    // On every use, not only when a tree is made: a host keeps using one tree for months
+    // while the trees it used before wait to go. Under our lease (shared or exclusive) no
+    // other task is making this tree, so its temp folders are debris; others' trees are
+    // taken only with their own lock, never waited for.
+    prune();
     // Its last use, which pruning goes by.
     let _ = lock.set_modified(std::time::SystemTime::now());
     LEASES.lock().unwrap_or_else(|e| e.into_inner()).push((name.to_owned(), lock));
@@ -224,7 +227,7 @@ fn swap_in(tmp: &Path, tree: &Path, stamp: &str) -> Result<(), RootfsError> {
 /// the old one for a while (and retries), and reading a base again costs a GB.
 const BASE_KEPT_UNUSED: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
 
-/// Removes, beside `current` (whose lock the caller holds exclusively), the base trees of
+/// Removes, beside `current` (whose lock the caller holds), the base trees of
 /// other content that no task has used for [`BASE_KEPT_UNUSED`] and no task holds, and temp
 /// folders of crashed fills. Lock files stay (empty): removing one another task has open
 /// would let a third make the same tree beside it.
@@ -260,7 +263,7 @@ fn remove_tree(tree: &Path) -> Result<(), RootfsError> {
 
 /// Removes, in `folder`, the trees and lock files of archives the client has deleted, and
 /// temp folders of crashed unpacks, once no task holds them. `current` is the archive whose
-/// lock the caller holds exclusively (its crashed unpacks go too).
+/// lock the caller holds (its crashed unpacks go too).
 fn prune_dropped_archives(folder: &Path, current: Option<&Path>) {
     let Ok(entries) = fs::read_dir(folder) else { return };
     for entry in entries.flatten() {
@@ -459,9 +462,12 @@ mod tests {
     }
 
     #[test]
-    fn the_first_base_prunes_the_tree_of_a_dropped_app_versions_archive() {
-        // The project folder of a host that ran the rootfs.tar flavour, now given a base.
+    fn a_base_in_use_prunes_the_tree_of_a_dropped_app_versions_archive() {
+        // The project folder of a host that ran the rootfs.tar flavour, now given a base: the
+        // client dropped the old version only after the base was made.
         let project = tempfile::tempdir().unwrap();
+        base(&project.path().join("cvmfs-base"), "ff").unwrap();
+        drop_lease(&project.path().join("cvmfs-base"), "ff");
         let old = project.path().join("rootfs-old.tar.d");
         fs::create_dir_all(&old).unwrap();
         fs::write(old.join(STAMP), "1 1\n").unwrap();
