@@ -608,23 +608,39 @@ fn add_app(project: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Refuses to publish `/base` for the first time when an app version of this
-/// `--version-num` is laid out already: it was made before data.json could name a base, so
-/// its gah-app would refuse every workunit's data.json that does (unknown fields are
-/// refused), and deploy does not lay out a version twice.
+/// Refuses to publish `/base` for the first time while an app version laid out before it
+/// would still run workunits: its gah-app refuses every data.json that names a base (unknown
+/// fields are refused), and the work generator names it in every workunit's, whatever the
+/// plan class. So every plan class the project has must get a new version in this deploy
+/// (deploy does not lay out a version twice).
 fn refuse_first_base_for_old_versions(project: &Path, plane: &DataPlane, args: &DeployArgs) -> anyhow::Result<()> {
     let had_base = gah_publish::current_revision(&plane.published, CVMFS_NAME)
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .is_some_and(|r| r.top_level.iter().any(|p| p == gah_core::data_ref::BASE_AT));
-    let old = args
-        .plan_classes
-        .iter()
-        .find(|class| project.join(format!("apps/{APP_NAME}/{}/{PLATFORM}__{class}/version.xml", args.version_num)).is_file());
-    if let (false, Some(class)) = (had_base, old) {
+    if had_base {
+        return Ok(());
+    }
+    let renewed = |class: &str| {
+        args.plan_classes.iter().any(|c| c == class)
+            && !project.join(format!("apps/{APP_NAME}/{}/{PLATFORM}__{class}/version.xml", args.version_num)).is_file()
+    };
+    let mut old: Vec<String> = Vec::new();
+    for version in fs::read_dir(project.join(format!("apps/{APP_NAME}"))).into_iter().flatten().flatten() {
+        for flavour in fs::read_dir(version.path()).into_iter().flatten().flatten() {
+            let name = flavour.file_name().to_string_lossy().into_owned();
+            let Some(class) = name.strip_prefix(&format!("{PLATFORM}__")) else { continue };
+            if flavour.path().join("version.xml").is_file() && !renewed(class) {
+                old.push(format!("{} ({class})", version.file_name().to_string_lossy()));
+            }
+        }
+    }
+    if !old.is_empty() {
+        old.sort();
         bail!(
-            "app version {} ({class}) was laid out before the guest root was published at /base, and its gah-app would \
-             refuse workunits that name it: deploy with a new --version-num (docs/DEPLOY.md, upgrading)",
-            args.version_num
+            "app versions {} were laid out before the guest root was published at /base, and their gah-app would refuse \
+             workunits that name it: deploy every plan class ({}) with a new --version-num (docs/DEPLOY.md, upgrading)",
+            old.join(", "),
+            args.plan_classes.join(",")
         );
     }
     Ok(())

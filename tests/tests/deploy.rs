@@ -275,9 +275,14 @@ fn the_first_guest_root_is_not_published_under_an_app_version_laid_out_before_it
     // The sandbox added with the same version number: refused, naming the version, nothing published.
     stand_in_image(&image);
     let (ok, said) = deploy_classes(&project, &image, &repo, "sandbox,vm", &[]);
-    assert!(!ok && said.contains("app version 100 (vm) was laid out before the guest root"), "{said}");
+    assert!(!ok && said.contains("app versions 100 (vm) were laid out before the guest root"), "{said}");
     assert_eq!(revision().revision, before, "{said}");
     assert!(!said.contains("deploy: bin/"), "refused before installing anything: {said}");
+    // The sandbox alone with a new number: the vm version 100 would still get workunits
+    // naming the root, which its gah-app refuses.
+    let (ok, said) = deploy_classes(&project, &image, &repo, "sandbox", &["--version-num", "101"]);
+    assert!(!ok && said.contains("app versions 100 (vm) were laid out before the guest root"), "{said}");
+    assert_eq!(revision().revision, before, "{said}");
     // With a new one: the root published, the sandbox version carries none.
     let (ok, said) = deploy_classes(&project, &image, &repo, "sandbox,vm", &["--version-num", "101"]);
     assert!(ok, "{said}");
