@@ -342,7 +342,7 @@ pub fn main(args: Args) -> Result<(), AppError> {
             Ok(tree) => Ok(tree),
             Err(e) => {
                 let why = format!("the guest root could not be read: {}", error_chain(&e));
-                *base_failure.borrow_mut() = Some(why.clone());
+                *base_failure.borrow_mut() = Some((why.clone(), e.is_unreachable()));
                 Err(AppError::Base(why))
             }
         };
@@ -368,11 +368,20 @@ pub fn main(args: Args) -> Result<(), AppError> {
 
     let backend = match choose(args.backend, &image, rootfs_tree) {
         Ok(b) => b,
+        Err(_) if base_failure.borrow().as_ref().is_some_and(|(_, unreachable)| *unreachable) && !runtime.is_standalone() => {
+            // The project's server gave no answer and this host has no copy of the root yet:
+            // nothing has started, so the task waits (its slot kept) rather than spend its
+            // result; the client runs it again later.
+            let why = base_failure.borrow().clone().map(|(why, _)| why).unwrap_or_default();
+            tracing::warn!(target: SAY, "{why}; trying again in {} minutes", BASE_RETRY.as_secs() / 60);
+            let never = runtime.temporary_exit(BASE_RETRY, &why, true).map_err(AppError::TemporaryExit)?;
+            match never {}
+        }
         Err(_) if base_failure.borrow().is_some() => {
-            // The guest root could not be had (the repository unreachable and the root not on
-            // this host yet, a tampered object, or the host's disk): nothing about the
+            // The guest root could not be had (refused by the reader as tampered, or the
+            // host's disk; or, run by hand, the repository unreachable): nothing about the
             // package, so infra_error, which the validator takes and the QA pages discount.
-            let why = base_failure.borrow().clone().unwrap_or_default();
+            let why = base_failure.borrow().clone().map(|(why, _)| why).unwrap_or_default();
             tracing::warn!(target: SAY, "{why}");
             let ended = Ended { job: &job, output: &output, slot: &slot, keep: None };
             let outcome = infra(&job, &why).on(BackendKind::Sandbox, Accelerator::None);
@@ -556,6 +565,10 @@ pub fn main(args: Args) -> Result<(), AppError> {
     let ended = Ended { job: &job, output: &output, slot: &slot, keep: built.as_ref().map(|(a, b, c)| (a.as_path(), *b, *c)) };
     match ended.finish(&runtime, &outcome, &log, info.as_deref())? {}
 }
+
+/// How long a task waits before it tries again to read the guest root from a server that
+/// gave no answer.
+const BASE_RETRY: Duration = Duration::from_secs(30 * 60);
 
 /// How a task ends once it has an outcome: the archive written and put in place, the
 /// binary packages kept (when asked), the slot removed, the client told.

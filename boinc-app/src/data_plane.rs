@@ -64,6 +64,14 @@ pub enum DataPlaneError {
     Base(#[from] crate::rootfs_archive::RootfsError),
 }
 
+impl DataPlaneError {
+    /// The project's server gave no answer, and the host's cache could not stand in: the
+    /// same read may work later.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, DataPlaneError::Read { source, .. } if source.is_unreachable())
+    }
+}
+
 /// Where the inputs were written: the ebuild repository, the distfiles folder and the
 /// binary packages, if the job names some.
 #[derive(Debug)]

@@ -168,7 +168,26 @@ fn the_guest_root_is_read_once_per_base_content() {
     let data4 = DataRef::new(NAME, &url, fourth.revision, &fourth.root_catalog_hash, "gah", [], false).unwrap().with_base();
     let e = base(&data4, &access, &bases).unwrap_err();
     assert!(gah_util::error_chain(&e).contains("/base"), "{}", gah_util::error_chain(&e));
+    assert!(!e.is_unreachable(), "refused, not unreachable: a task ends as infra_error");
     let trees: Vec<_> =
         fs::read_dir(&bases).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).filter(|n| n.ends_with(".d")).collect();
     assert_eq!(trees.len(), 2, "no half tree left: {trees:?}");
+}
+
+/// A server that gives no answer, with nothing in the host's cache: said as unreachable (a
+/// task then waits and tries again later rather than spend its result).
+#[test]
+fn a_server_that_gives_no_answer_is_unreachable() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let keys = dir.path().join("keys");
+    gah_publish::keys::load_or_generate(&keys, NAME).unwrap();
+    let key = gah_publish::keys::master_pub_path(&keys, NAME);
+    let cache = dir.path().join("cache");
+    let access = Access { master_key: &key, cache: &cache, cache_quota: 1 << 30, proxy: None };
+    let url = format!("http://127.0.0.1:{port}/{NAME}");
+    let data = DataRef::new(NAME, &url, 1, &"0".repeat(40), "gah", [], false).unwrap().with_base();
+    let e = base(&data, &access, &dir.path().join("bases")).unwrap_err();
+    assert!(e.is_unreachable(), "{}", gah_util::error_chain(&e));
+    assert!(gah_util::error_chain(&e).contains("cannot be reached"), "{}", gah_util::error_chain(&e));
 }

@@ -247,7 +247,8 @@ impl Http {
     fn get(&self, rel: &str, limit: u64) -> Result<Vec<u8>, VerifyError> {
         let url = format!("{}/{rel}", self.base);
         let failed = |e: &dyn std::fmt::Display| VerifyError::Io(url.clone(), std::io::Error::other(e.to_string()));
-        let response = self.client.get(&url).send().map_err(|e| failed(&gah_util::error_chain(&e)))?;
+        let response =
+            self.client.get(&url).send().map_err(|e| VerifyError::Unreachable { url: url.clone(), why: gah_util::error_chain(&e) })?;
         if !response.status().is_success() {
             return Err(failed(&format!("HTTP {}", response.status())));
         }

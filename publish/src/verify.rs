@@ -20,6 +20,9 @@ use crate::signed::{self, Letter};
 pub enum VerifyError {
     #[error("{0}: {1}")]
     Io(String, #[source] std::io::Error),
+    /// No answer from the server (refused, unresolved, timed out): another time may do.
+    #[error("{url}: the server cannot be reached: {why}")]
+    Unreachable { url: String, why: String },
     #[error("the {0} is malformed: {1}")]
     Malformed(&'static str, String),
     #[error("the {0}'s checksum line does not match its contents")]
@@ -46,6 +49,14 @@ pub enum VerifyError {
     NoRevision(u64),
     #[error("catalog database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+}
+
+impl VerifyError {
+    /// The server gave no answer at all (as opposed to an answer that was refused): the
+    /// same read may work later.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, VerifyError::Unreachable { .. })
+    }
 }
 
 /// The manifest's fields a reader needs.
