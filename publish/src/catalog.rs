@@ -139,6 +139,10 @@ struct Row<'a> {
     mtime: i64,
     flags: u32,
     symlink: &'a str,
+    /// `hardlinks`' low 32 bits, the link count: 1 for a file or link, 2 plus its
+    /// subfolders for a folder, as a file system counts it (`cvmfs_swissknife check`
+    /// checks it; `find` relies on it).
+    links: u32,
 }
 
 /// The statistics counters of `catalog_counters.h`, `self_` half.
@@ -257,7 +261,7 @@ impl CatalogWriter<'_> {
         let mut counters = Counters::default();
         let mut subtree = Counters::default();
         let flags = if is_root { FLAG_DIR } else { FLAG_DIR | FLAG_NESTED_ROOT };
-        rows.push(dir_row(path.to_owned(), name, *mode, *mtime, flags));
+        rows.push(dir_row(path.to_owned(), name, *mode, *mtime, flags, children));
         counters.dir += 1;
         self.collect(path, children, path.matches('/').count(), &mut rows, &mut nested, &mut counters)?;
         for r in &nested {
@@ -300,7 +304,7 @@ impl CatalogWriter<'_> {
                 let mut insert = tx.prepare(
                     "INSERT INTO catalog (md5path_1, md5path_2, parent_1, parent_2, hash, hardlinks, size, mode, \
                      mtime, mtimens, flags, name, symlink, uid, gid, xattr) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8, NULL, ?9, ?10, ?11, 0, 0, NULL)",
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?12, ?6, ?7, ?8, NULL, ?9, ?10, ?11, 0, 0, NULL)",
                 )?;
                 for (i, r) in rows.iter().enumerate() {
                     let (m1, m2) = md5_pair(&r.path);
@@ -318,7 +322,8 @@ impl CatalogWriter<'_> {
                         r.mtime,
                         r.flags,
                         r.name,
-                        r.symlink
+                        r.symlink,
+                        r.links
                     ])?;
                 }
                 let mut insert = tx.prepare("INSERT INTO nested_catalogs (path, sha1, size) VALUES (?1, ?2, ?3)")?;
@@ -357,10 +362,10 @@ impl CatalogWriter<'_> {
                     counters.dir += 1;
                     if is_nested_root(depth + 1, grandchildren) {
                         let r = self.write(&child_path, name, child)?;
-                        rows.push(dir_row(child_path.clone(), name, *mode, *mtime, FLAG_DIR | FLAG_NESTED_MOUNTPOINT));
+                        rows.push(dir_row(child_path.clone(), name, *mode, *mtime, FLAG_DIR | FLAG_NESTED_MOUNTPOINT, grandchildren));
                         nested.push((child_path, r));
                     } else {
-                        rows.push(dir_row(child_path.clone(), name, *mode, *mtime, FLAG_DIR));
+                        rows.push(dir_row(child_path.clone(), name, *mode, *mtime, FLAG_DIR, grandchildren));
                         self.collect(&child_path, grandchildren, depth + 1, rows, nested, counters)?;
                     }
                 }
@@ -376,6 +381,7 @@ impl CatalogWriter<'_> {
                         mtime: *mtime,
                         flags: FLAG_FILE,
                         symlink: "",
+                        links: 1,
                     });
                 }
                 Node::Symlink { mtime, target } => {
@@ -389,6 +395,7 @@ impl CatalogWriter<'_> {
                         mtime: *mtime,
                         flags: FLAG_FILE | FLAG_LINK,
                         symlink: target,
+                        links: 1,
                     });
                 }
             }
@@ -397,12 +404,17 @@ impl CatalogWriter<'_> {
     }
 }
 
-fn dir_row(path: String, name: &str, mode: u32, mtime: i64, flags: u32) -> Row<'_> {
-    Row { path, name, hash: None, size: 4096, mode: S_IFDIR | mode, mtime, flags, symlink: "" }
+fn dir_row<'a>(path: String, name: &'a str, mode: u32, mtime: i64, flags: u32, children: &BTreeMap<String, Node>) -> Row<'a> {
+    let subfolders = children.values().filter(|c| matches!(c, Node::Dir { .. })).count();
+    let links = u32::try_from(subfolders).unwrap_or(u32::MAX - 2).saturating_add(2);
+    Row { path, name, hash: None, size: 4096, mode: S_IFDIR | mode, mtime, flags, symlink: "", links }
 }
 
 fn content_digest(rows: &[Row], nested: &[(String, CatalogRef)]) -> String {
     let mut h = Sha1::new();
+    // What the rows mean: a catalog written before folders had their link counts (all 1)
+    // is written again once, not kept.
+    h.update(b"links\0");
     for r in rows {
         let hash = r.hash.map(hex::encode).unwrap_or_default();
         h.update(format!("{}\0{hash}\0{}\0{}\0{}\0{}\0{}\0", r.path, r.size, r.mode, r.mtime, r.flags, r.symlink));
@@ -446,5 +458,19 @@ mod tests {
         assert_eq!(b, i64::from_le_bytes([0xe9, 0x80, 0x09, 0x98, 0xec, 0xf8, 0x42, 0x7e]));
         assert_eq!(parent_of("/a/b"), "/a");
         assert_eq!(parent_of("/a"), "");
+    }
+
+    #[test]
+    fn a_folder_counts_two_links_and_one_per_subfolder() {
+        let dir = |children: Vec<(&str, Node)>| Node::Dir {
+            mode: 0o755,
+            mtime: 0,
+            children: children.into_iter().map(|(n, c)| (n.to_owned(), c)).collect(),
+        };
+        let file = Node::Symlink { mtime: 0, target: "x".into() };
+        let tree = dir(vec![("a", dir(vec![])), ("b", dir(vec![("c", dir(vec![]))])), ("f", file)]);
+        let Node::Dir { children, .. } = &tree else { unreachable!() };
+        assert_eq!(dir_row(String::new(), "", 0o755, 0, FLAG_DIR, children).links, 4);
+        assert_eq!(dir_row("/a".into(), "a", 0o755, 0, FLAG_DIR, &BTreeMap::new()).links, 2);
     }
 }
