@@ -1442,7 +1442,11 @@ fn download(request: tiny_http::Request, dir: &Path, name: &str, state: &Mutex<S
     let partial = range.is_some();
     file.seek(SeekFrom::Start(start as u64))?;
     let len = end.saturating_sub(start);
-    let mut headers = Vec::new();
+    // One request per connection: tiny_http 0.12 was seen leaving the next request on a
+    // kept-alive connection unread (130 bytes in the socket's queue, gah-app's prefetch
+    // waiting on it for minutes) while eight downloads ran at once; Apache serves them.
+    // The client opens a new connection instead, as it does with Apache's KeepAlive Off.
+    let mut headers = vec![tiny_http::Header::from_bytes(&b"Connection"[..], &b"close"[..]).expect("header")];
     if partial {
         let v = format!("bytes {start}-{}/{total}", end.saturating_sub(1));
         headers.push(tiny_http::Header::from_bytes(&b"Content-Range"[..], v.as_bytes()).expect("header"));
