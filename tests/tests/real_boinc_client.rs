@@ -467,7 +467,27 @@ fn real_boinc_client_suspend_resume() {
     }
     let _one = serial();
     let mut run = start("suspend");
-    let before = run.wait_mid_build();
+    let mut before = run.wait_mid_build();
+    if is_vm() {
+        // What is tested is a running VM paused and resumed: the guest must have said it
+        // started. (A CI run's task had reported nothing 120 s into EXECUTING and had no qemu
+        // when suspended; before its VM runs, a suspend freezes gah-app itself.)
+        let t0 = Instant::now();
+        while before.fraction_done() < 0.01 || qemus_of(&run.tmp, run.client.pgids()).is_empty() {
+            assert!(
+                t0.elapsed() < job_limit(),
+                "no running VM {:?} after mid-build (fraction {}); client log:\n{}",
+                t0.elapsed(),
+                before.fraction_done(),
+                run.client.log_tail(60)
+            );
+            std::thread::sleep(Duration::from_secs(2));
+            before = run.wait_task(Duration::from_secs(30), |_| true);
+        }
+        if t0.elapsed() > Duration::from_secs(2) {
+            eprintln!("suspend: the VM ran {:.0} s after mid-build", t0.elapsed().as_secs_f64());
+        }
+    }
     run.client.task_op(&run.result, "suspend").expect("suspend");
     let t0 = Instant::now();
     let suspended = run.wait_task(Duration::from_secs(60), |t| t.active_state() == "SUSPENDED");
