@@ -16,12 +16,10 @@ cd "$(dirname "$0")/.."
 OUT=${1:-.cache/bench-cvmfs-base}
 IMAGE=.cache/images/test
 [ -d "$IMAGE/rootfs" ] || { echo "no $IMAGE/rootfs: run scripts/setup.sh" >&2; exit 1; }
-cargo build --release -q -p gah-publish
-BIN=$PWD/target/release/gah-publish
+. bench/lib.sh
+build_publisher
 rm -rf "$OUT"
 mkdir -p "$OUT/src"
-
-. bench/lib.sh
 
 # Before: the app version's rootfs.tar (made by package-app-version.sh; gzipped on the wire).
 [ -f "$IMAGE/rootfs.tar" ] || tar -C "$IMAGE/rootfs" --sort=name --numeric-owner --format=gnu --exclude=./dev/* -cf "$IMAGE/rootfs.tar" .

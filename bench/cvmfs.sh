@@ -13,12 +13,10 @@
 set -eu
 cd "$(dirname "$0")/.."
 OUT=${1:-.cache/bench-cvmfs}
-cargo build --release -q -p gah-publish
-BIN=$PWD/target/release/gah-publish
+. bench/lib.sh
+build_publisher
 rm -rf "$OUT"
 mkdir -p "$OUT/src/repos" "$OUT/stratum" "$OUT/today"
-
-. bench/lib.sh
 
 # The tree a job read before the data plane as repo.tar + distfiles.tar.
 cp -a vm-images/overlay "$OUT/src/repos/gah"

@@ -14,3 +14,9 @@ serve() {
     sleep 1
     URL="http://127.0.0.1:$port/$2"
 }
+
+# build_publisher: builds gah-publish (release) and sets BIN to it.
+build_publisher() {
+    cargo build --release -q -p gah-publish
+    BIN=$PWD/target/release/gah-publish
+}

@@ -22,7 +22,7 @@ use md5::Md5;
 use rusqlite::{params, Connection};
 use sha1::{Digest, Sha1};
 
-use crate::objects::{Hash, Store, Suffix};
+use crate::objects::{chunk_spans, Content, Hash, Store, Suffix};
 use crate::PublishError;
 
 // Flags, from catalog_sql.h.
@@ -31,6 +31,7 @@ const FLAG_NESTED_MOUNTPOINT: u32 = 2;
 const FLAG_FILE: u32 = 4;
 const FLAG_LINK: u32 = 8;
 const FLAG_NESTED_ROOT: u32 = 32;
+const FLAG_FILE_CHUNK: u32 = 64;
 
 const S_IFDIR: u32 = 0o040_000;
 const S_IFREG: u32 = 0o100_000;
@@ -41,7 +42,7 @@ pub const CATALOG_MARKER: &str = ".cvmfscatalog";
 
 pub enum Node {
     Dir { mode: u32, mtime: i64, children: BTreeMap<String, Node> },
-    File { mode: u32, mtime: i64, size: u64, hash: Hash },
+    File { mode: u32, mtime: i64, content: Content },
     Symlink { mtime: i64, target: String },
 }
 
@@ -66,8 +67,8 @@ pub fn read_tree(dir: &Path, store: &mut Store) -> Result<Node, PublishError> {
             let target = target.into_os_string().into_string().map_err(|_| PublishError::NotUtf8(path.clone()))?;
             Node::Symlink { mtime: m.mtime(), target }
         } else if ft.is_file() {
-            let (hash, size) = store.put_source_file(&path)?;
-            Node::File { mode: m.permissions().mode() & 0o7777, mtime: m.mtime(), size, hash }
+            let content = store.put_source_file(&path)?;
+            Node::File { mode: m.permissions().mode() & 0o7777, mtime: m.mtime(), content }
         } else {
             // Device nodes, fifos, sockets: a guest root's /dev has some (the sandbox mounts
             // its own). Counted and said once per publication.
@@ -139,6 +140,8 @@ struct Row<'a> {
     mtime: i64,
     flags: u32,
     symlink: &'a str,
+    /// A big file's chunks, in order (see [`chunk_spans`]); empty for anything else.
+    chunks: &'a [Hash],
     /// `hardlinks`' low 32 bits, the link count: 1 for a file or link, 2 plus its
     /// subfolders for a folder, as a file system counts it (`cvmfs_swissknife check`
     /// checks it; `find` relies on it).
@@ -153,6 +156,9 @@ struct Counters {
     dir: i64,
     nested: i64,
     file_size: i64,
+    chunked: i64,
+    chunks: i64,
+    chunked_size: i64,
 }
 
 impl Counters {
@@ -162,6 +168,9 @@ impl Counters {
         self.dir += o.dir;
         self.nested += o.nested;
         self.file_size += o.file_size;
+        self.chunked += o.chunked;
+        self.chunks += o.chunks;
+        self.chunked_size += o.chunked_size;
     }
     fn fields(&self) -> [(&'static str, i64); 12] {
         [
@@ -170,10 +179,10 @@ impl Counters {
             ("special", 0),
             ("dir", self.dir),
             ("nested", self.nested),
-            ("chunked", 0),
-            ("chunks", 0),
+            ("chunked", self.chunked),
+            ("chunks", self.chunks),
             ("file_size", self.file_size),
-            ("chunked_size", 0),
+            ("chunked_size", self.chunked_size),
             ("xattr", 0),
             ("external", 0),
             ("external_file_size", 0),
@@ -264,6 +273,26 @@ impl CatalogWriter<'_> {
         rows.push(dir_row(path.to_owned(), name, *mode, *mtime, flags, children));
         counters.dir += 1;
         self.collect(path, children, path.matches('/').count(), &mut rows, &mut nested, &mut counters)?;
+        if !is_root && !children.contains_key(CATALOG_MARKER) {
+            // Every nested catalog's root holds its marker, as `cvmfs_server` leaves one
+            // where it makes a catalog (`CreateCatalogMarkers`: an empty 0644 file);
+            // `cvmfs_swissknife check` refuses a nested catalog without one. The folder's
+            // mtime, so that an unchanged folder's catalog is kept.
+            let hash = self.store.put_bytes(b"", Suffix::None)?;
+            counters.regular += 1;
+            rows.push(Row {
+                path: format!("{path}/{CATALOG_MARKER}"),
+                name: CATALOG_MARKER,
+                hash: Some(hash),
+                size: 0,
+                mode: S_IFREG | 0o644,
+                mtime: *mtime,
+                flags: FLAG_FILE,
+                symlink: "",
+                chunks: &[],
+                links: 1,
+            });
+        }
         for r in &nested {
             subtree.add(&r.1.total);
         }
@@ -326,6 +355,13 @@ impl CatalogWriter<'_> {
                         r.links
                     ])?;
                 }
+                let mut insert = tx.prepare("INSERT INTO chunks (md5path_1, md5path_2, offset, size, hash) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+                for r in rows.iter().filter(|r| !r.chunks.is_empty()) {
+                    let (m1, m2) = md5_pair(&r.path);
+                    for ((offset, size), hash) in chunk_spans(r.size).zip(r.chunks) {
+                        insert.execute(params![m1, m2, offset as i64, size as i64, &hash[..]])?;
+                    }
+                }
                 let mut insert = tx.prepare("INSERT INTO nested_catalogs (path, sha1, size) VALUES (?1, ?2, ?3)")?;
                 for (p, r) in &nested {
                     insert.execute(params![p, hex::encode(r.hash), i64::try_from(r.size).unwrap_or(i64::MAX)])?;
@@ -369,18 +405,29 @@ impl CatalogWriter<'_> {
                         self.collect(&child_path, grandchildren, depth + 1, rows, nested, counters)?;
                     }
                 }
-                Node::File { mode, mtime, size, hash } => {
+                Node::File { mode, mtime, content } => {
+                    let size = i64::try_from(content.size()).unwrap_or(i64::MAX);
                     counters.regular += 1;
-                    counters.file_size += i64::try_from(*size).unwrap_or(i64::MAX);
+                    counters.file_size += size;
+                    let (hash, flags, chunks) = match content {
+                        Content::Whole { hash, .. } => (Some(*hash), FLAG_FILE, &[][..]),
+                        Content::Chunked { chunks, .. } => {
+                            counters.chunked += 1;
+                            counters.chunks += chunks.len() as i64;
+                            counters.chunked_size += size;
+                            (None, FLAG_FILE | FLAG_FILE_CHUNK, &chunks[..])
+                        }
+                    };
                     rows.push(Row {
                         path: child_path,
                         name,
-                        hash: Some(*hash),
-                        size: *size,
+                        hash,
+                        size: content.size(),
                         mode: S_IFREG | mode,
                         mtime: *mtime,
-                        flags: FLAG_FILE,
+                        flags,
                         symlink: "",
+                        chunks,
                         links: 1,
                     });
                 }
@@ -395,6 +442,7 @@ impl CatalogWriter<'_> {
                         mtime: *mtime,
                         flags: FLAG_FILE | FLAG_LINK,
                         symlink: target,
+                        chunks: &[],
                         links: 1,
                     });
                 }
@@ -407,7 +455,7 @@ impl CatalogWriter<'_> {
 fn dir_row<'a>(path: String, name: &'a str, mode: u32, mtime: i64, flags: u32, children: &BTreeMap<String, Node>) -> Row<'a> {
     let subfolders = children.values().filter(|c| matches!(c, Node::Dir { .. })).count();
     let links = u32::try_from(subfolders).unwrap_or(u32::MAX - 2).saturating_add(2);
-    Row { path, name, hash: None, size: 4096, mode: S_IFDIR | mode, mtime, flags, symlink: "", links }
+    Row { path, name, hash: None, size: 4096, mode: S_IFDIR | mode, mtime, flags, symlink: "", chunks: &[], links }
 }
 
 fn content_digest(rows: &[Row], nested: &[(String, CatalogRef)]) -> String {
@@ -418,6 +466,9 @@ fn content_digest(rows: &[Row], nested: &[(String, CatalogRef)]) -> String {
     for r in rows {
         let hash = r.hash.map(hex::encode).unwrap_or_default();
         h.update(format!("{}\0{hash}\0{}\0{}\0{}\0{}\0{}\0", r.path, r.size, r.mode, r.mtime, r.flags, r.symlink));
+        for chunk in r.chunks {
+            h.update(chunk);
+        }
     }
     for (p, r) in nested {
         h.update(format!("N{p}\0{}\0", hex::encode(r.hash)));

@@ -339,6 +339,31 @@ pub struct Materialised {
     pub links_left_out: u64,
 }
 
+/// Writes to a file, leaving runs of zeros (a whole [`SPARSE_BLOCK`]) as holes: a disk
+/// image's unused space costs its reader no disk, as it cost none on the publisher's side.
+struct Sparse<'a>(&'a fs::File);
+
+/// The unit a run of zeros is skipped in (a file system block or more).
+const SPARSE_BLOCK: usize = 64 << 10;
+
+impl std::io::Write for Sparse<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        use std::io::Seek;
+        let mut file = self.0;
+        for block in buf.chunks(SPARSE_BLOCK) {
+            if block.len() == SPARSE_BLOCK && block.iter().all(|b| *b == 0) {
+                file.seek(std::io::SeekFrom::Current(SPARSE_BLOCK as i64))?;
+            } else {
+                file.write_all(block)?;
+            }
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// What [`materialise`] does with symbolic links.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Links {
@@ -352,8 +377,10 @@ pub enum Links {
 /// which must not exist: directories with their permission bits (and sticky bit; always
 /// owner-writable), regular files with their permission bits (never set-id), symbolic links as `links` says (never followed here). Names come from the
 /// verified catalogs, which the reader refuses when they could leave their parent.
+/// `.cvmfscatalog` markers are left out (the publisher adds one to every nested catalog's
+/// root; a source tree's own marker only told the publisher where to cut). Runs of zeros
+/// become holes (a sparse disk image stays sparse).
 pub fn materialise(reader: &crate::Reader, from: &str, into: &Path, links: Links) -> Result<Materialised, VerifyError> {
-    use std::io::Write;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let io = |p: &Path, e: std::io::Error| VerifyError::Io(p.display().to_string(), e);
     let mut done = Materialised::default();
@@ -368,6 +395,11 @@ pub fn materialise(reader: &crate::Reader, from: &str, into: &Path, links: Links
                 fs::create_dir(&target).map_err(|e| io(&target, e))?;
                 dirs.push((target.clone(), entry.mode & 0o1777));
                 for name in reader.list(&path)? {
+                    if name == crate::catalog::CATALOG_MARKER {
+                        // The publisher's marker at each nested catalog's root (an empty
+                        // file): not part of the tree that was published.
+                        continue;
+                    }
                     todo.push((format!("{path}/{name}"), target.join(&name)));
                 }
             }
@@ -375,19 +407,20 @@ pub fn materialise(reader: &crate::Reader, from: &str, into: &Path, links: Links
                 Links::Keep => std::os::unix::fs::symlink(&to, &target).map_err(|e| io(&target, e))?,
                 Links::LeaveOut => done.links_left_out += 1,
             },
-            crate::Kind::File { .. } => {
-                let bytes = reader.read(&path)?;
-                let mut f = fs::File::options()
+            crate::Kind::File { .. } | crate::Kind::Chunked => {
+                let f = fs::File::options()
                     .write(true)
                     .create_new(true)
                     .mode(0o600)
                     .custom_flags(nix::libc::O_NOFOLLOW)
                     .open(&target)
                     .map_err(|e| io(&target, e))?;
-                f.write_all(&bytes).map_err(|e| io(&target, e))?;
+                let size = reader.read_into(&path, &mut Sparse(&f))?;
+                // A file ending in a hole gets its length here.
+                f.set_len(size).map_err(|e| io(&target, e))?;
                 f.set_permissions(fs::Permissions::from_mode(entry.mode & 0o777)).map_err(|e| io(&target, e))?;
                 done.files += 1;
-                done.bytes += bytes.len() as u64;
+                done.bytes += size;
             }
         }
     }

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use objects::{Hash, Store, Suffix};
-pub use verify::{verify, verify_from, Entry, Kind, Reader, VerifyError};
+pub use verify::{verify, verify_from, Chunk, Entry, Kind, Reader, VerifyError};
 
 /// The manifest file, the whitelist, and the empty marker a stratum 1 looks for before it
 /// replicates.

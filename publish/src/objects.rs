@@ -1,8 +1,14 @@
 //! The content-addressed object store under `data/`, as CernVM-FS lays it out: every object
 //! is zlib-compressed and named by the SHA-1 of its *compressed* bytes, `data/XX/<rest>` plus
-//! a suffix letter for what it is (`C` catalog, `H` history, `X` certificate, none for file
-//! contents). An object that is already there is not written again: that is what makes a
-//! republication incremental.
+//! a suffix letter for what it is (`C` catalog, `H` history, `X` certificate, `P` a chunk of
+//! a big file, none for file contents). An object that is already there is not written
+//! again: that is what makes a republication incremental.
+//!
+//! A file of more than [`CHUNK_SIZE`] bytes is stored as chunks of that size (the last one
+//! shorter), each an object of its own, as `cvmfs_server` stores big files: a reader
+//! downloads, checks and holds one chunk at a time, and a disk image rebuilt with few
+//! changes shares most of its chunks with the last one (fixed-size chunks stay aligned to
+//! its blocks, where `cvmfs_server`'s content-defined cuts would serve a stream).
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -18,7 +24,7 @@ use crate::PublishError;
 pub type Hash = [u8; 20];
 
 /// What an object is, by the letter its name ends with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Suffix {
     /// File contents: no letter.
     None,
@@ -28,6 +34,8 @@ pub enum Suffix {
     History,
     /// The certificate whose key signs the manifest.
     Certificate,
+    /// One chunk of a big file (`kSuffixPartial`).
+    Partial,
 }
 
 impl Suffix {
@@ -37,6 +45,7 @@ impl Suffix {
             Suffix::Catalog => "C",
             Suffix::History => "H",
             Suffix::Certificate => "X",
+            Suffix::Partial => "P",
         }
     }
 }
@@ -51,6 +60,50 @@ pub fn object_path(repo: &Path, hash: &Hash, suffix: Suffix) -> PathBuf {
 pub fn object_rel(hash: &Hash, suffix: Suffix) -> String {
     let hex = hex::encode(hash);
     format!("data/{}/{}{}", &hex[..2], &hex[2..], suffix.letter())
+}
+
+/// Files of more than this many bytes are stored in chunks of this size: within
+/// `cvmfs_server`'s defaults (`CVMFS_MIN_CHUNK_SIZE` 4 MiB to `CVMFS_MAX_CHUNK_SIZE` 16 MiB,
+/// average 8 MiB), and what a reader holds in memory at once.
+pub const CHUNK_SIZE: u64 = 8 << 20;
+
+/// The chunk sizes a reader accepts (the last chunk of a file may be shorter):
+/// `cvmfs_server`'s most (`CVMFS_MAX_CHUNK_SIZE`'s default) and a quarter of its least, so
+/// that a catalog's chunk list stays short and one chunk small whatever it says.
+pub const MAX_CHUNK: u64 = 16 << 20;
+pub const MIN_CHUNK: u64 = 1 << 20;
+
+/// The (offset, size) of each chunk of a file of `size` bytes that is chunked
+/// (`size > CHUNK_SIZE`).
+pub fn chunk_spans(size: u64) -> impl Iterator<Item = (u64, u64)> {
+    (0..size.div_ceil(CHUNK_SIZE)).map(move |i| (i * CHUNK_SIZE, CHUNK_SIZE.min(size - i * CHUNK_SIZE)))
+}
+
+/// A source file's contents as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Content {
+    /// One object.
+    Whole { hash: Hash, size: u64 },
+    /// Two or more chunks, in order ([`chunk_spans`] gives where each lies). As
+    /// `cvmfs_server` stores a chunked file (without its legacy bulk chunks): the file has
+    /// no hash of its own and is not stored whole.
+    Chunked { size: u64, chunks: Vec<Hash> },
+}
+
+impl Content {
+    pub fn size(&self) -> u64 {
+        match self {
+            Content::Whole { size, .. } | Content::Chunked { size, .. } => *size,
+        }
+    }
+
+    /// Every object a reader fetches for it.
+    pub fn objects(&self) -> Vec<(Hash, Suffix)> {
+        match self {
+            Content::Whole { hash, .. } => vec![(*hash, Suffix::None)],
+            Content::Chunked { chunks, .. } => chunks.iter().map(|h| (*h, Suffix::Partial)).collect(),
+        }
+    }
 }
 
 /// What a source file looked like when it was compressed: device, inode, size, mtime and
@@ -73,9 +126,9 @@ pub struct Store {
     repo: PathBuf,
     /// The stat cache file (see [`Store::with_stat_cache`]) and what it said.
     stat_cache: Option<PathBuf>,
-    known: std::collections::HashMap<StatKey, (Hash, u64)>,
+    known: std::collections::HashMap<StatKey, Content>,
     /// What this publication saw: written back, so entries of files gone are dropped.
-    seen: std::collections::HashMap<StatKey, (Hash, u64)>,
+    seen: std::collections::HashMap<StatKey, Content>,
     /// Source files read and compressed (not taken from the stat cache).
     pub files_read: u64,
     /// Source entries that are not files, folders or links (left out): how many, and one.
@@ -135,14 +188,37 @@ impl Store {
     pub fn with_stat_cache(mut self, path: &Path) -> Store {
         if let Ok(text) = fs::read_to_string(path) {
             for line in text.lines() {
+                // dev ino size mtime ctime hash len, or for a chunked file
+                // dev ino size mtime ctime - len chunk-hash...
                 let f: Vec<&str> = line.split(' ').collect();
-                let [dev, ino, size, mtime, ctime, hash, len] = f[..] else { continue };
-                let mut h = [0u8; 20];
-                let parsed =
-                    (dev.parse(), ino.parse(), size.parse(), mtime.parse(), ctime.parse(), hex::decode_to_slice(hash, &mut h), len.parse());
-                if let (Ok(d), Ok(i), Ok(s), Ok(m), Ok(c), Ok(()), Ok(l)) = parsed {
-                    self.known.insert((d, i, s, m, c), (h, l));
+                let [dev, ino, size, mtime, ctime, hash, len, ref chunks @ ..] = f[..] else { continue };
+                let hex20 = |s: &str| {
+                    let mut h = [0u8; 20];
+                    hex::decode_to_slice(s, &mut h).ok().map(|()| h)
+                };
+                let (Ok(d), Ok(i), Ok(s), Ok(m), Ok(c), Ok(len)) =
+                    (dev.parse(), ino.parse(), size.parse(), mtime.parse(), ctime.parse(), len.parse::<u64>())
+                else {
+                    continue;
+                };
+                // Stored as this publisher stores a file of that size, or read again (a big
+                // file stored whole before chunking, a damaged line).
+                if len != s {
+                    continue;
                 }
+                let content = if len > CHUNK_SIZE {
+                    let chunks: Option<Vec<Hash>> = chunks.iter().map(|c| hex20(c)).collect();
+                    match chunks {
+                        Some(chunks) if hash == "-" && chunks.len() == chunk_spans(len).count() => Content::Chunked { size: len, chunks },
+                        _ => continue,
+                    }
+                } else {
+                    match hex20(hash) {
+                        Some(hash) if chunks.is_empty() => Content::Whole { hash, size: len },
+                        _ => continue,
+                    }
+                };
+                self.known.insert((d, i, s, m, c), content);
             }
         }
         self.stat_cache = Some(path.to_owned());
@@ -153,8 +229,18 @@ impl Store {
     pub fn save_stat_cache(&self) -> Result<(), PublishError> {
         let Some(path) = &self.stat_cache else { return Ok(()) };
         let mut text = String::new();
-        for ((d, i, s, m, c), (h, l)) in &self.seen {
-            text.push_str(&format!("{d} {i} {s} {m} {c} {} {l}\n", hex::encode(h)));
+        for ((d, i, s, m, c), content) in &self.seen {
+            match content {
+                Content::Whole { hash, size } => text.push_str(&format!("{d} {i} {s} {m} {c} {} {size}", hex::encode(hash))),
+                Content::Chunked { size, chunks } => {
+                    text.push_str(&format!("{d} {i} {s} {m} {c} - {size}"));
+                    for chunk in chunks {
+                        text.push(' ');
+                        text.push_str(&hex::encode(chunk));
+                    }
+                }
+            }
+            text.push('\n');
         }
         gah_util::atomic::write(path, text.as_bytes())?;
         Ok(())
@@ -204,29 +290,65 @@ impl Store {
 
     /// An object of a source file's contents: from the stat cache when the file did not
     /// change since it was last read and its object is still there, else read.
-    pub fn put_source_file(&mut self, path: &Path) -> Result<(Hash, u64), PublishError> {
+    pub fn put_source_file(&mut self, path: &Path) -> Result<Content, PublishError> {
         // Before the stat: a change during a long read may fall in the tick of the last one.
         let stat_time_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128);
         let mut file = File::open(path).map_err(|e| PublishError::io(path, e))?;
         let meta = file.metadata().map_err(|e| PublishError::io(path, e))?;
         let key = stat_key(&meta);
-        if let Some(&(hash, len)) = self.known.get(&key) {
-            if object_path(&self.repo, &hash, Suffix::None).exists() {
-                self.seen.insert(key, (hash, len));
-                return Ok((hash, len));
+        if let Some(content) = self.known.get(&key) {
+            if content.objects().iter().all(|(h, suffix)| object_path(&self.repo, h, *suffix).exists()) {
+                let content = content.clone();
+                self.seen.insert(key, content.clone());
+                return Ok(content);
             }
         }
         self.files_read += 1;
-        let (hash, len) = self.put_reader(&mut file, Suffix::None)?;
+        let content = if meta.len() > CHUNK_SIZE {
+            self.put_chunks(path, &mut file)?
+        } else {
+            let (hash, size) = self.put_reader(&mut file, Suffix::None)?;
+            Content::Whole { hash, size }
+        };
         // Only a file whose last change is older than the tick it was stat'ed in can be
         // trusted to have those bytes next time; one changed since is stat'ed anew.
         let last_change_ns = key.3.max(key.4);
         let settled = stat_time_ns - last_change_ns >= STAT_SETTLED.as_nanos() as i128;
         let unchanged_while_read = file.metadata().is_ok_and(|m| stat_key(&m) == key);
         if settled && unchanged_while_read {
-            self.seen.insert(key, (hash, len));
+            self.seen.insert(key, content.clone());
         }
-        Ok((hash, len))
+        Ok(content)
+    }
+
+    /// A big file's chunks, each stored as an object. A file that shrank to one chunk or
+    /// less while it was read is stored whole (`cvmfs_server` never makes one chunk).
+    fn put_chunks(&mut self, path: &Path, file: &mut File) -> Result<Content, PublishError> {
+        let mut read_piece = || {
+            let mut piece = Vec::new();
+            Read::by_ref(file).take(CHUNK_SIZE).read_to_end(&mut piece).map_err(|e| PublishError::io(path, e))?;
+            Ok::<_, PublishError>(piece)
+        };
+        let first = read_piece()?;
+        let mut next = read_piece()?;
+        if next.is_empty() || (first.len() as u64) < CHUNK_SIZE {
+            let (hash, size) = self.put_reader(&mut &first[..], Suffix::None)?;
+            return Ok(Content::Whole { hash, size });
+        }
+        let mut size = first.len() as u64;
+        let mut chunks = vec![self.put_reader(&mut &first[..], Suffix::Partial)?.0];
+        let mut last_was_whole = true;
+        drop(first);
+        // A short piece is the file's end as read (one that grew after it is read next time:
+        // its stat changed), so every chunk but the last is whole, as chunk_spans says.
+        while !next.is_empty() && last_was_whole {
+            size += next.len() as u64;
+            last_was_whole = next.len() as u64 == CHUNK_SIZE;
+            chunks.push(self.put_reader(&mut &next[..], Suffix::Partial)?.0);
+            next = if last_was_whole { read_piece()? } else { Vec::new() };
+        }
+        debug_assert_eq!(chunk_spans(size).count(), chunks.len());
+        Ok(Content::Chunked { size, chunks })
     }
 
     /// An object from bytes in memory.

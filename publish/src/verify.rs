@@ -13,7 +13,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::catalog::md5_pair;
 use crate::fetch::{Folder, Source};
-use crate::objects::{fetch_object, Hash, Suffix, MAX_METADATA_OBJECT};
+use crate::objects::{fetch_object, Hash, Suffix, MAX_CHUNK, MAX_METADATA_OBJECT, MIN_CHUNK};
 use crate::signed::{self, Letter};
 
 #[derive(Debug, thiserror::Error)]
@@ -171,8 +171,56 @@ pub struct Reader {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
     Dir,
-    File { hash: Hash },
+    /// A file that is one object, named by `hash`.
+    File {
+        hash: Hash,
+    },
+    /// A big file stored in chunks ([`Reader::chunks`]); as `cvmfs_server` writes them, it
+    /// has no hash of its own (one stored for old clients is not used).
+    Chunked,
     Symlink(String),
+}
+
+/// Checks a chunked file's chunk rows (offset, size, hash; by offset) against its `size`, as
+/// they come from the catalog: they must cover it from 0 with no gap or overlap (else a
+/// reader would write past or short of the file), each of [`MIN_CHUNK`] to [`MAX_CHUNK`]
+/// bytes (the last may be shorter), so that one chunk's inflating and the list's length stay
+/// bounded whatever a catalog says.
+pub fn check_chunks(
+    path: &str,
+    size: u64,
+    rows: impl Iterator<Item = Result<(i64, i64, Option<Vec<u8>>), VerifyError>>,
+) -> Result<Vec<Chunk>, VerifyError> {
+    let bad = |why: &str| VerifyError::Malformed("catalog", format!("{path}: chunks {why}"));
+    let mut out: Vec<Chunk> = Vec::new();
+    let mut next = 0u64;
+    for row in rows {
+        let (offset, chunk_size, hash) = row?;
+        let (Ok(offset), Ok(chunk_size)) = (u64::try_from(offset), u64::try_from(chunk_size)) else {
+            return Err(bad("with a negative offset or size"));
+        };
+        if offset != next || chunk_size == 0 {
+            return Err(bad("that leave a gap, overlap or are empty"));
+        }
+        if chunk_size > MAX_CHUNK || out.last().is_some_and(|c| c.size < MIN_CHUNK) {
+            return Err(bad(&format!("of other than {MIN_CHUNK} to {MAX_CHUNK} bytes")));
+        }
+        let hash = hash.and_then(|h| <Hash>::try_from(h.as_slice()).ok()).ok_or_else(|| bad("without a content hash"))?;
+        next = offset.checked_add(chunk_size).filter(|n| *n <= size).ok_or_else(|| bad(&format!("past the file's {size} bytes")))?;
+        out.push(Chunk { offset, size: chunk_size, hash });
+    }
+    if next != size || out.len() < 2 {
+        return Err(bad(&format!("cover {next} bytes of {size} in {} chunks (two or more)", out.len())));
+    }
+    Ok(out)
+}
+
+/// One chunk of a big file: where it lies and the object (suffix `P`) that holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    pub offset: u64,
+    pub size: u64,
+    pub hash: Hash,
 }
 
 #[derive(Debug, Clone)]
@@ -302,7 +350,11 @@ impl Reader {
                 Kind::Symlink(symlink.unwrap_or_default())
             } else {
                 let h = hash.and_then(|h| <Hash>::try_from(h.as_slice()).ok());
-                Kind::File { hash: h.ok_or_else(|| VerifyError::Malformed("catalog", format!("{path}: no content hash")))? }
+                if flags & 64 != 0 {
+                    Kind::Chunked
+                } else {
+                    Kind::File { hash: h.ok_or_else(|| VerifyError::Malformed("catalog", format!("{path}: no content hash")))? }
+                }
             };
             Ok(Entry { path: path.to_owned(), mode, size: u64::try_from(size).unwrap_or(0), kind })
         })
@@ -324,15 +376,51 @@ impl Reader {
         })
     }
 
-    /// The contents of the regular file at `path`, its object's hash checked.
+    /// The chunks of the chunked file `entry`, in order, as [`check_chunks`] accepts them.
+    pub fn chunks(&self, entry: &Entry) -> Result<Vec<Chunk>, VerifyError> {
+        let (m1, m2) = md5_pair(&entry.path);
+        self.with_catalog(&entry.path, |db| {
+            let mut stmt = db.prepare("SELECT offset, size, hash FROM chunks WHERE md5path_1 = ?1 AND md5path_2 = ?2 ORDER BY offset")?;
+            let rows = stmt.query_map([m1, m2], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, Option<Vec<u8>>>(2)?)))?;
+            check_chunks(&entry.path, entry.size, rows.map(|r| r.map_err(VerifyError::from)))
+        })
+    }
+
+    /// The contents of the regular file at `path`, each object's hash checked: the whole
+    /// file in memory (see [`Reader::read_into`] for big ones).
     pub fn read(&self, path: &str) -> Result<Vec<u8>, VerifyError> {
-        let entry = self.lookup(path)?;
-        let Kind::File { hash } = entry.kind else { return Err(VerifyError::NotAFile(path.to_owned())) };
-        let bytes = fetch_object(self.source.as_ref(), &hash, Suffix::None, entry.size)?;
-        if bytes.len() as u64 != entry.size {
-            return Err(VerifyError::Size { path: path.to_owned(), found: bytes.len() as u64, expected: entry.size });
-        }
+        let mut bytes = Vec::new();
+        self.read_into(path, &mut bytes)?;
         Ok(bytes)
+    }
+
+    /// Writes the contents of the regular file at `path` to `out`, one object at a time (a
+    /// chunked file is never whole in memory), each checked before any of its bytes are
+    /// written; returns its size.
+    pub fn read_into(&self, path: &str, out: &mut dyn std::io::Write) -> Result<u64, VerifyError> {
+        let entry = self.lookup(path)?;
+        let pieces: Vec<(Hash, Suffix, u64)> = match entry.kind {
+            Kind::File { hash } => vec![(hash, Suffix::None, entry.size)],
+            Kind::Chunked => self.chunks(&entry)?.into_iter().map(|c| (c.hash, Suffix::Partial, c.size)).collect(),
+            _ => return Err(VerifyError::NotAFile(path.to_owned())),
+        };
+        for (hash, suffix, size) in pieces {
+            let bytes = fetch_object(self.source.as_ref(), &hash, suffix, size)?;
+            if bytes.len() as u64 != size {
+                return Err(VerifyError::Size { path: path.to_owned(), found: bytes.len() as u64, expected: size });
+            }
+            out.write_all(&bytes).map_err(|e| VerifyError::Io(path.to_owned(), e))?;
+        }
+        Ok(entry.size)
+    }
+
+    /// The objects a read of the file `entry` fetches.
+    fn objects_of(&self, entry: &Entry) -> Result<Vec<(Hash, Suffix)>, VerifyError> {
+        Ok(match entry.kind {
+            Kind::Chunked => self.chunks(entry)?.into_iter().map(|c| (c.hash, Suffix::Partial)).collect(),
+            Kind::File { hash } => vec![(hash, Suffix::None)],
+            _ => Vec::new(),
+        })
     }
 
     /// Has the source fetch, `threads` at a time, the object of every regular file below
@@ -344,25 +432,24 @@ impl Reader {
         let mut objects = std::collections::BTreeSet::new();
         let mut todo = vec![from.trim_end_matches('/').to_owned()];
         while let Some(path) = todo.pop() {
-            match self.lookup(&path)?.kind {
+            let entry = self.lookup(&path)?;
+            match entry.kind {
                 Kind::Dir => todo.extend(self.list(&path)?.into_iter().map(|name| format!("{path}/{name}"))),
-                Kind::File { hash } => {
-                    objects.insert(hash);
-                }
+                Kind::File { .. } | Kind::Chunked => objects.extend(self.objects_of(&entry)?),
                 Kind::Symlink(_) => {}
             }
         }
         let source: &(dyn crate::fetch::Source + Send + Sync) = self.source.as_ref();
         // Only what a read would download: a cached object is checked when it is read.
-        let objects: Vec<Hash> = objects.into_iter().filter(|h| !source.has(h, Suffix::None)).collect();
+        let objects: Vec<(Hash, Suffix)> = objects.into_iter().filter(|(h, suffix)| !source.has(h, *suffix)).collect();
         let next = std::sync::atomic::AtomicUsize::new(0);
         std::thread::scope(|scope| {
             let workers: Vec<_> = (0..threads.max(1))
                 .map(|_| {
                     scope.spawn(|| loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(hash) = objects.get(i) else { return Ok(()) };
-                        if let Err(e) = source.object(hash, Suffix::None) {
+                        let Some((hash, suffix)) = objects.get(i) else { return Ok(()) };
+                        if let Err(e) = source.object(hash, *suffix) {
                             // The others stop at their next object.
                             next.store(objects.len(), std::sync::atomic::Ordering::Relaxed);
                             return Err(e);
@@ -397,11 +484,47 @@ impl Reader {
     pub fn check_all(&self) -> Result<usize, VerifyError> {
         let mut n = 0;
         for entry in self.walk()? {
-            if matches!(entry.kind, Kind::File { .. }) {
-                self.read(&entry.path)?;
+            if matches!(entry.kind, Kind::File { .. } | Kind::Chunked) {
+                self.read_into(&entry.path, &mut std::io::sink())?;
                 n += 1;
             }
         }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const M: i64 = 1 << 20;
+
+    fn check(size: u64, rows: &[(i64, i64, Option<&[u8]>)]) -> Result<Vec<(u64, u64)>, String> {
+        let rows = rows.iter().map(|(o, s, h)| Ok((*o, *s, h.map(<[u8]>::to_vec))));
+        check_chunks("/f", size, rows).map(|c| c.iter().map(|c| (c.offset, c.size)).collect()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn chunks_must_cover_the_file_exactly_in_bounded_pieces() {
+        let h = Some(&[7u8; 20][..]);
+        assert_eq!(check(8 * 1024 * 1024 + 5, &[(0, 8 * M, h), (8 * M, 5, h)]).unwrap(), [(0, 8 << 20), (8 << 20, 5)]);
+        for (size, rows, why) in [
+            (10, vec![], "cover 0 bytes"),
+            (8 << 20, vec![(0, 8 * M, h)], "two or more"),
+            (16 << 20, vec![(0, 8 * M, h), (9 * M, 7 * M, h)], "gap"),
+            (16 << 20, vec![(0, 8 * M, h), (4 * M, 12 * M, h)], "overlap"),
+            (16 << 20, vec![(0, 8 * M, h), (8 * M, 8 * M, h), (8 * M, 8 * M, h)], "overlap"),
+            (16 << 20, vec![(0, 0, h), (0, 16 * M, h)], "empty"),
+            (16 << 20, vec![(0, -1, h), (0, 16 * M, h)], "negative"),
+            (32 << 20, vec![(0, 32 * M, h)], "bytes"),
+            (16 << 20, vec![(0, 1, h), (1, 16 * M - 1, h)], "bytes"),
+            (16 << 20, vec![(0, 8 * M, h), (8 * M, 16 * M, h)], "past the file"),
+            (u64::MAX, vec![(i64::MAX, 8 * M, h)], "gap"),
+            (16 << 20, vec![(0, 8 * M, h), (8 * M, 8 * M, None)], "without a content hash"),
+            (16 << 20, vec![(0, 8 * M, h), (8 * M, 8 * M, Some(&[1u8; 19][..]))], "without a content hash"),
+        ] {
+            let e = check(size, &rows).expect_err(why);
+            assert!(e.contains(why), "{why}: {e}");
+        }
     }
 }

@@ -41,11 +41,27 @@ pub fn make_tree(root: &Path) {
     }
     big.truncate(3 << 20);
     w("dev-lang/big/blob.bin", &big);
+    w("dev-lang/big/disk.img", &disk_image(0));
     w("scripts/run.sh", b"#!/bin/sh\necho hi\n");
     fs::set_permissions(root.join("scripts/run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
     w("README.txt", b"the root catalog holds this\n");
     std::os::unix::fs::symlink("../app-misc/hello", root.join("scripts/hello-link")).unwrap();
     std::os::unix::fs::symlink("does/not/exist", root.join("dangling")).unwrap();
+}
+
+/// A file stored in chunks (two whole ones and a short one): 4 KiB blocks that each say
+/// their number, as a disk image's blocks differ; `changed` blocks say something else.
+pub fn disk_image(changed: usize) -> Vec<u8> {
+    let size = usize::try_from(2 * gah_publish::objects::CHUNK_SIZE + 12_345).unwrap();
+    let mut image = Vec::with_capacity(size);
+    for block in 0..size.div_ceil(4096) {
+        let mut b = [0u8; 4096];
+        let text = if block < changed { format!("changed block {block}") } else { format!("block {block}") };
+        b[..text.len()].copy_from_slice(text.as_bytes());
+        image.extend_from_slice(&b);
+    }
+    image.truncate(size);
+    image
 }
 
 /// Every entry below `root` as (repository path, metadata), parents first.
