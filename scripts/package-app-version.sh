@@ -7,7 +7,8 @@
 # projects/<project folder>/: gah-app (main program), gah-agent, libboinc_api.so.7,
 # libboinc.so.7, the guest image files named by content and app_info.xml (from
 # templates/app_info.xml). The guest flavour decides the image files:
-#   vm       vmlinux-<sha>, initramfs-<sha>.cpio.gz, rootfs-<sha>.ext4
+#   vm       vmlinux-<sha>, initramfs-<sha>.cpio.gz, rootfs-<sha>.ext4 (none with
+#            --disk-in-repository: the disk then comes from the project's repository)
 #   sandbox  rootfs-<sha>.tar: the root folder as one file (BOINC ships files, not folders);
 #            gah-app unpacks it once per host beside itself. The tar is made from the image's
 #            rootfs/ and cached as IMAGE/rootfs.tar until the image changes. None with
@@ -33,6 +34,10 @@
 #                      the sandbox's guest root is published in the project's CernVM-FS
 #                      repository (at /base, as gah deploy does): no rootfs.tar; gah-app
 #                      reads the root once per host and base from there.
+#   --disk-in-repository
+#                      the vm's root disk is published in the project's CernVM-FS
+#                      repository (at /base-disk/rootfs.ext4, as gah deploy does): no
+#                      rootfs.ext4; gah-app reads the disk once per host and content.
 #   --link             hard-link the big files instead of copying (same file system; tests)
 #   --boinc-apps DIR   also lay out the server-sent app version as BOINC's update_versions
 #                      reads it (tools/update_versions): DIR/gah/<version>/
@@ -60,6 +65,7 @@ link=0
 boinc_apps=""
 cvmfs_key=""
 base_in_repository=0
+disk_in_repository=0
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -72,6 +78,7 @@ while [ $# -gt 0 ]; do
     --guest) guest="$2"; shift 2 ;;
     --link) link=1; shift ;;
     --base-in-repository) base_in_repository=1; shift ;;
+    --disk-in-repository) disk_in_repository=1; shift ;;
     --cvmfs-key) cvmfs_key="$2"; shift 2 ;;
     --boinc-apps) boinc_apps="$2"; shift 2 ;;
     -h|--help) usage ;;
@@ -82,10 +89,12 @@ done
 [ $# -eq 1 ] || usage
 out="$1"
 die() { echo "package-app-version: $*" >&2; exit 1; }
+disk=("$image/rootfs.ext4")
+[ "$disk_in_repository" = 0 ] || disk=()
 case "$guest" in
-  vm) need=("$image/vmlinux" "$image/initramfs.cpio.gz" "$image/rootfs.ext4"); default_cmdline="--backend vm" ;;
+  vm) need=("$image/vmlinux" "$image/initramfs.cpio.gz" "${disk[@]}"); default_cmdline="--backend vm" ;;
   sandbox) need=(); default_cmdline="--backend sandbox" ;;
-  both) need=("$image/vmlinux" "$image/initramfs.cpio.gz" "$image/rootfs.ext4"); default_cmdline="--backend auto" ;;
+  both) need=("$image/vmlinux" "$image/initramfs.cpio.gz" "${disk[@]}"); default_cmdline="--backend auto" ;;
   *) die "--guest must be vm, sandbox or both, not '$guest'" ;;
 esac
 [ -n "$cmdline" ] || cmdline="$default_cmdline"
@@ -153,7 +162,9 @@ images=()
 if [ "$guest" != sandbox ]; then
   images+=("vmlinux-$(hash_of "$image/vmlinux")|vmlinux|$image/vmlinux")
   images+=("initramfs-$(hash_of "$image/initramfs.cpio.gz").cpio.gz|initramfs.cpio.gz|$image/initramfs.cpio.gz")
-  images+=("rootfs-$(hash_of "$image/rootfs.ext4").ext4|rootfs.ext4|$image/rootfs.ext4")
+  if [ "$disk_in_repository" = 0 ]; then
+    images+=("rootfs-$(hash_of "$image/rootfs.ext4").ext4|rootfs.ext4|$image/rootfs.ext4")
+  fi
 fi
 if [ "$guest" != vm ] && [ "$base_in_repository" = 0 ]; then
   tar_src="$(rootfs_tar)"

@@ -37,13 +37,15 @@ cargo build --release --workspace --bins --quiet
 phase "workspace tests" cargo test --release --workspace --no-fail-fast -- --test-threads=1 --skip real_boinc_client
 
 # The real Debian boinc-client runs gah-app: end to end, suspend/resume, kill/restart and
-# abort, first on the VM backend (TCG here: about 20 minutes for the four) ... The server-sent
+# abort, first on the VM backend (TCG here: about 20 minutes for the four; the end-to-end
+# job's disk comes from the data plane, the others' from the app version) ... The server-sent
 # (signed) app version runs on the sandbox backend only: the vm flavour would add its 4 GiB
 # disk's signing and gzip and another TCG job; it was run by hand on a real BOINC server
 # (docs/DEPLOY.md).
 GAH_BOINC_BACKEND=vm phase "real client, vm" cargo test --release -p gah-tests --test real_boinc_client -- \
   --test-threads=1 --nocapture real_boinc_client --skip server_sent --skip badly_signed
-# ... then on the sandbox backend, its root shipped as the app version's rootfs.tar.
+# ... then on the sandbox backend, its root shipped as the app version's rootfs.tar (the
+# end-to-end job's from the data plane's /base).
 GAH_BOINC_BACKEND=sandbox phase "real client, sandbox" cargo test --release -p gah-tests --test real_boinc_client -- \
   --test-threads=1 --nocapture real_boinc_client
 

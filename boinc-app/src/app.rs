@@ -258,7 +258,9 @@ pub struct Args {
     /// The guest initramfs.
     #[arg(long, default_value = "initramfs.cpio.gz")]
     pub initramfs: String,
-    /// The guest root as an ext4 disk image (vm backend).
+    /// The guest root as an ext4 disk image (vm backend). A disk the workunit's data.json
+    /// names is read from the repository instead (once per host and content, into
+    /// `cvmfs-base` beside the cache); so is the repository's, when this file is missing.
     #[arg(long, default_value = "rootfs.ext4")]
     pub rootfs_disk: String,
     /// The guest root as a folder (sandbox backend); when it is no folder, --rootfs-archive
@@ -326,7 +328,8 @@ pub fn main(args: Args) -> Result<(), AppError> {
         Some(_) => None,
         None => Some(DataPlane::new(&args, crate::data_plane::read_ref(&resolve(&args.data)?)?, &resolve)?),
     };
-    // Why the repository's guest root could not be had, if that is why no backend is.
+    // Why the repository's guest root (or root disk) could not be had, if that is why no
+    // backend is: what was said, whether the server was unreachable, which backend needed it.
     let base_failure = std::cell::RefCell::new(None);
     // Only when the sandbox is a candidate: unpacking the archive or reading the base costs
     // a while, once per host.
@@ -342,7 +345,7 @@ pub fn main(args: Args) -> Result<(), AppError> {
             Ok(tree) => Ok(tree),
             Err(e) => {
                 let why = format!("the guest root could not be read: {}", error_chain(&e));
-                *base_failure.borrow_mut() = Some((why.clone(), e.is_unreachable()));
+                *base_failure.borrow_mut() = Some((why.clone(), e.is_unreachable(), BackendKind::Sandbox));
                 Err(AppError::Base(why))
             }
         };
@@ -361,18 +364,42 @@ pub fn main(args: Args) -> Result<(), AppError> {
         }
         Err(AppError::NoGuestRoot { tree, archive })
     };
+    // Only when a VM is chosen: reading the disk costs hundreds of MB, once per host.
+    let rootfs_disk = || -> Result<PathBuf, AppError> {
+        let from_plane = |plane: &DataPlane| match plane.repository().and_then(|r| r.disk(&plane.base_dir)) {
+            Ok(disk) => Ok(disk),
+            Err(e) => {
+                let why = format!("the root disk could not be read: {}", error_chain(&e));
+                *base_failure.borrow_mut() = Some((why.clone(), e.is_unreachable(), BackendKind::Vm));
+                Err(AppError::Base(why))
+            }
+        };
+        // As for the sandbox's root: the disk the workunit names, else the app version's,
+        // else the repository's current one (an app version that carries none).
+        if let Some(disk) = plane.as_ref().filter(|p| p.data.disk.is_some()).map(from_plane).transpose()?.flatten() {
+            return Ok(disk);
+        }
+        if image.rootfs_ext4.is_file() {
+            return Ok(image.rootfs_ext4.clone());
+        }
+        if let Some(disk) = plane.as_ref().filter(|p| p.data.disk.is_none()).map(from_plane).transpose()?.flatten() {
+            return Ok(disk);
+        }
+        // Named missing by the image check.
+        Ok(image.rootfs_ext4.clone())
+    };
     let binpkgs = resolve(&args.binpkgs)?;
     // Checked now, not after hours of building.
     let keep = args.keep_binpkgs.as_deref().map(|dir| keep_folder(dir, &binpkgs)).transpose()?;
     let slot = absolute(&args.slot.clone().unwrap_or_else(|| PathBuf::from("slot")))?;
 
-    let backend = match choose(args.backend, &image, rootfs_tree) {
+    let backend = match choose(args.backend, &image, rootfs_tree, rootfs_disk) {
         Ok(b) => b,
-        Err(_) if base_failure.borrow().as_ref().is_some_and(|(_, unreachable)| *unreachable) && !runtime.is_standalone() => {
+        Err(_) if base_failure.borrow().as_ref().is_some_and(|(_, unreachable, _)| *unreachable) && !runtime.is_standalone() => {
             // The project's server gave no answer and this host has no copy of the root yet:
             // nothing has started, so the task waits (its slot kept) rather than spend its
             // result; the client runs it again later.
-            let why = base_failure.borrow().clone().map(|(why, _)| why).unwrap_or_default();
+            let why = base_failure.borrow().clone().map(|(why, ..)| why).unwrap_or_default();
             tracing::warn!(target: SAY, "{why}; trying again in {} minutes", BASE_RETRY.as_secs() / 60);
             let never = runtime.temporary_exit(BASE_RETRY, &why, true).map_err(AppError::TemporaryExit)?;
             match never {}
@@ -381,10 +408,10 @@ pub fn main(args: Args) -> Result<(), AppError> {
             // The guest root could not be had (refused by the reader as tampered, or the
             // host's disk; or, run by hand, the repository unreachable): nothing about the
             // package, so infra_error, which the validator takes and the QA pages discount.
-            let why = base_failure.borrow().clone().map(|(why, _)| why).unwrap_or_default();
+            let (why, _, kind) = base_failure.borrow().clone().unwrap_or_else(|| (String::new(), false, BackendKind::Sandbox));
             tracing::warn!(target: SAY, "{why}");
             let ended = Ended { job: &job, output: &output, slot: &slot, keep: None };
-            let outcome = infra(&job, &why).on(BackendKind::Sandbox, Accelerator::None);
+            let outcome = infra(&job, &why).on(kind, Accelerator::None);
             match ended.finish(&runtime, &outcome, format!("gah-app: {why}\n").as_bytes(), None)? {}
         }
         Err(e) if !runtime.is_standalone() => {

@@ -59,6 +59,14 @@ pub enum DataPlaneError {
         /// The path.
         path: String,
     },
+    /// The path named as the root disk is not a regular file.
+    #[error("{url}: {path} is not a root disk (a regular file)")]
+    NotADisk {
+        /// The repository's URL.
+        url: String,
+        /// The path.
+        path: String,
+    },
     /// The host's tree of the guest root could not be made.
     #[error("the guest root from the repository")]
     Base(#[from] crate::rootfs_archive::RootfsError),
@@ -204,6 +212,46 @@ impl Repository {
         Ok(Some(tree.join("root")))
     }
 
+    /// The vm guest's root disk the job names (`disk`), as a file of the host shared by its
+    /// tasks (the backing file of each task's overlay, which qemu opens read-only): `dir`
+    /// holds one copy per disk content (its chunks' hashes), written once, one chunk at a
+    /// time with runs of zeros as holes. A job that names no disk gets the current
+    /// revision's [`DISK_AT`](gah_core::data_ref::DISK_AT) if there is one; `None` otherwise.
+    pub fn disk(&self, dir: &Path) -> Result<Option<PathBuf>, DataPlaneError> {
+        use gah_core::data_ref::DISK_AT;
+        let read = read_error(&self.data);
+        let (reader, path) = match &self.data.disk {
+            Some(disk) => (self.pinned()?, disk.as_str()),
+            None => match self.current.lookup(DISK_AT) {
+                Ok(entry) if matches!(entry.kind, gah_publish::Kind::File { .. } | gah_publish::Kind::Chunked) => (&self.current, DISK_AT),
+                _ => return Ok(None),
+            },
+        };
+        let entry = reader.lookup(path).map_err(read(path))?;
+        if !matches!(entry.kind, gah_publish::Kind::File { .. } | gah_publish::Kind::Chunked) {
+            return Err(DataPlaneError::NotADisk { url: self.data.url.clone(), path: path.to_owned() });
+        }
+        let key = format!("disk-{}", hex::encode(reader.content_id(&entry).map_err(read(path))?));
+        let tree = crate::rootfs_archive::from_repository(dir, &key, |tmp: &Path| -> Result<(), DataPlaneError> {
+            let (started, before) = (std::time::Instant::now(), self.downloaded());
+            tracing::info!(target: SAY, "reading the root disk {path} ({} MB) once for this host", entry.size >> 20);
+            reader.prefetch(path, PREFETCH_THREADS).map_err(read(path))?;
+            let file = tmp.join(DISK_FILE);
+            let got = materialise(reader, path, &file, Links::LeaveOut).map_err(read(path))?;
+            // Read-only for everyone: qemu (as its own user when gah-app is root) opens it as
+            // the read-only backing file of each task's overlay, and nothing may write it.
+            use std::os::unix::fs::PermissionsExt;
+            for (p, mode) in [(&file, 0o444), (&tmp.to_path_buf(), 0o755)] {
+                std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+                    .map_err(|e| read(path)(gah_publish::VerifyError::Io(p.display().to_string(), e)))?;
+            }
+            tracing::info!(target: SAY, "root disk read: {} MB in {:.1} s", got.bytes >> 20, started.elapsed().as_secs_f64());
+            self.say_downloaded("the root disk", before);
+            Ok(())
+        })?;
+        Ok(Some(tree.join(DISK_FILE)))
+    }
+
     /// Writes the job's inputs into `into` (`repo/`, `distfiles/`, `binpkgs/`; `into` must
     /// not hold them yet).
     pub fn fetch(&self, into: &Path) -> Result<Fetched, DataPlaneError> {
@@ -238,6 +286,9 @@ impl Repository {
         Ok(Fetched { repo, distfiles, binpkgs })
     }
 }
+
+/// The root disk's name in its host folder.
+const DISK_FILE: &str = "rootfs.ext4";
 
 fn read_error(data: &DataRef) -> impl Fn(&str) -> Box<dyn FnOnce(gah_publish::VerifyError) -> DataPlaneError> + '_ {
     move |what: &str| {

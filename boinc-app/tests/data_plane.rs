@@ -69,6 +69,7 @@ fn the_inputs_come_from_the_revision_the_job_names() {
         distfiles: vec!["/distfiles/a-1.tar.gz".into()],
         binpkgs: Some("/binpkgs".into()),
         base: None,
+        disk: None,
     };
     let key = gah_publish::keys::master_pub_path(&keys, NAME);
     let cache = dir.path().join("cache");
@@ -190,4 +191,82 @@ fn a_server_that_gives_no_answer_is_unreachable() {
     let e = base(&data, &access, &dir.path().join("bases")).unwrap_err();
     assert!(e.is_unreachable(), "{}", gah_util::error_chain(&e));
     assert!(gah_util::error_chain(&e).contains("cannot be reached"), "{}", gah_util::error_chain(&e));
+}
+
+/// The vm's root disk (issue 11, item 3): published on its own at `/base-disk/rootfs.ext4`
+/// (a file mount, stored in chunks), read once per host and disk content into one file,
+/// sparse where the image is, whatever else the repository's revisions change; a new image
+/// is a new file beside it, and a tampered chunk is refused, naming the disk.
+#[test]
+fn the_root_disk_is_read_once_per_disk_content() {
+    use gah_core::data_ref::DISK_AT;
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (src, stratum, keys) = (dir.path().join("src"), dir.path().join("stratum"), dir.path().join("keys"));
+    write(&src, "repos/gah/profiles/repo_name", b"gah\n");
+    // A disk image as mkfs leaves one: a few written blocks in a long run of zeros.
+    let image = dir.path().join("rootfs.ext4");
+    let mut disk = vec![0u8; 40 << 20];
+    disk[4096..4100].copy_from_slice(b"ext4");
+    disk[(30 << 20)..(30 << 20) + 5].copy_from_slice(b"files");
+    fs::write(&image, &disk).unwrap();
+    let publish = || {
+        let mounts =
+            [gah_publish::Mount { at: "/repos/gah", from: &src.join("repos/gah") }, gah_publish::Mount { at: DISK_AT, from: &image }];
+        gah_publish::publish_mounts(&mounts, &stratum.join(NAME), NAME, &keys).unwrap()
+    };
+    let first = publish();
+    let url = format!("{}/{NAME}", serve(&stratum));
+    let key = gah_publish::keys::master_pub_path(&keys, NAME);
+    let (cache, bases) = (dir.path().join("cache"), dir.path().join("bases"));
+    let access = Access { master_key: &key, cache: &cache, cache_quota: 1 << 30, proxy: None };
+    let disk_of = |data: &DataRef| Repository::open(data, &access)?.disk(&bases);
+    let data = DataRef::new(NAME, &url, first.revision, &first.root_catalog_hash, "gah", [], false).unwrap();
+    // A workunit made before the disk was published names none: it gets the current one.
+    let unnamed = disk_of(&data).unwrap().expect("the current revision's disk");
+    let data = data.with_disk();
+    let file = disk_of(&data).unwrap().expect("the disk");
+    assert_eq!(file, unnamed, "the same content, the same file");
+    assert!(fs::read(&file).unwrap() == disk, "byte for byte");
+    let meta = fs::metadata(&file).unwrap();
+    assert!(meta.blocks() * 512 < 4 << 20, "sparse: {} bytes on disk for 40 MiB", meta.blocks() * 512);
+
+    // The tree moves on, the disk does not: the same file, nothing downloaded for it again.
+    write(&src, "repos/gah/app-misc/x/x-1.ebuild", b"EAPI=8\n");
+    let second = publish();
+    let data2 = DataRef::new(NAME, &url, second.revision, &second.root_catalog_hash, "gah", [], false).unwrap().with_disk();
+    assert_eq!(disk_of(&data2).unwrap().unwrap(), file);
+
+    // A folder is no disk.
+    let named = DataRef { disk: Some("/repos/gah".into()), ..data2.clone() };
+    assert!(matches!(disk_of(&named).unwrap_err(), DataPlaneError::NotADisk { .. }));
+
+    // A rebuilt image (one block changed) is a new file beside the old.
+    disk[(20 << 20) + 7] = b'!';
+    fs::write(&image, &disk).unwrap();
+    let third = publish();
+    let data3 = DataRef::new(NAME, &url, third.revision, &third.root_catalog_hash, "gah", [], false).unwrap().with_disk();
+    let new_file = disk_of(&data3).unwrap().unwrap();
+    assert_ne!(new_file, file);
+    assert!(fs::read(&new_file).unwrap() == disk);
+
+    // A tampered chunk of a disk not yet on this host: refused, naming the disk, no file.
+    disk[(35 << 20) + 1] = b'?';
+    fs::write(&image, &disk).unwrap();
+    let fourth = publish();
+    let reader = gah_publish::verify(&stratum.join(NAME), NAME, &key).unwrap();
+    let entry = reader.lookup(DISK_AT).unwrap();
+    let last = reader.chunks(&entry).unwrap().pop().unwrap();
+    let object = gah_publish::objects::object_path(&stratum.join(NAME), &last.hash, gah_publish::objects::Suffix::Partial);
+    let mut bytes = fs::read(&object).unwrap();
+    let end = bytes.len() - 1;
+    bytes[end] ^= 1;
+    fs::write(&object, bytes).unwrap();
+    let data4 = DataRef::new(NAME, &url, fourth.revision, &fourth.root_catalog_hash, "gah", [], false).unwrap().with_disk();
+    let e = disk_of(&data4).unwrap_err();
+    assert!(gah_util::error_chain(&e).contains(DISK_AT), "{}", gah_util::error_chain(&e));
+    assert!(!e.is_unreachable(), "refused, not unreachable: a task ends as infra_error");
+    let files: Vec<_> =
+        fs::read_dir(&bases).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).filter(|n| n.ends_with(".d")).collect();
+    assert_eq!(files.len(), 2, "no half file left: {files:?}");
 }

@@ -16,6 +16,10 @@ pub const DISTFILES_AT: &str = "/distfiles";
 pub const BINPKGS_AT: &str = "/binpkgs";
 /// Where the guest's root file system is in it (the sandbox flavour's base system).
 pub const BASE_AT: &str = "/base";
+/// Where the vm flavour's root disk (an ext4 image, stored in chunks) is in it.
+pub const DISK_AT: &str = "/base-disk/rootfs.ext4";
+/// The top-level folder that holds [`DISK_AT`].
+pub const DISK_DIR: &str = "/base-disk";
 
 /// Where the ebuild repository named `repo_name` is in it: `/repos/<repo_name>`.
 pub fn repo_path(repo_name: &str) -> String {
@@ -51,6 +55,11 @@ pub struct DataRef {
     /// Absent: the app version's own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<String>,
+    /// The vm guest's root disk, e.g. `/base-disk/rootfs.ext4`, when the app version does not
+    /// carry one: read once per host and content, the backing file of every task's overlay.
+    /// Absent: the app version's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<String>,
 }
 
 impl DataRef {
@@ -81,6 +90,7 @@ impl DataRef {
             distfiles,
             binpkgs: binpkgs.then(|| BINPKGS_AT.to_owned()),
             base: None,
+            disk: None,
         };
         DataRef::from_json(&data.to_json())
     }
@@ -90,6 +100,11 @@ impl DataRef {
         DataRef { base: Some(BASE_AT.to_owned()), ..self }
     }
 
+    /// The same reference, naming the repository's root disk ([`DISK_AT`]).
+    pub fn with_disk(self) -> DataRef {
+        DataRef { disk: Some(DISK_AT.to_owned()), ..self }
+    }
+
     /// Parses `data.json`, refusing other format versions and paths that are not absolute
     /// repository paths (`/a/b`, no `.`, `..` or empty parts).
     pub fn from_json(bytes: &[u8]) -> Result<DataRef, crate::Error> {
@@ -97,7 +112,8 @@ impl DataRef {
         if r.format != DATA_REF_FORMAT {
             return Err(crate::Error::Format { what: "data.json", found: r.format, expected: DATA_REF_FORMAT });
         }
-        let bad = std::iter::once(&r.repo).chain(&r.distfiles).chain(&r.binpkgs).chain(&r.base).find(|p| !is_repository_path(p));
+        let bad =
+            std::iter::once(&r.repo).chain(&r.distfiles).chain(&r.binpkgs).chain(&r.base).chain(&r.disk).find(|p| !is_repository_path(p));
         if let Some(p) = bad {
             return Err(crate::Error::Invalid { what: "data.json", why: format!("{p:?} is not a path in the repository") });
         }
@@ -146,7 +162,13 @@ mod tests {
             distfiles: vec!["/distfiles/bzip2-1.0.8.tar.gz".into()],
             binpkgs: Some("/binpkgs".into()),
             base: Some(BASE_AT.into()),
+            disk: Some(DISK_AT.into()),
         }
+    }
+
+    #[test]
+    fn the_disk_is_in_its_folder() {
+        assert_eq!(DISK_AT.rsplit_once('/').map(|(dir, _)| dir), Some(DISK_DIR));
     }
 
     #[test]
@@ -160,9 +182,12 @@ mod tests {
         assert!(DataRef::from_json(&r.to_json()).is_err());
         let r = DataRef { base: Some("/../base".into()), ..example() };
         assert!(DataRef::from_json(&r.to_json()).is_err());
-        let without = DataRef { binpkgs: None, base: None, ..example() };
+        let r = DataRef { disk: Some("/base-disk/../../x".into()), ..example() };
+        assert!(DataRef::from_json(&r.to_json()).is_err());
+        let without = DataRef { binpkgs: None, base: None, disk: None, ..example() };
         assert!(!String::from_utf8(without.to_json()).unwrap().contains("binpkgs"), "left out when none");
         assert!(!String::from_utf8(without.to_json()).unwrap().contains("base"), "left out when none");
+        assert!(!String::from_utf8(without.to_json()).unwrap().contains("disk"), "left out when none");
         let r = DataRef { root_catalog: "xyz".into(), ..example() };
         assert!(DataRef::from_json(&r.to_json()).is_err());
         let r = DataRef { format: 2, ..example() };

@@ -16,7 +16,9 @@
 //! - `gah.conf` (gah_core::project) naming the results database and the queue;
 //! - with `--repo`, the data plane (issue 11): the repository (at `/repos/<its name>`), the
 //!   distfiles (at `/distfiles`) and, with the sandbox plan class, the image's guest root (at
-//!   `/base`; the sandbox app version then carries no `rootfs.tar`) published as the next revision of the CernVM-FS repository
+//!   `/base`; the sandbox app version then carries no `rootfs.tar`) and, with a vm plan
+//!   class, its root disk (at `/base-disk/rootfs.ext4`, in chunks; the vm app version then
+//!   carries no `rootfs.ext4`) published as the next revision of the CernVM-FS repository
 //!   `gentoo.gah` in `<download_dir>/cvmfs/gentoo.gah` (config.xml's; make_project's Apache
 //!   configuration serves that folder with PHP off), keys in `gah/cvmfs-keys/`, the public
 //!   master key shipped as every app version's `gentoo.gah.pub`;
@@ -140,11 +142,17 @@ pub fn deploy(args: &DeployArgs, root: &Path) -> anyhow::Result<()> {
     // then carries none, and a new base is a publication.
     let base = image.join("rootfs");
     let base = (args.repo.is_some() && args.plan_classes.iter().any(|c| c == "sandbox") && base.is_dir()).then_some(base);
+    // And the vm flavour's root disk (stored in chunks): its app version then carries none.
+    let disk = image.join("rootfs.ext4");
+    let disk = (args.repo.is_some() && args.plan_classes.iter().any(|c| c != "sandbox") && disk.is_file()).then_some(disk);
     if args.repo.is_some() {
         // Refused before anything is installed: a running project keeps its programs.
-        plane.refuse_to_drop(args.distfiles.is_some(), base.is_some())?;
+        plane.refuse_to_drop(args.distfiles.is_some(), base.is_some(), disk.is_some())?;
         if base.is_some() {
-            refuse_first_base_for_old_versions(&project, &plane, args)?;
+            refuse_first_root_for_old_versions(&project, &plane, args, gah_core::data_ref::BASE_AT, "the guest root")?;
+        }
+        if disk.is_some() {
+            refuse_first_root_for_old_versions(&project, &plane, args, gah_core::data_ref::DISK_DIR, "the root disk")?;
         }
     }
     let bin = args.bin.clone().unwrap_or_else(|| root.join("target/release"));
@@ -166,7 +174,7 @@ pub fn deploy(args: &DeployArgs, root: &Path) -> anyhow::Result<()> {
     let (_, made) = gah_publish::keys::load_or_generate(&plane.keys, CVMFS_NAME).map_err(|e| anyhow::anyhow!("{e}"))?;
     say(format!("{DATA_DIR}/cvmfs-keys/{CVMFS_NAME}.pub"), if made { Done::Installed } else { Done::Unchanged });
     if let Some(repo) = &args.repo {
-        plane.publish(repo, args.distfiles.as_deref(), base.as_deref())?;
+        plane.publish(repo, args.distfiles.as_deref(), base.as_deref(), disk.as_deref())?;
         generate_queue(&project, repo, &plane, args)?;
         if !args.no_localise {
             say(format!("{DATA_DIR}/repo (metadata the daemon localises failures over)"), copy_metadata(repo, &data.join("repo"))?);
@@ -174,11 +182,14 @@ pub fn deploy(args: &DeployArgs, root: &Path) -> anyhow::Result<()> {
     }
     add_app(&project)?;
     if !args.no_app_version {
-        let base_published = gah_publish::current_revision(&plane.published, CVMFS_NAME)
+        let top_level = gah_publish::current_revision(&plane.published, CVMFS_NAME)
             .map_err(|e| anyhow::anyhow!("{e}"))?
-            .is_some_and(|r| r.top_level.iter().any(|p| p == gah_core::data_ref::BASE_AT));
+            .map(|r| r.top_level)
+            .unwrap_or_default();
+        let published = |folder: &str| top_level.iter().any(|p| p == folder);
+        let (base_published, disk_published) = (published(gah_core::data_ref::BASE_AT), published(gah_core::data_ref::DISK_DIR));
         for plan_class in &args.plan_classes {
-            let app_version = AppVersion { plan_class, version_num: args.version_num, base_published };
+            let app_version = AppVersion { plan_class, version_num: args.version_num, base_published, disk_published };
             lay_out_app_version(root, &project, &bin, &image, &plane.master_key(), &app_version)?;
         }
         let out =
@@ -234,8 +245,8 @@ impl DataPlane {
 
     /// Refuses a publication that would drop a folder the previous revision had and readers
     /// rely on: the queue's jobs name files in `/distfiles`, and sandbox app versions laid
-    /// out over `/base` carry no guest root of their own.
-    fn refuse_to_drop(&self, distfiles: bool, base: bool) -> anyhow::Result<()> {
+    /// out over `/base` (vm ones over `/base-disk`) carry no guest root of their own.
+    fn refuse_to_drop(&self, distfiles: bool, base: bool, disk: bool) -> anyhow::Result<()> {
         let previous = gah_publish::current_revision(&self.published, CVMFS_NAME).map_err(|e| anyhow::anyhow!("{e}"))?;
         let had = |folder: &str| previous.as_ref().is_some_and(|r| r.top_level.iter().any(|p| p == folder));
         if had(gah_core::data_ref::DISTFILES_AT) && !distfiles {
@@ -251,13 +262,21 @@ impl DataPlane {
                 self.published.display()
             );
         }
+        if had(gah_core::data_ref::DISK_DIR) && !disk {
+            bail!(
+                "{} holds /base-disk from an earlier deploy and the vm app versions read their root disk there: keep a vm \
+                 plan class and give an --image with rootfs.ext4",
+                self.published.display()
+            );
+        }
         Ok(())
     }
 
-    /// Publishes `repo` at `/repos/<its name>`, `distfiles` at `/distfiles` and the guest
-    /// root `base` at `/base` as the next revision (only new objects are written; readers
-    /// see the old revision or the new one).
-    fn publish(&self, repo: &Path, distfiles: Option<&Path>, base: Option<&Path>) -> anyhow::Result<()> {
+    /// Publishes `repo` at `/repos/<its name>`, `distfiles` at `/distfiles`, the guest
+    /// root `base` at `/base` and the root disk `disk` at `/base-disk/rootfs.ext4` as the
+    /// next revision (only new objects are written; readers see the old revision or the new
+    /// one).
+    fn publish(&self, repo: &Path, distfiles: Option<&Path>, base: Option<&Path>, disk: Option<&Path>) -> anyhow::Result<()> {
         let name_file = repo.join("profiles/repo_name");
         let name = fs::read_to_string(&name_file).with_context(|| format!("read {} (the repository's name)", name_file.display()))?;
         let name = name.trim();
@@ -271,6 +290,9 @@ impl DataPlane {
         }
         if let Some(base) = base {
             mounts.push(gah_publish::Mount { at: gah_core::data_ref::BASE_AT, from: base });
+        }
+        if let Some(disk) = disk {
+            mounts.push(gah_publish::Mount { at: gah_core::data_ref::DISK_AT, from: disk });
         }
         let p = gah_publish::publish_mounts(&mounts, &self.published, CVMFS_NAME, &self.keys)
             .with_context(|| format!("publishing {} into {}", repo.display(), self.published.display()))?;
@@ -608,16 +630,23 @@ fn add_app(project: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Refuses to publish `/base` for the first time while an app version laid out before it
-/// would still run workunits: its gah-app refuses every data.json that names a base (unknown
+/// Refuses to publish `folder` (`/base`, `/base-disk`: `what`) for the first time while an
+/// app version laid out before it would still run workunits: its gah-app refuses every
+/// data.json that names it (unknown
 /// fields are refused), and the work generator names it in every workunit's, whatever the
 /// plan class. So every plan class the project has must get a new version in this deploy
 /// (deploy does not lay out a version twice).
-fn refuse_first_base_for_old_versions(project: &Path, plane: &DataPlane, args: &DeployArgs) -> anyhow::Result<()> {
-    let had_base = gah_publish::current_revision(&plane.published, CVMFS_NAME)
+fn refuse_first_root_for_old_versions(
+    project: &Path,
+    plane: &DataPlane,
+    args: &DeployArgs,
+    folder: &str,
+    what: &str,
+) -> anyhow::Result<()> {
+    let had = gah_publish::current_revision(&plane.published, CVMFS_NAME)
         .map_err(|e| anyhow::anyhow!("{e}"))?
-        .is_some_and(|r| r.top_level.iter().any(|p| p == gah_core::data_ref::BASE_AT));
-    if had_base {
+        .is_some_and(|r| r.top_level.iter().any(|p| p == folder));
+    if had {
         return Ok(());
     }
     let renewed = |class: &str| {
@@ -637,7 +666,7 @@ fn refuse_first_base_for_old_versions(project: &Path, plane: &DataPlane, args: &
     if !old.is_empty() {
         old.sort();
         bail!(
-            "app versions {} were laid out before the guest root was published at /base, and their gah-app would refuse \
+            "app versions {} were laid out before {what} was published at {folder}, and their gah-app would refuse \
              workunits that name it: deploy every plan class ({}) with a new --version-num (docs/DEPLOY.md, upgrading)",
             old.join(", "),
             args.plan_classes.join(",")
@@ -652,12 +681,14 @@ struct AppVersion<'a> {
     version_num: u32,
     /// The repository holds the guest root: a sandbox version carries none.
     base_published: bool,
+    /// The repository holds the root disk: a vm version carries none.
+    disk_published: bool,
 }
 
 /// `scripts/package-app-version.sh --boinc-apps PROJECT/apps`, the anonymous-platform files
 /// kept under `gah/app-version/<class>/` (also what a volunteer may use as app_info.xml).
 fn lay_out_app_version(root: &Path, project: &Path, bin: &Path, image: &Path, cvmfs_key: &Path, v: &AppVersion<'_>) -> anyhow::Result<()> {
-    let AppVersion { plan_class, version_num, base_published } = *v;
+    let AppVersion { plan_class, version_num, base_published, disk_published } = *v;
     let guest = if plan_class == "sandbox" { "sandbox" } else { "vm" };
     let version_dir = project.join(format!("apps/{APP_NAME}/{version_num}/{PLATFORM}__{plan_class}"));
     if version_dir.join("version.xml").is_file() {
@@ -679,6 +710,7 @@ fn lay_out_app_version(root: &Path, project: &Path, bin: &Path, image: &Path, cv
         .arg("--cvmfs-key")
         .arg(cvmfs_key)
         .args(base_published.then_some("--base-in-repository"))
+        .args(disk_published.then_some("--disk-in-repository"))
         .arg("--boinc-apps")
         .arg(project.join("apps"))
         .arg(project.join(DATA_DIR).join("app-version").join(plan_class));

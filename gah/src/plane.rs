@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use gah_core::data_ref::{repo_path, DataRef, BASE_AT, BINPKGS_AT, DEFAULT_NAME, DISTFILES_AT};
+use gah_core::data_ref::{repo_path, DataRef, BASE_AT, BINPKGS_AT, DEFAULT_NAME, DISK_AT, DISTFILES_AT};
 use gah_core::job::Job;
 use gah_ebuild::{Profile, Repository};
 use gah_publish::Mount;
@@ -33,6 +33,8 @@ pub struct LocalPlane {
     binpkgs: PathBuf,
     /// The guest root published at `/base` (sandbox), if any.
     base: Option<PathBuf>,
+    /// The root disk published at `/base-disk/rootfs.ext4` (vm), if any.
+    disk: Option<PathBuf>,
     /// The guest image folder (kernel, initramfs, disk; and `rootfs/` unless published).
     image: PathBuf,
     repo_dir: PathBuf,
@@ -49,8 +51,14 @@ impl LocalPlane {
     /// Publishes the overlay, the distfiles and the binary packages (only changed objects are
     /// written), and starts serving them.
     /// With `base` (the image's `rootfs/`), the guest root is published at `/base` and
-    /// `gah-app` reads it from there, once per base content, as a volunteer's does.
-    pub fn start(layout: &Layout, repos: Vec<Repository>, profile: Profile, base: Option<PathBuf>) -> anyhow::Result<LocalPlane> {
+    /// `gah-app` reads it from there, once per base content, as a volunteer's does; with
+    /// `disk` (the image's `rootfs.ext4`), so is the vm's root disk, at `/base-disk`.
+    pub fn start(layout: &Layout, repos: Vec<Repository>, profile: Profile, guest_root: GuestRoot) -> anyhow::Result<LocalPlane> {
+        let (base, disk) = match guest_root {
+            GuestRoot::Image => (None, None),
+            GuestRoot::Tree(tree) => (Some(tree), None),
+            GuestRoot::Disk(disk) => (None, Some(disk)),
+        };
         let srv = layout.cvmfs.join("srv");
         let overlay_name = repos.first().map_or_else(|| "gah".to_owned(), |r| r.name.clone());
         anyhow::ensure!(
@@ -69,6 +77,7 @@ impl LocalPlane {
             distfiles: layout.distfiles.clone(),
             binpkgs: layout.binpkgs.clone(),
             base,
+            disk,
             image: layout.image.clone(),
             repo_dir: srv.join(NAME),
             master_key: gah_publish::keys::master_pub_path(&keys, NAME),
@@ -80,7 +89,7 @@ impl LocalPlane {
             _server: server,
         };
         let revision = plane.republish()?;
-        let base = plane.base.as_ref().map(|b| format!(", the guest root {}", b.display())).unwrap_or_default();
+        let base = plane.base.as_ref().or(plane.disk.as_ref()).map(|b| format!(", the guest root {}", b.display())).unwrap_or_default();
         println!(
             "gah run: published {}, {}, {}{base} as {NAME} revision {revision}, served at {}",
             plane.overlay.display(),
@@ -100,6 +109,7 @@ impl LocalPlane {
             Mount { at: BINPKGS_AT, from: &self.binpkgs },
         ];
         mounts.extend(self.base.as_deref().map(|from| Mount { at: BASE_AT, from }));
+        mounts.extend(self.disk.as_deref().map(|from| Mount { at: DISK_AT, from }));
         let published = gah_publish::publish_mounts(&mounts, &self.repo_dir, NAME, &self.keys)
             .with_context(|| format!("publishing into {}", self.repo_dir.display()))?;
         *self.current.lock().expect("the plane's revision") = (published.revision, published.root_catalog_hash);
@@ -121,12 +131,13 @@ impl LocalPlane {
         }
         let (revision, root_catalog) = self.current.lock().expect("the plane's revision").clone();
         let data = DataRef::new(NAME, &self.url, revision, &root_catalog, &job.repo, distfiles, true)?;
-        Ok(if self.base.is_some() { data.with_base() } else { data })
+        let data = if self.base.is_some() { data.with_base() } else { data };
+        Ok(if self.disk.is_some() { data.with_disk() } else { data })
     }
 
     /// `gah-app`'s arguments for a job whose `data.json` is at `data`: the data plane, and
     /// the image's files (all of them with `--image`, or only the vm's when the guest root
-    /// comes from the plane).
+    /// comes from the plane; a disk `data.json` names wins over `--rootfs-disk`).
     pub fn app_args(&self, data: &Path) -> Vec<std::ffi::OsString> {
         let mut args: Vec<std::ffi::OsString> = vec!["--data".into(), data.into()];
         args.extend(["--cvmfs-key".into(), self.master_key.clone().into()]);
@@ -140,6 +151,16 @@ impl LocalPlane {
         }
         args
     }
+}
+
+/// Where `gah run`'s guest root comes from.
+pub enum GuestRoot {
+    /// The image folder's own files (`--image`).
+    Image,
+    /// This folder (the image's `rootfs/`), published at `/base` (the sandbox's).
+    Tree(PathBuf),
+    /// This disk image (the image's `rootfs.ext4`), published at `/base-disk` (the vm's).
+    Disk(PathBuf),
 }
 
 /// A folder served over HTTP on a loopback port (static files only, as the project's web
@@ -221,7 +242,7 @@ mod tests {
         std::fs::write(layout.distfiles.join("unrelated.tar.gz"), b"x").unwrap();
         std::fs::create_dir_all(&layout.binpkgs).unwrap();
         let (repos, _) = gah_workgen::plan::load_repos(std::slice::from_ref(&layout.overlay));
-        let plane = LocalPlane::start(&layout, repos, Profile::amd64_linux(), None).unwrap();
+        let plane = LocalPlane::start(&layout, repos, Profile::amd64_linux(), GuestRoot::Image).unwrap();
         let job = Job::new("gah", "app-misc/hello-1", Default::default(), gah_core::job::Compiler::Gcc, 60);
         let data = plane.data_ref(&job).unwrap();
         assert_eq!(data.distfiles, ["/distfiles/hello-1.tar.gz"]);

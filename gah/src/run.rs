@@ -21,7 +21,7 @@ use gah_core::progress::AppReport;
 use gah_util::pkgdir::Merged;
 
 use crate::layout::Layout;
-use crate::plane::LocalPlane;
+use crate::plane::{GuestRoot, LocalPlane};
 
 /// Options of `gah run`.
 #[derive(Debug, Clone)]
@@ -102,10 +102,16 @@ pub fn run(layout: &Layout, config: &RunConfig) -> anyhow::Result<()> {
     fs::create_dir_all(&layout.binpkgs)?;
     let app = sibling_program("gah-app")?;
     // Every job reads its inputs as a volunteer's does: through the data plane.
-    // The sandbox's guest root goes through the plane too, as on a BOINC server (a vm guest
-    // boots the image's disk).
-    let base = Some(layout.image.join("rootfs")).filter(|r| config.backend != "vm" && r.is_dir());
-    let plane = LocalPlane::start(layout, repos, gah_ebuild::Profile::amd64_linux(), base)?;
+    // The guest root goes through the plane too, as on a BOINC server: the sandbox's tree,
+    // or the vm's disk (stored in chunks; gah-app reads it once into the host's cache).
+    let (tree, disk) = (layout.image.join("rootfs"), layout.image.join("rootfs.ext4"));
+    let guest_root = match config.backend.as_str() {
+        "vm" if disk.is_file() => GuestRoot::Disk(disk),
+        "vm" => GuestRoot::Image,
+        _ if tree.is_dir() => GuestRoot::Tree(tree),
+        _ => GuestRoot::Image,
+    };
+    let plane = LocalPlane::start(layout, repos, gah_ebuild::Profile::amd64_linux(), guest_root)?;
     let mut rows = Vec::new();
     let total = jobs.len();
     let ctx = JobRunner { app: &app, layout, config, snapshot, plane: &plane };

@@ -93,8 +93,11 @@ pub fn read_mounts(mounts: &[crate::Mount<'_>], store: &mut Store) -> Result<Nod
         if !(mount.at.is_empty() || mount.at.starts_with('/')) || parts.iter().any(|p| *p == "." || *p == "..") {
             return Err(bad());
         }
-        let tree = read_tree(mount.from, store)?;
+        let tree = read_mount(mount.from, store)?;
         let Some((last, above)) = parts.split_last() else {
+            if !matches!(tree, Node::Dir { .. }) {
+                return Err(PublishError::Nested(format!("{} is mounted at the root and is no folder", mount.from.display())));
+            }
             if root.is_some() {
                 return Err(PublishError::Nested("the root is mounted twice, or after another mount".into()));
             }
@@ -112,6 +115,17 @@ pub fn read_mounts(mounts: &[crate::Mount<'_>], store: &mut Store) -> Result<Nod
         }
     }
     Ok(root.unwrap_or_else(empty_dir))
+}
+
+/// A mount's source: a folder ([`read_tree`]), or one file (a disk image published on its
+/// own, e.g. at `/base-disk/rootfs.ext4`).
+fn read_mount(from: &Path, store: &mut Store) -> Result<Node, PublishError> {
+    let m = fs::symlink_metadata(from).map_err(|e| PublishError::io(from, e))?;
+    if m.file_type().is_file() {
+        let content = store.put_source_file(from)?;
+        return Ok(Node::File { mode: m.permissions().mode() & 0o7777, mtime: m.mtime(), content });
+    }
+    read_tree(from, store)
 }
 
 fn empty_dir() -> Node {

@@ -111,7 +111,7 @@ pub struct Published {
 pub struct Mount<'a> {
     /// Where in the repository.
     pub at: &'a str,
-    /// The folder on disk.
+    /// The folder on disk, or a file (not at the root).
     pub from: &'a Path,
 }
 

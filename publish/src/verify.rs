@@ -423,6 +423,25 @@ impl Reader {
         })
     }
 
+    /// What names a regular file's contents, whole or chunked: its object's hash, or the
+    /// SHA-1 of its size and its chunks' hashes in order. Equal ids, equal bytes (each object
+    /// is checked against its hash when read): a reader can keep one copy per id.
+    pub fn content_id(&self, entry: &Entry) -> Result<Hash, VerifyError> {
+        use sha1::Digest;
+        match entry.kind {
+            Kind::File { hash } => Ok(hash),
+            Kind::Chunked => {
+                let mut h = sha1::Sha1::new();
+                h.update(entry.size.to_le_bytes());
+                for chunk in self.chunks(entry)? {
+                    h.update(chunk.hash);
+                }
+                Ok(h.finalize().into())
+            }
+            _ => Err(VerifyError::NotAFile(entry.path.clone())),
+        }
+    }
+
     /// Has the source fetch, `threads` at a time, the object of every regular file below
     /// `from` (each once), so that reading them later does not wait on one download after
     /// another: what a folder of thousands of small files (a guest root) needs over HTTP. The

@@ -103,3 +103,36 @@ fn an_image_changed_in_one_place_shares_its_other_chunks() {
     assert_eq!(gah_publish::publish(&src, &out, NAME, &keys).unwrap().files_read, 1);
     assert!(object_path(&out, &first, Suffix::Partial).is_file());
 }
+
+/// A disk image is published on its own, as a file mounted at a path (the vm's root disk at
+/// `/base-disk/rootfs.ext4`), beside folders; only a folder can be the root.
+#[test]
+fn a_file_can_be_mounted_at_a_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, out, keys) = (dir.path().join("src"), dir.path().join("out"), dir.path().join("keys"));
+    fs::create_dir_all(src.join("tree")).unwrap();
+    fs::write(src.join("tree/a"), b"a").unwrap();
+    fs::write(src.join("disk.img"), disk_image(0)).unwrap();
+    let (tree, disk) = (src.join("tree"), src.join("disk.img"));
+    let mounts = [gah_publish::Mount { at: "/repos/t", from: &tree }, gah_publish::Mount { at: "/base-disk/rootfs.ext4", from: &disk }];
+    gah_publish::publish_mounts(&mounts, &out, NAME, &keys).unwrap();
+    let reader = gah_publish::verify(&out, NAME, &gah_publish::keys::master_pub_path(&keys, NAME)).unwrap();
+    // A top-level folder: a nested catalog of its own, with its marker.
+    assert_eq!(reader.list("/base-disk").unwrap(), [".cvmfscatalog", "rootfs.ext4"]);
+    let entry = reader.lookup("/base-disk/rootfs.ext4").unwrap();
+    assert_eq!(entry.kind, Kind::Chunked);
+    assert!(reader.read("/base-disk/rootfs.ext4").unwrap() == disk_image(0));
+    assert_eq!(reader.read("/repos/t/a").unwrap(), b"a");
+    // Its content id: the same bytes published again give the same id; a change, another.
+    let id = reader.content_id(&entry).unwrap();
+    gah_publish::publish_mounts(&mounts, &out, NAME, &keys).unwrap();
+    let again = gah_publish::verify(&out, NAME, &gah_publish::keys::master_pub_path(&keys, NAME)).unwrap();
+    assert_eq!(again.content_id(&again.lookup("/base-disk/rootfs.ext4").unwrap()).unwrap(), id);
+    fs::write(&disk, disk_image(1)).unwrap();
+    gah_publish::publish_mounts(&mounts, &out, NAME, &keys).unwrap();
+    let changed = gah_publish::verify(&out, NAME, &gah_publish::keys::master_pub_path(&keys, NAME)).unwrap();
+    assert_ne!(changed.content_id(&changed.lookup("/base-disk/rootfs.ext4").unwrap()).unwrap(), id);
+
+    let e = gah_publish::publish_mounts(&[gah_publish::Mount { at: "", from: &disk }], &dir.path().join("out2"), NAME, &keys).unwrap_err();
+    assert!(e.to_string().contains("no folder"), "{e}");
+}

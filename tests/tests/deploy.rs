@@ -270,6 +270,10 @@ fn the_first_guest_root_is_not_published_under_an_app_version_laid_out_before_it
     let published = project.join("download/cvmfs/gentoo.gah");
     let revision = || gah_publish::current_revision(&published, "gentoo.gah").unwrap().unwrap();
     assert!(!revision().top_level.contains(&"/base".to_owned()));
+    // Its root disk went into the repository: the vm version carries none.
+    assert!(revision().top_level.contains(&"/base-disk".to_owned()), "{said}");
+    let version_xml = fs::read_to_string(project.join("apps/gah/100/x86_64-pc-linux-gnu__vm/version.xml")).unwrap();
+    assert!(!version_xml.contains("rootfs"), "{version_xml}");
     let before = revision().revision;
 
     // The sandbox added with the same version number: refused, naming the version, nothing published.
@@ -278,10 +282,10 @@ fn the_first_guest_root_is_not_published_under_an_app_version_laid_out_before_it
     assert!(!ok && said.contains("app versions 100 (vm) were laid out before the guest root"), "{said}");
     assert_eq!(revision().revision, before, "{said}");
     assert!(!said.contains("deploy: bin/"), "refused before installing anything: {said}");
-    // The sandbox alone with a new number: the vm version 100 would still get workunits
-    // naming the root, which its gah-app refuses.
+    // The sandbox alone with a new number: refused too (the vm version 100 would still get
+    // workunits naming the root; first, though, the vm's root disk would be dropped).
     let (ok, said) = deploy_classes(&project, &image, &repo, "sandbox", &["--version-num", "101"]);
-    assert!(!ok && said.contains("app versions 100 (vm) were laid out before the guest root"), "{said}");
+    assert!(!ok && said.contains("holds /base-disk from an earlier deploy"), "{said}");
     assert_eq!(revision().revision, before, "{said}");
     // With a new one: the root published, the sandbox version carries none.
     let (ok, said) = deploy_classes(&project, &image, &repo, "sandbox,vm", &["--version-num", "101"]);
@@ -289,6 +293,42 @@ fn the_first_guest_root_is_not_published_under_an_app_version_laid_out_before_it
     assert!(revision().top_level.contains(&"/base".to_owned()), "{said}");
     let version_xml = fs::read_to_string(project.join("apps/gah/101/x86_64-pc-linux-gnu__sandbox/version.xml")).unwrap();
     assert!(!version_xml.contains("rootfs"), "{version_xml}");
+}
+
+/// The same for the vm's root disk: a vm app version laid out before `/base-disk` existed
+/// (by an earlier gah, with its own `rootfs.ext4`) would refuse a data.json naming a disk.
+#[test]
+fn the_first_root_disk_is_not_published_under_an_app_version_laid_out_before_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (project, image, repo) = (tmp.path().join("project"), tmp.path().join("image"), tmp.path().join("repo"));
+    stand_in_project(&project);
+    fs::create_dir_all(&image).unwrap();
+    for file in ["vmlinux", "initramfs.cpio.gz", "rootfs.ext4"] {
+        fs::write(image.join(file), format!("stand-in {file}")).unwrap();
+    }
+    fs::create_dir_all(repo.join("profiles")).unwrap();
+    fs::write(repo.join("profiles/repo_name"), "gah-overlay\n").unwrap();
+    fs::create_dir_all(repo.join("metadata/md5-cache")).unwrap();
+    // Version 100 of the vm class, as an earlier gah laid it out (its version.xml is what
+    // deploy goes by).
+    let old = project.join("apps/gah/100/x86_64-pc-linux-gnu__vm");
+    fs::create_dir_all(&old).unwrap();
+    fs::write(old.join("version.xml"), "<version><file><physical_name>rootfs-0.ext4</physical_name></file></version>\n").unwrap();
+    fs::write(old.join("rootfs-0.ext4"), "an old disk").unwrap();
+    let published = project.join("download/cvmfs/gentoo.gah");
+
+    let (ok, said) = deploy_classes(&project, &image, &repo, "vm", &[]);
+    assert!(!ok && said.contains("app versions 100 (vm) were laid out before the root disk was published at /base-disk"), "{said}");
+    assert!(gah_publish::current_revision(&published, "gentoo.gah").unwrap().is_none(), "nothing published: {said}");
+    let (ok, said) = deploy_classes(&project, &image, &repo, "vm", &["--version-num", "101"]);
+    assert!(ok, "{said}");
+    let revision = gah_publish::current_revision(&published, "gentoo.gah").unwrap().unwrap();
+    assert!(revision.top_level.contains(&"/base-disk".to_owned()), "{said}");
+    let version_xml = fs::read_to_string(project.join("apps/gah/101/x86_64-pc-linux-gnu__vm/version.xml")).unwrap();
+    assert!(!version_xml.contains("rootfs"), "{version_xml}");
+    // Dropping it later is refused: the vm version reads its disk there.
+    let (ok, said) = deploy_classes(&project, &image, &repo, "sandbox", &["--version-num", "102"]);
+    assert!(!ok && said.contains("holds /base-disk from an earlier deploy"), "{said}");
 }
 
 #[test]

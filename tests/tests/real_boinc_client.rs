@@ -79,23 +79,30 @@ fn start(test: &str) -> Run {
     start_with(test, false)
 }
 
-/// [`start`]; with `base_in_repository` (sandbox flavour), the guest root is published at
-/// `/base` as `gah deploy` does and the app version carries none.
+/// [`start`]; with `base_in_repository`, the guest root is published as `gah deploy` does
+/// (the sandbox's tree at `/base`, the vm's disk at `/base-disk/rootfs.ext4`) and the app
+/// version carries none.
 fn start_with(test: &str, base_in_repository: bool) -> Run {
     let a = artefacts();
-    let base = (base_in_repository && !is_vm()).then(|| a.image.join("rootfs"));
+    let root = match (base_in_repository, is_vm()) {
+        (false, _) => GuestRoot::None,
+        (true, false) => GuestRoot::Tree(a.image.join("rootfs")),
+        (true, true) => GuestRoot::Disk(a.image.join("rootfs.ext4")),
+    };
     launch(
         test,
-        |tmp, harness, spec| stage_data_with_base(tmp, harness, spec, &a.overlay, &a.distfiles, base.as_deref()),
+        |tmp, harness, spec| stage_data_with_base(tmp, harness, spec, &a.overlay, &a.distfiles, &root),
         |project_dir, tmp, _| {
             let guest = if is_vm() { "vm" } else { "sandbox" };
             let mut script = package_script(tmp, &a.image, guest);
             if let Ok(c) = std::env::var("GAH_BOINC_CMDLINE") {
                 script.arg("--cmdline").arg(c);
             }
-            if base.is_some() {
-                script.arg("--base-in-repository");
-            }
+            script.args(match root {
+                GuestRoot::None => None,
+                GuestRoot::Tree(_) => Some("--base-in-repository"),
+                GuestRoot::Disk(_) => Some("--disk-in-repository"),
+            });
             run_package_script(script, project_dir);
         },
     )
@@ -109,16 +116,30 @@ fn start_with(test: &str, base_in_repository: bool) -> Run {
 /// with the distfile mirror, and the data.json written by the work generator's own
 /// `write_data_refs`. No tarball.
 fn stage_data(tmp: &Path, harness: &Harness, spec: &mut WorkunitSpec, repo: &Path, distfiles: &Path) {
-    stage_data_with_base(tmp, harness, spec, repo, distfiles, None);
+    stage_data_with_base(tmp, harness, spec, repo, distfiles, &GuestRoot::None);
 }
 
-/// [`stage_data`], with the guest root `base` published at `/base` too.
-fn stage_data_with_base(tmp: &Path, harness: &Harness, spec: &mut WorkunitSpec, repo: &Path, distfiles: &Path, base: Option<&Path>) {
-    use gah_core::data_ref::{repo_path, BASE_AT, DISTFILES_AT};
+/// What of the guest root is published with the tree.
+enum GuestRoot {
+    /// Nothing: the app version carries it.
+    None,
+    /// The sandbox's tree, at `/base`.
+    Tree(PathBuf),
+    /// The vm's disk, at `/base-disk/rootfs.ext4`.
+    Disk(PathBuf),
+}
+
+/// [`stage_data`], with the guest root `root` published too.
+fn stage_data_with_base(tmp: &Path, harness: &Harness, spec: &mut WorkunitSpec, repo: &Path, distfiles: &Path, root: &GuestRoot) {
+    use gah_core::data_ref::{repo_path, BASE_AT, DISK_AT, DISTFILES_AT};
     let published = harness.download_dir().join("cvmfs").join(CVMFS_NAME);
     let at = repo_path(&gah_ebuild::repo::repo_name(repo));
     let mut mounts = vec![gah_publish::Mount { at: &at, from: repo }, gah_publish::Mount { at: DISTFILES_AT, from: distfiles }];
-    mounts.extend(base.map(|from| gah_publish::Mount { at: BASE_AT, from }));
+    match root {
+        GuestRoot::None => {}
+        GuestRoot::Tree(from) => mounts.push(gah_publish::Mount { at: BASE_AT, from }),
+        GuestRoot::Disk(from) => mounts.push(gah_publish::Mount { at: DISK_AT, from }),
+    }
     gah_publish::publish_mounts(&mounts, &published, CVMFS_NAME, &tmp.join("keys")).expect("publish");
     let (repos, _) = gah_workgen::plan::load_repos(&[repo.to_path_buf()]);
     let mirror = gah_workgen::distfiles::Mirror::new(distfiles, &["amd64", "~amd64"]);
@@ -441,14 +462,23 @@ fn real_boinc_client_runs_a_job_end_to_end() {
     let cache = run.tmp.join("client/projects").read_dir().ok().into_iter().flatten().flatten().map(|p| p.path().join("cvmfs-cache"));
     assert!(cache.into_iter().any(|c| c.is_dir()), "no cvmfs-cache in the client's project folder");
     eprintln!("e2e: {} data plane downloads", data_plane.len());
-    if !is_vm() {
-        // Issue 11, item 3: the sandbox's root came from the repository (`/base`), read once
-        // into the project folder; the app version carried none.
+    {
+        // Issue 11, item 3: the guest's root came from the repository (the sandbox's tree at
+        // `/base`, the vm's disk at `/base-disk`), read once into the project folder; the app
+        // version carried none.
         let stderr = &snap.report(&run.result).expect("report").stderr_out;
-        let read = stderr.lines().find(|l| l.contains("gah-app: guest root read"));
+        let said = if is_vm() { "gah-app: root disk read" } else { "gah-app: guest root read" };
+        let read = stderr.lines().find(|l| l.contains(said));
         assert!(read.is_some(), "the app did not read the guest root from the repository; stderr:\n{}", tail(stderr, 40));
         eprintln!("e2e: {}", read.unwrap_or_default());
-        assert!(data_plane.iter().filter(|l| l.contains("/data/")).count() > 1000, "the base's objects came from the plane");
+        if is_vm() {
+            assert!(
+                data_plane.iter().any(|l| l.contains("/data/") && l.contains("P bytes ")),
+                "the disk's chunks came from the plane: {data_plane:?}"
+            );
+        } else {
+            assert!(data_plane.iter().filter(|l| l.contains("/data/")).count() > 1000, "the base's objects came from the plane");
+        }
         let projects: Vec<PathBuf> = run.tmp.join("client/projects").read_dir().unwrap().flatten().map(|e| e.path()).collect();
         let files: Vec<String> =
             projects.iter().flat_map(|p| p.read_dir().unwrap().flatten()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();

@@ -266,9 +266,11 @@ pub fn write_data_refs(queue: &Path, wus: &[Workunit], data: Option<&DataPlane>)
             false,
         )
         .map_err(|source| DataRefError::Invalid { wu: wu.name.clone(), source })?;
-        // A published guest root serves the sandbox app versions, which then carry none
-        // (issue 11, item 3); the vm flavour boots its own disk and ignores it.
-        let data = if revision.top_level.iter().any(|p| p == gah_core::data_ref::BASE_AT) { data.with_base() } else { data };
+        // A published guest root serves the sandbox app versions, and a published root disk
+        // the vm ones, which then carry none (issue 11, item 3); each flavour ignores the other's.
+        let published = |folder: &str| revision.top_level.iter().any(|p| p == folder);
+        let data = if published(gah_core::data_ref::BASE_AT) { data.with_base() } else { data };
+        let data = if published(gah_core::data_ref::DISK_DIR) { data.with_disk() } else { data };
         let bytes = data.to_json();
         gah_util::atomic::write(&queue.join("pending").join(wu.data_file()), &bytes)?;
         out.push(bytes);

@@ -141,6 +141,18 @@ fn hermetic_check_on_the_guest_overlay() {
     gah_workgen::boinc::write_data_refs(qdir.path(), &wus, Some(&plane)).unwrap();
     let data = data_ref_of(qdir.path(), &wus[0]);
     assert_eq!((data.repo.as_str(), data.distfiles.as_slice()), ("/repos/gah", &["/distfiles/bzip2-1.0.8.tar.gz".to_owned()][..]));
+    assert_eq!((data.base.as_deref(), data.disk.as_deref()), (None, None), "no guest root published");
+    // Once the guest root and the vm's root disk are published, data.json names both (each
+    // flavour's app version then carries neither).
+    let tree = qdir.path().join("tree");
+    std::fs::create_dir_all(tree.join("base/bin")).unwrap();
+    std::fs::write(tree.join("base/bin/sh"), b"a shell").unwrap();
+    std::fs::create_dir_all(tree.join("base-disk")).unwrap();
+    std::fs::write(tree.join("base-disk/rootfs.ext4"), b"a disk").unwrap();
+    gah_publish::publish(&tree, &plane.published, "gentoo.gah", &qdir.path().join("keys")).unwrap();
+    gah_workgen::boinc::write_data_refs(qdir.path(), &wus, Some(&plane)).unwrap();
+    let data = data_ref_of(qdir.path(), &wus[0]);
+    assert_eq!((data.base.as_deref(), data.disk.as_deref()), (Some("/base"), Some(gah_core::data_ref::DISK_AT)));
     // A name gah-app would refuse is refused here, before any volunteer downloads it.
     let bad = gah_workgen::boinc::DataPlane { url: "file:///etc".into(), ..plane };
     assert!(gah_workgen::boinc::write_data_refs(qdir.path(), &wus, Some(&bad)).is_err());

@@ -42,14 +42,20 @@ pub enum ChooseError {
     /// trial sandbox failed.
     #[error("the sandbox does not work here")]
     SandboxUnusable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The vm's root disk could not be had.
+    #[error("the vm's root disk")]
+    Disk(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Picks the backend, saying why. `rootfs_tree` gives the sandbox's guest root; it is called
-/// only when the sandbox is a candidate (it may unpack an archive first).
+/// only when the sandbox is a candidate (it may unpack an archive first); `rootfs_disk` gives
+/// the vm's root disk (in place of `image`'s), called only when a VM is chosen (it may read
+/// the disk from the project's repository first).
 pub fn choose<E>(
     choice: BackendChoice,
     image: &Image,
     rootfs_tree: impl FnOnce() -> Result<PathBuf, E>,
+    rootfs_disk: impl FnOnce() -> Result<PathBuf, E>,
 ) -> Result<Box<dyn Backend>, ChooseError>
 where
     E: std::error::Error + Send + Sync + 'static,
@@ -74,8 +80,9 @@ where
     };
     let vm = |kvm_ok: bool| -> Result<Box<dyn Backend>, ChooseError> {
         let qemu = qemu.clone().ok_or(ChooseError::NoQemu)?;
+        let image = Image { rootfs_ext4: rootfs_disk().map_err(|e| ChooseError::Disk(Box::new(e)))?, ..image.clone() };
         image.check()?;
-        Ok(Box::new(VmBackend { qemu, image: image.clone(), kvm: kvm_ok }))
+        Ok(Box::new(VmBackend { qemu, image, kvm: kvm_ok }))
     };
     match choice {
         BackendChoice::Vm => {
