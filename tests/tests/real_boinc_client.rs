@@ -558,7 +558,9 @@ fn real_boinc_client_kill_restart() {
         return;
     }
     let _one = serial();
-    let mut run = start("killrestart");
+    // The vm's disk from the data plane: the restarted task's overlays still find their
+    // backing file (the host's copy, read once). The sandbox's root from the app version.
+    let mut run = start_with("killrestart", is_vm());
     // Past at least one checkpoint (every 60 s) before the crash.
     let before = run.wait_mid_build();
     let checkpoint_cpu = before.get("CPU time at last checkpoint").to_owned();
@@ -622,6 +624,8 @@ fn real_boinc_client_kill_restart() {
             "the restarted task did not resume from a checkpoint; app stderr:\n{}",
             tail(stderr, 60)
         );
+        let reads = stderr.lines().filter(|l| l.contains("gah-app: root disk read")).count();
+        assert_eq!(reads, 1, "the disk is read once per host, not per start; app stderr:\n{}", tail(stderr, 60));
     }
     let _ = run.client.wait_exit(Duration::from_secs(120));
     run.assert_clean("after kill/restart");
