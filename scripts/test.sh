@@ -38,7 +38,7 @@ phase "workspace tests" cargo test --release --workspace --no-fail-fast -- --tes
 
 # The real Debian boinc-client runs gah-app: end to end, suspend/resume, kill/restart and
 # abort, first on the VM backend (TCG here: about 20 minutes for the four; the end-to-end
-# job's disk comes from the data plane, the others' from the app version) ... The server-sent
+# and kill/restart jobs' disk comes from the data plane, the others' from the app version) ... The server-sent
 # (signed) app version runs on the sandbox backend only: the vm flavour would add its 4 GiB
 # disk's signing and gzip and another TCG job; it was run by hand on a real BOINC server
 # (docs/DEPLOY.md).

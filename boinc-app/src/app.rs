@@ -331,6 +331,25 @@ pub fn main(args: Args) -> Result<(), AppError> {
     // Why the repository's guest root (or root disk) could not be had, if that is why no
     // backend is: what was said, whether the server was unreachable, which backend needed it.
     let base_failure = std::cell::RefCell::new(None);
+    // The guest root from the repository (the sandbox's tree, or the vm's disk): with
+    // `named`, only the one the workunit names; without, only the repository's current one
+    // for a workunit that names none. A failure is kept, to say why no backend is.
+    let from_plane = |kind: BackendKind, named: bool| -> Result<Option<PathBuf>, AppError> {
+        let Some(plane) = plane.as_ref() else { return Ok(None) };
+        let is_vm = kind == BackendKind::Vm;
+        if named != if is_vm { plane.data.disk.is_some() } else { plane.data.base.is_some() } {
+            return Ok(None);
+        }
+        let (what, got) = match is_vm {
+            true => ("the root disk", plane.repository().and_then(|r| r.disk(&plane.base_dir))),
+            false => ("the guest root", plane.repository().and_then(|r| r.base(&plane.base_dir))),
+        };
+        got.map_err(|e| {
+            let why = format!("{what} could not be read: {}", error_chain(&e));
+            *base_failure.borrow_mut() = Some((why.clone(), e.is_unreachable(), kind));
+            AppError::Base(why)
+        })
+    };
     // Only when the sandbox is a candidate: unpacking the archive or reading the base costs
     // a while, once per host.
     let rootfs_tree = || -> Result<PathBuf, AppError> {
@@ -341,52 +360,32 @@ pub fn main(args: Args) -> Result<(), AppError> {
         if tree.is_dir() {
             return Ok(tree);
         }
-        let from_plane = |plane: &DataPlane| match plane.repository().and_then(|r| r.base(&plane.base_dir)) {
-            Ok(tree) => Ok(tree),
-            Err(e) => {
-                let why = format!("the guest root could not be read: {}", error_chain(&e));
-                *base_failure.borrow_mut() = Some((why.clone(), e.is_unreachable(), BackendKind::Sandbox));
-                Err(AppError::Base(why))
-            }
-        };
         // The base the workunit names, else the app version's archive, else (a workunit made
         // before the project published a base, run by a version that carries no root) the
         // repository's current base.
-        if let Some(tree) = plane.as_ref().filter(|p| p.data.base.is_some()).map(from_plane).transpose()?.flatten() {
+        if let Some(tree) = from_plane(BackendKind::Sandbox, true)? {
             return Ok(tree);
         }
         let archive = resolve(&args.rootfs_archive)?;
         if archive.is_file() {
             return Ok(crate::rootfs_archive::unpacked(&archive)?);
         }
-        if let Some(tree) = plane.as_ref().filter(|p| p.data.base.is_none()).map(from_plane).transpose()?.flatten() {
+        if let Some(tree) = from_plane(BackendKind::Sandbox, false)? {
             return Ok(tree);
         }
         Err(AppError::NoGuestRoot { tree, archive })
     };
-    // Only when a VM is chosen: reading the disk costs hundreds of MB, once per host.
+    // Only when a VM is chosen: reading the disk costs hundreds of MB, once per host. As for
+    // the sandbox's root: the disk the workunit names, else the app version's, else the
+    // repository's current one; else the app version's path, which the image check names.
     let rootfs_disk = || -> Result<PathBuf, AppError> {
-        let from_plane = |plane: &DataPlane| match plane.repository().and_then(|r| r.disk(&plane.base_dir)) {
-            Ok(disk) => Ok(disk),
-            Err(e) => {
-                let why = format!("the root disk could not be read: {}", error_chain(&e));
-                *base_failure.borrow_mut() = Some((why.clone(), e.is_unreachable(), BackendKind::Vm));
-                Err(AppError::Base(why))
-            }
-        };
-        // As for the sandbox's root: the disk the workunit names, else the app version's,
-        // else the repository's current one (an app version that carries none).
-        if let Some(disk) = plane.as_ref().filter(|p| p.data.disk.is_some()).map(from_plane).transpose()?.flatten() {
+        if let Some(disk) = from_plane(BackendKind::Vm, true)? {
             return Ok(disk);
         }
         if image.rootfs_ext4.is_file() {
             return Ok(image.rootfs_ext4.clone());
         }
-        if let Some(disk) = plane.as_ref().filter(|p| p.data.disk.is_none()).map(from_plane).transpose()?.flatten() {
-            return Ok(disk);
-        }
-        // Named missing by the image check.
-        Ok(image.rootfs_ext4.clone())
+        Ok(from_plane(BackendKind::Vm, false)?.unwrap_or_else(|| image.rootfs_ext4.clone()))
     };
     let binpkgs = resolve(&args.binpkgs)?;
     // Checked now, not after hours of building.

@@ -59,16 +59,16 @@ pub enum DataPlaneError {
         /// The path.
         path: String,
     },
-    /// The path named as the root disk is not a regular file.
-    #[error("{url}: {path} is not a root disk (a regular file)")]
+    /// The path named as the root disk is not a regular file of at most 16 GiB.
+    #[error("{url}: {path} is not a root disk (a regular file of at most 16 GiB)")]
     NotADisk {
         /// The repository's URL.
         url: String,
         /// The path.
         path: String,
     },
-    /// The host's tree of the guest root could not be made.
-    #[error("the guest root from the repository")]
+    /// The host's tree of the guest root, or its copy of the root disk, could not be made.
+    #[error("the guest root (or root disk) from the repository")]
     Base(#[from] crate::rootfs_archive::RootfsError),
 }
 
@@ -186,7 +186,9 @@ impl Repository {
             Some(base) => (self.pinned()?, base.as_str()),
             None => match self.current.lookup(gah_core::data_ref::BASE_AT) {
                 Ok(entry) if entry.kind == gah_publish::Kind::Dir => (&self.current, gah_core::data_ref::BASE_AT),
-                _ => return Ok(None),
+                Ok(_) | Err(gah_publish::VerifyError::NotFound(_)) => return Ok(None),
+                // Unreachable or refused: said as such, not taken for "none published".
+                Err(e) => return Err(read(gah_core::data_ref::BASE_AT)(e)),
             },
         };
         // A guest root is a folder with a catalog of its own (as `gah deploy` publishes
@@ -224,11 +226,14 @@ impl Repository {
             Some(disk) => (self.pinned()?, disk.as_str()),
             None => match self.current.lookup(DISK_AT) {
                 Ok(entry) if matches!(entry.kind, gah_publish::Kind::File { .. } | gah_publish::Kind::Chunked) => (&self.current, DISK_AT),
-                _ => return Ok(None),
+                Ok(_) | Err(gah_publish::VerifyError::NotFound(_)) => return Ok(None),
+                Err(e) => return Err(read(DISK_AT)(e)),
             },
         };
         let entry = reader.lookup(path).map_err(read(path))?;
-        if !matches!(entry.kind, gah_publish::Kind::File { .. } | gah_publish::Kind::Chunked) {
+        let is_file = matches!(entry.kind, gah_publish::Kind::File { .. } | gah_publish::Kind::Chunked);
+        // Written out whole on the host, outside any slot's disk bound: bounded here.
+        if !is_file || entry.size > MAX_DISK_BYTES {
             return Err(DataPlaneError::NotADisk { url: self.data.url.clone(), path: path.to_owned() });
         }
         let key = format!("disk-{}", hex::encode(reader.content_id(&entry).map_err(read(path))?));
@@ -239,11 +244,12 @@ impl Repository {
             let file = tmp.join(DISK_FILE);
             let got = materialise(reader, path, &file, Links::LeaveOut).map_err(read(path))?;
             // Read-only for everyone: qemu (as its own user when gah-app is root) opens it as
-            // the read-only backing file of each task's overlay, and nothing may write it.
+            // the read-only backing file of each task's overlay, and nothing may write it;
+            // qemu's user must reach it through the folders above, whatever the umask.
             use std::os::unix::fs::PermissionsExt;
-            for (p, mode) in [(&file, 0o444), (&tmp.to_path_buf(), 0o755)] {
+            for (p, mode) in [(file.as_path(), 0o444), (tmp, 0o755), (dir, 0o711)] {
                 std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
-                    .map_err(|e| read(path)(gah_publish::VerifyError::Io(p.display().to_string(), e)))?;
+                    .map_err(|source| crate::rootfs_archive::RootfsError::Tree { action: "set the mode of", path: p.to_owned(), source })?;
             }
             tracing::info!(target: SAY, "root disk read: {} MB in {:.1} s", got.bytes >> 20, started.elapsed().as_secs_f64());
             self.say_downloaded("the root disk", before);
@@ -289,6 +295,9 @@ impl Repository {
 
 /// The root disk's name in its host folder.
 const DISK_FILE: &str = "rootfs.ext4";
+
+/// The largest root disk a task takes (the test image's is 4 GiB, mostly holes).
+const MAX_DISK_BYTES: u64 = 16 << 30;
 
 fn read_error(data: &DataRef) -> impl Fn(&str) -> Box<dyn FnOnce(gah_publish::VerifyError) -> DataPlaneError> + '_ {
     move |what: &str| {

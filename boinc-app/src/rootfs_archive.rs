@@ -9,7 +9,9 @@
 //! Or, when the workunit's `data.json` names one (issue 11, item 3), the guest root comes from
 //! the project's CernVM-FS repository instead ([`from_repository`]): one tree per host and
 //! base content (`cvmfs-base/base-<catalog hash>.d/` in the project folder), so updating the
-//! base is a publication, not a new app version.
+//! base is a publication, not a new app version. The vm's root disk from the repository is
+//! kept the same way, one folder per disk content (`base-disk-<content id>.d/rootfs.ext4`),
+//! leased while a task's overlays are over it.
 //!
 //! Concurrency: `<name>.lock` is held shared while a task uses a tree (any number of tasks at
 //! once) and exclusively only while one is made, so two tasks never make it twice and a tree
@@ -121,7 +123,8 @@ pub fn unpacked(archive: &Path) -> Result<PathBuf, RootfsError> {
 }
 
 /// The guest root read from the project's repository (issue 11, item 3): the tree for the
-/// content `key` names (the hex hash of the base's catalog) in `dir`, written by `fill`
+/// content `key` names (the hex hash of the base's catalog, or `disk-<content id>` for the
+/// vm's root disk) in `dir`, written by `fill`
 /// (into the empty folder it is given) if this host has no whole one yet; holds a shared
 /// lease on it for the rest of the process. Trees of other content nobody uses are removed.
 pub fn from_repository<E: From<RootfsError>>(dir: &Path, key: &str, fill: impl FnOnce(&Path) -> Result<(), E>) -> Result<PathBuf, E> {

@@ -153,6 +153,7 @@ pub fn deploy(args: &DeployArgs, root: &Path) -> anyhow::Result<()> {
         }
         if disk.is_some() {
             refuse_first_root_for_old_versions(&project, &plane, args, gah_core::data_ref::DISK_DIR, "the root disk")?;
+            refuse_kernel_drift(&project, &image, args)?;
         }
     }
     let bin = args.bin.clone().unwrap_or_else(|| root.join("target/release"));
@@ -649,10 +650,7 @@ fn refuse_first_root_for_old_versions(
     if had {
         return Ok(());
     }
-    let renewed = |class: &str| {
-        args.plan_classes.iter().any(|c| c == class)
-            && !project.join(format!("apps/{APP_NAME}/{}/{PLATFORM}__{class}/version.xml", args.version_num)).is_file()
-    };
+    let renewed = |class: &str| laid_out_anew(project, args, class);
     let mut old: Vec<String> = Vec::new();
     for version in fs::read_dir(project.join(format!("apps/{APP_NAME}"))).into_iter().flatten().flatten() {
         for flavour in fs::read_dir(version.path()).into_iter().flatten().flatten() {
@@ -670,6 +668,49 @@ fn refuse_first_root_for_old_versions(
              workunits that name it: deploy every plan class ({}) with a new --version-num (docs/DEPLOY.md, upgrading)",
             old.join(", "),
             args.plan_classes.join(",")
+        );
+    }
+    Ok(())
+}
+
+/// Whether this deploy lays out a new app version of plan class `class` (not with
+/// --no-app-version, which lays out none; not when that version number was laid out before).
+fn laid_out_anew(project: &Path, args: &DeployArgs, class: &str) -> bool {
+    !args.no_app_version
+        && args.plan_classes.iter().any(|c| c == class)
+        && !project.join(format!("apps/{APP_NAME}/{}/{PLATFORM}__{class}/version.xml", args.version_num)).is_file()
+}
+
+/// Refuses to publish the image's root disk while a vm app version that goes on running
+/// (the newest of its class, not laid out anew in this deploy) carries another kernel: the
+/// kernel that boots the disk and the disk's own kernel modules would no longer match.
+fn refuse_kernel_drift(project: &Path, image: &Path, args: &DeployArgs) -> anyhow::Result<()> {
+    let kernel = image.join("vmlinux");
+    let bytes = fs::read(&kernel).with_context(|| format!("read {} (the kernel that boots the disk)", kernel.display()))?;
+    // As package-app-version.sh names it: the first 16 hex digits of its SHA-256.
+    let carried = format!("vmlinux-{}", &gah_core::archive::sha256_hex(&bytes)[..16]);
+    let mut newest: std::collections::BTreeMap<String, (u32, PathBuf)> = std::collections::BTreeMap::new();
+    for version in fs::read_dir(project.join(format!("apps/{APP_NAME}"))).into_iter().flatten().flatten() {
+        let Some(number) = version.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        for flavour in fs::read_dir(version.path()).into_iter().flatten().flatten() {
+            let name = flavour.file_name().to_string_lossy().into_owned();
+            let Some(class) = name.strip_prefix(&format!("{PLATFORM}__")) else { continue };
+            if class != "sandbox" && flavour.path().join("version.xml").is_file() && newest.get(class).is_none_or(|(n, _)| *n < number) {
+                newest.insert(class.to_owned(), (number, flavour.path()));
+            }
+        }
+    }
+    let drifting: Vec<String> = newest
+        .iter()
+        .filter(|(class, (_, dir))| !laid_out_anew(project, args, class) && !dir.join(&carried).is_file())
+        .map(|(class, (number, _))| format!("{number} ({class})"))
+        .collect();
+    if !drifting.is_empty() {
+        bail!(
+            "{} has another kernel than app versions {} carry, and its rootfs.ext4 would be published for them: deploy the vm \
+             plan classes with a new --version-num, so that kernel and disk change together (docs/DEPLOY.md)",
+            kernel.display(),
+            drifting.join(", ")
         );
     }
     Ok(())

@@ -89,7 +89,11 @@ impl LocalPlane {
             _server: server,
         };
         let revision = plane.republish()?;
-        let base = plane.base.as_ref().or(plane.disk.as_ref()).map(|b| format!(", the guest root {}", b.display())).unwrap_or_default();
+        let base = match (&plane.base, &plane.disk) {
+            (Some(tree), _) => format!(", the guest root {}", tree.display()),
+            (None, Some(disk)) => format!(", the root disk {}", disk.display()),
+            (None, None) => String::new(),
+        };
         println!(
             "gah run: published {}, {}, {}{base} as {NAME} revision {revision}, served at {}",
             plane.overlay.display(),
@@ -137,7 +141,8 @@ impl LocalPlane {
 
     /// `gah-app`'s arguments for a job whose `data.json` is at `data`: the data plane, and
     /// the image's files (all of them with `--image`, or only the vm's when the guest root
-    /// comes from the plane; a disk `data.json` names wins over `--rootfs-disk`).
+    /// comes from the plane; a disk `data.json` names wins over the image's, so a published
+    /// disk leaves `--image` as it is).
     pub fn app_args(&self, data: &Path) -> Vec<std::ffi::OsString> {
         let mut args: Vec<std::ffi::OsString> = vec!["--data".into(), data.into()];
         args.extend(["--cvmfs-key".into(), self.master_key.clone().into()]);

@@ -118,9 +118,10 @@ pub fn read_mounts(mounts: &[crate::Mount<'_>], store: &mut Store) -> Result<Nod
 }
 
 /// A mount's source: a folder ([`read_tree`]), or one file (a disk image published on its
-/// own, e.g. at `/base-disk/rootfs.ext4`).
+/// own, e.g. at `/base-disk/rootfs.ext4`). A link given as the source is followed (the
+/// admin's choice); links inside a folder are published as links.
 fn read_mount(from: &Path, store: &mut Store) -> Result<Node, PublishError> {
-    let m = fs::symlink_metadata(from).map_err(|e| PublishError::io(from, e))?;
+    let m = fs::metadata(from).map_err(|e| PublishError::io(from, e))?;
     if m.file_type().is_file() {
         let content = store.put_source_file(from)?;
         return Ok(Node::File { mode: m.permissions().mode() & 0o7777, mtime: m.mtime(), content });

@@ -326,8 +326,18 @@ fn the_first_root_disk_is_not_published_under_an_app_version_laid_out_before_it(
     assert!(revision.top_level.contains(&"/base-disk".to_owned()), "{said}");
     let version_xml = fs::read_to_string(project.join("apps/gah/101/x86_64-pc-linux-gnu__vm/version.xml")).unwrap();
     assert!(!version_xml.contains("rootfs"), "{version_xml}");
+    // A rebuilt image with another kernel: its disk is not published for version 101, whose
+    // kernel it no longer matches; with a new version the two change together.
+    fs::write(image.join("vmlinux"), "a newer stand-in kernel").unwrap();
+    fs::write(image.join("rootfs.ext4"), "a newer stand-in disk").unwrap();
+    let before = gah_publish::current_revision(&published, "gentoo.gah").unwrap().unwrap().revision;
+    let (ok, said) = deploy_classes(&project, &image, &repo, "vm", &["--version-num", "101"]);
+    assert!(!ok && said.contains("has another kernel than app versions 101 (vm) carry"), "{said}");
+    assert_eq!(gah_publish::current_revision(&published, "gentoo.gah").unwrap().unwrap().revision, before, "{said}");
+    let (ok, said) = deploy_classes(&project, &image, &repo, "vm", &["--version-num", "102"]);
+    assert!(ok, "{said}");
     // Dropping it later is refused: the vm version reads its disk there.
-    let (ok, said) = deploy_classes(&project, &image, &repo, "sandbox", &["--version-num", "102"]);
+    let (ok, said) = deploy_classes(&project, &image, &repo, "sandbox", &["--version-num", "103"]);
     assert!(!ok && said.contains("holds /base-disk from an earlier deploy"), "{said}");
 }
 

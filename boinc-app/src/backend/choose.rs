@@ -80,6 +80,8 @@ where
     };
     let vm = |kvm_ok: bool| -> Result<Box<dyn Backend>, ChooseError> {
         let qemu = qemu.clone().ok_or(ChooseError::NoQemu)?;
+        // Before the disk, which may cost hundreds of MB to read.
+        image.check_boot_files()?;
         let image = Image { rootfs_ext4: rootfs_disk().map_err(|e| ChooseError::Disk(Box::new(e)))?, ..image.clone() };
         image.check()?;
         Ok(Box::new(VmBackend { qemu, image, kvm: kvm_ok }))

@@ -45,7 +45,16 @@ impl Image {
 
     /// Names the first missing file, if any.
     pub fn check(&self) -> Result<(), MissingImageFile> {
-        match [&self.rootfs_ext4, &self.kernel, &self.initramfs].into_iter().find(|f| !f.is_file()) {
+        self.check_boot_files()?;
+        match self.rootfs_ext4.is_file() {
+            true => Ok(()),
+            false => Err(MissingImageFile { path: self.rootfs_ext4.clone() }),
+        }
+    }
+
+    /// Names the kernel or the initramfs if missing (the disk may come from elsewhere).
+    pub fn check_boot_files(&self) -> Result<(), MissingImageFile> {
+        match [&self.kernel, &self.initramfs].into_iter().find(|f| !f.is_file()) {
             Some(f) => Err(MissingImageFile { path: f.clone() }),
             None => Ok(()),
         }

@@ -215,7 +215,7 @@ impl Backend for VmBackend {
 
     fn resumes_from(&self, slot: &Path) -> Option<PathBuf> {
         let dir = slot.join("vm");
-        Checkpoint::load(&dir).map(|_| dir)
+        Checkpoint::load(&dir).filter(|cp| self.over_our_disk(cp)).map(|_| dir)
     }
 
     fn start(&self, input: &GuestInput) -> Result<Box<dyn Guest>, BackendError> {
@@ -226,6 +226,9 @@ impl Backend for VmBackend {
 /// What a qemu process is started with; a restored process must match its checkpoint.
 #[derive(Debug, Clone)]
 struct Launch {
+    /// The root disk the layers are over (the app version's, or the host's copy of the
+    /// repository's).
+    disk: PathBuf,
     root: PathBuf,
     output: PathBuf,
     layer: u32,
@@ -235,6 +238,18 @@ struct Launch {
 }
 
 impl VmBackend {
+    /// Whether `cp`'s layers are over the disk this task has: a workunit that names no disk
+    /// takes the repository's current one, which may have changed since the checkpoint (and
+    /// the old one is no longer leased, so it may go). One written before checkpoints named
+    /// their disk is taken as over it.
+    fn over_our_disk(&self, cp: &Checkpoint) -> bool {
+        let ours = cp.disk.as_ref().is_none_or(|d| d == &self.image.rootfs_ext4);
+        if !ours {
+            tracing::warn!(checkpoint = ?cp.disk, now = %self.image.rootfs_ext4.display(), "the checkpoint is over another root disk: starting afresh");
+        }
+        ours
+    }
+
     fn start_vm(&self, input: &GuestInput) -> Result<VmGuest, VmError> {
         self.image.check()?;
         let dir = input.slot.join("vm");
@@ -255,7 +270,8 @@ impl VmBackend {
         let console = dir.join("console.log");
 
         // A checkpoint asks for what it was taken with; more than this task has is refused.
-        let checkpoint = Checkpoint::load(&dir).filter(|cp| cp.memory_mib <= input.memory_mib && cp.cpus <= input.cpus.max(1));
+        let checkpoint =
+            Checkpoint::load(&dir).filter(|cp| cp.memory_mib <= input.memory_mib && cp.cpus <= input.cpus.max(1) && self.over_our_disk(cp));
         let (launch, incoming) = match checkpoint {
             Some(cp) => {
                 // Resume: fresh writable layers over the frozen ones, memory from the file.
@@ -273,8 +289,15 @@ impl VmBackend {
                     .open(&progress)
                     .and_then(|f| f.set_len(cp.progress_offset))
                     .map_err(|source| VmError::RewindProgress { path: progress.clone(), source })?;
-                let launch =
-                    Launch { root, output, layer: cp.layer, memory_mib: cp.memory_mib, cpus: cp.cpus, cmdline: cp.cmdline.clone() };
+                let launch = Launch {
+                    disk: self.image.rootfs_ext4.clone(),
+                    root,
+                    output,
+                    layer: cp.layer,
+                    memory_mib: cp.memory_mib,
+                    cpus: cp.cpus,
+                    cmdline: cp.cmdline.clone(),
+                };
                 (launch, Some(dir.join(&cp.memory)))
             }
             None => {
@@ -292,6 +315,7 @@ impl VmBackend {
                     fs::File::create(f).map_err(create(f))?;
                 }
                 let launch = Launch {
+                    disk: self.image.rootfs_ext4.clone(),
                     root,
                     output,
                     layer: 0,
@@ -509,6 +533,10 @@ pub struct Checkpoint {
     pub fraction: f64,
     /// Length of the progress log then: what the guest wrote later is undone by a restore.
     pub progress_offset: u64,
+    /// The root disk the layers are over, by absolute path (absent in checkpoints written
+    /// before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<PathBuf>,
 }
 
 impl Checkpoint {
@@ -763,6 +791,7 @@ impl VmGuest {
             cmdline: self.launch.cmdline.clone(),
             fraction,
             progress_offset: fs::metadata(&self.progress_path).map(|m| m.len()).unwrap_or(0),
+            disk: Some(self.launch.disk.clone()),
         };
         cp.commit(&self.dir)?;
         // Only the newest memory file is ever needed; the frozen layers form the chain.
@@ -1013,9 +1042,14 @@ mod tests {
             cmdline: "console=ttyS0".into(),
             fraction: 0.5,
             progress_offset: 0,
+            disk: Some(backend().image.rootfs_ext4),
         };
         cp.commit(&dir).unwrap();
         assert_eq!(backend().resumes_from(slot.path()), Some(dir.clone()));
+        // Over another disk (the repository's current one changed since): not resumed.
+        Checkpoint { disk: Some("/elsewhere/rootfs.ext4".into()), ..cp.clone() }.commit(&dir).unwrap();
+        assert_eq!(backend().resumes_from(slot.path()), None);
+        cp.commit(&dir).unwrap();
         // A torn checkpoint (its memory file lost) is no checkpoint.
         fs::remove_file(dir.join("memory-1.state")).unwrap();
         assert_eq!(backend().resumes_from(slot.path()), None);
