@@ -16,7 +16,7 @@
 //! The real tools were run by hand on that project (the issue note says what ran).
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use gah_tests::{program, project_root};
 
@@ -100,6 +100,21 @@ echo "App version added successfully; ID=1"
 fn stand_in_image(dir: &Path) {
     fs::create_dir_all(dir.join("rootfs/bin")).unwrap();
     fs::write(dir.join("rootfs/bin/sh"), b"#!stand-in shell").unwrap();
+}
+
+/// A stand-in project, a vm image (kernel, initramfs, disk; no `rootfs/`) and an empty
+/// repository under `dir`.
+fn vm_project(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let (project, image, repo) = (dir.join("project"), dir.join("image"), dir.join("repo"));
+    stand_in_project(&project);
+    fs::create_dir_all(&image).unwrap();
+    for file in ["vmlinux", "initramfs.cpio.gz", "rootfs.ext4"] {
+        fs::write(image.join(file), format!("stand-in {file}")).unwrap();
+    }
+    fs::create_dir_all(repo.join("profiles")).unwrap();
+    fs::write(repo.join("profiles/repo_name"), "gah-overlay\n").unwrap();
+    fs::create_dir_all(repo.join("metadata/md5-cache")).unwrap();
+    (project, image, repo)
 }
 
 fn deploy(project: &Path, image: &Path, repo: &Path, extra: &[&str]) -> (bool, String) {
@@ -254,15 +269,7 @@ fn deploy_installs_everything_once_and_keeps_the_admins_settings() {
 #[test]
 fn the_first_guest_root_is_not_published_under_an_app_version_laid_out_before_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let (project, image, repo) = (tmp.path().join("project"), tmp.path().join("image"), tmp.path().join("repo"));
-    stand_in_project(&project);
-    fs::create_dir_all(&image).unwrap();
-    for file in ["vmlinux", "initramfs.cpio.gz", "rootfs.ext4"] {
-        fs::write(image.join(file), format!("stand-in {file}")).unwrap();
-    }
-    fs::create_dir_all(repo.join("profiles")).unwrap();
-    fs::write(repo.join("profiles/repo_name"), "gah-overlay\n").unwrap();
-    fs::create_dir_all(repo.join("metadata/md5-cache")).unwrap();
+    let (project, image, repo) = vm_project(tmp.path());
     // A vm-only project: no guest root published, version 100 laid out.
     let (ok, said) = deploy_classes(&project, &image, &repo, "vm", &[]);
     assert!(ok, "{said}");
@@ -300,15 +307,7 @@ fn the_first_guest_root_is_not_published_under_an_app_version_laid_out_before_it
 #[test]
 fn the_first_root_disk_is_not_published_under_an_app_version_laid_out_before_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let (project, image, repo) = (tmp.path().join("project"), tmp.path().join("image"), tmp.path().join("repo"));
-    stand_in_project(&project);
-    fs::create_dir_all(&image).unwrap();
-    for file in ["vmlinux", "initramfs.cpio.gz", "rootfs.ext4"] {
-        fs::write(image.join(file), format!("stand-in {file}")).unwrap();
-    }
-    fs::create_dir_all(repo.join("profiles")).unwrap();
-    fs::write(repo.join("profiles/repo_name"), "gah-overlay\n").unwrap();
-    fs::create_dir_all(repo.join("metadata/md5-cache")).unwrap();
+    let (project, image, repo) = vm_project(tmp.path());
     // Version 100 of the vm class, as an earlier gah laid it out (its version.xml is what
     // deploy goes by).
     let old = project.join("apps/gah/100/x86_64-pc-linux-gnu__vm");
