@@ -67,6 +67,14 @@ pub enum DataPlaneError {
         /// The path.
         path: String,
     },
+    /// The host's copy of the root disk is marked whole but its file is gone.
+    #[error("{} is gone from the host's copy of the root disk: remove {} to have it read again", path.display(), tree.display())]
+    DiskGone {
+        /// The disk file.
+        path: PathBuf,
+        /// Its folder.
+        tree: PathBuf,
+    },
     /// The host's tree of the guest root, or its copy of the root disk, could not be made.
     #[error("the guest root (or root disk) from the repository")]
     Base(#[from] crate::rootfs_archive::RootfsError),
@@ -255,7 +263,13 @@ impl Repository {
             self.say_downloaded("the root disk", before);
             Ok(())
         })?;
-        Ok(Some(tree.join(DISK_FILE)))
+        let file = tree.join(DISK_FILE);
+        // A whole copy's stamp with its disk gone (removed by hand): said here, naming what to
+        // remove, rather than by qemu-img as a missing backing file.
+        if !file.is_file() {
+            return Err(DataPlaneError::DiskGone { path: file, tree });
+        }
+        Ok(Some(file))
     }
 
     /// Writes the job's inputs into `into` (`repo/`, `distfiles/`, `binpkgs/`; `into` must

@@ -237,6 +237,17 @@ fn the_root_disk_is_read_once_per_disk_content() {
     let data2 = DataRef::new(NAME, &url, second.revision, &second.root_catalog_hash, "gah", [], false).unwrap().with_disk();
     assert_eq!(disk_of(&data2).unwrap().unwrap(), file);
 
+    // A copy whose disk was removed by hand is said as such, naming the folder to remove
+    // (without its stamp the next task's process reads the disk again; this process keeps
+    // its lease on the folder, so it is the last thing this test does with it).
+    let kept = fs::read(&file).unwrap();
+    fs::remove_file(&file).unwrap();
+    let e = disk_of(&data2).unwrap_err();
+    assert!(matches!(e, DataPlaneError::DiskGone { .. }), "{}", gah_util::error_chain(&e));
+    let copy = file.parent().unwrap().to_path_buf();
+    assert!(gah_util::error_chain(&e).contains(&copy.display().to_string()), "{}", gah_util::error_chain(&e));
+    fs::write(&file, kept).unwrap();
+
     // A folder is no disk.
     let named = DataRef { disk: Some("/repos/gah".into()), ..data2.clone() };
     assert!(matches!(disk_of(&named).unwrap_err(), DataPlaneError::NotADisk { .. }));
