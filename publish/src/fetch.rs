@@ -292,7 +292,12 @@ impl Source for Http {
             return Ok(bytes);
         }
         let rel = object_rel(hash, suffix);
-        let bytes = self.get(&rel, MAX_DOWNLOAD)?;
+        // A request the server or a proxy lost (no answer, a dropped connection) is tried once
+        // more, as the CernVM-FS client does (`CVMFS_MAX_RETRIES`, 1 by default).
+        let bytes = match self.get(&rel, MAX_DOWNLOAD) {
+            Err(VerifyError::Unreachable { .. }) => self.get(&rel, MAX_DOWNLOAD)?,
+            got => got?,
+        };
         // Checked here too (the reader checks again): a bad object never enters the cache.
         let actual: Hash = Sha1::digest(&bytes).into();
         if &actual != hash {

@@ -242,3 +242,41 @@ fn a_subtree_is_written_out_as_it_was_published() {
     // Never over something that exists.
     assert!(gah_publish::fetch::materialise(&reader, "/app-misc", &out, gah_publish::fetch::Links::Keep).is_err());
 }
+
+/// A request the server (or a proxy) lost, its connection closed without an answer, is tried
+/// once more, as the CernVM-FS client does (`CVMFS_MAX_RETRIES`, 1 by default): here the
+/// server drops the first request for every object and answers the second.
+#[test]
+fn a_lost_request_is_tried_once_more() {
+    use std::io::{BufRead, BufReader, Write};
+    let f = published();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let repo = f.repo.clone();
+    std::thread::spawn(move || {
+        let mut dropped = std::collections::HashSet::new();
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut line = String::new();
+            if BufReader::new(&stream).read_line(&mut line).is_err() {
+                continue;
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or("/").trim_start_matches('/').to_owned();
+            if path.contains("data/") && dropped.insert(path.clone()) {
+                // Lost: closed without an answer.
+                continue;
+            }
+            let response = match fs::read(repo.join(&path)) {
+                Ok(body) => {
+                    [format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).into_bytes(), body].concat()
+                }
+                Err(_) => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(),
+            };
+            let _ = stream.write_all(&response);
+        }
+    });
+    let (reader, http) = open(&url, &f.cache, QUOTA, &f.keys);
+    let reader = reader.expect("the manifest and the catalogs, each on its second try");
+    assert_eq!(reader.read("/app-misc/hello/hello-1.0.ebuild").unwrap(), b"EAPI=8\nDESCRIPTION=\"hello\"\n");
+    assert!(http.downloads.load(Ordering::Relaxed) >= 2);
+}
