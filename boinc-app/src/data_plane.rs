@@ -230,15 +230,19 @@ impl Repository {
     pub fn disk(&self, dir: &Path) -> Result<Option<PathBuf>, DataPlaneError> {
         use gah_core::data_ref::DISK_AT;
         let read = read_error(&self.data);
-        let (reader, path) = match &self.data.disk {
-            Some(disk) => (self.pinned()?, disk.as_str()),
+        let (reader, path, entry) = match &self.data.disk {
+            Some(disk) => {
+                let reader = self.pinned()?;
+                (reader, disk.as_str(), reader.lookup(disk).map_err(read(disk))?)
+            }
             None => match self.current.lookup(DISK_AT) {
-                Ok(entry) if matches!(entry.kind, gah_publish::Kind::File { .. } | gah_publish::Kind::Chunked) => (&self.current, DISK_AT),
+                Ok(entry) if matches!(entry.kind, gah_publish::Kind::File { .. } | gah_publish::Kind::Chunked) => {
+                    (&self.current, DISK_AT, entry)
+                }
                 Ok(_) | Err(gah_publish::VerifyError::NotFound(_)) => return Ok(None),
                 Err(e) => return Err(read(DISK_AT)(e)),
             },
         };
-        let entry = reader.lookup(path).map_err(read(path))?;
         let is_file = matches!(entry.kind, gah_publish::Kind::File { .. } | gah_publish::Kind::Chunked);
         // Written out whole on the host, outside any slot's disk bound: bounded here.
         if !is_file || entry.size > MAX_DISK_BYTES {
