@@ -10,11 +10,15 @@
 //! every BOINC server:
 //!
 //! ```text
-//! ../bin/gah-assimilate WU_ID FILE                        # the canonical result (one-word default)
-//! ../bin/gah-assimilate WU_NAME FILE                      # --script "gah-assimilate wu_name files" (8.2.0-8.2.4)
+//! ../bin/gah-assimilate WU_ID FILE [BINPKGS]              # the canonical result (one-word default)
+//! ../bin/gah-assimilate WU_NAME FILE [BINPKGS]            # --script "gah-assimilate wu_name files" (8.2.0-8.2.4)
 //! ../bin/gah-assimilate --error MASK WU_NAME WU_ID BATCH  # the workunit failed (BOINC 8.0 and later)
 //! ../bin/gah-assimilate --error MASK WU_ID                # the workunit failed (BOINC 7, server 1.4)
 //! ```
+//!
+//! `files` is every output file of the canonical result, in the result template's order: the
+//! outcome archive, then the binary packages (`binpkgs.tar`) for workunits made with
+//! `templates/gah_out` as it is now; the packages are not taken yet.
 //!
 //! With `WU_ID`, the workunit's name is read from the upload's physical name, which BOINC
 //! makes `<wu_name>_<n>_r<random>_<i>` (before late 2015: `<wu_name>_<n>_<i>`), see
@@ -139,7 +143,10 @@ pub fn parse_args(args: &[String]) -> Result<Call, ArgsError> {
                 _ => Err(err("with --error, expected MASK WU_NAME WU_ID BATCH_ID or MASK WU_ID")),
             }
         }
-        [wu, file] => {
+        // `files` is every output file of the result template, in order: the outcome
+        // archive, then (templates/gah_out as it is now) the binary packages, which are not
+        // stored yet (issue 11, item 4: the validator checks and compares them).
+        [wu, file] | [wu, file, _] => {
             let file = PathBuf::from(file);
             if !is_id(wu) {
                 return Ok(Call::Result { wu_name: wu.clone(), file });
@@ -149,7 +156,7 @@ pub fn parse_args(args: &[String]) -> Result<Call, ArgsError> {
                 None => Call::Unnamed { wu_id: int(wu, "WU_ID")?, file },
             })
         }
-        _ => Err(err("expected WU_ID FILE (--script gah-assimilate), WU_NAME FILE, or --error MASK ...")),
+        _ => Err(err("expected WU_ID FILE [BINPKGS] (--script gah-assimilate), WU_NAME FILE [BINPKGS], or --error MASK ...")),
     }
 }
 
@@ -298,7 +305,12 @@ mod tests {
         );
         assert_eq!(parse_args(&args("--error 4 42")).unwrap(), Call::Failed { mask: 4, wu_name: None, wu_id: 42, batch_id: 0 });
         assert_eq!(parse_args(&args("42 /u/outcome.tar.gz")).unwrap(), Call::Unnamed { wu_id: 42, file: "/u/outcome.tar.gz".into() });
-        for bad in ["only-one", "--error x 1", "--error 1 a b", "a b c"] {
+        // Both output files of templates/gah_out: the outcome archive is the first.
+        assert_eq!(
+            parse_args(&args("42 /u/wu_a_1_r9_0 /u/wu_a_1_r9_1")).unwrap(),
+            Call::Result { wu_name: "wu_a".into(), file: "/u/wu_a_1_r9_0".into() }
+        );
+        for bad in ["only-one", "--error x 1", "--error 1 a b", "a b c d"] {
             assert!(parse_args(&args(bad)).is_err(), "{bad}");
         }
     }

@@ -26,6 +26,7 @@
 #![deny(missing_docs)]
 
 pub mod archive;
+pub mod binpkg;
 pub mod buildlog;
 pub mod data_ref;
 pub mod db;

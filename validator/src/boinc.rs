@@ -18,15 +18,29 @@
 //! `gah-validate-compare files files2 result_id result_id2` also pass the result ids, which
 //! then key the host statistics ([`crate::hosts`]).
 //!
+//! `files` is every output file of the result template, in its order, uploaded or not
+//! (`sched/validate_util.cpp`, `get_output_file_paths`, reads the result's `<file_ref>`s):
+//! one (`outcome.tar.gz`) for workunits made with a one-file template, two (then
+//! `binpkgs.tar`, optional) with `templates/gah_out` as it is now. So a result is one or two
+//! paths, and a compare line holds two results of the same length:
+//!
+//! ```text
+//! ../bin/gah-validate-init OUTCOME [BINPKGS] [RESULT_ID]
+//! ../bin/gah-validate-compare OUTCOME1 [BINPKGS1] OUTCOME2 [BINPKGS2] [RESULT_ID1 RESULT_ID2]
+//! ```
+//!
+//! The result ids are told from paths by being all digits (BOINC's upload paths never are:
+//! `dir_hier_path` gives `<upload_dir>/<fanout>/<name>`).
+//!
 //! Exit codes are [`Verdict::exit_code`]'s: 0 valid, 1 invalid, 3 (BOINC's
 //! `VAL_RESULT_TRANSIENT_ERROR`) retry later; arguments that are not what BOINC passes are a
 //! configuration error, so they exit 3 too, never invalidating a volunteer's result.
 
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::hosts::{self, HostStats};
-use crate::{Verdict, VerdictKind};
+use crate::{Uploads, Verdict, VerdictKind};
 
 /// What an entry point decided, and a warning for the log if the advisory host statistics
 /// could not be updated.
@@ -43,38 +57,51 @@ fn refused(usage: &str, args: &[OsString]) -> Run {
     Run { verdict: Verdict::retry_later(&format!("bad command line `{}`: expected {usage}", got.join(" "))), warning: None }
 }
 
-/// `gah-validate-init FILE [RESULT_ID]`: checks one result ([`crate::init`], without a job:
-/// `script_validator` cannot pass the workunit's input). An invalid result counts against
-/// RESULT_ID in the host statistics at `$GAH_HOST_STATS` when given.
+/// Splits `script_validator`'s arguments into paths and the `ids` trailing result ids, when
+/// there are that many and they are all digits.
+fn split_ids(args: &[OsString], ids: usize) -> (Vec<PathBuf>, Vec<String>) {
+    let is_id = |a: &OsString| a.to_str().is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()));
+    let at = args.len().saturating_sub(ids);
+    if ids > 0 && args.len() > ids && args[at..].iter().all(is_id) {
+        let ids = args[at..].iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        (args[..at].iter().map(PathBuf::from).collect(), ids)
+    } else {
+        (args.iter().map(PathBuf::from).collect(), Vec::new())
+    }
+}
+
+/// `gah-validate-init OUTCOME [BINPKGS] [RESULT_ID]`: checks one result's uploads
+/// ([`crate::init_uploads`], without a job: `script_validator` cannot pass the workunit's
+/// input). An invalid result counts against RESULT_ID in the host statistics at
+/// `$GAH_HOST_STATS` when given.
 pub fn init_main(args: &[OsString]) -> Run {
-    const USAGE: &str = "FILE [RESULT_ID] (--init_script gah-validate-init)";
-    let (file, id) = match args {
-        [file] => (file, None),
-        [file, id] => (file, Some(id.to_string_lossy().into_owned())),
-        _ => return refused(USAGE, args),
-    };
-    let verdict = crate::init(Path::new(file), None);
-    let warning = match (id, verdict.kind()) {
-        (Some(id), VerdictKind::Invalid) => record(None, |stats| stats.record_invalid(&id)),
+    const USAGE: &str = "OUTCOME [BINPKGS] [RESULT_ID] (--init_script gah-validate-init)";
+    let (files, ids) = split_ids(args, 1);
+    let Some(uploads) = Uploads::from_files(&files) else { return refused(USAGE, args) };
+    let verdict = crate::init_uploads(&uploads, None);
+    let warning = match (ids.first(), verdict.kind()) {
+        (Some(id), VerdictKind::Invalid) => record(None, |stats| stats.record_invalid(id)),
         _ => None,
     };
     Run { verdict, warning }
 }
 
-/// `gah-validate-compare FILE1 FILE2 [RESULT_ID1 RESULT_ID2]`: compares two replicas
-/// ([`crate::compare`]); with the ids, the comparison is counted in the host statistics.
+/// `gah-validate-compare OUTCOME1 [BINPKGS1] OUTCOME2 [BINPKGS2] [RESULT_ID1 RESULT_ID2]`:
+/// compares two replicas ([`crate::compare_uploads`]); with the ids, the comparison is
+/// counted in the host statistics.
 pub fn compare_main(args: &[OsString]) -> Run {
-    const USAGE: &str = "FILE1 FILE2 [RESULT_ID1 RESULT_ID2] (--compare_script gah-validate-compare)";
-    let (a, b, ids) = match args {
-        [a, b] => (a, b, None),
-        [a, b, x, y] => (a, b, Some((x.to_string_lossy().into_owned(), y.to_string_lossy().into_owned()))),
-        _ => return refused(USAGE, args),
+    const USAGE: &str = "OUTCOME1 [BINPKGS1] OUTCOME2 [BINPKGS2] [RESULT_ID1 RESULT_ID2] (--compare_script gah-validate-compare)";
+    let (files, ids) = split_ids(args, 2);
+    let (first, second) = files.split_at(files.len() / 2);
+    let (Some(a), Some(b)) = (Uploads::from_files(first), Uploads::from_files(second)) else {
+        return refused(USAGE, args);
     };
-    let verdict = crate::compare(Path::new(a), Path::new(b));
-    let warning = match ids {
-        Some((x, y)) if verdict.kind() != VerdictKind::RetryLater => {
-            record(None, |stats| stats.record_comparison(&x, &y, verdict.is_valid()))
-        }
+    if files.len() % 2 != 0 {
+        return refused(USAGE, args);
+    }
+    let verdict = crate::compare_uploads(&a, &b);
+    let warning = match &ids[..] {
+        [x, y] if verdict.kind() != VerdictKind::RetryLater => record(None, |stats| stats.record_comparison(x, y, verdict.is_valid())),
         _ => None,
     };
     Run { verdict, warning }

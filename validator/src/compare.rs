@@ -17,11 +17,18 @@
 //! - one replica listing installed files while the other lists none (an older agent, or a
 //!   failure before the install phase on both sides already caught by `status`).
 //!
+//! **Binary packages** (the results' `binpkgs.tar`) never make the replicas disagree: the
+//! outcome is what they are asked for. A package both built with the same digest
+//! ([`gah_core::binpkg`]: everything it installs and says of itself but when it was built) is
+//! *agreed*, and only agreed packages may ever be offered to other jobs; one built by a single
+//! replica, or built differently by the two, is said in a note and goes no further.
+//!
 //! **Ignored**: timings and durations, backend, accelerator, summary line, the package list's
 //! binary/source flags, and the log text.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use gah_core::binpkg::BuiltPackage;
 use gah_core::outcome::{InstalledFile, Outcome};
 
 /// Names listed in one difference before `and N more`.
@@ -137,6 +144,44 @@ pub fn hash_must_match(path: &str) -> bool {
     let top = rel.split('/').next().unwrap_or("");
     let code = matches!(top, "bin" | "sbin" | "lib" | "lib32" | "lib64" | "libexec" | "include");
     code && !(path.ends_with(".pyc") || path.ends_with(".pyo"))
+}
+
+/// What two replicas' binary packages have in common.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PackageComparison {
+    /// The packages both built with the same digest (as the first replica has them).
+    pub agreed: Vec<BuiltPackage>,
+    /// What was not agreed, for the record.
+    pub notes: Vec<String>,
+}
+
+/// Compares two replicas' binary packages by name and digest (the instance number in their
+/// paths may differ).
+pub fn compare_packages(a: &[BuiltPackage], b: &[BuiltPackage]) -> PackageComparison {
+    let digests = |p: &[BuiltPackage]| -> BTreeMap<String, BTreeSet<String>> {
+        let mut by_cpv: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for package in p {
+            by_cpv.entry(package.cpv.clone()).or_default().insert(package.digest.clone());
+        }
+        by_cpv
+    };
+    let (of_a, of_b) = (digests(a), digests(b));
+    let agreed: Vec<BuiltPackage> = a.iter().filter(|p| of_b.get(&p.cpv).is_some_and(|d| d.contains(&p.digest))).cloned().collect();
+    let mut notes = Vec::new();
+    let differing: Vec<&String> = of_a.keys().filter(|cpv| of_b.contains_key(*cpv) && !agreed.iter().any(|p| &p.cpv == *cpv)).collect();
+    if !differing.is_empty() {
+        notes.push(format!("binary packages built differently by the two replicas: {}", listing(differing.into_iter())));
+    }
+    for (which, mine, theirs) in [("first", &of_a, &of_b), ("second", &of_b, &of_a)] {
+        let alone: Vec<&String> = mine.keys().filter(|cpv| !theirs.contains_key(*cpv)).collect();
+        if !alone.is_empty() {
+            notes.push(format!("binary packages only the {which} replica built: {}", listing(alone.into_iter())));
+        }
+    }
+    if !agreed.is_empty() {
+        notes.push(format!("{} binary packages agreed", agreed.len()));
+    }
+    PackageComparison { agreed, notes }
 }
 
 fn listing<T: std::fmt::Display>(items: impl Iterator<Item = T>) -> String {

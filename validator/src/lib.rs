@@ -45,6 +45,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use gah_core::archive::{self, ArchiveError, Limits, OutcomeArchive};
+use gah_core::binpkg::{self, BinpkgError, BuiltPackage};
 use gah_core::job::Job;
 
 /// The longest reason a verdict carries; longer ones are cut (hostile archives can make
@@ -150,18 +151,28 @@ pub enum LoadError {
         /// Why.
         source: ArchiveError,
     },
+    /// The binary packages upload is refused: the result is invalid.
+    RejectedPackages {
+        /// The upload.
+        path: PathBuf,
+        /// Why.
+        source: BinpkgError,
+    },
 }
 
 impl LoadError {
     /// True when the same file might be accepted later (the problem is not in its bytes).
     pub fn is_transient(&self) -> bool {
-        !matches!(self, LoadError::Rejected { .. })
+        !matches!(self, LoadError::Rejected { .. } | LoadError::RejectedPackages { .. })
     }
 
     /// The file concerned.
     pub fn path(&self) -> &Path {
         match self {
-            LoadError::Io { path, .. } | LoadError::NotRegular { path } | LoadError::Rejected { path, .. } => path,
+            LoadError::Io { path, .. }
+            | LoadError::NotRegular { path }
+            | LoadError::Rejected { path, .. }
+            | LoadError::RejectedPackages { path, .. } => path,
         }
     }
 }
@@ -171,7 +182,7 @@ impl fmt::Display for LoadError {
         match self {
             LoadError::Io { path, .. } => write!(f, "{}: cannot read", path.display()),
             LoadError::NotRegular { path } => write!(f, "{}: not a regular file", path.display()),
-            LoadError::Rejected { path, .. } => write!(f, "{}", path.display()),
+            LoadError::Rejected { path, .. } | LoadError::RejectedPackages { path, .. } => write!(f, "{}", path.display()),
         }
     }
 }
@@ -181,6 +192,7 @@ impl std::error::Error for LoadError {
         match self {
             LoadError::Io { source, .. } => Some(source),
             LoadError::Rejected { source, .. } => Some(source),
+            LoadError::RejectedPackages { source, .. } => Some(source),
             LoadError::NotRegular { .. } => None,
         }
     }
@@ -210,6 +222,21 @@ pub fn load(path: &Path) -> Result<OutcomeArchive, LoadError> {
 /// the daemon), then `open` with `O_NOFOLLOW | O_NONBLOCK` (a link or FIFO put in its place in
 /// between fails or does not block) and the opened file's own metadata checked again.
 pub fn load_with(path: &Path, limits: Limits) -> Result<OutcomeArchive, LoadError> {
+    let (file, size) = open_upload(path)?;
+    if size > limits.max_compressed {
+        let source = ArchiveError::TooLarge { size, max: limits.max_compressed };
+        return Err(LoadError::Rejected { path: path.to_path_buf(), source });
+    }
+    // The file may grow between the stat and the read: read one byte past the cap at most,
+    // and `archive::read` refuses anything over it.
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    file.take(limits.max_compressed + 1).read_to_end(&mut bytes).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
+    archive::read(&bytes, limits).map_err(|source| LoadError::Rejected { path: path.to_path_buf(), source })
+}
+
+/// Opens an upload as [`load_with`] says, so that nothing but a regular file is read; with
+/// its size.
+fn open_upload(path: &Path) -> Result<(std::fs::File, u64), LoadError> {
     use std::os::unix::fs::OpenOptionsExt;
     let io = |source| LoadError::Io { path: path.to_path_buf(), source };
     let not_regular = || LoadError::NotRegular { path: path.to_path_buf() };
@@ -225,15 +252,23 @@ pub fn load_with(path: &Path, limits: Limits) -> Result<OutcomeArchive, LoadErro
     if !meta.is_file() {
         return Err(not_regular());
     }
-    if meta.len() > limits.max_compressed {
-        let source = ArchiveError::TooLarge { size: meta.len(), max: limits.max_compressed };
-        return Err(LoadError::Rejected { path: path.to_path_buf(), source });
+    Ok((file, meta.len()))
+}
+
+/// Reads and checks a result's binary packages upload ([`binpkg::read_upload`], streamed:
+/// packages are hashed as they are read, never held whole). The upload is optional in the
+/// result template, so an absent file is a result that uploaded none: no packages.
+pub fn load_binpkgs(path: &Path) -> Result<Vec<BuiltPackage>, LoadError> {
+    let (file, size) = match open_upload(path) {
+        Err(LoadError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        other => other?,
+    };
+    let rejected = |source| LoadError::RejectedPackages { path: path.to_path_buf(), source };
+    let limits = binpkg::Limits::default();
+    if size > limits.max_upload {
+        return Err(rejected(BinpkgError::TooLarge { size, max: limits.max_upload }));
     }
-    // The file may grow between the stat and the read: read one byte past the cap at most,
-    // and `archive::read` refuses anything over it.
-    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-    file.take(limits.max_compressed + 1).read_to_end(&mut bytes).map_err(io)?;
-    archive::read(&bytes, limits).map_err(|source| LoadError::Rejected { path: path.to_path_buf(), source })
+    binpkg::read_upload(std::io::BufReader::new(file), limits).map_err(rejected)
 }
 
 /// [`load`], then [`archive::check_workunit`]: the upload must answer workunit `wu_name`
@@ -290,6 +325,71 @@ pub fn compare(a: &Path, b: &Path) -> Verdict {
     } else {
         Verdict::invalid(&format!("{} and {} disagree: {}", a.display(), b.display(), result.mismatches.join("; ")))
     }
+}
+
+/// A result's uploads, in the result template's order (`templates/gah_out`): the outcome
+/// archive, then, when the template names it, the binary packages the job built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uploads {
+    /// The outcome archive (`outcome.tar.gz`).
+    pub outcome: PathBuf,
+    /// The binary packages (`binpkgs.tar`), optional in the template: the path is given
+    /// whether or not the volunteer uploaded one.
+    pub binpkgs: Option<PathBuf>,
+}
+
+impl Uploads {
+    /// The uploads of one result from the paths `script_validator` passes for it (`files`):
+    /// one or two. `None` for any other count.
+    pub fn from_files(files: &[PathBuf]) -> Option<Uploads> {
+        match files {
+            [outcome] => Some(Uploads { outcome: outcome.clone(), binpkgs: None }),
+            [outcome, binpkgs] => Some(Uploads { outcome: outcome.clone(), binpkgs: Some(binpkgs.clone()) }),
+            _ => None,
+        }
+    }
+
+    fn packages(&self) -> Result<Vec<BuiltPackage>, LoadError> {
+        self.binpkgs.as_deref().map_or(Ok(Vec::new()), load_binpkgs)
+    }
+}
+
+/// [`init`] over all of a result's uploads: the outcome archive, then the binary packages,
+/// each refused for what is in it.
+pub fn init_uploads(uploads: &Uploads, job: Option<&Job>) -> Verdict {
+    let verdict = init(&uploads.outcome, job);
+    if !verdict.is_valid() {
+        return verdict;
+    }
+    match uploads.packages() {
+        Ok(packages) if packages.is_empty() => verdict,
+        Ok(packages) => Verdict::valid(vec![format!("{} binary packages", packages.len())]),
+        Err(e) => e.into(),
+    }
+}
+
+/// [`compare`] over all of two results' uploads. The replicas agree or disagree on their
+/// outcomes alone; their binary packages are compared too ([`compare::compare_packages`]),
+/// and what they agree on is said in the verdict's notes, never counted against them.
+pub fn compare_uploads(a: &Uploads, b: &Uploads) -> Verdict {
+    compare_uploads_with(a, b).0
+}
+
+/// [`compare_uploads`], with the packages both replicas built alike (those of `a`).
+pub fn compare_uploads_with(a: &Uploads, b: &Uploads) -> (Verdict, Vec<BuiltPackage>) {
+    let verdict = compare(&a.outcome, &b.outcome);
+    if !verdict.is_valid() {
+        return (verdict, Vec::new());
+    }
+    let (left, right) = match (a.packages(), b.packages()) {
+        (Ok(left), Ok(right)) => (left, right),
+        (Err(e), _) | (_, Err(e)) if e.is_transient() => return (e.into(), Vec::new()),
+        (Err(e), _) | (_, Err(e)) => return (e.into(), Vec::new()),
+    };
+    let packages = compare::compare_packages(&left, &right);
+    let mut notes = verdict.notes().to_vec();
+    notes.extend(packages.notes);
+    (Verdict::valid(notes), packages.agreed)
 }
 
 /// Makes `text` one printable line: control characters escaped, cut at [`MAX_REASON`].

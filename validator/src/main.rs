@@ -1,8 +1,8 @@
 //! `gah-validator`: BOINC `script_validator`'s init and compare scripts.
 //!
 //! ```text
-//! gah-validator init FILE [--job JOBFILE] [--host ID] [--host-stats PATH]
-//! gah-validator compare FILE1 FILE2 [--hosts ID1 ID2] [--host-stats PATH]
+//! gah-validator init FILE [--binpkgs PATH] [--job JOBFILE] [--host ID] [--host-stats PATH]
+//! gah-validator compare FILE1 FILE2 [--binpkgs PATH1 PATH2] [--hosts ID1 ID2] [--host-stats PATH]
 //! ```
 //!
 //! For humans and tools. BOINC's `script_validator` passes only the values of its keywords,
@@ -21,7 +21,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use gah_validator::boinc::{record, Run};
-use gah_validator::{Verdict, VerdictKind};
+use gah_validator::{Uploads, Verdict, VerdictKind};
 
 /// Checks gentoo@home outcome archives for BOINC's script_validator.
 #[derive(Parser)]
@@ -37,6 +37,9 @@ enum Mode {
     Init {
         /// The uploaded outcome archive.
         file: PathBuf,
+        /// The result's binary packages upload (`binpkgs.tar`); absent means none.
+        #[arg(long, value_name = "PATH")]
+        binpkgs: Option<PathBuf>,
         /// The workunit's job.json: the result must answer exactly this job.
         #[arg(long, value_name = "JOBFILE")]
         job: Option<PathBuf>,
@@ -53,6 +56,10 @@ enum Mode {
         file1: PathBuf,
         /// The second replica's archive.
         file2: PathBuf,
+        /// The two replicas' binary packages uploads (`binpkgs.tar`); what they agree on is
+        /// said, never counted against them.
+        #[arg(long, num_args = 2, value_names = ["PATH1", "PATH2"])]
+        binpkgs: Option<Vec<PathBuf>>,
         /// Record the outcome of the comparison for these two hosts (or result ids).
         #[arg(long, num_args = 2, value_names = ["ID1", "ID2"])]
         hosts: Option<Vec<String>>,
@@ -86,20 +93,25 @@ fn main() -> ExitCode {
 
 fn run(mode: Mode) -> Run {
     match mode {
-        Mode::Init { file, job, host, host_stats } => {
+        Mode::Init { file, binpkgs, job, host, host_stats } => {
             let job = match job.as_deref().map(gah_validator::read_job).transpose() {
                 Ok(job) => job,
                 Err(verdict) => return Run { verdict, warning: None },
             };
-            let verdict = gah_validator::init(&file, job.as_ref());
+            let verdict = gah_validator::init_uploads(&Uploads { outcome: file, binpkgs }, job.as_ref());
             let warning = match (host, verdict.kind()) {
                 (Some(host), VerdictKind::Invalid) => record(host_stats, |stats| stats.record_invalid(&host)),
                 _ => None,
             };
             Run { verdict, warning }
         }
-        Mode::Compare { file1, file2, hosts, host_stats } => {
-            let verdict = gah_validator::compare(&file1, &file2);
+        Mode::Compare { file1, file2, binpkgs, hosts, host_stats } => {
+            let (b1, b2) = match binpkgs.as_deref() {
+                Some([b1, b2]) => (Some(b1.clone()), Some(b2.clone())),
+                _ => (None, None),
+            };
+            let verdict =
+                gah_validator::compare_uploads(&Uploads { outcome: file1, binpkgs: b1 }, &Uploads { outcome: file2, binpkgs: b2 });
             let warning = match hosts.as_deref() {
                 Some([a, b]) if verdict.kind() != VerdictKind::RetryLater => {
                     record(host_stats, |stats| stats.record_comparison(a, b, verdict.is_valid()))
