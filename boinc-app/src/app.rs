@@ -248,6 +248,11 @@ pub struct Args {
     /// replicas have been validated (as `gah run` does).
     #[arg(long)]
     pub keep_binpkgs: Option<PathBuf>,
+    /// Write the binary packages this job built as an upload (`binpkgs.tar`, see
+    /// `gah_core::binpkg`) to this logical name. Under the BOINC client, `binpkgs.tar` is
+    /// written without it whenever the result template names that output (templates/gah_out).
+    #[arg(long, value_name = "NAME")]
+    pub binpkgs_output: Option<String>,
     /// A guest image folder holding vmlinux, initramfs.cpio.gz, rootfs.ext4 and rootfs/;
     /// sets the four options below at once (for runs by hand).
     #[arg(long)]
@@ -390,6 +395,15 @@ pub fn main(args: Args) -> Result<(), AppError> {
     let binpkgs = resolve(&args.binpkgs)?;
     // Checked now, not after hours of building.
     let keep = args.keep_binpkgs.as_deref().map(|dir| keep_folder(dir, &binpkgs)).transpose()?;
+    // Under the client, a logical name resolves to another path only when the slot holds
+    // its link file, that is when the result template names the output.
+    let upload = match &args.binpkgs_output {
+        Some(name) => Some(resolve(name)?),
+        None => match runtime.resolve_filename(gah_core::binpkg::OPEN_NAME) {
+            Ok(path) if !runtime.is_standalone() && path != Path::new(gah_core::binpkg::OPEN_NAME) => Some(absolute(&path)?),
+            _ => None,
+        },
+    };
     let slot = absolute(&args.slot.clone().unwrap_or_else(|| PathBuf::from("slot")))?;
 
     let backend = match choose(args.backend, &image, rootfs_tree, rootfs_disk) {
@@ -409,7 +423,7 @@ pub fn main(args: Args) -> Result<(), AppError> {
             // package, so infra_error, which the validator takes and the QA pages discount.
             let (why, _, kind) = base_failure.borrow().clone().unwrap_or_else(|| (String::new(), false, BackendKind::Sandbox));
             tracing::warn!(target: SAY, "{why}");
-            let ended = Ended { job: &job, output: &output, slot: &slot, keep: None };
+            let ended = Ended { job: &job, output: &output, slot: &slot, built: None };
             let outcome = infra(&job, &why).on(kind, Accelerator::None);
             match ended.finish(&runtime, &outcome, format!("gah-app: {why}\n").as_bytes(), None)? {}
         }
@@ -481,7 +495,7 @@ pub fn main(args: Args) -> Result<(), AppError> {
                     let why = format!("the job's inputs could not be read: {}", error_chain(&e));
                     tracing::warn!(target: SAY, "{why}");
                     let outcome = infra(&job, &why).on(backend.kind(), backend.accelerator());
-                    let ended = Ended { job: &job, output: &output, slot: &slot, keep: None };
+                    let ended = Ended { job: &job, output: &output, slot: &slot, built: None };
                     match ended.finish(&runtime, &outcome, format!("gah-app: {why}\n").as_bytes(), None)? {}
                 }
             };
@@ -587,8 +601,13 @@ pub fn main(args: Args) -> Result<(), AppError> {
     let info = gah_util::untrusted::read_beneath(&out_dir, Path::new("emerge-info.txt"), MAX_INFO_BYTES)
         .map_err(|e| tracing::warn!("emerge --info not taken: {}", gah_util::error_chain(&e)))
         .ok();
-    let built = keep.as_ref().map(|keep| (out_dir.join("binpkgs"), input.binpkgs.as_path(), keep.as_path()));
-    let ended = Ended { job: &job, output: &output, slot: &slot, keep: built.as_ref().map(|(a, b, c)| (a.as_path(), *b, *c)) };
+    let built = out_dir.join("binpkgs");
+    let ended = Ended {
+        job: &job,
+        output: &output,
+        slot: &slot,
+        built: Some(Built { out: &built, given: &input.binpkgs, keep: keep.as_deref(), upload: upload.as_deref() }),
+    };
     match ended.finish(&runtime, &outcome, &log, info.as_deref())? {}
 }
 
@@ -597,13 +616,24 @@ pub fn main(args: Args) -> Result<(), AppError> {
 const BASE_RETRY: Duration = Duration::from_secs(30 * 60);
 
 /// How a task ends once it has an outcome: the archive written and put in place, the
-/// binary packages kept (when asked), the slot removed, the client told.
+/// binary packages kept and uploaded (when asked), the slot removed, the client told.
 struct Ended<'a> {
     job: &'a Job,
     output: &'a Path,
     slot: &'a Path,
-    /// (what the guest built, what it was given, where to keep the new ones).
-    keep: Option<(&'a Path, &'a Path, &'a Path)>,
+    built: Option<Built<'a>>,
+}
+
+/// The binary packages a guest left, and where the new ones go.
+struct Built<'a> {
+    /// What the guest left (its PKGDIR: the seeds, what it built, its index).
+    out: &'a Path,
+    /// What it was given (the seeds).
+    given: &'a Path,
+    /// The caller's folder for the new ones (`--keep-binpkgs`).
+    keep: Option<&'a Path>,
+    /// The upload of the new ones (`--binpkgs-output`, or the result template's `binpkgs.tar`).
+    upload: Option<&'a Path>,
 }
 
 impl Ended<'_> {
@@ -619,8 +649,17 @@ impl Ended<'_> {
         gah_core::archive::write(&mut file, self.job, outcome, log, info)
             .map_err(|source| AppError::WriteOutcome { path: self.output.to_path_buf(), source })?;
         file.commit().map_err(place)?;
-        if let Some((built, given, keep)) = self.keep {
-            keep_built_binpkgs(built, given, keep)?;
+        if let Some(built) = &self.built {
+            if let Some(keep) = built.keep {
+                keep_built_binpkgs(built.out, built.given, keep)?;
+            }
+            if let Some(upload) = built.upload {
+                // Optional in the result template: a failure costs the project the packages,
+                // never the volunteer the result.
+                if let Err(e) = upload_built_binpkgs(built.out, built.given, &self.slot.join("upload-binpkgs"), upload) {
+                    tracing::warn!(target: SAY, "the binary packages this job built are not uploaded: {}", error_chain(&*e));
+                }
+            }
         }
         tracing::info!(target: SAY, "{} {} ({}) -> {}", self.job.job_id, outcome.status, outcome.summary, self.output.display());
         let _ = gah_util::untrusted::remove_tree(self.slot);
@@ -879,6 +918,24 @@ fn keep_built_binpkgs(out: &Path, given: &Path, keep: &Path) -> Result<gah_util:
     }
     tracing::info!("{} files of binary packages kept in {}", merged.copied, keep.display());
     Ok(merged)
+}
+
+/// Writes the upload of what the guest built (`out`, beyond the `given` seeds): the packages
+/// taken from the guest into `scratch` first as [`keep_built_binpkgs`] does (regular files
+/// only), then written in `gah_core::binpkg`'s format, smallest first up to its cap.
+fn upload_built_binpkgs(out: &Path, given: &Path, scratch: &Path, upload: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    let _ = gah_util::untrusted::remove_tree(scratch);
+    keep_built_binpkgs(out, given, scratch)?;
+    // Nothing built: the folder was not made, and the upload is an empty tar.
+    fs::create_dir_all(scratch)?;
+    let mut file = AtomicFile::create(upload)?;
+    let written = gah_core::binpkg::write_upload(file.as_file_mut(), scratch, gah_core::binpkg::MAX_UPLOAD)?;
+    file.commit()?;
+    if !written.left_out.is_empty() {
+        tracing::warn!("binary packages left out of the upload, over its cap: {}", written.left_out.join(", "));
+    }
+    tracing::info!(target: SAY, "{} binary packages uploaded in {}", written.packages.len(), upload.display());
+    Ok(())
 }
 
 #[cfg(test)]

@@ -5,6 +5,8 @@
 //! - [`outcome::Outcome`] and [`outcome::Status`]: what a job produced (`outcome.json`).
 //! - [`archive`]: the outcome archive a volunteer uploads, written by the app and checked by
 //!   the validator before anything in it is trusted.
+//! - [`binpkg`]: the binary packages a job built, as a volunteer uploads them
+//!   (`binpkgs.tar`), with the reader that checks an untrusted upload and digests each package.
 //! - [`db::Database`]: the results database: its schema, migrations and writes, and every
 //!   read of it ([`db::read`]: typed rows keyed by [`job::Cell`], latest state, history,
 //!   matrix, changes between snapshots, failures by package and by dependency, counts).
@@ -15,8 +17,8 @@
 //!   (command line, the project's `gah.conf`, environment).
 //!
 //! **Invariant:** this crate knows nothing about qemu, namespaces or BOINC's API, and of
-//! Portage only the text of its build logs ([`buildlog`]); it does no process management and
-//! no network IO.
+//! Portage only the text of its build logs ([`buildlog`]) and the GPKG binary package format
+//! ([`binpkg`]); it does no process management and no network IO.
 //!
 //! ```
 //! use gah_core::job::{Compiler, Job, UseAssignment};

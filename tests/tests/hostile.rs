@@ -445,8 +445,9 @@ impl Lab {
             }
         }
         let kept = run_dir.join("kept-binpkgs");
+        let upload = run_dir.join("binpkgs-upload.tar");
         if attack.keep_binpkgs {
-            cmd.arg("--keep-binpkgs").arg(&kept);
+            cmd.arg("--keep-binpkgs").arg(&kept).arg("--binpkgs-output").arg(&upload);
         }
         // What gah-app says before the BOINC runtime takes its stderr (argument errors).
         cmd.stderr(fs::File::create(run_dir.join("launch-stderr.txt")).unwrap());
@@ -571,6 +572,7 @@ impl Lab {
         }
         if attack.keep_binpkgs {
             check_kept(&kept, &self.backend, &mut violations);
+            check_upload(&upload, &kept, &mut violations);
         }
         host.check(&mut violations);
         self.check_processes(app_pid, &mut violations);
@@ -734,6 +736,28 @@ fn check_kept(kept: &Path, backend: &str, violations: &mut Vec<String>) {
         let plain = meta.is_dir() || (meta.is_file() && meta.nlink() == 1 && meta.mode() & 0o6000 == 0);
         if planted || !plain {
             violations.push(format!("outputs: --keep-binpkgs took {} ({})", path.display(), describe(&path, &meta)));
+        }
+    }
+}
+
+/// What `--binpkgs-output` uploads of the guest's packages: plain members at packages'
+/// places only, each the bytes `--keep-binpkgs` took (so none of the planted links, FIFOs or
+/// hard links, and nothing that is not at a package's place, such as the index).
+fn check_upload(upload: &Path, kept: &Path, violations: &mut Vec<String>) {
+    let bytes = match fs::read(upload) {
+        Ok(bytes) => bytes,
+        Err(e) => return violations.push(format!("outputs: no binary packages upload {}: {e}", upload.display())),
+    };
+    let mut tar = tar::Archive::new(bytes.as_slice());
+    for entry in tar.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().display().to_string();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+        let regular = entry.header().entry_type().is_file();
+        let at_a_place = name.ends_with(".gpkg.tar") && name.split('/').count() == 3;
+        if !regular || !at_a_place || fs::read(kept.join(&name)).ok().as_deref() != Some(data.as_slice()) {
+            violations.push(format!("outputs: the binary packages upload holds {name}, which --keep-binpkgs did not take as such"));
         }
     }
 }
