@@ -18,7 +18,8 @@
 //!
 //! `files` is every output file of the canonical result, in the result template's order: the
 //! outcome archive, then the binary packages (`binpkgs.tar`) for workunits made with
-//! `templates/gah_out` as it is now; the packages are not taken yet.
+//! `templates/gah_out` as it is now. With the project's `binpkgs_dir`, the packages the
+//! validator recorded as agreed go into the package store ([`take_binpkgs`]).
 //!
 //! With `WU_ID`, the workunit's name is read from the upload's physical name, which BOINC
 //! makes `<wu_name>_<n>_r<random>_<i>` (before late 2015: `<wu_name>_<n>_<i>`), see
@@ -56,6 +57,9 @@ pub struct Settings {
     /// The repository metadata and profile failures are localised over (`gah.conf`'s
     /// `localise_repo`, `localise_profile`); `None`: no localisation.
     pub localise: Option<(PathBuf, Option<PathBuf>)>,
+    /// The project's `binpkgs_dir`: where the validator records agreed packages and the
+    /// package store is ([`crate::binpkgs`]); `None`: no package is stored.
+    pub binpkgs_dir: Option<PathBuf>,
 }
 
 /// The project's localisation settings (`localise_repo`, `localise_profile`).
@@ -69,7 +73,12 @@ impl Settings {
     /// no results database is configured.
     pub fn resolve(over: &Overrides) -> Result<Settings, ProjectError> {
         let r = gah_core::project::resolve_here(over)?;
-        Ok(Settings { db: r.require_results_db()?.to_owned(), snapshot: r.snapshot.clone(), localise: localise_of(&r) })
+        Ok(Settings {
+            db: r.require_results_db()?.to_owned(),
+            snapshot: r.snapshot.clone(),
+            localise: localise_of(&r),
+            binpkgs_dir: r.binpkgs_dir.clone(),
+        })
     }
 
     fn open(&self) -> Result<(Database, gah_core::db::SnapshotId), DbError> {
@@ -89,8 +98,10 @@ pub enum Call {
     Result {
         /// The workunit's name (given, or read from the upload's name).
         wu_name: String,
-        /// The canonical result's output file.
+        /// The canonical result's outcome archive.
         file: PathBuf,
+        /// Its binary packages upload, when the result template names one (uploaded or not).
+        binpkgs: Option<PathBuf>,
     },
     /// A canonical result whose upload's name names no workunit (see
     /// [`wu_name_of_upload`]): recorded in quarantine as `wu#<WU_ID>`.
@@ -144,15 +155,15 @@ pub fn parse_args(args: &[String]) -> Result<Call, ArgsError> {
             }
         }
         // `files` is every output file of the result template, in order: the outcome
-        // archive, then (templates/gah_out as it is now) the binary packages, which are not
-        // stored yet (issue 11, item 4: the validator checks and compares them).
-        [wu, file] | [wu, file, _] => {
+        // archive, then (templates/gah_out) the binary packages.
+        [wu, file, rest @ ..] if rest.len() <= 1 => {
             let file = PathBuf::from(file);
+            let binpkgs = rest.first().map(PathBuf::from);
             if !is_id(wu) {
-                return Ok(Call::Result { wu_name: wu.clone(), file });
+                return Ok(Call::Result { wu_name: wu.clone(), file, binpkgs });
             }
             Ok(match wu_name_of_upload(&file) {
-                Some(wu_name) => Call::Result { wu_name: wu_name.to_owned(), file },
+                Some(wu_name) => Call::Result { wu_name: wu_name.to_owned(), file, binpkgs },
                 None => Call::Unnamed { wu_id: int(wu, "WU_ID")?, file },
             })
         }
@@ -225,7 +236,14 @@ pub fn localise(settings: &Settings) -> Result<Option<String>, AssimilateError> 
 /// Stores what the call brings, without the localisation step.
 fn store(settings: &Settings, call: &Call) -> Result<Done, AssimilateError> {
     match call {
-        Call::Result { wu_name, file } => match assimilate_result(settings, wu_name, file) {
+        Call::Result { wu_name, file, binpkgs } => match assimilate_result(settings, wu_name, file) {
+            Ok(done @ Assimilated::Stored(_)) => {
+                let packages = match (binpkgs, &settings.binpkgs_dir) {
+                    (Some(upload), Some(dir)) => format!("; {}", take_binpkgs(upload, dir)),
+                    _ => String::new(),
+                };
+                Ok(Done(format!("{wu_name}: {done}{packages}")))
+            }
             Ok(done) => Ok(Done(format!("{wu_name}: {done}"))),
             // BOINC will not make a missing canonical upload appear: recorded, not retried.
             Err(AssimilateError::Read(e)) if crate::is_missing(&e) => {
@@ -252,6 +270,31 @@ fn store(settings: &Settings, call: &Call) -> Result<Done, AssimilateError> {
             };
             Ok(Done(format!("{name}: infrastructure failure (error mask {mask:#x}) {what}")))
         }
+    }
+}
+
+/// Moves the canonical result's packages that the validator recorded as agreed
+/// (`gah_validator::agreed`) into the project's package store ([`crate::binpkgs`]); what it
+/// did, or why not, for the log line. The outcome is stored already and is what the
+/// workunit is for: a package that cannot be stored is said, never a reason to stop BOINC's
+/// daemon (the packages are built again by a later job).
+pub fn take_binpkgs(upload: &Path, binpkgs_dir: &Path) -> String {
+    // The validator's file: nothing recorded yet is nothing agreed (and not made here).
+    if !binpkgs_dir.join(gah_validator::agreed::FILE_NAME).is_file() {
+        return "no binary packages agreed".to_owned();
+    }
+    let agreed = match gah_validator::agreed::Agreed::open(binpkgs_dir) {
+        Ok(record) => record.of(upload).map_err(|e| gah_util::error_chain(&e)),
+        Err(e) => Err(gah_util::error_chain(&e)),
+    };
+    let agreed = match agreed {
+        Ok(agreed) => agreed,
+        Err(why) => return format!("binary packages not stored: {why}"),
+    };
+    let store = binpkgs_dir.join(crate::binpkgs::STORE);
+    match crate::binpkgs::store_agreed(upload, &agreed, &store, &binpkgs_dir.join(crate::binpkgs::STAGING)) {
+        Ok(stored) => stored.to_string(),
+        Err(e) => format!("binary packages not stored: {}", gah_util::error_chain(&e)),
     }
 }
 
@@ -297,8 +340,11 @@ mod tests {
     #[test]
     fn every_form_script_assimilator_passes_parses() {
         let args = |s: &str| s.split(' ').map(str::to_owned).collect::<Vec<_>>();
-        assert_eq!(parse_args(&args("42 /u/wu_a_1_r9_0")).unwrap(), Call::Result { wu_name: "wu_a".into(), file: "/u/wu_a_1_r9_0".into() });
-        assert_eq!(parse_args(&args("wu_b /u/x")).unwrap(), Call::Result { wu_name: "wu_b".into(), file: "/u/x".into() });
+        assert_eq!(
+            parse_args(&args("42 /u/wu_a_1_r9_0")).unwrap(),
+            Call::Result { wu_name: "wu_a".into(), file: "/u/wu_a_1_r9_0".into(), binpkgs: None }
+        );
+        assert_eq!(parse_args(&args("wu_b /u/x")).unwrap(), Call::Result { wu_name: "wu_b".into(), file: "/u/x".into(), binpkgs: None });
         assert_eq!(
             parse_args(&args("--error 4 wu_c 42 7")).unwrap(),
             Call::Failed { mask: 4, wu_name: Some("wu_c".into()), wu_id: 42, batch_id: 7 }
@@ -308,7 +354,7 @@ mod tests {
         // Both output files of templates/gah_out: the outcome archive is the first.
         assert_eq!(
             parse_args(&args("42 /u/wu_a_1_r9_0 /u/wu_a_1_r9_1")).unwrap(),
-            Call::Result { wu_name: "wu_a".into(), file: "/u/wu_a_1_r9_0".into() }
+            Call::Result { wu_name: "wu_a".into(), file: "/u/wu_a_1_r9_0".into(), binpkgs: Some("/u/wu_a_1_r9_1".into()) }
         );
         for bad in ["only-one", "--error x 1", "--error 1 a b", "a b c d"] {
             assert!(parse_args(&args(bad)).is_err(), "{bad}");

@@ -14,8 +14,10 @@
 //!   Same idempotence and durability as the single path. A batch is bounded by count and by
 //!   the bytes its checked archives hold ([`Batching`]), so memory stays bounded whatever
 //!   the uploads.
-//! - The assimilator writes the results database and nothing else: the work generator's
-//!   failcount rotation reads what was stored from there, past its own watermark
+//! - The assimilator writes the results database and, when the project has a
+//!   `binpkgs_dir`, the package store ([`binpkgs`]: the canonical result's packages that the
+//!   validator recorded as agreed), and nothing else: the work generator's failcount rotation
+//!   reads what was stored from there, past its own watermark
 //!   (`gah_workgen::Queue::fold_results`), so data flows one way.
 //! - [`boinc`] is what `gah-assimilate`, the program BOINC's `script_assimilator` runs,
 //!   does with the arguments BOINC's keywords give (`WU_ID FILE`, `--error MASK ...`).
@@ -60,6 +62,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod binpkgs;
 pub mod boinc;
 pub mod localise;
 

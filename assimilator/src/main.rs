@@ -110,7 +110,12 @@ fn run(cli: Cli) -> anyhow::Result<String> {
         };
         Ok((db, snapshot))
     };
-    let settings = Settings { db: db_path.clone(), snapshot: label.clone(), localise: boinc::localise_of(&project) };
+    let settings = Settings {
+        db: db_path.clone(),
+        snapshot: label.clone(),
+        localise: boinc::localise_of(&project),
+        binpkgs_dir: project.binpkgs_dir.clone(),
+    };
     // Failure localisation (gah.conf's `localise_repo`) after whatever was stored.
     let then_localise = |line: String| -> anyhow::Result<String> {
         Ok(match boinc::localise(&settings)? {

@@ -151,28 +151,53 @@ fn is_name(s: &str) -> bool {
     !s.is_empty() && !s.starts_with(['-', '.']) && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '_' | '.' | '-'))
 }
 
-/// Where a package is in an upload, taken apart.
-struct Place {
-    category: String,
-    pf: String,
-    build_id: u64,
+/// Where a package is in an upload or a package folder, taken apart:
+/// `<category>/<PN>/<PF>-<BUILD_ID>.gpkg.tar`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    /// The category.
+    pub category: String,
+    /// The package name.
+    pub pn: String,
+    /// The package name and version (`<PN>-<PV>[-r<N>]`).
+    pub pf: String,
+    /// The instance number.
+    pub build_id: u64,
 }
 
 impl Place {
-    fn parse(name: &str) -> Option<Place> {
+    /// The place `name` names, if it is one.
+    pub fn parse(name: &str) -> Option<Place> {
         let [category, pn, file] = name.split('/').collect::<Vec<_>>()[..] else { return None };
         let stem = file.strip_suffix(".gpkg.tar")?;
         let (pf, build_id) = stem.rsplit_once('-')?;
         let build_id: u64 = build_id.parse().ok().filter(|_| build_id.bytes().all(|b| b.is_ascii_digit()))?;
         let version = pf.strip_prefix(pn)?.strip_prefix('-')?;
         let valid = [category, pn, pf].iter().all(|p| is_name(p)) && version.starts_with(|c: char| c.is_ascii_digit());
-        valid.then(|| Place { category: category.to_owned(), pf: pf.to_owned(), build_id })
+        valid.then(|| Place { category: category.to_owned(), pn: pn.to_owned(), pf: pf.to_owned(), build_id })
+    }
+
+    /// The same package as instance `build_id`.
+    pub fn with_build_id(&self, build_id: u64) -> Place {
+        Place { build_id, ..self.clone() }
+    }
+
+    /// Its path: `<category>/<PN>/<PF>-<BUILD_ID>.gpkg.tar`.
+    pub fn path(&self) -> String {
+        format!("{}/{}/{}-{}.gpkg.tar", self.category, self.pn, self.pf, self.build_id)
     }
 
     /// The folder every member of the GPKG sits in.
     fn basename(&self) -> String {
         format!("{}-{}", self.pf, self.build_id)
     }
+}
+
+/// Reads and checks one untrusted GPKG of `size` bytes found at `path` (a [`Place`]), as
+/// [`read_upload`] reads each of its packages.
+pub fn read_package(path: &str, gpkg: impl Read, size: u64, limits: Limits) -> Result<BuiltPackage, BinpkgError> {
+    let place = Place::parse(path).ok_or_else(|| BinpkgError::BadPath { name: path.to_owned() })?;
+    read_gpkg(&place, path, size, gpkg, limits)
 }
 
 /// Reads one GPKG (an uncompressed tar) as the module's comment says.

@@ -11,7 +11,9 @@
 //! 3. the environment (`GAH_RESULTS_DB`, `GAH_QUEUE_DIR`, `GAH_SNAPSHOT`).
 //!
 //! The file has one `key = value` a line, `#` comments, and the keys `results_db`,
-//! `queue_dir` and `snapshot`, and (file only) `localise_repo`, `localise_profile`: the
+//! `queue_dir`, `snapshot` and `binpkgs_dir` (`GAH_BINPKGS_DIR`: where volunteers' binary
+//! packages go once replicas agree on them, see [`Resolved::binpkgs_dir`]), and (file only)
+//! `localise_repo`, `localise_profile`: the
 //! repository metadata (a folder with `profiles/repo_name` and `metadata/md5-cache`) and the
 //! profile the assimilator localises failures over (issue 13; without `localise_repo` it
 //! does not). A relative path is relative to the file's folder:
@@ -91,6 +93,11 @@ pub struct Resolved {
     pub localise_repo: Option<PathBuf>,
     /// The profile they are localised under (project file only).
     pub localise_profile: Option<PathBuf>,
+    /// The project's folder for volunteers' binary packages (`binpkgs_dir`, else
+    /// `GAH_BINPKGS_DIR`): the packages replicas agreed on (`agreed.sqlite`, the validator's)
+    /// and the package store (`store/`, the assimilator's, published at `/binpkgs`). `None`:
+    /// no package goes further than the validator.
+    pub binpkgs_dir: Option<PathBuf>,
     /// The project file read, if any.
     pub file: Option<PathBuf>,
     looked: Vec<PathBuf>,
@@ -122,6 +129,7 @@ pub fn resolve(over: &Overrides, cwd: &Path, env: &dyn Fn(&str) -> Option<OsStri
         snapshot: over.snapshot.clone().or(file.snapshot).or_else(|| var("GAH_SNAPSHOT").map(|v| v.to_string_lossy().into_owned())),
         localise_repo: file.localise_repo,
         localise_profile: file.localise_profile,
+        binpkgs_dir: file.binpkgs_dir.or_else(|| var("GAH_BINPKGS_DIR").map(PathBuf::from)),
         file: file.path,
         looked,
     })
@@ -141,6 +149,7 @@ struct File {
     snapshot: Option<String>,
     localise_repo: Option<PathBuf>,
     localise_profile: Option<PathBuf>,
+    binpkgs_dir: Option<PathBuf>,
 }
 
 fn read(path: &Path) -> Result<File, ProjectError> {
@@ -165,9 +174,10 @@ fn read(path: &Path) -> Result<File, ProjectError> {
             "snapshot" => file.snapshot = Some(value.to_owned()),
             "localise_repo" => file.localise_repo = Some(base.join(value)),
             "localise_profile" => file.localise_profile = Some(base.join(value)),
+            "binpkgs_dir" => file.binpkgs_dir = Some(base.join(value)),
             other => {
                 return Err(syntax(format!(
-                    "unknown key `{other}` (known: results_db, queue_dir, snapshot, localise_repo, localise_profile)"
+                    "unknown key `{other}` (known: results_db, queue_dir, snapshot, localise_repo, localise_profile, binpkgs_dir)"
                 )))
             }
         }

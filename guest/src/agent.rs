@@ -296,7 +296,9 @@ fn emerge_command(config: &AgentConfig, job: &Job, pkgdir: &Path) -> std::proces
         // The guest is already its own pid and mount namespace, and the sandbox's filter
         // refuses new mounts: Portage's own pid/mount sandboxes (which mount a /proc) would
         // fail the build. Off in both backends, so their results stay comparable.
-        .env("FEATURES", "-pid-sandbox -mount-sandbox")
+        // `-pkgdir-index-trusted`: Portage indexes the seeded packages itself rather than
+        // trust an index it did not write (the project publishes packages without one).
+        .env("FEATURES", "-pid-sandbox -mount-sandbox -pkgdir-index-trusted")
         .env("PYTHONUNBUFFERED", "1");
     cmd
 }

@@ -158,3 +158,64 @@ fn two_submissions_of_a_job_are_two_workunits_of_one_cell() {
     let jobs: std::collections::BTreeSet<String> = rows.iter().map(|r| r.job_id.clone()).collect();
     assert_eq!(jobs.into_iter().collect::<Vec<_>>(), [job.job_id]);
 }
+
+/// Issue 11, item 4: a result is two files with `templates/gah_out` (the outcome archive, then
+/// the binary packages), and `files` passes both. The validator checks the packages upload as
+/// hostile and records what two replicas built alike; the assimilator moves only that into
+/// the project's package store.
+#[test]
+fn agreed_packages_reach_the_store_on_every_boinc_release() {
+    use gah_core::binpkg::fixture::{gpkg, upload as packages};
+    const AT: &str = "dev-libs/jemalloc/jemalloc-5.3.0-1.gpkg.tar";
+    let jemalloc = |build_time: &[u8], lib: &[u8]| {
+        gpkg(
+            "jemalloc-5.3.0-1",
+            &[("CATEGORY", b"dev-libs"), ("PF", b"jemalloc-5.3.0"), ("BUILD_TIME", build_time)],
+            &[("usr/lib64/libjemalloc.so.2", 0o755, lib)],
+            1,
+        )
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    for server in BoincServer::ALL {
+        let d = project(tmp.path(), server);
+        let conf = d.project.join(gah_core::project::FILE_NAME);
+        let text = std::fs::read_to_string(&conf).unwrap();
+        std::fs::write(&conf, format!("{text}binpkgs_dir = binpkgs\n")).unwrap();
+        let job = job();
+        let wu = gah_core::job::wu_name(&job.job_id, 1);
+        let a = upload(&d.project, &format!("{wu}_0_r1804289383_0"), &job, Status::Success);
+        let b = upload(&d.project, &format!("{wu}_1_r846930886_0"), &job, Status::Success);
+        let put = |name: &str, bytes: Vec<u8>| {
+            let path = d.project.join("upload/3a").join(name);
+            std::fs::write(&path, bytes).unwrap();
+            path.display().to_string()
+        };
+        let a_pkgs = put(&format!("{wu}_0_r1804289383_1"), packages(&[(AT, &jemalloc(b"100", b"lib"))]));
+        let b_pkgs = put(&format!("{wu}_1_r846930886_1"), packages(&[(AT, &jemalloc(b"200", b"lib"))]));
+        let hostile = put(&format!("{wu}_2_r1681692777_1"), packages(&[("../../../html/user/index.php", b"<?php system($_GET[c]);")]));
+        let two = |id: u64, outcome: &str, pkgs: &str| ValidatorResult {
+            id,
+            elapsed_time: 1.0,
+            paths: vec![outcome.to_owned(), pkgs.to_owned()],
+        };
+
+        let init = |r: &ValidatorResult| validate(&d, &boinc_scripts::validator_init_command(&d.init_script, r, server));
+        assert_eq!(init(&two(1, &a, &a_pkgs)), ValidatorDecision::Valid, "{server:?}");
+        assert_eq!(init(&two(3, &b, &hostile)), ValidatorDecision::Invalid, "{server:?}");
+        let compare = boinc_scripts::validator_compare_command(&d.compare_script, &two(1, &a, &a_pkgs), &two(2, &b, &b_pkgs), server);
+        assert_eq!(validate(&d, &compare), ValidatorDecision::Valid, "{server:?}");
+
+        let mut canonical = workunit(41, &wu, Some((1, &a)));
+        canonical.canonical.as_mut().unwrap().files.push((a_pkgs.clone(), gah_core::binpkg::OPEN_NAME.to_owned()));
+        assert_eq!(assimilate(&d, &canonical), Some(0), "{server:?}");
+        let store = d.project.join("binpkgs/store");
+        assert_eq!(std::fs::read(store.join(AT)).unwrap(), jemalloc(b"100", b"lib"), "{server:?}: the canonical result's bytes");
+        // Nothing else reached the store, and the web folder is as it was.
+        let mut held = Vec::new();
+        for category in std::fs::read_dir(&store).unwrap() {
+            held.push(category.unwrap().file_name().to_string_lossy().into_owned());
+        }
+        assert_eq!(held, ["dev-libs"], "{server:?}");
+        assert!(!d.project.join("html").exists(), "{server:?}");
+    }
+}

@@ -29,6 +29,10 @@
 //! ../bin/gah-validate-compare OUTCOME1 [BINPKGS1] OUTCOME2 [BINPKGS2] [RESULT_ID1 RESULT_ID2]
 //! ```
 //!
+//! When the pair agrees and the project has a `binpkgs_dir` (`gah_core::project`), the
+//! packages both built alike are recorded for the assimilator ([`crate::agreed`]); a pair
+//! whose agreement cannot be recorded is retried later (exit 3).
+//!
 //! The result ids are told from paths by being all digits (BOINC's upload paths never are:
 //! `dir_hier_path` gives `<upload_dir>/<fanout>/<name>`).
 //!
@@ -99,12 +103,37 @@ pub fn compare_main(args: &[OsString]) -> Run {
     if files.len() % 2 != 0 {
         return refused(USAGE, args);
     }
-    let verdict = crate::compare_uploads(&a, &b);
+    let (verdict, agreed) = crate::compare_uploads_with(&a, &b);
+    // What the pair agreed on goes to the assimilator; until it is recorded, the pair is
+    // undecided (retried), so no agreement is ever lost to a busy or full disk.
+    let verdict = match record_agreed(&a, &b, &agreed) {
+        Err(why) if verdict.is_valid() => Verdict::retry_later(&why),
+        _ => verdict,
+    };
     let warning = match &ids[..] {
         [x, y] if verdict.kind() != VerdictKind::RetryLater => record(None, |stats| stats.record_comparison(x, y, verdict.is_valid())),
         _ => None,
     };
     Run { verdict, warning }
+}
+
+/// Records the packages both replicas built alike ([`crate::agreed`]) in the project's
+/// `binpkgs_dir`, when it has one and there is something to record.
+fn record_agreed(a: &Uploads, b: &Uploads, agreed: &[Vec<gah_core::binpkg::BuiltPackage>; 2]) -> Result<(), String> {
+    let (Some(upload_a), Some(upload_b)) = (&a.binpkgs, &b.binpkgs) else { return Ok(()) };
+    if agreed.iter().all(Vec::is_empty) {
+        return Ok(());
+    }
+    let project = gah_core::project::resolve_here(&gah_core::project::Overrides::default()).map_err(|e| gah_util::error_chain(&e))?;
+    let Some(dir) = project.binpkgs_dir else { return Ok(()) };
+    let mut record = crate::agreed::Agreed::open(&dir).map_err(|e| gah_util::error_chain(&e))?;
+    let failed = |e: rusqlite::Error| format!("{}: {}", record_path(&dir), gah_util::error_chain(&e));
+    record.record(upload_a, &agreed[0]).map_err(failed)?;
+    record.record(upload_b, &agreed[1]).map_err(failed)
+}
+
+fn record_path(dir: &std::path::Path) -> String {
+    dir.join(crate::agreed::FILE_NAME).display().to_string()
 }
 
 /// Updates the host statistics at `path` (default [`hosts::default_path`]). They are

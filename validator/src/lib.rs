@@ -9,6 +9,8 @@
 //!   workunit's [`Job`], [`check_job`] also requires the archive to answer that job.
 //! - [`compare`] checks two results, then [`compare::compare_outcomes`] applies the
 //!   equivalence policy documented in [`compare`](mod@compare).
+//! - [`agreed::Agreed`] hands the binary packages two replicas built alike to the
+//!   assimilator (the project's `binpkgs_dir`), written by `gah-validate-compare`.
 //! - [`hosts::HostStats`] keeps per-host agreement counts, so hosts that keep disagreeing can
 //!   lose trust (BOINC's adaptive replication).
 //! - Every check ends in a [`Verdict`], whose [`Verdict::exit_code`] is `script_validator`'s
@@ -19,8 +21,9 @@
 //! **Invariant:** the validator never writes outside its scratch folder. Archives are read
 //! into memory and checked there; nothing from a member is ever written to disk, and no
 //! member is trusted (parsed, compared, logged beyond its name) before
-//! [`gah_core::archive::read`] has accepted the whole archive. The only file the validator
-//! writes is the host statistics database, and only when asked to.
+//! [`gah_core::archive::read`] has accepted the whole archive. The only files the validator
+//! writes are the host statistics database, and only when asked to, and the record of agreed
+//! binary packages ([`agreed`]) when the project has a `binpkgs_dir`.
 //!
 //! **Invariant:** a problem on the server's side (the upload unreadable right now, the job
 //! file missing) is [`VerdictKind::RetryLater`], never `Invalid`: a volunteer's result is
@@ -36,6 +39,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod agreed;
 pub mod boinc;
 pub mod compare;
 pub mod hosts;
@@ -236,7 +240,7 @@ pub fn load_with(path: &Path, limits: Limits) -> Result<OutcomeArchive, LoadErro
 
 /// Opens an upload as [`load_with`] says, so that nothing but a regular file is read; with
 /// its size.
-fn open_upload(path: &Path) -> Result<(std::fs::File, u64), LoadError> {
+pub fn open_upload(path: &Path) -> Result<(std::fs::File, u64), LoadError> {
     use std::os::unix::fs::OpenOptionsExt;
     let io = |source| LoadError::Io { path: path.to_path_buf(), source };
     let not_regular = || LoadError::NotRegular { path: path.to_path_buf() };
@@ -375,21 +379,23 @@ pub fn compare_uploads(a: &Uploads, b: &Uploads) -> Verdict {
     compare_uploads_with(a, b).0
 }
 
-/// [`compare_uploads`], with the packages both replicas built alike (those of `a`).
-pub fn compare_uploads_with(a: &Uploads, b: &Uploads) -> (Verdict, Vec<BuiltPackage>) {
+/// [`compare_uploads`], with the packages both replicas built alike: `a`'s and `b`'s (each
+/// as its own upload has them).
+pub fn compare_uploads_with(a: &Uploads, b: &Uploads) -> (Verdict, [Vec<BuiltPackage>; 2]) {
     let verdict = compare(&a.outcome, &b.outcome);
     if !verdict.is_valid() {
-        return (verdict, Vec::new());
+        return (verdict, Default::default());
     }
     let (left, right) = match (a.packages(), b.packages()) {
         (Ok(left), Ok(right)) => (left, right),
-        (Err(e), _) | (_, Err(e)) if e.is_transient() => return (e.into(), Vec::new()),
-        (Err(e), _) | (_, Err(e)) => return (e.into(), Vec::new()),
+        (Err(e), _) | (_, Err(e)) if e.is_transient() => return (e.into(), Default::default()),
+        (Err(e), _) | (_, Err(e)) => return (e.into(), Default::default()),
     };
     let packages = compare::compare_packages(&left, &right);
     let mut notes = verdict.notes().to_vec();
     notes.extend(packages.notes);
-    (Verdict::valid(notes), packages.agreed)
+    let theirs = compare::compare_packages(&right, &left).agreed;
+    (Verdict::valid(notes), [packages.agreed, theirs])
 }
 
 /// Makes `text` one printable line: control characters escaped, cut at [`MAX_REASON`].

@@ -102,9 +102,10 @@ fn replicas_agree_on_outcomes_and_say_which_packages_they_share() {
     assert!(said.contains("built differently by the two replicas: dev-libs/jemalloc-5.3.0") && !said.contains("agreed"), "{said}");
     let a = gah_validator::Uploads { outcome: tmp.path().join("a.tar.gz"), binpkgs: Some(tmp.path().join("a.binpkgs")) };
     let b = gah_validator::Uploads { outcome: tmp.path().join("b.tar.gz"), binpkgs: Some(tmp.path().join("b.binpkgs")) };
-    let (verdict, agreed) = gah_validator::compare_uploads_with(&a, &b);
+    let (verdict, [agreed, theirs]) = gah_validator::compare_uploads_with(&a, &b);
     assert!(verdict.is_valid());
     assert_eq!(agreed.iter().map(|p| p.cpv.as_str()).collect::<Vec<_>>(), ["dev-libs/jemalloc-5.3.0"]);
+    assert_eq!(theirs.iter().map(|p| (p.cpv.as_str(), &p.digest)).collect::<Vec<_>>(), [("dev-libs/jemalloc-5.3.0", &agreed[0].digest)]);
     // Old one-file workunits, with and without ids; an odd count is no pair.
     assert_eq!(run(COMPARE, tmp.path(), &["a.tar.gz", "b.tar.gz"]).0, 0);
     assert_eq!(run(COMPARE, tmp.path(), &["a.tar.gz", "b.tar.gz", "11", "12"]).0, 0);
@@ -114,4 +115,27 @@ fn replicas_agree_on_outcomes_and_say_which_packages_they_share() {
     let (code, said) = run(COMPARE, tmp.path(), &["a.tar.gz", "a.binpkgs", "b.tar.gz", "bad.binpkgs"]);
     assert_eq!(code, 1, "{said}");
     assert!(said.contains("bad.binpkgs"), "{said}");
+}
+
+#[test]
+fn an_agreement_is_recorded_for_the_assimilator_or_the_pair_is_retried() {
+    let tmp = tempfile::tempdir().unwrap();
+    outcomes(tmp.path());
+    let write = |name: &str, bytes: Vec<u8>| std::fs::write(tmp.path().join(name), bytes).unwrap();
+    write("a_0_r1_1", upload(&[(AT, &jemalloc(b"100\n", b"lib", 100))]));
+    write("b_1_r2_1", upload(&[(AT, &jemalloc(b"200\n", b"lib", 200))]));
+    // The project file BOINC's daemons find from tmp_<host>/ (here: the working folder).
+    write("gah.conf", b"binpkgs_dir = binpkgs\n".to_vec());
+    let (code, said) = run(COMPARE, tmp.path(), &["a.tar.gz", "a_0_r1_1", "b.tar.gz", "b_1_r2_1"]);
+    assert_eq!(code, 0, "{said}");
+    let agreed = gah_validator::agreed::Agreed::open(&tmp.path().join("binpkgs")).unwrap();
+    for upload in ["a_0_r1_1", "b_1_r2_1"] {
+        let got = agreed.of(Path::new(upload)).unwrap();
+        assert_eq!(got.iter().map(|p| p.path.as_str()).collect::<Vec<_>>(), [AT], "{upload}");
+    }
+    // Where the record cannot be written, the pair is retried rather than its packages lost.
+    write("gah.conf", b"binpkgs_dir = a.tar.gz\n".to_vec());
+    let (code, said) = run(COMPARE, tmp.path(), &["a.tar.gz", "a_0_r1_1", "b.tar.gz", "b_1_r2_1"]);
+    assert_eq!(code, 3, "{said}");
+    assert!(said.contains("retry later"), "{said}");
 }
