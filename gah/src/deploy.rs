@@ -22,6 +22,9 @@
 //!   `gentoo.gah` in `<download_dir>/cvmfs/gentoo.gah` (config.xml's; make_project's Apache
 //!   configuration serves that folder with PHP off), keys in `gah/cvmfs-keys/`, the public
 //!   master key shipped as every app version's `gentoo.gah.pub`;
+//! - with `--repo`, `gah.conf`'s `binpkgs_dir` (`gah/binpkgs`, kept when the admin set
+//!   another): the packages replicas agreed on go into its `store/` (the assimilator's), which
+//!   each deploy publishes at `/binpkgs` for later jobs;
 //! - the validator, assimilator and work generator daemons into `config.xml`'s `<daemons>`,
 //!   the lines of templates/README.md ("Server daemons"), and a daily `<task>` re-signing the
 //!   data plane's whitelist (`gah-publish --resign`; `bin/start --cron` runs tasks).
@@ -170,12 +173,26 @@ pub fn deploy(args: &DeployArgs, root: &Path) -> anyhow::Result<()> {
     let data = project.join(DATA_DIR);
     fs::create_dir_all(data.join("queue")).with_context(|| format!("create {}", data.display()))?;
     fs::create_dir_all(project.join("results")).with_context(|| format!("create {}/results", project.display()))?;
-    say(gah_core::project::FILE_NAME, write_conf(&project.join(gah_core::project::FILE_NAME), &localise_keys(args)?)?);
+    let mut conf_keys = localise_keys(args)?;
+    if args.repo.is_some() {
+        // Volunteers' packages that replicas agree on go to a store published at /binpkgs.
+        conf_keys.push(("binpkgs_dir", format!("{DATA_DIR}/binpkgs")));
+    }
+    let conf = project.join(gah_core::project::FILE_NAME);
+    say(gah_core::project::FILE_NAME, write_conf(&conf, &conf_keys)?);
+    let binpkgs_store =
+        gah_core::project::resolve(&gah_core::project::Overrides { config: Some(conf), ..Default::default() }, &project, &|_| None)
+            .context("read gah.conf")?
+            .binpkgs_dir
+            .map(|dir| dir.join(gah_assimilator::binpkgs::STORE));
     // The app version carries the public master key: made now if the project has none yet.
     let (_, made) = gah_publish::keys::load_or_generate(&plane.keys, CVMFS_NAME).map_err(|e| anyhow::anyhow!("{e}"))?;
     say(format!("{DATA_DIR}/cvmfs-keys/{CVMFS_NAME}.pub"), if made { Done::Installed } else { Done::Unchanged });
     if let Some(repo) = &args.repo {
-        plane.publish(repo, args.distfiles.as_deref(), base.as_deref(), disk.as_deref())?;
+        if let Some(store) = &binpkgs_store {
+            fs::create_dir_all(store).with_context(|| format!("create {}", store.display()))?;
+        }
+        plane.publish(repo, args.distfiles.as_deref(), base.as_deref(), disk.as_deref(), binpkgs_store.as_deref())?;
         generate_queue(&project, repo, &plane, args)?;
         if !args.no_localise {
             say(format!("{DATA_DIR}/repo (metadata the daemon localises failures over)"), copy_metadata(repo, &data.join("repo"))?);
@@ -274,10 +291,17 @@ impl DataPlane {
     }
 
     /// Publishes `repo` at `/repos/<its name>`, `distfiles` at `/distfiles`, the guest
-    /// root `base` at `/base` and the root disk `disk` at `/base-disk/rootfs.ext4` as the
-    /// next revision (only new objects are written; readers see the old revision or the new
-    /// one).
-    fn publish(&self, repo: &Path, distfiles: Option<&Path>, base: Option<&Path>, disk: Option<&Path>) -> anyhow::Result<()> {
+    /// root `base` at `/base`, the root disk `disk` at `/base-disk/rootfs.ext4` and the
+    /// package store `binpkgs` at `/binpkgs` as the next revision (only new objects are
+    /// written; readers see the old revision or the new one).
+    fn publish(
+        &self,
+        repo: &Path,
+        distfiles: Option<&Path>,
+        base: Option<&Path>,
+        disk: Option<&Path>,
+        binpkgs: Option<&Path>,
+    ) -> anyhow::Result<()> {
         let name_file = repo.join("profiles/repo_name");
         let name = fs::read_to_string(&name_file).with_context(|| format!("read {} (the repository's name)", name_file.display()))?;
         let name = name.trim();
@@ -294,6 +318,9 @@ impl DataPlane {
         }
         if let Some(disk) = disk {
             mounts.push(gah_publish::Mount { at: gah_core::data_ref::DISK_AT, from: disk });
+        }
+        if let Some(binpkgs) = binpkgs {
+            mounts.push(gah_publish::Mount { at: gah_core::data_ref::BINPKGS_AT, from: binpkgs });
         }
         let p = gah_publish::publish_mounts(&mounts, &self.published, CVMFS_NAME, &self.keys)
             .with_context(|| format!("publishing {} into {}", repo.display(), self.published.display()))?;

@@ -14,7 +14,8 @@ pub struct Layout {
     pub distfiles: PathBuf,
     /// The test guest image.
     pub image: PathBuf,
-    /// Binary packages shared across jobs.
+    /// The package store: what accepted jobs' replicas built alike, shared across jobs
+    /// (published at `/binpkgs`).
     pub binpkgs: PathBuf,
     /// One folder per job run.
     pub runs: PathBuf,
@@ -42,6 +43,12 @@ impl Layout {
             cvmfs: cache.join("cvmfs"),
             db,
         }
+    }
+
+    /// Where packages are staged on their way into [`Layout::binpkgs`] (same file system,
+    /// never published).
+    pub fn binpkgs_staging(&self) -> PathBuf {
+        self.binpkgs.with_file_name("binpkgs-incoming")
     }
 
     /// Finds the project root: `$GAH_ROOT`, else the nearest folder upwards from the current

@@ -2,9 +2,10 @@
 //! would run it: generate jobs, run each as two replicas through `gah-app`, validate,
 //! compare, assimilate, and print the results.
 //!
-//! It also plays the project's part for binary packages: each replica's packages land in a
-//! folder of their own, and only an accepted job's canonical replica's join the cache that
-//! later jobs' guests read (`settle_binpkgs`).
+//! It also plays the project's part for binary packages, as the server does: each replica
+//! uploads what it built (`binpkgs.tar`), and only the packages an accepted job's replicas
+//! built alike join the package store that later jobs' guests read (`settle_binpkgs`: the
+//! validator's comparison, the assimilator's store).
 
 use std::fs;
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
@@ -13,12 +14,12 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use gah_assimilator::binpkgs::Stored;
 use gah_core::archive::OutcomeArchive;
 use gah_core::db::Database;
 use gah_core::job::{Job, UseAssignment};
 use gah_core::outcome::Status;
 use gah_core::progress::AppReport;
-use gah_util::pkgdir::Merged;
 
 use crate::layout::Layout;
 use crate::plane::{GuestRoot, LocalPlane};
@@ -100,6 +101,11 @@ pub fn run(layout: &Layout, config: &RunConfig) -> anyhow::Result<()> {
     // new history for its cells (see `gah results changes`).
     let snapshot = db.snapshot(&gah_assimilator::md5_cache_snapshot(&layout.overlay)?)?;
     fs::create_dir_all(&layout.binpkgs)?;
+    // The store holds packages and no index (the guest's Portage writes its own): one left
+    // by an older `gah run` would be published for nothing.
+    for index in ["Packages", "Packages.gz"] {
+        let _ = fs::remove_file(layout.binpkgs.join(index));
+    }
     let app = sibling_program("gah-app")?;
     // Every job reads its inputs as a volunteer's does: through the data plane.
     // The guest root goes through the plane too, as on a BOINC server: the sandbox's tree,
@@ -170,20 +176,20 @@ impl JobRunner<'_> {
             binpkgs.push(built);
         }
         let verdict = validate(&job, &archives);
-        match settle_binpkgs(verdict.canonical(), &binpkgs, &layout.binpkgs) {
-            Ok(merged) => {
-                for why in &merged.skipped {
-                    eprintln!("gah run: binary package not cached: {why}");
+        match settle_binpkgs(verdict.canonical().is_some(), &binpkgs, &layout.binpkgs, &layout.binpkgs_staging()) {
+            Ok(stored) => {
+                for why in &stored.refused {
+                    eprintln!("gah run: binary package not stored: {why}");
                 }
                 // Published, as the project publishes its validated packages: later jobs'
                 // guests install them through the data plane.
-                if merged.copied > 0 {
+                if !stored.added.is_empty() {
                     if let Err(e) = self.plane.republish() {
                         eprintln!("gah run: binary packages not published: {e:#}");
                     }
                 }
             }
-            Err(e) => eprintln!("gah run: binary packages not cached: {e:#}"),
+            Err(e) => eprintln!("gah run: binary packages not stored: {e:#}"),
         }
         let row = assimilate(db, self.snapshot, &job, wu_name, verdict, started.elapsed());
         println!("        -> {} {} {}", row.status, row.failed_phase, row.note);
@@ -257,7 +263,7 @@ fn run_replica(
     fs::create_dir_all(&slot)?;
     let archive = dir.join(format!("replica-{replica}.tar.gz"));
     // Fresh (the job's folder was emptied), this replica's own, and read by no guest.
-    let binpkgs = dir.join(format!("replica-{replica}-binpkgs"));
+    let binpkgs = dir.join(format!("replica-{replica}-{}", gah_core::binpkg::OPEN_NAME));
     let mut cmd = gah_util::process::command(app);
     cmd.current_dir(&slot)
         .arg("--job")
@@ -265,7 +271,7 @@ fn run_replica(
         .arg("--output")
         .arg(&archive)
         .args(inputs)
-        .arg("--keep-binpkgs")
+        .arg("--binpkgs-output")
         .arg(&binpkgs)
         .arg("--backend")
         .arg(&config.backend)
@@ -371,21 +377,31 @@ fn validate(job: &Job, archives: &[PathBuf]) -> Verdict {
     Verdict::Accepted(loaded)
 }
 
-/// Lets the `canonical` replica's binary packages (from its folder in `kept`) into `cache`,
-/// the folder later jobs' guests read as `/gah/in/binpkgs`; without one (the job was not
-/// accepted), nothing. Only regular files are taken (`gah_util::pkgdir::merge`, each file
-/// placed whole, the index last). Every other replica's folder is deleted first; the
-/// canonical one once merged, or kept where it is, and named, when the merge fails.
-fn settle_binpkgs(canonical: Option<usize>, kept: &[PathBuf], cache: &Path) -> anyhow::Result<Merged> {
-    let chosen = canonical.and_then(|i| kept.get(i));
-    for folder in kept.iter().filter(|f| Some(*f) != chosen) {
-        let _ = fs::remove_dir_all(folder);
+/// Lets the packages that an accepted job's replicas all built alike (their uploads,
+/// compared as the validator compares them: `gah_validator::compare::compare_packages`) into
+/// `store`, the folder later jobs' guests read as `/gah/in/binpkgs`, as the server's
+/// assimilator does (`gah_assimilator::binpkgs::store_agreed`: staged, read again, kept only
+/// when the digest is the agreed one). Without an accepted verdict, or with one replica,
+/// nothing. Every upload is deleted afterwards, but the first one when storing failed: it is
+/// kept where it is, and named.
+fn settle_binpkgs(accepted: bool, uploads: &[PathBuf], store: &Path, staging: &Path) -> anyhow::Result<Stored> {
+    let settled = (|| -> anyhow::Result<Stored> {
+        let [first, others @ ..] = uploads else { return Ok(Stored::default()) };
+        if !accepted || others.is_empty() {
+            return Ok(Stored::default());
+        }
+        let mut agreed = gah_validator::load_binpkgs(first)?;
+        for other in others {
+            agreed = gah_validator::compare::compare_packages(&agreed, &gah_validator::load_binpkgs(other)?).agreed;
+        }
+        let agreed: Vec<_> = agreed.into_iter().map(|p| gah_validator::agreed::AgreedPackage { path: p.path, digest: p.digest }).collect();
+        Ok(gah_assimilator::binpkgs::store_agreed(first, &agreed, store, staging)?)
+    })();
+    let keep = settled.as_ref().err().and(uploads.first());
+    for upload in uploads.iter().filter(|u| Some(*u) != keep) {
+        let _ = fs::remove_file(upload);
     }
-    let Some(folder) = chosen else { return Ok(Merged::default()) };
-    let merged = gah_util::pkgdir::merge(folder, cache)
-        .with_context(|| format!("merge {} into {} (left in place)", folder.display(), cache.display()))?;
-    let _ = fs::remove_dir_all(folder);
-    Ok(merged)
+    settled.with_context(|| format!("store the packages of {} in {} (left in place)", uploads[0].display(), store.display()))
 }
 
 fn assimilate(db: &mut Database, snapshot: gah_core::db::SnapshotId, job: &Job, wu_name: &str, verdict: Verdict, elapsed: Duration) -> Row {
@@ -468,19 +484,27 @@ mod tests {
         o
     }
 
-    /// Replica `n` of `job` as gah-app leaves it: its archive and its own package folder.
-    fn replica(dir: &Path, n: u32, job: &Job, outcome: Option<&Outcome>) -> (PathBuf, PathBuf) {
+    /// Replica `n` of `job` as gah-app leaves it: its archive and its packages upload, whose
+    /// library is `lib`.
+    fn replica(dir: &Path, n: u32, job: &Job, outcome: Option<&Outcome>, lib: &[u8]) -> (PathBuf, PathBuf) {
         let archive = dir.join(format!("replica-{n}.tar.gz"));
         match outcome {
             Some(o) => gah_core::archive::write(fs::File::create(&archive).unwrap(), job, o, b"log\n", None).unwrap(),
             None => fs::write(&archive, b"not an archive").unwrap(),
         }
-        let binpkgs = dir.join(format!("replica-{n}-binpkgs"));
-        fs::create_dir_all(binpkgs.join("app-arch/bzip2")).unwrap();
-        fs::write(binpkgs.join(format!("app-arch/bzip2/bzip2-1.0.8-{n}.gpkg.tar")), format!("replica {n}")).unwrap();
-        fs::write(binpkgs.join("Packages"), format!("index of replica {n}")).unwrap();
-        (archive, binpkgs)
+        let upload = dir.join(format!("replica-{n}-binpkgs.tar"));
+        let built_at = n.to_string();
+        let package = gah_core::binpkg::fixture::gpkg(
+            "bzip2-1.0.8-1",
+            &[("CATEGORY", b"app-arch"), ("PF", b"bzip2-1.0.8"), ("BUILD_TIME", built_at.as_bytes())],
+            &[("usr/lib64/libbz2.so.1", 0o755, lib)],
+            u64::from(n),
+        );
+        fs::write(&upload, gah_core::binpkg::fixture::upload(&[(AT, &package)])).unwrap();
+        (archive, upload)
     }
+
+    const AT: &str = "app-arch/bzip2/bzip2-1.0.8-1.gpkg.tar";
 
     fn cache_files(cache: &Path) -> Vec<String> {
         let mut found = Vec::new();
@@ -506,46 +530,44 @@ mod tests {
     }
 
     /// Issue 15 item 4: no job feeds another unless the validator accepted its replicas, and
-    /// then only through the canonical replica.
+    /// then only with what they built alike (issue 11, item 4).
     #[test]
-    fn only_an_accepted_jobs_canonical_packages_reach_the_cache() {
+    fn only_what_an_accepted_jobs_replicas_built_alike_reaches_the_store() {
         let job = job();
         let ok = outcome(&job, Status::Success);
         let failed = outcome(&job, Status::BuildFailed);
         let cases = [
-            ("accepted", Some(&ok), Some(&ok), vec!["Packages", "app-arch/bzip2/bzip2-1.0.8-1.gpkg.tar"]),
-            ("invalid", Some(&ok), None, vec![]),
-            ("disagree", Some(&ok), Some(&failed), vec![]),
+            ("accepted", Some(&ok), Some(&ok), b"lib".as_slice(), vec![AT]),
+            ("built differently", Some(&ok), Some(&ok), b"trojan".as_slice(), vec![]),
+            ("invalid", Some(&ok), None, b"lib".as_slice(), vec![]),
+            ("disagree", Some(&ok), Some(&failed), b"lib".as_slice(), vec![]),
         ];
-        for (name, first, second, cached) in cases {
+        for (name, first, second, second_lib, stored) in cases {
             let dir = tempfile::tempdir().unwrap();
-            let cache = dir.path().join("cache");
-            let (a1, b1) = replica(dir.path(), 1, &job, first);
-            let (a2, b2) = replica(dir.path(), 2, &job, second);
+            let (store, staging) = (dir.path().join("store"), dir.path().join("incoming"));
+            let (a1, u1) = replica(dir.path(), 1, &job, first, b"lib");
+            let (a2, u2) = replica(dir.path(), 2, &job, second, second_lib);
             let verdict = validate(&job, &[a1, a2]);
-            let merged = settle_binpkgs(verdict.canonical(), &[b1.clone(), b2.clone()], &cache).unwrap();
-            assert_eq!(cache_files(&cache), cached, "{name}");
-            assert!(merged.skipped.is_empty(), "{name}: {merged:?}");
-            if !cached.is_empty() {
-                assert_eq!(fs::read(cache.join("Packages")).unwrap(), b"index of replica 1", "{name}");
-            }
-            assert!(!b1.exists() && !b2.exists(), "{name}: every replica's folder is gone once settled");
+            settle_binpkgs(verdict.canonical().is_some(), &[u1.clone(), u2.clone()], &store, &staging).unwrap();
+            assert_eq!(cache_files(&store), stored, "{name}");
+            assert!(!u1.exists() && !u2.exists(), "{name}: every upload is gone once settled");
         }
     }
 
-    /// A merge that fails loses nothing: the canonical folder stays, and the error names it.
+    /// Storing that fails loses nothing: the canonical upload stays, and the error names it.
     #[test]
-    fn a_failed_merge_keeps_the_canonical_packages() {
+    fn a_failed_store_keeps_the_canonical_upload() {
         let dir = tempfile::tempdir().unwrap();
         let job = job();
-        let (_, kept) = replica(dir.path(), 1, &job, None);
-        let cache = dir.path().join("cache");
-        // A file where the cache's category folder should go.
-        fs::create_dir_all(&cache).unwrap();
-        fs::write(cache.join("app-arch"), b"in the way").unwrap();
-        let e = settle_binpkgs(Some(0), std::slice::from_ref(&kept), &cache).unwrap_err();
-        assert!(format!("{e:#}").contains(&kept.display().to_string()), "{e:#}");
-        assert!(kept.join("app-arch/bzip2/bzip2-1.0.8-1.gpkg.tar").is_file());
-        assert!(!cache.join("Packages").exists(), "no index naming packages that are not there");
+        let ok = outcome(&job, Status::Success);
+        let (_, u1) = replica(dir.path(), 1, &job, Some(&ok), b"lib");
+        let (_, u2) = replica(dir.path(), 2, &job, Some(&ok), b"lib");
+        let store = dir.path().join("store");
+        // A file where the store's category folder should go.
+        fs::create_dir_all(&store).unwrap();
+        fs::write(store.join("app-arch"), b"in the way").unwrap();
+        let e = settle_binpkgs(true, &[u1.clone(), u2.clone()], &store, &dir.path().join("incoming")).unwrap_err();
+        assert!(format!("{e:#}").contains(&u1.display().to_string()), "{e:#}");
+        assert!(u1.is_file() && !u2.exists());
     }
 }

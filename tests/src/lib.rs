@@ -92,6 +92,11 @@ pub fn repo_job(repo: &Path, cp: &str, compiler: Compiler, timeout_secs: u64) ->
 /// Runs `gah-app` for `job` with `backend` in a fresh folder; returns the archive's path and
 /// the app's stderr (the BOINC runtime's `stderr.txt`).
 pub fn run_app(job: &Job, backend: &str, dir: &Path) -> (PathBuf, String) {
+    run_app_with(job, backend, dir, &[])
+}
+
+/// [`run_app`] with more of gah-app's arguments. Its binary packages are `dir/binpkgs`.
+pub fn run_app_with(job: &Job, backend: &str, dir: &Path, more: &[&std::ffi::OsStr]) -> (PathBuf, String) {
     let a = artefacts();
     let job_file = dir.join("job.json");
     std::fs::write(&job_file, job.to_json()).unwrap();
@@ -113,6 +118,7 @@ pub fn run_app(job: &Job, backend: &str, dir: &Path) -> (PathBuf, String) {
         .arg(&a.image)
         .arg("--backend")
         .arg(backend)
+        .args(more)
         .status()
         .expect("start gah-app");
     let stderr = std::fs::read_to_string(dir.join("stderr.txt")).unwrap_or_default();

@@ -254,8 +254,8 @@ pub fn write_data_refs(queue: &Path, wus: &[Workunit], data: Option<&DataPlane>)
             .entry((&wu.job.repo, &wu.job.cpv))
             .or_insert_with(|| crate::queue::distfiles_of(queue, &wu.job.repo, &wu.job.cpv))
             .clone();
-        // Validated jobs' packages are not published on a BOINC server yet (issue 11, item 4:
-        // `gah run` publishes its own): `binpkgs` false, the guest builds every dependency.
+        // The project's package store (validated jobs' agreed packages), when published.
+        let published = |folder: &str| revision.top_level.iter().any(|p| p == folder);
         let data = gah_core::data_ref::DataRef::new(
             &plane.name,
             &plane.url,
@@ -263,12 +263,11 @@ pub fn write_data_refs(queue: &Path, wus: &[Workunit], data: Option<&DataPlane>)
             &revision.root_catalog,
             &wu.job.repo,
             distfiles,
-            false,
+            published(gah_core::data_ref::BINPKGS_AT),
         )
         .map_err(|source| DataRefError::Invalid { wu: wu.name.clone(), source })?;
         // A published guest root serves the sandbox app versions, and a published root disk
         // the vm ones, which then carry none (issue 11, item 3); each flavour ignores the other's.
-        let published = |folder: &str| revision.top_level.iter().any(|p| p == folder);
         let data = if published(gah_core::data_ref::BASE_AT) { data.with_base() } else { data };
         let data = if published(gah_core::data_ref::DISK_DIR) { data.with_disk() } else { data };
         let bytes = data.to_json();

@@ -2,6 +2,15 @@
 //! matters for gentoo@home, each rule with the BOINC source it comes from (BOINC's git
 //! `master`; read with `git -C /work/.mirror/BOINC+boinc/repo show HEAD:<file>`):
 //!
+//! - [`process_result_template`]: the transitioner making a result from the workunit's
+//!   output template (`tools/backend_lib.cpp`, `create_result`, `process_result_template`):
+//!   every `<OUTFILE_n/>` becomes `<result_name>_r<random>_n` (the base name is
+//!   `"%s_r%ld_"` of the result's name and `lrand48()`), `<UPLOAD_URL/>` the project's upload
+//!   URL, the `<output_template>` tags go, and everything else (`<max_nbytes>`,
+//!   `<optional/>`, ...) reaches the client as written; the scheduler sends the `<file_info>`s
+//!   and, inside `<result>`, the `<file_ref>`s. `script_validator` and `script_assimilator` get
+//!   every `<file_ref>`'s file, in order, uploaded or not (`sched/validate_util.cpp`,
+//!   `get_output_file_paths`).
 //! - [`InputTemplate::create_work`]: `create_work` building a workunit from an input template
 //!   (`tools/process_input_template.cpp`, `process_input_template`, `process_file_info`,
 //!   `process_workunit`):
@@ -402,6 +411,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn gah_out_gives_each_result_its_outcome_and_an_optional_packages_upload() {
+        let files = process_result_template(crate::server::RESULT_TEMPLATE, "wu_1").unwrap();
+        assert_eq!(
+            files.outputs,
+            [("wu_1_r0_0".to_owned(), "outcome.tar.gz".to_owned()), ("wu_1_r0_1".to_owned(), "binpkgs.tar".to_owned())]
+        );
+        assert!(files.file_infos.contains("<max_nbytes>536870912</max_nbytes>") && files.file_infos.contains("<UPLOAD_URL/>"));
+        assert_eq!(files.file_refs.matches("<optional/>").count(), 1, "{}", files.file_refs);
+        assert!(!files.file_infos.contains("OUTFILE") && !files.file_refs.contains("OUTFILE"));
+        // What gah-app leaves out to stay under the template's cap is what the cap says.
+        assert!(files.file_infos.contains(&format!("<max_nbytes>{}</max_nbytes>", gah_core::binpkg::MAX_UPLOAD)));
+    }
+
+    #[test]
     fn gah_in_declares_every_input_and_no_per_job_value() {
         let t = InputTemplate::gah_in();
         let opens: Vec<_> = t.file_refs.iter().map(|(n, o)| (*n, o.as_deref())).collect();
@@ -514,4 +537,43 @@ mod tests {
         let e = t.create_work(&dir, &["a"], &mut v).unwrap_err();
         assert!(e.to_string().contains("max_error_results > max_total_results"), "{e}");
     }
+}
+
+/// A result's output files and the XML the scheduler sends for them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResultFiles {
+    /// The `<file_info>`s, `<UPLOAD_URL/>` still to be replaced by the caller.
+    pub file_infos: String,
+    /// The `<file_ref>`s that go inside the scheduler reply's `<result>`.
+    pub file_refs: String,
+    /// (physical name, open name) of each output file, in the template's order.
+    pub outputs: Vec<(String, String)>,
+}
+
+/// BOINC's `process_result_template` for the result `result_name` (the random part of its
+/// files' names is 0), as the module says.
+pub fn process_result_template(template: &str, result_name: &str) -> anyhow::Result<ResultFiles> {
+    let mut text = template.to_owned();
+    while let Some(at) = text.find("<OUTFILE_") {
+        let rest = &text[at + "<OUTFILE_".len()..];
+        let end = rest.find("/>").context("<OUTFILE_ without />")?;
+        let n = rest[..end].to_owned();
+        text.replace_range(at..at + "<OUTFILE_".len() + end + 2, &format!("{result_name}_r0_{n}"));
+    }
+    let text = text.replace("<output_template>", "").replace("</output_template>", "");
+    let start = text.find("<result>").context("output template without <result>")?;
+    let end = text.find("</result>").context("output template without </result>")?;
+    let (file_infos, file_refs) = (text[..start].to_owned(), text[start + "<result>".len()..end].to_owned());
+    let field = |block: &str, tag: &str| -> Option<String> {
+        let open = format!("<{tag}>");
+        let from = block.find(&open)? + open.len();
+        Some(block[from..from + block[from..].find(&format!("</{tag}>"))?].trim().to_owned())
+    };
+    let mut outputs = Vec::new();
+    for block in file_refs.split("<file_ref>").skip(1) {
+        let name = field(block, "file_name").context("a <file_ref> without <file_name>")?;
+        let open = field(block, "open_name").unwrap_or_else(|| name.clone());
+        outputs.push((name, open));
+    }
+    Ok(ResultFiles { file_infos, file_refs, outputs })
 }

@@ -214,8 +214,8 @@ pub struct WorkunitSpec {
     /// Results ever created, at most; needing one more fails the workunit
     /// (`WU_ERROR_TOO_MANY_TOTAL_RESULTS`). create_work raises it to `target_nresults`.
     pub max_total_results: u32,
-    /// `max_nbytes` of the output file.
-    pub max_output_bytes: u64,
+    /// The output template (create_work's `--result_template`): `templates/gah_out`.
+    pub result_template: String,
 }
 
 impl WorkunitSpec {
@@ -236,7 +236,7 @@ impl WorkunitSpec {
             target_nresults: 1,
             max_error_results: 1,
             max_total_results: 1,
-            max_output_bytes: 16_000_000,
+            result_template: RESULT_TEMPLATE.to_owned(),
         }
     }
 }
@@ -273,12 +273,16 @@ struct Wu {
     inputs_deleted: bool,
 }
 
+/// The project's output template, as `gah deploy` installs it.
+pub const RESULT_TEMPLATE: &str = include_str!("../../../templates/gah_out");
+
 #[derive(Debug, Clone)]
 struct ResultRec {
     id: u64,
     name: String,
     wu: String,
-    output: String,
+    /// Its output files, from the workunit's output template.
+    files: create_work::ResultFiles,
     sent: Option<f64>,
     report: Option<ReportedResult>,
     /// The init script's word or the client's failure: "valid", "invalid: ...",
@@ -654,13 +658,13 @@ impl State {
         let w = self.wus.get_mut(wu).expect("workunit");
         let name = format!("{}_{}", wu, w.results.len());
         w.results.push(name.clone());
-        let output = format!("{name}_r0_0");
+        let files = create_work::process_result_template(&w.spec.result_template, &name).expect("the output template");
         let id = self.results.len() as u64 + 1;
         let rec = ResultRec {
             id,
             name: name.clone(),
             wu: wu.into(),
-            output,
+            files,
             sent: None,
             report: None,
             verdict: None,
@@ -756,9 +760,9 @@ impl State {
             let _ = writeln!(reply, "<message priority=\"low\">harness: no work available</message>");
             return;
         };
-        let (wu_name, output) = {
+        let (wu_name, files) = {
             let r = &self.results[&result];
-            (r.wu.clone(), r.output.clone())
+            (r.wu.clone(), r.files.clone())
         };
         let w = self.wus[&wu_name].clone();
         let base = self.base_url.clone();
@@ -779,12 +783,7 @@ impl State {
                 if f.no_delete { "    <no_delete/>\n" } else { "" },
             );
         }
-        let _ = writeln!(
-            reply,
-            "<file_info>\n    <name>{}</name>\n    <generated_locally/>\n    <upload_when_present/>\n    <max_nbytes>{}</max_nbytes>\n    <url>{base}/gah_cgi/file_upload_handler</url>\n</file_info>",
-            esc(&output),
-            w.spec.max_output_bytes
-        );
+        reply.push_str(&files.file_infos.replace("<UPLOAD_URL/>", &format!("{base}/gah_cgi/file_upload_handler")));
         let _ = write!(
             reply,
             "<workunit>\n    <name>{}</name>\n    <app_name>{}</app_name>\n    <version_num>{}</version_num>\n",
@@ -821,11 +820,8 @@ impl State {
         if !av.plan_class.is_empty() {
             let _ = writeln!(reply, "    <plan_class>{}</plan_class>", esc(&av.plan_class));
         }
-        let _ = writeln!(
-            reply,
-            "    <file_ref>\n        <file_name>{}</file_name>\n        <open_name>outcome.tar.gz</open_name>\n    </file_ref>\n</result>",
-            esc(&output)
-        );
+        reply.push_str(&files.file_refs);
+        reply.push_str("</result>\n");
         self.results.get_mut(&result).expect("result").sent = Some(now());
         self.snap.sent.push(result.clone());
         self.log(format!("scheduler: sent {result} of {wu_name} (app version {} {})", av.version_num, av.plan_class));
@@ -1095,12 +1091,12 @@ impl State {
     /// `get_output_file_paths` builds without looking (`sched/validate_util.cpp` 103-157).
     fn init_verdict(&mut self, result: &str) -> String {
         let r = self.results[result].clone();
-        let path = self.config.state_dir.join("upload").join(&r.output);
+        let paths = self.upload_paths(&r);
         if let Some(d) = self.config.daemons.clone() {
             let v = ValidatorResult {
                 id: r.id,
                 elapsed_time: r.report.as_ref().map_or(0.0, |x| x.final_elapsed_time),
-                paths: vec![path.display().to_string()],
+                paths: paths.iter().map(|p| p.display().to_string()).collect(),
             };
             let cmd = boinc_scripts::validator_init_command(&d.init_script, &v, d.server);
             let (decision, said) = self.validator_script(&d, &cmd);
@@ -1111,7 +1107,10 @@ impl State {
             }
         } else {
             let job = self.wus[&r.wu].spec.job.clone();
-            let v = gah_validator::init(&path, Some(&job));
+            let v = match gah_validator::Uploads::from_files(&paths) {
+                Some(uploads) => gah_validator::init_uploads(&uploads, Some(&job)),
+                None => gah_validator::Verdict::retry_later("the output template names no output, or more than two"),
+            };
             match v.kind() {
                 gah_validator::VerdictKind::Valid => "valid".to_owned(),
                 gah_validator::VerdictKind::Invalid => format!("invalid: {}", v.reason()),
@@ -1129,14 +1128,20 @@ impl State {
                 let side = |r: &ResultRec| ValidatorResult {
                     id: r.id,
                     elapsed_time: r.report.as_ref().map_or(0.0, |x| x.final_elapsed_time),
-                    paths: vec![upload_dir.join(&r.output).display().to_string()],
+                    paths: r.files.outputs.iter().map(|(name, _)| upload_dir.join(name).display().to_string()).collect(),
                 };
                 let cmd = boinc_scripts::validator_compare_command(&d.compare_script, &side(&ra), &side(&rb), d.server);
                 let (decision, said) = self.validator_script(&d, &cmd);
                 (decision, said)
             }
             None => {
-                let v = gah_validator::compare(&upload_dir.join(&ra.output), &upload_dir.join(&rb.output));
+                let v = match (
+                    gah_validator::Uploads::from_files(&self.upload_paths(&ra)),
+                    gah_validator::Uploads::from_files(&self.upload_paths(&rb)),
+                ) {
+                    (Some(a), Some(b)) => gah_validator::compare_uploads(&a, &b),
+                    _ => gah_validator::Verdict::retry_later("the output template names no output, or more than two"),
+                };
                 let decision = match v.kind() {
                     gah_validator::VerdictKind::Valid => ValidatorDecision::Valid,
                     gah_validator::VerdictKind::Invalid => ValidatorDecision::Invalid,
@@ -1149,11 +1154,18 @@ impl State {
         decision
     }
 
+    /// Where `r`'s output files are uploaded (each named whether it is there or not, as
+    /// `get_output_file_paths` does).
+    fn upload_paths(&self, r: &ResultRec) -> Vec<PathBuf> {
+        r.files.outputs.iter().map(|(name, _)| self.config.state_dir.join("upload").join(name)).collect()
+    }
+
     /// The assimilator on a workunit with a canonical result.
     fn assimilate_canonical(&mut self, wu_name: &str, canonical: &str) {
         let w = self.wus[wu_name].clone();
         let c = self.results[canonical].clone();
-        let upload = self.config.state_dir.join("upload").join(&c.output);
+        let uploads = self.upload_paths(&c);
+        let upload = uploads[0].clone();
         self.log(format!("validator: {wu_name}: canonical result {canonical}"));
         let outcome = if let Some(d) = self.config.daemons.clone() {
             let wu = AssimilatorWorkunit {
@@ -1164,7 +1176,11 @@ impl State {
                 canonical: Some(Canonical {
                     result_id: c.id,
                     elapsed_time: c.report.as_ref().map_or(0.0, |x| x.final_elapsed_time),
-                    files: vec![(upload.display().to_string(), "outcome.tar.gz".to_owned())],
+                    files: uploads
+                        .iter()
+                        .zip(&c.files.outputs)
+                        .map(|(path, (_, open))| (path.display().to_string(), open.clone()))
+                        .collect(),
                 }),
             };
             match self.assimilator_script(&d, &wu) {
@@ -1291,7 +1307,7 @@ impl State {
                 esc(msg)
             )
         };
-        let known = |name: &str| self.results.values().find(|r| r.output == name).map(|r| r.name.clone());
+        let known = |name: &str| self.results.values().find(|r| r.files.outputs.iter().any(|(n, _)| n == name)).map(|r| r.name.clone());
         let upload_dir = self.config.state_dir.join("upload");
         if let Some(name) = &req.get_file_size {
             if name.contains("..") || name.contains('/') {
