@@ -288,6 +288,7 @@ pub fn take_binpkgs(upload: &Path, binpkgs_dir: &Path) -> String {
         Err(e) => Err(gah_util::error_chain(&e)),
     };
     let agreed = match agreed {
+        Ok(agreed) if agreed.is_empty() => return "no binary packages agreed".to_owned(),
         Ok(agreed) => agreed,
         Err(why) => return format!("binary packages not stored: {why}"),
     };

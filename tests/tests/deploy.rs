@@ -190,6 +190,10 @@ fn deploy_installs_everything_once_and_keeps_the_admins_settings() {
     let reader = gah_publish::verify(&published, "gentoo.gah", &key).unwrap_or_else(|e| panic!("{e}: {said}"));
     assert_eq!(reader.read("/repos/gah-overlay/profiles/repo_name").unwrap(), b"gah-overlay\n");
     assert!(!project.join("gah/repo.tar").exists(), "no tarball any more");
+    // Volunteers' agreed packages: a store in the project, published (empty so far) at /binpkgs.
+    assert!(conf.contains("binpkgs_dir = \"gah/binpkgs\""), "{conf}");
+    assert!(project.join("gah/binpkgs/store").is_dir(), "{said}");
+    assert!(reader.list("/binpkgs").is_ok(), "no /binpkgs published: {said}");
     // The queue the work generator's daemon submits from, generated over the repository.
     assert!(said.contains("deploy: queue: ") && project.join("gah/queue/state.sqlite").is_file(), "{said}");
 

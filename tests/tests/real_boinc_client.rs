@@ -131,16 +131,7 @@ enum GuestRoot {
 
 /// [`stage_data`], with the guest root `root` published too.
 fn stage_data_with_base(tmp: &Path, harness: &Harness, spec: &mut WorkunitSpec, repo: &Path, distfiles: &Path, root: &GuestRoot) {
-    use gah_core::data_ref::{repo_path, BASE_AT, DISK_AT, DISTFILES_AT};
-    let published = harness.download_dir().join("cvmfs").join(CVMFS_NAME);
-    let at = repo_path(&gah_ebuild::repo::repo_name(repo));
-    let mut mounts = vec![gah_publish::Mount { at: &at, from: repo }, gah_publish::Mount { at: DISTFILES_AT, from: distfiles }];
-    match root {
-        GuestRoot::None => {}
-        GuestRoot::Tree(from) => mounts.push(gah_publish::Mount { at: BASE_AT, from }),
-        GuestRoot::Disk(from) => mounts.push(gah_publish::Mount { at: DISK_AT, from }),
-    }
-    gah_publish::publish_mounts(&mounts, &published, CVMFS_NAME, &tmp.join("keys")).expect("publish");
+    publish(tmp, harness, repo, distfiles, root, None);
     let (repos, _) = gah_workgen::plan::load_repos(&[repo.to_path_buf()]);
     let mirror = gah_workgen::distfiles::Mirror::new(distfiles, &["amd64", "~amd64"]);
     let config = gah_workgen::plan::Config {
@@ -154,6 +145,32 @@ fn stage_data_with_base(tmp: &Path, harness: &Harness, spec: &mut WorkunitSpec, 
     let queue_dir = tmp.join("queue");
     let mut queue = gah_workgen::Queue::open(&queue_dir).expect("queue");
     queue.add(&gah_workgen::plan::plan_with(&repos, &config, Some(&mirror))).expect("plan into the queue");
+    write_data_ref(tmp, harness, spec);
+}
+
+/// Publishes the next revision as `gah deploy` does: `repo` at `/repos/<name>`, `distfiles`
+/// at `/distfiles`, the guest root `root`, and the package store `binpkgs` at `/binpkgs`.
+fn publish(tmp: &Path, harness: &Harness, repo: &Path, distfiles: &Path, root: &GuestRoot, binpkgs: Option<&Path>) {
+    use gah_core::data_ref::{repo_path, BASE_AT, BINPKGS_AT, DISK_AT, DISTFILES_AT};
+    let published = harness.download_dir().join("cvmfs").join(CVMFS_NAME);
+    let at = repo_path(&gah_ebuild::repo::repo_name(repo));
+    let mut mounts = vec![gah_publish::Mount { at: &at, from: repo }, gah_publish::Mount { at: DISTFILES_AT, from: distfiles }];
+    match root {
+        GuestRoot::None => {}
+        GuestRoot::Tree(from) => mounts.push(gah_publish::Mount { at: BASE_AT, from }),
+        GuestRoot::Disk(from) => mounts.push(gah_publish::Mount { at: DISK_AT, from }),
+    }
+    if let Some(from) = binpkgs {
+        mounts.push(gah_publish::Mount { at: BINPKGS_AT, from });
+    }
+    gah_publish::publish_mounts(&mounts, &published, CVMFS_NAME, &tmp.join("keys")).expect("publish");
+}
+
+/// The workunit's `data.json`, by the work generator's own `write_data_refs` over the queue
+/// in `TMP/queue`, naming the current revision; staged as its input.
+fn write_data_ref(tmp: &Path, harness: &Harness, spec: &mut WorkunitSpec) {
+    let published = harness.download_dir().join("cvmfs").join(CVMFS_NAME);
+    let queue_dir = tmp.join("queue");
     let plane = gah_workgen::boinc::DataPlane {
         name: CVMFS_NAME.into(),
         url: format!("{}download/cvmfs/{CVMFS_NAME}", harness.master_url()),
@@ -233,6 +250,7 @@ fn launch(test: &str, workunit: impl FnOnce(&Path, &Harness, &mut WorkunitSpec),
     let wu = format!("{}_{test}", job.job_id);
     let mut spec = WorkunitSpec::new(&wu, job);
     workunit(&tmp, &harness, &mut spec);
+    let wu = spec.name.clone();
     let result = harness.add_workunit(spec).expect("workunit").remove(0);
 
     let mut config = ClientConfig::new(&tmp.join("client"), &harness.master_url(), harness.authenticator());
@@ -298,6 +316,18 @@ fn package_script(tmp: &Path, image: &Path, guest: &str) -> std::process::Comman
 }
 
 impl Run {
+    /// Issue 11, item 4: both output files of `templates/gah_out` came back, and the second is
+    /// the packages the job built (here, the target itself), in the upload format the
+    /// validator reads.
+    fn assert_packages_uploaded(&self, snap: &Snapshot) {
+        assert_eq!(snap.uploads.len(), 2, "{:?}", snap.uploads);
+        let (name, _) = snap.uploads.iter().find(|(n, _)| n.ends_with("_1")).expect("the packages upload");
+        let packages = gah_validator::load_binpkgs(&self.harness.upload_dir().join(name))
+            .unwrap_or_else(|e| panic!("{name}: {}", gah_util::error_chain(&e)));
+        assert!(packages.iter().any(|p| p.cpv.starts_with("app-arch/bzip2-")), "{name}: {packages:?}");
+        eprintln!("{}: packages uploaded: {:?}", self.wu, packages.iter().map(|p| (&p.cpv, p.size)).collect::<Vec<_>>());
+    }
+
     /// Waits for the workunit to be decided; stops once the client exited without it.
     fn decided(&mut self) -> Result<Snapshot, WaitError> {
         let wu = &self.wu;
@@ -454,7 +484,7 @@ fn real_boinc_client_runs_a_job_end_to_end() {
     let mut run = start_with("e2e", true);
     let snap = run.wait_decided();
     run.assert_stored_success(&snap);
-    assert_eq!(snap.uploads.len(), 1, "{:?}", snap.uploads);
+    run.assert_packages_uploaded(&snap);
     // Issue 11: the workunit had no tarball; gah-app read the repository's signed manifest
     // and the objects the job needed from the data plane, through the project folder's cache.
     let data_plane: Vec<&String> = snap.log.iter().filter(|l| l.starts_with("download: cvmfs/gentoo.gah/")).collect();
@@ -747,6 +777,105 @@ fn real_boinc_client_fails_fast_on_a_compute_error() {
 /// scheduler with the project's code-signing key, downloads every file (gunzipping the
 /// `<gzip/>` ones), checks each signature, copies the BOINC libraries into the slot, runs
 /// gah-app with the plan class's `--memory_size_mb`, and the job is validated and assimilated
+/// A job of `cp` with USE=jemalloc (its dependency on dev-libs/jemalloc on).
+fn with_jemalloc(cp: &str) -> gah_core::job::Job {
+    let base = overlay_job(cp, Compiler::Gcc, 3600);
+    let mut flags = base.use_flags.clone();
+    flags.0.insert("jemalloc".into(), true);
+    gah_core::job::Job::new(&base.repo, &base.cpv, flags, Compiler::Gcc, 3600)
+}
+
+/// Issue 11, item 4, through the real client: workunit A (bzip2 USE=jemalloc, two replicas)
+/// builds dev-libs/jemalloc; both replicas upload their packages, the validator records what
+/// they built alike, the assimilator stores it in the project's `binpkgs_dir`, the next
+/// publication offers it at `/binpkgs`; workunit B (xz-utils USE=jemalloc), whose data.json
+/// names that revision, installs jemalloc as a binary package instead of compiling it.
+/// Sandbox only (the vm phase skips it: the path is the same, the VM only slower).
+#[test]
+fn real_boinc_client_installs_a_validated_dependency_as_a_binary_package() {
+    if !slow_tests_enabled("real_boinc_client_installs_a_validated_dependency_as_a_binary_package") {
+        return;
+    }
+    let _one = serial();
+    let a = artefacts();
+    let bzip2 = with_jemalloc("app-arch/bzip2");
+    let mut run = launch(
+        "binpkgs",
+        |tmp, harness, spec| {
+            // As `gah deploy` writes it into the project's gah.conf.
+            let conf = tmp.join("project").join(gah_core::project::FILE_NAME);
+            let text = std::fs::read_to_string(&conf).expect("gah.conf");
+            std::fs::write(&conf, format!("{text}binpkgs_dir = gah/binpkgs\n")).expect("gah.conf");
+            *spec = WorkunitSpec {
+                min_quorum: 2,
+                target_nresults: 2,
+                max_total_results: 2,
+                ..WorkunitSpec::new(&format!("{}_binpkgs", bzip2.job_id), bzip2.clone())
+            };
+            stage_data(tmp, harness, spec, &a.overlay, &a.distfiles);
+        },
+        |project_dir, tmp, _| {
+            let guest = if is_vm() { "vm" } else { "sandbox" };
+            run_package_script(package_script(tmp, &a.image, guest), project_dir);
+        },
+    );
+    // The second replica goes to a second volunteer (each client fetches one job and exits
+    // when idle).
+    let mut second = ClientConfig::new(&run.tmp.join("client-2"), &run.harness.master_url(), run.harness.authenticator());
+    second.write().expect("second client's config");
+    run_package_script(package_script(&run.tmp, &a.image, "sandbox"), &second.project_dir());
+    let second = Client::start(&second).expect("start the second client");
+    let decided = |run: &Run, wu: &str| {
+        let wu = wu.to_owned();
+        run.harness
+            .wait_until(job_limit(), move |snap| snap.outcome(&wu) != WuOutcome::Pending)
+            .unwrap_or_else(|e| panic!("{e}\nfirst client:\n{}\nsecond client:\n{}", run.client.log_tail(40), second.log_tail(40)))
+    };
+    let snap = decided(&run, &run.wu);
+    let outcome = snap.outcome(&run.wu);
+    assert!(
+        matches!(&outcome, WuOutcome::Assimilated { detail, .. } if detail.contains("binary packages stored")),
+        "{outcome:?}\nharness:\n{}",
+        snap.log.join("\n")
+    );
+    eprintln!("binpkgs: workunit A: {outcome:?}");
+    let store = run.tmp.join("project/gah/binpkgs/store");
+    let held = std::fs::read_dir(store.join("dev-libs/jemalloc")).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(held, 1, "jemalloc in the store {}", store.display());
+
+    // The next publication offers the store; workunit B names that revision.
+    publish(&run.tmp, &run.harness, &a.overlay, &a.distfiles, &GuestRoot::None, Some(&store));
+    let xz = with_jemalloc("app-arch/xz-utils");
+    let mut spec = WorkunitSpec::new(&format!("{}_binpkgs", xz.job_id), xz);
+    write_data_ref(&run.tmp, &run.harness, &mut spec);
+    let wu_b = spec.name.clone();
+    let result_b = run.harness.add_workunit(spec).expect("workunit B").remove(0);
+    // The first volunteer exited when idle: it comes back.
+    let _ = run.client.wait_exit(Duration::from_secs(60));
+    run.client.restart().expect("restart the first client");
+    let snap = decided(&run, &wu_b);
+    assert!(matches!(snap.outcome(&wu_b), WuOutcome::Assimilated { .. }), "{:?}", snap.outcome(&wu_b));
+    let db = Database::open(&run.harness.results_db()).expect("results db");
+    let row = db
+        .outcomes(&gah_core::db::Filter::default(), gah_core::db::Page::ALL)
+        .expect("rows")
+        .into_iter()
+        .find(|r| r.wu_name == wu_b)
+        .expect("workunit B's row");
+    assert_eq!(row.status, gah_core::outcome::Status::Success, "{row:?}");
+    let report = snap.report(&result_b).expect("report");
+    let stderr = &report.stderr_out;
+    let archive = gah_validator::load(&run.harness.upload_dir().join(format!("{result_b}_r0_0"))).expect("workunit B's outcome");
+    let jemalloc = archive.outcome.packages.iter().find(|p| p.cpv.starts_with("dev-libs/jemalloc-"));
+    assert!(
+        jemalloc.is_some_and(|p| p.binary),
+        "jemalloc was not installed as a binary package: {:?}\n{}",
+        archive.outcome.packages,
+        tail(stderr, 30)
+    );
+    eprintln!("binpkgs: workunit B: packages {:?}", archive.outcome.packages);
+}
+
 /// as in [`real_boinc_client_runs_a_job_end_to_end`].
 #[test]
 fn real_boinc_client_runs_a_server_sent_app_version() {
@@ -759,7 +888,7 @@ fn real_boinc_client_runs_a_server_sent_app_version() {
     assert!(!project_dir.join("app_info.xml").exists(), "a server-sent run has no app_info.xml");
     let snap = run.wait_decided();
     run.assert_stored_success(&snap);
-    assert_eq!(snap.uploads.len(), 1, "{:?}", snap.uploads);
+    run.assert_packages_uploaded(&snap);
     let stderr = &snap.report(&run.result).expect("report").stderr_out;
     if !is_vm() {
         let unpacked = stderr.lines().find(|l| l.contains("gah-app: guest root unpacked"));

@@ -224,7 +224,7 @@ pub fn run_like_a_daemon(project: &Path, cmd: &str) -> std::io::Result<Output> {
     std::fs::create_dir_all(&cwd)?;
     let mut command = gah_util::process::command("/bin/sh");
     command.arg("-c").arg(cmd).current_dir(&cwd);
-    for var in ["GAH_RESULTS_DB", "GAH_QUEUE_DIR", "GAH_SNAPSHOT"] {
+    for var in ["GAH_RESULTS_DB", "GAH_QUEUE_DIR", "GAH_SNAPSHOT", "GAH_BINPKGS_DIR"] {
         command.env_remove(var);
     }
     command.output()
