@@ -238,6 +238,7 @@ const OWN_SQLITE_FILES: &[&str] = &[
     "util/src/sqlite.rs",
     "work-generator/src/queue.rs",
     "validator/src/hosts.rs",
+    "validator/src/agreed.rs",
     "validator/src/boinc.rs",
     "publish/src/lib.rs",
     "publish/src/catalog.rs",
@@ -292,7 +293,7 @@ fn sql_over_the_results_database_stays_in_gah_core() {
     fail_with(
         "SQL over the results database belongs in gah-core: add the query to gah_core::db::read (typed rows, \
          columns by name, a unit test there) and call it; only gah-core and the crates with databases of their own \
-         (the queue, the validator's host statistics, gah_util::sqlite) use rusqlite",
+         (the queue, the validator's host statistics and agreed packages, gah_util::sqlite) use rusqlite",
         &offenders,
     );
 }
