@@ -202,10 +202,12 @@ fn create_dir(path: &Path) -> Result<(), AppError> {
 /// inputs: the job, and where its ebuild repository and distfiles are in the project's
 /// CernVM-FS repository, whose key is the app version's <name>.pub), binpkgs (a tar, only if the workunit or app version brings one),
 /// vmlinux, initramfs.cpio.gz, rootfs.ext4 (the vm app version's files), rootfs.tar (the
-/// sandbox's: unpacked once per host into the project folder), outcome.tar.gz (the result).
+/// sandbox's: unpacked once per host into the project folder), outcome.tar.gz (the result),
+/// binpkgs.tar (the packages the job built, when the result template names it).
 ///
 /// gah-app never writes into its inputs: what a job builds reaches another job only through
-/// whoever runs gah-app (--keep-binpkgs), after it has validated the job.
+/// the project (its binpkgs.tar upload, compared with another replica's) or whoever runs
+/// gah-app (--keep-binpkgs, --binpkgs-output), after it has validated the job.
 #[derive(Debug, Parser)]
 #[command(name = "gah-app", version, verbatim_doc_comment)]
 pub struct Args {

@@ -20,9 +20,9 @@ use clap::{Parser, Subcommand};
 /// `gah run` runs the whole chain locally on the embedded default (the test overlay in
 /// vm-images/overlay): the work generator plans every valid USE configuration × compiler,
 /// each job runs as two replicas through gah-app, the validator checks and compares them,
-/// the assimilator stores the canonical outcome in the results database. Only an accepted
-/// job's canonical replica adds its binary packages to the cache (.cache/binpkgs) that later
-/// jobs' guests read. Then each build or test failure is localised: follow-up builds, chosen
+/// the assimilator stores the canonical outcome in the results database. Only the binary
+/// packages an accepted job's replicas built alike join the store (.cache/binpkgs, published
+/// at /binpkgs) that later jobs' guests read. Then each build or test failure is localised: follow-up builds, chosen
 /// by gah-localise, until its minimal failing set of flags and compiler is known (printed,
 /// and stored for `gah results localised` and `gah results bug`).
 ///
