@@ -88,7 +88,8 @@ pub fn store_agreed(upload: &Path, agreed: &[AgreedPackage], store: &Path, stagi
         if !wanted.remove(name.as_str()) {
             continue;
         }
-        let staged = staging.join(format!(".{}.{}", std::process::id(), place.path().replace('/', "_")));
+        // `.NAME.tmp-PID-N`, unique in this process: what `remove_orphans` clears after a crash.
+        let staged = gah_util::atomic::temp_path_in(staging, Path::new(&place.path().replace('/', "_")));
         let copied = copy_new(&mut entry, &staged);
         if let Err(e) = copied {
             let _ = fs::remove_file(&staged);

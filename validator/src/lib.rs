@@ -358,17 +358,36 @@ impl Uploads {
     }
 }
 
-/// [`init`] over all of a result's uploads: the outcome archive, then the binary packages,
-/// each refused for what is in it.
+/// [`init`] over all of a result's uploads: the outcome archive decides; the binary packages
+/// are read as hostile and said in the notes (see `side_packages`).
 pub fn init_uploads(uploads: &Uploads, job: Option<&Job>) -> Verdict {
     let verdict = init(&uploads.outcome, job);
     if !verdict.is_valid() {
         return verdict;
     }
+    let mut notes = Vec::new();
+    match side_packages(uploads, &mut notes) {
+        Ok(packages) if packages.is_empty() && notes.is_empty() => verdict,
+        Ok(packages) => {
+            notes.insert(0, format!("{} binary packages", packages.len()));
+            Verdict::valid(notes)
+        }
+        Err(retry) => retry,
+    }
+}
+
+/// One result's packages for [`init_uploads`] and [`compare_uploads_with`]. The packages are
+/// optional and not what the job is asked for: an upload refused for what is in it is said
+/// in `notes` and taken as none (nothing of it can ever be agreed on), never held against
+/// the result; one the server cannot read now makes the question wait (retry later).
+fn side_packages(uploads: &Uploads, notes: &mut Vec<String>) -> Result<Vec<BuiltPackage>, Verdict> {
     match uploads.packages() {
-        Ok(packages) if packages.is_empty() => verdict,
-        Ok(packages) => Verdict::valid(vec![format!("{} binary packages", packages.len())]),
-        Err(e) => e.into(),
+        Ok(packages) => Ok(packages),
+        Err(e) if e.is_transient() => Err(e.into()),
+        Err(e) => {
+            notes.push(format!("binary packages not taken: {}", gah_util::error_chain(&e)));
+            Ok(Vec::new())
+        }
     }
 }
 
@@ -386,13 +405,16 @@ pub fn compare_uploads_with(a: &Uploads, b: &Uploads) -> (Verdict, [Vec<BuiltPac
     if !verdict.is_valid() {
         return (verdict, Default::default());
     }
-    let (left, right) = match (a.packages(), b.packages()) {
-        (Ok(left), Ok(right)) => (left, right),
-        (Err(e), _) | (_, Err(e)) if e.is_transient() => return (e.into(), Default::default()),
-        (Err(e), _) | (_, Err(e)) => return (e.into(), Default::default()),
+    let mut notes = verdict.notes().to_vec();
+    let left = match side_packages(a, &mut notes) {
+        Ok(p) => p,
+        Err(retry) => return (retry, Default::default()),
+    };
+    let right = match side_packages(b, &mut notes) {
+        Ok(p) => p,
+        Err(retry) => return (retry, Default::default()),
     };
     let packages = compare::compare_packages(&left, &right);
-    let mut notes = verdict.notes().to_vec();
     notes.extend(packages.notes);
     let theirs = compare::compare_packages(&right, &left).agreed;
     (Verdict::valid(notes), [packages.agreed, theirs])

@@ -56,8 +56,10 @@ fn init_takes_one_or_two_files_and_a_result_id() {
     assert_eq!(run(INIT, tmp.path(), &["a.tar.gz", "a.binpkgs", "b.tar.gz"]).0, 3);
 }
 
+/// The packages are optional and not what the job asks: a hostile upload is refused, named,
+/// and never agreed on, but the result stands on its outcome.
 #[test]
-fn a_hostile_packages_upload_makes_the_result_invalid() {
+fn a_hostile_packages_upload_is_refused_and_the_outcome_stands() {
     let tmp = tempfile::tempdir().unwrap();
     outcomes(tmp.path());
     let lying = gpkg("jemalloc-5.3.0-1", &[("CATEGORY", b"sys-apps"), ("PF", b"jemalloc-5.3.0")], &[], 1);
@@ -70,8 +72,8 @@ fn a_hostile_packages_upload_makes_the_result_invalid() {
     for (name, bytes, says) in cases {
         std::fs::write(tmp.path().join(name), bytes).unwrap();
         let (code, said) = run(INIT, tmp.path(), &["a.tar.gz", name]);
-        assert_eq!(code, 1, "{name}: {said}");
-        assert!(said.contains(name) && said.contains(says), "{name}: {said}");
+        assert_eq!(code, 0, "{name}: {said}");
+        assert!(said.contains("binary packages not taken") && said.contains(name) && said.contains(says), "{name}: {said}");
     }
     // A link where the upload should be is the server's oddity, never followed: retry later.
     std::os::unix::fs::symlink("/etc/passwd", tmp.path().join("linked")).unwrap();
@@ -110,11 +112,11 @@ fn replicas_agree_on_outcomes_and_say_which_packages_they_share() {
     assert_eq!(run(COMPARE, tmp.path(), &["a.tar.gz", "b.tar.gz"]).0, 0);
     assert_eq!(run(COMPARE, tmp.path(), &["a.tar.gz", "b.tar.gz", "11", "12"]).0, 0);
     assert_eq!(run(COMPARE, tmp.path(), &["a.tar.gz", "a.binpkgs", "b.tar.gz"]).0, 3);
-    // A hostile packages upload on either side fails the pair, naming it.
+    // A hostile packages upload on either side is named, and nothing is agreed with it.
     write("bad.binpkgs", upload(&[("../x", b"x")]));
     let (code, said) = run(COMPARE, tmp.path(), &["a.tar.gz", "a.binpkgs", "b.tar.gz", "bad.binpkgs"]);
-    assert_eq!(code, 1, "{said}");
-    assert!(said.contains("bad.binpkgs"), "{said}");
+    assert_eq!(code, 0, "{said}");
+    assert!(said.contains("bad.binpkgs") && !said.contains("agreed"), "{said}");
 }
 
 #[test]
