@@ -17,10 +17,11 @@ gah_fixture_source() {
 }
 
 src_test() {
-	# The guest sees the project's binary packages as /gah/in/binpkgs. The
-	# sweep builds this package before fixture-flaky-later (plans go by cpv),
-	# so its first build fails and a rerun, once the later package's binary
-	# package is in the cache, passes: a failure that does not reproduce.
-	grep -qs '^CPV: app-misc/fixture-flaky-later-' /gah/in/binpkgs/Packages ||
+	# The guest sees the project's binary packages as /gah/in/binpkgs (no
+	# index: the guest's Portage writes its own). The sweep builds this
+	# package before fixture-flaky-later (plans go by cpv), so its first build
+	# fails and a rerun, once the later package's binary package is in the
+	# store, passes: a failure that does not reproduce.
+	compgen -G '/gah/in/binpkgs/app-misc/fixture-flaky-later/fixture-flaky-later-*.gpkg.tar' >/dev/null ||
 		die "fixture: fails until app-misc/fixture-flaky-later has been built"
 }
