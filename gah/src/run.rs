@@ -381,15 +381,17 @@ fn validate(job: &Job, archives: &[PathBuf]) -> Verdict {
 /// compared as the validator compares them: `gah_validator::compare::compare_packages`) into
 /// `store`, the folder later jobs' guests read as `/gah/in/binpkgs`, as the server's
 /// assimilator does (`gah_assimilator::binpkgs::store_agreed`: staged, read again, kept only
-/// when the digest is the agreed one). Without an accepted verdict, or with one replica,
-/// nothing. Every upload is deleted afterwards, but the first one when storing failed: it is
+/// when the digest is the agreed one). Without an accepted verdict, nothing; with one
+/// replica (`--replicas 1`), its packages as they are. Every upload is deleted afterwards, but the first one when storing failed: it is
 /// kept where it is, and named.
 fn settle_binpkgs(accepted: bool, uploads: &[PathBuf], store: &Path, staging: &Path) -> anyhow::Result<Stored> {
     let settled = (|| -> anyhow::Result<Stored> {
         let [first, others @ ..] = uploads else { return Ok(Stored::default()) };
-        if !accepted || others.is_empty() {
+        if !accepted {
             return Ok(Stored::default());
         }
+        // With `--replicas 1` there is nothing to compare with: on one's own machine, the one
+        // replica's packages (checked as any upload is) are taken as they are, as its outcome is.
         let mut agreed = gah_validator::load_binpkgs(first)?;
         for other in others {
             agreed = gah_validator::compare::compare_packages(&agreed, &gah_validator::load_binpkgs(other)?).agreed;
