@@ -382,8 +382,8 @@ fn validate(job: &Job, archives: &[PathBuf]) -> Verdict {
 /// `store`, the folder later jobs' guests read as `/gah/in/binpkgs`, as the server's
 /// assimilator does (`gah_assimilator::binpkgs::store_agreed`: staged, read again, kept only
 /// when the digest is the agreed one). Without an accepted verdict, nothing; with one
-/// replica (`--replicas 1`), its packages as they are. Every upload is deleted afterwards, but the first one when storing failed: it is
-/// kept where it is, and named.
+/// replica (`--replicas 1`), its packages as they are. Every upload is deleted afterwards,
+/// but the first one when storing failed: it is kept where it is, and named.
 fn settle_binpkgs(accepted: bool, uploads: &[PathBuf], store: &Path, staging: &Path) -> anyhow::Result<Stored> {
     let settled = (|| -> anyhow::Result<Stored> {
         let [first, others @ ..] = uploads else { return Ok(Stored::default()) };

@@ -127,13 +127,10 @@ fn record_agreed(a: &Uploads, b: &Uploads, agreed: &[Vec<gah_core::binpkg::Built
     let project = gah_core::project::resolve_here(&gah_core::project::Overrides::default()).map_err(|e| gah_util::error_chain(&e))?;
     let Some(dir) = project.binpkgs_dir else { return Ok(()) };
     let mut record = crate::agreed::Agreed::open(&dir).map_err(|e| gah_util::error_chain(&e))?;
-    let failed = |e: rusqlite::Error| format!("{}: {}", record_path(&dir), gah_util::error_chain(&e));
+    let at = record.path().display().to_string();
+    let failed = |e: rusqlite::Error| format!("{at}: {}", gah_util::error_chain(&e));
     record.record(upload_a, &agreed[0]).map_err(failed)?;
     record.record(upload_b, &agreed[1]).map_err(failed)
-}
-
-fn record_path(dir: &std::path::Path) -> String {
-    dir.join(crate::agreed::FILE_NAME).display().to_string()
 }
 
 /// Updates the host statistics at `path` (default [`hosts::default_path`]). They are

@@ -151,6 +151,8 @@ pub fn hash_must_match(path: &str) -> bool {
 pub struct PackageComparison {
     /// The packages both built with the same digest (as the first replica has them).
     pub agreed: Vec<BuiltPackage>,
+    /// The same packages as the second replica has them (their paths may differ).
+    pub agreed_second: Vec<BuiltPackage>,
     /// What was not agreed, for the record.
     pub notes: Vec<String>,
 }
@@ -166,7 +168,10 @@ pub fn compare_packages(a: &[BuiltPackage], b: &[BuiltPackage]) -> PackageCompar
         by_cpv
     };
     let (of_a, of_b) = (digests(a), digests(b));
-    let agreed: Vec<BuiltPackage> = a.iter().filter(|p| of_b.get(&p.cpv).is_some_and(|d| d.contains(&p.digest))).cloned().collect();
+    let alike = |mine: &[BuiltPackage], theirs: &BTreeMap<String, BTreeSet<String>>| -> Vec<BuiltPackage> {
+        mine.iter().filter(|p| theirs.get(&p.cpv).is_some_and(|d| d.contains(&p.digest))).cloned().collect()
+    };
+    let (agreed, agreed_second) = (alike(a, &of_b), alike(b, &of_a));
     let mut notes = Vec::new();
     let differing: Vec<&String> = of_a.keys().filter(|cpv| of_b.contains_key(*cpv) && !agreed.iter().any(|p| &p.cpv == *cpv)).collect();
     if !differing.is_empty() {
@@ -181,7 +186,7 @@ pub fn compare_packages(a: &[BuiltPackage], b: &[BuiltPackage]) -> PackageCompar
     if !agreed.is_empty() {
         notes.push(format!("{} binary packages agreed", agreed.len()));
     }
-    PackageComparison { agreed, notes }
+    PackageComparison { agreed, agreed_second, notes }
 }
 
 fn listing<T: std::fmt::Display>(items: impl Iterator<Item = T>) -> String {

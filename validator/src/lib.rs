@@ -416,8 +416,7 @@ pub fn compare_uploads_with(a: &Uploads, b: &Uploads) -> (Verdict, [Vec<BuiltPac
     };
     let packages = compare::compare_packages(&left, &right);
     notes.extend(packages.notes);
-    let theirs = compare::compare_packages(&right, &left).agreed;
-    (Verdict::valid(notes), [packages.agreed, theirs])
+    (Verdict::valid(notes), [packages.agreed, packages.agreed_second])
 }
 
 /// Makes `text` one printable line: control characters escaped, cut at [`MAX_REASON`].
